@@ -1,0 +1,315 @@
+//! Configuration: defaults, an optional TOML file, `ACTIONHUB_*` environment variables and
+//! command-line flags, in rising order of precedence.
+//!
+//! This module owns every tunable and its default. It does no IO beyond reading the config
+//! file, and it refuses combinations that would be unsafe (open mode on a public address)
+//! before anything binds.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Every setting of a running hub, after defaults, file, environment and flags are merged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP and WebSocket listener binds to.
+    pub listen: SocketAddr,
+    /// Directory for the write-ahead log and snapshots.
+    pub data_dir: PathBuf,
+    /// `text` for people, `json` for log shippers.
+    pub log_format: LogFormat,
+    /// Retained history, by count: serves `since` replay and `GET /v1/events`.
+    pub retention_events: usize,
+    /// Retained history, by age; also how long ended actions stay in snapshots.
+    #[serde(with = "humantime_serde_compat")]
+    pub retention_age: Duration,
+    /// Outbound frames one connection may have queued before it is closed as slow (4008).
+    pub queue_capacity: usize,
+    /// Largest client frame accepted, in bytes (larger closes with 4009).
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body, in bytes (larger is 413 `too_large`).
+    pub max_body_bytes: usize,
+    /// Most events in one `POST /v1/events` batch.
+    pub max_batch_events: usize,
+    /// Bad frames in a row before a connection is closed with 4000 (never fewer than 5).
+    pub max_bad_frames: u32,
+    /// How long a new WebSocket has to send `connect`.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Interval of WebSocket-level pings; a peer silent for two intervals is dropped.
+    #[serde(with = "humantime_serde_compat")]
+    pub ping_interval: Duration,
+    /// A session with no event for this long is ended with reason `idle`.
+    #[serde(with = "humantime_serde_compat")]
+    pub session_idle_timeout: Duration,
+    /// Whether the hub moves a session's still-`offered` actions to `ignored` when it ends.
+    pub auto_ignore_on_session_end: bool,
+    /// Most subscriptions one connection may hold.
+    pub max_subscriptions_per_connection: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            log_format: LogFormat::Text,
+            retention_events: 1_000_000,
+            retention_age: Duration::from_secs(24 * 3600),
+            queue_capacity: 8192,
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_batch_events: 1000,
+            max_bad_frames: 10,
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            auto_ignore_on_session_end: true,
+            max_subscriptions_per_connection: 256,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// Command-line flags. Each also reads an `ACTIONHUB_*` environment variable; each
+/// overrides the config file, which overrides the built-in default.
+#[derive(Debug, Parser)]
+#[command(name = "actionhub", version, about = "A realtime web-action event hub.")]
+pub struct Cli {
+    /// TOML file with any of the settings below (snake_case keys, e.g. `retention_events`).
+    #[arg(long, env = "ACTIONHUB_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]. Open mode (no keys configured)
+    /// refuses any address that is not loopback.
+    #[arg(long, env = "ACTIONHUB_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the log and snapshots [default: ./data].
+    #[arg(long, env = "ACTIONHUB_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log line format [default: text].
+    #[arg(long, env = "ACTIONHUB_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Events kept in the replayable history [default: 1000000].
+    #[arg(long, env = "ACTIONHUB_RETENTION_EVENTS", value_name = "N")]
+    pub retention_events: Option<usize>,
+    /// Age of the oldest event kept, e.g. `24h`, `90m` [default: 24h].
+    #[arg(long, env = "ACTIONHUB_RETENTION_AGE", value_parser = humantime::parse_duration)]
+    pub retention_age: Option<Duration>,
+    /// Outbound frames queued per connection before it is closed as slow (4008) [default: 8192].
+    #[arg(long, env = "ACTIONHUB_QUEUE_CAPACITY", value_name = "N")]
+    pub queue_capacity: Option<usize>,
+    /// Largest client WebSocket frame in bytes; larger closes with 4009 [default: 65536].
+    #[arg(long, env = "ACTIONHUB_MAX_FRAME_BYTES", value_name = "BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// Largest HTTP body in bytes [default: 1048576].
+    #[arg(long, env = "ACTIONHUB_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most events in one HTTP batch [default: 1000].
+    #[arg(long, env = "ACTIONHUB_MAX_BATCH_EVENTS", value_name = "N")]
+    pub max_batch_events: Option<usize>,
+    /// Bad frames in a row before a close with 4000; at least 5 [default: 10].
+    #[arg(long, env = "ACTIONHUB_MAX_BAD_FRAMES", value_name = "N")]
+    pub max_bad_frames: Option<u32>,
+    /// Time a new WebSocket has to send `connect` [default: 10s].
+    #[arg(long, env = "ACTIONHUB_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Option<Duration>,
+    /// WebSocket ping interval [default: 30s].
+    #[arg(long, env = "ACTIONHUB_PING_INTERVAL", value_parser = humantime::parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Idle time after which a session ends with reason `idle` [default: 30m].
+    #[arg(long, env = "ACTIONHUB_SESSION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub session_idle_timeout: Option<Duration>,
+    /// Move a session's still-offered actions to `ignored` when it ends [default: true].
+    #[arg(long, env = "ACTIONHUB_AUTO_IGNORE_ON_SESSION_END", value_name = "BOOL")]
+    pub auto_ignore_on_session_end: Option<bool>,
+    /// Most subscriptions per connection [default: 256].
+    #[arg(long, env = "ACTIONHUB_MAX_SUBSCRIPTIONS_PER_CONNECTION", value_name = "N")]
+    pub max_subscriptions_per_connection: Option<usize>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Merges defaults, the config file named by `cli` (if any), and the flags/environment.
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! override_with {
+            ($($field:ident),* $(,)?) => {
+                $(if let Some(value) = cli.$field { config.$field = value; })*
+            };
+        }
+        override_with!(
+            listen,
+            data_dir,
+            log_format,
+            retention_events,
+            retention_age,
+            queue_capacity,
+            max_frame_bytes,
+            max_body_bytes,
+            max_batch_events,
+            max_bad_frames,
+            connect_timeout,
+            ping_interval,
+            session_idle_timeout,
+            auto_ignore_on_session_end,
+            max_subscriptions_per_connection,
+        );
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML file on top of the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// A configuration for tests and tools: loopback, an ephemeral port, the given data
+    /// directory, and otherwise the defaults.
+    pub fn ephemeral(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Refuses settings that cannot work or would be unsafe.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("retention_events", self.retention_events),
+            ("queue_capacity", self.queue_capacity),
+            ("max_frame_bytes", self.max_frame_bytes),
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_batch_events", self.max_batch_events),
+            ("max_subscriptions_per_connection", self.max_subscriptions_per_connection),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if self.max_bad_frames < 5 {
+            return Err(ConfigError::Invalid(
+                "max_bad_frames must be at least 5 (PROTOCOL.md section 5)".into(),
+            ));
+        }
+        if self.ping_interval.is_zero() || self.connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "ping_interval and connect_timeout must be longer than zero".into(),
+            ));
+        }
+        if self.is_open_mode() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "refusing to listen on {}: no API keys or JWT secrets are configured, so the hub \
+                 runs in open development mode, which only listens on loopback (127.0.0.1 or ::1). \
+                 Listen on loopback, or configure credentials (ACTIONHUB_API_KEYS, \
+                 ACTIONHUB_JWT_SECRETS) once this build supports them.",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// Open development mode: no credentials configured, everything allowed.
+    pub fn is_open_mode(&self) -> bool {
+        // Credentials arrive with the security work; until then every hub is open.
+        true
+    }
+}
+
+/// Durations in the TOML file are written like the flags: `"30s"`, `"24h"`, `"500ms"`.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "retention_events = 5\nping_interval = \"5s\"\n").unwrap();
+        let cli = Cli::parse_from([
+            "actionhub",
+            "--config",
+            path.to_str().unwrap(),
+            "--retention-events",
+            "7",
+        ]);
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.retention_events, 7);
+        assert_eq!(config.ping_interval, Duration::from_secs(5));
+        assert_eq!(config.max_frame_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "retention_event = 5\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("retention_event"), "{err}");
+    }
+
+    #[test]
+    fn open_mode_refuses_a_public_address() {
+        let config = Config {
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            ..Config::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn too_few_bad_frames_is_refused() {
+        let config = Config {
+            max_bad_frames: 4,
+            ..Config::default()
+        };
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! actionhub: a realtime web-action event hub.
+
+pub mod config;
+pub mod server;
+
+pub use config::Config;
