@@ -87,7 +87,11 @@ pub enum LogFormat {
 /// Command-line flags. Each also reads an `ACTIONHUB_*` environment variable; each
 /// overrides the config file, which overrides the built-in default.
 #[derive(Debug, Parser)]
-#[command(name = "actionhub", version, about = "A realtime web-action event hub.")]
+#[command(
+    name = "actionhub",
+    version,
+    about = "A realtime web-action event hub."
+)]
 pub struct Cli {
     /// TOML file with any of the settings below (snake_case keys, e.g. `retention_events`).
     #[arg(long, env = "ACTIONHUB_CONFIG", value_name = "FILE")]
@@ -133,10 +137,18 @@ pub struct Cli {
     #[arg(long, env = "ACTIONHUB_SESSION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub session_idle_timeout: Option<Duration>,
     /// Move a session's still-offered actions to `ignored` when it ends [default: true].
-    #[arg(long, env = "ACTIONHUB_AUTO_IGNORE_ON_SESSION_END", value_name = "BOOL")]
+    #[arg(
+        long,
+        env = "ACTIONHUB_AUTO_IGNORE_ON_SESSION_END",
+        value_name = "BOOL"
+    )]
     pub auto_ignore_on_session_end: Option<bool>,
     /// Most subscriptions per connection [default: 256].
-    #[arg(long, env = "ACTIONHUB_MAX_SUBSCRIPTIONS_PER_CONNECTION", value_name = "N")]
+    #[arg(
+        long,
+        env = "ACTIONHUB_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        value_name = "N"
+    )]
     pub max_subscriptions_per_connection: Option<usize>,
 }
 
@@ -144,9 +156,15 @@ pub struct Cli {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -214,7 +232,10 @@ impl Config {
             ("max_frame_bytes", self.max_frame_bytes),
             ("max_body_bytes", self.max_body_bytes),
             ("max_batch_events", self.max_batch_events),
-            ("max_subscriptions_per_connection", self.max_subscriptions_per_connection),
+            (
+                "max_subscriptions_per_connection",
+                self.max_subscriptions_per_connection,
+            ),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -1,6 +1,38 @@
 //! actionhub: a realtime web-action event hub.
+//!
+//! Websites report the lifecycle of web actions (chat invitations, content offers) and
+//! visitor events; the hub validates them, orders them, keeps the state of every customer,
+//! session and action, and fans events out over WebSockets to subscribers with filters.
+//!
+//! A map of the crate, in the order an event travels:
+//!
+//! - [`ws`], [`http`]: the edges. Frames and requests in, replies and events out.
+//! - [`protocol`]: the JSON shapes of WebSocket frames; [`event`]: validation of published
+//!   events and the shape of delivered ones.
+//! - [`hub`]: the sequencer, the one ordering authority, and the pipeline behind it.
+//! - [`lifecycle`]: the action state machines; [`topic`]: topics, patterns and filters.
+//! - [`state`]: customers, sessions, profiles, actions, counters.
+//! - [`retention`]: the replayable history; [`fanout`]: the subscription index and
+//!   per-connection queues; [`log`]: where accepted events are recorded.
+//! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
+//!
+//! `ARCHITECTURE.md` at the repository root has the invariants.
 
 pub mod config;
+pub mod error;
+pub mod event;
+pub mod fanout;
+pub mod http;
+pub mod hub;
+pub mod ids;
+pub mod lifecycle;
+pub mod log;
+pub mod metrics;
+pub mod protocol;
+pub mod retention;
 pub mod server;
+pub mod state;
+pub mod topic;
+pub mod ws;
 
 pub use config::Config;

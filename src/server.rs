@@ -1,36 +1,114 @@
-//! Server lifecycle: bind, serve, shut down. (Stub; the real one lands with the core.)
+//! Server lifecycle: bind, serve, shut down.
+//!
+//! [`start`] binds, builds the hub and serves in the background, so tests start a real hub
+//! on port 0 and stop it with [`Running::shutdown`]; [`run`] is the same for `main`, with
+//! the shutdown signal passed in. Shutdown stops accepting, tells every connection to
+//! close with 1001, waits for them under a deadline, then drains the pipeline.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::hub::Hub;
+use crate::log::MemoryOnly;
+use crate::ws::WsContext;
+
+/// How long shutdown waits for connections to finish their closing handshake.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A hub serving on a bound address, stopped with [`Running::shutdown`].
 pub struct Running {
     addr: SocketAddr,
+    hub: Arc<Hub>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    config.validate()?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let (hub, pipeline) = Hub::start(Arc::new(config), Box::new(MemoryOnly));
     let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        token.cancelled().await;
-        drop(listener);
-        Ok(())
-    });
-    Ok(Running { addr, shutdown, task })
+    let tracker = TaskTracker::new();
+    let ctx = WsContext {
+        hub: hub.clone(),
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    };
+    let app = crate::http::router(ctx);
+    tracker.spawn(sweep(hub.clone(), shutdown.clone()));
+    info!(%addr, epoch = %hub.epoch, "actionhub listening");
+    if hub.config.is_open_mode() {
+        warn!("open development mode: no API keys or JWT secrets are configured, so anyone who can reach {addr} may publish and subscribe");
+    }
+    let task = {
+        let (hub, shutdown) = (hub.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+                .context("serving HTTP")?;
+            tracker.close();
+            if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!("some connections did not close within the drain deadline");
+            }
+            hub.close_pipeline();
+            tokio::task::spawn_blocking(move || pipeline.join()).await?;
+            info!("actionhub stopped");
+            Ok(())
+        })
+    };
+    Ok(Running {
+        addr,
+        hub,
+        shutdown,
+        task,
+    })
+}
+
+/// Serves until `signal` completes, then shuts down gracefully.
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    signal.await;
+    info!("shutting down");
+    running.shutdown().await
+}
+
+/// Ends idle sessions and ages out history, until shutdown.
+async fn sweep(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(hub.sweep_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => hub.sweep(),
+        }
+    }
 }
 
 impl Running {
     /// The address the hub listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The running hub, for in-process tools and tests.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// Graceful shutdown: closes connections with 1001 and waits for the server to stop.

@@ -1,0 +1,588 @@
+//! The hub: the sequencer, the one ordering authority, and the pipeline behind it.
+//!
+//! A publish takes the sequencer lock, checks each event against state (duplicates,
+//! lifecycles, identity fields), assigns the next seq, applies the event to state, appends
+//! it to the retained history and to the pipeline's queue, and releases the lock. Hub-made
+//! events (sessions started and ended, merges, actions ignored at session end) are decided
+//! in the same place, so they take their seqs in the same order.
+//!
+//! The pipeline thread takes batches in seq order, appends them to the [`Log`], fans them
+//! out, and only then completes the publishes, so an acknowledged event is logged, delivered
+//! to every matching live subscription, and visible to every later read. The sequencer never
+//! waits on a subscriber: delivery only ever `try_send`s into bounded queues.
+//!
+//! Lock order: sequencer, then fan-out index, then retention. Nobody takes them in another
+//! order, and none is held across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Config;
+use crate::error::{ErrorCode, HubError};
+use crate::event::{
+    now_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published, VisitorKind,
+};
+use crate::fanout::{Fanout, FanoutStats, NewSub, Start};
+use crate::ids::{ConnId, CustomerId, Seq};
+use crate::lifecycle::{ActionState, TransitionError};
+use crate::log::Log;
+use crate::metrics::Metrics;
+use crate::protocol::{self, SubscribeRequest};
+use crate::retention::{Record, Retention};
+use crate::state::{SessionInfo, SessionStatus, State};
+use crate::topic::{Filter, TopicSet};
+
+/// Events that may be between the sequencer and their acknowledgement at once; publishers
+/// wait for room beyond this, so the pipeline's queue stays bounded.
+const MAX_IN_FLIGHT_EVENTS: usize = 65_536;
+
+/// The answer to one accepted (or repeated) publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: Seq,
+    pub duplicate: bool,
+}
+
+/// Publishes decided and queued, waiting for the pipeline.
+pub struct Submitted {
+    results: Vec<Result<Ack, HubError>>,
+    done: Option<oneshot::Receiver<()>>,
+    /// Room in the pipeline, held until the events are through it.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Submitted {
+    /// Waits until the accepted events are logged and fanned out; returns the results.
+    pub async fn acknowledged(self) -> Vec<Result<Ack, HubError>> {
+        if let Some(done) = self.done {
+            // An error means the pipeline stopped (shutdown); the events are applied anyway.
+            let _ = done.await;
+        }
+        self.results
+    }
+}
+
+/// Work for the pipeline thread.
+struct Batch {
+    records: Vec<Arc<Record>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// What only the sequencer touches, behind its lock.
+struct Sequencer {
+    last_seq: Seq,
+    /// (customer, eventId) -> seq, for every retained event that carried an eventId.
+    dedupe: HashMap<(CustomerId, Box<str>), Seq>,
+    /// Records committed by the current publish, handed to the pipeline when it ends.
+    batch: Vec<Arc<Record>>,
+    pipeline: Option<std_mpsc::Sender<Batch>>,
+}
+
+/// The shared heart of a running hub.
+pub struct Hub {
+    pub config: Arc<Config>,
+    /// Names this history of seqs; a new one on every start until history is durable.
+    pub epoch: String,
+    pub state: State,
+    pub retention: RwLock<Retention>,
+    pub fanout: Fanout,
+    pub metrics: Metrics,
+    sequencer: Mutex<Sequencer>,
+    in_flight: Arc<Semaphore>,
+    next_conn: AtomicU64,
+}
+
+/// The pipeline thread, joined at shutdown.
+pub struct Pipeline(Option<JoinHandle<()>>);
+
+impl Hub {
+    /// Builds a hub with an empty state and starts its pipeline thread over `log`.
+    pub fn start(config: Arc<Config>, log: Box<dyn Log>) -> (Arc<Hub>, Pipeline) {
+        let metrics = Metrics::new();
+        let stats = FanoutStats {
+            deliveries: metrics.deliveries.clone(),
+            overflows: metrics.slow_consumers_closed.clone(),
+        };
+        let (tx, rx) = std_mpsc::channel();
+        let hub = Arc::new(Hub {
+            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            state: State::default(),
+            retention: RwLock::new(Retention::new(
+                config.retention_events,
+                config.retention_age.as_millis() as Millis,
+            )),
+            fanout: Fanout::new(Seq(0), stats),
+            metrics,
+            sequencer: Mutex::new(Sequencer {
+                last_seq: Seq(0),
+                dedupe: HashMap::new(),
+                batch: Vec::new(),
+                pipeline: Some(tx),
+            }),
+            in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_EVENTS)),
+            next_conn: AtomicU64::new(1),
+            config,
+        });
+        let worker = hub.clone();
+        let thread = std::thread::Builder::new()
+            .name("actionhub-pipeline".into())
+            .spawn(move || worker.run_pipeline(rx, log))
+            .expect("spawning the pipeline thread");
+        (hub, Pipeline(Some(thread)))
+    }
+
+    /// The seq of the newest accepted event.
+    pub fn latest_seq(&self) -> Seq {
+        self.sequencer.lock().last_seq
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Publishes events in order; each gets its own result. Returns once every accepted
+    /// event is logged and fanned out.
+    pub async fn publish(
+        &self,
+        events: Vec<Result<Event, HubError>>,
+    ) -> Vec<Result<Ack, HubError>> {
+        self.submit(events).await.acknowledged().await
+    }
+
+    /// Decides events now, in order, and returns what is left to wait for: the pipeline
+    /// logging and fanning them out. A connection awaits several of these at once, so
+    /// pipelined publishes share pipeline passes while their replies keep their order.
+    pub async fn submit(&self, events: Vec<Result<Event, HubError>>) -> Submitted {
+        let permits = events.len().clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
+        let Ok(permit) = self.in_flight.clone().acquire_many_owned(permits).await else {
+            let results = events
+                .iter()
+                .map(|_| {
+                    Err(HubError::new(
+                        ErrorCode::Unavailable,
+                        "the hub is shutting down",
+                    ))
+                })
+                .collect();
+            return Submitted {
+                results,
+                done: None,
+                _permit: None,
+            };
+        };
+        let (done_tx, done_rx) = oneshot::channel();
+        let (results, sent) = {
+            let mut seq = self.sequencer.lock();
+            let now = now_millis();
+            let results: Vec<_> = events
+                .into_iter()
+                .map(|event| event.and_then(|e| self.decide(&mut seq, e, now)))
+                .collect();
+            let sent = self.hand_off(&mut seq, Some(done_tx));
+            (results, sent)
+        };
+        for result in &results {
+            match result {
+                Ok(Ack {
+                    duplicate: true, ..
+                }) => {
+                    self.metrics.events_duplicate.inc();
+                }
+                Ok(_) => {}
+                Err(e) => self.metrics.refused(e.code),
+            }
+        }
+        Submitted {
+            results,
+            done: sent.then_some(done_rx),
+            _permit: Some(permit),
+        }
+    }
+
+    /// Publishes one event.
+    pub async fn publish_one(&self, event: Result<Event, HubError>) -> Result<Ack, HubError> {
+        self.publish(vec![event])
+            .await
+            .pop()
+            .expect("one result per event")
+    }
+
+    /// Sends the committed batch to the pipeline; false if there was nothing to send.
+    fn hand_off(&self, seq: &mut Sequencer, done: Option<oneshot::Sender<()>>) -> bool {
+        if seq.batch.is_empty() {
+            return false;
+        }
+        let records = std::mem::take(&mut seq.batch);
+        match &seq.pipeline {
+            Some(pipeline) => pipeline.send(Batch { records, done }).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Checks one event against state and commits it with whatever it causes.
+    fn decide(&self, seq: &mut Sequencer, event: Event, now: Millis) -> Result<Ack, HubError> {
+        let customer = event.customer_id();
+        if let Some(event_id) = event.event_id() {
+            if let Some(&original) = seq.dedupe.get(&(customer, Box::from(event_id))) {
+                return Ok(Ack {
+                    seq: original,
+                    duplicate: true,
+                });
+            }
+        }
+        if let Event::Lifecycle(e) = &event {
+            if let Some(duplicate_of) = self.check_lifecycle(e)? {
+                return Ok(Ack {
+                    seq: duplicate_of,
+                    duplicate: true,
+                });
+            }
+        }
+        // A session new to the customer ends the one it replaces, then starts.
+        if let Some(session) = event.session_id() {
+            if let SessionStatus::New { replaces } = self.state.session_status(customer, session) {
+                if let Some(old) = replaces.filter(|s| s.ended.is_none()) {
+                    self.end_session(seq, customer, old, EndReason::Replaced, now);
+                }
+                let user_id = match &event {
+                    Event::Visitor(v) if v.kind != VisitorKind::Signout && v.user_id.is_some() => {
+                        v.user_id.clone()
+                    }
+                    _ => self.state.user_of(customer),
+                };
+                self.commit(
+                    seq,
+                    Body::SessionStarted {
+                        customer_id: customer,
+                        session_id: session,
+                        user_id,
+                        started_at: now,
+                    },
+                    now,
+                );
+            }
+        }
+        let (merge, signout) = match &event {
+            Event::Visitor(v) => {
+                let links = matches!(
+                    v.kind,
+                    VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
+                );
+                let merge = v.user_id.as_deref().filter(|_| links).and_then(|user| {
+                    Some((user.to_string(), self.state.merge_preview(customer, user)?))
+                });
+                let signout = (v.kind == VisitorKind::Signout)
+                    .then_some(v.session_id)
+                    .flatten();
+                (merge, signout)
+            }
+            Event::Lifecycle(_) => (None, None),
+        };
+        let accepted = self.commit(seq, event.into(), now);
+        if let Some((user_id, (visitor_id, customers))) = merge {
+            self.commit(
+                seq,
+                Body::Merged {
+                    customer_id: customer,
+                    visitor_id,
+                    user_id,
+                    merged_customer_ids: customers,
+                },
+                now,
+            );
+        }
+        if let Some(session) = signout {
+            if let Some(open) = self.state.open_session(customer, session) {
+                self.end_session(seq, customer, open, EndReason::Signout, now);
+            }
+        }
+        Ok(Ack {
+            seq: accepted,
+            duplicate: false,
+        })
+    }
+
+    /// Checks a lifecycle report against its action. `Ok(Some(seq))`: a duplicate of the
+    /// report at `seq`.
+    fn check_lifecycle(&self, e: &LifecycleEvent) -> Result<Option<Seq>, HubError> {
+        let Some(head) = self.state.action_head(e.action_id) else {
+            e.media.check(None, e.state).map_err(transition_error)?;
+            return Ok(None);
+        };
+        let fixed = [
+            ("actionMediaType", head.media != e.media),
+            ("actionMapId", head.action_map_id != e.action_map_id),
+            (
+                "actionMapVersion",
+                head.action_map_version != e.action_map_version,
+            ),
+            ("customerId", head.customer_id != e.customer_id),
+        ];
+        if let Some((field, _)) = fixed.into_iter().find(|(_, changed)| *changed) {
+            return Err(HubError::invalid_field(
+                field,
+                format!("`{field}` differs from the action's earlier events; it may not change"),
+            ));
+        }
+        if head.state == e.state && e.event_id.is_none() {
+            return Ok(Some(head.seq));
+        }
+        head.media
+            .check(Some(head.state), e.state)
+            .map_err(transition_error)?;
+        Ok(None)
+    }
+
+    /// Ends a session: `session:ended`, then its still-offered actions move to `ignored`.
+    fn end_session(
+        &self,
+        seq: &mut Sequencer,
+        customer: CustomerId,
+        session: SessionInfo,
+        reason: EndReason,
+        now: Millis,
+    ) {
+        let ended_at = match reason {
+            EndReason::Idle => session.last_seen,
+            EndReason::Replaced | EndReason::Signout => now,
+        };
+        self.commit(
+            seq,
+            Body::SessionEnded {
+                customer_id: customer,
+                session_id: session.id,
+                user_id: self.state.user_of(customer),
+                started_at: session.started_at,
+                ended_at,
+                pages_viewed: session.pages_viewed,
+                reason,
+            },
+            now,
+        );
+        if !self.config.auto_ignore_on_session_end {
+            return;
+        }
+        for offered in self.state.offered_actions(customer, session.id) {
+            let mut data = serde_json::Map::new();
+            data.insert("reason".into(), "session_ended".into());
+            let ignored = LifecycleEvent {
+                state: ActionState::Ignored,
+                error_code: None,
+                error_message: None,
+                event_id: None,
+                data: Some(data),
+                ..offered
+            };
+            self.commit(seq, Body::Lifecycle(ignored), now);
+        }
+    }
+
+    /// Gives an event the next seq, applies it, retains it and queues it for the pipeline.
+    fn commit(&self, seq: &mut Sequencer, body: Body, now: Millis) -> Seq {
+        let next = seq.last_seq.next();
+        seq.last_seq = next;
+        let published = Published {
+            seq: next,
+            timestamp: now,
+            body,
+        };
+        self.state.apply(&published);
+        let customer = published.body.customer_id();
+        let record = Arc::new(Record {
+            seq: next,
+            timestamp: now,
+            keys: published.body.keys(),
+            event_id: published.body.event_id().map(Box::from),
+            frame: published.to_frame().into(),
+        });
+        if let Some(event_id) = &record.event_id {
+            seq.dedupe.insert((customer, event_id.clone()), next);
+        }
+        let evicted = self.retention.write().push(record.clone(), now);
+        forget_event_ids(&mut seq.dedupe, &evicted);
+        seq.batch.push(record);
+        self.metrics.events_accepted.inc();
+        next
+    }
+
+    /// Ends idle sessions, and drops history and actions past the retention age.
+    pub fn sweep(&self) {
+        let now = now_millis();
+        let idle_cutoff = now - self.config.session_idle_timeout.as_millis() as Millis;
+        let candidates = self.state.idle_sessions(idle_cutoff);
+        let mut seq = self.sequencer.lock();
+        for (customer, session) in candidates {
+            // Re-check under the lock: an event may have arrived since the scan.
+            let Some(open) = self.state.open_session(customer, session.id) else {
+                continue;
+            };
+            if open.last_seen < idle_cutoff {
+                self.end_session(&mut seq, customer, open, EndReason::Idle, now);
+            }
+        }
+        let evicted = self.retention.write().evict_aged(now);
+        forget_event_ids(&mut seq.dedupe, &evicted);
+        self.hand_off(&mut seq, None);
+        drop(seq);
+        let age_cutoff = now - self.config.retention_age.as_millis() as Millis;
+        self.state.evict_actions_before(age_cutoff);
+    }
+
+    /// How often [`Hub::sweep`] should run.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.config.session_idle_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5))
+    }
+
+    /// Subscribes with a snapshot: the snapshot frame holds state as of the latest seq, and
+    /// live delivery starts right after it. Returns (start seq, snapshot frame).
+    pub fn subscribe_with_snapshot(
+        &self,
+        conn: ConnId,
+        req: &SubscribeRequest,
+    ) -> Result<(Seq, String), HubError> {
+        let seq = self.sequencer.lock();
+        let at = seq.last_seq;
+        let frame = self.snapshot_frame(req, at);
+        let start = self.fanout.subscribe(
+            conn,
+            new_sub(req),
+            Start::After(at),
+            self.config.max_subscriptions_per_connection,
+        )?;
+        drop(seq);
+        Ok((start, frame))
+    }
+
+    /// The `snapshot` frame for a subscription: matching actions and their customers.
+    fn snapshot_frame(&self, req: &SubscribeRequest, at: Seq) -> String {
+        let filter = &req.filter;
+        let narrowed: Option<Vec<CustomerId>> = match (&filter.customer_ids, &filter.user_ids) {
+            (Some(customers), _) => Some(customers.clone()),
+            (None, Some(users)) => Some(State::distinct(
+                users.iter().flat_map(|u| self.state.customers_of_user(u)),
+            )),
+            (None, None) => None,
+        };
+        let selected = self.state.select_actions(narrowed.as_deref(), |e| {
+            snapshot_matches(req.topics, filter, e, &self.state)
+        });
+        let mut customers: Vec<CustomerId> = narrowed.unwrap_or_default();
+        customers.extend(selected.iter().map(|(_, _, c)| *c));
+        let customers: Vec<Value> = State::distinct(customers)
+            .into_iter()
+            .filter_map(|c| self.state.customer_identity(c))
+            .collect();
+        let actions = selected.into_iter().map(|(_, view, _)| view).collect();
+        protocol::snapshot(&req.sub, at, actions, customers)
+    }
+
+    /// Closes the pipeline's queue, so the thread ends after the batches already queued.
+    pub fn close_pipeline(&self) {
+        self.sequencer.lock().pipeline = None;
+        self.in_flight.close();
+    }
+
+    fn run_pipeline(&self, rx: std_mpsc::Receiver<Batch>, mut log: Box<dyn Log>) {
+        let mut records: Vec<Arc<Record>> = Vec::new();
+        let mut dones = Vec::new();
+        while let Ok(first) = rx.recv() {
+            // Take whatever else is already waiting: one log append and one fan-out pass
+            // serve them all.
+            let mut next = Some(first);
+            while let Some(batch) = next {
+                records.extend(batch.records);
+                dones.extend(batch.done);
+                next = rx.try_recv().ok();
+                if records.len() >= 4096 {
+                    break;
+                }
+            }
+            if let Err(e) = log.append(&records) {
+                tracing::error!(error = %e, "appending to the log failed; the hub cannot go on safely");
+                std::process::abort();
+            }
+            self.fanout.deliver(&records, &self.state);
+            records.clear();
+            for done in dones.drain(..) {
+                let _ = done.send(());
+            }
+        }
+        if let Err(e) = log.flush() {
+            tracing::error!(error = %e, "flushing the log at shutdown failed");
+        }
+    }
+
+    /// Updates the gauges that mirror sizes, for a scrape.
+    pub fn refresh_gauges(&self) {
+        self.metrics.latest_seq.set(self.latest_seq().0 as i64);
+        self.metrics
+            .subscriptions
+            .set(self.fanout.subscription_count() as i64);
+        self.metrics.actions.set(self.state.action_count() as i64);
+        self.metrics
+            .retained_events
+            .set(self.retention.read().len() as i64);
+    }
+
+    /// The `scope` object of the `connected` frame in open mode.
+    pub fn open_scope() -> Value {
+        json!({ "kind": "open", "scopes": ["publish", "subscribe", "admin"] })
+    }
+}
+
+impl Pipeline {
+    /// Waits for the pipeline thread to finish its queue (after [`Hub::close_pipeline`]).
+    pub fn join(mut self) {
+        if let Some(thread) = self.0.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A subscription's index entry, from its request.
+pub fn new_sub(req: &SubscribeRequest) -> NewSub {
+    NewSub {
+        id: req.sub.clone(),
+        topics: req.topics,
+        filter: req.filter.clone(),
+        once: req.once,
+    }
+}
+
+/// Whether an action's latest event matches a subscription (for snapshots).
+fn snapshot_matches(topics: TopicSet, filter: &Filter, e: &LifecycleEvent, state: &State) -> bool {
+    let keys = e.keys();
+    topics.contains(keys.topic) && filter.matches(&keys, || state.linked_users(e.customer_id))
+}
+
+fn forget_event_ids(dedupe: &mut HashMap<(CustomerId, Box<str>), Seq>, evicted: &[Arc<Record>]) {
+    for record in evicted {
+        if let Some(event_id) = &record.event_id {
+            let key = (record.keys.customer, event_id.clone());
+            if dedupe.get(&key) == Some(&record.seq) {
+                dedupe.remove(&key);
+            }
+        }
+    }
+}
+
+fn transition_error(e: TransitionError) -> HubError {
+    let code = match e {
+        TransitionError::Terminal { .. } => ErrorCode::ActionTerminal,
+        TransitionError::NotAllowed { .. } => ErrorCode::InvalidTransition,
+        TransitionError::UnknownState { .. } => ErrorCode::InvalidEvent,
+    };
+    let mut error = HubError::new(code, e.to_string());
+    if code == ErrorCode::InvalidEvent {
+        error.details = Some(json!({ "field": "actionState" }));
+    }
+    error
+}

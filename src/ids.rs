@@ -1,0 +1,131 @@
+//! Named identifier types: customers, sessions, actions, action maps, connections, seqs.
+//!
+//! Ids arrive as strings; this module alone decides what a valid one is (a UUID of version 4
+//! in its hyphenated form) and how it is written back (lower case). It does no IO.
+
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+/// Why a string is not a valid UUIDv4 id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be a UUIDv4 in hyphenated form")]
+pub struct BadId;
+
+/// Parses a hyphenated UUID of version 4 (either case).
+pub fn parse_uuid_v4(text: &str) -> Result<Uuid, BadId> {
+    if text.len() != 36 {
+        return Err(BadId);
+    }
+    let uuid = Uuid::try_parse(text).map_err(|_| BadId)?;
+    if uuid.get_version() == Some(uuid::Version::Random) {
+        Ok(uuid)
+    } else {
+        Err(BadId)
+    }
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// Parses a UUIDv4 in hyphenated form.
+            pub fn parse(text: &str) -> Result<Self, BadId> {
+                parse_uuid_v4(text).map($name)
+            }
+
+            /// A fresh random id.
+            pub fn new_random() -> Self {
+                $name(Uuid::new_v4())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.hyphenated())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut buf = Uuid::encode_buffer();
+                s.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// One browser identity (a first-party cookie).
+    CustomerId
+);
+uuid_id!(
+    /// One web session of a customer.
+    SessionId
+);
+uuid_id!(
+    /// One web action shown to a customer.
+    ActionId
+);
+uuid_id!(
+    /// The action map that triggered an action.
+    ActionMapId
+);
+
+/// The position of an accepted event in the hub's one history. Strictly increasing; 0 means
+/// "before the first event".
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// The seq that follows this one.
+    pub fn next(self) -> Seq {
+        Seq(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// One WebSocket connection, for logs and for the fan-out index.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ConnId(pub u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_only_hyphenated_v4() {
+        let v4 = "9f1c2a4e-3b7d-4c1e-8a2b-0123456789ab";
+        assert!(CustomerId::parse(v4).is_ok());
+        assert!(CustomerId::parse(&v4.to_uppercase()).is_ok());
+        // Version 1 and the simple (unhyphenated) form are refused.
+        assert!(CustomerId::parse("9f1c2a4e-3b7d-1c1e-8a2b-0123456789ab").is_err());
+        assert!(CustomerId::parse("9f1c2a4e3b7d4c1e8a2b0123456789ab").is_err());
+        assert!(CustomerId::parse("").is_err());
+    }
+
+    #[test]
+    fn serializes_lower_case() {
+        let id = ActionId::parse("9F1C2A4E-3B7D-4C1E-8A2B-0123456789AB").unwrap();
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"9f1c2a4e-3b7d-4c1e-8a2b-0123456789ab\""
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Prometheus metrics, served as text at `/metrics`.
+//!
+//! Counters are incremented where things happen (the sequencer, the fan-out, connections);
+//! gauges that mirror a size (subscriptions, latest seq, actions) are read at scrape time.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::ErrorCode;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+/// Every metric the hub exports.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: Gauge,
+    pub subscriptions: Gauge,
+    pub latest_seq: Gauge,
+    pub actions: Gauge,
+    pub retained_events: Gauge,
+    pub events_accepted: Counter,
+    pub events_duplicate: Counter,
+    pub events_refused: Family<CodeLabel, Counter>,
+    pub deliveries: Counter,
+    pub slow_consumers_closed: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("actionhub");
+        let m = Metrics {
+            registry: Registry::default(),
+            connections: Gauge::default(),
+            subscriptions: Gauge::default(),
+            latest_seq: Gauge::default(),
+            actions: Gauge::default(),
+            retained_events: Gauge::default(),
+            events_accepted: Counter::default(),
+            events_duplicate: Counter::default(),
+            events_refused: Family::default(),
+            deliveries: Counter::default(),
+            slow_consumers_closed: Counter::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Active subscriptions",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            "latest_seq",
+            "Seq of the newest accepted event",
+            m.latest_seq.clone(),
+        );
+        registry.register("actions", "Actions held in state", m.actions.clone());
+        registry.register(
+            "retained_events",
+            "Events in the replayable history",
+            m.retained_events.clone(),
+        );
+        registry.register(
+            "events_accepted",
+            "Events accepted and given a seq",
+            m.events_accepted.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Publishes acknowledged as duplicates",
+            m.events_duplicate.clone(),
+        );
+        registry.register(
+            "events_refused",
+            "Publishes refused, by error code",
+            m.events_refused.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Event frames queued to connections",
+            m.deliveries.clone(),
+        );
+        registry.register(
+            "slow_consumers_closed",
+            "Connections closed with 4008 because their queue was full",
+            m.slow_consumers_closed.clone(),
+        );
+        for code in ErrorCode::ALL {
+            // Present every code from the start, so rates work from zero.
+            let _ = m.events_refused.get_or_create(&CodeLabel {
+                code: code.as_str(),
+            });
+        }
+        Metrics { registry, ..m }
+    }
+
+    pub fn refused(&self, code: ErrorCode) {
+        self.events_refused
+            .get_or_create(&CodeLabel {
+                code: code.as_str(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,244 @@
+//! The retained event history: the most recent events, bounded by count and by age.
+//!
+//! It serves `since` replay and `GET /v1/events`. Seqs are consecutive, so a record is found
+//! by subtraction; a per-customer index of seqs serves customer histories without a scan.
+//! Only the sequencer appends (under its lock); readers take the surrounding `RwLock` for
+//! short, bounded scans and copy out shared records.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+
+use crate::event::Millis;
+use crate::ids::{CustomerId, Seq};
+use crate::topic::EventKeys;
+
+/// One accepted event, as everything downstream of the sequencer sees it.
+#[derive(Debug)]
+pub struct Record {
+    pub seq: Seq,
+    pub timestamp: Millis,
+    pub keys: EventKeys,
+    /// The client idempotency key, kept to forget it when the record leaves retention.
+    pub event_id: Option<Box<str>>,
+    /// The complete `event` frame, serialized once, shared by every receiver.
+    pub frame: Utf8Bytes,
+}
+
+/// The bounded history.
+pub struct Retention {
+    records: VecDeque<Arc<Record>>,
+    by_customer: HashMap<CustomerId, VecDeque<Seq>>,
+    max_events: usize,
+    max_age_ms: Millis,
+    /// The seq of the newest event ever appended (0 before the first).
+    last_seq: Seq,
+}
+
+impl Retention {
+    pub fn new(max_events: usize, max_age_ms: Millis) -> Retention {
+        Retention {
+            records: VecDeque::new(),
+            by_customer: HashMap::new(),
+            max_events,
+            max_age_ms,
+            last_seq: Seq(0),
+        }
+    }
+
+    /// The seq of the oldest retained event; events after `first_seq() - 1` can be replayed.
+    pub fn first_seq(&self) -> Seq {
+        self.records.front().map_or(self.last_seq.next(), |r| r.seq)
+    }
+
+    pub fn last_seq(&self) -> Seq {
+        self.last_seq
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Whether every event after `since` is still retained.
+    pub fn covers(&self, since: Seq) -> bool {
+        since <= self.last_seq && since.next() >= self.first_seq()
+    }
+
+    /// Appends the next event; returns the records that fell out (by count or by age).
+    pub fn push(&mut self, record: Arc<Record>, now: Millis) -> Vec<Arc<Record>> {
+        debug_assert!(record.seq > self.last_seq, "seqs are appended in order");
+        self.last_seq = record.seq;
+        for customer in record.keys.customers() {
+            self.by_customer
+                .entry(customer)
+                .or_default()
+                .push_back(record.seq);
+        }
+        self.records.push_back(record);
+        let mut evicted = Vec::new();
+        while self.records.len() > self.max_events {
+            evicted.extend(self.pop_front());
+        }
+        evicted.extend(self.evict_older_than(now - self.max_age_ms));
+        evicted
+    }
+
+    /// Drops records older than `cutoff`.
+    pub fn evict_older_than(&mut self, cutoff: Millis) -> Vec<Arc<Record>> {
+        let mut evicted = Vec::new();
+        while self.records.front().is_some_and(|r| r.timestamp < cutoff) {
+            evicted.extend(self.pop_front());
+        }
+        evicted
+    }
+
+    /// Re-applies the age limit now (the sweeper calls this when no events arrive).
+    pub fn evict_aged(&mut self, now: Millis) -> Vec<Arc<Record>> {
+        self.evict_older_than(now - self.max_age_ms)
+    }
+
+    fn pop_front(&mut self) -> Option<Arc<Record>> {
+        let record = self.records.pop_front()?;
+        for customer in record.keys.customers() {
+            if let Some(seqs) = self.by_customer.get_mut(&customer) {
+                seqs.pop_front();
+                if seqs.is_empty() {
+                    self.by_customer.remove(&customer);
+                }
+            }
+        }
+        Some(record)
+    }
+
+    /// The record with this seq, if retained.
+    pub fn get(&self, seq: Seq) -> Option<&Arc<Record>> {
+        let first = self.records.front()?.seq;
+        let index = seq.0.checked_sub(first.0)?;
+        self.records.get(usize::try_from(index).ok()?)
+    }
+
+    /// Scans records after `after` up to and including `upto`, examining at most `budget`
+    /// records, and returns those `keep` accepts (at most `limit`) and the last seq examined.
+    pub fn scan(
+        &self,
+        after: Seq,
+        upto: Seq,
+        budget: usize,
+        limit: usize,
+        mut keep: impl FnMut(&Record) -> bool,
+    ) -> (Vec<Arc<Record>>, Seq) {
+        let start = after.max(Seq(self.first_seq().0.saturating_sub(1)));
+        let mut out = Vec::new();
+        let mut last = start;
+        let Some(first) = self.records.front().map(|r| r.seq) else {
+            return (out, after);
+        };
+        let from = (start.0 + 1 - first.0) as usize;
+        for record in self
+            .records
+            .range(from.min(self.records.len())..)
+            .take(budget)
+        {
+            if record.seq > upto || out.len() >= limit {
+                break;
+            }
+            last = record.seq;
+            if keep(record) {
+                out.push(record.clone());
+            }
+        }
+        (out, last.max(after))
+    }
+
+    /// A customer's retained events after `after`, at most `limit`.
+    pub fn customer_events(
+        &self,
+        customer: CustomerId,
+        after: Seq,
+        limit: usize,
+    ) -> Vec<Arc<Record>> {
+        let Some(seqs) = self.by_customer.get(&customer) else {
+            return Vec::new();
+        };
+        let start = seqs.partition_point(|s| *s <= after);
+        seqs.range(start..)
+            .take(limit)
+            .filter_map(|s| self.get(*s).cloned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::{ActionState, MediaType};
+    use crate::topic::Topic;
+
+    fn record(seq: u64, customer: CustomerId, timestamp: Millis) -> Arc<Record> {
+        Arc::new(Record {
+            seq: Seq(seq),
+            timestamp,
+            keys: EventKeys {
+                topic: Topic::lifecycle(MediaType::Webchat, ActionState::Offered),
+                customer,
+                other_customers: None,
+                session: None,
+                action: None,
+                action_map: None,
+                action_map_version: None,
+            },
+            event_id: None,
+            frame: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+        })
+    }
+
+    fn seqs(records: &[Arc<Record>]) -> Vec<u64> {
+        records.iter().map(|r| r.seq.0).collect()
+    }
+
+    #[test]
+    fn bounded_by_count_and_age() {
+        let c = CustomerId::new_random();
+        let mut r = Retention::new(3, 1000);
+        for seq in 1..=4 {
+            let evicted = r.push(record(seq, c, 100), 100);
+            assert_eq!(seqs(&evicted), if seq == 4 { vec![1] } else { vec![] });
+        }
+        assert_eq!((r.first_seq(), r.last_seq()), (Seq(2), Seq(4)));
+        assert!(r.covers(Seq(1)) && r.covers(Seq(4)));
+        assert!(!r.covers(Seq(0)), "seq 1 is gone");
+        assert!(!r.covers(Seq(5)), "beyond the latest");
+        let evicted = r.push(record(5, c, 2000), 2000);
+        assert_eq!(seqs(&evicted), vec![2, 3, 4]);
+        assert_eq!(r.customer_events(c, Seq(0), 10).len(), 1);
+    }
+
+    #[test]
+    fn scan_pages_and_filters() {
+        let (a, b) = (CustomerId::new_random(), CustomerId::new_random());
+        let mut r = Retention::new(100, 1_000_000);
+        for seq in 1..=10 {
+            r.push(record(seq, if seq % 2 == 0 { a } else { b }, 0), 0);
+        }
+        let (page, last) = r.scan(Seq(0), Seq(10), usize::MAX, 3, |_| true);
+        assert_eq!((seqs(&page), last), (vec![1, 2, 3], Seq(3)));
+        let (page, last) = r.scan(Seq(3), Seq(10), usize::MAX, 100, |rec| {
+            rec.keys.customer == a
+        });
+        assert_eq!((seqs(&page), last), (vec![4, 6, 8, 10], Seq(10)));
+        let (page, last) = r.scan(Seq(3), Seq(6), usize::MAX, 100, |_| true);
+        assert_eq!((seqs(&page), last), (vec![4, 5, 6], Seq(6)));
+        let (page, last) = r.scan(Seq(0), Seq(10), 2, 100, |_| true);
+        assert_eq!(
+            (seqs(&page), last),
+            (vec![1, 2], Seq(2)),
+            "budget bounds the scan"
+        );
+        assert_eq!(seqs(&r.customer_events(a, Seq(4), 2)), vec![6, 8]);
+    }
+}
