@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::target::{Target, Ws};
 
@@ -45,6 +45,15 @@ pub(crate) async fn dial<T: Target>(
     hub: SocketAddr,
     source: Option<IpAddr>,
 ) -> anyhow::Result<Ws> {
+    let stream = tcp_connect(hub, source).await?;
+    let (ws, _response) = tokio_tungstenite::client_async(target.request(hub)?, stream)
+        .await
+        .context("WebSocket handshake")?;
+    Ok(ws)
+}
+
+/// A TCP connection to `hub`, from `source` when given.
+async fn tcp_connect(hub: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
     let socket = match hub {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
@@ -57,10 +66,7 @@ pub(crate) async fn dial<T: Target>(
     let stream = socket.connect(hub).await.context("TCP connect")?;
     // Small frames must leave at once: latency is part of what is measured.
     stream.set_nodelay(true)?;
-    let (ws, _response) = tokio_tungstenite::client_async(target.request(hub)?, stream)
-        .await
-        .context("WebSocket handshake")?;
-    Ok(ws)
+    Ok(stream)
 }
 
 /// Runs `open(i)` for every `i` in `indexes`, at most `concurrency` at a time, each
@@ -113,5 +119,15 @@ mod tests {
         assert_eq!(source_address(30_000, 60_000, remote), None);
         assert!(too_many_for_one_source(60_000, remote));
         assert!(!too_many_for_one_source(60_000, local));
+    }
+
+    #[tokio::test]
+    async fn connects_from_a_spread_source_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let hub = listener.local_addr().unwrap();
+        let source = source_address(30_000, 60_000, hub);
+        let _client = tcp_connect(hub, source).await.unwrap();
+        let (_server, peer) = listener.accept().await.unwrap();
+        assert_eq!(Some(peer.ip()), source);
     }
 }

@@ -128,8 +128,9 @@ impl<D: Decoder> Tally<D> {
     }
 }
 
-/// Runs one publisher until the step loop drops its order channel.
+/// Runs publisher `index` until the step loop drops its order channel.
 pub(crate) async fn run<T: Target>(
+    index: usize,
     target: Arc<T>,
     ws: Ws,
     mut cycle: EventCycle,
@@ -166,6 +167,8 @@ pub(crate) async fn run<T: Target>(
         if closed.is_none() {
             let start = Instant::now();
             let end = start + order.duration;
+            // A hub that stops reading must not hold the publisher (and the run) forever.
+            let write_deadline = end + ACK_WAIT;
             'publishing: while Instant::now() < end {
                 let room = window.saturating_sub(tally.in_flight.len()) as u64;
                 let due = match order.rate {
@@ -185,8 +188,8 @@ pub(crate) async fn run<T: Target>(
                             break 'publishing;
                         }
                     };
-                    if let Err(e) = sink.feed(frame).await {
-                        closed = Some(format!("write error: {e}"));
+                    if let Err(reason) = write(sink.feed(frame), write_deadline).await {
+                        closed = Some(reason);
                         break 'publishing;
                     }
                     tally.in_flight.insert(next_id, customer);
@@ -194,8 +197,8 @@ pub(crate) async fn run<T: Target>(
                     tally.step.sent += 1;
                 }
                 if batch > 0 {
-                    if let Err(e) = sink.flush().await {
-                        closed = Some(format!("write error: {e}"));
+                    if let Err(reason) = write(sink.flush(), write_deadline).await {
+                        closed = Some(reason);
                         break;
                     }
                 }
@@ -235,8 +238,22 @@ pub(crate) async fn run<T: Target>(
         }
         tally.step.unacked = tally.in_flight.len() as u64;
         tally.in_flight.clear();
-        tally.step.closed.clone_from(&closed);
+        tally.step.closed = closed
+            .as_ref()
+            .map(|reason| format!("publisher {index}: {reason}"));
         // The step loop may have given up waiting; then nobody needs the answer.
         let _ = order.reply.send(std::mem::take(&mut tally.step));
+    }
+}
+
+/// One write to the connection, within `deadline`; `Err` says why the connection is unusable.
+async fn write(
+    io: impl std::future::Future<Output = Result<(), WsError>>,
+    deadline: Instant,
+) -> Result<(), String> {
+    match tokio::time::timeout_at(deadline, io).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write error: {e}")),
+        Err(_) => Err("writes stalled: the server stopped reading".to_owned()),
     }
 }

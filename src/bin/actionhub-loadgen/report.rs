@@ -83,12 +83,13 @@ pub(crate) struct StepReport {
 /// What `--check` objects to in a step; empty when the step was clean.
 pub(crate) fn problems(step: &StepReport) -> Vec<String> {
     let mut problems = Vec::new();
+    let rate = match &step.rate {
+        serde_json::Value::String(label) => label.clone(),
+        number => number.to_string(),
+    };
     let mut object = |count: u64, what: &str| {
         if count > 0 {
-            problems.push(format!(
-                "step {} (rate {}): {count} {what}",
-                step.step, step.rate
-            ));
+            problems.push(format!("step {} (rate {rate}): {count} {what}", step.step));
         }
     };
     object(step.lost_deliveries, "deliveries lost");
@@ -100,8 +101,8 @@ pub(crate) fn problems(step: &StepReport) -> Vec<String> {
     object(step.closed_connections, "connections closed");
     if step.acks == 0 {
         problems.push(format!(
-            "step {} (rate {}): no publish was acknowledged",
-            step.step, step.rate
+            "step {} (rate {rate}): no publish was acknowledged",
+            step.step
         ));
     }
     if !problems.is_empty() {

@@ -107,6 +107,7 @@ pub(crate) async fn run<T: Target>(
         let (order_tx, order_rx) = mpsc::channel(1);
         let cycle = EventCycle::new(p, args.publishers, customers.len(), map_id);
         tokio::spawn(publisher::run(
+            p,
             Arc::clone(&target),
             ws,
             cycle,
@@ -231,6 +232,7 @@ async fn run_step(
         phase: "step",
         step: 0,
         rate: match rate {
+            Rate::PerSecond(r) if r.fract() == 0.0 && r < 1e15 => serde_json::json!(r as u64),
             Rate::PerSecond(r) => serde_json::json!(r),
             Rate::Max => serde_json::json!("max"),
         },
