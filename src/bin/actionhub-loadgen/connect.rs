@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::target::{Target, Ws};
 
@@ -39,16 +40,27 @@ pub(crate) fn raise_fd_limit() -> anyhow::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX).context("raising the open-file limit")
 }
 
+/// Read buffer of a connection that receives little at a time (a customer subscriber, a
+/// publisher reading acks). The WebSocket layer zero-fills its whole read buffer on the
+/// first read, so its default 128 KiB would cost the generator 128 KiB per connection.
+pub(crate) const SMALL_READ_BUFFER: usize = 16 * 1024;
+
+/// Read buffer of a connection that receives every event (a firehose subscriber).
+pub(crate) const LARGE_READ_BUFFER: usize = 128 * 1024;
+
 /// Opens one WebSocket to `hub` from `source` (TCP, then the WebSocket handshake).
 pub(crate) async fn dial<T: Target>(
     target: &T,
     hub: SocketAddr,
     source: Option<IpAddr>,
+    read_buffer: usize,
 ) -> anyhow::Result<Ws> {
     let stream = tcp_connect(hub, source).await?;
-    let (ws, _response) = tokio_tungstenite::client_async(target.request(hub)?, stream)
-        .await
-        .context("WebSocket handshake")?;
+    let config = WebSocketConfig::default().read_buffer_size(read_buffer);
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(target.request(hub)?, stream, Some(config))
+            .await
+            .context("WebSocket handshake")?;
     Ok(ws)
 }
 

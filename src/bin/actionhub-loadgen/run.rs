@@ -66,7 +66,11 @@ pub(crate) async fn run<T: Target>(
             };
             Box::pin(async move {
                 let source = connect::source_address(i, total, hub);
-                let mut ws = connect::dial(&*target, hub, source).await?;
+                let read_buffer = match interest {
+                    Interest::Customer(_) => connect::SMALL_READ_BUFFER,
+                    Interest::Everything => connect::LARGE_READ_BUFFER,
+                };
+                let mut ws = connect::dial(&*target, hub, source, read_buffer).await?;
                 target.open_subscriber(&mut ws, interest).await?;
                 Ok((ws, interest))
             })
@@ -94,7 +98,8 @@ pub(crate) async fn run<T: Target>(
             let target = Arc::clone(&target);
             Box::pin(async move {
                 let source = connect::source_address(i, total, hub);
-                let mut ws = connect::dial(&*target, hub, source).await?;
+                let mut ws =
+                    connect::dial(&*target, hub, source, connect::SMALL_READ_BUFFER).await?;
                 target.open_publisher(&mut ws).await?;
                 Ok(ws)
             })
