@@ -1,0 +1,184 @@
+//! Command-line flags of the load generator, and the parsing of the rate ladder.
+//!
+//! Only shapes and validates what the user asked for; it opens no connection.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Load generator for actionhub: real WebSocket subscribers and publishers, a ladder of
+/// publish rates, one JSON line of results per step on stdout.
+///
+/// Subscribers each follow one customer's events; firehose subscribers follow all events.
+/// Publishers send valid webchat lifecycle events (offered, accepted, started, engaged,
+/// ended) round-robin over the customers, pipelined with a bounded in-flight window.
+/// Every event carries its send time, so receivers measure publish-to-deliver latency.
+#[derive(Debug, Parser)]
+#[command(name = "actionhub-loadgen", version)]
+pub(crate) struct Args {
+    /// Address of the hub (host:port). Only this address is ever connected to.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) addr: SocketAddr,
+
+    /// Which server protocol to drive. Only `hub` is implemented; `nats` is a placeholder.
+    #[arg(long, value_enum, default_value_t = TargetKind::Hub)]
+    pub(crate) target: TargetKind,
+
+    /// Subscriber connections, each subscribed to the events of ONE customer
+    /// (spread evenly over the customers).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) subscribers: usize,
+
+    /// Distinct customers the events are about (fresh random ids every run).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) customers: usize,
+
+    /// Firehose subscriber connections, each subscribed to every event (no filter).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) firehose: usize,
+
+    /// Publishing connections; the step's rate is split evenly among them.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) publishers: usize,
+
+    /// Rate ladder: total publishes per second across all publishers, one step per entry,
+    /// comma-separated. `max` publishes as fast as acknowledgements allow.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,50000,max")]
+    pub(crate) rates: Vec<Rate>,
+
+    /// How long each step publishes (e.g. 5s, 500ms, 1m).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub(crate) duration: Duration,
+
+    /// Most publishes one publisher may have sent but not yet seen acknowledged.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) window: usize,
+
+    /// Longest wait after a step for in-flight deliveries before counting them
+    /// (it ends sooner once every expected delivery has arrived or the counts settle).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub(crate) drain: Duration,
+
+    /// Connections opened at once while setting up.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) connect_concurrency: usize,
+
+    /// Time limit for opening one connection (TCP, WebSocket handshake, connect, subscribe).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub(crate) connect_timeout: Duration,
+
+    /// Process id of the server, to report its CPU time, RSS, CPU per delivery and memory
+    /// per connection (read from /proc; the server must run on this machine).
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+
+    /// API key sent in `connect` (not needed in the hub's open development mode).
+    #[arg(long, env = "ACTIONHUB_API_KEY", hide_env_values = true)]
+    pub(crate) api_key: Option<String>,
+
+    /// Exit non-zero (saying why on stderr) if any step lost deliveries, had publish
+    /// errors or unacknowledged publishes, saw an order violation or a closed connection.
+    #[arg(long)]
+    pub(crate) check: bool,
+}
+
+impl Args {
+    /// Refuses combinations that cannot run, before anything connects.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.customers >= 1, "--customers must be at least 1");
+        anyhow::ensure!(self.publishers >= 1, "--publishers must be at least 1");
+        anyhow::ensure!(self.window >= 1, "--window must be at least 1");
+        anyhow::ensure!(
+            self.connect_concurrency >= 1,
+            "--connect-concurrency must be at least 1"
+        );
+        anyhow::ensure!(!self.rates.is_empty(), "--rates needs at least one step");
+        anyhow::ensure!(!self.duration.is_zero(), "--duration must be positive");
+        anyhow::ensure!(
+            u32::try_from(self.customers).is_ok(),
+            "--customers is too large"
+        );
+        Ok(())
+    }
+
+    /// Every connection the run opens.
+    pub(crate) fn connections(&self) -> usize {
+        self.subscribers + self.firehose + self.publishers
+    }
+}
+
+/// The server protocol the generator drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum TargetKind {
+    /// actionhub's own WebSocket protocol (`/v1/ws`, subprotocol `actionhub.v1`).
+    Hub,
+    /// NATS over WebSocket, for comparison. Not implemented yet.
+    Nats,
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetKind::Hub => "hub",
+            TargetKind::Nats => "nats",
+        })
+    }
+}
+
+/// One step of the ladder: a total publish rate, or as fast as acknowledgements allow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Rate {
+    /// Publishes per second, summed over all publishers.
+    PerSecond(f64),
+    /// No pacing: each publisher keeps its in-flight window full.
+    Max,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("max") {
+            return Ok(Rate::Max);
+        }
+        match s.parse::<f64>() {
+            Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate::PerSecond(r)),
+            _ => Err(format!(
+                "`{s}` is not a rate: use a positive number of publishes per second or `max`"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rate::PerSecond(r) => write!(f, "{r}"),
+            Rate::Max => f.write_str("max"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_numbers_and_max() {
+        assert_eq!("1000".parse::<Rate>(), Ok(Rate::PerSecond(1000.0)));
+        assert_eq!(" MAX ".parse::<Rate>(), Ok(Rate::Max));
+        assert!("0".parse::<Rate>().is_err());
+        assert!("-5".parse::<Rate>().is_err());
+        assert!("fast".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn ladder_splits_on_commas() {
+        let args = Args::try_parse_from(["x", "--rates", "500,max"]).unwrap();
+        assert_eq!(args.rates, vec![Rate::PerSecond(500.0), Rate::Max]);
+    }
+}

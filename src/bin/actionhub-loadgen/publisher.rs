@@ -1,0 +1,259 @@
+//! Publisher connections: pipelined publishes at a paced rate (or as fast as the window
+//! allows), with acknowledgements and refusals counted per step.
+//!
+//! Each publisher is one task that owns its connection for the whole run and takes one
+//! [`StepOrder`] at a time from the step loop, answering with a [`PublisherStep`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::target::{Decoder, Incoming, Target, Ws};
+use crate::workload::{CustomerIndex, Customers, EventCycle};
+
+/// How long a publisher waits after its step for the acknowledgements still in flight.
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// The id of a publisher's first publish; later ones count up from it.
+const FIRST_PUBLISH_ID: u64 = 1;
+
+/// One step for one publisher.
+#[derive(Debug)]
+pub(crate) struct StepOrder {
+    /// This publisher's share of the step's rate, per second; `None` is as fast as acks allow.
+    pub(crate) rate: Option<f64>,
+    pub(crate) duration: Duration,
+    pub(crate) reply: oneshot::Sender<PublisherStep>,
+}
+
+/// What one publisher did during one step.
+#[derive(Debug, Default)]
+pub(crate) struct PublisherStep {
+    pub(crate) sent: u64,
+    pub(crate) acked: u64,
+    pub(crate) duplicates: u64,
+    /// Publishes (or other frames) the server refused with an `error` frame.
+    pub(crate) errors: u64,
+    pub(crate) error_codes: BTreeMap<String, u64>,
+    pub(crate) first_error: Option<String>,
+    /// Sent, but neither acknowledged nor refused within [`ACK_WAIT`] after the step.
+    pub(crate) unacked: u64,
+    /// Deliveries the acknowledged publishes must cause.
+    pub(crate) expected_deliveries: u64,
+    /// Frames that could not be understood.
+    pub(crate) unreadable: u64,
+    /// Why the connection is gone, when it is.
+    pub(crate) closed: Option<String>,
+}
+
+impl PublisherStep {
+    /// Adds another publisher's step to this one.
+    pub(crate) fn add(&mut self, other: PublisherStep) {
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.duplicates += other.duplicates;
+        self.errors += other.errors;
+        for (code, n) in other.error_codes {
+            *self.error_codes.entry(code).or_default() += n;
+        }
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.unacked += other.unacked;
+        self.expected_deliveries += other.expected_deliveries;
+        self.unreadable += other.unreadable;
+        if self.closed.is_none() {
+            self.closed = other.closed;
+        }
+    }
+}
+
+/// A publisher's state between frames: what is in flight and what the step counted.
+struct Tally<D> {
+    decoder: D,
+    customers: Arc<Customers>,
+    /// Publish id -> its customer, for the publishes not yet acknowledged or refused.
+    in_flight: HashMap<u64, CustomerIndex>,
+    step: PublisherStep,
+    incoming: Vec<Incoming>,
+}
+
+impl<D: Decoder> Tally<D> {
+    /// Counts one read from the connection; `Err` says why the connection is gone.
+    fn on_read(&mut self, read: Option<Result<Message, WsError>>) -> Result<(), String> {
+        let message = match read {
+            None => return Err("the connection ended".to_owned()),
+            Some(Err(e)) => return Err(format!("read error: {e}")),
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!("closed by the server: {frame:?}"))
+            }
+            Some(Ok(message)) => message,
+        };
+        self.incoming.clear();
+        if self.decoder.decode(&message, &mut self.incoming).is_err() {
+            self.step.unreadable += 1;
+        }
+        for item in self.incoming.drain(..) {
+            match item {
+                Incoming::Ack { id, duplicate } => {
+                    // An ack for an id no longer in flight came after ACK_WAIT: ignored.
+                    if let Some(customer) = self.in_flight.remove(&id) {
+                        self.step.acked += 1;
+                        if duplicate {
+                            self.step.duplicates += 1;
+                        } else {
+                            self.step.expected_deliveries += self.customers.fanout(customer);
+                        }
+                    }
+                }
+                Incoming::Refused { id, code, message } => {
+                    if let Some(id) = id {
+                        self.in_flight.remove(&id);
+                    }
+                    self.step.errors += 1;
+                    *self.step.error_codes.entry(code.clone()).or_default() += 1;
+                    self.step
+                        .first_error
+                        .get_or_insert_with(|| format!("{code}: {message}"));
+                }
+                Incoming::Delivery(_) | Incoming::Other => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs publisher `index` until the step loop drops its order channel.
+pub(crate) async fn run<T: Target>(
+    index: usize,
+    target: Arc<T>,
+    ws: Ws,
+    mut cycle: EventCycle,
+    customers: Arc<Customers>,
+    window: usize,
+    mut orders: mpsc::Receiver<StepOrder>,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let mut tally = Tally {
+        decoder: target.decoder(),
+        customers: Arc::clone(&customers),
+        in_flight: HashMap::new(),
+        step: PublisherStep::default(),
+        incoming: Vec::new(),
+    };
+    let mut next_id = FIRST_PUBLISH_ID;
+    let mut closed: Option<String> = None;
+
+    loop {
+        // Between steps: keep reading (late acks, pings) until the next order.
+        let order = tokio::select! {
+            order = orders.recv() => match order {
+                Some(order) => order,
+                None => return,
+            },
+            read = stream.next(), if closed.is_none() => {
+                if let Err(reason) = tally.on_read(read) {
+                    closed = Some(reason);
+                }
+                continue;
+            }
+        };
+        tally.step = PublisherStep::default();
+        if closed.is_none() {
+            let start = Instant::now();
+            let end = start + order.duration;
+            // A hub that stops reading must not hold the publisher (and the run) forever.
+            let write_deadline = end + ACK_WAIT;
+            'publishing: while Instant::now() < end {
+                let room = window.saturating_sub(tally.in_flight.len()) as u64;
+                let due = match order.rate {
+                    Some(rate) => {
+                        let owed = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
+                        owed.saturating_sub(tally.step.sent)
+                    }
+                    None => u64::MAX,
+                };
+                let batch = room.min(due);
+                for _ in 0..batch {
+                    let (customer, event) = cycle.next_event(&customers);
+                    let frame = match target.publish_frame(next_id, &event) {
+                        Ok(frame) => frame,
+                        Err(e) => {
+                            closed = Some(format!("could not frame a publish: {e}"));
+                            break 'publishing;
+                        }
+                    };
+                    if let Err(reason) = write(sink.feed(frame), write_deadline).await {
+                        closed = Some(reason);
+                        break 'publishing;
+                    }
+                    tally.in_flight.insert(next_id, customer);
+                    next_id += 1;
+                    tally.step.sent += 1;
+                }
+                if batch > 0 {
+                    if let Err(reason) = write(sink.flush(), write_deadline).await {
+                        closed = Some(reason);
+                        break;
+                    }
+                }
+                // Sleep until the next publish is due (or the step ends); an ack wakes us
+                // sooner, which matters when the window is what holds us back.
+                let window_full = tally.in_flight.len() >= window;
+                let wake = match order.rate {
+                    Some(rate) if !window_full => {
+                        let next_due = Duration::try_from_secs_f64(tally.step.sent as f64 / rate)
+                            .unwrap_or(order.duration);
+                        (start + next_due).min(end)
+                    }
+                    _ => end,
+                };
+                tokio::select! {
+                    read = stream.next() => {
+                        if let Err(reason) = tally.on_read(read) {
+                            closed = Some(reason);
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+            }
+            // The step is over: collect what is still in flight, within ACK_WAIT.
+            let deadline = Instant::now() + ACK_WAIT;
+            while closed.is_none() && !tally.in_flight.is_empty() {
+                tokio::select! {
+                    read = stream.next() => {
+                        if let Err(reason) = tally.on_read(read) {
+                            closed = Some(reason);
+                        }
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+        }
+        tally.step.unacked = tally.in_flight.len() as u64;
+        tally.in_flight.clear();
+        tally.step.closed = closed
+            .as_ref()
+            .map(|reason| format!("publisher {index}: {reason}"));
+        // The step loop may have given up waiting; then nobody needs the answer.
+        let _ = order.reply.send(std::mem::take(&mut tally.step));
+    }
+}
+
+/// One write to the connection, within `deadline`; `Err` says why the connection is unusable.
+async fn write(
+    io: impl std::future::Future<Output = Result<(), WsError>>,
+    deadline: Instant,
+) -> Result<(), String> {
+    match tokio::time::timeout_at(deadline, io).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("write error: {e}")),
+        Err(_) => Err("writes stalled: the server stopped reading".to_owned()),
+    }
+}

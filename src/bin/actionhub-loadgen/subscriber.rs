@@ -1,0 +1,255 @@
+//! Subscriber connections: read deliveries, check per-customer order, measure latency.
+//!
+//! Counts go into a few shared shards (each subscriber always uses the same one) rather
+//! than one counter every task fights over, or one histogram per connection, which would
+//! cost tens of KiB per connection at 10,000 subscribers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::target::{Decoder, Delivery, Incoming, Interest, Ws};
+use crate::workload::{now_micros, CustomerIndex};
+
+/// Shards of [`DeliveryStats`]; a handful is enough to keep the two cores from meeting.
+const SHARDS: usize = 16;
+
+/// Latencies above this (60 s) are recorded as 60 s.
+const MAX_LATENCY_MICROS: u64 = 60_000_000;
+
+/// What subscribers saw since the counts were last taken.
+#[derive(Debug)]
+pub(crate) struct DeliveryCounts {
+    /// Deliveries of events this generator published (the ones loss is counted on).
+    pub(crate) received: u64,
+    /// Deliveries of events the server made itself (e.g. `session:started`).
+    pub(crate) server_events: u64,
+    /// Deliveries a customer subscription did not ask for, or of unknown customers.
+    pub(crate) misrouted: u64,
+    /// Deliveries whose seq did not exceed the last one of the same customer.
+    pub(crate) order_violations: u64,
+    /// Frames that could not be understood.
+    pub(crate) unreadable: u64,
+    /// Publish-to-deliver latency of `received`, in microseconds.
+    pub(crate) latency: Histogram<u64>,
+}
+
+impl DeliveryCounts {
+    fn new() -> Self {
+        DeliveryCounts {
+            received: 0,
+            server_events: 0,
+            misrouted: 0,
+            order_violations: 0,
+            unreadable: 0,
+            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
+                .expect("static histogram bounds are valid"),
+        }
+    }
+
+    fn add(&mut self, other: &DeliveryCounts) {
+        self.received += other.received;
+        self.server_events += other.server_events;
+        self.misrouted += other.misrouted;
+        self.order_violations += other.order_violations;
+        self.unreadable += other.unreadable;
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+    }
+
+    fn reset(&mut self) {
+        self.received = 0;
+        self.server_events = 0;
+        self.misrouted = 0;
+        self.order_violations = 0;
+        self.unreadable = 0;
+        self.latency.reset();
+    }
+}
+
+/// Counts shared by every subscriber task and read by the step loop.
+#[derive(Debug)]
+pub(crate) struct DeliveryStats {
+    shards: Vec<Mutex<DeliveryCounts>>,
+    /// Subscriber connections that ended; never reset (a closed subscriber stays closed).
+    closed: AtomicU64,
+    /// Why the first one ended, for the report on stderr.
+    first_close: Mutex<Option<String>>,
+}
+
+impl DeliveryStats {
+    pub(crate) fn new() -> Self {
+        DeliveryStats {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(DeliveryCounts::new()))
+                .collect(),
+            closed: AtomicU64::new(0),
+            first_close: Mutex::new(None),
+        }
+    }
+
+    /// Deliveries of generated events so far (cheap enough to poll while draining).
+    pub(crate) fn received(&self) -> u64 {
+        self.shards.iter().map(|s| s.lock().received).sum()
+    }
+
+    /// Everything counted since the last call, and starts counting afresh.
+    pub(crate) fn take(&self) -> DeliveryCounts {
+        let mut total = DeliveryCounts::new();
+        for shard in &self.shards {
+            let mut shard = shard.lock();
+            total.add(&shard);
+            shard.reset();
+        }
+        total
+    }
+
+    /// Subscriber connections closed so far, and why the first one was.
+    pub(crate) fn closed(&self) -> (u64, Option<String>) {
+        (
+            self.closed.load(Ordering::Relaxed),
+            self.first_close.lock().clone(),
+        )
+    }
+
+    fn record_close(&self, reason: String) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+        self.first_close.lock().get_or_insert(reason);
+    }
+}
+
+/// The last seq seen per customer, for the order check.
+enum LastSeqs {
+    /// A customer subscriber: only its customer's events are expected.
+    One { customer: CustomerIndex, last: u64 },
+    /// A firehose subscriber: one slot per customer.
+    All(Vec<u64>),
+}
+
+impl LastSeqs {
+    fn new(interest: Interest, customers: usize) -> Self {
+        match interest {
+            Interest::Customer(customer) => LastSeqs::One { customer, last: 0 },
+            Interest::Everything => LastSeqs::All(vec![0; customers]),
+        }
+    }
+
+    /// The slot of `customer`, or `None` when this subscription should not receive it.
+    fn slot(&mut self, customer: CustomerIndex) -> Option<&mut u64> {
+        match self {
+            LastSeqs::One { customer: c, last } => (*c == customer).then_some(last),
+            LastSeqs::All(slots) => slots.get_mut(customer as usize),
+        }
+    }
+}
+
+/// Reads one subscriber connection until it ends; the run never stops it (the process
+/// exits when the ladder is done), so an end is always reported as a closed connection.
+pub(crate) async fn run<D: Decoder>(
+    index: usize,
+    mut ws: Ws,
+    mut decoder: D,
+    interest: Interest,
+    customers: usize,
+    stats: Arc<DeliveryStats>,
+) {
+    let shard = &stats.shards[index % SHARDS];
+    let mut last_seqs = LastSeqs::new(interest, customers);
+    let mut incoming = Vec::new();
+    let reason = loop {
+        let message = match ws.next().await {
+            None => break "the connection ended".to_owned(),
+            Some(Err(e)) => break format!("read error: {e}"),
+            Some(Ok(Message::Close(frame))) => break format!("closed by the server: {frame:?}"),
+            Some(Ok(message)) => message,
+        };
+        incoming.clear();
+        let readable = decoder.decode(&message, &mut incoming).is_ok();
+        let now = now_micros();
+        let mut counts = shard.lock();
+        if !readable {
+            counts.unreadable += 1;
+        }
+        for item in &incoming {
+            if let Incoming::Delivery(delivery) = item {
+                count_delivery(&mut counts, &mut last_seqs, delivery, now);
+            }
+        }
+    };
+    stats.record_close(format!("subscriber {index}: {reason}"));
+}
+
+fn count_delivery(
+    counts: &mut DeliveryCounts,
+    last_seqs: &mut LastSeqs,
+    delivery: &Delivery,
+    now_micros: u64,
+) {
+    match delivery.sent_at_micros {
+        Some(sent) => {
+            counts.received += 1;
+            counts
+                .latency
+                .saturating_record(now_micros.saturating_sub(sent).max(1));
+        }
+        None => counts.server_events += 1,
+    }
+    let Some(slot) = delivery.customer.and_then(|c| last_seqs.slot(c)) else {
+        counts.misrouted += 1;
+        return;
+    };
+    if let Some(seq) = delivery.seq {
+        if seq <= *slot {
+            counts.order_violations += 1;
+        }
+        *slot = (*slot).max(seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(customer: CustomerIndex, seq: u64) -> Delivery {
+        Delivery {
+            customer: Some(customer),
+            seq: Some(seq),
+            sent_at_micros: Some(1),
+        }
+    }
+
+    #[test]
+    fn order_is_checked_per_customer() {
+        let mut counts = DeliveryCounts::new();
+        let mut seqs = LastSeqs::new(Interest::Everything, 2);
+        for (customer, seq) in [(0, 5), (1, 3), (0, 6), (1, 4), (0, 6), (1, 2)] {
+            count_delivery(&mut counts, &mut seqs, &delivery(customer, seq), 10);
+        }
+        assert_eq!(counts.received, 6);
+        assert_eq!(counts.order_violations, 2);
+        assert_eq!(counts.misrouted, 0);
+    }
+
+    #[test]
+    fn another_customers_event_is_misrouted() {
+        let mut counts = DeliveryCounts::new();
+        let mut seqs = LastSeqs::new(Interest::Customer(1), 3);
+        count_delivery(&mut counts, &mut seqs, &delivery(0, 1), 10);
+        count_delivery(&mut counts, &mut seqs, &delivery(1, 2), 10);
+        assert_eq!((counts.received, counts.misrouted), (2, 1));
+    }
+
+    #[test]
+    fn taking_counts_resets_them() {
+        let stats = DeliveryStats::new();
+        stats.shards[3].lock().received = 4;
+        stats.shards[5].lock().received = 1;
+        assert_eq!(stats.received(), 5);
+        assert_eq!(stats.take().received, 5);
+        assert_eq!(stats.received(), 0);
+    }
+}

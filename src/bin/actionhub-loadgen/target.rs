@@ -1,0 +1,107 @@
+//! The seam between the generator and a server's wire protocol.
+//!
+//! Everything the generator knows about a protocol sits behind [`Target`] (how to open a
+//! publisher or a subscriber and how a publish is framed) and [`Decoder`] (what a received
+//! frame means). The rest of the tool (connection setup, pacing, counting, reporting)
+//! is protocol-blind, so a NATS-over-WebSocket driver is one more implementation here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::workload::{CustomerIndex, LifecycleEvent};
+
+/// One WebSocket connection to the server.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
+
+/// What a subscriber connection asks to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    /// Every event of one customer.
+    Customer(CustomerIndex),
+    /// Every event (a firehose consumer).
+    Everything,
+}
+
+/// What one received frame meant to the generator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Incoming {
+    /// An event delivered to a subscriber.
+    Delivery(Delivery),
+    /// A publish was accepted. `duplicate` publishes are not fanned out.
+    Ack { id: u64, duplicate: bool },
+    /// The server refused something; `id` names the publish when the server echoed it.
+    Refused {
+        id: Option<u64>,
+        code: String,
+        message: String,
+    },
+    /// Anything else (replies the generator does not wait for).
+    Other,
+}
+
+/// The facts of one delivered event that the generator checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Delivery {
+    /// The event's customer, when it is one of this run's customers.
+    pub(crate) customer: Option<CustomerIndex>,
+    /// The server's sequence number, when the protocol has one (order is checked on it).
+    pub(crate) seq: Option<u64>,
+    /// The send time the generator stamped on the event; `None` for events the server
+    /// made itself (e.g. `session:started`), which count apart and have no latency.
+    pub(crate) sent_at_micros: Option<u64>,
+}
+
+/// A server protocol the generator can drive.
+pub(crate) trait Target: Send + Sync + 'static {
+    /// Reads one connection's frames; a protocol may keep state between frames.
+    type Decoder: Decoder;
+
+    /// The handshake request for a connection to `addr` (path, subprotocol, headers).
+    fn request(&self, addr: SocketAddr) -> anyhow::Result<Request>;
+
+    /// Makes a fresh WebSocket ready to publish (e.g. the hub's `connect` exchange).
+    fn open_publisher(&self, ws: &mut Ws) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Makes a fresh WebSocket a subscriber; returns once live events will be delivered.
+    fn open_subscriber(
+        &self,
+        ws: &mut Ws,
+        interest: Interest,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// The frame that publishes `event`; its acknowledgement will carry `id`.
+    fn publish_frame(&self, id: u64, event: &LifecycleEvent) -> anyhow::Result<Message>;
+
+    /// A decoder for one connection's received frames.
+    fn decoder(&self) -> Self::Decoder;
+}
+
+/// Turns received frames into [`Incoming`] facts.
+pub(crate) trait Decoder: Send + 'static {
+    /// Appends what `message` means to `out` (a frame may hold several facts, or none).
+    /// An error means the frame could not be understood; the caller counts it and goes on.
+    fn decode(&mut self, message: &Message, out: &mut Vec<Incoming>) -> anyhow::Result<()>;
+}
+
+/// A WebSocket handshake request for `ws://addr{path}`, offering `subprotocol`.
+pub(crate) fn ws_request(
+    addr: SocketAddr,
+    path: &str,
+    subprotocol: Option<&'static str>,
+) -> anyhow::Result<Request> {
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
+    if let Some(subprotocol) = subprotocol {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(subprotocol),
+        );
+    }
+    Ok(request)
+}

@@ -1,0 +1,225 @@
+//! What the generator publishes and who should receive it: the customers, the lifecycle
+//! events each publisher cycles through, and how many deliveries each event must cause.
+//!
+//! Pure data and arithmetic; no IO, no protocol framing.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Index of a customer in [`Customers`]; what subscribers and publishers pass around
+/// instead of the 36-character id.
+pub(crate) type CustomerIndex = u32;
+
+/// One customer of the run, with the one session all its events use (so the hub starts a
+/// session for it once, and never ends one in the middle of a step).
+#[derive(Debug, Clone)]
+pub(crate) struct Customer {
+    pub(crate) id: Uuid,
+    pub(crate) session_id: Uuid,
+}
+
+/// The run's customers and how many subscribers each event of theirs must reach.
+#[derive(Debug)]
+pub(crate) struct Customers {
+    list: Vec<Customer>,
+    /// customerId as the hub delivers it (lower-case hyphenated) -> index.
+    by_id: HashMap<String, CustomerIndex>,
+    /// Deliveries one event of customer `i` must cause: its subscribers plus the firehose.
+    fanout: Vec<u64>,
+}
+
+impl Customers {
+    /// Fresh random customers, with `subscribers` spread round-robin over them.
+    pub(crate) fn new(count: usize, subscribers: usize, firehose: usize) -> Self {
+        let list: Vec<Customer> = (0..count)
+            .map(|_| Customer {
+                id: Uuid::new_v4(),
+                session_id: Uuid::new_v4(),
+            })
+            .collect();
+        let by_id = list
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id.to_string(), i as CustomerIndex))
+            .collect();
+        let fanout = (0..count)
+            .map(|i| (subscribers_of(i, count, subscribers) + firehose) as u64)
+            .collect();
+        Customers {
+            list,
+            by_id,
+            fanout,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn get(&self, index: CustomerIndex) -> &Customer {
+        &self.list[index as usize]
+    }
+
+    /// The customer a subscriber follows: subscribers are dealt round-robin.
+    pub(crate) fn of_subscriber(&self, subscriber: usize) -> CustomerIndex {
+        (subscriber % self.list.len()) as CustomerIndex
+    }
+
+    /// The index of a delivered event's customerId, if it is one of ours.
+    pub(crate) fn index_of(&self, customer_id: &str) -> Option<CustomerIndex> {
+        self.by_id.get(customer_id).copied()
+    }
+
+    /// Deliveries one accepted event of this customer must cause.
+    pub(crate) fn fanout(&self, index: CustomerIndex) -> u64 {
+        self.fanout[index as usize]
+    }
+}
+
+/// How many of `subscribers`, dealt round-robin over `customers`, follow customer `i`.
+fn subscribers_of(i: usize, customers: usize, subscribers: usize) -> usize {
+    subscribers / customers + usize::from(i < subscribers % customers)
+}
+
+/// The webchat states one action goes through, in order; after the last a new action starts.
+const CYCLE: [&str; 5] = ["offered", "accepted", "started", "engaged", "ended"];
+
+/// One action map for the whole run: the hub groups its statistics by map and version.
+const ACTION_MAP_VERSION: u32 = 3;
+
+/// The lifecycle event as published (PROTOCOL.md section 3, the hub's own field names).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LifecycleEvent {
+    pub(crate) action_id: Uuid,
+    pub(crate) action_state: &'static str,
+    pub(crate) action_media_type: &'static str,
+    pub(crate) action_map_id: Uuid,
+    pub(crate) action_map_version: u32,
+    pub(crate) customer_id: Uuid,
+    pub(crate) customer_id_type: &'static str,
+    pub(crate) session_id: Uuid,
+    pub(crate) data: SendTime,
+}
+
+/// The enrichment every generated event carries: when it was sent, so a receiver can
+/// measure publish-to-deliver latency on the same clock.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SendTime {
+    pub(crate) sent_at_micros: u64,
+}
+
+/// One action in progress: its id and the index in [`CYCLE`] of its next state.
+#[derive(Debug, Clone, Copy)]
+struct ActionProgress {
+    id: Uuid,
+    next: usize,
+}
+
+/// What one publisher publishes next. Each publisher owns its actions (one in progress per
+/// customer), so two publishers never race on the same action's transitions, while every
+/// customer still gets events from every publisher.
+#[derive(Debug)]
+pub(crate) struct EventCycle {
+    map_id: Uuid,
+    /// The customer of the next event; advances round-robin.
+    cursor: usize,
+    /// The action in progress for each customer, created on first use.
+    actions: Vec<Option<ActionProgress>>,
+}
+
+impl EventCycle {
+    /// A cycle for publisher `publisher`, starting at its own offset so that publishers
+    /// do not all hit the same customer at the same moment.
+    pub(crate) fn new(publisher: usize, publishers: usize, customers: usize, map_id: Uuid) -> Self {
+        EventCycle {
+            map_id,
+            cursor: publisher * customers / publishers.max(1),
+            actions: vec![None; customers],
+        }
+    }
+
+    /// The next event to publish and its customer, stamped with the current time.
+    pub(crate) fn next_event(&mut self, customers: &Customers) -> (CustomerIndex, LifecycleEvent) {
+        let index = self.cursor % self.actions.len();
+        self.cursor = (index + 1) % self.actions.len();
+        let progress = self.actions[index].get_or_insert_with(|| ActionProgress {
+            id: Uuid::new_v4(),
+            next: 0,
+        });
+        let state = CYCLE[progress.next];
+        let action_id = progress.id;
+        progress.next += 1;
+        if progress.next == CYCLE.len() {
+            self.actions[index] = None;
+        }
+        let customer = customers.get(index as CustomerIndex);
+        let event = LifecycleEvent {
+            action_id,
+            action_state: state,
+            action_media_type: "webchat",
+            action_map_id: self.map_id,
+            action_map_version: ACTION_MAP_VERSION,
+            customer_id: customer.id,
+            customer_id_type: "cookie",
+            session_id: customer.session_id,
+            data: SendTime {
+                sent_at_micros: now_micros(),
+            },
+        };
+        (index as CustomerIndex, event)
+    }
+}
+
+/// Microseconds since the Unix epoch, the clock both ends of a latency measurement read.
+pub(crate) fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_counts_subscribers_and_firehose() {
+        let customers = Customers::new(3, 7, 2);
+        // 7 subscribers over 3 customers: 3, 2, 2.
+        assert_eq!(customers.fanout(0), 5);
+        assert_eq!(customers.fanout(1), 4);
+        assert_eq!(customers.fanout(2), 4);
+        let total: usize = (0..7).filter(|&s| customers.of_subscriber(s) == 0).count();
+        assert_eq!(total, 3);
+    }
+
+    #[test]
+    fn each_action_walks_the_webchat_lifecycle_then_a_new_one_starts() {
+        let customers = Customers::new(2, 0, 0);
+        let mut cycle = EventCycle::new(0, 1, 2, Uuid::new_v4());
+        let events: Vec<_> = (0..12).map(|_| cycle.next_event(&customers)).collect();
+        let for_customer_0: Vec<_> = events.iter().filter(|(c, _)| *c == 0).collect();
+        let states: Vec<_> = for_customer_0.iter().map(|(_, e)| e.action_state).collect();
+        assert_eq!(
+            states,
+            ["offered", "accepted", "started", "engaged", "ended", "offered"]
+        );
+        assert!(for_customer_0[..5]
+            .iter()
+            .all(|(_, e)| e.action_id == for_customer_0[0].1.action_id));
+        assert_ne!(for_customer_0[5].1.action_id, for_customer_0[0].1.action_id);
+    }
+
+    #[test]
+    fn an_event_is_about_335_bytes() {
+        let customers = Customers::new(1, 0, 0);
+        let mut cycle = EventCycle::new(0, 1, 1, Uuid::new_v4());
+        let (_, event) = cycle.next_event(&customers);
+        let len = serde_json::to_vec(&event).unwrap().len();
+        assert!((300..=380).contains(&len), "{len} bytes");
+    }
+}
