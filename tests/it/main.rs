@@ -1,5 +1,8 @@
 //! The integration tests of actionhub: one binary, each test starting its own hub on a
 //! loopback port 0 and talking to it over real sockets, as PROTOCOL.md's clients do.
 
+mod filters;
+mod identity;
+mod lifecycle;
 mod support;
 mod ws_protocol;

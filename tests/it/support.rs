@@ -20,14 +20,14 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 /// Longest wait for something the hub must send or do.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// How long "nothing more arrives" is watched for.
-pub const QUIET: Duration = Duration::from_millis(300);
+pub(crate) const QUIET: Duration = Duration::from_millis(300);
 /// The subprotocol of PROTOCOL.md section 5.
-pub const SUBPROTOCOL: &str = "actionhub.v1";
+pub(crate) const SUBPROTOCOL: &str = "actionhub.v1";
 
 /// Awaits `future` for at most `limit`, panicking with `what` when it takes longer.
-pub async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+pub(crate) async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
     match tokio::time::timeout(limit, future).await {
         Ok(value) => value,
         Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
@@ -35,7 +35,7 @@ pub async fn bounded<T>(limit: Duration, what: &str, future: impl Future<Output 
 }
 
 /// A fresh UUIDv4 as the hub writes it (lower-case, hyphenated).
-pub fn uuid() -> String {
+pub(crate) fn uuid() -> String {
     Uuid::new_v4().to_string()
 }
 
@@ -43,7 +43,7 @@ pub fn uuid() -> String {
 // The hub
 
 /// A running hub with its own data directory, which lives as long as the hub.
-pub struct Hub {
+pub(crate) struct Hub {
     running: Option<actionhub::server::Running>,
     addr: SocketAddr,
     _data_dir: tempfile::TempDir,
@@ -51,12 +51,12 @@ pub struct Hub {
 
 impl Hub {
     /// A hub with the default (ephemeral) configuration.
-    pub async fn start() -> Hub {
+    pub(crate) async fn start() -> Hub {
         Hub::start_with(|_| {}).await
     }
 
     /// A hub whose configuration `tweak` adjusts first.
-    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Hub {
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Hub {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::ephemeral(data_dir.path());
         tweak(&mut config);
@@ -64,7 +64,10 @@ impl Hub {
             .await
             .expect("hub starts");
         let addr = running.addr();
-        assert!(addr.ip().is_loopback(), "tests only bind loopback, got {addr}");
+        assert!(
+            addr.ip().is_loopback(),
+            "tests only bind loopback, got {addr}"
+        );
         Hub {
             running: Some(running),
             addr,
@@ -72,28 +75,28 @@ impl Hub {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// A WebSocket that has completed `connect`.
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         let mut client = self.raw_client().await;
         client.connect().await;
         client
     }
 
     /// A WebSocket right after the upgrade, before any frame.
-    pub async fn raw_client(&self) -> Client {
+    pub(crate) async fn raw_client(&self) -> Client {
         Client::open(self.addr, &[], None).await
     }
 
-    pub fn http(&self) -> Http {
+    pub(crate) fn http(&self) -> Http {
         Http::new(self.addr)
     }
 
     /// Graceful shutdown, bounded.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         let running = self.running.take().expect("hub still running");
         bounded(WAIT, "the hub to shut down", running.shutdown())
             .await
@@ -108,22 +111,26 @@ impl Hub {
 ///
 /// Frames that arrive while [`Client::request`] waits for its reply are kept, in order, and
 /// handed out by the next [`Client::recv`], so a test never loses an event to a reply.
-pub struct Client {
+pub(crate) struct Client {
     ws: WebSocketStream<TcpStream>,
     /// Frames read ahead while waiting for a reply.
     pending: VecDeque<Value>,
     /// The last `id` used, so every request gets a fresh one.
     last_id: u64,
     /// The subprotocol the hub chose in the handshake, if any.
-    pub subprotocol: Option<String>,
+    pub(crate) subprotocol: Option<String>,
     /// The `connected` frame, once `connect` has been answered.
-    pub connected: Value,
+    pub(crate) connected: Value,
 }
 
 impl Client {
     /// Opens a WebSocket to `/v1/ws`, offering `subprotocols`. `recv_buffer` shrinks the
     /// kernel receive buffer so a client that does not read backs up the hub quickly.
-    pub async fn open(addr: SocketAddr, subprotocols: &[&str], recv_buffer: Option<u32>) -> Client {
+    pub(crate) async fn open(
+        addr: SocketAddr,
+        subprotocols: &[&str],
+        recv_buffer: Option<u32>,
+    ) -> Client {
         let uri: Uri = format!("ws://{addr}/v1/ws").parse().expect("uri");
         let mut request = ClientRequestBuilder::new(uri);
         for protocol in subprotocols {
@@ -157,7 +164,7 @@ impl Client {
     }
 
     /// Sends `connect` and checks the `connected` reply, which it keeps and returns.
-    pub async fn connect(&mut self) -> Value {
+    pub(crate) async fn connect(&mut self) -> Value {
         let reply = self
             .request(json!({"op": "connect", "client": {"name": "actionhub-it", "version": "1"}}))
             .await;
@@ -167,7 +174,7 @@ impl Client {
     }
 
     /// The epoch from `connected`.
-    pub fn epoch(&self) -> String {
+    pub(crate) fn epoch(&self) -> String {
         self.connected["epoch"]
             .as_str()
             .expect("connected has an epoch")
@@ -175,15 +182,16 @@ impl Client {
     }
 
     /// Sends one frame as JSON text, exactly as given.
-    pub async fn send(&mut self, frame: Value) {
+    pub(crate) async fn send(&mut self, frame: Value) {
         self.send_text(&frame.to_string()).await;
     }
 
-    pub async fn send_text(&mut self, text: &str) {
-        self.send_message(Message::Text(text.to_owned().into())).await;
+    pub(crate) async fn send_text(&mut self, text: &str) {
+        self.send_message(Message::Text(text.to_owned().into()))
+            .await;
     }
 
-    pub async fn send_message(&mut self, message: Message) {
+    pub(crate) async fn send_message(&mut self, message: Message) {
         bounded(WAIT, "a frame to be sent", self.ws.send(message))
             .await
             .expect("frame sent");
@@ -191,7 +199,7 @@ impl Client {
 
     /// Sends `frame` with a fresh `id` and returns the frame that echoes it. Frames that
     /// arrive first are kept for [`Client::recv`].
-    pub async fn request(&mut self, mut frame: Value) -> Value {
+    pub(crate) async fn request(&mut self, mut frame: Value) -> Value {
         self.last_id += 1;
         let id = self.last_id;
         frame["id"] = json!(id);
@@ -209,7 +217,7 @@ impl Client {
     }
 
     /// Subscribes and checks the `subscribed` reply, which it returns.
-    pub async fn subscribe(&mut self, sub: Value, mut body: Value) -> Value {
+    pub(crate) async fn subscribe(&mut self, sub: Value, mut body: Value) -> Value {
         body["op"] = json!("subscribe");
         body["sub"] = sub.clone();
         let reply = self.request(body).await;
@@ -219,7 +227,12 @@ impl Client {
     }
 
     /// Subscribes `sub` to `topics` with an optional `where`.
-    pub async fn subscribe_to(&mut self, sub: &str, topics: &[&str], filter: Option<Value>) -> Value {
+    pub(crate) async fn subscribe_to(
+        &mut self,
+        sub: &str,
+        topics: &[&str],
+        filter: Option<Value>,
+    ) -> Value {
         let mut body = json!({"topics": topics});
         if let Some(filter) = filter {
             body["where"] = filter;
@@ -228,27 +241,36 @@ impl Client {
     }
 
     /// Publishes `event` and returns the reply, whatever it is.
-    pub async fn publish(&mut self, event: Value) -> Value {
+    pub(crate) async fn publish(&mut self, event: Value) -> Value {
         self.request(json!({"op": "publish", "event": event})).await
     }
 
     /// Publishes `event`, which must be accepted as new, and returns its seq.
-    pub async fn publish_ok(&mut self, event: Value) -> u64 {
+    pub(crate) async fn publish_ok(&mut self, event: Value) -> u64 {
         let reply = self.publish(event.clone()).await;
         assert_type(&reply, "published");
-        assert_eq!(reply["duplicate"], json!(false), "not a duplicate: {event} -> {reply}");
+        assert_eq!(
+            reply["duplicate"],
+            json!(false),
+            "not a duplicate: {event} -> {reply}"
+        );
         seq_of(&reply)
     }
 
     /// Publishes `event`, which must be refused with `code`, and returns the error frame.
-    pub async fn publish_refused(&mut self, event: Value, code: &str, field: Option<&str>) -> Value {
+    pub(crate) async fn publish_refused(
+        &mut self,
+        event: Value,
+        code: &str,
+        field: Option<&str>,
+    ) -> Value {
         let reply = self.publish(event.clone()).await;
         assert_error(&reply, code, field);
         reply
     }
 
     /// The next frame from the hub (read-ahead first), within [`WAIT`].
-    pub async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         match self.pending.pop_front() {
             Some(frame) => frame,
             None => self.read_frame().await,
@@ -256,19 +278,19 @@ impl Client {
     }
 
     /// The next frame, which must be of `kind`.
-    pub async fn expect_type(&mut self, kind: &str) -> Value {
+    pub(crate) async fn expect_type(&mut self, kind: &str) -> Value {
         let frame = self.recv().await;
         assert_type(&frame, kind);
         frame
     }
 
     /// The next frame, which must be an `event`.
-    pub async fn next_event(&mut self) -> Value {
+    pub(crate) async fn next_event(&mut self) -> Value {
         self.expect_type("event").await
     }
 
     /// The next `count` event frames.
-    pub async fn events(&mut self, count: usize) -> Vec<Value> {
+    pub(crate) async fn events(&mut self, count: usize) -> Vec<Value> {
         let mut events = Vec::with_capacity(count);
         for _ in 0..count {
             events.push(self.next_event().await);
@@ -277,7 +299,7 @@ impl Client {
     }
 
     /// Every frame that arrives until the hub stays quiet for [`QUIET`].
-    pub async fn drain(&mut self) -> Vec<Value> {
+    pub(crate) async fn drain(&mut self) -> Vec<Value> {
         let mut frames: Vec<Value> = self.pending.drain(..).collect();
         while let Some(frame) = self.try_read_frame(QUIET).await {
             frames.push(frame);
@@ -286,7 +308,7 @@ impl Client {
     }
 
     /// Asserts that no frame arrives within [`QUIET`].
-    pub async fn expect_no_frame(&mut self) {
+    pub(crate) async fn expect_no_frame(&mut self) {
         if let Some(frame) = self.pending.pop_front() {
             panic!("expected no frame, got {frame}");
         }
@@ -297,7 +319,7 @@ impl Client {
 
     /// Reads until the hub closes the connection and asserts the close code. Text frames
     /// before the Close (such as the error that explains it) are skipped.
-    pub async fn closed_with(&mut self, code: u16) {
+    pub(crate) async fn closed_with(&mut self, code: u16) {
         let close = bounded(WAIT, "a Close frame", async {
             loop {
                 match self.ws.next().await {
@@ -338,12 +360,15 @@ impl Client {
         .ok()?;
         let frame: Value = serde_json::from_str(next.as_str())
             .unwrap_or_else(|err| panic!("hub sent a frame that is not JSON ({err}): {next}"));
-        assert!(frame.is_object(), "every hub frame is a JSON object: {frame}");
+        assert!(
+            frame.is_object(),
+            "every hub frame is a JSON object: {frame}"
+        );
         Some(frame)
     }
 
     /// The next WebSocket message of any kind, Pings included, within [`WAIT`].
-    pub async fn next_raw(&mut self) -> Message {
+    pub(crate) async fn next_raw(&mut self) -> Message {
         bounded(WAIT, "a WebSocket message", self.ws.next())
             .await
             .expect("connection open")
@@ -351,7 +376,7 @@ impl Client {
     }
 
     /// Reads the next raw text frame, for comparing bytes across receivers.
-    pub async fn recv_text(&mut self) -> String {
+    pub(crate) async fn recv_text(&mut self) -> String {
         assert!(self.pending.is_empty(), "raw read with frames read ahead");
         bounded(WAIT, "a text frame", async {
             loop {
@@ -370,22 +395,33 @@ impl Client {
 // Frame assertions
 
 /// Asserts `frame` has `"type": kind`.
-pub fn assert_type(frame: &Value, kind: &str) {
-    assert_eq!(frame["type"], json!(kind), "expected a {kind} frame, got {frame}");
+pub(crate) fn assert_type(frame: &Value, kind: &str) {
+    assert_eq!(
+        frame["type"],
+        json!(kind),
+        "expected a {kind} frame, got {frame}"
+    );
 }
 
 /// Asserts `frame` is an error with `code` and, when given, `details.field == field`.
-pub fn assert_error(frame: &Value, code: &str, field: Option<&str>) {
+pub(crate) fn assert_error(frame: &Value, code: &str, field: Option<&str>) {
     assert_type(frame, "error");
     assert_eq!(frame["code"], json!(code), "error code: {frame}");
-    assert!(frame["message"].is_string(), "an error has a message: {frame}");
+    assert!(
+        frame["message"].is_string(),
+        "an error has a message: {frame}"
+    );
     if let Some(field) = field {
-        assert_eq!(frame["details"]["field"], json!(field), "details.field: {frame}");
+        assert_eq!(
+            frame["details"]["field"],
+            json!(field),
+            "details.field: {frame}"
+        );
     }
 }
 
 /// The `seq` of a reply or event frame.
-pub fn seq_of(frame: &Value) -> u64 {
+pub(crate) fn seq_of(frame: &Value) -> u64 {
     frame["seq"]
         .as_u64()
         .unwrap_or_else(|| panic!("frame has a numeric seq: {frame}"))
@@ -393,7 +429,7 @@ pub fn seq_of(frame: &Value) -> u64 {
 
 /// Asserts an `event` frame carries `seq` and `topic`, outside and inside, and a timestamp
 /// in RFC 3339 with milliseconds, UTC. Returns the inner event.
-pub fn assert_event(frame: &Value, seq: u64, topic: &str) -> Value {
+pub(crate) fn assert_event(frame: &Value, seq: u64, topic: &str) -> Value {
     assert_type(frame, "event");
     assert_eq!(frame["seq"], json!(seq), "event seq: {frame}");
     assert_eq!(frame["topic"], json!(topic), "event topic: {frame}");
@@ -405,7 +441,7 @@ pub fn assert_event(frame: &Value, seq: u64, topic: &str) -> Value {
 }
 
 /// Asserts `value` looks like `2026-01-02T03:04:05.678Z`.
-pub fn assert_timestamp(value: &Value) {
+pub(crate) fn assert_timestamp(value: &Value) {
     let text = value
         .as_str()
         .unwrap_or_else(|| panic!("timestamp is a string: {value}"));
@@ -420,7 +456,7 @@ pub fn assert_timestamp(value: &Value) {
 }
 
 /// The topics of a list of event frames.
-pub fn topics(frames: &[Value]) -> Vec<String> {
+pub(crate) fn topics(frames: &[Value]) -> Vec<String> {
     frames
         .iter()
         .map(|frame| frame["topic"].as_str().unwrap_or("<none>").to_owned())
@@ -431,7 +467,7 @@ pub fn topics(frames: &[Value]) -> Vec<String> {
 // Event builders
 
 /// Small edits on JSON objects, so table rows can say "the valid event, but ...".
-pub trait JsonExt {
+pub(crate) trait JsonExt {
     /// The object with `key` set to `value`.
     fn with(self, key: &str, value: Value) -> Value;
     /// The object without `key`.
@@ -452,13 +488,13 @@ impl JsonExt for Value {
 
 /// A customer with a current session, for building visitor events.
 #[derive(Clone, Debug)]
-pub struct Visitor {
-    pub customer_id: String,
-    pub session_id: String,
+pub(crate) struct Visitor {
+    pub(crate) customer_id: String,
+    pub(crate) session_id: String,
 }
 
 impl Visitor {
-    pub fn new() -> Visitor {
+    pub(crate) fn new() -> Visitor {
         Visitor {
             customer_id: uuid(),
             session_id: uuid(),
@@ -466,14 +502,14 @@ impl Visitor {
     }
 
     /// Moves this visitor to a fresh session (the next events carry it).
-    pub fn new_session(&mut self) -> String {
+    pub(crate) fn new_session(&mut self) -> String {
         self.session_id = uuid();
         self.session_id.clone()
     }
 
     /// A valid visitor event of `kind` in the current session, with the fields its type
     /// requires (`userId` for identify/signin/userinfo is `user`).
-    pub fn event(&self, kind: &str, user: &str) -> Value {
+    pub(crate) fn event(&self, kind: &str, user: &str) -> Value {
         let mut event = json!({
             "type": kind,
             "customerId": self.customer_id,
@@ -489,12 +525,12 @@ impl Visitor {
     }
 
     /// A page view in the current session.
-    pub fn page(&self) -> Value {
+    pub(crate) fn page(&self) -> Value {
         self.event("page", "")
     }
 
     /// A new action of `media` for this visitor, in the current session.
-    pub fn action(&self, media: &str) -> Action {
+    pub(crate) fn action(&self, media: &str) -> Action {
         Action {
             action_id: uuid(),
             media: media.to_owned(),
@@ -508,30 +544,30 @@ impl Visitor {
 
 /// One action: the fields that identify it, from which its lifecycle events are built.
 #[derive(Clone, Debug)]
-pub struct Action {
-    pub action_id: String,
-    pub media: String,
-    pub map_id: String,
-    pub map_version: u64,
-    pub customer_id: String,
-    pub session_id: String,
+pub(crate) struct Action {
+    pub(crate) action_id: String,
+    pub(crate) media: String,
+    pub(crate) map_id: String,
+    pub(crate) map_version: u64,
+    pub(crate) customer_id: String,
+    pub(crate) session_id: String,
 }
 
 impl Action {
     /// An action of `media` for a new customer and session.
-    pub fn new(media: &str) -> Action {
+    pub(crate) fn new(media: &str) -> Action {
         Visitor::new().action(media)
     }
 
     /// The same action triggered by map `map_id` at `version`.
-    pub fn on_map(mut self, map_id: &str, version: u64) -> Action {
+    pub(crate) fn on_map(mut self, map_id: &str, version: u64) -> Action {
         self.map_id = map_id.to_owned();
         self.map_version = version;
         self
     }
 
     /// A valid lifecycle event reporting `state`.
-    pub fn event(&self, state: &str) -> Value {
+    pub(crate) fn event(&self, state: &str) -> Value {
         json!({
             "actionId": self.action_id,
             "actionState": state,
@@ -544,7 +580,7 @@ impl Action {
     }
 
     /// The topic of this action in `state`.
-    pub fn topic(&self, state: &str) -> String {
+    pub(crate) fn topic(&self, state: &str) -> String {
         format!("{}:{}", self.media, state)
     }
 }
@@ -553,7 +589,7 @@ impl Action {
 // HTTP
 
 /// A plain-HTTP client for the hub's `/v1` API and probes.
-pub struct Http {
+pub(crate) struct Http {
     base: String,
     client: reqwest::Client,
 }
@@ -572,22 +608,27 @@ impl Http {
     }
 
     /// GET `path` (with its query), answering (status, JSON body).
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.json(self.client.get(self.url(path))).await
     }
 
     /// GET `path` with `query` pairs, URL-encoded.
-    pub async fn get_query(&self, path: &str, query: &[(&str, String)]) -> (u16, Value) {
-        self.json(self.client.get(self.url(path)).query(query)).await
+    pub(crate) async fn get_query(&self, path: &str, query: &[(&str, String)]) -> (u16, Value) {
+        self.json(self.client.get(self.url(path)).query(query))
+            .await
     }
 
     /// POST `body` as JSON to `path`.
-    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, body.to_string()).await
     }
 
     /// POST raw bytes labelled as JSON.
-    pub async fn post_raw(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    pub(crate) async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let request = self
             .client
             .post(self.url(path))
@@ -597,8 +638,13 @@ impl Http {
     }
 
     /// GET `path`, answering (status, content type, text body).
-    pub async fn get_text(&self, path: &str) -> (u16, String, String) {
-        let response = self.client.get(self.url(path)).send().await.expect("HTTP GET");
+    pub(crate) async fn get_text(&self, path: &str) -> (u16, String, String) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("HTTP GET");
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -610,7 +656,7 @@ impl Http {
     }
 
     /// Publishes `body` (one event or an array) and returns the `results` of a 200 answer.
-    pub async fn publish(&self, body: &Value) -> Vec<Value> {
+    pub(crate) async fn publish(&self, body: &Value) -> Vec<Value> {
         let (status, answer) = self.post("/v1/events", body).await;
         assert_eq!(status, 200, "POST /v1/events: {answer}");
         answer["results"]
@@ -634,9 +680,12 @@ impl Http {
 }
 
 /// Asserts an HTTP answer is the JSON error shape with `status` and `code`.
-pub fn assert_http_error(answer: &(u16, Value), status: u16, code: &str) {
+pub(crate) fn assert_http_error(answer: &(u16, Value), status: u16, code: &str) {
     let (got_status, body) = answer;
     assert_eq!(*got_status, status, "HTTP status: {body}");
     assert_eq!(body["error"]["code"], json!(code), "error code: {body}");
-    assert!(body["error"]["message"].is_string(), "error message: {body}");
+    assert!(
+        body["error"]["message"].is_string(),
+        "error message: {body}"
+    );
 }

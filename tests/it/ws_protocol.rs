@@ -29,18 +29,35 @@ async fn connected_describes_the_hub_and_the_open_scope() {
     let connected = first.expect_type("connected").await;
     assert_eq!(connected["id"], json!(7));
     let conn_id = connected["connId"].as_str().expect("connId is a string");
-    assert_eq!(uuid::Uuid::parse_str(conn_id).expect("connId is a UUID").get_version_num(), 4);
-    assert!(!connected["epoch"].as_str().expect("epoch is a string").is_empty());
+    assert_eq!(
+        uuid::Uuid::parse_str(conn_id)
+            .expect("connId is a UUID")
+            .get_version_num(),
+        4
+    );
+    assert!(!connected["epoch"]
+        .as_str()
+        .expect("epoch is a string")
+        .is_empty());
     assert_eq!(connected["seq"], json!(0), "a new hub has no events yet");
     assert_eq!(
         connected["scope"],
         json!({"kind": "open", "scopes": ["publish", "subscribe", "admin"]})
     );
 
-    let latest = first.publish_ok(Action::new("webchat").event("offered")).await;
+    let latest = first
+        .publish_ok(Action::new("webchat").event("offered"))
+        .await;
     let second = hub.client().await;
-    assert_eq!(second.connected["seq"], json!(latest), "connected.seq is the latest seq");
-    assert_eq!(second.connected["epoch"], connected["epoch"], "one history, one epoch");
+    assert_eq!(
+        second.connected["seq"],
+        json!(latest),
+        "connected.seq is the latest seq"
+    );
+    assert_eq!(
+        second.connected["epoch"], connected["epoch"],
+        "one history, one epoch"
+    );
     assert_ne!(second.connected["connId"], connected["connId"]);
 }
 
@@ -123,10 +140,15 @@ async fn every_op_echoes_its_id() {
 async fn subscribed_reports_the_position_live_delivery_starts_after() {
     let hub = Hub::start().await;
     let mut client = hub.client().await;
-    let latest = client.publish_ok(Action::new("webchat").event("offered")).await;
+    let latest = client
+        .publish_ok(Action::new("webchat").event("offered"))
+        .await;
     let subscribed = client.subscribe_to("s", &["all"], None).await;
     assert_eq!(seq_of(&subscribed), latest);
-    assert!(subscribed.get("recovered").is_none(), "no recovered without since: {subscribed}");
+    assert!(
+        subscribed.get("recovered").is_none(),
+        "no recovered without since: {subscribed}"
+    );
 }
 
 #[tokio::test]
@@ -156,18 +178,34 @@ async fn frames_the_hub_cannot_act_on_are_bad_request() {
         (json!({"op": "ping", "id": "6"}), false),
         (json!({"op": "ping", "id": -7}), false),
         (json!({"op": "ping", "id": 1.5}), false),
-        (json!({"op": "subscribe", "id": 8, "sub": "", "topics": ["all"]}), true),
-        (json!({"op": "subscribe", "id": 9, "sub": "x".repeat(129), "topics": ["all"]}), true),
-        (json!({"op": "subscribe", "id": 10, "sub": -1, "topics": ["all"]}), true),
+        (
+            json!({"op": "subscribe", "id": 8, "sub": "", "topics": ["all"]}),
+            true,
+        ),
+        (
+            json!({"op": "subscribe", "id": 9, "sub": "x".repeat(129), "topics": ["all"]}),
+            true,
+        ),
+        (
+            json!({"op": "subscribe", "id": 10, "sub": -1, "topics": ["all"]}),
+            true,
+        ),
     ];
     for (frame, id_known) in rows {
         client.send(frame.clone()).await;
         let error = client.recv().await;
         assert_error(&error, "bad_request", None);
-        let expected_id = if id_known { frame["id"].clone() } else { Value::Null };
+        let expected_id = if id_known {
+            frame["id"].clone()
+        } else {
+            Value::Null
+        };
         assert_eq!(error["id"], expected_id, "{frame} -> {error}");
         if frame.get("bogusField").is_some() {
-            assert!(error.to_string().contains("bogusField"), "names the field: {error}");
+            assert!(
+                error.to_string().contains("bogusField"),
+                "names the field: {error}"
+            );
         }
     }
     assert_type(&client.request(json!({"op": "ping"})).await, "pong");
@@ -222,7 +260,9 @@ async fn a_frame_over_max_frame_bytes_closes_4009() {
     };
     // Under the limit is an ordinary publish.
     client.publish_ok(event(600)).await;
-    client.send(json!({"op": "publish", "id": 99, "event": event(2000)})).await;
+    client
+        .send(json!({"op": "publish", "id": 99, "event": event(2000)}))
+        .await;
     client.closed_with(4009).await;
 }
 
@@ -235,7 +275,9 @@ async fn a_sub_id_already_active_is_bad_request_and_reusable_after_unsubscribe()
         .request(json!({"op": "subscribe", "sub": "s", "topics": ["visitor:all"]}))
         .await;
     assert_error(&again, "bad_request", None);
-    let reply = client.request(json!({"op": "unsubscribe", "sub": "s"})).await;
+    let reply = client
+        .request(json!({"op": "unsubscribe", "sub": "s"}))
+        .await;
     assert_type(&reply, "unsubscribed");
     client.subscribe_to("s", &["visitor:all"], None).await;
 }
@@ -244,7 +286,9 @@ async fn a_sub_id_already_active_is_bad_request_and_reusable_after_unsubscribe()
 async fn unsubscribe_of_an_unknown_sub_is_not_found() {
     let hub = Hub::start().await;
     let mut client = hub.client().await;
-    let reply = client.request(json!({"op": "unsubscribe", "sub": "never"})).await;
+    let reply = client
+        .request(json!({"op": "unsubscribe", "sub": "never"}))
+        .await;
     assert_error(&reply, "not_found", None);
 }
 
@@ -253,9 +297,13 @@ async fn an_unsubscribed_sub_gets_nothing_more() {
     let hub = Hub::start().await;
     let mut client = hub.client().await;
     client.subscribe_to("s", &["webchat:all"], None).await;
-    let reply = client.request(json!({"op": "unsubscribe", "sub": "s"})).await;
+    let reply = client
+        .request(json!({"op": "unsubscribe", "sub": "s"}))
+        .await;
     assert_type(&reply, "unsubscribed");
-    client.publish_ok(Action::new("webchat").event("offered")).await;
+    client
+        .publish_ok(Action::new("webchat").event("offered"))
+        .await;
     client.expect_no_frame().await;
 }
 
@@ -277,5 +325,8 @@ async fn the_hub_pings_at_the_websocket_level() {
     let hub = Hub::start_with(|c| c.ping_interval = Duration::from_millis(200)).await;
     let mut client = hub.client().await;
     let ping = client.next_raw().await;
-    assert!(matches!(ping, Message::Ping(_)), "expected a Ping, got {ping:?}");
+    assert!(
+        matches!(ping, Message::Ping(_)),
+        "expected a Ping, got {ping:?}"
+    );
 }
