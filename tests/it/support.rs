@@ -298,15 +298,6 @@ impl Client {
         events
     }
 
-    /// Every frame that arrives until the hub stays quiet for [`QUIET`].
-    pub(crate) async fn drain(&mut self) -> Vec<Value> {
-        let mut frames: Vec<Value> = self.pending.drain(..).collect();
-        while let Some(frame) = self.try_read_frame(QUIET).await {
-            frames.push(frame);
-        }
-        frames
-    }
-
     /// Asserts that no frame arrives within [`QUIET`].
     pub(crate) async fn expect_no_frame(&mut self) {
         if let Some(frame) = self.pending.pop_front() {
