@@ -81,7 +81,7 @@ async fn publish_round_robin(
     acks
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_customer_order_holds_with_concurrent_publishers() {
     const PUBLISHERS: usize = 4;
     const EVENTS_EACH: usize = 200;
@@ -152,7 +152,7 @@ fn bulky_event(customers: &[Visitor], i: usize) -> Value {
     event
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_4008_and_others_get_every_event() {
     // 4000 events of ~3 KiB are ~12 MiB: far more than the queue and the socket buffers
     // of a reader that never reads, so the hub must give up on it.

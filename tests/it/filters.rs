@@ -288,7 +288,8 @@ async fn bad_patterns_and_filters_are_bad_request() {
             json!({"topics": ["all"], "where": [customer]}),
         ),
     ];
-    let hub = Hub::start().await;
+    // More refusals than the default bad-frame limit: this test is not about the limit.
+    let hub = Hub::start_with(|c| c.max_bad_frames = 100).await;
     let mut client = hub.client().await;
     for (index, (name, mut body)) in rows.into_iter().enumerate() {
         body["op"] = json!("subscribe");

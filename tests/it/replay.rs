@@ -57,7 +57,7 @@ async fn since_replays_exactly_the_missed_events_then_live_ones() {
     resumed.expect_no_frame().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_hands_over_to_live_without_gap_or_duplicate() {
     let hub = Hub::start().await;
     let mut publisher = hub.client().await;

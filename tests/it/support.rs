@@ -204,13 +204,19 @@ impl Client {
         let id = self.last_id;
         frame["id"] = json!(id);
         self.send(frame).await;
+        self.reply_to(id).await
+    }
+
+    /// The frame that echoes `id`, within [`WAIT`]. Frames that arrive first are kept for
+    /// [`Client::recv`]; the hub may send an event before or after the reply.
+    pub(crate) async fn reply_to(&mut self, id: u64) -> Value {
         let mut read_ahead = Vec::new();
         let reply = loop {
-            let next = self.read_frame().await;
-            if next["id"] == json!(id) {
-                break next;
+            match self.try_read_frame(WAIT).await {
+                Some(next) if next["id"] == json!(id) => break next,
+                Some(next) => read_ahead.push(next),
+                None => panic!("no reply echoing id {id} within {WAIT:?}; got {read_ahead:?}"),
             }
-            read_ahead.push(next);
         };
         self.pending.extend(read_ahead);
         reply
