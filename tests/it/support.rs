@@ -42,11 +42,14 @@ pub(crate) fn uuid() -> String {
 // ---------------------------------------------------------------------------------------------
 // The hub
 
-/// A running hub with its own data directory, which lives as long as the hub.
+/// A running hub with its own data directory, which lives as long as the hub (and across
+/// [`Hub::restart`]).
 pub(crate) struct Hub {
     running: Option<actionhub::server::Running>,
     addr: SocketAddr,
-    _data_dir: tempfile::TempDir,
+    /// Kept so a restart runs the same configuration on the same data.
+    config: Config,
+    data_dir: tempfile::TempDir,
 }
 
 impl Hub {
@@ -60,19 +63,40 @@ impl Hub {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::ephemeral(data_dir.path());
         tweak(&mut config);
-        let running = bounded(WAIT, "the hub to start", actionhub::server::start(config))
+        Hub::launch(config, data_dir).await
+    }
+
+    async fn launch(config: Config, data_dir: tempfile::TempDir) -> Hub {
+        let starting = actionhub::server::start(config.clone());
+        let running = bounded(WAIT, "the hub to start", starting)
             .await
             .expect("hub starts");
         let addr = running.addr();
-        assert!(
-            addr.ip().is_loopback(),
-            "tests only bind loopback, got {addr}"
-        );
+        assert!(addr.ip().is_loopback(), "tests bind loopback only: {addr}");
         Hub {
             running: Some(running),
             addr,
-            _data_dir: data_dir,
+            config,
+            data_dir,
         }
+    }
+
+    /// Shuts down gracefully and starts again on the same data directory (on a new port).
+    pub(crate) async fn restart(mut self) -> Hub {
+        self.stop().await;
+        Hub::launch(self.config, self.data_dir).await
+    }
+
+    /// Graceful shutdown, bounded.
+    pub(crate) async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        let running = self.running.take().expect("hub still running");
+        bounded(WAIT, "the hub to shut down", running.shutdown())
+            .await
+            .expect("hub shuts down cleanly");
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
@@ -93,14 +117,6 @@ impl Hub {
 
     pub(crate) fn http(&self) -> Http {
         Http::new(self.addr)
-    }
-
-    /// Graceful shutdown, bounded.
-    pub(crate) async fn shutdown(mut self) {
-        let running = self.running.take().expect("hub still running");
-        bounded(WAIT, "the hub to shut down", running.shutdown())
-            .await
-            .expect("hub shuts down cleanly");
     }
 }
 
