@@ -75,7 +75,9 @@ async fn a_client_closed_with_1001_resumes_on_the_restarted_hub() {
         .await;
     assert_eq!(seq_of(&subscriber.next_event().await), seen);
 
-    // The hub may wait for the closing handshake, so the subscriber reads meanwhile.
+    // The hub may wait for the closing handshake, so the subscriber reads meanwhile and
+    // the publisher leaves.
+    drop(publisher);
     let restarting = tokio::spawn(hub.restart());
     subscriber.closed_with(1001).await;
     let hub = restarting.await.expect("restart task");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::{
-    assert_error, assert_event, assert_type, seq_of, topics, Client, Hub, JsonExt, Visitor,
+    assert_error, assert_event, assert_type, seq_of, topics, uuid, Client, Hub, JsonExt, Visitor,
 };
 
 /// A subscriber to everything about one customer.
@@ -73,7 +73,8 @@ enum Outcome {
 #[tokio::test]
 async fn visitor_events_need_the_fields_their_type_requires() {
     use Outcome::{Delivered, Invalid};
-    let fresh = |kind: &str| Visitor::new().event(kind, "user-1");
+    // Every row is a new customer with a user of its own, so no two rows merge profiles.
+    let fresh = |kind: &str| Visitor::new().event(kind, &format!("user-{}", uuid()));
     // Each row: a name, a visitor event, and what the hub must make of it.
     let cases: Vec<(&str, Value, Outcome)> = vec![
         (
@@ -189,7 +190,7 @@ async fn visitor_events_need_the_fields_their_type_requires() {
         ),
         (
             "both type and actionId",
-            fresh("page").with("actionId", json!(crate::support::uuid())),
+            fresh("page").with("actionId", json!(uuid())),
             Invalid(None),
         ),
         (
@@ -369,7 +370,7 @@ async fn identity_state_follows_the_visitor_events() {
     let mut publisher = hub.client().await;
     for (steps, state) in rows {
         let mut visitor = Visitor::new();
-        let user = format!("user-{}", crate::support::uuid());
+        let user = format!("user-{}", uuid());
         for kind in steps {
             if *kind == "signin" {
                 visitor.new_session();
@@ -393,7 +394,7 @@ async fn a_user_id_on_a_second_customer_merges_the_profiles() {
         .subscribe_to("merges", &["visitor:merged"], None)
         .await;
     let (first, second, stranger) = (Visitor::new(), Visitor::new(), Visitor::new());
-    let user = format!("user-{}", crate::support::uuid());
+    let user = format!("user-{}", uuid());
 
     publisher.publish_ok(first.event("identify", &user)).await;
     // Linking the same customer again merges nothing.

@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 /// Longest wait for something the hub must send or do.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
+/// Longest wait for a graceful shutdown. Generous: it only guards against a hang, and a
+/// hub may give lingering connections a drain deadline of its own.
+pub(crate) const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// How long "nothing more arrives" is watched for.
 pub(crate) const QUIET: Duration = Duration::from_millis(300);
 /// The subprotocol of PROTOCOL.md section 5.
@@ -94,7 +97,7 @@ impl Hub {
 
     async fn stop(&mut self) {
         let running = self.running.take().expect("hub still running");
-        bounded(WAIT, "the hub to shut down", running.shutdown())
+        bounded(SHUTDOWN_WAIT, "the hub to shut down", running.shutdown())
             .await
             .expect("hub shuts down cleanly");
     }
@@ -346,6 +349,12 @@ impl Client {
         .await;
         let got = close.map(|frame| u16::from(frame.code));
         assert_eq!(got, Some(code), "close code");
+        // Reading on sends our Close reply and completes the closing handshake, as a
+        // well-behaved client does, so a hub that waits for it is not held up.
+        bounded(WAIT, "the connection to end after Close", async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
     }
 
     /// Reads one text frame as JSON within [`WAIT`]; panics on timeout, Close or garbage.
