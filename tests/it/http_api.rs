@@ -155,6 +155,22 @@ async fn unknown_and_malformed_ids_are_404_and_400() {
         ),
         ("/v1/no-such-thing".to_owned(), 404, "not_found"),
         ("/v1/events?bogus=1".to_owned(), 400, "bad_request"),
+        (
+            "/v1/events?topics=webchat:bogus".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/events?where=%7Bnot%20json".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            "/v1/events?where=%7B%22customerID%22%3A%5B%5D%7D".to_owned(),
+            400,
+            "bad_request",
+        ),
+        ("/v1/events?since=soon".to_owned(), 400, "bad_request"),
     ];
     for (path, status, code) in rows {
         assert_http_error(&http.get(&path).await, status, code);
@@ -248,8 +264,14 @@ async fn customer_events_are_that_customers_events_in_seq_order() {
     }
 }
 
-/// Follows `next` from `since=0` through every page of `GET /v1/events` with `query`.
-async fn read_all_pages(hub: &Hub, query: &[(&str, String)], limit: usize) -> Vec<Value> {
+/// Follows `next` from `since=0` through every page of the list at `path` (`/v1/events`
+/// or a customer's events) with `query`.
+async fn read_all_pages(
+    hub: &Hub,
+    path: &str,
+    query: &[(&str, String)],
+    limit: usize,
+) -> Vec<Value> {
     let http = hub.http();
     let mut since = 0;
     let mut all = Vec::new();
@@ -257,7 +279,7 @@ async fn read_all_pages(hub: &Hub, query: &[(&str, String)], limit: usize) -> Ve
         let mut params = query.to_vec();
         params.push(("since", since.to_string()));
         params.push(("limit", limit.to_string()));
-        let (status, page) = http.get_query("/v1/events", &params).await;
+        let (status, page) = http.get_query(path, &params).await;
         assert_eq!(status, 200, "{page}");
         let events = page["events"].as_array().expect("events").clone();
         assert!(events.len() <= limit, "a page holds at most limit events");
@@ -285,7 +307,13 @@ async fn get_events_pages_through_everything_exactly_once() {
     let results = http.publish(&Value::Array(events)).await;
     let offered: Vec<u64> = results[..25].iter().map(seq_of).collect();
 
-    let chats = read_all_pages(&hub, &[("topics", "webchat:all".to_owned())], 7).await;
+    let chats = read_all_pages(
+        &hub,
+        "/v1/events",
+        &[("topics", "webchat:all".to_owned())],
+        7,
+    )
+    .await;
     let seqs: Vec<u64> = chats.iter().map(seq_of).collect();
     assert_eq!(seqs, offered, "each webchat event once, in seq order");
     for frame in &chats {
@@ -293,7 +321,7 @@ async fn get_events_pages_through_everything_exactly_once() {
     }
 
     // Everything: 25 offers, 3 session starts, 3 pages.
-    let everything = read_all_pages(&hub, &[], 4).await;
+    let everything = read_all_pages(&hub, "/v1/events", &[], 4).await;
     let unique: BTreeSet<u64> = everything.iter().map(seq_of).collect();
     assert_eq!((everything.len(), unique.len()), (31, 31));
 
@@ -302,7 +330,7 @@ async fn get_events_pages_through_everything_exactly_once() {
         ("topics", "webchat:offered,visitor:all".to_owned()),
         ("where", filter),
     ];
-    let own = read_all_pages(&hub, &query, 3).await;
+    let own = read_all_pages(&hub, "/v1/events", &query, 3).await;
     let expected: Vec<u64> = results
         .iter()
         .enumerate()
@@ -407,6 +435,7 @@ async fn a_publish_acknowledged_over_websocket_is_visible_to_every_later_read() 
     let hub = Hub::start().await;
     let http = hub.http();
     let mut publisher = hub.client().await;
+    let mut watcher = hub.client().await;
     let path = ["offered", "accepted", "started", "engaged", "ended"];
     for reached in 1..=path.len() {
         let action = Action::new("webchat");
@@ -429,6 +458,15 @@ async fn a_publish_acknowledged_over_websocket_is_visible_to_every_later_read() 
             .and_then(|events| events.last())
             .cloned();
         assert_eq!(last.as_ref().map(seq_of), Some(seq), "{page}");
+        let body =
+            json!({"topics": ["all"], "where": {"actionId": [action.action_id]}, "snapshot": true});
+        watcher.subscribe(json!(reached), body).await;
+        let snapshot = watcher.expect_type("snapshot").await;
+        let shown = &snapshot["actions"][0];
+        assert_eq!(
+            (shown["actionState"].clone(), shown["seq"].clone()),
+            (json!(state), json!(seq))
+        );
     }
 }
 
@@ -445,4 +483,34 @@ async fn http_duplicates_carry_the_original_seq() {
         [accepted(&again[0], true), accepted(&again[1], true)],
         [first, first]
     );
+}
+
+#[tokio::test]
+async fn lists_default_to_100_and_a_customers_events_page_too() {
+    let hub = Hub::start().await;
+    let http = hub.http();
+    let visitor = Visitor::new();
+    let events: Vec<Value> = (0..150)
+        .map(|_| visitor.action("webchat").event("offered"))
+        .collect();
+    let results = http.publish(&Value::Array(events)).await;
+    let mut expected: Vec<u64> = results.iter().map(seq_of).collect();
+
+    let (status, first_page) = http.get("/v1/events?topics=webchat:all").await;
+    assert_eq!(status, 200, "{first_page}");
+    let first: Vec<u64> = first_page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(seq_of)
+        .collect();
+    assert_eq!(first, expected[..100], "the default limit is 100");
+
+    // The customer's own list: its session start, then the 150 offers, page by page.
+    let path = format!("/v1/customers/{}/events", visitor.customer_id);
+    let all = read_all_pages(&hub, &path, &[], 40).await;
+    assert_eq!(topics(&all[..1]), ["session:started"]);
+    let seqs: Vec<u64> = all[1..].iter().map(seq_of).collect();
+    expected.sort_unstable();
+    assert_eq!(seqs, expected);
 }
