@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     assert_error, assert_event, assert_type, seq_of, topics, uuid, Client, Hub, JsonExt, Visitor,
+    NOT_V4_UUID,
 };
 
 /// A subscriber to everything about one customer.
@@ -155,7 +156,7 @@ async fn visitor_events_need_the_fields_their_type_requires() {
         ),
         (
             "customerId not v4",
-            fresh("page").with("customerId", json!("6ba7b810-9dad-11d1-80b4-00c04fd430c8")),
+            fresh("page").with("customerId", json!(NOT_V4_UUID)),
             Invalid(Some("customerId")),
         ),
         (

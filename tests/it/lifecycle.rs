@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     assert_error, assert_event, assert_type, seq_of, Action, Client, Hub, JsonExt, Visitor,
+    NOT_V4_UUID,
 };
 
 /// A media type's lifecycle, copied from PROTOCOL.md section 2: (from, allowed next states).
@@ -300,7 +301,7 @@ async fn invalid_lifecycle_events_are_refused_naming_the_field() {
         ),
         (
             "v1 actionId",
-            valid().with("actionId", json!(V1_UUID)),
+            valid().with("actionId", json!(NOT_V4_UUID)),
             "actionId",
         ),
         (
@@ -310,12 +311,12 @@ async fn invalid_lifecycle_events_are_refused_naming_the_field() {
         ),
         (
             "v1 actionMapId",
-            valid().with("actionMapId", json!(V1_UUID)),
+            valid().with("actionMapId", json!(NOT_V4_UUID)),
             "actionMapId",
         ),
         (
             "v1 sessionId",
-            valid().with("sessionId", json!(V1_UUID)),
+            valid().with("sessionId", json!(NOT_V4_UUID)),
             "sessionId",
         ),
         (
@@ -362,9 +363,6 @@ async fn invalid_lifecycle_events_are_refused_naming_the_field() {
     }
     subscriber.expect_no_frame().await;
 }
-
-/// A UUID of version 1: well-formed, but not the v4 the protocol asks for.
-const V1_UUID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
 
 #[tokio::test]
 async fn valid_variations_are_accepted() {

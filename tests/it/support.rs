@@ -37,6 +37,9 @@ pub(crate) async fn bounded<T>(limit: Duration, what: &str, future: impl Future<
     }
 }
 
+/// A well-formed UUID of version 1: not the v4 the protocol asks for.
+pub(crate) const NOT_V4_UUID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+
 /// A fresh UUIDv4 as the hub writes it (lower-case, hyphenated).
 pub(crate) fn uuid() -> String {
     Uuid::new_v4().to_string()
@@ -367,26 +370,31 @@ impl Client {
 
     /// Reads one text frame as JSON, or `None` if none arrives within `limit`.
     async fn try_read_frame(&mut self, limit: Duration) -> Option<Value> {
-        let next = tokio::time::timeout(limit, async {
+        let text = self.try_read_text(limit).await?;
+        let frame: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("hub sent a frame that is not JSON ({err}): {text}"));
+        assert!(
+            frame.is_object(),
+            "every hub frame is a JSON object: {frame}"
+        );
+        Some(frame)
+    }
+
+    /// Reads one text frame, skipping WebSocket Pings and Pongs, or `None` if none arrives
+    /// within `limit`. Anything else (Close, binary, a broken connection) panics.
+    async fn try_read_text(&mut self, limit: Duration) -> Option<String> {
+        let next_text = async {
             loop {
                 match self.ws.next().await {
-                    Some(Ok(Message::Text(text))) => return text,
+                    Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(other)) => panic!("expected a text frame, got {other:?}"),
                     Some(Err(err)) => panic!("connection failed: {err}"),
                     None => panic!("connection ended"),
                 }
             }
-        })
-        .await
-        .ok()?;
-        let frame: Value = serde_json::from_str(next.as_str())
-            .unwrap_or_else(|err| panic!("hub sent a frame that is not JSON ({err}): {next}"));
-        assert!(
-            frame.is_object(),
-            "every hub frame is a JSON object: {frame}"
-        );
-        Some(frame)
+        };
+        tokio::time::timeout(limit, next_text).await.ok()
     }
 
     /// The next WebSocket message of any kind, Pings included, within [`WAIT`].
@@ -400,16 +408,10 @@ impl Client {
     /// Reads the next raw text frame, for comparing bytes across receivers.
     pub(crate) async fn recv_text(&mut self) -> String {
         assert!(self.pending.is_empty(), "raw read with frames read ahead");
-        bounded(WAIT, "a text frame", async {
-            loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    other => panic!("expected a text frame, got {other:?}"),
-                }
-            }
-        })
-        .await
+        match self.try_read_text(WAIT).await {
+            Some(text) => text,
+            None => panic!("timed out after {WAIT:?} waiting for a frame"),
+        }
     }
 }
 
