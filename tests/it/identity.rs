@@ -1,14 +1,13 @@
 //! Visitor events and what the hub makes of them (PROTOCOL.md section 3): required fields,
 //! sessions started, replaced, signed out and idle, identity states, and profile merges.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::support::{
-    assert_error, assert_event, assert_type, seq_of, topics, uuid, Client, Hub, JsonExt, Visitor,
-    NOT_V4_UUID,
+    assert_error, assert_event, assert_type, seq_of, topics, uuid, Action, Client, Hub, JsonExt,
+    Visitor, NOT_V4_UUID,
 };
 
 /// A subscriber to everything about one customer.
@@ -52,6 +51,18 @@ fn assert_session_event(
             assert!(event["pagesViewed"].is_u64(), "pagesViewed: {frame}");
         }
     }
+}
+
+/// Asserts `frame` is the `ignored` event the hub publishes for `action` when its session
+/// ends: the action's own fields, the ignored state and `data.reason`.
+fn assert_ignored_by_the_hub(frame: &Value, action: &Action) {
+    assert_eq!(frame["topic"], json!(action.topic("ignored")), "{frame}");
+    let event = &frame["event"];
+    for (key, value) in action.event("ignored").as_object().expect("object") {
+        assert_eq!(&event[key], value, "{key}: {frame}");
+    }
+    assert_eq!(event["customerIdType"], json!("cookie"), "{frame}");
+    assert_eq!(event["data"], json!({"reason": "session_ended"}), "{frame}");
 }
 
 /// Asserts `frames` have strictly increasing seqs.
@@ -271,26 +282,17 @@ async fn a_new_session_ends_the_old_one_and_ignores_its_offered_actions() {
     assert_in_seq_order(&frames);
     assert_session_event(&frames[0], &visitor, &old_session, Some("replaced"));
     assert_eq!(frames[0]["event"]["pagesViewed"], json!(1));
-    let ignored: HashSet<(String, String)> = frames[1..3]
-        .iter()
-        .map(|frame| {
-            let event = &frame["event"];
-            assert_eq!(event["actionState"], json!("ignored"), "{frame}");
-            assert_eq!(event["data"]["reason"], json!("session_ended"), "{frame}");
-            assert_eq!(event["customerId"], json!(visitor.customer_id), "{frame}");
-            let action = event["actionId"].as_str().expect("actionId").to_owned();
-            (action, frame["topic"].as_str().expect("topic").to_owned())
-        })
-        .collect();
-    let expected: HashSet<(String, String)> = [
-        (chat.action_id.clone(), "webchat:ignored".to_owned()),
-        (offer.action_id.clone(), "contentoffer:ignored".to_owned()),
-    ]
-    .into();
-    assert_eq!(
-        ignored, expected,
-        "exactly the still-offered actions are ignored"
-    );
+    // Exactly the still-offered actions are ignored, in either order.
+    let mut ignored = Vec::new();
+    for frame in &frames[1..3] {
+        let action = [&chat, &offer]
+            .into_iter()
+            .find(|action| frame["event"]["actionId"] == json!(action.action_id))
+            .unwrap_or_else(|| panic!("only still-offered actions are ignored: {frame}"));
+        assert_ignored_by_the_hub(frame, action);
+        ignored.push(action.action_id.clone());
+    }
+    assert_ne!(ignored[0], ignored[1], "each action is ignored once");
     assert_session_event(&frames[3], &visitor, &new_session, None);
     assert_eq!(frames[4]["topic"], json!("visitor:page"));
     assert_eq!(seq_of(&frames[4]), trigger);
@@ -459,8 +461,32 @@ async fn an_idle_session_ends_and_its_offered_actions_are_ignored() {
     let frames = subscriber.events(2).await;
     assert_session_event(&frames[0], &visitor, &visitor.session_id, Some("idle"));
     assert_eq!(frames[0]["event"]["pagesViewed"], json!(0));
-    assert_eq!(frames[1]["topic"], json!("webchat:ignored"));
-    assert_eq!(frames[1]["event"]["actionId"], json!(chat.action_id));
-    assert_eq!(frames[1]["event"]["data"]["reason"], json!("session_ended"));
+    assert_ignored_by_the_hub(&frames[1], &chat);
     assert_in_seq_order(&frames);
+}
+
+#[tokio::test]
+async fn session_started_carries_the_user_id_once_known() {
+    let hub = Hub::start().await;
+    let mut visitor = Visitor::new();
+    let mut subscriber = hub.client().await;
+    let filter = json!({"customerId": [visitor.customer_id]});
+    subscriber
+        .subscribe_to("starts", &["session:started"], Some(filter))
+        .await;
+    let mut publisher = hub.client().await;
+    publisher.publish_ok(visitor.page()).await;
+    let anonymous = subscriber.next_event().await;
+    assert!(
+        anonymous["event"].get("userId").is_none_or(Value::is_null),
+        "{anonymous}"
+    );
+
+    let identify = visitor.event("identify", "user-3").without("sessionId");
+    publisher.publish_ok(identify).await;
+    let session = visitor.new_session();
+    publisher.publish_ok(visitor.page()).await;
+    let known = subscriber.next_event().await;
+    assert_session_event(&known, &visitor, &session, None);
+    assert_eq!(known["event"]["userId"], json!("user-3"));
 }

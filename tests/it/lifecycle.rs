@@ -479,3 +479,27 @@ async fn after_a_terminal_state_every_report_is_action_terminal() {
             .await;
     }
 }
+
+/// decisions.md: the session may change between an action's events; the action keeps the
+/// latest one. (An accepted action is not ignored when its session is replaced.)
+#[tokio::test]
+async fn an_action_follows_its_customer_into_a_new_session() {
+    let hub = Hub::start().await;
+    let mut client = hub.client().await;
+    let mut visitor = Visitor::new();
+    let action = visitor.action("webchat");
+    client.publish_ok(action.event("offered")).await;
+    client.publish_ok(action.event("accepted")).await;
+    let new_session = visitor.new_session();
+    client.publish_ok(visitor.page()).await;
+    let started = action
+        .event("started")
+        .with("sessionId", json!(new_session));
+    let seq = client.publish_ok(started).await;
+    let (_, view) = hub
+        .http()
+        .get(&format!("/v1/actions/{}", action.action_id))
+        .await;
+    assert_eq!(view["sessionId"], json!(new_session), "{view}");
+    assert_eq!(view["seq"], json!(seq), "{view}");
+}
