@@ -1,0 +1,15 @@
+//! The integration tests of actionhub: one binary, each test starting its own hub on a
+//! loopback port 0 and talking to it over real sockets, as PROTOCOL.md's clients do.
+//!
+//! `support` is the harness; every other module covers one part of the protocol.
+
+mod support;
+
+mod durability;
+mod fanout;
+mod filters;
+mod http_api;
+mod identity;
+mod lifecycle;
+mod replay;
+mod ws_protocol;
