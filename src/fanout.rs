@@ -240,6 +240,11 @@ impl Fanout {
                     continue;
                 };
                 if conn.last_seq >= record.seq {
+                    // Already queued through another subscription: the client's handlers
+                    // for this one see it too, so a `once` subscription has fired.
+                    if once {
+                        fired.push(key);
+                    }
                     continue;
                 }
                 conn.last_seq = record.seq;

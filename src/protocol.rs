@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::HubError;
-use crate::ids::{ConnId, Seq};
+use crate::ids::Seq;
 use crate::topic::{Filter, TopicSet};
 
 /// A client-chosen subscription id: a string or a non-negative integer, echoed as given.
@@ -238,11 +238,11 @@ fn reply(kind: &str, id: Option<u64>, fields: Value) -> String {
     Value::Object(object).to_string()
 }
 
-pub fn connected(id: Option<u64>, conn: ConnId, epoch: &str, seq: Seq, scope: Value) -> String {
+pub fn connected(id: Option<u64>, conn_id: &str, epoch: &str, seq: Seq, scope: Value) -> String {
     reply(
         "connected",
         id,
-        json!({ "connId": conn.0.to_string(), "epoch": epoch, "seq": seq, "scope": scope }),
+        json!({ "connId": conn_id, "epoch": epoch, "seq": seq, "scope": scope }),
     )
 }
 

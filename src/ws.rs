@@ -133,9 +133,12 @@ async fn serve(ctx: WsContext, id: ConnId, mut socket: WebSocket) {
         bad_frames: 0,
         last_heard: Instant::now(),
     };
+    // The wire id is unique across restarts, unlike the in-process counter in logs.
+    let wire_id = uuid::Uuid::new_v4().to_string();
+    debug!(%wire_id, "connected");
     let connected = protocol::connected(
         connect_id,
-        id,
+        &wire_id,
         &hub.epoch,
         hub.latest_seq(),
         Hub::open_scope(),

@@ -62,6 +62,38 @@ async fn once_ends_the_subscription_after_its_first_delivery() {
     assert_error(&reply, "not_found", None);
 }
 
+#[tokio::test]
+async fn once_fires_when_an_overlapping_subscription_carries_the_event() {
+    let hub = Hub::start().await;
+    let mut client = hub.client().await;
+    client
+        .subscribe(json!("all"), json!({"topics": ["all"]}))
+        .await;
+    client
+        .subscribe(
+            json!("first"),
+            json!({"topics": ["webchat:offered"], "once": true}),
+        )
+        .await;
+    let action = Action::new("webchat");
+    let offered = client.publish_ok(action.event("offered")).await;
+    let accepted = client.publish_ok(action.event("accepted")).await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let event = client.next_event().await;
+        seen.push(event["seq"].as_u64().expect("seq"));
+    }
+    assert!(
+        seen.contains(&offered) && seen.contains(&accepted),
+        "{seen:?}"
+    );
+    client.expect_no_frame().await;
+    let reply = client
+        .request(json!({"op": "unsubscribe", "sub": "first"}))
+        .await;
+    assert_error(&reply, "not_found", None);
+}
+
 /// Publishes `count` new offered actions for `customers` (round robin from `offset`) and
 /// returns (customer index, seq) for each.
 async fn publish_round_robin(

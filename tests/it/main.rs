@@ -11,5 +11,6 @@ mod filters;
 mod http_api;
 mod identity;
 mod lifecycle;
+mod loadgen;
 mod replay;
 mod ws_protocol;
