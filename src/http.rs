@@ -57,6 +57,7 @@ pub fn router(ctx: WsContext) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(crate::assets::routes())
         .fallback(|| async { HubError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             let mut response =

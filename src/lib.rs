@@ -15,9 +15,11 @@
 //! - [`retention`]: the replayable history; [`fanout`]: the subscription index and
 //!   per-connection queues; [`log`]: where accepted events are recorded.
 //! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
+//! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
+pub mod assets;
 pub mod config;
 pub mod error;
 pub mod event;

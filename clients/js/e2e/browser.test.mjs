@@ -1,0 +1,323 @@
+// End-to-end in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core;
+// never a browser download). A real hub serves the SDK and the console; a small static
+// server on another port plays the customer's website, so the SDK runs cross-origin as it
+// would on a real site.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startHub, post, getJson, until, uuid, lifecycle } from '../test/hub.mjs';
+
+const CHROMIUM = '/usr/bin/chromium';
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const artifacts = fileURLToPath(new URL('../artifacts/', import.meta.url));
+
+let hub;
+let site;
+let browser;
+
+// Pages of the demo site. `HUB` is replaced by the hub's address.
+const pages = {
+  // Snippet-style code queued before the SDK loads; the classic script starts itself.
+  '/queued.html': `<!doctype html><title>queued</title><script>
+    window.ac = window.ac || function () { (window.ac.q = window.ac.q || []).push(arguments); };
+    window.got = [];
+    ac('on', 'webchat:all', function (e) { window.got.push(e); });
+  </script><script src="HUB/sdk/actionhub.js" data-actionhub="HUB"></script>`,
+  // A page that records what it hears about its own customer, resuming across navigations.
+  '/shop.html': `<!doctype html><title>shop</title><script type="module">
+    import { ActionHub } from 'HUB/sdk/actionhub.mjs';
+    const hub = (window.hub = new ActionHub({ url: 'HUB', backoff: { min: 100, max: 1000 } }));
+    window.got = [];
+    hub.on('webchat:all', { customerId: [hub.customerId] }, (e) => window.got.push({ seq: e.seq, actionId: e.actionId, state: e.actionState }));
+    hub.ready().then(() => (window.isReady = true));
+  </script>`,
+  // A tag manager's data layer that exists before the SDK and has its own push hook.
+  '/datalayer.html': `<!doctype html><title>dl</title><script>
+    window.dataLayer = [{ event: 'gtm.js' }];
+    window.originalLayer = window.dataLayer;
+    const push = window.dataLayer.push;
+    window.hooked = 0;
+    window.dataLayer.push = function () { window.hooked++; return push.apply(this, arguments); };
+  </script><script type="module">
+    import { ActionHub } from 'HUB/sdk/actionhub.mjs';
+    const hub = (window.hub = new ActionHub({ url: 'HUB' }));
+    ActionHub.toDataLayer(hub, { patterns: ['webchat:all', 'contentoffer:all'], where: { customerId: [hub.customerId] } });
+    hub.ready().then(() => (window.isReady = true));
+  </script>`,
+};
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`);
+  }
+  hub = await startHub();
+  site = createServer((req, res) => {
+    const path = new URL(req.url, 'http://x').pathname;
+    if (path === '/favicon.ico') return res.writeHead(204).end();
+    if (pages[path]) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      return res.end(pages[path].replaceAll('HUB', hub.http));
+    }
+    if (path === '/demo/') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      return res.end(readFileSync(root + 'examples/browser/index.html'));
+    }
+    res.writeHead(404).end();
+  });
+  await new Promise((r) => site.listen(0, '127.0.0.1', r));
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((r) => (site ? site.close(r) : r()));
+  await hub?.dispose();
+});
+
+const siteUrl = (path) => `http://127.0.0.1:${site.address().port}${path}`;
+
+async function newPage() {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(String(e)));
+  page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+  return { context, page, problems };
+}
+
+test("ac('on', ...) queued before the SDK loads receives events", { timeout: 30_000 }, async () => {
+  const { context, page, problems } = await newPage();
+  await page.goto(siteUrl('/queued.html'));
+  await page.waitForFunction(() => window.actionhub && window.actionhub.connected && window.actionhub._cursor);
+  const customerId = await page.evaluate(() => window.actionhub.customerId);
+  const ids = { actionId: uuid(), actionMapId: uuid(), customerId, sessionId: uuid() };
+  const [r] = await post(hub, [lifecycle('offered', ids)]);
+  await page.waitForFunction((id) => window.got.some((e) => e.actionId === id), ids.actionId, { timeout: 5000 });
+  const got = await page.evaluate((id) => window.got.filter((e) => e.actionId === id), ids.actionId);
+  assert.equal(got.length, 1);
+  assert.equal(got[0].seq, r.seq);
+  assert.equal(got[0].topic, 'webchat:offered');
+  assert.equal(await page.evaluate(() => typeof window.ActionHub), 'function', 'the classic script sets window.ActionHub');
+  assert.equal(await page.evaluate(() => window.ac.q), undefined, 'the stub queue was replaced by the real ac');
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test('the browser keeps only opaque ids: a customerId cookie (Lax, 1 year) and sessionStorage ids', { timeout: 30_000 }, async () => {
+  const { context, page } = await newPage();
+  await page.goto(siteUrl('/shop.html'));
+  await page.waitForFunction(() => window.isReady);
+  await page.evaluate(() => window.hub.identify('jane@example.com', { name: 'Jane' }));
+  const cookies = await context.cookies();
+  assert.equal(cookies.length, 1);
+  const [c] = cookies;
+  assert.equal(c.name, 'actionhub_cid');
+  assert.match(c.value, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.equal(c.sameSite, 'Lax');
+  const days = (c.expires * 1000 - Date.now()) / 86400e3;
+  assert.ok(days > 364 && days <= 366, `cookie lasts a year, not ${days} days`);
+  const stored = await page.evaluate(() => ({ local: { ...localStorage }, session: { ...sessionStorage } }));
+  assert.deepEqual(stored.local, {});
+  assert.deepEqual(Object.keys(stored.session).sort(), ['actionhub.cursor', 'actionhub.sid']);
+  assert.ok(!JSON.stringify(stored).includes('jane') && !JSON.stringify(cookies).includes('jane'), 'no personal data stored');
+  await context.close();
+});
+
+test('a navigation in the same tab resumes: the event published between pages arrives once', { timeout: 30_000 }, async () => {
+  const { context, page, problems } = await newPage();
+  await page.goto(siteUrl('/shop.html'));
+  await page.waitForFunction(() => window.isReady && window.hub._cursor);
+  const first = await page.evaluate(() => ({ customerId: window.hub.customerId, sessionId: window.hub.sessionId }));
+  const ids = { actionId: uuid(), actionMapId: uuid(), ...first };
+  const [a] = await post(hub, [lifecycle('offered', ids)]);
+  await page.waitForFunction(() => window.got.length === 1);
+  await page.goto('about:blank'); // the page is gone; its socket with it
+  const [b] = await post(hub, [lifecycle('accepted', ids)]);
+  await page.goto(siteUrl('/shop.html'));
+  await page.waitForFunction(() => window.got.length >= 1);
+  const second = await page.evaluate(() => ({ customerId: window.hub.customerId, sessionId: window.hub.sessionId }));
+  assert.deepEqual(second, first, 'same customer cookie and same session in the same tab');
+  const [c] = await post(hub, [lifecycle('started', ids)]);
+  await page.waitForFunction(() => window.got.length >= 2);
+  await new Promise((r) => setTimeout(r, 200));
+  const got = await page.evaluate(() => window.got);
+  assert.deepEqual(got.map((e) => e.seq), [b.seq, c.seq], 'resumed after the last seq seen: nothing lost, nothing repeated');
+  assert.ok(a.seq < b.seq);
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test('dataLayer gets {event, ...fields} pushes through its own push, never replaced', { timeout: 30_000 }, async () => {
+  const { context, page, problems } = await newPage();
+  await page.goto(siteUrl('/datalayer.html'));
+  await page.waitForFunction(() => window.isReady && window.hub._cursor);
+  const customerId = await page.evaluate(() => window.hub.customerId);
+  const chat = { actionId: uuid(), actionMapId: uuid(), customerId, sessionId: uuid() };
+  const offer = { actionId: uuid(), actionMapId: uuid(), customerId, sessionId: chat.sessionId, mediaType: 'contentoffer' };
+  await post(hub, [lifecycle('offered', chat), lifecycle('offered', offer), lifecycle('accepted', chat)]);
+  await page.waitForFunction(() => window.dataLayer.length === 4);
+  const layer = await page.evaluate(() => ({ same: window.dataLayer === window.originalLayer, hooked: window.hooked, items: window.dataLayer }));
+  assert.ok(layer.same, 'the array was not replaced');
+  assert.equal(layer.hooked, 3, "the tag manager's push saw every event");
+  assert.deepEqual(layer.items.map((d) => d.event), ['gtm.js', 'actionhub.webchat:offered', 'actionhub.contentoffer:offered', 'actionhub.webchat:accepted']);
+  const pushed = layer.items[1];
+  assert.equal(pushed.actionId, chat.actionId);
+  assert.equal(pushed.actionMediaType, 'webchat');
+  assert.equal(typeof pushed.seq, 'number');
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+test('the demo page shows a chat invitation and a content offer and reports their lifecycle', { timeout: 30_000 }, async () => {
+  const { context, page, problems } = await newPage();
+  await page.goto(siteUrl(`/demo/?hub=${encodeURIComponent(hub.http)}`));
+  await page.waitForFunction(() => window.dataLayer.some((d) => d.event === 'actionhub.contentoffer:offered') && window.dataLayer.some((d) => d.event === 'actionhub.webchat:offered'));
+  await page.click('#chat-yes');
+  await page.click('#offer-no');
+  await page.waitForFunction(() => ['webchat:started', 'contentoffer:rejected'].every((t) => window.dataLayer.some((d) => d.event === 'actionhub.' + t)));
+  const customerId = await page.evaluate(() => window.actionhub.customerId);
+  const view = (await getJson(hub, `/v1/customers/${customerId}`)).body;
+  assert.deepEqual(view.actions.map((a) => a.actionState).sort(), ['started']);
+  assert.ok((await page.evaluate(() => window.heard)).includes('visitor:page'), 'the queued ac("on") heard the page view');
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+// Skipped until durability (issue 3: write-ahead log, crash-safe restart) lands: today a
+// restarted hub starts a new epoch with empty state, so the reports that continue an action
+// begun before the restart are refused (invalid_transition "from (new)"). With those
+// refusals tolerated, the page side already holds: nothing lost, nothing duplicated.
+// Set ACTIONHUB_E2E_RESTART=1 to run it; remove the skip when issue 3 is done.
+const RESTART_SKIP = process.env.ACTIONHUB_E2E_RESTART
+  ? false
+  : 'needs durability (issue 3): a restarted hub has a new epoch and forgets actions begun before the restart';
+
+test('a hub restart mid-stream loses and duplicates nothing on the page', { timeout: 60_000, skip: RESTART_SKIP }, async () => {
+  // Its own hub, restarted on the same port with the same data directory.
+  const own = await startHub();
+  const { context, page, problems } = await newPage();
+  try {
+    await page.goto(siteUrl('/shop.html').replace('/shop.html', '/queued.html')); // any page of the site
+    await page.setContent(pages['/shop.html'].replaceAll('HUB', own.http));
+    await page.waitForFunction(() => window.isReady && window.hub._cursor);
+    // The page reports 12 chats through the SDK, each offered -> accepted -> started -> ended,
+    // interleaved so that lifecycles straddle the restart; it records every acknowledgement.
+    await page.evaluate(() => {
+      window.acks = [];
+      window.failures = [];
+      const mapId = '5d7c6a0e-1b2f-4c3d-8e9f-0a1b2c3d4e5f';
+      const chats = Array.from({ length: 12 }, () => window.hub.action('webchat', { actionMapId: mapId }));
+      const steps = [];
+      for (let round = 0; round < 4 + chats.length; round++) {
+        chats.forEach((chat, i) => {
+          const stage = round - Math.floor(i / 2);
+          const state = ['offered', 'accepted', 'started', 'ended'][stage];
+          if (state) steps.push([chat, state]);
+        });
+      }
+      window.stepsTotal = steps.length;
+      (async () => {
+        for (const [chat, state] of steps) {
+          try {
+            const ack = await chat[state]();
+            window.acks.push({ seq: ack.seq, actionId: chat.actionId, state, duplicate: ack.duplicate });
+          } catch (e) {
+            window.failures.push(`${state} ${chat.actionId}: ${e.code} ${e.message}`);
+          }
+          await new Promise((r) => setTimeout(r, 40));
+        }
+        window.streamDone = true;
+      })();
+    });
+    await page.waitForFunction(() => window.acks.length >= 12);
+    await own.stop(); // graceful: connections close with 1001
+    const restarted = await startHub({ port: own.port, dataDir: own.dataDir });
+    try {
+      await page.waitForFunction(() => window.streamDone, null, { timeout: 30_000 });
+      const failures = await page.evaluate(() => window.failures);
+      const { acks, total } = await page.evaluate(() => ({ acks: window.acks, total: window.stepsTotal }));
+      assert.deepEqual(failures, [], 'every report made mid-stream was accepted');
+      assert.equal(acks.length, total);
+      await page.waitForFunction((n) => window.got.length >= n, acks.length, { timeout: 5000 }).catch(() => {});
+      await new Promise((r) => setTimeout(r, 300));
+      const got = await page.evaluate(() => window.got);
+      const key = (e) => `${e.actionId} ${e.state}`;
+      const keys = got.map(key);
+      assert.equal(new Set(keys).size, keys.length, 'no event delivered twice');
+      assert.deepEqual([...keys].sort(), acks.map(key).sort(), 'every acknowledged report delivered');
+    } finally {
+      await restarted.dispose();
+    }
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+    await own.dispose();
+  }
+});
+
+test('the console shows a newly published action within 1 s among 1,000 live customers, and follows its state', { timeout: 60_000 }, async () => {
+  // 1,000 customers with live actions, a mix of identities and states.
+  const maps = [uuid(), uuid(), uuid()];
+  const batch = [];
+  for (let i = 0; i < 1000; i++) {
+    const ids = { actionId: uuid(), actionMapId: maps[i % 3], customerId: uuid(), sessionId: uuid(), mediaType: i % 3 === 2 ? 'contentoffer' : 'webchat', actionMapVersion: 1 + (i % 2) };
+    batch.push(lifecycle('offered', ids));
+    if (i % 4 === 1) batch.push(lifecycle('accepted', ids));
+    if (i % 4 === 1 && ids.mediaType === 'webchat') batch.push(lifecycle('started', ids));
+    if (i % 7 === 3 && i % 4 !== 1) batch.push(lifecycle('rejected', ids));
+    if (i % 9 === 0) batch.push({ type: 'signin', customerId: ids.customerId, sessionId: ids.sessionId, userId: `member-${i}` });
+    if (i % 11 === 5) batch.push({ type: 'userinfo', customerId: ids.customerId, sessionId: ids.sessionId, userId: `returning-${i}` });
+  }
+  for (let i = 0; i < batch.length; i += 1000) {
+    const results = await post(hub, batch.slice(i, i + 1000));
+    assert.ok(results.every((r) => r.seq), JSON.stringify(results.find((r) => r.error)));
+  }
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(String(e)));
+  await page.goto(`${hub.http}/console/`);
+  await page.waitForFunction(() => document.getElementById('status').dataset.state === 'live');
+  await page.waitForFunction(() => /\d{4} customers|1\d{3} customers|1000 customers/.test(document.getElementById('counts').textContent), null, { timeout: 10_000 });
+
+  const ids = { actionId: uuid(), actionMapId: maps[0], customerId: uuid(), sessionId: uuid() };
+  const t0 = Date.now();
+  await post(hub, [{ type: 'signin', customerId: ids.customerId, sessionId: ids.sessionId, userId: 'agent-test-visitor' }, lifecycle('offered', ids)]);
+  const chip = `[data-action-id="${ids.actionId}"] .state`;
+  await page.waitForSelector(chip, { timeout: 1000 });
+  const shownMs = Date.now() - t0;
+  console.log(`console showed the new action after ${shownMs} ms`);
+  assert.ok(shownMs < 1000, `shown after ${shownMs} ms`);
+  for (const state of ['accepted', 'started', 'engaged']) {
+    await post(hub, [lifecycle(state, ids)]);
+    await page.waitForFunction(([sel, s]) => document.querySelector(sel)?.textContent === s, [chip, state], { timeout: 1000 });
+  }
+  const row = await page.textContent(`tr[data-customer-id="${ids.customerId}"]`);
+  assert.match(row, /authenticated/);
+  assert.match(row, /agent-test-visitor/);
+  // Per action-map counts and accept rates.
+  await page.waitForFunction(() => document.querySelectorAll('#maps tbody tr').length >= 6, null, { timeout: 7000 });
+  assert.match(await page.textContent('#maps'), /%/);
+  // Filters: only content offers in state rejected.
+  await page.selectOption('#f-media', 'contentoffer');
+  await page.selectOption('#f-state', 'rejected');
+  const states = await page.$$eval('#customers .chip .state', (els) => [...new Set(els.map((e) => e.textContent))]);
+  assert.deepEqual(states, ['rejected']);
+  await page.selectOption('#f-media', '');
+  await page.selectOption('#f-state', '');
+  await page.click(`tr[data-customer-id="${ids.customerId}"]`);
+  await page.waitForFunction(() => document.querySelector('#detail-body .sessions li .mono'));
+  mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: artifacts + 'console.png' });
+  console.log(`console screenshot: ${artifacts}console.png`);
+  assert.deepEqual(problems, []);
+  await context.close();
+});

@@ -1,0 +1,710 @@
+// actionhub browser SDK: subscribe to web-action lifecycle events, report them, and feed a
+// tag manager's data layer. Zero dependencies; speaks wire protocol v1 over one WebSocket.
+//
+// What lives where on the page:
+// - a first-party cookie holds only the opaque customerId (UUIDv4, SameSite=Lax, 1 year);
+// - sessionStorage holds the sessionId and the resume cursor {seq, epoch};
+// - nothing else, and never personal data (userId and traits are sent, not stored).
+
+const VERSION = '0.1.0';
+const SUBPROTOCOL = 'actionhub.v1';
+const COOKIE = 'actionhub_cid';
+const SID_KEY = 'actionhub.sid';
+const CURSOR_KEY = 'actionhub.cursor';
+const YEAR_SECONDS = 365 * 24 * 3600;
+// Remembered seqs for dedupe across overlapping subscriptions and replays.
+const SEEN_LIMIT = 4096;
+// A token this close to expiry is fetched anew before connecting.
+const TOKEN_MARGIN_MS = 30_000;
+const CONNECT_TIMEOUT_MS = 10_000;
+
+const STATES = {
+  webchat: ['qualified', 'offered', 'accepted', 'started', 'engaged', 'ended', 'rejected', 'ignored', 'timedout', 'errored'],
+  contentoffer: ['qualified', 'offered', 'accepted', 'rejected', 'ignored', 'errored'],
+};
+// Local-only events: never a server subscription.
+const LOCAL = ['error', 'connected', 'disconnected'];
+const WHERE_FIELDS = ['customerId', 'sessionId', 'actionId', 'actionMapId', 'actionMapVersion', 'userId'];
+
+const hasWindow = typeof window !== 'undefined';
+const hasDocument = typeof document !== 'undefined';
+// The classic script remembers where it was loaded from, so the hub's address is a default.
+const SCRIPT_SRC = hasDocument && document.currentScript ? document.currentScript.src : '';
+
+/** An error from the hub (its `code`) or from the SDK (`closed`, `queue_full`, ...). */
+export class ActionHubError extends Error {
+  constructor(code, message, details) {
+    super(message || code);
+    this.name = 'ActionHubError';
+    this.code = code;
+    if (details !== undefined) this.details = details;
+  }
+}
+
+/** A random UUIDv4; works outside secure contexts, unlike crypto.randomUUID. */
+export function uuid() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+function memoryStore() {
+  const m = new Map();
+  return { getItem: (k) => (m.has(k) ? m.get(k) : null), setItem: (k, v) => m.set(k, String(v)), removeItem: (k) => m.delete(k) };
+}
+
+function sessionStore() {
+  try {
+    const s = window.sessionStorage;
+    s.setItem('actionhub.probe', '1');
+    s.removeItem('actionhub.probe');
+    return s;
+  } catch {
+    return memoryStore();
+  }
+}
+
+function readCookie(name) {
+  if (!hasDocument) return null;
+  const hit = document.cookie.split('; ').find((c) => c.startsWith(name + '='));
+  return hit ? decodeURIComponent(hit.slice(name.length + 1)) : null;
+}
+
+function writeCookie(name, value, domain) {
+  if (!hasDocument) return;
+  let c = `${name}=${value}; Path=/; Max-Age=${YEAR_SECONDS}; SameSite=Lax`;
+  if (domain) c += `; Domain=${domain}`;
+  if (location.protocol === 'https:') c += '; Secure';
+  document.cookie = c;
+}
+
+/** `ws(s)://host/v1/ws` from any of: a ws(s) URL, an http(s) origin, or nothing (this page). */
+function wsUrl(url) {
+  const base = SCRIPT_SRC || (hasWindow ? location.href : 'http://127.0.0.1/');
+  const u = new URL(url || '/v1/ws', base);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  if (u.protocol === 'https:') u.protocol = 'wss:';
+  if (u.pathname === '/') u.pathname = '/v1/ws';
+  return u.href;
+}
+
+function parsePattern(p) {
+  const [family, name = 'all'] = String(p).split(':');
+  return [family, name];
+}
+
+function topicMatches(patterns, topic) {
+  const [tf, tn] = topic.split(':');
+  return patterns.some((p) => {
+    const [f, n] = parsePattern(p);
+    return (f === 'all' || f === tf) && (n === 'all' || n === tn);
+  });
+}
+
+function norm(v) {
+  return typeof v === 'string' ? v.toLowerCase() : v;
+}
+
+function jwtExpiry(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const exp = JSON.parse(atob(part)).exp;
+    return typeof exp === 'number' ? exp * 1000 : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
+function pageDetails() {
+  if (!hasDocument) return {};
+  const p = { url: location.href, title: document.title };
+  if (document.referrer) p.referrer = document.referrer;
+  return p;
+}
+
+export class ActionHub {
+  /**
+   * @param {object} [options] see actionhub.d.ts
+   */
+  constructor(options = {}) {
+    this.options = options;
+    this.url = wsUrl(options.url);
+    this._token = options.token || null;
+    this._store = options.storage || (hasWindow ? sessionStore() : memoryStore());
+    this._groups = new Map(); // key -> group: {key, patterns, where, sub, handlers: []}
+    this._subs = new Map(); // server sub id -> group
+    this._local = new Map(); // local event name -> Set of callbacks
+    this._pending = new Map(); // frame id -> {resolve, reject, frame, publish}
+    this._queue = []; // publish entries waiting for a connection
+    this._seen = new Set();
+    this._users = new Map(); // customerId -> userId, learned from events, for `where.userId`
+    this._nextId = 1;
+    this._waiters = []; // resolved at the next `connected`
+    this._fromSnapshots = new Set();
+    this._attempt = 0;
+    this._closed = false;
+    this._ws = null;
+    this._live = false;
+    this.epoch = null;
+    this.connId = null;
+
+    // Identity: the cookie's opaque customerId, the tab's sessionId.
+    let cid = options.customerId || readCookie(COOKIE);
+    if (!cid || !UUID_RE.test(cid)) cid = uuid();
+    writeCookie(COOKIE, cid, options.cookieDomain);
+    this.customerId = cid;
+    let sid = options.sessionId || this._store.getItem(SID_KEY);
+    if (!sid || !UUID_RE.test(sid)) sid = uuid();
+    this._setSession(sid);
+    try {
+      const c = JSON.parse(this._store.getItem(CURSOR_KEY) || 'null');
+      this._cursor = c && typeof c.seq === 'number' && typeof c.epoch === 'string' ? c : null;
+    } catch {
+      this._cursor = null;
+    }
+
+    this._ready = new Promise((resolve) => (this._resolveReady = resolve));
+    if (hasWindow && window.addEventListener) {
+      this._online = () => this._ws || this._reconnectNow();
+      window.addEventListener('online', this._online);
+    }
+    if (options.autoConnect !== false) this._connect();
+  }
+
+  /** The SDK version. */
+  static get version() {
+    return VERSION;
+  }
+
+  /** The current web session's id. */
+  get sessionId() {
+    return this._sid;
+  }
+
+  /** The last seq this tab has seen, or 0. */
+  get seq() {
+    return this._cursor ? this._cursor.seq : 0;
+  }
+
+  /** Whether the connection is up and `connected` was received. */
+  get connected() {
+    return this._live;
+  }
+
+  /** Resolves once the first connection is established. */
+  ready() {
+    return this._ready;
+  }
+
+  // ---- subscriptions -------------------------------------------------------------------
+
+  on(pattern, where, callback) {
+    return this._add(pattern, where, callback, false);
+  }
+
+  once(pattern, where, callback) {
+    return this._add(pattern, where, callback, true);
+  }
+
+  off(pattern, callback) {
+    if (typeof pattern === 'function') [pattern, callback] = [undefined, pattern];
+    if (LOCAL.includes(pattern)) {
+      const set = this._local.get(pattern);
+      if (set) for (const cb of [...set]) if (!callback || cb === callback || cb.original === callback) set.delete(cb);
+      return this;
+    }
+    const key = pattern === undefined ? null : [].concat(pattern).join(',');
+    for (const g of [...this._groups.values()]) {
+      if (key !== null && g.patterns.join(',') !== key) continue;
+      g.handlers = g.handlers.filter((h) => callback && h.callback !== callback);
+      if (!g.handlers.length) this._dropGroup(g);
+    }
+    return this;
+  }
+
+  _add(pattern, where, callback, once) {
+    if (typeof where === 'function') [where, callback] = [undefined, where];
+    if (typeof callback !== 'function') throw new TypeError('actionhub: a callback function is required');
+    if (LOCAL.includes(pattern)) {
+      let set = this._local.get(pattern);
+      if (!set) this._local.set(pattern, (set = new Set()));
+      const cb = once ? (x) => (set.delete(cb), callback(x)) : callback;
+      cb.original = callback;
+      set.add(cb);
+      return this;
+    }
+    const patterns = [].concat(pattern).map(String);
+    const key = patterns.join(',') + '|' + (where ? JSON.stringify(where) : '');
+    let g = this._groups.get(key);
+    if (!g) {
+      g = { key, patterns, where: where || null, sub: null, handlers: [] };
+      this._groups.set(key, g);
+      if (this._live) this._subscribe(g);
+    }
+    g.handlers.push({ callback, once });
+    return this;
+  }
+
+  _dropGroup(g) {
+    this._groups.delete(g.key);
+    if (g.sub !== null) {
+      this._subs.delete(g.sub);
+      if (this._live) this._send({ op: 'unsubscribe', sub: g.sub });
+      g.sub = null;
+    }
+  }
+
+  _subscribe(g) {
+    const sub = this._nextId++;
+    g.sub = sub;
+    this._subs.set(sub, g);
+    const frame = { op: 'subscribe', sub, topics: g.patterns };
+    if (g.where) frame.where = g.where;
+    if (this._cursor) {
+      // Resume: replay after the last seq seen, or a snapshot when history is gone.
+      frame.since = this._cursor.seq;
+      frame.epoch = this._cursor.epoch;
+      frame.snapshot = true;
+    }
+    g.resumeFrom = this._cursor;
+    this._request(frame).then(
+      (reply) => {
+        if (reply.recovered === undefined && this._cursor === null) this._advance(reply.seq, this.epoch);
+      },
+      (err) => {
+        if (err.code === 'closed' || err.code === 'disconnected') return;
+        this._dropGroup(g);
+        this._emitError(err);
+      },
+    );
+  }
+
+  // ---- publishing ----------------------------------------------------------------------
+
+  /** Publishes one event; resolves with {seq, duplicate}. Queued while offline. */
+  publish(event) {
+    if (this._closed) return Promise.reject(new ActionHubError('closed', 'the hub client is closed'));
+    if (!event || typeof event !== 'object') return Promise.reject(new ActionHubError('invalid_event', 'an event must be an object'));
+    const ev = { ...event };
+    if (!ev.eventId) ev.eventId = uuid(); // makes retries after a lost connection safe
+    return new Promise((resolve, reject) => {
+      const entry = { frame: { op: 'publish', event: ev }, resolve, reject };
+      if (this._live) return this._sendEntry(entry);
+      const max = this.options.maxQueue ?? 100;
+      if (this._queue.length >= max) {
+        return reject(new ActionHubError('queue_full', `the offline publish queue holds at most ${max} events`));
+      }
+      this._queue.push(entry);
+    });
+  }
+
+  _base(extra) {
+    return { customerId: this.customerId, sessionId: this._sid, ...extra };
+  }
+
+  /** One method per lifecycle state of `mediaType`, each publishing that state. */
+  action(mediaType, { actionMapId, actionMapVersion = 1, actionId = uuid() } = {}) {
+    const states = STATES[mediaType];
+    if (!states) throw new ActionHubError('invalid_event', `unknown media type ${JSON.stringify(mediaType)}; use webchat or contentoffer`);
+    const action = { actionId, actionMediaType: mediaType, actionMapId, actionMapVersion };
+    for (const state of states) {
+      action[state] =
+        state === 'errored'
+          ? (errorCode, errorMessage, data) => this._report(action, state, data, { errorCode, errorMessage })
+          : (data) => this._report(action, state, data);
+    }
+    return action;
+  }
+
+  _report(action, actionState, data, extra) {
+    const ev = this._base({
+      actionId: action.actionId,
+      actionState,
+      actionMediaType: action.actionMediaType,
+      actionMapId: action.actionMapId,
+      actionMapVersion: action.actionMapVersion,
+      customerIdType: 'cookie',
+    });
+    if (extra) {
+      if (extra.errorCode !== undefined) ev.errorCode = extra.errorCode;
+      if (extra.errorMessage !== undefined) ev.errorMessage = extra.errorMessage;
+    }
+    if (data !== undefined) ev.data = data;
+    return this.publish(ev);
+  }
+
+  _visitor(type, fields) {
+    return this.publish(this._base({ type, ...fields }));
+  }
+
+  identify(userId, traits) {
+    return this._visitor('identify', traits ? { userId, traits } : { userId });
+  }
+
+  /** Signs in: a new session starts (the old sessionId is never reused). */
+  signin(userId) {
+    this._setSession(uuid());
+    return this._visitor('signin', { userId });
+  }
+
+  /** Signs out: ends this session; the next event starts a fresh one. */
+  signout() {
+    const p = this._visitor('signout', {});
+    this._setSession(uuid());
+    return p;
+  }
+
+  userinfo(userId) {
+    return this._visitor('userinfo', { userId });
+  }
+
+  page(details) {
+    return this._visitor('page', { page: { ...pageDetails(), ...details } });
+  }
+
+  track(name, properties) {
+    return this._visitor('track', properties ? { name, properties } : { name });
+  }
+
+  /** The current actions and customers matching `where` (`topics` optional). */
+  snapshot(where, topics = ['all']) {
+    const sub = 'snap-' + this._nextId++;
+    return new Promise((resolve, reject) => {
+      const run = () => {
+        const frame = { op: 'subscribe', sub, topics: [].concat(topics), snapshot: true };
+        if (where) frame.where = where;
+        this._snapshots = this._snapshots || new Map();
+        this._snapshots.set(sub, (snap) => {
+          this._snapshots.delete(sub);
+          this._send({ op: 'unsubscribe', sub });
+          resolve({ seq: snap.seq, actions: snap.actions, customers: snap.customers });
+        });
+        this._request(frame).catch((e) => {
+          this._snapshots.delete(sub);
+          reject(e);
+        });
+      };
+      if (this._closed) reject(new ActionHubError('closed', 'the hub client is closed'));
+      else if (this._live) run();
+      else this._waiters.push(run);
+    });
+  }
+
+  /** Closes the connection for good; pending publishes are rejected. */
+  close() {
+    this._closed = true;
+    clearTimeout(this._timer);
+    if (hasWindow && this._online) window.removeEventListener('online', this._online);
+    const err = new ActionHubError('closed', 'the hub client is closed');
+    for (const e of this._queue) e.reject(err);
+    this._queue = [];
+    for (const p of this._pending.values()) p.reject(err);
+    this._pending.clear();
+    if (this._ws) this._ws.close(1000, 'closed by the page');
+    this._ws = null;
+    this._live = false;
+  }
+
+  // ---- the connection ------------------------------------------------------------------
+
+  async _connect() {
+    if (this._closed || this._ws) return;
+    const o = this.options;
+    let ws;
+    try {
+      if (o.getToken && (!this._token || jwtExpiry(this._token) - Date.now() < TOKEN_MARGIN_MS)) {
+        const t = await o.getToken(this.customerId);
+        this._token = t && typeof t === 'object' ? t.token : t;
+      }
+      if (this._closed || this._ws) return;
+      const WS = o.WebSocket || globalThis.WebSocket;
+      if (!WS) throw new ActionHubError('unavailable', 'no WebSocket implementation (Node 20 needs --experimental-websocket)');
+      ws = new WS(this.url, SUBPROTOCOL);
+    } catch (e) {
+      this._emitError(e instanceof ActionHubError ? e : new ActionHubError('unavailable', String(e && e.message ? e.message : e)));
+      return this._scheduleReconnect();
+    }
+    this._ws = ws;
+    const timer = setTimeout(() => ws.readyState <= 1 && ws.close(4000, 'connect timed out'), CONNECT_TIMEOUT_MS);
+    ws.onopen = () => {
+      const frame = { op: 'connect', client: { name: 'actionhub-js', version: VERSION } };
+      if (this._token) frame.token = this._token;
+      else if (o.apiKey) frame.apiKey = o.apiKey;
+      this._request(frame, ws).then((reply) => {
+        clearTimeout(timer);
+        this._onConnected(reply);
+      }, () => {});
+    };
+    ws.onmessage = (m) => this._onFrame(m.data);
+    ws.onclose = (e) => {
+      clearTimeout(timer);
+      if (this._ws === ws) this._onClose(e.code, e.reason);
+    };
+    ws.onerror = () => {}; // the close that follows says what happened
+  }
+
+  _onConnected(reply) {
+    this._live = true;
+    this._attempt = 0;
+    this._fromSnapshots = new Set();
+    this.connId = reply.connId;
+    if (this._cursor && this._cursor.epoch !== reply.epoch) {
+      // A different history: its seqs are not comparable with the ones seen.
+      this._seen.clear();
+    }
+    this.epoch = reply.epoch;
+    this.scope = reply.scope;
+    for (const g of this._groups.values()) this._subscribe(g);
+    const queued = this._queue;
+    this._queue = [];
+    for (const e of queued) this._sendEntry(e);
+    this._resolveReady();
+    for (const w of this._waiters.splice(0)) w();
+    this._emitLocal('connected', { connId: reply.connId, epoch: reply.epoch, seq: reply.seq });
+  }
+
+  _onClose(code, reason) {
+    const wasLive = this._live;
+    this._ws = null;
+    this._live = false;
+    for (const g of this._groups.values()) g.sub = null;
+    this._subs.clear();
+    // Publishes in flight go back to the front of the queue, in order: their eventIds make
+    // the retry safe. Other requests fail; subscriptions are redone on reconnect.
+    const retry = [];
+    for (const p of this._pending.values()) {
+      if (p.publish) retry.push(p);
+      else p.reject(new ActionHubError('disconnected', 'the connection closed'));
+    }
+    this._pending.clear();
+    this._queue = retry.concat(this._queue);
+    if (wasLive) this._emitLocal('disconnected', { code, reason });
+    if (this._closed) return;
+    if (code === 4001 && this.options.getToken) {
+      this._token = null; // expired or revoked: fetch a new one
+    } else if (code === 4001 || code === 4003) {
+      const err = new ActionHubError(code === 4001 ? 'unauthorized' : 'forbidden', reason || 'the hub refused this client');
+      this._emitError(err);
+      return this.close();
+    }
+    this._scheduleReconnect();
+  }
+
+  _scheduleReconnect() {
+    if (this._closed) return;
+    const { min = 500, max = 30_000 } = this.options.backoff || {};
+    const ceiling = Math.min(max, min * 2 ** this._attempt++);
+    // Full jitter between half and all of the ceiling, so a restarted hub is not stampeded.
+    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+
+  _reconnectNow() {
+    if (this._closed || this._ws) return;
+    clearTimeout(this._timer);
+    this._connect();
+  }
+
+  _send(frame, ws = this._ws) {
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify(frame));
+  }
+
+  _request(frame, ws) {
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      this._send({ ...frame, id }, ws);
+    });
+  }
+
+  _sendEntry(entry) {
+    const id = this._nextId++;
+    this._pending.set(id, { ...entry, publish: true });
+    this._send({ ...entry.frame, id });
+  }
+
+  // ---- incoming frames -----------------------------------------------------------------
+
+  _onFrame(text) {
+    let f;
+    try {
+      f = JSON.parse(text);
+    } catch {
+      return this._emitError(new ActionHubError('bad_frame', 'the hub sent a frame that is not JSON'));
+    }
+    if (f.type === 'event') return this._onEvent(f.event);
+    if (f.type === 'snapshot') return this._onSnapshot(f);
+    const p = f.id !== undefined ? this._pending.get(f.id) : undefined;
+    if (p) this._pending.delete(f.id);
+    if (f.type === 'error') {
+      const err = new ActionHubError(f.code, f.message, f.details);
+      return p ? p.reject(err) : this._emitError(err);
+    }
+    if (!p) return;
+    if (f.type === 'published') p.resolve({ seq: f.seq, duplicate: f.duplicate });
+    else p.resolve(f);
+  }
+
+  _onSnapshot(f) {
+    const one = this._snapshots && this._snapshots.get(f.sub);
+    if (one) return one(f);
+    for (const c of f.customers || []) if (c.identity && c.identity.userId) this._users.set(c.customerId, c.identity.userId);
+    const g = this._subs.get(f.sub);
+    if (!g) return;
+    // Not recovered: deliver each action's current state that this tab has not seen.
+    const from = g.resumeFrom;
+    const sameEpoch = from && from.epoch === this.epoch;
+    const actions = (f.actions || []).slice().sort((a, b) => a.seq - b.seq);
+    for (const a of actions) {
+      // Seen live, or already delivered by another subscription's snapshot on this connection.
+      if ((sameEpoch && a.seq <= from.seq) || (this._seen.has(a.seq) && !this._fromSnapshots.has(a.seq))) continue;
+      this._remember(a.seq);
+      this._fromSnapshots.add(a.seq);
+      this._dispatch({ ...a, topic: `${a.actionMediaType}:${a.actionState}` }, [g]);
+    }
+    this._advance(f.seq, this.epoch);
+  }
+
+  _remember(seq) {
+    this._seen.add(seq);
+    if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
+  }
+
+  _onEvent(ev) {
+    if (!ev || typeof ev.seq !== 'number') return;
+    if (this._seen.has(ev.seq)) return;
+    this._remember(ev.seq);
+    if (ev.userId && ev.customerId) this._users.set(ev.customerId, ev.userId);
+    if (ev.mergedCustomerIds && ev.userId) for (const c of ev.mergedCustomerIds) this._users.set(c, ev.userId);
+    this._advance(ev.seq, this.epoch);
+    this._dispatch(ev, [...this._groups.values()].filter((g) => topicMatches(g.patterns, ev.topic)));
+  }
+
+  _dispatch(ev, groups) {
+    for (const g of groups) {
+      // The hub filtered for us when one subscription alone could have delivered this.
+      if (groups.length > 1 && g.where && !this._whereMatches(g.where, ev)) continue;
+      for (const h of g.handlers.slice()) {
+        if (h.once) {
+          g.handlers = g.handlers.filter((x) => x !== h);
+          if (!g.handlers.length) this._dropGroup(g);
+        }
+        try {
+          h.callback({ ...ev });
+        } catch (e) {
+          this._emitError(new ActionHubError('handler', `an event handler threw: ${e && e.message}`, { error: e }));
+        }
+      }
+    }
+  }
+
+  _whereMatches(where, ev) {
+    return Object.keys(where).every((k) => {
+      const list = [].concat(where[k]).map(norm);
+      const v = k === 'userId' ? ev.userId || this._users.get(ev.customerId) : ev[k];
+      return v !== undefined && list.includes(norm(v));
+    });
+  }
+
+  _advance(seq, epoch) {
+    if (typeof seq !== 'number' || !epoch) return;
+    if (this._cursor && this._cursor.epoch === epoch && this._cursor.seq >= seq) return;
+    this._cursor = { seq, epoch };
+    try {
+      this._store.setItem(CURSOR_KEY, JSON.stringify(this._cursor));
+    } catch {
+      /* storage full or blocked: resume still works within this page */
+    }
+  }
+
+  _setSession(sid) {
+    this._sid = sid;
+    try {
+      this._store.setItem(SID_KEY, sid);
+    } catch {
+      /* as above */
+    }
+  }
+
+  _emitLocal(name, value) {
+    const set = this._local.get(name);
+    if (!set) return false;
+    for (const cb of [...set]) {
+      try {
+        cb(value);
+      } catch (e) {
+        if (name !== 'error') this._emitError(new ActionHubError('handler', String(e && e.message)));
+      }
+    }
+    return set.size > 0;
+  }
+
+  _emitError(err) {
+    if (!this._emitLocal('error', err) && typeof console !== 'undefined') console.warn('actionhub:', err.code, err.message);
+  }
+
+  // ---- adapters ------------------------------------------------------------------------
+
+  /**
+   * Returns an `ac(command, ...args)` function for snippet-style code, and runs the commands
+   * queued on the stub `window[name].q` before the SDK loaded. Installs it as `window[name]`.
+   */
+  static commandQueue(hub, name = 'ac') {
+    const ac = (command, ...args) => {
+      if (command === 'action') return hub.action(...args);
+      const fn = hub[command];
+      if (typeof fn !== 'function' || command.startsWith('_') || command === 'constructor') {
+        const err = new ActionHubError('bad_request', `unknown ac command ${JSON.stringify(command)}`);
+        hub._emitError(err);
+        return Promise.reject(err);
+      }
+      return fn.apply(hub, args);
+    };
+    ac.hub = hub;
+    if (hasWindow) {
+      const stub = window[name];
+      const queued = stub && Array.isArray(stub.q) ? stub.q : [];
+      window[name] = ac;
+      for (const args of queued) {
+        const r = ac(...Array.from(args));
+        if (r && typeof r.catch === 'function') r.catch(() => {});
+      }
+    }
+    return ac;
+  }
+
+  /**
+   * Pushes each matching event to the data layer as `{event: name, ...fields}`. Returns a
+   * function that stops it. The array is looked up at each push and never replaced, so a tag
+   * manager's own `push` sees every event.
+   */
+  static toDataLayer(hub, { patterns = ['all'], where, dataLayer, eventName } = {}) {
+    const name = typeof eventName === 'function' ? eventName : (e) => (eventName || 'actionhub') + '.' + e.topic;
+    const push = (e) => {
+      let dl = dataLayer;
+      if (!dl) dl = window.dataLayer = window.dataLayer || [];
+      dl.push({ event: name(e), ...e });
+    };
+    hub.on(patterns, where, push);
+    return () => hub.off(patterns, push);
+  }
+}
+
+ActionHub.Error = ActionHubError;
+ActionHub.uuid = uuid;
+
+// `<script src="/sdk/actionhub.js" data-actionhub>` starts a hub client from the script's
+// own origin and serves snippet-style `ac(...)` calls, queued or not.
+if (hasDocument && document.currentScript && document.currentScript.hasAttribute('data-actionhub')) {
+  const d = document.currentScript.dataset;
+  window.actionhub = new ActionHub({ url: d.actionhub || undefined });
+  ActionHub.commandQueue(window.actionhub, d.global || 'ac');
+  if (d.datalayer !== undefined) ActionHub.toDataLayer(window.actionhub, d.datalayer ? { patterns: d.datalayer.split(',') } : {});
+}
+
+export default ActionHub;
