@@ -485,7 +485,8 @@ pub enum Body {
     Merged {
         customer_id: CustomerId,
         visitor_id: CustomerId,
-        user_id: String,
+        /// The user id whose link caused the merge; none for a merge asked for by the API.
+        user_id: Option<String>,
         merged_customer_ids: Vec<CustomerId>,
     },
 }
@@ -671,7 +672,7 @@ impl Serialize for Published {
             } => {
                 map.serialize_entry("customerId", customer_id)?;
                 map.serialize_entry("visitorId", visitor_id)?;
-                map.serialize_entry("userId", user_id)?;
+                entry_opt(&mut map, "userId", user_id)?;
                 map.serialize_entry("mergedCustomerIds", merged_customer_ids)?;
             }
         }

@@ -58,6 +58,7 @@ pub fn router(ctx: WsContext) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::assets::routes())
+        .merge(crate::visitors::routes())
         .fallback(|| async { HubError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             let mut response =
@@ -69,7 +70,7 @@ pub fn router(ctx: WsContext) -> Router {
         .with_state(ctx)
 }
 
-fn body_error(rejection: BytesRejection) -> HubError {
+pub(crate) fn body_error(rejection: BytesRejection) -> HubError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         HubError::new(ErrorCode::TooLarge, "request body is larger than the limit")
     } else {
@@ -117,7 +118,7 @@ async fn post_events(
     Ok(Json(json!({ "results": results })))
 }
 
-fn parse_path_id<T>(
+pub(crate) fn parse_path_id<T>(
     text: &str,
     what: &str,
     parse: impl Fn(&str) -> Result<T, crate::ids::BadId>,
@@ -150,14 +151,14 @@ async fn get_customer(
 }
 
 /// Query parameters of the list endpoints, checked by name.
-struct ListQuery {
-    since: Seq,
-    limit: usize,
-    topics: TopicSet,
-    filter: Filter,
+pub(crate) struct ListQuery {
+    pub(crate) since: Seq,
+    pub(crate) limit: usize,
+    pub(crate) topics: TopicSet,
+    pub(crate) filter: Filter,
 }
 
-fn list_query(
+pub(crate) fn list_query(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<ListQuery, HubError> {
@@ -211,7 +212,7 @@ fn list_query(
 }
 
 /// `{"events": [frames...], "next": seq, "epoch": ".."}`, splicing the stored frames in.
-fn events_page(records: &[Arc<Record>], next: Seq, epoch: &str) -> Response {
+pub(crate) fn events_page(records: &[Arc<Record>], next: Seq, epoch: &str) -> Response {
     let mut body =
         String::with_capacity(64 + records.iter().map(|r| r.frame.len() + 1).sum::<usize>());
     body.push_str("{\"events\":[");

@@ -53,20 +53,37 @@ pub struct Ack {
 /// Publishes decided and queued, waiting for the pipeline.
 pub struct Submitted {
     results: Vec<Result<Ack, HubError>>,
-    done: Option<oneshot::Receiver<()>>,
-    /// Room in the pipeline, held until the events are through it.
-    _permit: Option<OwnedSemaphorePermit>,
+    pending: Option<Pending>,
 }
 
 impl Submitted {
     /// Waits until the accepted events are logged and fanned out; returns the results.
     pub async fn acknowledged(self) -> Vec<Result<Ack, HubError>> {
+        if let Some(pending) = self.pending {
+            pending.wait().await;
+        }
+        self.results
+    }
+}
+
+/// What was committed under the sequencer lock, on its way through the pipeline.
+struct Pending {
+    done: Option<oneshot::Receiver<()>>,
+    /// Room in the pipeline, held until the events are through it.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pending {
+    async fn wait(self) {
         if let Some(done) = self.done {
             // An error means the pipeline stopped (shutdown); the events are applied anyway.
             let _ = done.await;
         }
-        self.results
     }
+}
+
+fn shutting_down() -> HubError {
+    HubError::new(ErrorCode::Unavailable, "the hub is shutting down")
 }
 
 /// Work for the pipeline thread.
@@ -160,33 +177,21 @@ impl Hub {
     /// logging and fanning them out. A connection awaits several of these at once, so
     /// pipelined publishes share pipeline passes while their replies keep their order.
     pub async fn submit(&self, events: Vec<Result<Event, HubError>>) -> Submitted {
-        let permits = events.len().clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
-        let Ok(permit) = self.in_flight.clone().acquire_many_owned(permits).await else {
-            let results = events
-                .iter()
-                .map(|_| {
-                    Err(HubError::new(
-                        ErrorCode::Unavailable,
-                        "the hub is shutting down",
-                    ))
-                })
-                .collect();
+        let count = events.len();
+        let decided = self
+            .sequence(count, |seq, now| {
+                events
+                    .into_iter()
+                    .map(|event| event.and_then(|e| self.decide(seq, e, now)))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        let Some((results, pending)) = decided else {
+            let results = (0..count).map(|_| Err(shutting_down())).collect();
             return Submitted {
                 results,
-                done: None,
-                _permit: None,
+                pending: None,
             };
-        };
-        let (done_tx, done_rx) = oneshot::channel();
-        let (results, sent) = {
-            let mut seq = self.sequencer.lock();
-            let now = now_millis();
-            let results: Vec<_> = events
-                .into_iter()
-                .map(|event| event.and_then(|e| self.decide(&mut seq, e, now)))
-                .collect();
-            let sent = self.hand_off(&mut seq, Some(done_tx));
-            (results, sent)
         };
         for result in &results {
             match result {
@@ -201,9 +206,74 @@ impl Hub {
         }
         Submitted {
             results,
-            done: sent.then_some(done_rx),
-            _permit: Some(permit),
+            pending: Some(pending),
         }
+    }
+
+    /// Waits for room in the pipeline, runs `decide` under the sequencer lock, and hands
+    /// whatever it committed to the pipeline. `None` when the hub is shutting down.
+    async fn sequence<R>(
+        &self,
+        events: usize,
+        decide: impl FnOnce(&mut Sequencer, Millis) -> R,
+    ) -> Option<(R, Pending)> {
+        let permits = events.clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
+        let permit = self
+            .in_flight
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .ok()?;
+        let (done_tx, done_rx) = oneshot::channel();
+        let mut seq = self.sequencer.lock();
+        let result = decide(&mut seq, now_millis());
+        let sent = self.hand_off(&mut seq, Some(done_tx));
+        drop(seq);
+        let pending = Pending {
+            done: sent.then_some(done_rx),
+            _permit: permit,
+        };
+        Some((result, pending))
+    }
+
+    /// Merges visitor `source` into visitor `target` (both resolved visitor ids), publishing
+    /// `visitor:merged`. Refuses merging a visitor into itself and unknown visitors.
+    pub async fn merge_visitors(
+        &self,
+        source: CustomerId,
+        target: CustomerId,
+    ) -> Result<Ack, HubError> {
+        let decided = self
+            .sequence(1, |seq, now| {
+                if source == target {
+                    return Err(HubError::bad_request("cannot merge a visitor into itself"));
+                }
+                let from = self.state.visitor_customers(source);
+                let mut all = self.state.visitor_customers(target);
+                if from.is_empty() || all.is_empty() {
+                    return Err(HubError::not_found("no such visitor"));
+                }
+                let first = from[0];
+                all.extend(
+                    from.into_iter()
+                        .filter(|c| !all.contains(c))
+                        .collect::<Vec<_>>(),
+                );
+                let body = Body::Merged {
+                    customer_id: first,
+                    visitor_id: target,
+                    user_id: None,
+                    merged_customer_ids: all,
+                };
+                Ok(self.commit(seq, body, now))
+            })
+            .await;
+        let (result, pending) = decided.ok_or_else(shutting_down)?;
+        pending.wait().await;
+        result.map(|seq| Ack {
+            seq,
+            duplicate: false,
+        })
     }
 
     /// Publishes one event.
@@ -292,7 +362,7 @@ impl Hub {
                 Body::Merged {
                     customer_id: customer,
                     visitor_id,
-                    user_id,
+                    user_id: Some(user_id),
                     merged_customer_ids: customers,
                 },
                 now,

@@ -14,6 +14,7 @@
 //! - [`state`]: customers, sessions, profiles, actions, counters.
 //! - [`retention`]: the replayable history; [`fanout`]: the subscription index and
 //!   per-connection queues; [`log`]: where accepted events are recorded.
+//! - [`visitors`]: the visitor API (profiles across browsers, merges, exports).
 //! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
 //! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
 //!
@@ -35,6 +36,7 @@ pub mod retention;
 pub mod server;
 pub mod state;
 pub mod topic;
+pub mod visitors;
 pub mod ws;
 
 pub use config::Config;

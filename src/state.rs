@@ -26,8 +26,8 @@ use crate::lifecycle::{ActionState, MediaType};
 /// Sessions remembered per customer; older ones are forgotten.
 const MAX_SESSIONS_PER_CUSTOMER: usize = 32;
 
-/// How sure the hub is of who a customer is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// How sure the hub is of who a customer is, weakest first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum IdentityState {
     Anonymous,
     Recognized,
@@ -323,9 +323,14 @@ impl State {
                     }
                 }
             }
-            // The merge itself happens when the identify/signin/userinfo that caused it is
-            // applied; this event only announces it.
-            Body::Merged { .. } => {}
+            // A merge caused by identify/signin/userinfo already happened when that event
+            // was applied, and this finds everyone in place; one asked for through the API
+            // happens here.
+            Body::Merged {
+                visitor_id,
+                merged_customer_ids,
+                ..
+            } => self.merge_into(*visitor_id, merged_customer_ids),
         }
     }
 
@@ -393,7 +398,7 @@ impl State {
                 }
             }
         }
-        let identity = {
+        {
             let Some(mut c) = self.customers.get_mut(&e.customer_id) else {
                 return;
             };
@@ -416,9 +421,7 @@ impl State {
                 }
                 VisitorKind::Page | VisitorKind::Track => {}
             }
-            c.identity
-        };
-        let _ = identity;
+        }
         if let (Some(user_id), true) = (
             &e.user_id,
             matches!(
@@ -471,30 +474,7 @@ impl State {
             }
             (Some(t), Some(m)) => {
                 // Two profiles are one person: fold the customer's profile into the user's.
-                if let Some((_, source)) = self.profiles.remove(&m) {
-                    for u in source.user_ids.iter() {
-                        self.users.insert(u.clone(), t);
-                        self.add_user(t, u);
-                    }
-                    for c in &source.customers {
-                        if let Some(mut cust) = self.customers.get_mut(c) {
-                            cust.visitor_id = Some(t);
-                        }
-                    }
-                    if let Some(mut p) = self.profiles.get_mut(&t) {
-                        for c in source.customers {
-                            if !p.customers.contains(&c) {
-                                p.customers.push(c);
-                            }
-                        }
-                        for (k, v) in source.traits {
-                            p.traits.entry(k).or_insert(v);
-                        }
-                        for (k, v) in source.channels {
-                            p.channels.entry(k).or_insert(v);
-                        }
-                    }
-                }
+                self.fold_profile(m, t);
                 t
             }
         };
@@ -502,6 +482,70 @@ impl State {
             c.visitor_id = Some(visitor);
         }
         visitor
+    }
+
+    /// Puts every customer (and the profiles they belong to) into the profile `visitor`,
+    /// creating it if the visitor was a customer with no profile yet.
+    fn merge_into(&self, visitor: CustomerId, customers: &[CustomerId]) {
+        if !self.profiles.contains_key(&visitor) {
+            self.profiles.insert(
+                visitor,
+                Profile {
+                    user_ids: Arc::from(Vec::<String>::new()),
+                    customers: vec![visitor],
+                    traits: Map::new(),
+                    channels: Map::new(),
+                },
+            );
+            if let Some(mut c) = self.customers.get_mut(&visitor) {
+                c.visitor_id = Some(visitor);
+            }
+        }
+        for &customer in customers {
+            let current = self.customers.get(&customer).and_then(|c| c.visitor_id);
+            match current {
+                Some(v) if v == visitor => {}
+                Some(other) => self.fold_profile(other, visitor),
+                None => {
+                    if let Some(mut p) = self.profiles.get_mut(&visitor) {
+                        if !p.customers.contains(&customer) {
+                            p.customers.push(customer);
+                        }
+                    }
+                    if let Some(mut c) = self.customers.get_mut(&customer) {
+                        c.visitor_id = Some(visitor);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves everything of profile `source` into profile `target` and forgets `source`.
+    fn fold_profile(&self, source: CustomerId, target: CustomerId) {
+        let Some((_, source)) = self.profiles.remove(&source) else {
+            return;
+        };
+        for u in source.user_ids.iter() {
+            self.add_user(target, u);
+        }
+        for c in &source.customers {
+            if let Some(mut cust) = self.customers.get_mut(c) {
+                cust.visitor_id = Some(target);
+            }
+        }
+        if let Some(mut p) = self.profiles.get_mut(&target) {
+            for c in source.customers {
+                if !p.customers.contains(&c) {
+                    p.customers.push(c);
+                }
+            }
+            for (k, v) in source.traits {
+                p.traits.entry(k).or_insert(v);
+            }
+            for (k, v) in source.channels {
+                p.channels.entry(k).or_insert(v);
+            }
+        }
     }
 
     fn add_user(&self, visitor: CustomerId, user_id: &str) {
@@ -706,4 +750,189 @@ impl Serialize for ActionJson<'_> {
 
 fn action_json(action: &Action, with_transitions: bool) -> Value {
     serde_json::to_value(ActionJson(action, with_transitions)).expect("actions serialize")
+}
+
+/// The visitor API's reads. A visitor is a profile (customers known to be one person), or
+/// a customer no profile holds yet; either way its id is a customerId (see `visitorId`).
+impl State {
+    /// Resolves the `{id}` of the visitor API: any customerId of the visitor (its own id
+    /// included), or `user:<userId>`. `Err` when the id is malformed.
+    pub fn resolve_visitor(&self, id: &str) -> Result<Option<CustomerId>, crate::ids::BadId> {
+        if let Some(user) = id.strip_prefix("user:") {
+            return Ok(self.users.get(user).map(|v| *v));
+        }
+        let id = CustomerId::parse(id)?;
+        if self.profiles.contains_key(&id) {
+            return Ok(Some(id));
+        }
+        Ok(self.customers.get(&id).map(|c| c.visitor_id.unwrap_or(id)))
+    }
+
+    /// The customers of a visitor, the visitor's own id first when it is one of them.
+    pub fn visitor_customers(&self, visitor: CustomerId) -> Vec<CustomerId> {
+        match self.profiles.get(&visitor) {
+            Some(p) => p.customers.clone(),
+            None if self.customers.contains_key(&visitor) => vec![visitor],
+            None => Vec::new(),
+        }
+    }
+
+    /// Every visitor id, most recently seen first, narrowed by a case-insensitive search of
+    /// user ids and the `name` and `email` traits, and by whether it is identified.
+    pub fn visitors(&self, search: Option<&str>, identified: Option<bool>) -> Vec<CustomerId> {
+        let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+        let mut found: Vec<(Millis, CustomerId)> = Vec::new();
+        let mut consider =
+            |visitor: CustomerId, users: &[String], traits: Option<&Map<String, Value>>| {
+                if identified.is_some_and(|want| want == users.is_empty()) {
+                    return;
+                }
+                if let Some(needle) = &needle {
+                    let trait_text = |key: &str| {
+                        traits
+                            .and_then(|t| t.get(key))
+                            .and_then(Value::as_str)
+                            .map(str::to_lowercase)
+                    };
+                    let hit = users
+                        .iter()
+                        .any(|u| u.to_lowercase().contains(needle.as_str()))
+                        || ["name", "email"]
+                            .iter()
+                            .any(|k| trait_text(k).is_some_and(|t| t.contains(needle.as_str())));
+                    if !hit {
+                        return;
+                    }
+                }
+                found.push((0, visitor));
+            };
+        for p in self.profiles.iter() {
+            consider(*p.key(), &p.user_ids, Some(&p.traits));
+        }
+        let lone: Vec<CustomerId> = self
+            .customers
+            .iter()
+            .filter(|c| c.visitor_id.is_none())
+            .map(|c| *c.key())
+            .collect();
+        for c in lone {
+            consider(c, &[], None);
+        }
+        for entry in &mut found {
+            entry.0 = self.visitor_last_seen(entry.1);
+        }
+        found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        found.into_iter().map(|(_, v)| v).collect()
+    }
+
+    fn visitor_last_seen(&self, visitor: CustomerId) -> Millis {
+        self.visitor_customers(visitor)
+            .iter()
+            .filter_map(|c| self.customers.get(c).map(|c| c.last_seen))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The visitor view of `GET /v1/visitors/{id}`; `full` adds every session and action
+    /// (with transitions), for exports.
+    pub fn visitor_view(&self, visitor: CustomerId, full: bool) -> Option<Value> {
+        let customers = self.visitor_customers(visitor);
+        if customers.is_empty() {
+            return None;
+        }
+        let (user_ids, traits, channels) = match self.profiles.get(&visitor) {
+            Some(p) => (p.user_ids.to_vec(), p.traits.clone(), p.channels.clone()),
+            None => (Vec::new(), Map::new(), Map::new()),
+        };
+        let mut latest: Option<(Millis, IdentityState, Option<String>)> = None;
+        let (mut first_seen, mut last_seen) = (Millis::MAX, Millis::MIN);
+        let (mut sessions, mut active, mut pages) = (0usize, 0usize, 0u64);
+        let mut session_list = Vec::new();
+        let mut action_ids = Vec::new();
+        for id in &customers {
+            let Some(c) = self.customers.get(id) else {
+                continue;
+            };
+            first_seen = first_seen.min(c.first_seen);
+            last_seen = last_seen.max(c.last_seen);
+            // The visitor is as identified as its best-identified customer.
+            if latest
+                .as_ref()
+                .is_none_or(|(seen, state, _)| (c.identity, c.last_seen) > (*state, *seen))
+            {
+                latest = Some((c.last_seen, c.identity, c.user_id.clone()));
+            }
+            sessions += c.sessions.len();
+            active += usize::from(c.current_session.is_some());
+            pages += c.sessions.iter().map(|s| s.pages_viewed).sum::<u64>();
+            action_ids.extend(c.actions.iter().copied());
+            if full {
+                session_list.extend(c.sessions.iter().map(|s| {
+                    let mut v = session_json(s);
+                    v["customerId"] = json!(id);
+                    v
+                }));
+            }
+        }
+        let (_, state, user_id) = latest?;
+        let live: Vec<Value> = customers
+            .iter()
+            .flat_map(|c| self.live_actions(*c))
+            .collect();
+        let mut view = json!({
+            "visitorId": visitor,
+            "identity": { "state": state.as_str(), "userId": user_id },
+            "identified": !user_ids.is_empty(),
+            "userIds": user_ids,
+            "customers": customers,
+            "traits": traits,
+            "channels": channels,
+            "sessions": { "total": sessions, "active": active },
+            "liveActions": live,
+            "firstSeen": format_millis(first_seen),
+            "lastSeen": format_millis(last_seen),
+            "counts": {
+                "customers": customers.len(),
+                "sessions": sessions,
+                "actions": action_ids.len(),
+                "liveActions": live.len(),
+                "pagesViewed": pages,
+            },
+        });
+        if full {
+            let actions: Vec<Value> = action_ids
+                .iter()
+                .filter_map(|id| self.action_view(*id, true))
+                .collect();
+            view["sessionHistory"] = session_list.into();
+            view["actions"] = actions.into();
+        }
+        Some(view)
+    }
+
+    /// Every session of a visitor's customers, newest first, each with its customerId.
+    pub fn visitor_sessions(&self, visitor: CustomerId) -> Vec<Value> {
+        let mut sessions: Vec<(Millis, Value)> = Vec::new();
+        for id in self.visitor_customers(visitor) {
+            let Some(c) = self.customers.get(&id) else {
+                continue;
+            };
+            for s in &c.sessions {
+                let mut v = session_json(s);
+                v["customerId"] = json!(id);
+                v["active"] = json!(c.current_session == Some(s.id));
+                sessions.push((s.started_at, v));
+            }
+        }
+        sessions.sort_by_key(|(started, _)| std::cmp::Reverse(*started));
+        sessions.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The visitor whose profile holds `channels[channel] == user`.
+    pub fn visitor_by_channel(&self, channel: &str, user: &str) -> Option<CustomerId> {
+        self.profiles
+            .iter()
+            .find(|p| p.channels.get(channel).and_then(Value::as_str) == Some(user))
+            .map(|p| *p.key())
+    }
 }

@@ -1,0 +1,221 @@
+//! The visitor API: who a visitor is across browsers and sessions.
+//!
+//! A visitor is a profile (customers known to be one person, linked through a userId or
+//! merged) or a customer no profile holds yet. `{id}` in these paths is any of the
+//! visitor's customerIds or `user:<userId>`. This module parses requests and shapes
+//! answers; the views come from [`crate::state`], merges go through the sequencer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State as AxumState};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::error::HubError;
+use crate::http::{body_error, events_page, list_query};
+use crate::ids::CustomerId;
+use crate::retention::Record;
+use crate::ws::WsContext;
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// The visitor routes.
+pub fn routes() -> Router<WsContext> {
+    Router::new()
+        .route("/v1/visitors", get(list))
+        .route("/v1/visitors/merge", post(merge))
+        .route(
+            "/v1/visitors/by-channel/{channel}/{channel_user_id}",
+            get(by_channel),
+        )
+        .route("/v1/visitors/{id}", get(view))
+        .route("/v1/visitors/{id}/sessions", get(sessions))
+        .route("/v1/visitors/{id}/events", get(events))
+        .route("/v1/visitors/{id}/export", get(export))
+}
+
+/// Resolves a visitor `{id}`: 400 when malformed, 404 when unknown.
+fn resolve(ctx: &WsContext, id: &str) -> Result<CustomerId, HubError> {
+    ctx.hub
+        .state
+        .resolve_visitor(id)
+        .map_err(|_| {
+            HubError::bad_request(format!(
+                "a visitor id is a customerId (UUIDv4) or user:<userId>, got {id:?}"
+            ))
+        })?
+        .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))
+}
+
+async fn list(
+    AxumState(ctx): AxumState<WsContext>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, HubError> {
+    let Query(params) =
+        query.map_err(|e| HubError::bad_request(format!("bad query string: {e}")))?;
+    const ALLOWED: [&str; 4] = ["search", "identified", "page", "limit"];
+    if let Some(unknown) = params.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
+        return Err(HubError::bad_request(format!(
+            "unknown query parameter {unknown:?}; this endpoint takes {}",
+            ALLOWED.join(", ")
+        )));
+    }
+    let identified = match params.get("identified").map(String::as_str) {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(HubError::bad_request(format!(
+                "`identified` is true or false, got {other:?}"
+            )))
+        }
+    };
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, HubError> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| HubError::bad_request(format!("`{name}` must be 1 to {max}"))),
+        }
+    };
+    let page = number("page", 1, usize::MAX)?;
+    let limit = number("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
+    let state = &ctx.hub.state;
+    let all = state.visitors(params.get("search").map(String::as_str), identified);
+    let visitors: Vec<Value> = all
+        .iter()
+        .skip((page - 1).saturating_mul(limit))
+        .take(limit)
+        .filter_map(|v| state.visitor_view(*v, false))
+        .collect();
+    Ok(Json(json!({
+        "visitors": visitors,
+        "total": all.len(),
+        "page": page,
+        "limit": limit,
+    })))
+}
+
+async fn view(
+    AxumState(ctx): AxumState<WsContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HubError> {
+    let visitor = resolve(&ctx, &id)?;
+    ctx.hub
+        .state
+        .visitor_view(visitor, false)
+        .map(Json)
+        .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))
+}
+
+async fn export(
+    AxumState(ctx): AxumState<WsContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HubError> {
+    let visitor = resolve(&ctx, &id)?;
+    let state = &ctx.hub.state;
+    let mut export = state
+        .visitor_view(visitor, true)
+        .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))?;
+    let events: Vec<Value> = visitor_events(&ctx, visitor, crate::ids::Seq(0), usize::MAX)
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(r.frame.as_str()).ok())
+        .map(|frame| frame["event"].clone())
+        .collect();
+    export["events"] = events.into();
+    export["exportedAt"] = crate::event::format_millis(crate::event::now_millis()).into();
+    Ok(Json(export))
+}
+
+async fn sessions(
+    AxumState(ctx): AxumState<WsContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HubError> {
+    let visitor = resolve(&ctx, &id)?;
+    let sessions = ctx.hub.state.visitor_sessions(visitor);
+    Ok(Json(json!({ "visitorId": visitor, "sessions": sessions })))
+}
+
+/// The retained events of every customer of a visitor after `since`, in seq order.
+fn visitor_events(
+    ctx: &WsContext,
+    visitor: CustomerId,
+    since: crate::ids::Seq,
+    limit: usize,
+) -> Vec<Arc<Record>> {
+    let customers = ctx.hub.state.visitor_customers(visitor);
+    let retention = ctx.hub.retention.read();
+    let mut records: Vec<Arc<Record>> = customers
+        .iter()
+        .flat_map(|c| retention.customer_events(*c, since, limit))
+        .collect();
+    drop(retention);
+    records.sort_by_key(|r| r.seq);
+    records.dedup_by_key(|r| r.seq);
+    records.truncate(limit);
+    records
+}
+
+async fn events(
+    AxumState(ctx): AxumState<WsContext>,
+    Path(id): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, HubError> {
+    let visitor = resolve(&ctx, &id)?;
+    let q = list_query(query, &["since", "limit"])?;
+    let records = visitor_events(&ctx, visitor, q.since, q.limit);
+    let next = records.last().map_or(q.since, |r| r.seq);
+    Ok(events_page(&records, next, &ctx.hub.epoch))
+}
+
+async fn by_channel(
+    AxumState(ctx): AxumState<WsContext>,
+    Path((channel, user)): Path<(String, String)>,
+) -> Result<Json<Value>, HubError> {
+    let state = &ctx.hub.state;
+    state
+        .visitor_by_channel(&channel, &user)
+        .and_then(|v| state.visitor_view(v, false))
+        .map(Json)
+        .ok_or_else(|| HubError::not_found(format!("no visitor with {channel} id {user:?}")))
+}
+
+async fn merge(
+    AxumState(ctx): AxumState<WsContext>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HubError> {
+    let body = body.map_err(body_error)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(HubError::bad_request(
+            "body must be {\"sourceVisitorId\", \"targetVisitorId\"}",
+        ));
+    };
+    let mut take = |name: &str| match fields.remove(name) {
+        Some(Value::String(id)) => Ok(id),
+        _ => Err(HubError::bad_request(format!(
+            "`{name}` is required, a visitor id"
+        ))),
+    };
+    let (source, target) = (take("sourceVisitorId")?, take("targetVisitorId")?);
+    if let Some(unknown) = fields.keys().next() {
+        return Err(HubError::bad_request(format!("unknown field `{unknown}`")));
+    }
+    let (source, target) = (resolve(&ctx, &source)?, resolve(&ctx, &target)?);
+    let ack = ctx.hub.merge_visitors(source, target).await?;
+    let visitor = ctx
+        .hub
+        .state
+        .visitor_view(target, false)
+        .unwrap_or(Value::Null);
+    Ok(Json(json!({ "seq": ack.seq, "visitor": visitor })))
+}

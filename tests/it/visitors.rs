@@ -1,0 +1,354 @@
+//! The visitor API over HTTP: views by customerId and by `user:<userId>`, search and
+//! paging, channels, sessions and events across a visitor's customers, exports, and merges
+//! asked for through the API (published as `visitor:merged`, refusals changing nothing).
+
+use serde_json::{json, Value};
+
+use crate::support::{assert_http_error, Hub, JsonExt, Visitor};
+
+/// Publishes over HTTP and checks every event was accepted.
+async fn publish_all(hub: &Hub, events: Vec<Value>) {
+    for result in hub.http().publish(&Value::Array(events)).await {
+        assert!(result["seq"].is_u64(), "refused: {result}");
+    }
+}
+
+fn customers_of(view: &Value) -> Vec<String> {
+    let mut customers: Vec<String> = view["customers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("customers is a list: {view}"))
+        .iter()
+        .map(|c| c.as_str().expect("customer ids are strings").to_owned())
+        .collect();
+    customers.sort();
+    customers
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn an_anonymous_customer_is_a_visitor_of_its_own() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    publish_all(&hub, vec![visitor.page()]).await;
+    let (status, view) = hub
+        .http()
+        .get(&format!("/v1/visitors/{}", visitor.customer_id))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["visitorId"], json!(visitor.customer_id));
+    assert_eq!(
+        view["identity"],
+        json!({"state": "anonymous", "userId": null})
+    );
+    assert_eq!(view["identified"], json!(false));
+    assert_eq!(customers_of(&view), vec![visitor.customer_id.clone()]);
+    assert_eq!(view["counts"]["pagesViewed"], json!(1));
+    assert_eq!(view["sessions"], json!({"total": 1, "active": 1}));
+}
+
+#[tokio::test]
+async fn a_user_on_two_browsers_is_one_visitor_from_either_id() {
+    let hub = Hub::start().await;
+    let (laptop, phone) = (Visitor::new(), Visitor::new());
+    let traits = json!({"name": "Alice Example", "email": "alice@shop.example"});
+    publish_all(
+        &hub,
+        vec![
+            laptop
+                .event("identify", "alice")
+                .with("traits", traits.clone()),
+            phone.event("signin", "alice"),
+            phone.page(),
+        ],
+    )
+    .await;
+    let http = hub.http();
+    let (status, by_user) = http.get("/v1/visitors/user:alice").await;
+    assert_eq!(status, 200, "{by_user}");
+    assert_eq!(
+        customers_of(&by_user),
+        sorted(vec![laptop.customer_id.clone(), phone.customer_id.clone()])
+    );
+    assert_eq!(by_user["traits"], traits);
+    assert_eq!(by_user["userIds"], json!(["alice"]));
+    assert_eq!(by_user["identified"], json!(true));
+    // The visitor is as identified as its best-identified customer (the signed-in phone).
+    assert_eq!(
+        by_user["identity"],
+        json!({"state": "authenticated", "userId": "alice"})
+    );
+    for id in [&laptop.customer_id, &phone.customer_id] {
+        let (_, view) = http.get(&format!("/v1/visitors/{id}")).await;
+        assert_eq!(view["visitorId"], by_user["visitorId"], "from {id}");
+    }
+    let (_, sessions) = http.get("/v1/visitors/user:alice/sessions").await;
+    let sessions = sessions["sessions"].as_array().expect("sessions").clone();
+    assert_eq!(sessions.len(), 2, "one session per browser: {sessions:?}");
+    let (_, events) = http.get("/v1/visitors/user:alice/events").await;
+    let seqs: Vec<u64> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq order: {seqs:?}");
+    let topics: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["topic"].as_str().expect("topic"))
+        .collect();
+    for topic in [
+        "visitor:identify",
+        "visitor:signin",
+        "visitor:merged",
+        "visitor:page",
+    ] {
+        assert!(topics.contains(&topic), "{topic} missing from {topics:?}");
+    }
+}
+
+#[tokio::test]
+async fn search_identified_and_paging() {
+    let hub = Hub::start().await;
+    let named = |name: &str, email: &str| json!({"name": name, "email": email});
+    let (alice, bob, carol, anon) = (
+        Visitor::new(),
+        Visitor::new(),
+        Visitor::new(),
+        Visitor::new(),
+    );
+    publish_all(
+        &hub,
+        vec![
+            alice
+                .event("identify", "u-alice")
+                .with("traits", named("Alice", "a@x.example")),
+            bob.event("identify", "u-bob")
+                .with("traits", named("Bob", "bob@y.example")),
+            carol.event("identify", "u-carol"),
+            anon.page(),
+        ],
+    )
+    .await;
+    let http = hub.http();
+    let total = |query: &'static str| {
+        let http = &http;
+        async move {
+            let (status, answer) = http.get(&format!("/v1/visitors{query}")).await;
+            assert_eq!(status, 200, "{query}: {answer}");
+            answer["total"].as_u64().expect("total")
+        }
+    };
+    assert_eq!(total("").await, 4);
+    assert_eq!(total("?identified=true").await, 3);
+    assert_eq!(total("?identified=false").await, 1);
+    assert_eq!(total("?search=ALI").await, 1, "case-insensitive name");
+    assert_eq!(total("?search=y.example").await, 1, "email");
+    assert_eq!(total("?search=u-c").await, 1, "userId");
+    assert_eq!(total("?search=nobody").await, 0);
+    let (_, page2) = http.get("/v1/visitors?limit=3&page=2").await;
+    assert_eq!(page2["total"], json!(4));
+    assert_eq!(page2["visitors"].as_array().expect("visitors").len(), 1);
+    for bad in ["?identified=yes", "?limit=0", "?page=0", "?colour=red"] {
+        assert_http_error(
+            &http.get(&format!("/v1/visitors{bad}")).await,
+            400,
+            "bad_request",
+        );
+    }
+}
+
+#[tokio::test]
+async fn channel_identities_can_be_looked_up() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    publish_all(
+        &hub,
+        vec![visitor
+            .event("identify", "u-chan")
+            .with("channels", json!({"whatsapp": "10435685475"}))],
+    )
+    .await;
+    let http = hub.http();
+    let (status, view) = http
+        .get("/v1/visitors/by-channel/whatsapp/10435685475")
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["channels"], json!({"whatsapp": "10435685475"}));
+    assert_eq!(customers_of(&view), vec![visitor.customer_id.clone()]);
+    assert_http_error(
+        &http.get("/v1/visitors/by-channel/whatsapp/999").await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn merging_through_the_api_publishes_and_links_both_ways() {
+    let hub = Hub::start().await;
+    let (source, target) = (Visitor::new(), Visitor::new());
+    let offered = source.action("webchat").event("offered");
+    publish_all(&hub, vec![source.page(), target.page(), offered]).await;
+    let mut watcher = hub.client().await;
+    watcher
+        .subscribe(json!("merges"), json!({"topics": ["visitor:merged"]}))
+        .await;
+    let http = hub.http();
+    let body =
+        json!({"sourceVisitorId": source.customer_id, "targetVisitorId": target.customer_id});
+    let (status, answer) = http.post("/v1/visitors/merge", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let merged = watcher.next_event().await;
+    assert_eq!(merged["seq"], answer["seq"]);
+    let event = &merged["event"];
+    assert_eq!(event["visitorId"], json!(target.customer_id));
+    assert_eq!(event["customerId"], json!(source.customer_id));
+    let mut named: Vec<String> = event["mergedCustomerIds"]
+        .as_array()
+        .expect("mergedCustomerIds")
+        .iter()
+        .map(|c| c.as_str().expect("id").to_owned())
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        sorted(vec![source.customer_id.clone(), target.customer_id.clone()])
+    );
+    let (_, from_source) = http
+        .get(&format!("/v1/visitors/{}", source.customer_id))
+        .await;
+    assert_eq!(from_source["visitorId"], json!(target.customer_id));
+    assert_eq!(
+        from_source["counts"]["liveActions"],
+        json!(1),
+        "the source's action came along"
+    );
+    // The same visitor again, by either id, is a merge into itself.
+    let again =
+        json!({"sourceVisitorId": source.customer_id, "targetVisitorId": target.customer_id});
+    assert_http_error(
+        &http.post("/v1/visitors/merge", &again).await,
+        400,
+        "bad_request",
+    );
+    watcher.expect_no_frame().await;
+}
+
+#[tokio::test]
+async fn bad_visitor_requests_are_refused_and_change_nothing() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    publish_all(&hub, vec![visitor.page()]).await;
+    let http = hub.http();
+    let unknown = crate::support::uuid();
+    assert_http_error(
+        &http.get(&format!("/v1/visitors/{unknown}")).await,
+        404,
+        "not_found",
+    );
+    assert_http_error(
+        &http.get("/v1/visitors/user:nobody").await,
+        404,
+        "not_found",
+    );
+    assert_http_error(
+        &http.get("/v1/visitors/not-an-id").await,
+        400,
+        "bad_request",
+    );
+    let merge =
+        |source: &str, target: &str| json!({"sourceVisitorId": source, "targetVisitorId": target});
+    let cases = [
+        (
+            merge(&visitor.customer_id, &visitor.customer_id),
+            400,
+            "bad_request",
+        ),
+        (merge(&visitor.customer_id, &unknown), 404, "not_found"),
+        (merge("not-an-id", &visitor.customer_id), 400, "bad_request"),
+        (
+            json!({"sourceVisitorId": visitor.customer_id}),
+            400,
+            "bad_request",
+        ),
+        (
+            merge(&visitor.customer_id, &unknown).with("extra", json!(1)),
+            400,
+            "bad_request",
+        ),
+    ];
+    for (body, status, code) in cases {
+        assert_http_error(&http.post("/v1/visitors/merge", &body).await, status, code);
+    }
+    let (_, events) = http.get("/v1/events").await;
+    let topics: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["topic"].as_str().expect("topic"))
+        .collect();
+    assert_eq!(
+        topics,
+        ["session:started", "visitor:page"],
+        "refusals published nothing"
+    );
+}
+
+#[tokio::test]
+async fn an_export_holds_everything_about_the_visitor() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let action = visitor.action("contentoffer");
+    publish_all(
+        &hub,
+        vec![
+            visitor
+                .event("identify", "u-export")
+                .with("traits", json!({"email": "e@x.example"})),
+            action.event("offered"),
+            action.event("accepted"),
+        ],
+    )
+    .await;
+    let (status, export) = hub.http().get("/v1/visitors/user:u-export/export").await;
+    assert_eq!(status, 200, "{export}");
+    assert_eq!(export["traits"], json!({"email": "e@x.example"}));
+    let actions = export["actions"]
+        .as_array()
+        .expect("actions, ended ones included");
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0]["actionState"], json!("accepted"));
+    assert_eq!(
+        actions[0]["transitions"]
+            .as_array()
+            .expect("transitions")
+            .len(),
+        2
+    );
+    let topics: Vec<&str> = export["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["topic"].as_str().expect("topic"))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "session:started",
+            "visitor:identify",
+            "contentoffer:offered",
+            "contentoffer:accepted"
+        ]
+    );
+    assert!(
+        export["sessionHistory"]
+            .as_array()
+            .is_some_and(|s| s.len() == 1),
+        "{export}"
+    );
+}
