@@ -587,6 +587,40 @@ impl Published {
     }
 }
 
+/// The identity fields an anonymization removes from retained visitor and session events.
+const IDENTITY_FIELDS: [&str; 3] = ["userId", "traits", "channels"];
+
+/// A retained record with the identity fields removed from its event, when it is a visitor
+/// or session event that has any (lifecycle events, the action history, stay as they are).
+pub fn redact_identity(record: &crate::retention::Record) -> Option<crate::retention::Record> {
+    let unchanged = || {
+        Some(crate::retention::Record {
+            seq: record.seq,
+            timestamp: record.timestamp,
+            keys: record.keys.clone(),
+            event_id: record.event_id.clone(),
+            frame: record.frame.clone(),
+        })
+    };
+    let family = record.keys.topic.as_str().split(':').next().unwrap_or("");
+    if !matches!(family, "visitor" | "session") {
+        return unchanged();
+    }
+    let Ok(mut frame) = serde_json::from_str::<Value>(record.frame.as_str()) else {
+        return unchanged();
+    };
+    let Some(event) = frame.get_mut("event").and_then(Value::as_object_mut) else {
+        return unchanged();
+    };
+    for field in IDENTITY_FIELDS {
+        event.remove(field);
+    }
+    Some(crate::retention::Record {
+        frame: frame.to_string().into(),
+        ..unchanged()?
+    })
+}
+
 /// Writes `key: value` when the value is present.
 fn entry_opt<M: SerializeMap, T: Serialize>(
     map: &mut M,

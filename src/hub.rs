@@ -36,7 +36,7 @@ use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::protocol::{self, SubscribeRequest};
 use crate::retention::{Record, Retention};
-use crate::state::{SessionInfo, SessionStatus, State};
+use crate::state::{AdminOp, SessionInfo, SessionStatus, State};
 use crate::topic::{Filter, TopicSet};
 
 /// Events that may be between the sequencer and their acknowledgement at once; publishers
@@ -48,6 +48,14 @@ const MAX_IN_FLIGHT_EVENTS: usize = 65_536;
 pub struct Ack {
     pub seq: Seq,
     pub duplicate: bool,
+}
+
+/// A visitor change that is not an event, as the API asks for it.
+#[derive(Debug)]
+pub enum AdminChange {
+    UpdateTraits(serde_json::Map<String, Value>),
+    Anonymize,
+    Delete,
 }
 
 /// Publishes decided and queued, waiting for the pipeline.
@@ -89,6 +97,8 @@ fn shutting_down() -> HubError {
 /// Work for the pipeline thread.
 struct Batch {
     records: Vec<Arc<Record>>,
+    /// A change that is not an event; such a batch holds no records.
+    admin: Option<Arc<AdminOp>>,
     done: Option<oneshot::Sender<()>>,
 }
 
@@ -236,6 +246,78 @@ impl Hub {
         Some((result, pending))
     }
 
+    /// Applies a visitor change that is not an event (traits update, anonymization,
+    /// erasure), erases or redacts what the retained history holds about the visitor, and
+    /// logs the change in order with the events. Returns once it is logged.
+    pub async fn administer(
+        &self,
+        visitor: CustomerId,
+        change: AdminChange,
+    ) -> Result<(), HubError> {
+        let (tx, rx) = oneshot::channel();
+        let decided = self
+            .sequence(1, |seq, _now| {
+                let customer_ids = self.state.visitor_customers(visitor);
+                if customer_ids.is_empty() {
+                    return Err(HubError::not_found("no such visitor"));
+                }
+                let op = match change {
+                    AdminChange::UpdateTraits(traits) => AdminOp::UpdateTraits {
+                        visitor_id: visitor,
+                        traits,
+                    },
+                    AdminChange::Anonymize => AdminOp::Anonymize {
+                        visitor_id: visitor,
+                        customer_ids,
+                    },
+                    AdminChange::Delete => AdminOp::Delete {
+                        visitor_id: visitor,
+                        customer_ids,
+                    },
+                };
+                self.state.apply_admin(&op);
+                self.forget_in_history(seq, &op);
+                // Events committed earlier in this call were handed off by `sequence`'s
+                // caller before; this batch carries the change alone.
+                let batch = Batch {
+                    records: Vec::new(),
+                    admin: Some(Arc::new(op)),
+                    done: Some(tx),
+                };
+                match &seq.pipeline {
+                    Some(pipeline) if pipeline.send(batch).is_ok() => Ok(()),
+                    _ => Err(shutting_down()),
+                }
+            })
+            .await;
+        let (result, pending) = decided.ok_or_else(shutting_down)?;
+        pending.wait().await;
+        result?;
+        let _ = rx.await;
+        Ok(())
+    }
+
+    /// Erases (delete) or redacts (anonymize) the retained history of a visitor change.
+    fn forget_in_history(&self, seq: &mut Sequencer, op: &AdminOp) {
+        match op {
+            AdminOp::UpdateTraits { .. } => {}
+            AdminOp::Anonymize { customer_ids, .. } => {
+                self.retention.write().rewrite_customers(
+                    customer_ids,
+                    false,
+                    crate::event::redact_identity,
+                );
+            }
+            AdminOp::Delete { customer_ids, .. } => {
+                self.retention
+                    .write()
+                    .rewrite_customers(customer_ids, true, |_| None);
+                seq.dedupe
+                    .retain(|(customer, _), _| !customer_ids.contains(customer));
+            }
+        }
+    }
+
     /// Merges visitor `source` into visitor `target` (both resolved visitor ids), publishing
     /// `visitor:merged`. Refuses merging a visitor into itself and unknown visitors.
     pub async fn merge_visitors(
@@ -291,7 +373,13 @@ impl Hub {
         }
         let records = std::mem::take(&mut seq.batch);
         match &seq.pipeline {
-            Some(pipeline) => pipeline.send(Batch { records, done }).is_ok(),
+            Some(pipeline) => pipeline
+                .send(Batch {
+                    records,
+                    admin: None,
+                    done,
+                })
+                .is_ok(),
             None => false,
         }
     }
@@ -567,18 +655,22 @@ impl Hub {
             // Take whatever else is already waiting: one log append and one fan-out pass
             // serve them all.
             let mut next = Some(first);
+            let mut logged = 0;
             while let Some(batch) = next {
                 records.extend(batch.records);
                 dones.extend(batch.done);
+                if let Some(op) = batch.admin {
+                    // Logged after the events committed before it and before those after.
+                    append_or_abort(log.append(&records[logged..]));
+                    logged = records.len();
+                    append_or_abort(log.append_admin(&op));
+                }
                 next = rx.try_recv().ok();
                 if records.len() >= 4096 {
                     break;
                 }
             }
-            if let Err(e) = log.append(&records) {
-                tracing::error!(error = %e, "appending to the log failed; the hub cannot go on safely");
-                std::process::abort();
-            }
+            append_or_abort(log.append(&records[logged..]));
             self.fanout.deliver(&records, &self.state);
             records.clear();
             for done in dones.drain(..) {
@@ -614,6 +706,14 @@ impl Pipeline {
         if let Some(thread) = self.0.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// The hub cannot acknowledge what it could not log, nor go on as if it had.
+fn append_or_abort(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "appending to the log failed; the hub cannot go on safely");
+        std::process::abort();
     }
 }
 

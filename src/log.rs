@@ -10,12 +10,18 @@ use std::io;
 use std::sync::Arc;
 
 use crate::retention::Record;
+use crate::state::AdminOp;
 
 /// Where accepted events are recorded, in seq order.
 pub trait Log: Send + 'static {
     /// Appends a batch of records, in seq order. When it returns `Ok`, the records are as
     /// durable as the log's policy promises, and the batch may be acknowledged.
     fn append(&mut self, records: &[Arc<Record>]) -> io::Result<()>;
+
+    /// Appends a visitor change that is not an event (see [`AdminOp`]), after the events
+    /// appended so far. A durable log must keep it: replaying the log repeats it, so an
+    /// erased visitor never comes back.
+    fn append_admin(&mut self, op: &AdminOp) -> io::Result<()>;
 
     /// Makes everything appended so far durable (called at shutdown).
     fn flush(&mut self) -> io::Result<()> {
@@ -30,6 +36,10 @@ pub struct MemoryOnly;
 
 impl Log for MemoryOnly {
     fn append(&mut self, _records: &[Arc<Record>]) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn append_admin(&mut self, _op: &AdminOp) -> io::Result<()> {
         Ok(())
     }
 }

@@ -26,6 +26,24 @@ pub struct Record {
     pub frame: Utf8Bytes,
 }
 
+impl Record {
+    /// What is left of an erased event: its place in the order, nothing about anyone.
+    pub fn erased(seq: Seq, timestamp: Millis) -> Record {
+        Record {
+            seq,
+            timestamp,
+            keys: EventKeys::erased(),
+            event_id: None,
+            frame: Utf8Bytes::from_static(""),
+        }
+    }
+
+    /// Whether this record was erased (reads and replays skip it).
+    pub fn is_erased(&self) -> bool {
+        self.frame.is_empty()
+    }
+}
+
 /// The bounded history.
 pub struct Retention {
     records: VecDeque<Arc<Record>>,
@@ -148,11 +166,49 @@ impl Retention {
                 break;
             }
             last = record.seq;
-            if keep(record) {
+            if !record.is_erased() && keep(record) {
                 out.push(record.clone());
             }
         }
         (out, last.max(after))
+    }
+
+    /// Replaces every retained record about any of `customers` with what `rewrite` makes
+    /// of it (`None` erases it: the seq stays, as a record no filter matches and no read
+    /// returns). Returns how many records changed.
+    pub fn rewrite_customers(
+        &mut self,
+        customers: &[CustomerId],
+        erase: bool,
+        mut rewrite: impl FnMut(&Record) -> Option<Record>,
+    ) -> usize {
+        let mut seqs: Vec<Seq> = customers
+            .iter()
+            .filter_map(|c| self.by_customer.get(c))
+            .flat_map(|seqs| seqs.iter().copied())
+            .collect();
+        seqs.sort();
+        seqs.dedup();
+        let Some(first) = self.records.front().map(|r| r.seq) else {
+            return 0;
+        };
+        let mut changed = 0;
+        for seq in seqs {
+            let index = (seq.0 - first.0) as usize;
+            let Some(slot) = self.records.get_mut(index) else {
+                continue;
+            };
+            let replacement =
+                rewrite(slot).unwrap_or_else(|| Record::erased(slot.seq, slot.timestamp));
+            *slot = Arc::new(replacement);
+            changed += 1;
+        }
+        if erase {
+            for c in customers {
+                self.by_customer.remove(c);
+            }
+        }
+        changed
     }
 
     /// A customer's retained events after `after`, at most `limit`.
@@ -167,8 +223,8 @@ impl Retention {
         };
         let start = seqs.partition_point(|s| *s <= after);
         seqs.range(start..)
+            .filter_map(|s| self.get(*s).filter(|r| !r.is_erased()).cloned())
             .take(limit)
-            .filter_map(|s| self.get(*s).cloned())
             .collect()
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::event::{
@@ -25,6 +25,8 @@ use crate::lifecycle::{ActionState, MediaType};
 
 /// Sessions remembered per customer; older ones are forgotten.
 const MAX_SESSIONS_PER_CUSTOMER: usize = 32;
+/// Page views and track events remembered per session; older ones are forgotten.
+const MAX_ACTIVITY_PER_SESSION: usize = 50;
 
 /// How sure the hub is of who a customer is, weakest first.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -52,6 +54,18 @@ pub struct SessionInfo {
     pub last_seen: Millis,
     pub ended: Option<(Millis, EndReason)>,
     pub pages_viewed: u64,
+    /// The newest page views and track events, oldest first, at most
+    /// [`MAX_ACTIVITY_PER_SESSION`].
+    pub activity: VecDeque<Activity>,
+}
+
+/// One page view or custom event within a session.
+#[derive(Clone, Debug)]
+pub struct Activity {
+    pub at: Millis,
+    pub kind: VisitorKind,
+    /// The page (`page` events) or the event's name and properties (`track`).
+    pub detail: Value,
 }
 
 /// One browser identity.
@@ -285,7 +299,7 @@ impl State {
             }
             Body::Visitor(e) => {
                 self.touch(e.customer_id, e.session_id, at);
-                self.apply_visitor(e);
+                self.apply_visitor(e, at);
             }
             Body::SessionStarted {
                 customer_id,
@@ -301,6 +315,7 @@ impl State {
                     last_seen: *started_at,
                     ended: None,
                     pages_viewed: 0,
+                    activity: VecDeque::new(),
                 });
                 while c.sessions.len() > MAX_SESSIONS_PER_CUSTOMER {
                     c.sessions.pop_front();
@@ -390,13 +405,9 @@ impl State {
         *counts.counts.entry(e.state).or_default() += 1;
     }
 
-    fn apply_visitor(&self, e: &VisitorEvent) {
-        if let (Some(session), VisitorKind::Page) = (e.session_id, e.kind) {
-            if let Some(mut c) = self.customers.get_mut(&e.customer_id) {
-                if let Some(s) = c.sessions.iter_mut().find(|s| s.id == session) {
-                    s.pages_viewed += 1;
-                }
-            }
+    fn apply_visitor(&self, e: &VisitorEvent, at: Millis) {
+        if matches!(e.kind, VisitorKind::Page | VisitorKind::Track) {
+            self.record_activity(e, at);
         }
         {
             let Some(mut c) = self.customers.get_mut(&e.customer_id) else {
@@ -437,6 +448,83 @@ impl State {
             if let Some(channels) = &e.channels {
                 profile.channels.extend(channels.clone());
             }
+        }
+    }
+
+    /// Applies a change that is not an event. Deterministic, like [`State::apply`].
+    pub fn apply_admin(&self, op: &AdminOp) {
+        match op {
+            AdminOp::UpdateTraits { visitor_id, traits } => {
+                self.merge_into(*visitor_id, &[]);
+                if let Some(mut p) = self.profiles.get_mut(visitor_id) {
+                    p.traits.extend(traits.clone());
+                }
+            }
+            AdminOp::Anonymize {
+                visitor_id,
+                customer_ids,
+            } => {
+                if let Some(mut p) = self.profiles.get_mut(visitor_id) {
+                    for user in p.user_ids.iter() {
+                        self.users.remove(user);
+                    }
+                    p.user_ids = Arc::from(Vec::<String>::new());
+                    p.traits.clear();
+                    p.channels.clear();
+                }
+                for id in customer_ids {
+                    if let Some(mut c) = self.customers.get_mut(id) {
+                        c.user_id = None;
+                        c.identity = IdentityState::Anonymous;
+                    }
+                }
+            }
+            AdminOp::Delete {
+                visitor_id,
+                customer_ids,
+            } => {
+                if let Some((_, p)) = self.profiles.remove(visitor_id) {
+                    for user in p.user_ids.iter() {
+                        self.users.remove(user);
+                    }
+                }
+                for id in customer_ids {
+                    if let Some((_, c)) = self.customers.remove(id) {
+                        for action in c.actions {
+                            self.actions.remove(&action);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps a page view or track event in its session (a track event without a session
+    /// goes to the customer's open session, if any).
+    fn record_activity(&self, e: &VisitorEvent, at: Millis) {
+        let Some(mut c) = self.customers.get_mut(&e.customer_id) else {
+            return;
+        };
+        let Some(session) = e.session_id.or(c.current_session) else {
+            return;
+        };
+        let Some(s) = c.sessions.iter_mut().find(|s| s.id == session) else {
+            return;
+        };
+        let detail = match e.kind {
+            VisitorKind::Page => {
+                s.pages_viewed += 1;
+                Value::Object(e.page.clone().unwrap_or_default())
+            }
+            _ => json!({ "name": e.name, "properties": e.properties }),
+        };
+        s.activity.push_back(Activity {
+            at,
+            kind: e.kind,
+            detail,
+        });
+        while s.activity.len() > MAX_ACTIVITY_PER_SESSION {
+            s.activity.pop_front();
         }
     }
 
@@ -698,6 +786,28 @@ impl State {
     }
 }
 
+/// A change to visitors that is not an event: logged in order with the events and applied
+/// by [`State::apply_admin`] (so a replay repeats it), never delivered to subscribers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum AdminOp {
+    /// Merge attributes into a visitor's traits.
+    UpdateTraits {
+        visitor_id: CustomerId,
+        traits: Map<String, Value>,
+    },
+    /// Remove traits, channels and user ids; keep the action history.
+    Anonymize {
+        visitor_id: CustomerId,
+        customer_ids: Vec<CustomerId>,
+    },
+    /// Forget everything about the visitor's customers.
+    Delete {
+        visitor_id: CustomerId,
+        customer_ids: Vec<CustomerId>,
+    },
+}
+
 /// Whether a session is new to a customer, and which open session it would replace.
 #[derive(Debug)]
 pub enum SessionStatus {
@@ -717,6 +827,26 @@ fn session_json(s: &SessionInfo) -> Value {
         v["endReason"] = reason.as_str().into();
     }
     v
+}
+
+/// A session's remembered page views and track events, oldest first.
+fn activity_json(s: &SessionInfo) -> Value {
+    s.activity
+        .iter()
+        .map(|a| {
+            let mut v = json!({ "type": a.kind.as_str(), "at": format_millis(a.at) });
+            match a.kind {
+                VisitorKind::Page => v["page"] = a.detail.clone(),
+                _ => {
+                    v["name"] = a.detail["name"].clone();
+                    if !a.detail["properties"].is_null() {
+                        v["properties"] = a.detail["properties"].clone();
+                    }
+                }
+            }
+            v
+        })
+        .collect()
 }
 
 /// An action's view: its latest lifecycle event, `seq`, `timestamp`, maybe `transitions`.
@@ -870,6 +1000,7 @@ impl State {
                 session_list.extend(c.sessions.iter().map(|s| {
                     let mut v = session_json(s);
                     v["customerId"] = json!(id);
+                    v["activity"] = activity_json(s);
                     v
                 }));
             }
@@ -921,6 +1052,7 @@ impl State {
                 let mut v = session_json(s);
                 v["customerId"] = json!(id);
                 v["active"] = json!(c.current_session == Some(s.id));
+                v["activity"] = activity_json(s);
                 sessions.push((s.started_at, v));
             }
         }

@@ -187,6 +187,20 @@ pub struct EventKeys {
 }
 
 impl EventKeys {
+    /// The keys of an erased event: a nil customer, no topic anyone can subscribe to
+    /// through a customer filter.
+    pub fn erased() -> EventKeys {
+        EventKeys {
+            topic: Topic::SESSION_ENDED,
+            customer: CustomerId(uuid::Uuid::nil()),
+            other_customers: None,
+            session: None,
+            action: None,
+            action_map: None,
+            action_map_version: None,
+        }
+    }
+
     /// Every customer the event is about, the primary one first.
     pub fn customers(&self) -> impl Iterator<Item = CustomerId> + '_ {
         std::iter::once(self.customer)

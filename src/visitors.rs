@@ -13,6 +13,9 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxumState};
 use axum::response::Response;
 use axum::routing::{get, post};
+
+use crate::event::MAX_OBJECT_BYTES;
+use crate::hub::AdminChange;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -34,7 +37,8 @@ pub fn routes() -> Router<WsContext> {
             "/v1/visitors/by-channel/{channel}/{channel_user_id}",
             get(by_channel),
         )
-        .route("/v1/visitors/{id}", get(view))
+        .route("/v1/visitors/{id}", get(view).put(update).delete(delete))
+        .route("/v1/visitors/{id}/anonymize", post(anonymize))
         .route("/v1/visitors/{id}/sessions", get(sessions))
         .route("/v1/visitors/{id}/events", get(events))
         .route("/v1/visitors/{id}/export", get(export))
@@ -218,4 +222,67 @@ async fn merge(
         .visitor_view(target, false)
         .unwrap_or(Value::Null);
     Ok(Json(json!({ "seq": ack.seq, "visitor": visitor })))
+}
+
+/// `PUT /v1/visitors/{id}` with `{"attributes": {...}}`: merges them into the traits.
+async fn update(
+    AxumState(ctx): AxumState<WsContext>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HubError> {
+    let body = body.map_err(body_error)?;
+    let visitor = resolve(&ctx, &id)?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(HubError::bad_request(
+            "body must be {\"attributes\": {...}}",
+        ));
+    };
+    let attributes = match fields.remove("attributes") {
+        Some(Value::Object(attributes)) => attributes,
+        _ => return Err(HubError::bad_request("`attributes` is required, an object")),
+    };
+    if let Some(unknown) = fields.keys().next() {
+        return Err(HubError::bad_request(format!("unknown field `{unknown}`")));
+    }
+    let size = serde_json::to_vec(&attributes).map_or(usize::MAX, |v| v.len());
+    if size > MAX_OBJECT_BYTES {
+        return Err(HubError::bad_request(format!(
+            "`attributes` is {size} bytes as JSON; the limit is {MAX_OBJECT_BYTES}"
+        )));
+    }
+    ctx.hub
+        .administer(visitor, AdminChange::UpdateTraits(attributes))
+        .await?;
+    fresh_view(&ctx, visitor)
+}
+
+/// `POST /v1/visitors/{id}/anonymize`: traits, channels and user ids go; history stays.
+async fn anonymize(
+    AxumState(ctx): AxumState<WsContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HubError> {
+    let visitor = resolve(&ctx, &id)?;
+    ctx.hub.administer(visitor, AdminChange::Anonymize).await?;
+    fresh_view(&ctx, visitor)
+}
+
+/// `DELETE /v1/visitors/{id}`: everything about the visitor goes, for good.
+async fn delete(
+    AxumState(ctx): AxumState<WsContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HubError> {
+    let visitor = resolve(&ctx, &id)?;
+    let customers = ctx.hub.state.visitor_customers(visitor);
+    ctx.hub.administer(visitor, AdminChange::Delete).await?;
+    Ok(Json(json!({ "deleted": visitor, "customers": customers })))
+}
+
+fn fresh_view(ctx: &WsContext, visitor: CustomerId) -> Result<Json<Value>, HubError> {
+    ctx.hub
+        .state
+        .visitor_view(visitor, false)
+        .map(Json)
+        .ok_or_else(|| HubError::not_found("the visitor is gone"))
 }

@@ -647,6 +647,21 @@ impl Http {
         self.post_raw(path, body.to_string()).await
     }
 
+    /// PUT `body` as JSON to `path`.
+    pub(crate) async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let request = self
+            .client
+            .put(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        self.json(request).await
+    }
+
+    /// DELETE `path`.
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
+        self.json(self.client.delete(self.url(path))).await
+    }
+
     /// POST raw bytes labelled as JSON.
     pub(crate) async fn post_raw(
         &self,

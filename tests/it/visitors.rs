@@ -352,3 +352,181 @@ async fn an_export_holds_everything_about_the_visitor() {
         "{export}"
     );
 }
+
+#[tokio::test]
+async fn page_views_and_track_events_are_kept_per_session() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let track = visitor
+        .event("track", "")
+        .with("name", json!("added_to_cart"))
+        .with("properties", json!({"sku": "A-1"}));
+    publish_all(&hub, vec![visitor.page(), track]).await;
+    let (_, sessions) = hub
+        .http()
+        .get(&format!("/v1/visitors/{}/sessions", visitor.customer_id))
+        .await;
+    let activity = &sessions["sessions"][0]["activity"];
+    assert_eq!(activity[0]["type"], json!("page"));
+    assert_eq!(activity[0]["page"]["url"], json!("https://shop.example/p"));
+    assert_eq!(activity[1]["type"], json!("track"));
+    assert_eq!(activity[1]["name"], json!("added_to_cart"));
+    assert_eq!(activity[1]["properties"], json!({"sku": "A-1"}));
+    assert_eq!(sessions["sessions"][0]["pagesViewed"], json!(1));
+}
+
+#[tokio::test]
+async fn attributes_merge_into_traits() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    publish_all(
+        &hub,
+        vec![visitor
+            .event("identify", "u-put")
+            .with("traits", json!({"plan": "free", "name": "Pat"}))],
+    )
+    .await;
+    let http = hub.http();
+    let (status, view) = http
+        .put(
+            "/v1/visitors/user:u-put",
+            &json!({"attributes": {"plan": "premium", "seats": 3}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["traits"],
+        json!({"plan": "premium", "name": "Pat", "seats": 3})
+    );
+    // An anonymous visitor can carry attributes too.
+    let anon = Visitor::new();
+    publish_all(&hub, vec![anon.page()]).await;
+    let path = format!("/v1/visitors/{}", anon.customer_id);
+    let (status, view) = http
+        .put(&path, &json!({"attributes": {"segment": "b"}}))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["traits"], json!({"segment": "b"}));
+    assert_eq!(view["identified"], json!(false));
+    for bad in [json!({"traits": {}}), json!({"attributes": 5}), json!([1])] {
+        assert_http_error(&http.put(&path, &bad).await, 400, "bad_request");
+    }
+    let unknown = format!("/v1/visitors/{}", crate::support::uuid());
+    assert_http_error(
+        &http.put(&unknown, &json!({"attributes": {}})).await,
+        404,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn anonymizing_removes_identity_and_keeps_the_action_history() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let action = visitor.action("webchat");
+    publish_all(
+        &hub,
+        vec![
+            visitor
+                .event("signin", "u-anon")
+                .with("traits", json!({"email": "a@x.example"}))
+                .with("channels", json!({"whatsapp": "555"})),
+            action.event("offered"),
+        ],
+    )
+    .await;
+    let http = hub.http();
+    let (status, view) = http
+        .post("/v1/visitors/user:u-anon/anonymize", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        view["identity"],
+        json!({"state": "anonymous", "userId": null})
+    );
+    assert_eq!(view["identified"], json!(false));
+    assert_eq!(
+        (&view["traits"], &view["channels"]),
+        (&json!({}), &json!({}))
+    );
+    assert_http_error(
+        &http.get("/v1/visitors/user:u-anon").await,
+        404,
+        "not_found",
+    );
+    assert_http_error(
+        &http.get("/v1/visitors/by-channel/whatsapp/555").await,
+        404,
+        "not_found",
+    );
+    let (_, history) = http.get("/v1/events").await;
+    let text = history.to_string();
+    assert!(
+        !text.contains("u-anon") && !text.contains("a@x.example"),
+        "{text}"
+    );
+    let (status, kept) = http.get(&format!("/v1/actions/{}", action.action_id)).await;
+    assert_eq!((status, &kept["actionState"]), (200, &json!("offered")));
+    assert!(
+        text.contains(&action.action_id),
+        "lifecycle events stay: {text}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_erases_state_and_history() {
+    let hub = Hub::start().await;
+    let (visitor, bystander) = (Visitor::new(), Visitor::new());
+    let action = visitor.action("contentoffer");
+    publish_all(
+        &hub,
+        vec![
+            visitor.event("identify", "u-del"),
+            action.event("offered"),
+            bystander.page(),
+        ],
+    )
+    .await;
+    let http = hub.http();
+    let (status, answer) = http.delete("/v1/visitors/user:u-del").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["customers"], json!([visitor.customer_id]));
+    let gone = [
+        format!("/v1/visitors/{}", visitor.customer_id),
+        "/v1/visitors/user:u-del".to_string(),
+        format!("/v1/customers/{}", visitor.customer_id),
+        format!("/v1/actions/{}", action.action_id),
+        format!("/v1/customers/{}/events", visitor.customer_id),
+    ];
+    for path in &gone {
+        assert_http_error(&http.get(path).await, 404, "not_found");
+    }
+    let (_, history) = http.get("/v1/events").await;
+    let text = history.to_string();
+    assert!(
+        !text.contains(&visitor.customer_id),
+        "erased from history: {text}"
+    );
+    assert!(text.contains(&bystander.customer_id), "others stay: {text}");
+    let mut late = hub.client().await;
+    let replay = late
+        .subscribe(
+            json!("r"),
+            json!({"topics": ["all"], "since": 0, "epoch": late.epoch()}),
+        )
+        .await;
+    assert_eq!(replay["recovered"], json!(true));
+    for event in late.events(2).await {
+        assert_eq!(
+            event["event"]["customerId"],
+            json!(bystander.customer_id),
+            "{event}"
+        );
+    }
+    late.expect_no_frame().await;
+    assert_http_error(
+        &http.delete("/v1/visitors/user:u-del").await,
+        404,
+        "not_found",
+    );
+}
