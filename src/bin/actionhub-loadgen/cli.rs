@@ -16,6 +16,16 @@ use clap::{Parser, ValueEnum};
 /// Publishers send valid webchat lifecycle events (offered, accepted, started, engaged,
 /// ended) round-robin over the customers, pipelined with a bounded in-flight window.
 /// Every event carries its send time, so receivers measure publish-to-deliver latency.
+///
+/// `--target nats` drives nats-server's WebSocket listener with the same workload for a
+/// side-by-side run: subjects `wa.<customerId>.<mediaType>.<state>`, customer subscribers
+/// on `wa.<customerId>.>`, firehose subscribers on `wa.>`, the same event JSON as payload.
+/// Core NATS acknowledges no publish, so a publisher sends PING every `--ping-every`
+/// publishes (and at a full window or a step's end) and counts a PONG as the
+/// acknowledgement of everything sent before its PING. NATS assigns no sequence numbers,
+/// so each publisher stamps its events with its index and a per-customer counter
+/// (`data.publisher`, `data.counter`, ~30 bytes more than the hub's payload), and order is
+/// checked per customer and publisher: NATS orders one connection's messages, no more.
 #[derive(Debug, Parser)]
 #[command(name = "actionhub-loadgen", version)]
 pub(crate) struct Args {
@@ -23,7 +33,7 @@ pub(crate) struct Args {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) addr: SocketAddr,
 
-    /// Which server protocol to drive. Only `hub` is implemented; `nats` is a placeholder.
+    /// Which server protocol to drive: actionhub, or nats-server's WebSocket listener.
     #[arg(long, value_enum, default_value_t = TargetKind::Hub)]
     pub(crate) target: TargetKind,
 
@@ -56,6 +66,11 @@ pub(crate) struct Args {
     /// Most publishes one publisher may have sent but not yet seen acknowledged.
     #[arg(long, default_value_t = 128)]
     pub(crate) window: usize,
+
+    /// With `--target nats`: publishes between two PINGs, whose PONG acknowledges them
+    /// (at most `--window`; ignored for the hub, which acknowledges every publish).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) ping_every: usize,
 
     /// Longest wait after a step for in-flight deliveries before counting them
     /// (it ends sooner once every expected delivery has arrived or the counts settle).
@@ -92,6 +107,11 @@ impl Args {
         anyhow::ensure!(self.publishers >= 1, "--publishers must be at least 1");
         anyhow::ensure!(self.window >= 1, "--window must be at least 1");
         anyhow::ensure!(
+            (1..=self.window).contains(&self.ping_every),
+            "--ping-every must be between 1 and --window ({})",
+            self.window
+        );
+        anyhow::ensure!(
             self.connect_concurrency >= 1,
             "--connect-concurrency must be at least 1"
         );
@@ -115,7 +135,7 @@ impl Args {
 pub(crate) enum TargetKind {
     /// actionhub's own WebSocket protocol (`/v1/ws`, subprotocol `actionhub.v1`).
     Hub,
-    /// NATS over WebSocket, for comparison. Not implemented yet.
+    /// nats-server's WebSocket listener (plain-text NATS protocol), for comparison.
     Nats,
 }
 

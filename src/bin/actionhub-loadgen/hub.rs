@@ -192,6 +192,7 @@ impl Decoder for HubDecoder {
                         .as_deref()
                         .and_then(|id| self.customers.index_of(id)),
                     seq: frame.seq,
+                    publisher: None,
                     sent_at_micros: event.data.and_then(|d| d.sent_at_micros),
                 })
             }
@@ -239,6 +240,7 @@ mod tests {
             Incoming::Delivery(Delivery {
                 customer: Some(1),
                 seq: Some(42),
+                publisher: None,
                 sent_at_micros: Some(17)
             })
         );
@@ -250,6 +252,7 @@ mod tests {
             Incoming::Delivery(Delivery {
                 customer: Some(1),
                 seq: Some(7),
+                publisher: None,
                 sent_at_micros: None
             })
         );

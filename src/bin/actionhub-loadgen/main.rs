@@ -9,17 +9,19 @@
 //!
 //! Code map:
 //! - `cli`: flags; `run`: set-up and the step loop; `report`: the JSON lines and `--check`.
-//! - `target`: the protocol seam; `hub`: actionhub's protocol behind it.
+//! - `target`: the protocol seam; `hub`: actionhub's protocol behind it; `nats`: the NATS
+//!   client protocol over WebSocket, for a side-by-side run against nats-server.
 //! - `publisher`, `subscriber`: the connection tasks; `connect`: opening connections.
 //! - `workload`: customers, the events published and the deliveries each must cause.
 //! - `probe`: the server's CPU time and RSS from /proc.
 //!
-//! Invariants: only `hub` (a `Target`) knows the hub's frames; it connects only to
+//! Invariants: only `hub` and `nats` (each a `Target`) know a server's frames; it connects only to
 //! `--addr`; every wait has a limit, so the process always ends by itself.
 
 mod cli;
 mod connect;
 mod hub;
+mod nats;
 mod probe;
 mod publisher;
 mod report;
@@ -55,9 +57,6 @@ fn main() -> ExitCode {
 
 fn run_to_end(args: &Args) -> anyhow::Result<ExitCode> {
     args.validate()?;
-    if args.target == TargetKind::Nats {
-        bail!("--target nats is not implemented yet; only `hub` is");
-    }
     let connections = args.connections();
     let fd_limit = connect::raise_fd_limit()?;
     // Every connection is one descriptor; leave a little for stdio, the runtime and /proc.
@@ -85,10 +84,21 @@ fn run_to_end(args: &Args) -> anyhow::Result<ExitCode> {
         args.subscribers,
         args.firehose,
     ));
-    let target = Arc::new(hub::Hub::new(Arc::clone(&customers), args.api_key.clone()));
     let budget = run::time_budget(args);
     let outcome = runtime.block_on(async {
-        tokio::time::timeout(budget, run::run(args, target, customers))
+        let ladder = async {
+            match args.target {
+                TargetKind::Hub => {
+                    let hub = hub::Hub::new(Arc::clone(&customers), args.api_key.clone());
+                    run::run(args, Arc::new(hub), customers).await
+                }
+                TargetKind::Nats => {
+                    let nats = nats::Nats::new(Arc::clone(&customers));
+                    run::run(args, Arc::new(nats), customers).await
+                }
+            }
+        };
+        tokio::time::timeout(budget, ladder)
             .await
             .with_context(|| format!("gave up: the run took longer than {budget:?}"))?
     });

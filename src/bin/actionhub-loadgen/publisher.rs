@@ -1,14 +1,19 @@
 //! Publisher connections: pipelined publishes at a paced rate (or as fast as the window
 //! allows), with acknowledgements and refusals counted per step.
 //!
+//! A protocol without per-publish acknowledgements (NATS) is acknowledged by barriers: a
+//! barrier frame goes out after every `ping_every` publishes (and whenever the window is
+//! full or the step ends with publishes not yet covered by one), and its answer
+//! acknowledges every publish sent before it.
+//!
 //! Each publisher is one task that owns its connection for the whole run and takes one
 //! [`StepOrder`] at a time from the step loop, answering with a [`PublisherStep`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -21,6 +26,16 @@ pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// The id of a publisher's first publish; later ones count up from it.
 const FIRST_PUBLISH_ID: u64 = 1;
+
+/// A publisher's bounds on what it has sent but not seen acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlightLimits {
+    /// Most publishes in flight at once (`--window`).
+    pub(crate) window: usize,
+    /// Publishes between two barriers, for a target acknowledged by barriers
+    /// (`--ping-every`).
+    pub(crate) ping_every: usize,
+}
 
 /// One step for one publisher.
 #[derive(Debug)]
@@ -81,6 +96,10 @@ struct Tally<D> {
     in_flight: HashMap<u64, CustomerIndex>,
     step: PublisherStep,
     incoming: Vec<Incoming>,
+    /// Acknowledgement by barriers, for a target without per-publish acks.
+    barriers: Option<Barriers>,
+    /// Frames owed to the server (answers to its pings), sent after the read that asked.
+    replies: Vec<Message>,
 }
 
 impl<D: Decoder> Tally<D> {
@@ -98,7 +117,8 @@ impl<D: Decoder> Tally<D> {
         if self.decoder.decode(&message, &mut self.incoming).is_err() {
             self.step.unreadable += 1;
         }
-        for item in self.incoming.drain(..) {
+        let mut incoming = std::mem::take(&mut self.incoming);
+        for item in incoming.drain(..) {
             match item {
                 Incoming::Ack { id, duplicate } => {
                     // An ack for an id no longer in flight came after ACK_WAIT: ignored.
@@ -111,6 +131,25 @@ impl<D: Decoder> Tally<D> {
                         }
                     }
                 }
+                Incoming::BarrierPassed => {
+                    // Publishes of an earlier step that timed out are no longer in flight.
+                    let answered = self
+                        .barriers
+                        .as_mut()
+                        .and_then(|b| b.unanswered.pop_front());
+                    if let Some(last) = answered {
+                        let (customers, step) = (&self.customers, &mut self.step);
+                        self.in_flight.retain(|&id, &mut customer| {
+                            let covered = id <= last;
+                            if covered {
+                                step.acked += 1;
+                                step.expected_deliveries += customers.fanout(customer);
+                            }
+                            !covered
+                        });
+                    }
+                }
+                Incoming::Reply(reply) => self.replies.push(reply),
                 Incoming::Refused { id, code, message } => {
                     if let Some(id) = id {
                         self.in_flight.remove(&id);
@@ -124,7 +163,28 @@ impl<D: Decoder> Tally<D> {
                 Incoming::Delivery(_) | Incoming::Other => {}
             }
         }
+        self.incoming = incoming;
         Ok(())
+    }
+}
+
+/// Barrier bookkeeping of one publisher (only for targets that have a barrier frame).
+struct Barriers {
+    frame: Message,
+    /// Publishes between two barriers.
+    every: u64,
+    /// The id of the last publish a barrier was sent after (0: none yet).
+    covered: u64,
+    /// For each barrier sent and not yet answered, the id of the last publish before it.
+    unanswered: VecDeque<u64>,
+}
+
+impl Barriers {
+    /// Whether a barrier is due after publish `last_id` (`force`: whenever any publish is
+    /// not yet covered by one).
+    fn due(&self, last_id: u64, force: bool) -> bool {
+        let uncovered = last_id.saturating_sub(self.covered);
+        uncovered >= self.every || (force && uncovered > 0)
     }
 }
 
@@ -135,7 +195,7 @@ pub(crate) async fn run<T: Target>(
     ws: Ws,
     mut cycle: EventCycle,
     customers: Arc<Customers>,
-    window: usize,
+    limits: InFlightLimits,
     mut orders: mpsc::Receiver<StepOrder>,
 ) {
     let (mut sink, mut stream) = ws.split();
@@ -145,7 +205,15 @@ pub(crate) async fn run<T: Target>(
         in_flight: HashMap::new(),
         step: PublisherStep::default(),
         incoming: Vec::new(),
+        barriers: target.barrier_frame().map(|frame| Barriers {
+            frame,
+            every: limits.ping_every.max(1) as u64,
+            covered: 0,
+            unanswered: VecDeque::new(),
+        }),
+        replies: Vec::new(),
     };
+    let window = limits.window;
     let mut next_id = FIRST_PUBLISH_ID;
     let mut closed: Option<String> = None;
 
@@ -157,7 +225,8 @@ pub(crate) async fn run<T: Target>(
                 None => return,
             },
             read = stream.next(), if closed.is_none() => {
-                if let Err(reason) = tally.on_read(read) {
+                let deadline = Instant::now() + ACK_WAIT;
+                if let Err(reason) = read_and_answer(&mut tally, &mut sink, read, deadline).await {
                     closed = Some(reason);
                 }
                 continue;
@@ -195,6 +264,22 @@ pub(crate) async fn run<T: Target>(
                     tally.in_flight.insert(next_id, customer);
                     next_id += 1;
                     tally.step.sent += 1;
+                    let last = next_id - 1;
+                    let barrier =
+                        barrier_if_due(&mut tally, &mut sink, last, false, write_deadline);
+                    if let Err(reason) = barrier.await {
+                        closed = Some(reason);
+                        break 'publishing;
+                    }
+                }
+                // A full window must hold a barrier, or no answer would ever free it.
+                let window_full = tally.in_flight.len() >= window;
+                let last = next_id - 1;
+                let barrier =
+                    barrier_if_due(&mut tally, &mut sink, last, window_full, write_deadline);
+                if let Err(reason) = barrier.await {
+                    closed = Some(reason);
+                    break;
                 }
                 if batch > 0 {
                     if let Err(reason) = write(sink.flush(), write_deadline).await {
@@ -204,7 +289,6 @@ pub(crate) async fn run<T: Target>(
                 }
                 // Sleep until the next publish is due (or the step ends); an ack wakes us
                 // sooner, which matters when the window is what holds us back.
-                let window_full = tally.in_flight.len() >= window;
                 let wake = match order.rate {
                     Some(rate) if !window_full => {
                         let next_due = Duration::try_from_secs_f64(tally.step.sent as f64 / rate)
@@ -215,7 +299,9 @@ pub(crate) async fn run<T: Target>(
                 };
                 tokio::select! {
                     read = stream.next() => {
-                        if let Err(reason) = tally.on_read(read) {
+                        let answered =
+                            read_and_answer(&mut tally, &mut sink, read, write_deadline).await;
+                        if let Err(reason) = answered {
                             closed = Some(reason);
                             break;
                         }
@@ -223,12 +309,23 @@ pub(crate) async fn run<T: Target>(
                     _ = tokio::time::sleep_until(wake) => {}
                 }
             }
-            // The step is over: collect what is still in flight, within ACK_WAIT.
+            // The step is over: collect what is still in flight, within ACK_WAIT, after a
+            // last barrier over the publishes no barrier covers yet.
             let deadline = Instant::now() + ACK_WAIT;
+            if closed.is_none() {
+                let barrier = barrier_if_due(&mut tally, &mut sink, next_id - 1, true, deadline);
+                let flushed = match barrier.await {
+                    Ok(()) => write(sink.flush(), deadline).await,
+                    Err(reason) => Err(reason),
+                };
+                if let Err(reason) = flushed {
+                    closed = Some(reason);
+                }
+            }
             while closed.is_none() && !tally.in_flight.is_empty() {
                 tokio::select! {
                     read = stream.next() => {
-                        if let Err(reason) = tally.on_read(read) {
+                        if let Err(reason) = read_and_answer(&mut tally, &mut sink, read, deadline).await {
                             closed = Some(reason);
                         }
                     }
@@ -244,6 +341,47 @@ pub(crate) async fn run<T: Target>(
         // The step loop may have given up waiting; then nobody needs the answer.
         let _ = order.reply.send(std::mem::take(&mut tally.step));
     }
+}
+
+/// Counts one read, then sends whatever it obliged the publisher to answer.
+async fn read_and_answer<D: Decoder, S>(
+    tally: &mut Tally<D>,
+    sink: &mut S,
+    read: Option<Result<Message, WsError>>,
+    deadline: Instant,
+) -> Result<(), String>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    tally.on_read(read)?;
+    if tally.replies.is_empty() {
+        return Ok(());
+    }
+    for reply in tally.replies.drain(..) {
+        write(sink.feed(reply), deadline).await?;
+    }
+    write(sink.flush(), deadline).await
+}
+
+/// Sends a barrier after publish `last_id` when one is due (`force`: whenever any publish
+/// is uncovered), for a target that acknowledges by barriers; otherwise does nothing.
+async fn barrier_if_due<D: Decoder, S>(
+    tally: &mut Tally<D>,
+    sink: &mut S,
+    last_id: u64,
+    force: bool,
+    deadline: Instant,
+) -> Result<(), String>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let Some(barriers) = tally.barriers.as_mut().filter(|b| b.due(last_id, force)) else {
+        return Ok(());
+    };
+    write(sink.feed(barriers.frame.clone()), deadline).await?;
+    barriers.covered = last_id;
+    barriers.unanswered.push_back(last_id);
+    Ok(())
 }
 
 /// One write to the connection, within `deadline`; `Err` says why the connection is unusable.

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::cli::{Args, Rate};
 use crate::connect::{self, Fut};
 use crate::probe::ServerProbe;
-use crate::publisher::{self, PublisherStep, StepOrder, ACK_WAIT};
+use crate::publisher::{self, InFlightLimits, PublisherStep, StepOrder, ACK_WAIT};
 use crate::report::{SetupReport, StepReport};
 use crate::subscriber::{self, DeliveryStats};
 use crate::target::{Interest, Target};
@@ -78,6 +78,9 @@ pub(crate) async fn run<T: Target>(
     )
     .await?;
     let stats = Arc::new(DeliveryStats::new());
+    // Events stamped by their publishers are ordered per publisher; the hub's seqs overall.
+    let order_stamps = target.wants_order_stamps();
+    let order_streams = if order_stamps { args.publishers } else { 1 };
     for (i, (ws, interest)) in subscribers.into_iter().enumerate() {
         tokio::spawn(subscriber::run(
             i,
@@ -85,6 +88,7 @@ pub(crate) async fn run<T: Target>(
             target.decoder(),
             interest,
             customers.len(),
+            order_streams,
             Arc::clone(&stats),
         ));
     }
@@ -110,14 +114,20 @@ pub(crate) async fn run<T: Target>(
     let mut orders = Vec::with_capacity(publishers.len());
     for (p, ws) in publishers.into_iter().enumerate() {
         let (order_tx, order_rx) = mpsc::channel(1);
-        let cycle = EventCycle::new(p, args.publishers, customers.len(), map_id);
+        let mut cycle = EventCycle::new(p, args.publishers, customers.len(), map_id);
+        if order_stamps {
+            cycle = cycle.with_order_stamps(p);
+        }
         tokio::spawn(publisher::run(
             p,
             Arc::clone(&target),
             ws,
             cycle,
             Arc::clone(&customers),
-            args.window,
+            InFlightLimits {
+                window: args.window,
+                ping_every: args.ping_every,
+            },
             order_rx,
         ));
         orders.push(order_tx);
@@ -138,7 +148,7 @@ pub(crate) async fn run<T: Target>(
         firehose: args.firehose,
         publishers: args.publishers,
         customers: customers.len(),
-        event_bytes: sample_event_bytes(&customers),
+        event_bytes: sample_event_bytes(&customers, order_stamps),
         connect_seconds: round3(setup_start.elapsed().as_secs_f64()),
         server_rss_before_kib: rss_before,
         server_rss_after_kib: rss_after,
@@ -299,8 +309,11 @@ fn emit(line: &impl Serialize) -> anyhow::Result<()> {
 }
 
 /// The size of one published event as this run frames it.
-fn sample_event_bytes(customers: &Customers) -> usize {
+fn sample_event_bytes(customers: &Customers, order_stamps: bool) -> usize {
     let mut cycle = EventCycle::new(0, 1, customers.len(), Uuid::new_v4());
+    if order_stamps {
+        cycle = cycle.with_order_stamps(0);
+    }
     let (_, event) = cycle.next_event(customers);
     serde_json::to_vec(&event).map_or(0, |v| v.len())
 }

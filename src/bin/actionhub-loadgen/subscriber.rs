@@ -7,10 +7,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::target::{Decoder, Delivery, Incoming, Interest, Ws};
 use crate::workload::{now_micros, CustomerIndex};
@@ -122,44 +122,67 @@ impl DeliveryStats {
     }
 }
 
-/// The last seq seen per customer, for the order check.
+/// The last seq seen per customer (and per publisher, when events carry order stamps),
+/// for the order check.
 enum LastSeqs {
-    /// A customer subscriber: only its customer's events are expected.
-    One { customer: CustomerIndex, last: u64 },
-    /// A firehose subscriber: one slot per customer.
-    All(Vec<u64>),
+    /// A customer subscriber: only its customer's events are expected; one slot per
+    /// publisher stream.
+    One {
+        customer: CustomerIndex,
+        last: Vec<u64>,
+    },
+    /// A firehose subscriber: one slot per customer and publisher stream.
+    All { streams: usize, last: Vec<u64> },
 }
 
 impl LastSeqs {
-    fn new(interest: Interest, customers: usize) -> Self {
+    /// `streams` is 1 when the server numbers events, else the number of publishers.
+    fn new(interest: Interest, customers: usize, streams: usize) -> Self {
+        let streams = streams.max(1);
         match interest {
-            Interest::Customer(customer) => LastSeqs::One { customer, last: 0 },
-            Interest::Everything => LastSeqs::All(vec![0; customers]),
+            Interest::Customer(customer) => LastSeqs::One {
+                customer,
+                last: vec![0; streams],
+            },
+            Interest::Everything => LastSeqs::All {
+                streams,
+                last: vec![0; customers * streams],
+            },
         }
     }
 
-    /// The slot of `customer`, or `None` when this subscription should not receive it.
-    fn slot(&mut self, customer: CustomerIndex) -> Option<&mut u64> {
+    /// The slot of `customer`'s events from `publisher`, or `None` when this subscription
+    /// should not receive them.
+    fn slot(&mut self, customer: CustomerIndex, publisher: Option<u32>) -> Option<&mut u64> {
+        let stream = publisher.unwrap_or(0) as usize;
         match self {
-            LastSeqs::One { customer: c, last } => (*c == customer).then_some(last),
-            LastSeqs::All(slots) => slots.get_mut(customer as usize),
+            LastSeqs::One { customer: c, last } if *c == customer => last.get_mut(stream),
+            LastSeqs::One { .. } => None,
+            LastSeqs::All { streams, last } if stream < *streams => {
+                last.get_mut(customer as usize * *streams + stream)
+            }
+            LastSeqs::All { .. } => None,
         }
     }
 }
 
 /// Reads one subscriber connection until it ends; the run never stops it (the process
 /// exits when the ladder is done), so an end is always reported as a closed connection.
+/// `order_streams` is how many independently ordered streams each customer's events
+/// come in: 1 when the server numbers them, the publisher count with order stamps.
 pub(crate) async fn run<D: Decoder>(
     index: usize,
     mut ws: Ws,
     mut decoder: D,
     interest: Interest,
     customers: usize,
+    order_streams: usize,
     stats: Arc<DeliveryStats>,
 ) {
     let shard = &stats.shards[index % SHARDS];
-    let mut last_seqs = LastSeqs::new(interest, customers);
+    let mut last_seqs = LastSeqs::new(interest, customers, order_streams);
     let mut incoming = Vec::new();
+    let mut replies = Vec::new();
     let reason = loop {
         let message = match ws.next().await {
             None => break "the connection ended".to_owned(),
@@ -170,17 +193,36 @@ pub(crate) async fn run<D: Decoder>(
         incoming.clear();
         let readable = decoder.decode(&message, &mut incoming).is_ok();
         let now = now_micros();
-        let mut counts = shard.lock();
-        if !readable {
-            counts.unreadable += 1;
+        {
+            let mut counts = shard.lock();
+            if !readable {
+                counts.unreadable += 1;
+            }
+            for item in incoming.drain(..) {
+                match item {
+                    Incoming::Delivery(delivery) => {
+                        count_delivery(&mut counts, &mut last_seqs, &delivery, now)
+                    }
+                    Incoming::Reply(reply) => replies.push(reply),
+                    _ => {}
+                }
+            }
         }
-        for item in &incoming {
-            if let Incoming::Delivery(delivery) = item {
-                count_delivery(&mut counts, &mut last_seqs, delivery, now);
+        if !replies.is_empty() {
+            if let Err(e) = send_all(&mut ws, &mut replies).await {
+                break format!("write error: {e}");
             }
         }
     };
     stats.record_close(format!("subscriber {index}: {reason}"));
+}
+
+/// Sends the replies the protocol owes the server, in one flush.
+async fn send_all(ws: &mut Ws, replies: &mut Vec<Message>) -> Result<(), WsError> {
+    for reply in replies.drain(..) {
+        ws.feed(reply).await?;
+    }
+    ws.flush().await
 }
 
 fn count_delivery(
@@ -198,7 +240,10 @@ fn count_delivery(
         }
         None => counts.server_events += 1,
     }
-    let Some(slot) = delivery.customer.and_then(|c| last_seqs.slot(c)) else {
+    let Some(slot) = delivery
+        .customer
+        .and_then(|c| last_seqs.slot(c, delivery.publisher))
+    else {
         counts.misrouted += 1;
         return;
     };
@@ -218,6 +263,7 @@ mod tests {
         Delivery {
             customer: Some(customer),
             seq: Some(seq),
+            publisher: None,
             sent_at_micros: Some(1),
         }
     }
@@ -225,7 +271,7 @@ mod tests {
     #[test]
     fn order_is_checked_per_customer() {
         let mut counts = DeliveryCounts::new();
-        let mut seqs = LastSeqs::new(Interest::Everything, 2);
+        let mut seqs = LastSeqs::new(Interest::Everything, 2, 1);
         for (customer, seq) in [(0, 5), (1, 3), (0, 6), (1, 4), (0, 6), (1, 2)] {
             count_delivery(&mut counts, &mut seqs, &delivery(customer, seq), 10);
         }
@@ -235,9 +281,26 @@ mod tests {
     }
 
     #[test]
+    fn with_order_stamps_order_is_checked_per_customer_and_publisher() {
+        let mut counts = DeliveryCounts::new();
+        let mut seqs = LastSeqs::new(Interest::Customer(0), 1, 2);
+        let stamped = |publisher, seq| Delivery {
+            publisher: Some(publisher),
+            ..delivery(0, seq)
+        };
+        // Two publishers' counters interleave freely; each must only rise.
+        for (publisher, seq) in [(0, 1), (1, 1), (1, 2), (0, 2), (0, 2), (1, 3)] {
+            count_delivery(&mut counts, &mut seqs, &stamped(publisher, seq), 10);
+        }
+        assert_eq!((counts.order_violations, counts.misrouted), (1, 0));
+        count_delivery(&mut counts, &mut seqs, &stamped(2, 1), 10);
+        assert_eq!(counts.misrouted, 1, "no such publisher");
+    }
+
+    #[test]
     fn another_customers_event_is_misrouted() {
         let mut counts = DeliveryCounts::new();
-        let mut seqs = LastSeqs::new(Interest::Customer(1), 3);
+        let mut seqs = LastSeqs::new(Interest::Customer(1), 3, 1);
         count_delivery(&mut counts, &mut seqs, &delivery(0, 1), 10);
         count_delivery(&mut counts, &mut seqs, &delivery(1, 2), 10);
         assert_eq!((counts.received, counts.misrouted), (2, 1));

@@ -3,7 +3,13 @@
 //! Everything the generator knows about a protocol sits behind [`Target`] (how to open a
 //! publisher or a subscriber and how a publish is framed) and [`Decoder`] (what a received
 //! frame means). The rest of the tool (connection setup, pacing, counting, reporting)
-//! is protocol-blind, so a NATS-over-WebSocket driver is one more implementation here.
+//! is protocol-blind: `hub` and `nats` are the two implementations.
+//!
+//! Two protocol differences show through as capabilities rather than special cases: a
+//! server without per-publish acknowledgements offers a *barrier* (a frame the server
+//! answers once everything sent before it is processed, which acknowledges all of those
+//! publishes), and a server without sequence numbers asks for *order stamps* (each
+//! publisher numbers its events per customer, and order is checked per publisher).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -42,6 +48,12 @@ pub(crate) enum Incoming {
         code: String,
         message: String,
     },
+    /// The server answered a barrier frame (see [`Target::barrier_frame`]): every
+    /// publish sent before that barrier is acknowledged. Barriers are answered in order.
+    BarrierPassed,
+    /// A frame the protocol obliges the client to send back at once (NATS: `PONG` to
+    /// the server's `PING`, or the server closes the connection as stale).
+    Reply(Message),
     /// Anything else (replies the generator does not wait for).
     Other,
 }
@@ -51,8 +63,12 @@ pub(crate) enum Incoming {
 pub(crate) struct Delivery {
     /// The event's customer, when it is one of this run's customers.
     pub(crate) customer: Option<CustomerIndex>,
-    /// The server's sequence number, when the protocol has one (order is checked on it).
+    /// The server's sequence number, or the publisher's per-customer counter when the
+    /// events carry order stamps (order is checked on it).
     pub(crate) seq: Option<u64>,
+    /// The publisher that stamped the event, when the events carry order stamps: `seq`
+    /// then only orders the events of one (customer, publisher) pair.
+    pub(crate) publisher: Option<u32>,
     /// The send time the generator stamped on the event; `None` for events the server
     /// made itself (e.g. `session:started`), which count apart and have no latency.
     pub(crate) sent_at_micros: Option<u64>,
@@ -81,6 +97,20 @@ pub(crate) trait Target: Send + Sync + 'static {
 
     /// A decoder for one connection's received frames.
     fn decoder(&self) -> Self::Decoder;
+
+    /// For a protocol that does not acknowledge each publish: a frame the server answers
+    /// ([`Incoming::BarrierPassed`]) after processing everything sent before it. The
+    /// publisher sends one every `--ping-every` publishes, so its in-flight window stays
+    /// bounded. `None` (the default): every publish is acknowledged by its id.
+    fn barrier_frame(&self) -> Option<Message> {
+        None
+    }
+
+    /// Whether publishers must stamp events with their index and a per-customer counter,
+    /// because the server assigns no sequence numbers of its own.
+    fn wants_order_stamps(&self) -> bool {
+        false
+    }
 }
 
 /// Turns received frames into [`Incoming`] facts.

@@ -102,15 +102,23 @@ pub(crate) struct LifecycleEvent {
     pub(crate) customer_id: Uuid,
     pub(crate) customer_id_type: &'static str,
     pub(crate) session_id: Uuid,
-    pub(crate) data: SendTime,
+    pub(crate) data: EventData,
 }
 
 /// The enrichment every generated event carries: when it was sent, so a receiver can
-/// measure publish-to-deliver latency on the same clock.
+/// measure publish-to-deliver latency on the same clock, and, for a server that numbers
+/// nothing itself, the publisher's own count to check order by.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct SendTime {
+pub(crate) struct EventData {
     pub(crate) sent_at_micros: u64,
+    /// Which publisher sent the event (only with order stamps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) publisher: Option<u32>,
+    /// 1, 2, 3, ... per publisher and customer (only with order stamps): a server that
+    /// keeps one connection's messages in order delivers them in counter order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) counter: Option<u64>,
 }
 
 /// One action in progress: its id and the index in [`CYCLE`] of its next state.
@@ -130,6 +138,9 @@ pub(crate) struct EventCycle {
     cursor: usize,
     /// The action in progress for each customer, created on first use.
     actions: Vec<Option<ActionProgress>>,
+    /// This publisher's index and its events so far per customer, when events carry
+    /// order stamps (see [`EventData::counter`]); `None` when the server numbers events.
+    order: Option<(u32, Vec<u64>)>,
 }
 
 impl EventCycle {
@@ -140,7 +151,15 @@ impl EventCycle {
             map_id,
             cursor: publisher * customers / publishers.max(1),
             actions: vec![None; customers],
+            order: None,
         }
+    }
+
+    /// Makes every event carry this publisher's index and a per-customer counter.
+    pub(crate) fn with_order_stamps(mut self, publisher: usize) -> Self {
+        let customers = self.actions.len();
+        self.order = Some((publisher as u32, vec![0; customers]));
+        self
     }
 
     /// The next event to publish and its customer, stamped with the current time.
@@ -158,6 +177,13 @@ impl EventCycle {
             self.actions[index] = None;
         }
         let customer = customers.get(index as CustomerIndex);
+        let (publisher, counter) = match &mut self.order {
+            Some((publisher, counters)) => {
+                counters[index] += 1;
+                (Some(*publisher), Some(counters[index]))
+            }
+            None => (None, None),
+        };
         let event = LifecycleEvent {
             action_id,
             action_state: state,
@@ -167,8 +193,10 @@ impl EventCycle {
             customer_id: customer.id,
             customer_id_type: "cookie",
             session_id: customer.session_id,
-            data: SendTime {
+            data: EventData {
                 sent_at_micros: now_micros(),
+                publisher,
+                counter,
             },
         };
         (index as CustomerIndex, event)
@@ -212,6 +240,31 @@ mod tests {
             .iter()
             .all(|(_, e)| e.action_id == for_customer_0[0].1.action_id));
         assert_ne!(for_customer_0[5].1.action_id, for_customer_0[0].1.action_id);
+    }
+
+    #[test]
+    fn order_stamps_count_per_customer() {
+        let customers = Customers::new(2, 0, 0);
+        let mut cycle = EventCycle::new(1, 2, 2, Uuid::new_v4()).with_order_stamps(1);
+        let stamps: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, e) = cycle.next_event(&customers);
+                (c, e.data.publisher, e.data.counter)
+            })
+            .collect();
+        // Publisher 1 of 2 starts at customer 1.
+        assert_eq!(
+            stamps,
+            [
+                (1, Some(1), Some(1)),
+                (0, Some(1), Some(1)),
+                (1, Some(1), Some(2)),
+                (0, Some(1), Some(2))
+            ]
+        );
+        let (_, unstamped) = EventCycle::new(0, 1, 2, Uuid::new_v4()).next_event(&customers);
+        let json = serde_json::to_string(&unstamped).unwrap();
+        assert!(!json.contains("counter"), "{json}");
     }
 
     #[test]
