@@ -14,10 +14,13 @@
 //! - [`state`]: customers, sessions, profiles, actions, counters.
 //! - [`retention`]: the replayable history; [`fanout`]: the subscription index and
 //!   per-connection queues; [`log`]: where accepted events are recorded.
+//! - [`wal`], [`snapshot`], [`recovery`]: durability: the write-ahead log, snapshots of
+//!   the state, and start-up from them; [`codec`]: their binary encoding.
 //! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -29,10 +32,13 @@ pub mod lifecycle;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod recovery;
 pub mod retention;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod topic;
+pub mod wal;
 pub mod ws;
 
 pub use config::Config;

@@ -17,6 +17,12 @@ pub trait Log: Send + 'static {
     /// durable as the log's policy promises, and the batch may be acknowledged.
     fn append(&mut self, records: &[Arc<Record>]) -> io::Result<()>;
 
+    /// Called by the pipeline at least every few milliseconds, busy or idle, so a log can
+    /// sync on a timer.
+    fn tick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Makes everything appended so far durable (called at shutdown).
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -7,7 +7,9 @@
 //! snapshots and the fan-out read concurrently through the methods here, which never hold a
 //! map entry while touching another entry of the same map.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -16,6 +18,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::codec::{Dec, DecodeError, Enc};
 use crate::event::{
     format_millis, serialize_lifecycle, Body, EndReason, LifecycleEvent, Millis, Published,
     VisitorEvent, VisitorKind,
@@ -70,6 +73,8 @@ pub struct Customer {
     pub actions: Vec<ActionId>,
     pub first_seen: Millis,
     pub last_seen: Millis,
+    /// The seq of the event that last changed this customer (for snapshots).
+    pub stamp: Seq,
 }
 
 /// One visitor: the customers (browsers) known to be the same person.
@@ -79,6 +84,8 @@ pub struct Profile {
     pub customers: Vec<CustomerId>,
     pub traits: Map<String, Value>,
     pub channels: Map<String, Value>,
+    /// The seq of the event that last changed this profile (for snapshots).
+    pub stamp: Seq,
 }
 
 /// A state an action entered, with the event that put it there.
@@ -121,9 +128,12 @@ pub struct ActionHead {
     pub seq: Seq,
 }
 
+/// The per-map counters, as a snapshot copies them.
+pub type SnapshotMaps = BTreeMap<(ActionMapId, u32), MapCounts>;
+
 /// Per (action map, version) counts of actions that reached each state.
-#[derive(Clone, Debug)]
-struct MapCounts {
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapCounts {
     media: MediaType,
     counts: BTreeMap<ActionState, u64>,
 }
@@ -138,6 +148,10 @@ pub struct State {
     /// userId -> visitor id.
     users: DashMap<String, CustomerId>,
     maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
+    /// The preimages of a snapshot being written (see [`State::begin_snapshot`]).
+    cow: Mutex<Option<Cow>>,
+    /// Whether `cow` is set: one atomic load on every change when no snapshot runs.
+    cow_on: AtomicBool,
 }
 
 impl State {
@@ -277,15 +291,15 @@ impl State {
 
     /// Applies one published event. Deterministic: depends only on the state and the event.
     pub fn apply(&self, p: &Published) {
-        let at = p.timestamp;
+        let (at, seq) = (p.timestamp, p.seq);
         match &p.body {
             Body::Lifecycle(e) => {
-                self.touch(e.customer_id, Some(e.session_id), at);
-                self.apply_lifecycle(e, p.seq, at);
+                self.touch(e.customer_id, Some(e.session_id), at, seq);
+                self.apply_lifecycle(e, seq, at);
             }
             Body::Visitor(e) => {
-                self.touch(e.customer_id, e.session_id, at);
-                self.apply_visitor(e);
+                self.touch(e.customer_id, e.session_id, at, seq);
+                self.apply_visitor(e, seq);
             }
             Body::SessionStarted {
                 customer_id,
@@ -293,8 +307,8 @@ impl State {
                 started_at,
                 ..
             } => {
-                self.touch(*customer_id, None, at);
-                let mut c = self.customers.get_mut(customer_id).expect("touched above");
+                self.touch(*customer_id, None, at, seq);
+                let mut c = self.customer_mut(*customer_id, seq).expect("touched above");
                 c.sessions.push_back(SessionInfo {
                     id: *session_id,
                     started_at: *started_at,
@@ -314,7 +328,7 @@ impl State {
                 reason,
                 ..
             } => {
-                if let Some(mut c) = self.customers.get_mut(customer_id) {
+                if let Some(mut c) = self.customer_mut(*customer_id, seq) {
                     if let Some(s) = c.sessions.iter_mut().find(|s| s.id == *session_id) {
                         s.ended = Some((*ended_at, *reason));
                     }
@@ -330,7 +344,8 @@ impl State {
     }
 
     /// Creates the customer if new, and marks it (and a known session) as seen.
-    fn touch(&self, customer: CustomerId, session: Option<SessionId>, at: Millis) {
+    fn touch(&self, customer: CustomerId, session: Option<SessionId>, at: Millis, seq: Seq) {
+        self.save_customer(customer);
         let mut c = self.customers.entry(customer).or_insert_with(|| Customer {
             identity: IdentityState::Anonymous,
             user_id: None,
@@ -340,7 +355,9 @@ impl State {
             actions: Vec::new(),
             first_seen: at,
             last_seen: at,
+            stamp: seq,
         });
+        c.stamp = seq;
         c.last_seen = c.last_seen.max(at);
         if let Some(s) = session.and_then(|id| c.sessions.iter_mut().find(|s| s.id == id)) {
             s.last_seen = s.last_seen.max(at);
@@ -353,6 +370,7 @@ impl State {
             seq,
             timestamp: at,
         };
+        self.save_action(e.action_id);
         let is_new = match self.actions.get_mut(&e.action_id) {
             Some(mut action) => {
                 action.latest = e.clone();
@@ -371,7 +389,7 @@ impl State {
             }
         };
         if is_new {
-            if let Some(mut c) = self.customers.get_mut(&e.customer_id) {
+            if let Some(mut c) = self.customer_mut(e.customer_id, seq) {
                 c.actions.push(e.action_id);
             }
         }
@@ -385,16 +403,16 @@ impl State {
         *counts.counts.entry(e.state).or_default() += 1;
     }
 
-    fn apply_visitor(&self, e: &VisitorEvent) {
+    fn apply_visitor(&self, e: &VisitorEvent, seq: Seq) {
         if let (Some(session), VisitorKind::Page) = (e.session_id, e.kind) {
-            if let Some(mut c) = self.customers.get_mut(&e.customer_id) {
+            if let Some(mut c) = self.customer_mut(e.customer_id, seq) {
                 if let Some(s) = c.sessions.iter_mut().find(|s| s.id == session) {
                     s.pages_viewed += 1;
                 }
             }
         }
         let identity = {
-            let Some(mut c) = self.customers.get_mut(&e.customer_id) else {
+            let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
                 return;
             };
             let next = match e.kind {
@@ -426,8 +444,8 @@ impl State {
                 VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
             ),
         ) {
-            let visitor = self.link(e.customer_id, user_id);
-            let mut profile = self.profiles.get_mut(&visitor).expect("linked above");
+            let visitor = self.link(e.customer_id, user_id, seq);
+            let mut profile = self.profile_mut(visitor, seq).expect("linked above");
             if let Some(traits) = &e.traits {
                 profile.traits.extend(traits.clone());
             }
@@ -439,16 +457,17 @@ impl State {
 
     /// Links a customer to a user id's profile, merging profiles when the user id already
     /// belongs to another one. Returns the customer's visitor id.
-    fn link(&self, customer: CustomerId, user_id: &str) -> CustomerId {
+    fn link(&self, customer: CustomerId, user_id: &str, seq: Seq) -> CustomerId {
         let target = self.users.get(user_id).map(|v| *v);
         let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
         let visitor = match (target, mine) {
             (Some(t), Some(m)) if t == m => return t,
             (None, Some(m)) => {
-                self.add_user(m, user_id);
+                self.add_user(m, user_id, seq);
                 return m;
             }
             (None, None) => {
+                self.save_profile(customer);
                 self.profiles.insert(
                     customer,
                     Profile {
@@ -456,13 +475,14 @@ impl State {
                         customers: vec![customer],
                         traits: Map::new(),
                         channels: Map::new(),
+                        stamp: seq,
                     },
                 );
                 self.users.insert(user_id.to_string(), customer);
                 customer
             }
             (Some(t), None) => {
-                if let Some(mut p) = self.profiles.get_mut(&t) {
+                if let Some(mut p) = self.profile_mut(t, seq) {
                     if !p.customers.contains(&customer) {
                         p.customers.push(customer);
                     }
@@ -471,17 +491,18 @@ impl State {
             }
             (Some(t), Some(m)) => {
                 // Two profiles are one person: fold the customer's profile into the user's.
+                self.save_profile(m);
                 if let Some((_, source)) = self.profiles.remove(&m) {
                     for u in source.user_ids.iter() {
                         self.users.insert(u.clone(), t);
-                        self.add_user(t, u);
+                        self.add_user(t, u, seq);
                     }
                     for c in &source.customers {
-                        if let Some(mut cust) = self.customers.get_mut(c) {
+                        if let Some(mut cust) = self.customer_mut(*c, seq) {
                             cust.visitor_id = Some(t);
                         }
                     }
-                    if let Some(mut p) = self.profiles.get_mut(&t) {
+                    if let Some(mut p) = self.profile_mut(t, seq) {
                         for c in source.customers {
                             if !p.customers.contains(&c) {
                                 p.customers.push(c);
@@ -498,14 +519,14 @@ impl State {
                 t
             }
         };
-        if let Some(mut c) = self.customers.get_mut(&customer) {
+        if let Some(mut c) = self.customer_mut(customer, seq) {
             c.visitor_id = Some(visitor);
         }
         visitor
     }
 
-    fn add_user(&self, visitor: CustomerId, user_id: &str) {
-        if let Some(mut p) = self.profiles.get_mut(&visitor) {
+    fn add_user(&self, visitor: CustomerId, user_id: &str, seq: Seq) {
+        if let Some(mut p) = self.profile_mut(visitor, seq) {
             if !p.user_ids.iter().any(|u| u == user_id) {
                 let mut users = p.user_ids.to_vec();
                 users.push(user_id.to_string());
@@ -515,21 +536,38 @@ impl State {
         self.users.insert(user_id.to_string(), visitor);
     }
 
-    /// Forgets actions whose last event is older than `cutoff`, returning how many.
-    pub fn evict_actions_before(&self, cutoff: Millis) -> usize {
-        let old: Vec<(ActionId, CustomerId)> = self
-            .actions
+    /// The actions whose last event is older than `cutoff`: a scan that takes no lock
+    /// beyond one map shard at a time, so the sweeper runs it outside the sequencer lock.
+    pub fn actions_before(&self, cutoff: Millis) -> Vec<ActionId> {
+        self.actions
             .iter()
             .filter(|a| a.last().timestamp < cutoff)
-            .map(|a| (*a.key(), a.latest.customer_id))
-            .collect();
-        for (id, customer) in &old {
-            self.actions.remove(id);
-            if let Some(mut c) = self.customers.get_mut(customer) {
+            .map(|a| *a.key())
+            .collect()
+    }
+
+    /// Forgets the given actions if their last event is still older than `cutoff`,
+    /// returning how many. Called under the sequencer lock. While a snapshot is being
+    /// written it forgets nothing (the sweeper tries again later): eviction is not an
+    /// event, so it has no seq to stamp the customers it changes with.
+    pub fn evict_actions(&self, ids: &[ActionId], cutoff: Millis) -> usize {
+        if self.cow_on.load(Ordering::Acquire) {
+            return 0;
+        }
+        let mut evicted = 0;
+        for id in ids {
+            let Some((_, action)) = self
+                .actions
+                .remove_if(id, |_, a| a.last().timestamp < cutoff)
+            else {
+                continue;
+            };
+            evicted += 1;
+            if let Some(mut c) = self.customers.get_mut(&action.latest.customer_id) {
                 c.actions.retain(|a| a != id);
             }
         }
-        old.len()
+        evicted
     }
 
     // ---- views for HTTP and snapshots ----
@@ -651,6 +689,476 @@ impl State {
     pub fn distinct(customers: impl IntoIterator<Item = CustomerId>) -> Vec<CustomerId> {
         let mut seen = HashSet::new();
         customers.into_iter().filter(|c| seen.insert(*c)).collect()
+    }
+}
+
+// ---- snapshots: copy-on-write preimages ----
+//
+// A snapshot at seq S must hold the state exactly as of S while the sequencer goes on
+// changing it. `begin_snapshot` (under the sequencer lock) records S; from then on, the
+// first change to a customer, profile or action not yet visited by the snapshot walk saves
+// the value it had at S (its "preimage") before changing it. Every entity carries the seq
+// of its last change (`stamp`), so "had it changed since S" is one comparison. The walk
+// visits each map's keys in sorted order; for each key, under the `cow` lock, it takes the
+// preimage if one was saved, else the live value if its stamp is <= S (an entity created
+// after S has neither and is skipped), and then records that it has passed that key, so no
+// later change saves a preimage it no longer needs. Entities removed before the walk
+// collected the keys are left in the preimage table and written at the end. No lock is
+// held while an entity is encoded, and the sequencer waits at most for one entity's clone.
+
+/// Which keys of a map the snapshot walk has passed.
+#[derive(Clone, Copy)]
+enum Walked<K> {
+    NotYet,
+    Upto(K),
+    All,
+}
+
+struct Preimages<K, V> {
+    saved: HashMap<K, V>,
+    walked: Walked<K>,
+}
+
+impl<K: Ord + Hash + Copy, V> Preimages<K, V> {
+    fn new() -> Self {
+        Preimages {
+            saved: HashMap::new(),
+            walked: Walked::NotYet,
+        }
+    }
+
+    /// Whether a change to `key` must save its preimage first.
+    fn wants(&self, key: &K) -> bool {
+        let ahead = match &self.walked {
+            Walked::NotYet => true,
+            Walked::Upto(passed) => key > passed,
+            Walked::All => false,
+        };
+        ahead && !self.saved.contains_key(key)
+    }
+}
+
+struct Cow {
+    at: Seq,
+    customers: Preimages<CustomerId, Customer>,
+    profiles: Preimages<CustomerId, Profile>,
+    actions: Preimages<ActionId, Action>,
+}
+
+/// One entity of a snapshot, handed to the writer.
+pub enum SnapshotItem<'a> {
+    Customer(CustomerId, &'a Customer),
+    Profile(CustomerId, &'a Profile),
+    Action(&'a Action),
+}
+
+fn customer_stamp(c: &Customer) -> Seq {
+    c.stamp
+}
+
+fn profile_stamp(p: &Profile) -> Seq {
+    p.stamp
+}
+
+fn action_stamp(a: &Action) -> Seq {
+    a.last().seq
+}
+
+impl State {
+    /// Saves the preimage of `key` if a snapshot needs it. Must be called with no entry of
+    /// any map held (the snapshot walk takes `cow`, then a map entry).
+    fn save<K, V>(
+        &self,
+        map: &DashMap<K, V>,
+        key: K,
+        table: fn(&mut Cow) -> &mut Preimages<K, V>,
+        stamp: fn(&V) -> Seq,
+    ) where
+        K: Ord + Hash + Copy,
+        V: Clone,
+    {
+        if !self.cow_on.load(Ordering::Acquire) {
+            return;
+        }
+        let mut cow = self.cow.lock();
+        let Some(cow) = cow.as_mut() else {
+            return;
+        };
+        let at = cow.at;
+        let table = table(cow);
+        if table.wants(&key) {
+            if let Some(value) = map.get(&key).filter(|v| stamp(v) <= at) {
+                table.saved.insert(key, value.clone());
+            }
+        }
+    }
+
+    fn save_customer(&self, id: CustomerId) {
+        self.save(&self.customers, id, |c| &mut c.customers, customer_stamp);
+    }
+
+    fn save_profile(&self, id: CustomerId) {
+        self.save(&self.profiles, id, |c| &mut c.profiles, profile_stamp);
+    }
+
+    fn save_action(&self, id: ActionId) {
+        self.save(&self.actions, id, |c| &mut c.actions, action_stamp);
+    }
+
+    /// A customer to change for the event at `seq`, its preimage saved first.
+    fn customer_mut(
+        &self,
+        id: CustomerId,
+        seq: Seq,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, CustomerId, Customer>> {
+        self.save_customer(id);
+        let mut c = self.customers.get_mut(&id)?;
+        c.stamp = seq;
+        Some(c)
+    }
+
+    fn profile_mut(
+        &self,
+        id: CustomerId,
+        seq: Seq,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, CustomerId, Profile>> {
+        self.save_profile(id);
+        let mut p = self.profiles.get_mut(&id)?;
+        p.stamp = seq;
+        Some(p)
+    }
+
+    /// Starts a snapshot as of `at`, the latest applied seq. Called under the sequencer
+    /// lock, so no event is half applied; it copies only the per-map counters (a handful
+    /// of entries) and returns them.
+    pub fn begin_snapshot(&self, at: Seq) -> SnapshotMaps {
+        *self.cow.lock() = Some(Cow {
+            at,
+            customers: Preimages::new(),
+            profiles: Preimages::new(),
+            actions: Preimages::new(),
+        });
+        self.cow_on.store(true, Ordering::Release);
+        self.maps.lock().clone()
+    }
+
+    /// Walks the state as of the snapshot's seq, handing every entity to `emit`. Runs on
+    /// the snapshot thread, concurrently with the sequencer.
+    pub fn walk_snapshot<E>(
+        &self,
+        emit: &mut impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.walk(
+            &self.customers,
+            |c| &mut c.customers,
+            customer_stamp,
+            &mut |k, v| emit(SnapshotItem::Customer(*k, v)),
+        )?;
+        self.walk(
+            &self.profiles,
+            |c| &mut c.profiles,
+            profile_stamp,
+            &mut |k, v| emit(SnapshotItem::Profile(*k, v)),
+        )?;
+        self.walk(
+            &self.actions,
+            |c| &mut c.actions,
+            action_stamp,
+            &mut |_, v| emit(SnapshotItem::Action(v)),
+        )
+    }
+
+    fn walk<K, V, E>(
+        &self,
+        map: &DashMap<K, V>,
+        table: fn(&mut Cow) -> &mut Preimages<K, V>,
+        stamp: fn(&V) -> Seq,
+        emit: &mut impl FnMut(&K, &V) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        K: Ord + Hash + Copy,
+        V: Clone,
+    {
+        // Collect the keys first: no map shard is held while anything is encoded.
+        let mut keys: Vec<K> = map.iter().map(|e| *e.key()).collect();
+        keys.sort_unstable();
+        for key in keys {
+            let value = {
+                let mut cow = self.cow.lock();
+                let cow = cow.as_mut().expect("a snapshot is running");
+                let at = cow.at;
+                let table = table(cow);
+                let value = table
+                    .saved
+                    .remove(&key)
+                    .or_else(|| map.get(&key).filter(|v| stamp(v) <= at).map(|v| v.clone()));
+                table.walked = Walked::Upto(key);
+                value
+            };
+            if let Some(value) = value {
+                emit(&key, &value)?;
+            }
+        }
+        let removed = {
+            let mut cow = self.cow.lock();
+            let table = table(cow.as_mut().expect("a snapshot is running"));
+            table.walked = Walked::All;
+            std::mem::take(&mut table.saved)
+        };
+        for (key, value) in removed {
+            emit(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the snapshot: changes stop saving preimages.
+    pub fn end_snapshot(&self) {
+        self.cow_on.store(false, Ordering::Release);
+        *self.cow.lock() = None;
+    }
+
+    /// Builds a state from a snapshot's contents (user ids are re-derived from profiles).
+    pub fn restore(
+        maps: SnapshotMaps,
+        customers: Vec<(CustomerId, Customer)>,
+        profiles: Vec<(CustomerId, Profile)>,
+        actions: Vec<Action>,
+    ) -> State {
+        let state = State::default();
+        *state.maps.lock() = maps;
+        for (id, c) in customers {
+            state.customers.insert(id, c);
+        }
+        for (id, p) in profiles {
+            for user in p.user_ids.iter() {
+                state.users.insert(user.clone(), id);
+            }
+            state.profiles.insert(id, p);
+        }
+        for a in actions {
+            state.actions.insert(a.latest.action_id, a);
+        }
+        state
+    }
+}
+
+// ---- the snapshot encoding of state ----
+
+impl MapCounts {
+    pub fn encode(key: &(ActionMapId, u32), m: &MapCounts, e: &mut Enc) {
+        e.uuid(key.0 .0);
+        e.u32(key.1);
+        e.str(m.media.as_str());
+        e.u32(m.counts.len() as u32);
+        for (state, n) in &m.counts {
+            e.str(state.as_str());
+            e.u64(*n);
+        }
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<((ActionMapId, u32), MapCounts), DecodeError> {
+        let key = (ActionMapId(d.uuid()?), d.u32()?);
+        let media = media(d)?;
+        let n = d.u32()?;
+        let mut counts = BTreeMap::new();
+        for _ in 0..n {
+            let state = action_state(d)?;
+            counts.insert(state, d.u64()?);
+        }
+        Ok((key, MapCounts { media, counts }))
+    }
+}
+
+fn media(d: &mut Dec<'_>) -> Result<MediaType, DecodeError> {
+    MediaType::parse(d.str()?).ok_or(DecodeError("unknown media type"))
+}
+
+fn action_state(d: &mut Dec<'_>) -> Result<ActionState, DecodeError> {
+    ActionState::parse(d.str()?).ok_or(DecodeError("unknown action state"))
+}
+
+const END_REASONS: [EndReason; 3] = [EndReason::Replaced, EndReason::Signout, EndReason::Idle];
+const IDENTITIES: [IdentityState; 3] = [
+    IdentityState::Anonymous,
+    IdentityState::Recognized,
+    IdentityState::Authenticated,
+];
+
+impl Customer {
+    pub fn encode(&self, e: &mut Enc) {
+        e.u8(IDENTITIES
+            .iter()
+            .position(|i| *i == self.identity)
+            .unwrap_or(0) as u8);
+        e.opt_str(self.user_id.as_deref());
+        e.opt_uuid(self.visitor_id.map(|v| v.0));
+        e.u32(self.sessions.len() as u32);
+        for s in &self.sessions {
+            e.uuid(s.id.0);
+            e.i64(s.started_at);
+            e.i64(s.last_seen);
+            e.bool(s.ended.is_some());
+            if let Some((at, reason)) = s.ended {
+                e.i64(at);
+                e.u8(END_REASONS.iter().position(|r| *r == reason).unwrap_or(0) as u8);
+            }
+            e.u64(s.pages_viewed);
+        }
+        e.opt_uuid(self.current_session.map(|s| s.0));
+        e.u32(self.actions.len() as u32);
+        for a in &self.actions {
+            e.uuid(a.0);
+        }
+        e.i64(self.first_seen);
+        e.i64(self.last_seen);
+        e.u64(self.stamp.0);
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<Customer, DecodeError> {
+        let identity = *IDENTITIES
+            .get(d.u8()? as usize)
+            .ok_or(DecodeError("unknown identity state"))?;
+        let user_id = d.opt_str()?.map(str::to_string);
+        let visitor_id = d.opt_uuid()?.map(CustomerId);
+        let n = d.u32()?;
+        let mut sessions = VecDeque::with_capacity(n as usize);
+        for _ in 0..n {
+            let id = SessionId(d.uuid()?);
+            let (started_at, last_seen) = (d.i64()?, d.i64()?);
+            let ended = match d.bool()? {
+                true => {
+                    let at = d.i64()?;
+                    let reason = *END_REASONS
+                        .get(d.u8()? as usize)
+                        .ok_or(DecodeError("unknown end reason"))?;
+                    Some((at, reason))
+                }
+                false => None,
+            };
+            sessions.push_back(SessionInfo {
+                id,
+                started_at,
+                last_seen,
+                ended,
+                pages_viewed: d.u64()?,
+            });
+        }
+        let current_session = d.opt_uuid()?.map(SessionId);
+        let n = d.u32()?;
+        let actions = (0..n)
+            .map(|_| d.uuid().map(ActionId))
+            .collect::<Result<_, _>>()?;
+        Ok(Customer {
+            identity,
+            user_id,
+            visitor_id,
+            sessions,
+            current_session,
+            actions,
+            first_seen: d.i64()?,
+            last_seen: d.i64()?,
+            stamp: Seq(d.u64()?),
+        })
+    }
+}
+
+impl Profile {
+    pub fn encode(&self, e: &mut Enc) {
+        e.u32(self.user_ids.len() as u32);
+        for u in self.user_ids.iter() {
+            e.str(u);
+        }
+        e.u32(self.customers.len() as u32);
+        for c in &self.customers {
+            e.uuid(c.0);
+        }
+        e.json(&self.traits);
+        e.json(&self.channels);
+        e.u64(self.stamp.0);
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<Profile, DecodeError> {
+        let n = d.u32()?;
+        let user_ids: Vec<String> = (0..n)
+            .map(|_| d.str().map(str::to_string))
+            .collect::<Result<_, _>>()?;
+        let n = d.u32()?;
+        let customers = (0..n)
+            .map(|_| d.uuid().map(CustomerId))
+            .collect::<Result<_, _>>()?;
+        Ok(Profile {
+            user_ids: user_ids.into(),
+            customers,
+            traits: d.json()?,
+            channels: d.json()?,
+            stamp: Seq(d.u64()?),
+        })
+    }
+}
+
+impl Action {
+    pub fn encode(&self, e: &mut Enc) {
+        let l = &self.latest;
+        e.uuid(l.action_id.0);
+        e.str(l.state.as_str());
+        e.str(l.media.as_str());
+        e.uuid(l.action_map_id.0);
+        e.u32(l.action_map_version);
+        e.uuid(l.customer_id.0);
+        e.uuid(l.session_id.0);
+        e.bool(l.error_code.is_some());
+        e.i64(l.error_code.unwrap_or(0));
+        e.opt_str(l.error_message.as_deref());
+        e.opt_str(l.event_id.as_deref());
+        e.opt_json(l.data.as_ref());
+        e.u32(self.transitions.len() as u32);
+        for t in &self.transitions {
+            e.str(t.state.as_str());
+            e.u64(t.seq.0);
+            e.i64(t.timestamp);
+        }
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<Action, DecodeError> {
+        let action_id = ActionId(d.uuid()?);
+        let state = action_state(d)?;
+        let media = media(d)?;
+        let action_map_id = ActionMapId(d.uuid()?);
+        let action_map_version = d.u32()?;
+        let customer_id = CustomerId(d.uuid()?);
+        let session_id = SessionId(d.uuid()?);
+        let has_code = d.bool()?;
+        let code = d.i64()?;
+        let latest = LifecycleEvent {
+            action_id,
+            state,
+            media,
+            action_map_id,
+            action_map_version,
+            customer_id,
+            session_id,
+            error_code: has_code.then_some(code),
+            error_message: d.opt_str()?.map(str::to_string),
+            event_id: d.opt_str()?.map(str::to_string),
+            data: d.opt_json()?,
+        };
+        let n = d.u32()?;
+        if n == 0 {
+            return Err(DecodeError("an action without transitions"));
+        }
+        let transitions = (0..n)
+            .map(|_| {
+                Ok(Transition {
+                    state: action_state(d)?,
+                    seq: Seq(d.u64()?),
+                    timestamp: d.i64()?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Action {
+            latest,
+            transitions,
+        })
     }
 }
 

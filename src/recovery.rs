@@ -1,0 +1,277 @@
+//! Start-up from a data directory: the newest readable snapshot, then the log after it.
+//!
+//! Recovery reads everything before it changes anything, so a directory written by a newer
+//! release (a higher format version in its marker, a snapshot or a log segment) is refused
+//! with nothing overwritten. Then: load the newest snapshot that reads back whole (falling
+//! back to the older one, and then to the log alone), replay the log's events after it
+//! through `State::apply`, keep the log's tail that the retention window covers as the
+//! replayable history, cut a torn tail off the newest segment, and decide the epoch and
+//! where seqs continue. The epoch is kept in `<data-dir>/actionhub-data` and changes only
+//! when history is lost: a new or empty directory, or a log that no longer reaches back
+//! to the snapshot it would have to follow.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::event::Published;
+use crate::ids::Seq;
+use crate::retention::Record;
+use crate::snapshot::{self, SnapshotError};
+use crate::state::State;
+use crate::wal::{self, Reservation, Wal, WalError};
+
+/// The data directory layout this release writes; a higher one is refused.
+pub const DATA_FORMAT_VERSION: u32 = 1;
+const MARKER_FILE: &str = "actionhub-data";
+
+/// What a hub starts from.
+pub struct Restored {
+    pub epoch: String,
+    pub state: State,
+    /// The seq after which new events continue.
+    pub last_seq: Seq,
+    /// The retained history, oldest first (the hub applies the age limit).
+    pub history: Vec<Arc<Record>>,
+}
+
+impl Restored {
+    /// A new history: empty state, a fresh epoch.
+    pub fn empty() -> Restored {
+        Restored {
+            epoch: new_epoch(),
+            state: State::default(),
+            last_seq: Seq(0),
+            history: Vec::new(),
+        }
+    }
+}
+
+/// Why the hub refuses to start on a data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("data directory {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "data directory {path} was written by a newer actionhub (format {found}, this release \
+         reads up to {DATA_FORMAT_VERSION}); refusing to start, nothing was changed"
+    )]
+    FutureFormat { path: PathBuf, found: u32 },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("the log holds an event this release cannot read back (seq {seq}): {why}")]
+    Replay { seq: Seq, why: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
+    move |source| RecoveryError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The marker file: `actionhub-data <format>` and `epoch <epoch>`.
+fn read_marker(data_dir: &Path) -> Result<Option<(u32, String)>, RecoveryError> {
+    let path = data_dir.join(MARKER_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    let mut version = None;
+    let mut epoch = None;
+    for line in text.lines() {
+        match line.split_once(' ') {
+            Some(("actionhub-data", v)) => version = v.trim().parse().ok(),
+            Some(("epoch", e)) => epoch = Some(e.trim().to_string()),
+            _ => {}
+        }
+    }
+    match (version, epoch) {
+        (Some(v), Some(e)) => Ok(Some((v, e))),
+        _ => Err(io_err(&path)(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{MARKER_FILE} is damaged: {text:?}"),
+        ))),
+    }
+}
+
+fn write_marker(data_dir: &Path, epoch: &str) -> io::Result<()> {
+    let text = format!("actionhub-data {DATA_FORMAT_VERSION}\nepoch {epoch}\n");
+    wal::write_atomically(&data_dir.join(MARKER_FILE), text.as_bytes())
+}
+
+/// Recovers the state in `config.data_dir` and opens its log for appending.
+pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
+    let started = Instant::now();
+    let data_dir = config.data_dir.as_path();
+    fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    let marker = read_marker(data_dir)?;
+    if let Some((found, _)) = marker.clone().filter(|(v, _)| *v > DATA_FORMAT_VERSION) {
+        return Err(RecoveryError::FutureFormat {
+            path: data_dir.to_owned(),
+            found,
+        });
+    }
+    // Refuse newer snapshot formats before reading anything else.
+    let snapshots = snapshot::list(data_dir).map_err(io_err(data_dir))?;
+    for (_, path) in &snapshots {
+        if let Some(found) = snapshot::version_of(path).filter(|v| *v > snapshot::FORMAT_VERSION) {
+            return Err(SnapshotError::FutureFormat {
+                path: path.clone(),
+                found,
+            }
+            .into());
+        }
+    }
+    let mut loaded = None;
+    for (_, path) in &snapshots {
+        match snapshot::load(path) {
+            Ok(l) => {
+                loaded = Some(l);
+                break;
+            }
+            Err(e @ SnapshotError::FutureFormat { .. }) => return Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, "skipping a snapshot that cannot be read; trying an older one")
+            }
+        }
+    }
+    let (snap_seq, snap_epoch, state) = match loaded {
+        Some(l) => (l.seq, Some(l.epoch), l.state),
+        None => (Seq(0), None, State::default()),
+    };
+
+    // The log: replay what follows the snapshot, keep the tail retention covers.
+    let wal_dir = data_dir.join("wal");
+    let keep = config.retention_events;
+    let mut history: VecDeque<Arc<Record>> = VecDeque::new();
+    let mut replayed = 0u64;
+    let mut failed: Option<RecoveryError> = None;
+    let scan = wal::scan(&wal_dir, |record| {
+        if failed.is_some() {
+            return;
+        }
+        if record.seq > snap_seq {
+            match Published::from_frame(record.frame.as_str()) {
+                Ok(p) if p.seq == record.seq => {
+                    state.apply(&p);
+                    replayed += 1;
+                }
+                Ok(_) => {
+                    failed = Some(RecoveryError::Replay {
+                        seq: record.seq,
+                        why: "the frame's seq differs from the record's".into(),
+                    })
+                }
+                Err(e) => {
+                    failed = Some(RecoveryError::Replay {
+                        seq: record.seq,
+                        why: e.to_string(),
+                    })
+                }
+            }
+        }
+        history.push_back(Arc::new(record));
+        if history.len() > keep {
+            history.pop_front();
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+
+    // Is the history whole? The log must reach back to the event after the snapshot (or
+    // to the first event when there is no snapshot): segments are deleted only when a
+    // kept snapshot covers them.
+    let reaches_back = scan
+        .first_segment
+        .is_none_or(|first| first <= snap_seq.next());
+    let fresh = marker.is_none() && snapshots.is_empty() && scan.records == 0;
+    let known_epoch = marker.map(|(_, e)| e).or(snap_epoch);
+    let epoch = match (known_epoch, reaches_back, fresh) {
+        (Some(epoch), true, _) => epoch,
+        (_, _, true) | (None, true, false) => new_epoch(),
+        (_, false, _) => {
+            warn!(
+                snapshot_seq = snap_seq.0,
+                first_log_segment = scan.first_segment.map(|s| s.0),
+                "the log does not reach back to the newest readable snapshot: events are lost; \
+                 starting a new epoch so clients resume from a snapshot instead of a gap"
+            );
+            new_epoch()
+        }
+    };
+
+    // Where seqs continue: after everything written, and after every seq the previous run
+    // may have delivered before it reached the disk.
+    let reservation = Reservation::read(data_dir).map_err(io_err(data_dir))?;
+    let wal_last = scan.last_seq.unwrap_or(Seq(0));
+    let mut last_seq = snap_seq.max(wal_last);
+    if let Some(r) = reservation.filter(|r| !r.synced_before_delivery && r.reserved > last_seq) {
+        warn!(
+            logged = last_seq.0,
+            reserved = r.reserved.0,
+            "the last run stopped uncleanly with unsynced events: seqs up to the reserved mark \
+             are skipped, never reused"
+        );
+        last_seq = r.reserved;
+    }
+
+    // Everything is read: now change things.
+    if let Some(torn) = &scan.torn {
+        warn!(
+            segment = %torn.path.display(),
+            keep_bytes = torn.keep,
+            why = %torn.why,
+            "cutting a torn or corrupt tail off the log"
+        );
+        wal::cut(torn).map_err(io_err(&torn.path))?;
+    }
+    if marker_epoch_differs(data_dir, &epoch)? {
+        write_marker(data_dir, &epoch).map_err(io_err(data_dir))?;
+    }
+    let wal = Wal::open(
+        data_dir,
+        last_seq,
+        config.fsync,
+        config.fsync_interval,
+        config.wal_segment_bytes,
+    )
+    .map_err(io_err(&wal_dir))?;
+    info!(
+        snapshot_seq = snap_seq.0,
+        replayed,
+        retained = history.len(),
+        last_seq = last_seq.0,
+        actions = state.action_count(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "recovered from {}",
+        data_dir.display()
+    );
+    Ok((
+        Restored {
+            epoch,
+            state,
+            last_seq,
+            history: history.into(),
+        },
+        wal,
+    ))
+}
+
+fn marker_epoch_differs(data_dir: &Path, epoch: &str) -> Result<bool, RecoveryError> {
+    Ok(read_marker(data_dir)?.is_none_or(|(_, e)| e != epoch))
+}
