@@ -91,6 +91,10 @@ impl<'a> Dec<'a> {
         self.buf.is_empty()
     }
 
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError("input ended early"));

@@ -124,6 +124,7 @@ impl Hub {
             state,
             last_seq,
             history,
+            ..
         } = restored;
         let mut retention = Retention::new(
             config.retention_events,

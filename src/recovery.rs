@@ -39,6 +39,8 @@ pub struct Restored {
     pub last_seq: Seq,
     /// The retained history, oldest first (the hub applies the age limit).
     pub history: Vec<Arc<Record>>,
+    /// The seq of the snapshot it started from (0 for none).
+    pub snapshot_seq: Seq,
 }
 
 impl Restored {
@@ -49,6 +51,7 @@ impl Restored {
             state: State::default(),
             last_seq: Seq(0),
             history: Vec::new(),
+            snapshot_seq: Seq(0),
         }
     }
 }
@@ -136,61 +139,35 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
             .into());
         }
     }
-    let mut loaded = None;
-    for (_, path) in &snapshots {
-        match snapshot::load(path) {
-            Ok(l) => {
-                loaded = Some(l);
-                break;
-            }
-            Err(e @ SnapshotError::FutureFormat { .. }) => return Err(e.into()),
-            Err(e) => {
-                warn!(error = %e, "skipping a snapshot that cannot be read; trying an older one")
-            }
-        }
-    }
-    let (snap_seq, snap_epoch, state) = match loaded {
+    // Load the snapshot and read the log at the same time: the log reader assumes the
+    // newest snapshot will load (and reads again in the rare case it does not).
+    let wal_dir = data_dir.join("wal");
+    let newest = snapshots.first().map_or(Seq(0), |(seq, _)| *seq);
+    let (loaded, log) = std::thread::scope(|scope| {
+        let loader = scope.spawn(|| load_snapshot(&snapshots));
+        let log = read_log(&wal_dir, newest, config.retention_events);
+        (
+            loader.join().expect("the snapshot loader does not panic"),
+            log,
+        )
+    });
+    let (snap_seq, snap_epoch, state) = match loaded? {
         Some(l) => (l.seq, Some(l.epoch), l.state),
         None => (Seq(0), None, State::default()),
     };
-
-    // The log: replay what follows the snapshot, keep the tail retention covers.
-    let wal_dir = data_dir.join("wal");
-    let keep = config.retention_events;
-    let mut history: VecDeque<Arc<Record>> = VecDeque::new();
-    let mut replayed = 0u64;
-    let mut failed: Option<RecoveryError> = None;
-    let scan = wal::scan(&wal_dir, |record| {
-        if failed.is_some() {
-            return;
-        }
-        if record.seq > snap_seq {
-            match Published::from_frame(record.frame.as_str()) {
-                Ok(p) if p.seq == record.seq => {
-                    state.apply(&p);
-                    replayed += 1;
-                }
-                Ok(_) => {
-                    failed = Some(RecoveryError::Replay {
-                        seq: record.seq,
-                        why: "the frame's seq differs from the record's".into(),
-                    })
-                }
-                Err(e) => {
-                    failed = Some(RecoveryError::Replay {
-                        seq: record.seq,
-                        why: e.to_string(),
-                    })
-                }
-            }
-        }
-        history.push_back(Arc::new(record));
-        if history.len() > keep {
-            history.pop_front();
-        }
-    })?;
-    if let Some(e) = failed {
-        return Err(e);
+    let snapshot_took = started.elapsed();
+    let log = match log {
+        Ok(log) if snap_seq == newest => log,
+        _ => read_log(&wal_dir, snap_seq, config.retention_events)?,
+    };
+    let ReadLog {
+        scan,
+        history,
+        replay,
+    } = log;
+    let replayed = replay.len();
+    for p in &replay {
+        state.apply(p);
     }
 
     // Is the history whole? The log must reach back to the event after the snapshot (or
@@ -257,6 +234,7 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
         retained = history.len(),
         last_seq = last_seq.0,
         actions = state.action_count(),
+        snapshot_ms = snapshot_took.as_millis() as u64,
         took_ms = started.elapsed().as_millis() as u64,
         "recovered from {}",
         data_dir.display()
@@ -267,9 +245,71 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
             state,
             last_seq,
             history: history.into(),
+            snapshot_seq: snap_seq,
         },
         wal,
     ))
+}
+
+/// The newest snapshot that reads back whole, if any.
+fn load_snapshot(snapshots: &[(Seq, PathBuf)]) -> Result<Option<snapshot::Loaded>, RecoveryError> {
+    for (_, path) in snapshots {
+        match snapshot::load(path) {
+            Ok(l) => return Ok(Some(l)),
+            Err(e @ SnapshotError::FutureFormat { .. }) => return Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, "skipping a snapshot that cannot be read; trying an older one")
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The log read back: what retention keeps, and the events after the snapshot to replay.
+struct ReadLog {
+    scan: wal::Scan,
+    history: VecDeque<Arc<Record>>,
+    replay: Vec<Published>,
+}
+
+fn read_log(wal_dir: &Path, after: Seq, keep: usize) -> Result<ReadLog, RecoveryError> {
+    let mut history: VecDeque<Arc<Record>> = VecDeque::new();
+    let mut replay = Vec::new();
+    let mut failed: Option<RecoveryError> = None;
+    let scan = wal::scan(wal_dir, |record| {
+        if failed.is_some() {
+            return;
+        }
+        if record.seq > after {
+            match Published::from_frame(record.frame.as_str()) {
+                Ok(p) if p.seq == record.seq => replay.push(p),
+                Ok(_) => {
+                    failed = Some(RecoveryError::Replay {
+                        seq: record.seq,
+                        why: "the frame's seq differs from the record's".into(),
+                    })
+                }
+                Err(e) => {
+                    failed = Some(RecoveryError::Replay {
+                        seq: record.seq,
+                        why: e.to_string(),
+                    })
+                }
+            }
+        }
+        history.push_back(Arc::new(record));
+        if history.len() > keep {
+            history.pop_front();
+        }
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ReadLog {
+            scan,
+            history,
+            replay,
+        }),
+    }
 }
 
 fn marker_epoch_differs(data_dir: &Path, epoch: &str) -> Result<bool, RecoveryError> {

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::ids::Seq;
 use crate::recovery;
 use crate::snapshot;
 use crate::ws::WsContext;
@@ -44,12 +45,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let config = config.clone();
         tokio::task::spawn_blocking(move || recovery::recover(&config)).await??
     };
+    let restored_snapshot = restored.snapshot_seq;
     let (hub, pipeline) = Hub::start_restored(Arc::new(config), Box::new(wal), restored);
     // Bounded: one stop message; the snapshot thread polls it between snapshots.
     let (stop_snapshots, stop_rx) = std::sync::mpsc::sync_channel(1);
     let snapshotter = {
         let (hub, data_dir) = (hub.clone(), data_dir.clone());
-        let last = hub.latest_seq();
+        let last = restored_snapshot;
         std::thread::Builder::new()
             .name("actionhub-snapshot".into())
             .spawn(move || snapshot::run(hub, data_dir, stop_rx, last))?
@@ -86,9 +88,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tokio::task::spawn_blocking(move || {
                 pipeline.join();
                 let _ = stop_snapshots.send(());
-                let _ = snapshotter.join();
+                let last = snapshotter.join().unwrap_or_default();
                 // A final snapshot, so the next start replays nothing.
-                snapshot::take_and_prune(&final_hub, &data_dir)
+                if final_hub.latest_seq() > last || last == Seq(0) {
+                    snapshot::take_and_prune(&final_hub, &data_dir)?;
+                }
+                std::io::Result::Ok(())
             })
             .await?
             .context("writing the final snapshot")?;

@@ -232,24 +232,21 @@ fn decode(body: &[u8]) -> Result<(Seq, String, State), DecodeError> {
     let maps = (0..n)
         .map(|_| MapCounts::decode(&mut d))
         .collect::<Result<_, _>>()?;
-    let (mut customers, mut profiles, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+    // Entities go straight into the maps, sized from the file (an action is ~180 bytes).
+    let state = State::restoring(maps, body.len() / 180);
     loop {
         match d.u8()? {
             0 => break,
-            1 => customers.push((CustomerId(d.uuid()?), Customer::decode(&mut d)?)),
-            2 => profiles.push((CustomerId(d.uuid()?), Profile::decode(&mut d)?)),
-            3 => actions.push(Action::decode(&mut d)?),
+            1 => state.restore_customer(CustomerId(d.uuid()?), Customer::decode(&mut d)?),
+            2 => state.restore_profile(CustomerId(d.uuid()?), Profile::decode(&mut d)?),
+            3 => state.restore_action(Action::decode(&mut d)?),
             _ => return Err(DecodeError("unknown entity tag")),
         }
     }
     if !d.is_empty() {
         return Err(DecodeError("bytes after the end"));
     }
-    Ok((
-        seq,
-        epoch,
-        State::restore(maps, customers, profiles, actions),
-    ))
+    Ok((seq, epoch, state))
 }
 
 /// Deletes all but the newest [`KEEP`] snapshots, then the log segments that hold only
@@ -275,13 +272,14 @@ pub fn prune(data_dir: &Path, retained_from: Seq) -> io::Result<()> {
 }
 
 /// Writes snapshots in the background every `snapshot_interval` (when anything changed)
-/// and every `snapshot_every_events` events, until `stop` says so or is dropped.
-pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) {
+/// and every `snapshot_every_events` events, until `stop` says so or is dropped. Returns
+/// the seq of the last snapshot written (or `last` if none was).
+pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) -> Seq {
     let mut since = Instant::now();
     loop {
         match stop.recv_timeout(Duration::from_millis(100)) {
             Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return last,
         }
         let latest = hub.latest_seq();
         let due = (since.elapsed() >= hub.config.snapshot_interval && latest > last)

@@ -917,28 +917,31 @@ impl State {
         *self.cow.lock() = None;
     }
 
-    /// Builds a state from a snapshot's contents (user ids are re-derived from profiles).
-    pub fn restore(
-        maps: SnapshotMaps,
-        customers: Vec<(CustomerId, Customer)>,
-        profiles: Vec<(CustomerId, Profile)>,
-        actions: Vec<Action>,
-    ) -> State {
-        let state = State::default();
+    /// An empty state about to be filled from a snapshot, with room for about `actions`
+    /// actions.
+    pub fn restoring(maps: SnapshotMaps, actions: usize) -> State {
+        let state = State {
+            actions: DashMap::with_capacity(actions),
+            ..State::default()
+        };
         *state.maps.lock() = maps;
-        for (id, c) in customers {
-            state.customers.insert(id, c);
-        }
-        for (id, p) in profiles {
-            for user in p.user_ids.iter() {
-                state.users.insert(user.clone(), id);
-            }
-            state.profiles.insert(id, p);
-        }
-        for a in actions {
-            state.actions.insert(a.latest.action_id, a);
-        }
         state
+    }
+
+    pub fn restore_customer(&self, id: CustomerId, c: Customer) {
+        self.customers.insert(id, c);
+    }
+
+    /// Restores a profile, and the user ids that point to it.
+    pub fn restore_profile(&self, id: CustomerId, p: Profile) {
+        for user in p.user_ids.iter() {
+            self.users.insert(user.clone(), id);
+        }
+        self.profiles.insert(id, p);
+    }
+
+    pub fn restore_action(&self, a: Action) {
+        self.actions.insert(a.latest.action_id, a);
     }
 }
 
@@ -1344,7 +1347,16 @@ mod tests {
             for p in pending {
                 live.apply(p);
             }
-            let restored = State::restore(maps, customers, profiles, actions);
+            let restored = State::restoring(maps, 0);
+            for (id, c) in customers {
+                restored.restore_customer(id, c);
+            }
+            for (id, p) in profiles {
+                restored.restore_profile(id, p);
+            }
+            for a in actions {
+                restored.restore_action(a);
+            }
             assert_eq!(
                 fingerprint(&restored),
                 fingerprint(&expected),

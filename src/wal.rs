@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 
 use crate::codec::{Dec, DecodeError, Enc};
 use crate::config::FsyncPolicy;
@@ -121,7 +122,8 @@ pub fn scan(dir: &Path, mut each: impl FnMut(Record)) -> Result<Scan, WalError> 
     };
     let count = segments.len();
     for (index, (_, path)) in segments.iter().enumerate() {
-        let bytes = fs::read(path).map_err(io_err(path))?;
+        // One buffer per segment; the records' frames are slices of it, not copies.
+        let bytes = Bytes::from(fs::read(path).map_err(io_err(path))?);
         let newest = index + 1 == count;
         let bad = |offset: u64, why: String| -> Result<(), WalError> {
             if newest {
@@ -153,7 +155,7 @@ pub fn scan(dir: &Path, mut each: impl FnMut(Record)) -> Result<Scan, WalError> 
         }
         let mut at = HEADER_BYTES as usize;
         while at < bytes.len() {
-            match read_record(&bytes[at..], out.last_seq) {
+            match read_record(&bytes.slice(at..), out.last_seq) {
                 Ok((record, used)) => {
                     out.last_seq = Some(record.seq);
                     out.records += 1;
@@ -176,7 +178,7 @@ pub fn scan(dir: &Path, mut each: impl FnMut(Record)) -> Result<Scan, WalError> 
 }
 
 /// One record at the front of `bytes`, and how many bytes it took.
-fn read_record(bytes: &[u8], previous: Option<Seq>) -> Result<(Record, usize), String> {
+fn read_record(bytes: &Bytes, previous: Option<Seq>) -> Result<(Record, usize), String> {
     if bytes.len() < RECORD_HEAD_BYTES {
         return Err(format!(
             "a record head is cut short ({} bytes)",
@@ -189,16 +191,17 @@ fn read_record(bytes: &[u8], previous: Option<Seq>) -> Result<(Record, usize), S
         return Err(format!("a record claims {len} bytes"));
     }
     let end = RECORD_HEAD_BYTES + len as usize;
-    let Some(payload) = bytes.get(RECORD_HEAD_BYTES..end) else {
+    if bytes.len() < end {
         return Err(format!(
             "a record of {len} bytes is cut short at {}",
             bytes.len() - RECORD_HEAD_BYTES
         ));
-    };
-    if crc32fast::hash(payload) != crc {
+    }
+    let payload = bytes.slice(RECORD_HEAD_BYTES..end);
+    if crc32fast::hash(&payload) != crc {
         return Err("a record's checksum does not match".into());
     }
-    let record = decode_record(payload).map_err(|e| e.to_string())?;
+    let record = decode_record(&payload).map_err(|e| e.to_string())?;
     if previous.is_some_and(|p| record.seq <= p) {
         return Err(format!("seq {} does not follow {:?}", record.seq, previous));
     }
@@ -237,7 +240,7 @@ fn encode_record(enc: &mut Enc, r: &Record) {
     enc.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
+fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
     let mut d = Dec::new(payload);
     let seq = Seq(d.u64()?);
     let timestamp: Millis = d.i64()?;
@@ -262,10 +265,12 @@ fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
     let action_map = d.opt_uuid()?.map(ActionMapId);
     let has_version = d.bool()?;
     let version = d.u32()?;
-    let frame = d.str()?;
-    if !d.is_empty() {
-        return Err(DecodeError("bytes after the frame"));
+    let frame_len = d.u32()? as usize;
+    if d.remaining() != frame_len {
+        return Err(DecodeError("the frame's length does not match the record"));
     }
+    let frame = Utf8Bytes::try_from(payload.slice(payload.len() - frame_len..))
+        .map_err(|_| DecodeError("a frame is not UTF-8"))?;
     Ok(Record {
         seq,
         timestamp,
@@ -279,7 +284,7 @@ fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
             action_map_version: has_version.then_some(version),
         },
         event_id,
-        frame: Utf8Bytes::from(frame.to_string()),
+        frame,
     })
 }
 
