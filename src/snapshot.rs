@@ -31,6 +31,8 @@ use crate::wal;
 const MAGIC: &[u8; 8] = b"AHUBSNP\0";
 /// The snapshot format this release writes; a higher one on disk is refused.
 pub const FORMAT_VERSION: u32 = 1;
+/// Longest wait for the log to catch up with a snapshot's seq before giving it up.
+const LOG_CATCH_UP: Duration = Duration::from_secs(30);
 /// Snapshots kept: the newest, and one to fall back to if the newest is damaged.
 const KEEP: usize = 2;
 
@@ -162,6 +164,18 @@ fn write(
     })?;
     e.u8(0);
     out.put(&mut e)?;
+    // The snapshot may not name a seq the log does not have yet: wait (bounded) until the
+    // pipeline has logged everything up to it, so the log and the snapshot agree on what
+    // happened, then publish the file.
+    let deadline = Instant::now() + LOG_CATCH_UP;
+    while hub.fanout.watermark() < seq {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "the log did not reach seq {seq} within {LOG_CATCH_UP:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let crc = out.crc.clone().finalize();
     out.file.write_all(&crc.to_le_bytes())?;
     let file = out.file.into_inner().map_err(|e| e.into_error())?;
