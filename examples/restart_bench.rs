@@ -4,12 +4,16 @@
 //! cargo run --release --example restart_bench -- fill  /tmp/rb 1000000          # clean stop
 //! cargo run --release --example restart_bench -- fill  /tmp/rb 1000000 --crash  # no final snapshot
 //! cargo run --release --example restart_bench -- start /tmp/rb                   # time to ready
+//! cargo run --release --example restart_bench -- fill  /tmp/rc 1000000 --no-snapshot
 //! ```
+//!
+//! `FSYNC=always|interval|never` picks the fsync policy (default interval).
 //!
 //! `fill` runs a hub in this process on a new data directory and publishes that many
 //! actions (one `offered` event each, ten actions per customer, so a tenth as many session
-//! starts), 1,000 events per publish, with a snapshot due half way through; it reports the
-//! ingest rate and the slowest publish (which includes any pause the snapshot causes).
+//! starts), 1,000 events per publish, with a snapshot due half way through (none with
+//! `--no-snapshot`); it reports the ingest rate and the slowest publish (which includes
+//! any pause the snapshot causes).
 //! Then it stops cleanly (a final snapshot), or with `--crash` exits on the spot, leaving
 //! the log to replay. `start` times `server::start` (recovery included) until the hub
 //! answers, which is when `/readyz` can first answer.
@@ -20,10 +24,19 @@ use actionhub::event::Event;
 use actionhub::Config;
 use serde_json::json;
 
-fn config(dir: &str, events: u64) -> Config {
+fn config(dir: &str, events: u64, snapshots: bool) -> Config {
     let mut config = Config::ephemeral(dir);
     config.snapshot_interval = Duration::from_secs(3600);
-    config.snapshot_every_events = (events / 2).max(1);
+    config.snapshot_every_events = match snapshots {
+        true => (events / 2).max(1),
+        false => u64::MAX,
+    };
+    // `--fsync` for the fill, e.g. `FSYNC=always`.
+    config.fsync = match std::env::var("FSYNC").as_deref() {
+        Ok("always") => actionhub::config::FsyncPolicy::Always,
+        Ok("never") => actionhub::config::FsyncPolicy::Never,
+        _ => actionhub::config::FsyncPolicy::Interval,
+    };
     // The whole fill stays replayable; the default (1,000,000) would do as well.
     config.retention_events = 2_000_000;
     config
@@ -41,18 +54,21 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["fill", dir, n, rest @ ..] => fill(dir, n.parse()?, rest.contains(&"--crash")).await,
+        ["fill", dir, n, rest @ ..] => {
+            let snapshots = !rest.contains(&"--no-snapshot");
+            fill(dir, n.parse()?, rest.contains(&"--crash"), snapshots).await
+        }
         ["start", dir] => start(dir).await,
         _ => anyhow::bail!("usage: restart_bench fill DIR ACTIONS [--crash] | start DIR"),
     }
 }
 
-async fn fill(dir: &str, actions: u64, crash: bool) -> anyhow::Result<()> {
+async fn fill(dir: &str, actions: u64, crash: bool, snapshots: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
         !std::path::Path::new(dir).exists(),
         "{dir} exists; fill wants a new directory"
     );
-    let running = actionhub::server::start(config(dir, actions + actions / 10)).await?;
+    let running = actionhub::server::start(config(dir, actions + actions / 10, snapshots)).await?;
     let hub = running.hub().clone();
     let map = uuid::Uuid::new_v4().to_string();
     let started = Instant::now();
@@ -101,7 +117,7 @@ async fn fill(dir: &str, actions: u64, crash: bool) -> anyhow::Result<()> {
 
 async fn start(dir: &str) -> anyhow::Result<()> {
     let started = Instant::now();
-    let running = actionhub::server::start(config(dir, 1_000_000)).await?;
+    let running = actionhub::server::start(config(dir, 1_000_000, true)).await?;
     let ready = started.elapsed();
     println!(
         "ready after {:.2} s with {} actions, seq {}",
