@@ -366,6 +366,34 @@ mod tests {
     }
 
     #[test]
+    fn durability_settings_come_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "fsync = \"always\"\nfsync_interval = \"5ms\"\nsnapshot_every_events = 10\n",
+        )
+        .unwrap();
+        let from_file = Config::from_file(&path).unwrap();
+        assert_eq!(from_file.fsync, FsyncPolicy::Always);
+        assert_eq!(from_file.fsync_interval, Duration::from_millis(5));
+        assert_eq!(from_file.snapshot_every_events, 10);
+        let cli = Cli::parse_from([
+            "actionhub",
+            "--config",
+            path.to_str().unwrap(),
+            "--fsync",
+            "never",
+            "--snapshot-interval",
+            "2s",
+        ]);
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.fsync, FsyncPolicy::Never);
+        assert_eq!(config.snapshot_interval, Duration::from_secs(2));
+        assert_eq!(Config::default().fsync, FsyncPolicy::Interval);
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");

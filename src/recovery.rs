@@ -143,14 +143,17 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
     // newest snapshot will load (and reads again in the rare case it does not).
     let wal_dir = data_dir.join("wal");
     let newest = snapshots.first().map_or(Seq(0), |(seq, _)| *seq);
-    let (loaded, log) = std::thread::scope(|scope| {
-        let loader = scope.spawn(|| load_snapshot(&snapshots));
+    let (loaded, log) = std::thread::scope(|scope| -> Result<_, RecoveryError> {
+        let loader = std::thread::Builder::new()
+            .name("actionhub-load".into())
+            .spawn_scoped(scope, || load_snapshot(&snapshots))
+            .map_err(io_err(data_dir))?;
         let log = read_log(&wal_dir, newest, config.retention_events);
-        (
+        Ok((
             loader.join().expect("the snapshot loader does not panic"),
             log,
-        )
-    });
+        ))
+    })?;
     let (snap_seq, snap_epoch, state) = match loaded? {
         Some(l) => (l.seq, Some(l.epoch), l.state),
         None => (Seq(0), None, State::default()),
