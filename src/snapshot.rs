@@ -326,3 +326,61 @@ pub fn take_and_prune(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
     prune(data_dir, retained_from)?;
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: PathBuf) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, b"x").unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn prune_keeps_two_snapshots_and_every_segment_they_or_retention_need() {
+        let data = tempfile::tempdir().unwrap();
+        for seq in [100u64, 200, 300] {
+            touch(dir(data.path()).join(format!("{seq:020}.snap")));
+        }
+        // Segments hold 1-99, 100-149, 150-249, 250-...
+        for first in [1u64, 100, 150, 250] {
+            touch(data.path().join("wal").join(format!("{first:020}.wal")));
+        }
+        // The older kept snapshot is 200: events from 201 must stay, and retention
+        // starts at 120, so the segment holding 120 stays too.
+        prune(data.path(), Seq(120)).unwrap();
+        assert_eq!(
+            names(&dir(data.path())),
+            [
+                "00000000000000000200.snap".to_string(),
+                "00000000000000000300.snap".to_string()
+            ]
+        );
+        assert_eq!(
+            names(&data.path().join("wal")),
+            [
+                "00000000000000000100.wal".to_string(),
+                "00000000000000000150.wal".to_string(),
+                "00000000000000000250.wal".to_string()
+            ]
+        );
+        // When retention starts later, the snapshot decides: 201 is in the segment of 150.
+        prune(data.path(), Seq(1000)).unwrap();
+        assert_eq!(
+            names(&data.path().join("wal")),
+            [
+                "00000000000000000150.wal".to_string(),
+                "00000000000000000250.wal".to_string()
+            ]
+        );
+    }
+}
