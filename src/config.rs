@@ -50,6 +50,18 @@ pub struct Config {
     pub auto_ignore_on_session_end: bool,
     /// Most subscriptions one connection may hold.
     pub max_subscriptions_per_connection: usize,
+    /// When a logged event is made durable (README, "Durability").
+    pub fsync: FsyncPolicy,
+    /// Longest time between syncs under `fsync = "interval"`.
+    #[serde(with = "humantime_serde_compat")]
+    pub fsync_interval: Duration,
+    /// A snapshot of the state is written at least this often (when anything changed).
+    #[serde(with = "humantime_serde_compat")]
+    pub snapshot_interval: Duration,
+    /// ... and after this many events since the last one.
+    pub snapshot_every_events: u64,
+    /// Size at which a write-ahead log segment is closed and a new one started.
+    pub wal_segment_bytes: u64,
 }
 
 impl Default for Config {
@@ -70,6 +82,11 @@ impl Default for Config {
             session_idle_timeout: Duration::from_secs(30 * 60),
             auto_ignore_on_session_end: true,
             max_subscriptions_per_connection: 256,
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: Duration::from_millis(100),
+            snapshot_interval: Duration::from_secs(60),
+            snapshot_every_events: 1_000_000,
+            wal_segment_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -82,6 +99,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line.
     Json,
+}
+
+/// When an appended event is synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before the publish is acknowledged or the event delivered (group commit).
+    Always,
+    /// At most `fsync_interval` after the event was acknowledged.
+    Interval,
+    /// When the operating system writes it back.
+    Never,
 }
 
 /// Command-line flags. Each also reads an `ACTIONHUB_*` environment variable; each
@@ -150,6 +179,21 @@ pub struct Cli {
         value_name = "N"
     )]
     pub max_subscriptions_per_connection: Option<usize>,
+    /// When logged events are synced: always, interval, never [default: interval].
+    #[arg(long, env = "ACTIONHUB_FSYNC", value_enum)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Longest time between syncs under `--fsync interval` [default: 100ms].
+    #[arg(long, env = "ACTIONHUB_FSYNC_INTERVAL", value_parser = humantime::parse_duration)]
+    pub fsync_interval: Option<Duration>,
+    /// Time between state snapshots [default: 60s].
+    #[arg(long, env = "ACTIONHUB_SNAPSHOT_INTERVAL", value_parser = humantime::parse_duration)]
+    pub snapshot_interval: Option<Duration>,
+    /// Events after which a snapshot is written [default: 1000000].
+    #[arg(long, env = "ACTIONHUB_SNAPSHOT_EVERY_EVENTS", value_name = "N")]
+    pub snapshot_every_events: Option<u64>,
+    /// Size of a write-ahead log segment in bytes [default: 67108864].
+    #[arg(long, env = "ACTIONHUB_WAL_SEGMENT_BYTES", value_name = "BYTES")]
+    pub wal_segment_bytes: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -197,6 +241,11 @@ impl Config {
             session_idle_timeout,
             auto_ignore_on_session_end,
             max_subscriptions_per_connection,
+            fsync,
+            fsync_interval,
+            snapshot_interval,
+            snapshot_every_events,
+            wal_segment_bytes,
         );
         config.validate()?;
         Ok(config)
@@ -245,6 +294,17 @@ impl Config {
         if self.max_bad_frames < 5 {
             return Err(ConfigError::Invalid(
                 "max_bad_frames must be at least 5 (PROTOCOL.md section 5)".into(),
+            ));
+        }
+        if self.snapshot_every_events == 0 || self.wal_segment_bytes < 4096 {
+            return Err(ConfigError::Invalid(
+                "snapshot_every_events must be at least 1 and wal_segment_bytes at least 4096"
+                    .into(),
+            ));
+        }
+        if self.snapshot_interval.is_zero() || self.fsync_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "snapshot_interval and fsync_interval must be longer than zero".into(),
             ));
         }
         if self.ping_interval.is_zero() || self.connect_timeout.is_zero() {
@@ -303,6 +363,34 @@ mod tests {
         assert_eq!(config.retention_events, 7);
         assert_eq!(config.ping_interval, Duration::from_secs(5));
         assert_eq!(config.max_frame_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn durability_settings_come_from_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "fsync = \"always\"\nfsync_interval = \"5ms\"\nsnapshot_every_events = 10\n",
+        )
+        .unwrap();
+        let from_file = Config::from_file(&path).unwrap();
+        assert_eq!(from_file.fsync, FsyncPolicy::Always);
+        assert_eq!(from_file.fsync_interval, Duration::from_millis(5));
+        assert_eq!(from_file.snapshot_every_events, 10);
+        let cli = Cli::parse_from([
+            "actionhub",
+            "--config",
+            path.to_str().unwrap(),
+            "--fsync",
+            "never",
+            "--snapshot-interval",
+            "2s",
+        ]);
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.fsync, FsyncPolicy::Never);
+        assert_eq!(config.snapshot_interval, Duration::from_secs(2));
+        assert_eq!(Config::default().fsync, FsyncPolicy::Interval);
     }
 
     #[test]

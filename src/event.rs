@@ -621,6 +621,126 @@ pub fn redact_identity(record: &crate::retention::Record) -> Option<crate::reten
     })
 }
 
+/// Why a stored event frame could not be read back (the log or a snapshot is damaged, or
+/// was written by a release whose events this one does not understand).
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable event frame: {0}")]
+pub struct FrameError(String);
+
+impl Published {
+    /// Reads an `event` frame written by [`Published::to_frame`] back into the event. The
+    /// inverse of serialization for every [`Body`]: the log replays events through it.
+    pub fn from_frame(frame: &str) -> Result<Published, FrameError> {
+        let bad = |what: &str| FrameError(what.to_string());
+        let value: Value = serde_json::from_str(frame).map_err(|e| FrameError(e.to_string()))?;
+        let Value::Object(mut outer) = value else {
+            return Err(bad("a frame is an object"));
+        };
+        let seq = outer
+            .get("seq")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad("`seq` missing"))?;
+        let Some(Value::Object(mut event)) = outer.remove("event") else {
+            return Err(bad("`event` missing"));
+        };
+        let topic = match event.remove("topic") {
+            Some(Value::String(t)) => t,
+            _ => return Err(bad("`event.topic` missing")),
+        };
+        let timestamp = take_millis(&mut event, "timestamp")?;
+        event.remove("seq");
+        let body = match topic.as_str() {
+            "session:started" | "session:ended" => {
+                let customer_id = take_id(&mut event, "customerId", CustomerId::parse)?;
+                let session_id = take_id(&mut event, "sessionId", SessionId::parse)?;
+                let user_id = take_str(&mut event, "userId");
+                let started_at = take_millis(&mut event, "startedAt")?;
+                if topic == "session:started" {
+                    Body::SessionStarted {
+                        customer_id,
+                        session_id,
+                        user_id,
+                        started_at,
+                    }
+                } else {
+                    let reason = take_str(&mut event, "reason");
+                    let reason = [EndReason::Replaced, EndReason::Signout, EndReason::Idle]
+                        .into_iter()
+                        .find(|r| Some(r.as_str()) == reason.as_deref())
+                        .ok_or_else(|| bad("`reason` unknown"))?;
+                    Body::SessionEnded {
+                        customer_id,
+                        session_id,
+                        user_id,
+                        started_at,
+                        ended_at: take_millis(&mut event, "endedAt")?,
+                        pages_viewed: event
+                            .get("pagesViewed")
+                            .and_then(Value::as_u64)
+                            .ok_or_else(|| bad("`pagesViewed` missing"))?,
+                        reason,
+                    }
+                }
+            }
+            "visitor:merged" => {
+                let ids = match event.remove("mergedCustomerIds") {
+                    Some(Value::Array(ids)) => ids,
+                    _ => return Err(bad("`mergedCustomerIds` missing")),
+                };
+                let merged_customer_ids = ids
+                    .iter()
+                    .map(|id| id.as_str().and_then(|s| CustomerId::parse(s).ok()))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| bad("`mergedCustomerIds` holds a bad id"))?;
+                Body::Merged {
+                    customer_id: take_id(&mut event, "customerId", CustomerId::parse)?,
+                    visitor_id: take_id(&mut event, "visitorId", CustomerId::parse)?,
+                    user_id: take_str(&mut event, "userId"),
+                    merged_customer_ids,
+                }
+            }
+            // Lifecycle and visitor events are what a client published: the validator reads
+            // them back exactly (it accepted them once, and serialization only adds fields
+            // it knows, such as `customerIdType`).
+            _ => Event::from_json(Value::Object(event))
+                .map_err(|e| FrameError(e.message.clone()))?
+                .into(),
+        };
+        if body.topic().as_str() != topic {
+            return Err(bad("`topic` does not match the event"));
+        }
+        Ok(Published {
+            seq: Seq(seq),
+            timestamp,
+            body,
+        })
+    }
+}
+
+fn take_str(map: &mut Map<String, Value>, field: &str) -> Option<String> {
+    match map.remove(field) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn take_id<T>(
+    map: &mut Map<String, Value>,
+    field: &str,
+    parse: impl Fn(&str) -> Result<T, crate::ids::BadId>,
+) -> Result<T, FrameError> {
+    take_str(map, field)
+        .and_then(|s| parse(&s).ok())
+        .ok_or_else(|| FrameError(format!("`{field}` missing or not a UUIDv4")))
+}
+
+fn take_millis(map: &mut Map<String, Value>, field: &str) -> Result<Millis, FrameError> {
+    take_str(map, field)
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.timestamp_millis())
+        .ok_or_else(|| FrameError(format!("`{field}` missing or not RFC 3339")))
+}
+
 /// Writes `key: value` when the value is present.
 fn entry_opt<M: SerializeMap, T: Serialize>(
     map: &mut M,
@@ -770,6 +890,86 @@ mod tests {
         let frame: Value = serde_json::from_str(&published.to_frame()).unwrap();
         assert_eq!(frame["type"], "event");
         assert_eq!(frame["event"], json);
+    }
+
+    #[test]
+    fn every_body_round_trips_through_its_frame() {
+        let (c, s) = (CustomerId::parse(C).unwrap(), SessionId::parse(S).unwrap());
+        let other = CustomerId::new_random();
+        let events = [
+            json!({"actionId": A, "actionState": "errored", "actionMediaType": "webchat",
+                   "actionMapId": M, "actionMapVersion": 3, "customerId": C, "sessionId": S,
+                   "errorCode": -2, "errorMessage": "boom", "eventId": "e-1",
+                   "data": {"nested": {"x": [1, 2.5, null, "é"]}}}),
+            lifecycle(),
+            with(
+                with(lifecycle(), "actionMediaType", json!("contentoffer")),
+                "actionState",
+                json!("qualified"),
+            ),
+            json!({"type": "identify", "customerId": C, "userId": "u1",
+                   "traits": {"name": "Ann"}, "channels": {"whatsapp": "1"}, "eventId": "x"}),
+            json!({"type": "signin", "customerId": C, "sessionId": S, "userId": "u1"}),
+            json!({"type": "signout", "customerId": C, "sessionId": S}),
+            json!({"type": "userinfo", "customerId": C, "sessionId": S, "userId": "u1"}),
+            json!({"type": "page", "customerId": C, "sessionId": S,
+                   "page": {"url": "https://x.example/", "title": "X"}}),
+            json!({"type": "track", "customerId": C, "name": "clicked",
+                   "properties": {"n": 1}}),
+        ];
+        let mut bodies: Vec<Body> = events
+            .into_iter()
+            .map(|e| Event::from_json(e).unwrap().into())
+            .collect();
+        bodies.extend([
+            Body::SessionStarted {
+                customer_id: c,
+                session_id: s,
+                user_id: None,
+                started_at: 1_700_000_000_001,
+            },
+            Body::SessionStarted {
+                customer_id: c,
+                session_id: s,
+                user_id: Some("u1".into()),
+                started_at: 1_700_000_000_001,
+            },
+            Body::SessionEnded {
+                customer_id: c,
+                session_id: s,
+                user_id: Some("u1".into()),
+                started_at: 1_700_000_000_001,
+                ended_at: 1_700_000_009_999,
+                pages_viewed: 4,
+                reason: EndReason::Idle,
+            },
+            Body::SessionEnded {
+                customer_id: c,
+                session_id: s,
+                user_id: None,
+                started_at: 5,
+                ended_at: 5,
+                pages_viewed: 0,
+                reason: EndReason::Replaced,
+            },
+            Body::Merged {
+                customer_id: c,
+                visitor_id: other,
+                user_id: Some("u1".into()),
+                merged_customer_ids: vec![other, c],
+            },
+        ]);
+        for (i, body) in bodies.into_iter().enumerate() {
+            let published = Published {
+                seq: Seq(i as u64 + 1),
+                timestamp: 1_700_000_000_123 + i as i64,
+                body,
+            };
+            let back = Published::from_frame(&published.to_frame())
+                .unwrap_or_else(|e| panic!("{}: {e}", published.to_frame()));
+            assert_eq!(back, published);
+        }
+        assert!(Published::from_frame("{\"type\":\"event\"}").is_err());
     }
 
     #[test]

@@ -35,9 +35,13 @@ use crate::lifecycle::{ActionState, TransitionError};
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::protocol::{self, SubscribeRequest};
+use crate::recovery::Restored;
 use crate::retention::{Record, Retention};
-use crate::state::{AdminOp, SessionInfo, SessionStatus, State};
+use crate::state::{AdminOp, SessionInfo, SessionStatus, SnapshotMaps, State};
 use crate::topic::{Filter, TopicSet};
+
+/// How often an idle pipeline calls [`Log::tick`].
+const PIPELINE_TICK: Duration = Duration::from_millis(10);
 
 /// Events that may be between the sequencer and their acknowledgement at once; publishers
 /// wait for room beyond this, so the pipeline's queue stays bounded.
@@ -115,7 +119,7 @@ struct Sequencer {
 /// The shared heart of a running hub.
 pub struct Hub {
     pub config: Arc<Config>,
-    /// Names this history of seqs; a new one on every start until history is durable.
+    /// Names this history of seqs; kept in the data directory, new only when history is lost.
     pub epoch: String,
     pub state: State,
     pub retention: RwLock<Retention>,
@@ -132,6 +136,37 @@ pub struct Pipeline(Option<JoinHandle<()>>);
 impl Hub {
     /// Builds a hub with an empty state and starts its pipeline thread over `log`.
     pub fn start(config: Arc<Config>, log: Box<dyn Log>) -> (Arc<Hub>, Pipeline) {
+        Hub::start_restored(config, log, Restored::empty())
+    }
+
+    /// Builds a hub from recovered state and history (see [`crate::recovery`]) and starts
+    /// its pipeline thread over `log`, which continues after `restored.last_seq`.
+    pub fn start_restored(
+        config: Arc<Config>,
+        log: Box<dyn Log>,
+        restored: Restored,
+    ) -> (Arc<Hub>, Pipeline) {
+        let Restored {
+            epoch,
+            state,
+            last_seq,
+            history,
+            ..
+        } = restored;
+        let mut retention = Retention::new(
+            config.retention_events,
+            config.retention_age.as_millis() as Millis,
+        );
+        let mut dedupe = HashMap::new();
+        let now = now_millis();
+        for record in history {
+            if let Some(event_id) = &record.event_id {
+                dedupe.insert((record.keys.customer, event_id.clone()), record.seq);
+            }
+            let evicted = retention.push(record, now);
+            forget_event_ids(&mut dedupe, &evicted);
+        }
+        retention.skip_to(last_seq);
         let metrics = Metrics::new();
         let stats = FanoutStats {
             deliveries: metrics.deliveries.clone(),
@@ -139,17 +174,14 @@ impl Hub {
         };
         let (tx, rx) = std_mpsc::channel();
         let hub = Arc::new(Hub {
-            epoch: uuid::Uuid::new_v4().simple().to_string(),
-            state: State::default(),
-            retention: RwLock::new(Retention::new(
-                config.retention_events,
-                config.retention_age.as_millis() as Millis,
-            )),
-            fanout: Fanout::new(Seq(0), stats),
+            epoch,
+            state,
+            retention: RwLock::new(retention),
+            fanout: Fanout::new(last_seq, stats),
             metrics,
             sequencer: Mutex::new(Sequencer {
-                last_seq: Seq(0),
-                dedupe: HashMap::new(),
+                last_seq,
+                dedupe,
                 batch: Vec::new(),
                 pipeline: Some(tx),
             }),
@@ -275,7 +307,7 @@ impl Hub {
                         customer_ids,
                     },
                 };
-                self.state.apply_admin(&op);
+                self.state.apply_admin(&op, seq.last_seq);
                 self.forget_in_history(seq, &op);
                 // Events committed earlier in this call were handed off by `sequence`'s
                 // caller before; this batch carries the change alone.
@@ -589,8 +621,26 @@ impl Hub {
         forget_event_ids(&mut seq.dedupe, &evicted);
         self.hand_off(&mut seq, None);
         drop(seq);
+        // Find old actions without the lock; forget them under it, so a snapshot (which
+        // starts under the lock) never sees half an eviction.
         let age_cutoff = now - self.config.retention_age.as_millis() as Millis;
-        self.state.evict_actions_before(age_cutoff);
+        let old = self.state.actions_before(age_cutoff);
+        if !old.is_empty() {
+            let _seq = self.sequencer.lock();
+            self.state.evict_actions(&old, age_cutoff);
+        }
+    }
+
+    /// Starts a snapshot of the state as of the latest seq (see [`State::begin_snapshot`]);
+    /// the caller walks it and then calls [`State::end_snapshot`]. Holds the sequencer
+    /// lock only to read the seq and copy the per-map counters; returns how long that was.
+    pub fn begin_snapshot(&self) -> (Seq, SnapshotMaps, Duration) {
+        let seq = self.sequencer.lock();
+        let held = std::time::Instant::now();
+        let maps = self.state.begin_snapshot(seq.last_seq);
+        let at = seq.last_seq;
+        drop(seq);
+        (at, maps, held.elapsed())
     }
 
     /// How often [`Hub::sweep`] should run.
@@ -651,7 +701,19 @@ impl Hub {
     fn run_pipeline(&self, rx: std_mpsc::Receiver<Batch>, mut log: Box<dyn Log>) {
         let mut records: Vec<Arc<Record>> = Vec::new();
         let mut dones = Vec::new();
-        while let Ok(first) = rx.recv() {
+        loop {
+            // Wake up now and then even when idle, so the log can sync on a timer.
+            let first = match rx.recv_timeout(PIPELINE_TICK) {
+                Ok(first) => first,
+                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = log.tick() {
+                        tracing::error!(error = %e, "syncing the log failed; the hub cannot go on safely");
+                        std::process::abort();
+                    }
+                    continue;
+                }
+                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             // Take whatever else is already waiting: one log append and one fan-out pass
             // serve them all.
             let mut next = Some(first);

@@ -15,12 +15,15 @@
 //! - [`retention`]: the replayable history; [`fanout`]: the subscription index and
 //!   per-connection queues; [`log`]: where accepted events are recorded.
 //! - [`visitors`]: the visitor API (profiles across browsers, merges, exports).
+//! - [`wal`], [`snapshot`], [`recovery`]: durability: the write-ahead log, snapshots of
+//!   the state, and start-up from them; [`codec`]: their binary encoding.
 //! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
 //! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
 pub mod assets;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -32,11 +35,14 @@ pub mod lifecycle;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod recovery;
 pub mod retention;
 pub mod server;
+pub mod snapshot;
 pub mod state;
 pub mod topic;
 pub mod visitors;
+pub mod wal;
 pub mod ws;
 
 pub use config::Config;

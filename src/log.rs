@@ -22,6 +22,11 @@ pub trait Log: Send + 'static {
     /// appended so far. A durable log must keep it: replaying the log repeats it, so an
     /// erased visitor never comes back.
     fn append_admin(&mut self, op: &AdminOp) -> io::Result<()>;
+    /// Called by the pipeline at least every few milliseconds, busy or idle, so a log can
+    /// sync on a timer.
+    fn tick(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 
     /// Makes everything appended so far durable (called at shutdown).
     fn flush(&mut self) -> io::Result<()> {

@@ -1,7 +1,8 @@
 //! The retained event history: the most recent events, bounded by count and by age.
 //!
-//! It serves `since` replay and `GET /v1/events`. Seqs are consecutive, so a record is found
-//! by subtraction; a per-customer index of seqs serves customer histories without a scan.
+//! It serves `since` replay and `GET /v1/events`. Seqs increase (consecutively, except
+//! across an unclean restart that skipped reserved seqs), so a record is found by binary
+//! search; a per-customer index of seqs serves customer histories without a scan.
 //! Only the sequencer appends (under its lock); readers take the surrounding `RwLock` for
 //! short, bounded scans and copy out shared records.
 
@@ -133,11 +134,23 @@ impl Retention {
         Some(record)
     }
 
+    /// Continues after `seq` when the history restored from the log ends before it (seqs
+    /// that were reserved, or delivered and then lost in a crash, are never reused).
+    pub fn skip_to(&mut self, seq: Seq) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// The index of the first record with a seq of at least `seq`. Seqs increase but may
+    /// skip (after an unclean stop), so this searches rather than subtracts.
+    fn position(&self, seq: Seq) -> usize {
+        self.records.partition_point(|r| r.seq < seq)
+    }
+
     /// The record with this seq, if retained.
     pub fn get(&self, seq: Seq) -> Option<&Arc<Record>> {
-        let first = self.records.front()?.seq;
-        let index = seq.0.checked_sub(first.0)?;
-        self.records.get(usize::try_from(index).ok()?)
+        self.records
+            .get(self.position(seq))
+            .filter(|r| r.seq == seq)
     }
 
     /// Scans records after `after` up to and including `upto`, examining at most `budget`
@@ -153,15 +166,11 @@ impl Retention {
         let start = after.max(Seq(self.first_seq().0.saturating_sub(1)));
         let mut out = Vec::new();
         let mut last = start;
-        let Some(first) = self.records.front().map(|r| r.seq) else {
+        if self.records.is_empty() {
             return (out, after);
-        };
-        let from = (start.0 + 1 - first.0) as usize;
-        for record in self
-            .records
-            .range(from.min(self.records.len())..)
-            .take(budget)
-        {
+        }
+        let from = self.position(start.next());
+        for record in self.records.range(from..).take(budget) {
             if record.seq > upto || out.len() >= limit {
                 break;
             }

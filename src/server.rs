@@ -17,7 +17,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::log::MemoryOnly;
+use crate::ids::Seq;
+use crate::recovery;
+use crate::snapshot;
 use crate::ws::WsContext;
 
 /// How long shutdown waits for connections to finish their closing handshake.
@@ -38,7 +40,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (hub, pipeline) = Hub::start(Arc::new(config), Box::new(MemoryOnly));
+    let data_dir = config.data_dir.clone();
+    let (restored, wal) = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || recovery::recover(&config)).await??
+    };
+    let restored_snapshot = restored.snapshot_seq;
+    let (hub, pipeline) = Hub::start_restored(Arc::new(config), Box::new(wal), restored);
+    // Bounded: one stop message; the snapshot thread polls it between snapshots.
+    let (stop_snapshots, stop_rx) = std::sync::mpsc::sync_channel(1);
+    let snapshotter = {
+        let (hub, data_dir) = (hub.clone(), data_dir.clone());
+        let last = restored_snapshot;
+        std::thread::Builder::new()
+            .name("actionhub-snapshot".into())
+            .spawn(move || snapshot::run(hub, data_dir, stop_rx, last))?
+    };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ctx = WsContext {
@@ -67,7 +84,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 warn!("some connections did not close within the drain deadline");
             }
             hub.close_pipeline();
-            tokio::task::spawn_blocking(move || pipeline.join()).await?;
+            let final_hub = hub.clone();
+            tokio::task::spawn_blocking(move || {
+                pipeline.join();
+                let _ = stop_snapshots.send(());
+                let last = snapshotter.join().unwrap_or_default();
+                // A final snapshot, so the next start replays nothing.
+                if final_hub.latest_seq() > last || last == Seq(0) {
+                    snapshot::take_and_prune(&final_hub, &data_dir)?;
+                }
+                std::io::Result::Ok(())
+            })
+            .await?
+            .context("writing the final snapshot")?;
             info!("actionhub stopped");
             Ok(())
         })

@@ -7,7 +7,9 @@
 //! snapshots and the fan-out read concurrently through the methods here, which never hold a
 //! map entry while touching another entry of the same map.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -16,6 +18,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::codec::{Dec, DecodeError, Enc};
 use crate::event::{
     format_millis, serialize_lifecycle, Body, EndReason, LifecycleEvent, Millis, Published,
     VisitorEvent, VisitorKind,
@@ -84,6 +87,8 @@ pub struct Customer {
     pub actions: Vec<ActionId>,
     pub first_seen: Millis,
     pub last_seen: Millis,
+    /// The seq of the event that last changed this customer (for snapshots).
+    pub stamp: Seq,
 }
 
 /// One visitor: the customers (browsers) known to be the same person.
@@ -93,6 +98,8 @@ pub struct Profile {
     pub customers: Vec<CustomerId>,
     pub traits: Map<String, Value>,
     pub channels: Map<String, Value>,
+    /// The seq of the event that last changed this profile (for snapshots).
+    pub stamp: Seq,
 }
 
 /// A state an action entered, with the event that put it there.
@@ -135,9 +142,12 @@ pub struct ActionHead {
     pub seq: Seq,
 }
 
+/// The per-map counters, as a snapshot copies them.
+pub type SnapshotMaps = BTreeMap<(ActionMapId, u32), MapCounts>;
+
 /// Per (action map, version) counts of actions that reached each state.
-#[derive(Clone, Debug)]
-struct MapCounts {
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapCounts {
     media: MediaType,
     counts: BTreeMap<ActionState, u64>,
 }
@@ -152,6 +162,10 @@ pub struct State {
     /// userId -> visitor id.
     users: DashMap<String, CustomerId>,
     maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
+    /// The preimages of a snapshot being written (see [`State::begin_snapshot`]).
+    cow: Mutex<Option<Cow>>,
+    /// Whether `cow` is set: one atomic load on every change when no snapshot runs.
+    cow_on: AtomicBool,
 }
 
 impl State {
@@ -291,15 +305,15 @@ impl State {
 
     /// Applies one published event. Deterministic: depends only on the state and the event.
     pub fn apply(&self, p: &Published) {
-        let at = p.timestamp;
+        let (at, seq) = (p.timestamp, p.seq);
         match &p.body {
             Body::Lifecycle(e) => {
-                self.touch(e.customer_id, Some(e.session_id), at);
-                self.apply_lifecycle(e, p.seq, at);
+                self.touch(e.customer_id, Some(e.session_id), at, seq);
+                self.apply_lifecycle(e, seq, at);
             }
             Body::Visitor(e) => {
-                self.touch(e.customer_id, e.session_id, at);
-                self.apply_visitor(e, at);
+                self.touch(e.customer_id, e.session_id, at, seq);
+                self.apply_visitor(e, at, seq);
             }
             Body::SessionStarted {
                 customer_id,
@@ -307,8 +321,8 @@ impl State {
                 started_at,
                 ..
             } => {
-                self.touch(*customer_id, None, at);
-                let mut c = self.customers.get_mut(customer_id).expect("touched above");
+                self.touch(*customer_id, None, at, seq);
+                let mut c = self.customer_mut(*customer_id, seq).expect("touched above");
                 c.sessions.push_back(SessionInfo {
                     id: *session_id,
                     started_at: *started_at,
@@ -329,7 +343,7 @@ impl State {
                 reason,
                 ..
             } => {
-                if let Some(mut c) = self.customers.get_mut(customer_id) {
+                if let Some(mut c) = self.customer_mut(*customer_id, seq) {
                     if let Some(s) = c.sessions.iter_mut().find(|s| s.id == *session_id) {
                         s.ended = Some((*ended_at, *reason));
                     }
@@ -345,12 +359,13 @@ impl State {
                 visitor_id,
                 merged_customer_ids,
                 ..
-            } => self.merge_into(*visitor_id, merged_customer_ids),
+            } => self.merge_into(*visitor_id, merged_customer_ids, seq),
         }
     }
 
     /// Creates the customer if new, and marks it (and a known session) as seen.
-    fn touch(&self, customer: CustomerId, session: Option<SessionId>, at: Millis) {
+    fn touch(&self, customer: CustomerId, session: Option<SessionId>, at: Millis, seq: Seq) {
+        self.save_customer(customer);
         let mut c = self.customers.entry(customer).or_insert_with(|| Customer {
             identity: IdentityState::Anonymous,
             user_id: None,
@@ -360,7 +375,9 @@ impl State {
             actions: Vec::new(),
             first_seen: at,
             last_seen: at,
+            stamp: seq,
         });
+        c.stamp = seq;
         c.last_seen = c.last_seen.max(at);
         if let Some(s) = session.and_then(|id| c.sessions.iter_mut().find(|s| s.id == id)) {
             s.last_seen = s.last_seen.max(at);
@@ -373,6 +390,7 @@ impl State {
             seq,
             timestamp: at,
         };
+        self.save_action(e.action_id);
         let is_new = match self.actions.get_mut(&e.action_id) {
             Some(mut action) => {
                 action.latest = e.clone();
@@ -391,7 +409,7 @@ impl State {
             }
         };
         if is_new {
-            if let Some(mut c) = self.customers.get_mut(&e.customer_id) {
+            if let Some(mut c) = self.customer_mut(e.customer_id, seq) {
                 c.actions.push(e.action_id);
             }
         }
@@ -405,12 +423,12 @@ impl State {
         *counts.counts.entry(e.state).or_default() += 1;
     }
 
-    fn apply_visitor(&self, e: &VisitorEvent, at: Millis) {
+    fn apply_visitor(&self, e: &VisitorEvent, at: Millis, seq: Seq) {
         if matches!(e.kind, VisitorKind::Page | VisitorKind::Track) {
-            self.record_activity(e, at);
+            self.record_activity(e, at, seq);
         }
         {
-            let Some(mut c) = self.customers.get_mut(&e.customer_id) else {
+            let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
                 return;
             };
             let next = match e.kind {
@@ -440,8 +458,8 @@ impl State {
                 VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
             ),
         ) {
-            let visitor = self.link(e.customer_id, user_id);
-            let mut profile = self.profiles.get_mut(&visitor).expect("linked above");
+            let visitor = self.link(e.customer_id, user_id, seq);
+            let mut profile = self.profile_mut(visitor, seq).expect("linked above");
             if let Some(traits) = &e.traits {
                 profile.traits.extend(traits.clone());
             }
@@ -451,12 +469,14 @@ impl State {
         }
     }
 
-    /// Applies a change that is not an event. Deterministic, like [`State::apply`].
-    pub fn apply_admin(&self, op: &AdminOp) {
+    /// Applies a change that is not an event, logged after the event at `seq`.
+    /// Deterministic like [`State::apply`], and idempotent, so a replay that meets a change
+    /// a snapshot already holds may apply it again.
+    pub fn apply_admin(&self, op: &AdminOp, seq: Seq) {
         match op {
             AdminOp::UpdateTraits { visitor_id, traits } => {
-                self.merge_into(*visitor_id, &[]);
-                if let Some(mut p) = self.profiles.get_mut(visitor_id) {
+                self.merge_into(*visitor_id, &[], seq);
+                if let Some(mut p) = self.profile_mut(*visitor_id, seq) {
                     p.traits.extend(traits.clone());
                 }
             }
@@ -464,16 +484,19 @@ impl State {
                 visitor_id,
                 customer_ids,
             } => {
-                if let Some(mut p) = self.profiles.get_mut(visitor_id) {
-                    for user in p.user_ids.iter() {
-                        self.users.remove(user);
+                let users = match self.profile_mut(*visitor_id, seq) {
+                    Some(mut p) => {
+                        p.traits.clear();
+                        p.channels.clear();
+                        std::mem::replace(&mut p.user_ids, Arc::from(Vec::<String>::new()))
                     }
-                    p.user_ids = Arc::from(Vec::<String>::new());
-                    p.traits.clear();
-                    p.channels.clear();
+                    None => Arc::from(Vec::<String>::new()),
+                };
+                for user in users.iter() {
+                    self.users.remove(user);
                 }
                 for id in customer_ids {
-                    if let Some(mut c) = self.customers.get_mut(id) {
+                    if let Some(mut c) = self.customer_mut(*id, seq) {
                         c.user_id = None;
                         c.identity = IdentityState::Anonymous;
                     }
@@ -483,14 +506,17 @@ impl State {
                 visitor_id,
                 customer_ids,
             } => {
+                self.save_profile(*visitor_id);
                 if let Some((_, p)) = self.profiles.remove(visitor_id) {
                     for user in p.user_ids.iter() {
                         self.users.remove(user);
                     }
                 }
                 for id in customer_ids {
+                    self.save_customer(*id);
                     if let Some((_, c)) = self.customers.remove(id) {
                         for action in c.actions {
+                            self.save_action(action);
                             self.actions.remove(&action);
                         }
                     }
@@ -501,8 +527,8 @@ impl State {
 
     /// Keeps a page view or track event in its session (a track event without a session
     /// goes to the customer's open session, if any).
-    fn record_activity(&self, e: &VisitorEvent, at: Millis) {
-        let Some(mut c) = self.customers.get_mut(&e.customer_id) else {
+    fn record_activity(&self, e: &VisitorEvent, at: Millis, seq: Seq) {
+        let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
             return;
         };
         let Some(session) = e.session_id.or(c.current_session) else {
@@ -530,16 +556,17 @@ impl State {
 
     /// Links a customer to a user id's profile, merging profiles when the user id already
     /// belongs to another one. Returns the customer's visitor id.
-    fn link(&self, customer: CustomerId, user_id: &str) -> CustomerId {
+    fn link(&self, customer: CustomerId, user_id: &str, seq: Seq) -> CustomerId {
         let target = self.users.get(user_id).map(|v| *v);
         let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
         let visitor = match (target, mine) {
             (Some(t), Some(m)) if t == m => return t,
             (None, Some(m)) => {
-                self.add_user(m, user_id);
+                self.add_user(m, user_id, seq);
                 return m;
             }
             (None, None) => {
+                self.save_profile(customer);
                 self.profiles.insert(
                     customer,
                     Profile {
@@ -547,13 +574,14 @@ impl State {
                         customers: vec![customer],
                         traits: Map::new(),
                         channels: Map::new(),
+                        stamp: seq,
                     },
                 );
                 self.users.insert(user_id.to_string(), customer);
                 customer
             }
             (Some(t), None) => {
-                if let Some(mut p) = self.profiles.get_mut(&t) {
+                if let Some(mut p) = self.profile_mut(t, seq) {
                     if !p.customers.contains(&customer) {
                         p.customers.push(customer);
                     }
@@ -562,11 +590,11 @@ impl State {
             }
             (Some(t), Some(m)) => {
                 // Two profiles are one person: fold the customer's profile into the user's.
-                self.fold_profile(m, t);
+                self.fold_profile(m, t, seq);
                 t
             }
         };
-        if let Some(mut c) = self.customers.get_mut(&customer) {
+        if let Some(mut c) = self.customer_mut(customer, seq) {
             c.visitor_id = Some(visitor);
         }
         visitor
@@ -574,8 +602,9 @@ impl State {
 
     /// Puts every customer (and the profiles they belong to) into the profile `visitor`,
     /// creating it if the visitor was a customer with no profile yet.
-    fn merge_into(&self, visitor: CustomerId, customers: &[CustomerId]) {
+    fn merge_into(&self, visitor: CustomerId, customers: &[CustomerId], seq: Seq) {
         if !self.profiles.contains_key(&visitor) {
+            self.save_profile(visitor);
             self.profiles.insert(
                 visitor,
                 Profile {
@@ -583,9 +612,10 @@ impl State {
                     customers: vec![visitor],
                     traits: Map::new(),
                     channels: Map::new(),
+                    stamp: seq,
                 },
             );
-            if let Some(mut c) = self.customers.get_mut(&visitor) {
+            if let Some(mut c) = self.customer_mut(visitor, seq) {
                 c.visitor_id = Some(visitor);
             }
         }
@@ -593,14 +623,14 @@ impl State {
             let current = self.customers.get(&customer).and_then(|c| c.visitor_id);
             match current {
                 Some(v) if v == visitor => {}
-                Some(other) => self.fold_profile(other, visitor),
+                Some(other) => self.fold_profile(other, visitor, seq),
                 None => {
-                    if let Some(mut p) = self.profiles.get_mut(&visitor) {
+                    if let Some(mut p) = self.profile_mut(visitor, seq) {
                         if !p.customers.contains(&customer) {
                             p.customers.push(customer);
                         }
                     }
-                    if let Some(mut c) = self.customers.get_mut(&customer) {
+                    if let Some(mut c) = self.customer_mut(customer, seq) {
                         c.visitor_id = Some(visitor);
                     }
                 }
@@ -609,19 +639,20 @@ impl State {
     }
 
     /// Moves everything of profile `source` into profile `target` and forgets `source`.
-    fn fold_profile(&self, source: CustomerId, target: CustomerId) {
+    fn fold_profile(&self, source: CustomerId, target: CustomerId, seq: Seq) {
+        self.save_profile(source);
         let Some((_, source)) = self.profiles.remove(&source) else {
             return;
         };
         for u in source.user_ids.iter() {
-            self.add_user(target, u);
+            self.add_user(target, u, seq);
         }
         for c in &source.customers {
-            if let Some(mut cust) = self.customers.get_mut(c) {
+            if let Some(mut cust) = self.customer_mut(*c, seq) {
                 cust.visitor_id = Some(target);
             }
         }
-        if let Some(mut p) = self.profiles.get_mut(&target) {
+        if let Some(mut p) = self.profile_mut(target, seq) {
             for c in source.customers {
                 if !p.customers.contains(&c) {
                     p.customers.push(c);
@@ -636,8 +667,8 @@ impl State {
         }
     }
 
-    fn add_user(&self, visitor: CustomerId, user_id: &str) {
-        if let Some(mut p) = self.profiles.get_mut(&visitor) {
+    fn add_user(&self, visitor: CustomerId, user_id: &str, seq: Seq) {
+        if let Some(mut p) = self.profile_mut(visitor, seq) {
             if !p.user_ids.iter().any(|u| u == user_id) {
                 let mut users = p.user_ids.to_vec();
                 users.push(user_id.to_string());
@@ -647,21 +678,38 @@ impl State {
         self.users.insert(user_id.to_string(), visitor);
     }
 
-    /// Forgets actions whose last event is older than `cutoff`, returning how many.
-    pub fn evict_actions_before(&self, cutoff: Millis) -> usize {
-        let old: Vec<(ActionId, CustomerId)> = self
-            .actions
+    /// The actions whose last event is older than `cutoff`: a scan that takes no lock
+    /// beyond one map shard at a time, so the sweeper runs it outside the sequencer lock.
+    pub fn actions_before(&self, cutoff: Millis) -> Vec<ActionId> {
+        self.actions
             .iter()
             .filter(|a| a.last().timestamp < cutoff)
-            .map(|a| (*a.key(), a.latest.customer_id))
-            .collect();
-        for (id, customer) in &old {
-            self.actions.remove(id);
-            if let Some(mut c) = self.customers.get_mut(customer) {
+            .map(|a| *a.key())
+            .collect()
+    }
+
+    /// Forgets the given actions if their last event is still older than `cutoff`,
+    /// returning how many. Called under the sequencer lock. While a snapshot is being
+    /// written it forgets nothing (the sweeper tries again later): eviction is not an
+    /// event, so it has no seq to stamp the customers it changes with.
+    pub fn evict_actions(&self, ids: &[ActionId], cutoff: Millis) -> usize {
+        if self.cow_on.load(Ordering::Acquire) {
+            return 0;
+        }
+        let mut evicted = 0;
+        for id in ids {
+            let Some((_, action)) = self
+                .actions
+                .remove_if(id, |_, a| a.last().timestamp < cutoff)
+            else {
+                continue;
+            };
+            evicted += 1;
+            if let Some(mut c) = self.customers.get_mut(&action.latest.customer_id) {
                 c.actions.retain(|a| a != id);
             }
         }
-        old.len()
+        evicted
     }
 
     // ---- views for HTTP and snapshots ----
@@ -806,6 +854,501 @@ pub enum AdminOp {
         visitor_id: CustomerId,
         customer_ids: Vec<CustomerId>,
     },
+}
+
+// ---- snapshots: copy-on-write preimages ----
+//
+// A snapshot at seq S must hold the state exactly as of S while the sequencer goes on
+// changing it. `begin_snapshot` (under the sequencer lock) records S; from then on, the
+// first change to a customer, profile or action not yet visited by the snapshot walk saves
+// the value it had at S (its "preimage") before changing it. Every entity carries the seq
+// of its last change (`stamp`), so "had it changed since S" is one comparison. The walk
+// visits each map's keys in sorted order; for each key, under the `cow` lock, it takes the
+// preimage if one was saved, else the live value if its stamp is <= S (an entity created
+// after S has neither and is skipped), and then records that it has passed that key, so no
+// later change saves a preimage it no longer needs. Entities removed before the walk
+// collected the keys are left in the preimage table and written at the end. No lock is
+// held while an entity is encoded, and the sequencer waits at most for one entity's clone.
+
+/// Which keys of a map the snapshot walk has passed.
+#[derive(Clone, Copy)]
+enum Walked<K> {
+    NotYet,
+    Upto(K),
+    All,
+}
+
+struct Preimages<K, V> {
+    saved: HashMap<K, V>,
+    walked: Walked<K>,
+}
+
+impl<K: Ord + Hash + Copy, V> Preimages<K, V> {
+    fn new() -> Self {
+        Preimages {
+            saved: HashMap::new(),
+            walked: Walked::NotYet,
+        }
+    }
+
+    /// Whether a change to `key` must save its preimage first.
+    fn wants(&self, key: &K) -> bool {
+        let ahead = match &self.walked {
+            Walked::NotYet => true,
+            Walked::Upto(passed) => key > passed,
+            Walked::All => false,
+        };
+        ahead && !self.saved.contains_key(key)
+    }
+}
+
+struct Cow {
+    at: Seq,
+    customers: Preimages<CustomerId, Customer>,
+    profiles: Preimages<CustomerId, Profile>,
+    actions: Preimages<ActionId, Action>,
+}
+
+/// One entity of a snapshot, handed to the writer.
+pub enum SnapshotItem<'a> {
+    Customer(CustomerId, &'a Customer),
+    Profile(CustomerId, &'a Profile),
+    Action(&'a Action),
+}
+
+fn customer_stamp(c: &Customer) -> Seq {
+    c.stamp
+}
+
+fn profile_stamp(p: &Profile) -> Seq {
+    p.stamp
+}
+
+fn action_stamp(a: &Action) -> Seq {
+    a.last().seq
+}
+
+impl State {
+    /// Saves the preimage of `key` if a snapshot needs it. Must be called with no entry of
+    /// any map held (the snapshot walk takes `cow`, then a map entry).
+    fn save<K, V>(
+        &self,
+        map: &DashMap<K, V>,
+        key: K,
+        table: fn(&mut Cow) -> &mut Preimages<K, V>,
+        stamp: fn(&V) -> Seq,
+    ) where
+        K: Ord + Hash + Copy,
+        V: Clone,
+    {
+        if !self.cow_on.load(Ordering::Acquire) {
+            return;
+        }
+        let mut cow = self.cow.lock();
+        let Some(cow) = cow.as_mut() else {
+            return;
+        };
+        let at = cow.at;
+        let table = table(cow);
+        if table.wants(&key) {
+            if let Some(value) = map.get(&key).filter(|v| stamp(v) <= at) {
+                table.saved.insert(key, value.clone());
+            }
+        }
+    }
+
+    fn save_customer(&self, id: CustomerId) {
+        self.save(&self.customers, id, |c| &mut c.customers, customer_stamp);
+    }
+
+    fn save_profile(&self, id: CustomerId) {
+        self.save(&self.profiles, id, |c| &mut c.profiles, profile_stamp);
+    }
+
+    fn save_action(&self, id: ActionId) {
+        self.save(&self.actions, id, |c| &mut c.actions, action_stamp);
+    }
+
+    /// A customer to change for the event at `seq`, its preimage saved first.
+    fn customer_mut(
+        &self,
+        id: CustomerId,
+        seq: Seq,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, CustomerId, Customer>> {
+        self.save_customer(id);
+        let mut c = self.customers.get_mut(&id)?;
+        c.stamp = seq;
+        Some(c)
+    }
+
+    fn profile_mut(
+        &self,
+        id: CustomerId,
+        seq: Seq,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, CustomerId, Profile>> {
+        self.save_profile(id);
+        let mut p = self.profiles.get_mut(&id)?;
+        p.stamp = seq;
+        Some(p)
+    }
+
+    /// Starts a snapshot as of `at`, the latest applied seq. Called under the sequencer
+    /// lock, so no event is half applied; it copies only the per-map counters (a handful
+    /// of entries) and returns them.
+    pub fn begin_snapshot(&self, at: Seq) -> SnapshotMaps {
+        *self.cow.lock() = Some(Cow {
+            at,
+            customers: Preimages::new(),
+            profiles: Preimages::new(),
+            actions: Preimages::new(),
+        });
+        self.cow_on.store(true, Ordering::Release);
+        self.maps.lock().clone()
+    }
+
+    /// Walks the state as of the snapshot's seq, handing every entity to `emit`. Runs on
+    /// the snapshot thread, concurrently with the sequencer.
+    pub fn walk_snapshot<E>(
+        &self,
+        emit: &mut impl FnMut(SnapshotItem<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.walk(
+            &self.customers,
+            |c| &mut c.customers,
+            customer_stamp,
+            &mut |k, v| emit(SnapshotItem::Customer(*k, v)),
+        )?;
+        self.walk(
+            &self.profiles,
+            |c| &mut c.profiles,
+            profile_stamp,
+            &mut |k, v| emit(SnapshotItem::Profile(*k, v)),
+        )?;
+        self.walk(
+            &self.actions,
+            |c| &mut c.actions,
+            action_stamp,
+            &mut |_, v| emit(SnapshotItem::Action(v)),
+        )
+    }
+
+    fn walk<K, V, E>(
+        &self,
+        map: &DashMap<K, V>,
+        table: fn(&mut Cow) -> &mut Preimages<K, V>,
+        stamp: fn(&V) -> Seq,
+        emit: &mut impl FnMut(&K, &V) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        K: Ord + Hash + Copy,
+        V: Clone,
+    {
+        // Collect the keys first: no map shard is held while anything is encoded.
+        let mut keys: Vec<K> = map.iter().map(|e| *e.key()).collect();
+        keys.sort_unstable();
+        for key in keys {
+            let value = {
+                let mut cow = self.cow.lock();
+                let cow = cow.as_mut().expect("a snapshot is running");
+                let at = cow.at;
+                let table = table(cow);
+                let value = table
+                    .saved
+                    .remove(&key)
+                    .or_else(|| map.get(&key).filter(|v| stamp(v) <= at).map(|v| v.clone()));
+                table.walked = Walked::Upto(key);
+                value
+            };
+            if let Some(value) = value {
+                emit(&key, &value)?;
+            }
+        }
+        let removed = {
+            let mut cow = self.cow.lock();
+            let table = table(cow.as_mut().expect("a snapshot is running"));
+            table.walked = Walked::All;
+            std::mem::take(&mut table.saved)
+        };
+        for (key, value) in removed {
+            emit(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the snapshot: changes stop saving preimages.
+    pub fn end_snapshot(&self) {
+        self.cow_on.store(false, Ordering::Release);
+        *self.cow.lock() = None;
+    }
+
+    /// An empty state about to be filled from a snapshot, with room for about `actions`
+    /// actions.
+    pub fn restoring(maps: SnapshotMaps, actions: usize) -> State {
+        let state = State {
+            actions: DashMap::with_capacity(actions),
+            ..State::default()
+        };
+        *state.maps.lock() = maps;
+        state
+    }
+
+    pub fn restore_customer(&self, id: CustomerId, c: Customer) {
+        self.customers.insert(id, c);
+    }
+
+    /// Restores a profile, and the user ids that point to it.
+    pub fn restore_profile(&self, id: CustomerId, p: Profile) {
+        for user in p.user_ids.iter() {
+            self.users.insert(user.clone(), id);
+        }
+        self.profiles.insert(id, p);
+    }
+
+    pub fn restore_action(&self, a: Action) {
+        self.actions.insert(a.latest.action_id, a);
+    }
+}
+
+// ---- the snapshot encoding of state ----
+
+impl MapCounts {
+    pub fn encode(key: &(ActionMapId, u32), m: &MapCounts, e: &mut Enc) {
+        e.uuid(key.0 .0);
+        e.u32(key.1);
+        e.str(m.media.as_str());
+        e.u32(m.counts.len() as u32);
+        for (state, n) in &m.counts {
+            e.str(state.as_str());
+            e.u64(*n);
+        }
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<((ActionMapId, u32), MapCounts), DecodeError> {
+        let key = (ActionMapId(d.uuid()?), d.u32()?);
+        let media = media(d)?;
+        let n = d.u32()?;
+        let mut counts = BTreeMap::new();
+        for _ in 0..n {
+            let state = action_state(d)?;
+            counts.insert(state, d.u64()?);
+        }
+        Ok((key, MapCounts { media, counts }))
+    }
+}
+
+fn media(d: &mut Dec<'_>) -> Result<MediaType, DecodeError> {
+    MediaType::parse(d.str()?).ok_or(DecodeError("unknown media type"))
+}
+
+fn action_state(d: &mut Dec<'_>) -> Result<ActionState, DecodeError> {
+    ActionState::parse(d.str()?).ok_or(DecodeError("unknown action state"))
+}
+
+const END_REASONS: [EndReason; 3] = [EndReason::Replaced, EndReason::Signout, EndReason::Idle];
+const IDENTITIES: [IdentityState; 3] = [
+    IdentityState::Anonymous,
+    IdentityState::Recognized,
+    IdentityState::Authenticated,
+];
+
+impl Customer {
+    pub fn encode(&self, e: &mut Enc) {
+        e.u8(IDENTITIES
+            .iter()
+            .position(|i| *i == self.identity)
+            .unwrap_or(0) as u8);
+        e.opt_str(self.user_id.as_deref());
+        e.opt_uuid(self.visitor_id.map(|v| v.0));
+        e.u32(self.sessions.len() as u32);
+        for s in &self.sessions {
+            e.uuid(s.id.0);
+            e.i64(s.started_at);
+            e.i64(s.last_seen);
+            e.bool(s.ended.is_some());
+            if let Some((at, reason)) = s.ended {
+                e.i64(at);
+                e.u8(END_REASONS.iter().position(|r| *r == reason).unwrap_or(0) as u8);
+            }
+            e.u64(s.pages_viewed);
+            e.u32(s.activity.len() as u32);
+            for a in &s.activity {
+                e.i64(a.at);
+                e.bool(a.kind == VisitorKind::Page);
+                e.json(a.detail.as_object().unwrap_or(&Map::new()));
+            }
+        }
+        e.opt_uuid(self.current_session.map(|s| s.0));
+        e.u32(self.actions.len() as u32);
+        for a in &self.actions {
+            e.uuid(a.0);
+        }
+        e.i64(self.first_seen);
+        e.i64(self.last_seen);
+        e.u64(self.stamp.0);
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<Customer, DecodeError> {
+        let identity = *IDENTITIES
+            .get(d.u8()? as usize)
+            .ok_or(DecodeError("unknown identity state"))?;
+        let user_id = d.opt_str()?.map(str::to_string);
+        let visitor_id = d.opt_uuid()?.map(CustomerId);
+        let n = d.u32()?;
+        let mut sessions = VecDeque::with_capacity(n as usize);
+        for _ in 0..n {
+            let id = SessionId(d.uuid()?);
+            let (started_at, last_seen) = (d.i64()?, d.i64()?);
+            let ended = match d.bool()? {
+                true => {
+                    let at = d.i64()?;
+                    let reason = *END_REASONS
+                        .get(d.u8()? as usize)
+                        .ok_or(DecodeError("unknown end reason"))?;
+                    Some((at, reason))
+                }
+                false => None,
+            };
+            let pages_viewed = d.u64()?;
+            let n = d.u32()?;
+            let mut activity = VecDeque::with_capacity(n as usize);
+            for _ in 0..n {
+                let at = d.i64()?;
+                let kind = match d.bool()? {
+                    true => VisitorKind::Page,
+                    false => VisitorKind::Track,
+                };
+                activity.push_back(Activity {
+                    at,
+                    kind,
+                    detail: Value::Object(d.json()?),
+                });
+            }
+            sessions.push_back(SessionInfo {
+                id,
+                started_at,
+                last_seen,
+                ended,
+                pages_viewed,
+                activity,
+            });
+        }
+        let current_session = d.opt_uuid()?.map(SessionId);
+        let n = d.u32()?;
+        let actions = (0..n)
+            .map(|_| d.uuid().map(ActionId))
+            .collect::<Result<_, _>>()?;
+        Ok(Customer {
+            identity,
+            user_id,
+            visitor_id,
+            sessions,
+            current_session,
+            actions,
+            first_seen: d.i64()?,
+            last_seen: d.i64()?,
+            stamp: Seq(d.u64()?),
+        })
+    }
+}
+
+impl Profile {
+    pub fn encode(&self, e: &mut Enc) {
+        e.u32(self.user_ids.len() as u32);
+        for u in self.user_ids.iter() {
+            e.str(u);
+        }
+        e.u32(self.customers.len() as u32);
+        for c in &self.customers {
+            e.uuid(c.0);
+        }
+        e.json(&self.traits);
+        e.json(&self.channels);
+        e.u64(self.stamp.0);
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<Profile, DecodeError> {
+        let n = d.u32()?;
+        let user_ids: Vec<String> = (0..n)
+            .map(|_| d.str().map(str::to_string))
+            .collect::<Result<_, _>>()?;
+        let n = d.u32()?;
+        let customers = (0..n)
+            .map(|_| d.uuid().map(CustomerId))
+            .collect::<Result<_, _>>()?;
+        Ok(Profile {
+            user_ids: user_ids.into(),
+            customers,
+            traits: d.json()?,
+            channels: d.json()?,
+            stamp: Seq(d.u64()?),
+        })
+    }
+}
+
+impl Action {
+    pub fn encode(&self, e: &mut Enc) {
+        let l = &self.latest;
+        e.uuid(l.action_id.0);
+        e.str(l.state.as_str());
+        e.str(l.media.as_str());
+        e.uuid(l.action_map_id.0);
+        e.u32(l.action_map_version);
+        e.uuid(l.customer_id.0);
+        e.uuid(l.session_id.0);
+        e.bool(l.error_code.is_some());
+        e.i64(l.error_code.unwrap_or(0));
+        e.opt_str(l.error_message.as_deref());
+        e.opt_str(l.event_id.as_deref());
+        e.opt_json(l.data.as_ref());
+        e.u32(self.transitions.len() as u32);
+        for t in &self.transitions {
+            e.str(t.state.as_str());
+            e.u64(t.seq.0);
+            e.i64(t.timestamp);
+        }
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<Action, DecodeError> {
+        let action_id = ActionId(d.uuid()?);
+        let state = action_state(d)?;
+        let media = media(d)?;
+        let action_map_id = ActionMapId(d.uuid()?);
+        let action_map_version = d.u32()?;
+        let customer_id = CustomerId(d.uuid()?);
+        let session_id = SessionId(d.uuid()?);
+        let has_code = d.bool()?;
+        let code = d.i64()?;
+        let latest = LifecycleEvent {
+            action_id,
+            state,
+            media,
+            action_map_id,
+            action_map_version,
+            customer_id,
+            session_id,
+            error_code: has_code.then_some(code),
+            error_message: d.opt_str()?.map(str::to_string),
+            event_id: d.opt_str()?.map(str::to_string),
+            data: d.opt_json()?,
+        };
+        let n = d.u32()?;
+        if n == 0 {
+            return Err(DecodeError("an action without transitions"));
+        }
+        let transitions = (0..n)
+            .map(|_| {
+                Ok(Transition {
+                    state: action_state(d)?,
+                    seq: Seq(d.u64()?),
+                    timestamp: d.i64()?,
+                })
+            })
+            .collect::<Result<_, DecodeError>>()?;
+        Ok(Action {
+            latest,
+            transitions,
+        })
+    }
 }
 
 /// Whether a session is new to a customer, and which open session it would replace.
@@ -1066,5 +1609,199 @@ impl State {
             .iter()
             .find(|p| p.channels.get(channel).and_then(Value::as_str) == Some(user))
             .map(|p| *p.key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Published};
+
+    /// A deterministic mix of every kind of change: new customers and sessions, actions
+    /// moving through states, sign-ins that merge profiles, traits, sessions ending.
+    fn events(n: u64) -> Vec<Published> {
+        let customers: Vec<CustomerId> = (0..12).map(|_| CustomerId::new_random()).collect();
+        let sessions: Vec<SessionId> = (0..12).map(|_| SessionId::new_random()).collect();
+        let actions: Vec<ActionId> = (0..30).map(|_| ActionId::new_random()).collect();
+        let map = ActionMapId::new_random();
+        let states = ["offered", "accepted", "started", "engaged", "ended"];
+        (1..=n)
+            .map(|seq| {
+                let i = (seq * 7919 % 1000) as usize;
+                let (c, s) = (i % 12, (i / 12) % 12);
+                let body = match seq % 6 {
+                    0 => Body::SessionStarted {
+                        customer_id: customers[c],
+                        session_id: sessions[s],
+                        user_id: None,
+                        started_at: seq as i64,
+                    },
+                    1 | 2 => {
+                        let a = i % 30;
+                        let json = serde_json::json!({
+                            "actionId": actions[a].to_string(),
+                            "actionState": states[(seq as usize / 6) % 5],
+                            "actionMediaType": "webchat",
+                            "actionMapId": map.to_string(), "actionMapVersion": 1,
+                            "customerId": customers[a % 12].to_string(),
+                            "sessionId": sessions[s].to_string(),
+                            "data": {"n": seq},
+                        });
+                        Event::from_json(json).unwrap().into()
+                    }
+                    3 => {
+                        let json = serde_json::json!({
+                            "type": if seq % 4 == 0 { "identify" } else { "signin" },
+                            "customerId": customers[c].to_string(),
+                            "sessionId": sessions[s].to_string(),
+                            "userId": format!("user-{}", i % 5),
+                            "traits": {"seen": seq},
+                        });
+                        Event::from_json(json).unwrap().into()
+                    }
+                    4 => Event::from_json(serde_json::json!({
+                        "type": "page", "customerId": customers[c].to_string(),
+                        "sessionId": sessions[s].to_string(), "page": {"url": "https://x/"},
+                    }))
+                    .unwrap()
+                    .into(),
+                    _ => Body::SessionEnded {
+                        customer_id: customers[c],
+                        session_id: sessions[s],
+                        user_id: None,
+                        started_at: 0,
+                        ended_at: seq as i64,
+                        pages_viewed: 1,
+                        reason: EndReason::Idle,
+                    },
+                };
+                Published {
+                    seq: Seq(seq),
+                    timestamp: seq as i64 * 10,
+                    body,
+                }
+            })
+            .collect()
+    }
+
+    /// Everything in a state, comparable.
+    fn fingerprint(state: &State) -> Vec<String> {
+        let mut out: Vec<String> = state
+            .customers
+            .iter()
+            .map(|e| format!("c {:?} {:?}", e.key(), *e))
+            .chain(
+                state
+                    .profiles
+                    .iter()
+                    .map(|e| format!("p {:?} {:?}", e.key(), *e)),
+            )
+            .chain(state.actions.iter().map(|e| format!("a {:?}", *e)))
+            .chain(
+                state
+                    .users
+                    .iter()
+                    .map(|e| format!("u {} {:?}", e.key(), *e)),
+            )
+            .collect();
+        out.sort();
+        out.push(format!("{:?}", *state.maps.lock()));
+        out
+    }
+
+    #[test]
+    fn a_snapshot_holds_the_state_as_of_its_seq_while_changes_go_on() {
+        let all = events(600);
+        for split in [0, 1, 250, 599] {
+            let (before, after) = all.split_at(split);
+            let expected = State::default();
+            let live = State::default();
+            for p in before {
+                expected.apply(p);
+                live.apply(p);
+            }
+            let maps = live.begin_snapshot(Seq(split as u64));
+            let mut pending = after.iter();
+            let (mut customers, mut profiles, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+            // Apply two later events between every entity the walk hands out.
+            live.walk_snapshot(&mut |item| {
+                match item {
+                    SnapshotItem::Customer(id, c) => customers.push((id, c.clone())),
+                    SnapshotItem::Profile(id, p) => profiles.push((id, p.clone())),
+                    SnapshotItem::Action(a) => actions.push(a.clone()),
+                }
+                for p in pending.by_ref().take(2) {
+                    live.apply(p);
+                }
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+            live.end_snapshot();
+            for p in pending {
+                live.apply(p);
+            }
+            let restored = State::restoring(maps, 0);
+            for (id, c) in customers {
+                restored.restore_customer(id, c);
+            }
+            for (id, p) in profiles {
+                restored.restore_profile(id, p);
+            }
+            for a in actions {
+                restored.restore_action(a);
+            }
+            assert_eq!(
+                fingerprint(&restored),
+                fingerprint(&expected),
+                "split {split}"
+            );
+            let whole = State::default();
+            for p in &all {
+                whole.apply(p);
+            }
+            assert_eq!(
+                fingerprint(&live),
+                fingerprint(&whole),
+                "the live state moved on"
+            );
+        }
+    }
+
+    #[test]
+    fn entities_encode_and_decode_unchanged() {
+        let state = State::default();
+        for p in events(300) {
+            state.apply(&p);
+        }
+        let mut e = Enc::default();
+        for c in state.customers.iter() {
+            c.encode(&mut e);
+        }
+        for p in state.profiles.iter() {
+            p.encode(&mut e);
+        }
+        for a in state.actions.iter() {
+            a.encode(&mut e);
+        }
+        let mut d = Dec::new(&e.buf);
+        for c in state.customers.iter() {
+            assert_eq!(
+                format!("{:?}", Customer::decode(&mut d).unwrap()),
+                format!("{:?}", *c)
+            );
+        }
+        for p in state.profiles.iter() {
+            assert_eq!(
+                format!("{:?}", Profile::decode(&mut d).unwrap()),
+                format!("{:?}", *p)
+            );
+        }
+        for a in state.actions.iter() {
+            assert_eq!(
+                format!("{:?}", Action::decode(&mut d).unwrap()),
+                format!("{:?}", *a)
+            );
+        }
+        assert!(d.is_empty());
     }
 }

@@ -7,7 +7,6 @@ use serde_json::json;
 use crate::support::{seq_of, Hub, JsonExt, Visitor};
 
 #[tokio::test]
-#[ignore = "needs the write-ahead log of issue 3; enabled when it lands"]
 async fn a_restart_keeps_the_epoch_the_seqs_and_the_state() {
     let hub = Hub::start().await;
     let mut client = hub.client().await;
@@ -62,7 +61,6 @@ async fn a_restart_keeps_the_epoch_the_seqs_and_the_state() {
 }
 
 #[tokio::test]
-#[ignore = "needs the write-ahead log of issue 3; enabled when it lands"]
 async fn a_client_closed_with_1001_resumes_on_the_restarted_hub() {
     let hub = Hub::start().await;
     let visitor = Visitor::new();

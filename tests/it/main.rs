@@ -13,5 +13,6 @@ mod identity;
 mod lifecycle;
 mod loadgen;
 mod replay;
+mod restart;
 mod visitors;
 mod ws_protocol;

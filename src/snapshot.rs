@@ -1,0 +1,386 @@
+//! Snapshots: the whole state as of one seq, in `<data-dir>/snapshots/<seq>.snap`, so a
+//! restart replays only the log after it.
+//!
+//! A snapshot is written by a background thread while ingest goes on: the sequencer lock
+//! is held only to read the seq and copy the per-map counters; the walk reads the state
+//! as of that seq through copy-on-write preimages (see `state.rs`). The file is written to
+//! a temp name, synced, renamed and the directory synced, so a crash leaves the old
+//! snapshot or the new one, never half of one. The newest two are kept; log segments that
+//! neither the older one nor the retained history needs are deleted after a snapshot.
+//!
+//! Format (version 1): magic, version (u32), seq, epoch, time written, the per-map
+//! counters, then tagged entities (1 customer, 2 profile, 3 action, 0 end) in the
+//! encoding of [`crate::codec`], then a crc32 of everything before it.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::codec::{Dec, DecodeError, Enc};
+use crate::event::now_millis;
+use crate::hub::Hub;
+use crate::ids::{CustomerId, Seq};
+use crate::state::{Action, Customer, MapCounts, Profile, SnapshotItem, State};
+use crate::wal;
+
+const MAGIC: &[u8; 8] = b"AHUBSNP\0";
+/// The snapshot format this release writes; a higher one on disk is refused.
+pub const FORMAT_VERSION: u32 = 1;
+/// Longest wait for the log to catch up with a snapshot's seq before giving it up.
+const LOG_CATCH_UP: Duration = Duration::from_secs(30);
+/// Snapshots kept: the newest, and one to fall back to if the newest is damaged.
+const KEEP: usize = 2;
+
+/// Why a snapshot file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} was written by a newer actionhub (snapshot format {found}, this release reads \
+         up to {FORMAT_VERSION}); refusing to start, nothing was changed"
+    )]
+    FutureFormat { path: PathBuf, found: u32 },
+    #[error("{path} is damaged: {why}")]
+    Corrupt { path: PathBuf, why: String },
+}
+
+/// A snapshot read back.
+pub struct Loaded {
+    pub seq: Seq,
+    pub epoch: String,
+    pub state: State,
+    pub path: PathBuf,
+}
+
+/// What writing one snapshot took.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub seq: Seq,
+    pub bytes: u64,
+    pub entities: u64,
+    /// Time the sequencer lock was held to start it (the ingest pause).
+    pub lock_held: Duration,
+    pub took: Duration,
+}
+
+pub fn dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshots")
+}
+
+/// The snapshot files, newest first, with their seqs.
+pub fn list(data_dir: &Path) -> io::Result<Vec<(Seq, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir(data_dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(seq) = name.strip_suffix(".snap").and_then(|s| s.parse().ok()) {
+            out.push((Seq(seq), path));
+        }
+    }
+    out.sort_by(|a, b| b.cmp(a));
+    Ok(out)
+}
+
+/// The format version a snapshot file declares, if its header is readable.
+pub fn version_of(path: &Path) -> Option<u32> {
+    let bytes = fs::read(path).ok()?;
+    (bytes.len() >= 12 && &bytes[..8] == MAGIC)
+        .then(|| u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")))
+}
+
+/// Writes a snapshot of `hub`'s state as of its latest seq.
+pub fn take(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
+    let started = Instant::now();
+    let (seq, maps, lock_held) = hub.begin_snapshot();
+    let result = write(hub, data_dir, seq, &maps);
+    hub.state.end_snapshot();
+    let (bytes, entities) = result?;
+    Ok(Written {
+        seq,
+        bytes,
+        entities,
+        lock_held,
+        took: started.elapsed(),
+    })
+}
+
+fn write(
+    hub: &Hub,
+    data_dir: &Path,
+    seq: Seq,
+    maps: &crate::state::SnapshotMaps,
+) -> io::Result<(u64, u64)> {
+    let dir = dir(data_dir);
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{:020}.snap", seq.0));
+    let tmp = path.with_extension("tmp");
+    let mut out = Checked {
+        file: BufWriter::with_capacity(1 << 20, File::create(&tmp)?),
+        crc: crc32fast::Hasher::new(),
+        bytes: 0,
+    };
+    let mut e = Enc::default();
+    e.buf.extend_from_slice(MAGIC);
+    e.u32(FORMAT_VERSION);
+    e.u64(seq.0);
+    e.str(&hub.epoch);
+    e.i64(now_millis());
+    e.u32(maps.len() as u32);
+    for (key, counts) in maps {
+        MapCounts::encode(key, counts, &mut e);
+    }
+    out.put(&mut e)?;
+    let mut entities = 0u64;
+    hub.state.walk_snapshot(&mut |item| {
+        entities += 1;
+        match item {
+            SnapshotItem::Customer(id, c) => {
+                e.u8(1);
+                e.uuid(id.0);
+                c.encode(&mut e);
+            }
+            SnapshotItem::Profile(id, p) => {
+                e.u8(2);
+                e.uuid(id.0);
+                p.encode(&mut e);
+            }
+            SnapshotItem::Action(a) => {
+                e.u8(3);
+                a.encode(&mut e);
+            }
+        }
+        out.put(&mut e)
+    })?;
+    e.u8(0);
+    out.put(&mut e)?;
+    // The snapshot may not name a seq the log does not have yet: wait (bounded) until the
+    // pipeline has logged everything up to it, so the log and the snapshot agree on what
+    // happened, then publish the file.
+    let deadline = Instant::now() + LOG_CATCH_UP;
+    while hub.fanout.watermark() < seq {
+        if Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "the log did not reach seq {seq} within {LOG_CATCH_UP:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let crc = out.crc.clone().finalize();
+    out.file.write_all(&crc.to_le_bytes())?;
+    let file = out.file.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, &path)?;
+    wal::sync_dir(&dir)?;
+    Ok((out.bytes + 4, entities))
+}
+
+/// A file writer that checksums what it writes.
+struct Checked {
+    file: BufWriter<File>,
+    crc: crc32fast::Hasher,
+    bytes: u64,
+}
+
+impl Checked {
+    fn put(&mut self, e: &mut Enc) -> io::Result<()> {
+        self.crc.update(&e.buf);
+        self.file.write_all(&e.buf)?;
+        self.bytes += e.buf.len() as u64;
+        e.buf.clear();
+        Ok(())
+    }
+}
+
+/// Reads a snapshot file.
+pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
+    let bytes = fs::read(path).map_err(|source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let corrupt = |why: String| SnapshotError::Corrupt {
+        path: path.to_owned(),
+        why,
+    };
+    if bytes.len() < 16 || &bytes[..8] != MAGIC {
+        return Err(corrupt("the header is missing or damaged".into()));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version > FORMAT_VERSION {
+        return Err(SnapshotError::FutureFormat {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        return Err(corrupt("its checksum does not match".into()));
+    }
+    decode(&body[12..])
+        .map_err(|e| corrupt(e.to_string()))
+        .map(|(seq, epoch, state)| Loaded {
+            seq,
+            epoch,
+            state,
+            path: path.to_owned(),
+        })
+}
+
+fn decode(body: &[u8]) -> Result<(Seq, String, State), DecodeError> {
+    let mut d = Dec::new(body);
+    let seq = Seq(d.u64()?);
+    let epoch = d.str()?.to_string();
+    let _written_at = d.i64()?;
+    let n = d.u32()?;
+    let maps = (0..n)
+        .map(|_| MapCounts::decode(&mut d))
+        .collect::<Result<_, _>>()?;
+    // Entities go straight into the maps, sized from the file (an action is ~180 bytes).
+    let state = State::restoring(maps, body.len() / 180);
+    loop {
+        match d.u8()? {
+            0 => break,
+            1 => state.restore_customer(CustomerId(d.uuid()?), Customer::decode(&mut d)?),
+            2 => state.restore_profile(CustomerId(d.uuid()?), Profile::decode(&mut d)?),
+            3 => state.restore_action(Action::decode(&mut d)?),
+            _ => return Err(DecodeError("unknown entity tag")),
+        }
+    }
+    if !d.is_empty() {
+        return Err(DecodeError("bytes after the end"));
+    }
+    Ok((seq, epoch, state))
+}
+
+/// Deletes all but the newest [`KEEP`] snapshots, then the log segments that hold only
+/// events at or before both the older kept snapshot and the retained history's start.
+pub fn prune(data_dir: &Path, retained_from: Seq) -> io::Result<()> {
+    let snapshots = list(data_dir)?;
+    for (_, path) in snapshots.iter().skip(KEEP) {
+        fs::remove_file(path)?;
+    }
+    let Some((oldest_kept, _)) = snapshots[..snapshots.len().min(KEEP)].last() else {
+        return Ok(());
+    };
+    // Every event after `needed_from - 1` must stay in the log.
+    let needed_from = Seq(oldest_kept.0 + 1).min(retained_from);
+    let segments = wal::segments(&data_dir.join("wal"))?;
+    for pair in segments.windows(2) {
+        let ((_, path), (next_first, _)) = (&pair[0], &pair[1]);
+        if *next_first <= needed_from {
+            fs::remove_file(path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes snapshots in the background every `snapshot_interval` (when anything changed)
+/// and every `snapshot_every_events` events, until `stop` says so or is dropped. Returns
+/// the seq of the last snapshot written (or `last` if none was).
+pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) -> Seq {
+    let mut since = Instant::now();
+    loop {
+        match stop.recv_timeout(Duration::from_millis(100)) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return last,
+        }
+        let latest = hub.latest_seq();
+        let due = (since.elapsed() >= hub.config.snapshot_interval && latest > last)
+            || latest.0.saturating_sub(last.0) >= hub.config.snapshot_every_events;
+        if !due {
+            continue;
+        }
+        since = Instant::now();
+        match take_and_prune(&hub, &data_dir) {
+            Ok(written) => last = written.seq,
+            Err(e) => {
+                warn!(error = %e, "writing a snapshot failed; the log keeps everything, trying again later")
+            }
+        }
+    }
+}
+
+/// Writes a snapshot, logs it, and prunes what it makes unnecessary.
+pub fn take_and_prune(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
+    let written = take(hub, data_dir)?;
+    info!(
+        seq = written.seq.0,
+        bytes = written.bytes,
+        entities = written.entities,
+        lock_held_us = written.lock_held.as_micros() as u64,
+        took_ms = written.took.as_millis() as u64,
+        "snapshot written"
+    );
+    let retained_from = hub.retention.read().first_seq();
+    prune(data_dir, retained_from)?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(path: PathBuf) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, b"x").unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn prune_keeps_two_snapshots_and_every_segment_they_or_retention_need() {
+        let data = tempfile::tempdir().unwrap();
+        for seq in [100u64, 200, 300] {
+            touch(dir(data.path()).join(format!("{seq:020}.snap")));
+        }
+        // Segments hold 1-99, 100-149, 150-249, 250-...
+        for first in [1u64, 100, 150, 250] {
+            touch(data.path().join("wal").join(format!("{first:020}.wal")));
+        }
+        // The older kept snapshot is 200: events from 201 must stay, and retention
+        // starts at 120, so the segment holding 120 stays too.
+        prune(data.path(), Seq(120)).unwrap();
+        assert_eq!(
+            names(&dir(data.path())),
+            [
+                "00000000000000000200.snap".to_string(),
+                "00000000000000000300.snap".to_string()
+            ]
+        );
+        assert_eq!(
+            names(&data.path().join("wal")),
+            [
+                "00000000000000000100.wal".to_string(),
+                "00000000000000000150.wal".to_string(),
+                "00000000000000000250.wal".to_string()
+            ]
+        );
+        // When retention starts later, the snapshot decides: 201 is in the segment of 150.
+        prune(data.path(), Seq(1000)).unwrap();
+        assert_eq!(
+            names(&data.path().join("wal")),
+            [
+                "00000000000000000150.wal".to_string(),
+                "00000000000000000250.wal".to_string()
+            ]
+        );
+    }
+}

@@ -1,0 +1,753 @@
+//! The write-ahead log: every accepted event, in seq order, in segment files under
+//! `<data-dir>/wal/`.
+//!
+//! A segment is named by the first seq it may hold (`00000000000000000001.wal`), starts
+//! with a header (magic and format version) and holds records: length (u32 LE), crc32 of
+//! the payload (u32 LE), payload. The payload carries what rebuilding needs without parsing
+//! JSON for the retained history (seq, timestamp, eventId, the filter keys) and the event
+//! frame, which [`crate::event::Published::from_frame`] turns back into the event for
+//! replay. [`Wal`] is the [`Log`] the pipeline appends to, with the fsync policy; [`scan`]
+//! reads a directory back, cutting nothing itself: it reports a torn tail for the caller
+//! to cut once the whole data directory is known to be readable.
+//!
+//! The WAL also keeps the seq reservation (`<data-dir>/seq-reserved`): under `interval` or
+//! `never` an event may be fanned out before it is on disk, so a crash can lose events a
+//! subscriber saw. Before any seq beyond the reserved mark is written (and therefore before
+//! it is delivered) the mark is moved forward durably, and a restart after an unclean stop
+//! continues after the mark, so no seq is ever given to two different events.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+
+use crate::codec::{Dec, DecodeError, Enc};
+use crate::config::FsyncPolicy;
+use crate::event::Millis;
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::log::Log;
+use crate::retention::Record;
+use crate::state::AdminOp;
+use crate::topic::{EventKeys, Topic};
+
+const MAGIC: &[u8; 8] = b"AHUBWAL\0";
+/// The segment format this release writes; a higher one on disk is refused.
+pub const FORMAT_VERSION: u32 = 1;
+const HEADER_BYTES: u64 = 12;
+/// Length and crc in front of every payload.
+const RECORD_HEAD_BYTES: usize = 8;
+/// A payload longer than this is corruption, not an event (events are a few KiB at most).
+const MAX_PAYLOAD_BYTES: u32 = 64 * 1024 * 1024;
+/// Seqs reserved per durable write of the reservation file.
+pub const RESERVE_BLOCK: u64 = 100_000;
+const RESERVATION_FILE: &str = "seq-reserved";
+
+/// What can go wrong reading a log back.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} was written by a newer actionhub (log format {found}, this release reads up to \
+         {FORMAT_VERSION}); refusing to start, nothing was changed"
+    )]
+    FutureFormat { path: PathBuf, found: u32 },
+    #[error(
+        "{path} is corrupt at byte {offset} ({why}), and it is not the newest segment: history \
+         after it would be lost. Move the data directory aside (or restore it from a backup) \
+         and start again"
+    )]
+    CorruptMiddle {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A torn or corrupt end of the newest segment, to be cut off.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TornTail {
+    pub path: PathBuf,
+    /// Bytes of good data; the file is cut to this length.
+    pub keep: u64,
+    pub why: String,
+}
+
+/// A directory of segments read back.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The first seq of the oldest segment (its name), if any.
+    pub first_segment: Option<Seq>,
+    pub last_seq: Option<Seq>,
+    pub records: usize,
+    pub torn: Option<TornTail>,
+}
+
+/// The segment files of a directory, oldest first, with their first seqs.
+pub fn segments(dir: &Path) -> io::Result<Vec<(Seq, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse().ok()) {
+            out.push((Seq(seq), path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads every record of the segments in `dir`, oldest first, handing each to `each`.
+/// Reads only: a torn tail of the newest segment is reported in [`Scan::torn`].
+/// One entry of the log: an event, or a visitor change that is not one (see [`AdminOp`]),
+/// logged after the event at `after`.
+pub enum Entry {
+    Event(Record),
+    Admin { after: Seq, op: AdminOp },
+}
+
+/// The first byte of every payload says which kind of entry it holds.
+const KIND_EVENT: u8 = 0;
+const KIND_ADMIN: u8 = 1;
+
+pub fn scan(dir: &Path, mut each: impl FnMut(Entry)) -> Result<Scan, WalError> {
+    let segments = segments(dir).map_err(io_err(dir))?;
+    let mut out = Scan {
+        first_segment: segments.first().map(|(s, _)| *s),
+        ..Scan::default()
+    };
+    let count = segments.len();
+    for (index, (_, path)) in segments.iter().enumerate() {
+        // One buffer per segment; the records' frames are slices of it, not copies.
+        let bytes = Bytes::from(fs::read(path).map_err(io_err(path))?);
+        let newest = index + 1 == count;
+        let bad = |offset: u64, why: String| -> Result<(), WalError> {
+            if newest {
+                Ok(())
+            } else {
+                Err(WalError::CorruptMiddle {
+                    path: path.clone(),
+                    offset,
+                    why,
+                })
+            }
+        };
+        if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
+            let why = "the segment header is missing or damaged".to_string();
+            bad(0, why.clone())?;
+            out.torn = Some(TornTail {
+                path: path.clone(),
+                keep: 0,
+                why,
+            });
+            break;
+        }
+        let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        if version > FORMAT_VERSION {
+            return Err(WalError::FutureFormat {
+                path: path.clone(),
+                found: version,
+            });
+        }
+        let mut at = HEADER_BYTES as usize;
+        while at < bytes.len() {
+            match read_entry(&bytes.slice(at..), out.last_seq) {
+                Ok((entry, used)) => {
+                    if let Entry::Event(record) = &entry {
+                        out.last_seq = Some(record.seq);
+                        out.records += 1;
+                    }
+                    each(entry);
+                    at += used;
+                }
+                Err(why) => {
+                    bad(at as u64, why.clone())?;
+                    out.torn = Some(TornTail {
+                        path: path.clone(),
+                        keep: at as u64,
+                        why,
+                    });
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One entry at the front of `bytes`, and how many bytes it took.
+fn read_entry(bytes: &Bytes, previous: Option<Seq>) -> Result<(Entry, usize), String> {
+    if bytes.len() < RECORD_HEAD_BYTES {
+        return Err(format!(
+            "a record head is cut short ({} bytes)",
+            bytes.len()
+        ));
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if len > MAX_PAYLOAD_BYTES {
+        return Err(format!("a record claims {len} bytes"));
+    }
+    let end = RECORD_HEAD_BYTES + len as usize;
+    if bytes.len() < end {
+        return Err(format!(
+            "a record of {len} bytes is cut short at {}",
+            bytes.len() - RECORD_HEAD_BYTES
+        ));
+    }
+    let payload = bytes.slice(RECORD_HEAD_BYTES..end);
+    if crc32fast::hash(&payload) != crc {
+        return Err("a record's checksum does not match".into());
+    }
+    let entry = decode_entry(&payload).map_err(|e| e.to_string())?;
+    match &entry {
+        Entry::Event(record) if previous.is_some_and(|p| record.seq <= p) => {
+            Err(format!("seq {} does not follow {:?}", record.seq, previous))
+        }
+        Entry::Admin { after, .. } if previous.is_some_and(|p| *after < p) => Err(format!(
+            "a change after seq {after} follows seq {:?}",
+            previous
+        )),
+        _ => Ok((entry, end)),
+    }
+}
+
+fn encode_admin(enc: &mut Enc, after: Seq, op: &AdminOp) {
+    let start = enc.buf.len();
+    enc.u32(0);
+    enc.u32(0);
+    enc.u8(KIND_ADMIN);
+    enc.u64(after.0);
+    enc.str(&serde_json::to_string(op).expect("admin changes serialize"));
+    seal(enc, start);
+}
+
+/// Fills in the length and checksum of the entry that starts at `start`.
+fn seal(enc: &mut Enc, start: usize) {
+    let payload = &enc.buf[start + RECORD_HEAD_BYTES..];
+    let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
+    enc.buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    enc.buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn decode_entry(payload: &Bytes) -> Result<Entry, DecodeError> {
+    match payload.first() {
+        Some(&KIND_EVENT) => decode_record(&payload.slice(1..)).map(Entry::Event),
+        Some(&KIND_ADMIN) => {
+            let mut d = Dec::new(&payload[1..]);
+            let after = Seq(d.u64()?);
+            let op = serde_json::from_str(d.str()?)
+                .map_err(|_| DecodeError("an admin change does not parse"))?;
+            Ok(Entry::Admin { after, op })
+        }
+        _ => Err(DecodeError("unknown entry kind")),
+    }
+}
+
+fn encode_record(enc: &mut Enc, r: &Record) {
+    let start = enc.buf.len();
+    enc.u32(0);
+    enc.u32(0);
+    enc.u8(KIND_EVENT);
+    enc.u64(r.seq.0);
+    enc.i64(r.timestamp);
+    enc.opt_str(r.event_id.as_deref());
+    let k = &r.keys;
+    enc.str(k.topic.as_str());
+    enc.uuid(k.customer.0);
+    match &k.other_customers {
+        Some(others) => {
+            enc.bool(true);
+            enc.u32(others.len() as u32);
+            for c in others.iter() {
+                enc.uuid(c.0);
+            }
+        }
+        None => enc.bool(false),
+    }
+    enc.opt_uuid(k.session.map(|s| s.0));
+    enc.opt_uuid(k.action.map(|a| a.0));
+    enc.opt_uuid(k.action_map.map(|m| m.0));
+    enc.bool(k.action_map_version.is_some());
+    enc.u32(k.action_map_version.unwrap_or(0));
+    enc.str(r.frame.as_str());
+    seal(enc, start);
+}
+
+fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
+    let mut d = Dec::new(payload);
+    let seq = Seq(d.u64()?);
+    let timestamp: Millis = d.i64()?;
+    let event_id = d.opt_str()?.map(Box::from);
+    let topic_name = d.str()?;
+    let topic = Topic::all()
+        .find(|t| t.as_str() == topic_name)
+        .ok_or(DecodeError("unknown topic"))?;
+    let customer = CustomerId(d.uuid()?);
+    let other_customers = match d.bool()? {
+        true => {
+            let n = d.u32()? as usize;
+            let ids = (0..n)
+                .map(|_| d.uuid().map(CustomerId))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(ids.into())
+        }
+        false => None,
+    };
+    let session = d.opt_uuid()?.map(SessionId);
+    let action = d.opt_uuid()?.map(ActionId);
+    let action_map = d.opt_uuid()?.map(ActionMapId);
+    let has_version = d.bool()?;
+    let version = d.u32()?;
+    let frame_len = d.u32()? as usize;
+    if d.remaining() != frame_len {
+        return Err(DecodeError("the frame's length does not match the record"));
+    }
+    let frame = Utf8Bytes::try_from(payload.slice(payload.len() - frame_len..))
+        .map_err(|_| DecodeError("a frame is not UTF-8"))?;
+    Ok(Record {
+        seq,
+        timestamp,
+        keys: EventKeys {
+            topic,
+            customer,
+            other_customers,
+            session,
+            action,
+            action_map,
+            action_map_version: has_version.then_some(version),
+        },
+        event_id,
+        frame,
+    })
+}
+
+/// Cuts a torn tail off, keeping the good records before it.
+pub fn cut(torn: &TornTail) -> io::Result<()> {
+    let file = OpenOptions::new().write(true).open(&torn.path)?;
+    if torn.keep < HEADER_BYTES {
+        // Not even a header survived: the segment held nothing readable.
+        drop(file);
+        return fs::remove_file(&torn.path);
+    }
+    file.set_len(torn.keep)?;
+    file.sync_all()
+}
+
+/// The reservation file: the highest seq this hub may have handed out, and whether the run
+/// that wrote it synced every event before delivering it (then the log is the truth).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reservation {
+    pub reserved: Seq,
+    pub synced_before_delivery: bool,
+}
+
+impl Reservation {
+    pub fn read(data_dir: &Path) -> io::Result<Option<Reservation>> {
+        let text = match fs::read_to_string(data_dir.join(RESERVATION_FILE)) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut fields = text.split_whitespace();
+        let parsed = (|| {
+            if fields.next()? != "actionhub-seq-reserved-v1" {
+                return None;
+            }
+            let reserved = fields.next()?.parse().ok()?;
+            let synced = fields.next()? == "synced";
+            Some(Reservation {
+                reserved: Seq(reserved),
+                synced_before_delivery: synced,
+            })
+        })();
+        parsed.map(Some).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{RESERVATION_FILE} is damaged: {text:?}"),
+            )
+        })
+    }
+
+    fn write(&self, data_dir: &Path) -> io::Result<()> {
+        let text = format!(
+            "actionhub-seq-reserved-v1 {} {}\n",
+            self.reserved.0,
+            if self.synced_before_delivery {
+                "synced"
+            } else {
+                "unsynced"
+            }
+        );
+        write_atomically(&data_dir.join(RESERVATION_FILE), text.as_bytes())
+    }
+}
+
+/// Writes a file so that a crash leaves either the old or the new content: temp file,
+/// fsync, rename, fsync the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Makes renames and new files in a directory durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The write-ahead log the pipeline appends to.
+pub struct Wal {
+    data_dir: PathBuf,
+    dir: PathBuf,
+    file: File,
+    /// Bytes in the open segment; a new segment starts when this passes `max_segment_bytes`.
+    size: u64,
+    max_segment_bytes: u64,
+    policy: FsyncPolicy,
+    interval: Duration,
+    /// Written since the last fdatasync.
+    dirty: bool,
+    last_sync: Instant,
+    reservation: Reservation,
+    last_seq: Seq,
+    buf: Enc,
+}
+
+impl Wal {
+    /// Opens the log for appending after `last_seq`: the newest segment when it has room,
+    /// else a new one. Reserves seqs after `last_seq` before returning.
+    pub fn open(
+        data_dir: &Path,
+        last_seq: Seq,
+        policy: FsyncPolicy,
+        interval: Duration,
+        max_segment_bytes: u64,
+    ) -> io::Result<Wal> {
+        let dir = data_dir.join("wal");
+        fs::create_dir_all(&dir)?;
+        let newest = segments(&dir)?.pop();
+        let (file, size) = match newest {
+            Some((_, path)) if fs::metadata(&path)?.len() < max_segment_bytes => {
+                let file = OpenOptions::new().append(true).open(&path)?;
+                let size = file.metadata()?.len();
+                (file, size)
+            }
+            _ => (new_segment(&dir, last_seq.next())?, HEADER_BYTES),
+        };
+        let mut wal = Wal {
+            data_dir: data_dir.to_owned(),
+            dir,
+            file,
+            size,
+            max_segment_bytes: max_segment_bytes.max(HEADER_BYTES + 1),
+            policy,
+            interval,
+            dirty: false,
+            last_sync: Instant::now(),
+            reservation: Reservation {
+                reserved: last_seq,
+                synced_before_delivery: policy == FsyncPolicy::Always,
+            },
+            last_seq,
+            buf: Enc::default(),
+        };
+        wal.reserve_past(last_seq)?;
+        Ok(wal)
+    }
+
+    /// Moves the reservation mark well past `seq` when `seq` comes near it.
+    fn reserve_past(&mut self, seq: Seq) -> io::Result<()> {
+        if seq.0 + RESERVE_BLOCK / 2 > self.reservation.reserved.0 {
+            self.reservation.reserved = Seq(seq.0 + RESERVE_BLOCK);
+            self.reservation.write(&self.data_dir)?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self, first: Seq) -> io::Result<()> {
+        if self.policy != FsyncPolicy::Never {
+            self.file.sync_data()?;
+        }
+        self.file = new_segment(&self.dir, first)?;
+        self.size = HEADER_BYTES;
+        self.dirty = false;
+        Ok(())
+    }
+
+    fn write_buf(&mut self) -> io::Result<()> {
+        if !self.buf.buf.is_empty() {
+            self.file.write_all(&self.buf.buf)?;
+            self.size += self.buf.buf.len() as u64;
+            self.buf.buf.clear();
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+}
+
+fn new_segment(dir: &Path, first: Seq) -> io::Result<File> {
+    let path = dir.join(format!("{:020}.wal", first.0));
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    file.write_all(&header)?;
+    file.sync_all()?;
+    sync_dir(dir)?;
+    Ok(file)
+}
+
+impl Log for Wal {
+    fn append(&mut self, records: &[Arc<Record>]) -> io::Result<()> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        self.reserve_past(last.seq)?;
+        for record in records {
+            if self.size + self.buf.buf.len() as u64 >= self.max_segment_bytes {
+                self.write_buf()?;
+                self.roll(record.seq)?;
+            }
+            encode_record(&mut self.buf, record);
+        }
+        self.write_buf()?;
+        self.last_seq = last.seq;
+        match self.policy {
+            FsyncPolicy::Always => self.sync(),
+            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync(),
+            FsyncPolicy::Interval | FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    fn append_admin(&mut self, op: &AdminOp) -> io::Result<()> {
+        if self.size + self.buf.buf.len() as u64 >= self.max_segment_bytes {
+            self.write_buf()?;
+            self.roll(self.last_seq.next())?;
+        }
+        encode_admin(&mut self.buf, self.last_seq, op);
+        self.write_buf()?;
+        // An erasure is acknowledged only once it would survive a crash, whatever the
+        // policy for events: a deleted visitor must not come back.
+        self.sync()
+    }
+
+    fn tick(&mut self) -> io::Result<()> {
+        if self.policy == FsyncPolicy::Interval && self.last_sync.elapsed() >= self.interval {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sync()?;
+        // A clean stop: everything handed out is on disk, so the next start continues
+        // right after the last seq instead of skipping the reserved block.
+        self.reservation = Reservation {
+            reserved: self.last_seq,
+            synced_before_delivery: true,
+        };
+        self.reservation.write(&self.data_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::{ActionState, MediaType};
+
+    fn record(seq: u64, event_id: Option<&str>) -> Arc<Record> {
+        Arc::new(Record {
+            seq: Seq(seq),
+            timestamp: 1_700_000_000_000 + seq as i64,
+            keys: EventKeys {
+                topic: Topic::lifecycle(MediaType::Webchat, ActionState::Offered),
+                customer: CustomerId::new_random(),
+                other_customers: (seq % 2 == 0).then(|| vec![CustomerId::new_random()].into()),
+                session: Some(SessionId::new_random()),
+                action: Some(ActionId::new_random()),
+                action_map: None,
+                action_map_version: Some(3),
+            },
+            event_id: event_id.map(Box::from),
+            frame: Utf8Bytes::from(format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(50))),
+        })
+    }
+
+    fn read(dir: &Path) -> (Vec<Arc<Record>>, Scan) {
+        let mut out = Vec::new();
+        let scan = scan(&dir.join("wal"), |entry| {
+            if let Entry::Event(r) = entry {
+                out.push(Arc::new(r))
+            }
+        })
+        .unwrap();
+        (out, scan)
+    }
+
+    fn same(a: &Record, b: &Record) -> bool {
+        a.seq == b.seq
+            && a.timestamp == b.timestamp
+            && a.event_id == b.event_id
+            && a.frame == b.frame
+            && a.keys.topic == b.keys.topic
+            && a.keys.customer == b.keys.customer
+            && a.keys.other_customers == b.keys.other_customers
+            && a.keys.session == b.keys.session
+            && a.keys.action == b.keys.action
+            && a.keys.action_map == b.keys.action_map
+            && a.keys.action_map_version == b.keys.action_map_version
+    }
+
+    fn write(dir: &Path, seqs: std::ops::RangeInclusive<u64>, segment: u64) -> Vec<Arc<Record>> {
+        let mut wal = Wal::open(
+            dir,
+            Seq(seqs.start() - 1),
+            FsyncPolicy::Always,
+            Duration::ZERO,
+            segment,
+        )
+        .unwrap();
+        let records: Vec<_> = seqs
+            .map(|s| record(s, (s % 3 == 0).then_some("e")))
+            .collect();
+        for chunk in records.chunks(7) {
+            wal.append(chunk).unwrap();
+        }
+        wal.flush().unwrap();
+        records
+    }
+
+    #[test]
+    fn records_read_back_across_segments_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = write(dir.path(), 1..=50, 1024);
+        written.extend(write(dir.path(), 51..=60, 1024));
+        let (records, scan) = read(dir.path());
+        assert!(scan.torn.is_none());
+        assert!(
+            segments(&dir.path().join("wal")).unwrap().len() > 3,
+            "rolled over"
+        );
+        assert_eq!(records.len(), written.len());
+        assert!(records.iter().zip(&written).all(|(a, b)| same(a, b)));
+        assert_eq!(scan.last_seq, Some(Seq(60)));
+        let reservation = Reservation::read(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            reservation.reserved,
+            Seq(60),
+            "a clean stop reserves nothing ahead"
+        );
+    }
+
+    #[test]
+    fn a_torn_tail_is_reported_and_cut_at_the_last_good_record() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1..=20, 1 << 20);
+        let (_, path) = segments(&dir.path().join("wal")).unwrap().pop().unwrap();
+        let full = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(full - 5)
+            .unwrap();
+        let (records, scan) = read(dir.path());
+        assert_eq!(records.len(), 19);
+        let torn = scan.torn.expect("the tail is torn");
+        cut(&torn).unwrap();
+        let (records, scan) = read(dir.path());
+        assert_eq!((records.len(), scan.torn), (19, None));
+        // Appending after the cut continues cleanly.
+        write(dir.path(), 20..=21, 1 << 20);
+        assert_eq!(read_len(dir.path()), 21);
+    }
+
+    fn read_len(dir: &Path) -> usize {
+        read(dir).0.len()
+    }
+
+    #[test]
+    fn a_bad_crc_ends_the_newest_segment_but_is_an_error_in_the_middle() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1..=40, 1024);
+        let segs = segments(&dir.path().join("wal")).unwrap();
+        let flip = |path: &Path| {
+            let mut bytes = fs::read(path).unwrap();
+            let at = bytes.len() - 3;
+            bytes[at] ^= 0x40;
+            fs::write(path, bytes).unwrap();
+        };
+        flip(&segs.last().unwrap().1);
+        let (records, scan) = read(dir.path());
+        assert!(scan.torn.is_some() && records.len() < 40 && !records.is_empty());
+        flip(&segs[0].1);
+        let err = super::scan(&dir.path().join("wal"), |_| {}).unwrap_err();
+        assert!(matches!(err, WalError::CorruptMiddle { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_future_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1..=3, 1 << 20);
+        let (_, path) = segments(&dir.path().join("wal")).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8] = 9;
+        fs::write(&path, &bytes).unwrap();
+        let err = super::scan(&dir.path().join("wal"), |_| {}).unwrap_err();
+        assert!(
+            matches!(err, WalError::FutureFormat { found: 9, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_reservation_runs_ahead_of_what_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::open(
+            dir.path(),
+            Seq(0),
+            FsyncPolicy::Never,
+            Duration::ZERO,
+            1 << 20,
+        )
+        .unwrap();
+        wal.append(&[record(1, None), record(2, None)]).unwrap();
+        let reservation = Reservation::read(dir.path()).unwrap().unwrap();
+        assert!(reservation.reserved.0 >= 2 + RESERVE_BLOCK / 2);
+        assert!(!reservation.synced_before_delivery);
+    }
+}
