@@ -14,10 +14,13 @@
 //! - [`state`]: customers, sessions, profiles, actions, counters.
 //! - [`retention`]: the replayable history; [`fanout`]: the subscription index and
 //!   per-connection queues; [`log`]: where accepted events are recorded.
+//! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
+//!   [`limits`]: nesting depth, publish rate, connection counts.
 //! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod event;
@@ -26,6 +29,7 @@ pub mod http;
 pub mod hub;
 pub mod ids;
 pub mod lifecycle;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod protocol;

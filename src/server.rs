@@ -41,11 +41,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (hub, pipeline) = Hub::start(Arc::new(config), Box::new(MemoryOnly));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let ctx = WsContext {
-        hub: hub.clone(),
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-    };
+    let ctx = WsContext::new(hub.clone(), shutdown.clone(), tracker.clone());
     let app = crate::http::router(ctx);
     tracker.spawn(sweep(hub.clone(), shutdown.clone()));
     info!(%addr, epoch = %hub.epoch, "actionhub listening");
@@ -55,6 +51,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let task = {
         let (hub, shutdown) = (hub.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await

@@ -13,4 +13,5 @@ mod identity;
 mod lifecycle;
 mod loadgen;
 mod replay;
+mod security;
 mod ws_protocol;
