@@ -8,6 +8,7 @@ mod support;
 mod durability;
 mod fanout;
 mod filters;
+mod fuzz;
 mod http_api;
 mod identity;
 mod lifecycle;
