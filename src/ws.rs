@@ -298,9 +298,14 @@ async fn serve(ctx: WsContext, id: ConnId, mut socket: WebSocket, handshake: Han
     hub.metrics.connections.dec();
 }
 
+/// Longest a token's expiry is waited for; a later `exp` (a signer's mistake, or one
+/// chosen to overflow the clock) is treated as this far away.
+const MAX_TOKEN_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// The tokio instant of a token expiry given in seconds since the Unix epoch.
 fn deadline(expires_at: u64) -> Instant {
-    Instant::now() + Duration::from_secs(expires_at.saturating_sub(now_secs()))
+    let wait = Duration::from_secs(expires_at.saturating_sub(now_secs()));
+    Instant::now() + wait.min(MAX_TOKEN_WAIT)
 }
 
 /// The connection's principal from its credentials: `token` or `apiKey` in `connect`, or

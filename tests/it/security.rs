@@ -184,6 +184,14 @@ async fn connected_describes_the_principal() {
 }
 
 #[tokio::test]
+async fn a_token_that_never_expires_in_practice_is_served() {
+    let hub = secure_hub().await;
+    let far = sign(SECRET_1, json!({"sub": uuid(), "exp": u64::MAX / 2}));
+    let mut client = connect(&hub, json!({"token": far})).await;
+    assert_type(&client.request(json!({"op": "ping"})).await, "pong");
+}
+
+#[tokio::test]
 async fn expired_early_and_forged_tokens_are_unauthorized() {
     let hub = secure_hub().await;
     let sub = uuid();
@@ -488,8 +496,21 @@ async fn a_token_receives_only_its_customer_live() {
     let c = two_customers(&hub).await;
     let mut a = token_client(&hub, &c.a.customer_id).await;
     a.subscribe_to("everything", &["all"], None).await;
+    // Filters that name B's user, session or action narrow A's view to nothing.
     a.subscribe_to("by-user", &["all"], Some(json!({"userId": ["user-b"]})))
         .await;
+    a.subscribe_to(
+        "by-session",
+        &["all"],
+        Some(json!({"sessionId": [c.b.session_id]})),
+    )
+    .await;
+    a.subscribe_to(
+        "by-action",
+        &["all"],
+        Some(json!({"actionId": [c.b_action.action_id]})),
+    )
+    .await;
     let mut publisher = key_client(&hub, PUBLISHER).await;
     publisher.publish_ok(c.b.page()).await;
     publisher.publish_ok(c.b_action.event("accepted")).await;
