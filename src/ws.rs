@@ -219,31 +219,10 @@ struct Replay {
 async fn serve(ctx: WsContext, id: ConnId, mut socket: WebSocket, handshake: Handshake) {
     let hub = ctx.hub.clone();
     hub.metrics.connections.inc();
-    let admitted = match await_connect(&hub, &mut socket).await {
-        Ok((connect_id, request)) => authenticate(&ctx.auth, &handshake, &request)
-            .map(|principal| (connect_id, principal))
-            .map_err(|(error, code)| {
-                hub.metrics.auth_refused.inc();
-                (connect_id, error, code)
-            }),
+    let (connect_id, principal) = match admit(&ctx, &mut socket, &handshake).await {
+        Ok(admitted) => admitted,
         Err(ending) => {
             finish(&mut socket, ending).await;
-            hub.metrics.connections.dec();
-            return;
-        }
-    };
-    let (connect_id, principal) = match admitted {
-        Ok(admitted) => admitted,
-        Err((connect_id, error, code)) => {
-            debug!(%error, "connect refused");
-            let reason = match code {
-                close::FORBIDDEN => "forbidden",
-                _ => "unauthorized",
-            };
-            let _ = socket
-                .send(Message::Text(protocol::error(connect_id, &error).into()))
-                .await;
-            finish(&mut socket, Ending::Close(code, reason)).await;
             hub.metrics.connections.dec();
             return;
         }
@@ -306,6 +285,38 @@ const MAX_TOKEN_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
 fn deadline(expires_at: u64) -> Instant {
     let wait = Duration::from_secs(expires_at.saturating_sub(now_secs()));
     Instant::now() + wait.min(MAX_TOKEN_WAIT)
+}
+
+/// Waits for `connect` and authenticates it; returns its `id` and the principal. A
+/// refused `connect` is answered with its error, and the connection ends with 4001/4003.
+async fn admit(
+    ctx: &WsContext,
+    socket: &mut WebSocket,
+    handshake: &Handshake,
+) -> Result<(Option<u64>, Principal), Ending> {
+    let (id, request) = await_connect(&ctx.hub, socket).await?;
+    let (error, code) = match authenticate(&ctx.auth, handshake, &request) {
+        Ok(principal) => return Ok((id, principal)),
+        Err(refusal) => refusal,
+    };
+    ctx.hub.metrics.auth_refused.inc();
+    debug!(%error, "connect refused");
+    let _ = socket
+        .send(Message::Text(protocol::error(id, &error).into()))
+        .await;
+    let reason = match code {
+        close::FORBIDDEN => "forbidden",
+        _ => "unauthorized",
+    };
+    Err(Ending::Close(code, reason))
+}
+
+/// Completes when the token expires; never on a connection without a token.
+async fn token_expiry(expiry: &mut Option<Pin<Box<Sleep>>>) {
+    match expiry {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The connection's principal from its credentials: `token` or `apiKey` in `connect`, or
@@ -425,9 +436,7 @@ impl Connection {
                 message = self.socket.recv(), if reading => self.on_message(message).await,
                 _ = std::future::ready(()), if replaying => self.step_replay().await,
                 _ = ping.tick() => self.ping(ping_every).await,
-                _ = async { self.expiry.as_mut().expect("guarded").await }, if self.expiry.is_some() => {
-                    self.expired().await
-                }
+                _ = token_expiry(&mut self.expiry) => self.expired().await,
             };
             if let Err(ending) = step {
                 return ending;
