@@ -127,7 +127,9 @@ impl TokenBucket {
     }
 }
 
-/// Counts open WebSocket connections, in total and per client address.
+/// Counts open WebSocket connections, in total and per client address. Loopback
+/// addresses are not limited per address: they are the operator's own host (a proxy in
+/// front of the hub, tools, load generators), behind which many clients may share one.
 #[derive(Debug)]
 pub struct ConnectionLimits {
     max_total: usize,
@@ -140,7 +142,8 @@ pub struct ConnectionLimits {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
+    /// The address it counts against, if it is limited per address.
+    ip: Option<IpAddr>,
 }
 
 impl ConnectionLimits {
@@ -155,19 +158,24 @@ impl ConnectionLimits {
 
     /// Takes a place for a connection from `ip`, or names the limit that refuses it.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionPermit, Limit> {
+        let counted = (!ip.is_loopback()).then_some(ip);
+        // One lock for both checks, so concurrent upgrades cannot both take the last place.
         let mut per_ip = self.per_ip.lock();
-        let from_ip = per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.max_per_ip {
-            return Err(Limit::ConnectionsPerIp);
+        if let Some(ip) = counted {
+            if per_ip.get(&ip).copied().unwrap_or(0) >= self.max_per_ip {
+                return Err(Limit::ConnectionsPerIp);
+            }
         }
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(Limit::Connections);
         }
-        *from_ip += 1;
+        if let Some(ip) = counted {
+            *per_ip.entry(ip).or_insert(0) += 1;
+        }
         self.total.fetch_add(1, Ordering::Relaxed);
         Ok(ConnectionPermit {
             limits: self.clone(),
-            ip,
+            ip: counted,
         })
     }
 
@@ -179,10 +187,12 @@ impl ConnectionLimits {
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut per_ip = self.limits.per_ip.lock();
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
+        if let Some(ip) = self.ip {
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
             }
         }
         self.limits.total.fetch_sub(1, Ordering::Relaxed);
@@ -239,5 +249,16 @@ mod tests {
         drop(first);
         let _again = limits.admit(a).unwrap();
         assert_eq!(limits.open(), 3);
+    }
+
+    #[test]
+    fn loopback_is_limited_only_in_total() {
+        let limits = Arc::new(ConnectionLimits::new(3, 1));
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let places: Vec<_> = (0..3).map(|_| limits.admit(local).unwrap()).collect();
+        assert_eq!(limits.admit(local).unwrap_err(), Limit::Connections);
+        drop(places);
+        assert_eq!(limits.open(), 0);
+        assert!(limits.per_ip.lock().is_empty());
     }
 }

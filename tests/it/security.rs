@@ -766,54 +766,52 @@ async fn a_token_connection_is_rate_limited_then_closed() {
 async fn connections_are_limited_per_address_and_in_total() {
     let hub = Hub::start_with(|c| {
         secure(c);
+        c.trust_forwarded_for = true;
         c.max_connections_per_ip = 2;
     })
     .await;
-    let first = key_client(&hub, READER).await;
-    let _second = key_client(&hub, READER).await;
+    let from = [("x-forwarded-for", "198.51.100.7")];
+    let first = hub.client_with_headers(&from).await.expect("first");
+    let _second = hub.client_with_headers(&from).await.expect("second");
     let (status, body) = hub
-        .client_with_headers(&[])
+        .client_with_headers(&from)
         .await
         .err()
         .expect("a third connection from one address is refused");
     assert_eq!(status, 429, "{body}");
     let body: Value = serde_json::from_str(&body).expect("JSON error");
     assert_eq!(body["error"]["code"], json!("rate_limited"));
-    // X-Forwarded-For is not trusted unless configured.
-    let forged = hub
-        .client_with_headers(&[("x-forwarded-for", "10.1.2.3")])
-        .await;
-    assert_eq!(forged.err().map(|e| e.0), Some(429));
+    // Other addresses, and loopback itself (the operator's host), are not affected.
+    let _other = hub
+        .client_with_headers(&[("x-forwarded-for", "198.51.100.8")])
+        .await
+        .expect("another address");
+    let mut locals = Vec::new();
+    for _ in 0..3 {
+        locals.push(key_client(&hub, READER).await);
+    }
     // A place frees up when a connection ends.
     drop(first);
     bounded(WAIT, "a freed place", async {
-        loop {
-            if hub.client_with_headers(&[]).await.is_ok() {
-                break;
-            }
+        while hub.client_with_headers(&from).await.is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    assert!(limit_hits(&hub, "connections_per_ip").await >= 2);
+    assert!(limit_hits(&hub, "connections_per_ip").await >= 1);
 
     let full = Hub::start_with(|c| {
         secure(c);
         c.max_connections = 1;
-        c.trust_forwarded_for = true;
-        c.max_connections_per_ip = 1;
     })
     .await;
-    let _one = full
-        .client_with_headers(&[("x-forwarded-for", "203.0.113.9, 10.0.0.1")])
-        .await
-        .expect("the first connection");
-    let (status, _) = full
-        .client_with_headers(&[("x-forwarded-for", "10.0.0.2")])
+    let _one = full.client_with_headers(&[]).await.expect("the first");
+    let (status, body) = full
+        .client_with_headers(&[])
         .await
         .err()
         .expect("the hub is full");
-    assert_eq!(status, 503);
+    assert_eq!(status, 503, "{body}");
     // HTTP is unaffected by WebSocket connection limits.
     let (status, _, _) = full.http().get_text("/healthz").await;
     assert_eq!(status, 200);
@@ -821,26 +819,35 @@ async fn connections_are_limited_per_address_and_in_total() {
 }
 
 #[tokio::test]
-async fn forwarded_addresses_count_when_trusted() {
-    let hub = Hub::start_with(|c| {
+async fn forwarded_addresses_count_only_when_trusted() {
+    let trusting = Hub::start_with(|c| {
         secure(c);
         c.trust_forwarded_for = true;
         c.max_connections_per_ip = 1;
     })
     .await;
-    let _a = hub
+    let _a = trusting
         .client_with_headers(&[("x-forwarded-for", "10.0.0.1")])
         .await
         .expect("first address");
-    let _b = hub
+    let _b = trusting
         .client_with_headers(&[("x-forwarded-for", "10.0.0.2")])
         .await
         .expect("second address");
     // The proxy appends the real client last; what the client wrote before is ignored.
-    let again = hub
+    let again = trusting
         .client_with_headers(&[("x-forwarded-for", "10.9.9.9, 10.0.0.1")])
         .await;
     assert_eq!(again.err().map(|e| e.0), Some(429));
+    // Untrusted, the header is ignored: the peer (loopback here) is the address.
+    let ignoring = Hub::start_with(|c| {
+        secure(c);
+        c.max_connections_per_ip = 1;
+    })
+    .await;
+    let forged = [("x-forwarded-for", "10.0.0.1")];
+    let _x = ignoring.client_with_headers(&forged).await.expect("first");
+    let _y = ignoring.client_with_headers(&forged).await.expect("second");
 }
 
 #[tokio::test]
