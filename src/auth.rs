@@ -247,6 +247,10 @@ impl JwtSecrets {
         self.0.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     fn check(self) -> Result<JwtSecrets, String> {
         if self.0.iter().any(|s| s.len() < MIN_SECRET_BYTES) {
             return Err(format!(

@@ -434,6 +434,31 @@ mod tests {
     }
 
     #[test]
+    fn security_settings_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "jwt_secrets = [\"0123456789abcdef0123456789abcdef\"]\n\
+             allowed_origins = [\"https://shop.example\"]\n\
+             max_json_depth = 16\n\
+             publish_rate = 5\n\
+             [api_keys]\n\
+             backend = \"publish+subscribe\"\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.api_keys.len(), 1);
+        assert_eq!(config.jwt_secrets.len(), 1);
+        assert_eq!(config.allowed_origins, ["https://shop.example"]);
+        assert_eq!((config.max_json_depth, config.publish_rate), (16, 5));
+        assert!(!config.is_open_mode());
+        std::fs::write(&path, "jwt_secrets = [\"short\"]\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    #[test]
     fn credentials_come_from_the_environment_form() {
         let cli = Cli::parse_from([
             "actionhub",

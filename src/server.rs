@@ -47,6 +47,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     info!(%addr, epoch = %hub.epoch, "actionhub listening");
     if hub.config.is_open_mode() {
         warn!("open development mode: no API keys or JWT secrets are configured, so anyone who can reach {addr} may publish and subscribe");
+    } else {
+        let config = &hub.config;
+        info!(
+            api_keys = config.api_keys.len(),
+            jwt_secrets = config.jwt_secrets.len(),
+            allowed_origins = config.allowed_origins.len(),
+            "credentials configured"
+        );
     }
     let task = {
         let (hub, shutdown) = (hub.clone(), shutdown.clone());
