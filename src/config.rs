@@ -193,7 +193,7 @@ pub struct Cli {
         value_name = "KEYS",
         hide_env_values = true
     )]
-    pub api_keys: Option<ApiKeys>,
+    pub api_keys: Option<Secret>,
     /// HS256 secrets of browser tokens, `current,previous`, each at least 32 bytes.
     #[arg(
         long,
@@ -201,7 +201,7 @@ pub struct Cli {
         value_name = "SECRETS",
         hide_env_values = true
     )]
-    pub jwt_secrets: Option<JwtSecrets>,
+    pub jwt_secrets: Option<Secret>,
     /// Clock skew forgiven on token `exp`/`nbf` [default: 30s].
     #[arg(long, env = "ACTIONHUB_JWT_LEEWAY", value_parser = humantime::parse_duration)]
     pub jwt_leeway: Option<Duration>,
@@ -234,6 +234,25 @@ pub struct Cli {
     pub max_json_depth: Option<usize>,
 }
 
+/// Text that holds credentials: printed redacted, and parsed in [`Config::from_cli`]
+/// rather than by clap, whose refusals quote the value (a key).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(text.to_owned()))
+    }
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -253,11 +272,21 @@ pub enum ConfigError {
 
 impl Config {
     /// Merges defaults, the config file named by `cli` (if any), and the flags/environment.
-    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+    pub fn from_cli(mut cli: Cli) -> Result<Config, ConfigError> {
         let mut config = match &cli.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        if let Some(Secret(text)) = cli.api_keys.take() {
+            config.api_keys = text.parse().map_err(|e| {
+                ConfigError::Invalid(format!("ACTIONHUB_API_KEYS (--api-keys): {e}"))
+            })?;
+        }
+        if let Some(Secret(text)) = cli.jwt_secrets.take() {
+            config.jwt_secrets = text.parse().map_err(|e| {
+                ConfigError::Invalid(format!("ACTIONHUB_JWT_SECRETS (--jwt-secrets): {e}"))
+            })?;
+        }
         macro_rules! override_with {
             ($($field:ident),* $(,)?) => {
                 $(if let Some(value) = cli.$field { config.$field = value; })*
@@ -279,8 +308,6 @@ impl Config {
             session_idle_timeout,
             auto_ignore_on_session_end,
             max_subscriptions_per_connection,
-            api_keys,
-            jwt_secrets,
             jwt_leeway,
             allowed_origins,
             max_connections,
@@ -475,6 +502,9 @@ mod tests {
         assert_eq!(config.allowed_origins.len(), 2);
         assert!(!format!("{config:?}").contains("k1"));
         assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        let cli = Cli::parse_from(["actionhub", "--api-keys", "hunter2=root"]);
+        let err = Config::from_cli(cli).unwrap_err().to_string();
+        assert!(err.contains("root") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]
