@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
+use crate::auth::{ApiKeys, JwtSecrets};
+
 /// Every setting of a running hub, after defaults, file, environment and flags are merged.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -62,6 +64,29 @@ pub struct Config {
     pub snapshot_every_events: u64,
     /// Size at which a write-ahead log segment is closed and a new one started.
     pub wal_segment_bytes: u64,
+    /// API keys and their scopes, kept only hashed. With neither keys nor secrets the hub
+    /// runs in open development mode.
+    pub api_keys: ApiKeys,
+    /// HS256 secrets of browser tokens: the first signs, every one verifies (rotation).
+    pub jwt_secrets: JwtSecrets,
+    /// Clock skew forgiven on a token's `exp` and `nbf`.
+    #[serde(with = "humantime_serde_compat")]
+    pub jwt_leeway: Duration,
+    /// Origins that browser (token) connections and CORS requests may come from. Empty:
+    /// any origin for tokens, and no CORS headers.
+    pub allowed_origins: Vec<String>,
+    /// Most open WebSocket connections; more are refused at the upgrade with 503.
+    pub max_connections: usize,
+    /// Most open WebSocket connections from one client address; more get 429.
+    pub max_connections_per_ip: usize,
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy).
+    pub trust_forwarded_for: bool,
+    /// Publishes a second one token connection may make, on average.
+    pub publish_rate: u32,
+    /// Publishes a token connection may make at once before the rate applies.
+    pub publish_burst: u32,
+    /// Deepest nesting of arrays and objects in a frame or request body.
+    pub max_json_depth: usize,
 }
 
 impl Default for Config {
@@ -87,6 +112,16 @@ impl Default for Config {
             snapshot_interval: Duration::from_secs(60),
             snapshot_every_events: 1_000_000,
             wal_segment_bytes: 64 * 1024 * 1024,
+            api_keys: ApiKeys::default(),
+            jwt_secrets: JwtSecrets::default(),
+            jwt_leeway: Duration::from_secs(30),
+            allowed_origins: Vec::new(),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            trust_forwarded_for: false,
+            publish_rate: 50,
+            publish_burst: 100,
+            max_json_depth: 32,
         }
     }
 }
@@ -194,6 +229,72 @@ pub struct Cli {
     /// Size of a write-ahead log segment in bytes [default: 67108864].
     #[arg(long, env = "ACTIONHUB_WAL_SEGMENT_BYTES", value_name = "BYTES")]
     pub wal_segment_bytes: Option<u64>,
+    /// API keys and scopes, e.g. `key1=publish+subscribe,key2=admin`; a key may be given
+    /// hashed as `sha256:<hex>`. Prefer the environment or the file to the flag.
+    #[arg(
+        long,
+        env = "ACTIONHUB_API_KEYS",
+        value_name = "KEYS",
+        hide_env_values = true
+    )]
+    pub api_keys: Option<Secret>,
+    /// HS256 secrets of browser tokens, `current,previous`, each at least 32 bytes.
+    #[arg(
+        long,
+        env = "ACTIONHUB_JWT_SECRETS",
+        value_name = "SECRETS",
+        hide_env_values = true
+    )]
+    pub jwt_secrets: Option<Secret>,
+    /// Clock skew forgiven on token `exp`/`nbf` [default: 30s].
+    #[arg(long, env = "ACTIONHUB_JWT_LEEWAY", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Option<Duration>,
+    /// Origins allowed for browser tokens and CORS, comma-separated [default: any origin
+    /// for tokens, no CORS].
+    #[arg(
+        long,
+        env = "ACTIONHUB_ALLOWED_ORIGINS",
+        value_name = "ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Most open WebSocket connections [default: 10000].
+    #[arg(long, env = "ACTIONHUB_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most open WebSocket connections per client address [default: 1000].
+    #[arg(long, env = "ACTIONHUB_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Trust the last X-Forwarded-For entry as the client address [default: false].
+    #[arg(long, env = "ACTIONHUB_TRUST_FORWARDED_FOR", value_name = "BOOL")]
+    pub trust_forwarded_for: Option<bool>,
+    /// Publishes per second per token connection [default: 50].
+    #[arg(long, env = "ACTIONHUB_PUBLISH_RATE", value_name = "N")]
+    pub publish_rate: Option<u32>,
+    /// Publish burst per token connection [default: 100].
+    #[arg(long, env = "ACTIONHUB_PUBLISH_BURST", value_name = "N")]
+    pub publish_burst: Option<u32>,
+    /// Deepest JSON nesting in a frame or body [default: 32].
+    #[arg(long, env = "ACTIONHUB_MAX_JSON_DEPTH", value_name = "N")]
+    pub max_json_depth: Option<usize>,
+}
+
+/// Text that holds credentials: printed redacted, and parsed in [`Config::from_cli`]
+/// rather than by clap, whose refusals quote the value (a key).
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(text.to_owned()))
+    }
 }
 
 /// Why a configuration was refused.
@@ -215,11 +316,21 @@ pub enum ConfigError {
 
 impl Config {
     /// Merges defaults, the config file named by `cli` (if any), and the flags/environment.
-    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+    pub fn from_cli(mut cli: Cli) -> Result<Config, ConfigError> {
         let mut config = match &cli.config {
             Some(path) => Config::from_file(path)?,
             None => Config::default(),
         };
+        if let Some(Secret(text)) = cli.api_keys.take() {
+            config.api_keys = text.parse().map_err(|e| {
+                ConfigError::Invalid(format!("ACTIONHUB_API_KEYS (--api-keys): {e}"))
+            })?;
+        }
+        if let Some(Secret(text)) = cli.jwt_secrets.take() {
+            config.jwt_secrets = text.parse().map_err(|e| {
+                ConfigError::Invalid(format!("ACTIONHUB_JWT_SECRETS (--jwt-secrets): {e}"))
+            })?;
+        }
         macro_rules! override_with {
             ($($field:ident),* $(,)?) => {
                 $(if let Some(value) = cli.$field { config.$field = value; })*
@@ -246,6 +357,14 @@ impl Config {
             snapshot_interval,
             snapshot_every_events,
             wal_segment_bytes,
+            jwt_leeway,
+            allowed_origins,
+            max_connections,
+            max_connections_per_ip,
+            trust_forwarded_for,
+            publish_rate,
+            publish_burst,
+            max_json_depth,
         );
         config.validate()?;
         Ok(config)
@@ -285,6 +404,10 @@ impl Config {
                 "max_subscriptions_per_connection",
                 self.max_subscriptions_per_connection,
             ),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_ip", self.max_connections_per_ip),
+            ("publish_rate", self.publish_rate as usize),
+            ("publish_burst", self.publish_burst as usize),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -307,6 +430,11 @@ impl Config {
                 "snapshot_interval and fsync_interval must be longer than zero".into(),
             ));
         }
+        if self.max_json_depth < 8 {
+            return Err(ConfigError::Invalid(
+                "max_json_depth must be at least 8: a publish frame alone nests 3 deep".into(),
+            ));
+        }
         if self.ping_interval.is_zero() || self.connect_timeout.is_zero() {
             return Err(ConfigError::Invalid(
                 "ping_interval and connect_timeout must be longer than zero".into(),
@@ -316,8 +444,9 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {}: no API keys or JWT secrets are configured, so the hub \
                  runs in open development mode, which only listens on loopback (127.0.0.1 or ::1). \
-                 Listen on loopback, or configure credentials (ACTIONHUB_API_KEYS, \
-                 ACTIONHUB_JWT_SECRETS) once this build supports them.",
+                 Listen on loopback, or configure credentials: API keys \
+                 (ACTIONHUB_API_KEYS=\"key1=publish+subscribe,key2=admin\" or `api_keys` in the \
+                 config file) and/or browser-token secrets (ACTIONHUB_JWT_SECRETS).",
                 self.listen
             )));
         }
@@ -326,8 +455,7 @@ impl Config {
 
     /// Open development mode: no credentials configured, everything allowed.
     pub fn is_open_mode(&self) -> bool {
-        // Credentials arrive with the security work; until then every hub is open.
-        true
+        self.api_keys.is_empty() && self.jwt_secrets.is_empty()
     }
 }
 
@@ -410,7 +538,61 @@ mod tests {
         };
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("loopback"), "{err}");
+        assert!(err.contains("ACTIONHUB_API_KEYS"), "{err}");
         assert!(Config::default().validate().is_ok());
+        let with_keys = Config {
+            api_keys: "k=publish".parse().unwrap(),
+            ..config
+        };
+        assert!(!with_keys.is_open_mode());
+        assert!(with_keys.validate().is_ok());
+    }
+
+    #[test]
+    fn security_settings_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "jwt_secrets = [\"0123456789abcdef0123456789abcdef\"]\n\
+             allowed_origins = [\"https://shop.example\"]\n\
+             max_json_depth = 16\n\
+             publish_rate = 5\n\
+             [api_keys]\n\
+             backend = \"publish+subscribe\"\n",
+        )
+        .unwrap();
+        let config = Config::from_file(&path).unwrap();
+        assert_eq!(config.api_keys.len(), 1);
+        assert_eq!(config.jwt_secrets.len(), 1);
+        assert_eq!(config.allowed_origins, ["https://shop.example"]);
+        assert_eq!((config.max_json_depth, config.publish_rate), (16, 5));
+        assert!(!config.is_open_mode());
+        std::fs::write(&path, "jwt_secrets = [\"short\"]\n").unwrap();
+        let err = Config::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_form() {
+        let cli = Cli::parse_from([
+            "actionhub",
+            "--api-keys",
+            "k1=publish+subscribe,k2=admin",
+            "--jwt-secrets",
+            "0123456789abcdef0123456789abcdef,fedcba9876543210fedcba9876543210",
+            "--allowed-origins",
+            "https://a.example,https://b.example",
+        ]);
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.api_keys.len(), 2);
+        assert!(!config.jwt_secrets.is_empty());
+        assert_eq!(config.allowed_origins.len(), 2);
+        assert!(!format!("{config:?}").contains("k1"));
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        let cli = Cli::parse_from(["actionhub", "--api-keys", "hunter2=root"]);
+        let err = Config::from_cli(cli).unwrap_err().to_string();
+        assert!(err.contains("root") && !err.contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -4,24 +4,37 @@
 //! `{"error": {"code", "message", "details"?}}` with the status that matches its code,
 //! including the ones the framework would otherwise answer in its own words (unknown
 //! paths, wrong methods, oversized or unreadable bodies, bad query strings).
+//!
+//! Credentials: once keys or secrets are configured, every request outside the public
+//! paths needs an `X-API-Key` whose scope [`required_scope`] names; [`authorize`], one
+//! middleware over the whole router, is the only place that checks. Browser tokens are for
+//! the WebSocket; HTTP takes keys only. CORS follows the origin allow-list.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State as AxumState};
-use axum::http::{header, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxumState};
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::{
+    rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
+};
 use crate::error::{ErrorCode, HubError};
 use crate::event::Event;
 use crate::fanout::selects;
-use crate::ids::{ActionId, CustomerId, Seq};
+use crate::hub::Hub;
+use crate::ids::{ActionId, CustomerId, Seq, SessionId};
+use crate::limits::{too_deep, Limit};
 use crate::retention::Record;
 use crate::topic::{Filter, TopicSet};
 use crate::ws::{self, WsContext};
@@ -41,12 +54,17 @@ impl IntoResponse for HubError {
     }
 }
 
+/// The header that carries an API key, on HTTP requests and the WebSocket upgrade.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
 /// The hub's routes.
 pub fn router(ctx: WsContext) -> Router {
     let body_limit = ctx.hub.config.max_body_bytes;
-    Router::new()
+    let cors = cors(&ctx);
+    let router = Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/events", post(post_events).get(get_events))
+        .route("/v1/tokens", post(post_tokens))
         .route("/v1/actions/{action_id}", get(get_action))
         .route("/v1/customers/{customer_id}", get(get_customer))
         .route(
@@ -67,24 +85,116 @@ pub fn router(ctx: WsContext) -> Router {
             response
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(ctx)
+        .layer(middleware::from_fn_with_state(ctx.clone(), authorize));
+    // CORS answers preflights itself, so it sits outside the credential check.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(ctx)
 }
 
-pub(crate) fn body_error(rejection: BytesRejection) -> HubError {
+/// CORS for the allow-listed origins; none (same-origin only) without a list.
+fn cors(ctx: &WsContext) -> Option<CorsLayer> {
+    if ctx.auth.allowed_origins().is_empty() {
+        return None;
+    }
+    let auth = ctx.auth.clone();
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::predicate(move |origin, _| {
+                auth.origin_allowed(origin.to_str().ok())
+            }))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                HeaderName::from_static(API_KEY_HEADER),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// The scope a request needs, or None for the public paths: the probes, the metrics, the
+/// SDK and console files, and `/v1/ws` (which checks credentials at `connect`). Anything
+/// else, including unknown paths, needs a key, so a new endpoint is closed by default:
+/// reads need `subscribe`, `POST`s `publish`, other methods (deletes) `admin`.
+pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
+    let public = matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/ws")
+        || ["/sdk", "/console"]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    if public {
+        return None;
+    }
+    // The visitor changes PROTOCOL.md section 6 reserves for `admin` (exports, merges,
+    // anonymization, deletes), and attribute updates, which it gives to `publish`.
+    let visitor_admin = path == "/v1/visitors/merge"
+        || (path.starts_with("/v1/visitors/")
+            && (path.ends_with("/export") || path.ends_with("/anonymize")));
+    Some(match *method {
+        _ if visitor_admin => Scope::Admin,
+        Method::PUT if path.starts_with("/v1/visitors/") => Scope::Publish,
+        Method::GET | Method::HEAD => Scope::Subscribe,
+        Method::POST => Scope::Publish,
+        _ => Scope::Admin,
+    })
+}
+
+/// The credential check of every HTTP request (see [`required_scope`]).
+async fn authorize(AxumState(ctx): AxumState<WsContext>, request: Request, next: Next) -> Response {
+    let Some(scope) = required_scope(request.method(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let headers = request.headers();
+    let principal = match headers.get(API_KEY_HEADER) {
+        Some(key) => ctx.auth.api_key(key.to_str().unwrap_or_default()),
+        None if ctx.auth.is_open() => Ok(Principal::Open),
+        None if headers.contains_key(header::AUTHORIZATION) => Err(AuthError::BadToken(
+            "the HTTP API takes an API key in X-API-Key; browser tokens are for /v1/ws",
+        )),
+        None => Err(AuthError::Missing),
+    };
+    let allowed = principal
+        .map_err(|e| {
+            ctx.hub.metrics.auth_refused.inc();
+            HubError::from(e)
+        })
+        .and_then(|p| p.require(scope));
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+pub(crate) fn body_error(hub: &Hub, rejection: BytesRejection) -> HubError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        hub.metrics.limit_hit(Limit::BodySize);
         HubError::new(ErrorCode::TooLarge, "request body is larger than the limit")
     } else {
         HubError::bad_request(format!("cannot read the request body: {rejection}"))
     }
 }
 
+/// Reads a JSON body, refusing one nested deeper than the limit before parsing it.
+pub(crate) fn json_body(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Result<Value, HubError> {
+    let body = body.map_err(|r| body_error(hub, r))?;
+    let max = hub.config.max_json_depth;
+    if too_deep(&body, max) {
+        hub.metrics.limit_hit(Limit::JsonDepth);
+        return Err(HubError::bad_request(format!(
+            "the body nests arrays and objects deeper than {max}"
+        )));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))
+}
+
 async fn post_events(
     AxumState(ctx): AxumState<WsContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
-    let body = body.map_err(body_error)?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))?;
+    let value = json_body(&ctx.hub, body)?;
     let items = match value {
         Value::Array(items) => items,
         object @ Value::Object(_) => vec![object],
@@ -96,6 +206,7 @@ async fn post_events(
     };
     let limit = ctx.hub.config.max_batch_events;
     if items.len() > limit {
+        ctx.hub.metrics.limit_hit(Limit::BatchSize);
         return Err(HubError::new(
             ErrorCode::TooLarge,
             format!(
@@ -118,7 +229,60 @@ async fn post_events(
     Ok(Json(json!({ "results": results })))
 }
 
-pub(crate) fn parse_path_id<T>(
+/// `POST /v1/tokens`: mints a browser token for a customer (and session).
+async fn post_tokens(
+    AxumState(ctx): AxumState<WsContext>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HubError> {
+    let Value::Object(mut fields) = json_body(&ctx.hub, body)? else {
+        return Err(HubError::bad_request(
+            "body must be an object {\"customerId\", \"sessionId\"?, \"ttlSeconds\"?}",
+        ));
+    };
+    let mut id_field = |name: &str| match fields.remove(name) {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(value.as_str().map(str::to_owned).unwrap_or_default()),
+    };
+    let customer =
+        id_field("customerId").ok_or_else(|| HubError::bad_request("`customerId` is required"))?;
+    let customer = parse_body_id(&customer, "customerId", CustomerId::parse)?;
+    let session = id_field("sessionId")
+        .map(|s| parse_body_id(&s, "sessionId", SessionId::parse))
+        .transpose()?;
+    let ttl = match fields.remove("ttlSeconds") {
+        None | Some(Value::Null) => DEFAULT_TOKEN_TTL_SECS,
+        Some(value) => value
+            .as_u64()
+            .filter(|t| (1..=MAX_TOKEN_TTL_SECS).contains(t))
+            .ok_or_else(|| {
+                HubError::bad_request(format!(
+                    "`ttlSeconds` must be an integer from 1 to {MAX_TOKEN_TTL_SECS}"
+                ))
+            })?,
+    };
+    if let Some(unknown) = fields.keys().next() {
+        return Err(HubError::bad_request(format!(
+            "unknown field {unknown:?}; the body takes customerId, sessionId, ttlSeconds"
+        )));
+    }
+    let (token, expires_at) = ctx
+        .auth
+        .mint(customer, session, ttl)
+        .map_err(|e| HubError::new(ErrorCode::Unavailable, e.to_string()))?;
+    Ok(Json(
+        json!({ "token": token, "expiresAt": rfc3339(expires_at) }),
+    ))
+}
+
+fn parse_body_id<T>(
+    text: &str,
+    what: &str,
+    parse: impl Fn(&str) -> Result<T, crate::ids::BadId>,
+) -> Result<T, HubError> {
+    parse(text).map_err(|_| HubError::bad_request(format!("`{what}` must be a UUIDv4 string")))
+}
+
+fn parse_path_id<T>(
     text: &str,
     what: &str,
     parse: impl Fn(&str) -> Result<T, crate::ids::BadId>,
@@ -285,4 +449,39 @@ async fn metrics(AxumState(ctx): AxumState<WsContext>) -> Response {
         ctx.hub.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PROTOCOL.md section 6: which scope each endpoint needs.
+    #[test]
+    fn every_endpoint_needs_the_scope_the_protocol_names() {
+        use Scope::{Admin, Publish, Subscribe};
+        let v = "/v1/visitors/9f1c2a4e-3b7d-4c1e-8a2b-0123456789ab";
+        let cases: Vec<(Method, String, Option<Scope>)> = vec![
+            (Method::GET, "/healthz".into(), None),
+            (Method::GET, "/metrics".into(), None),
+            (Method::GET, "/v1/ws".into(), None),
+            (Method::GET, "/sdk/actionhub.js".into(), None),
+            (Method::GET, "/console/".into(), None),
+            (Method::POST, "/v1/events".into(), Some(Publish)),
+            (Method::POST, "/v1/tokens".into(), Some(Publish)),
+            (Method::GET, "/v1/events".into(), Some(Subscribe)),
+            (Method::GET, "/v1/stats/action-maps".into(), Some(Subscribe)),
+            (Method::GET, "/v1/visitors".into(), Some(Subscribe)),
+            (Method::GET, v.into(), Some(Subscribe)),
+            (Method::GET, format!("{v}/sessions"), Some(Subscribe)),
+            (Method::PUT, v.into(), Some(Publish)),
+            (Method::GET, format!("{v}/export"), Some(Admin)),
+            (Method::POST, format!("{v}/anonymize"), Some(Admin)),
+            (Method::POST, "/v1/visitors/merge".into(), Some(Admin)),
+            (Method::DELETE, v.into(), Some(Admin)),
+            (Method::GET, "/v1/unknown".into(), Some(Subscribe)),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(required_scope(&method, &path), expected, "{method} {path}");
+        }
+    }
 }

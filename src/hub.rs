@@ -755,11 +755,6 @@ impl Hub {
             .retained_events
             .set(self.retention.read().len() as i64);
     }
-
-    /// The `scope` object of the `connected` frame in open mode.
-    pub fn open_scope() -> Value {
-        json!({ "kind": "open", "scopes": ["publish", "subscribe", "admin"] })
-    }
 }
 
 impl Pipeline {

@@ -17,12 +17,15 @@
 //! - [`visitors`]: the visitor API (profiles across browsers, merges, exports).
 //! - [`wal`], [`snapshot`], [`recovery`]: durability: the write-ahead log, snapshots of
 //!   the state, and start-up from them; [`codec`]: their binary encoding.
+//! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
+//!   [`limits`]: nesting depth, publish rate, connection counts.
 //! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
 //! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
 pub mod assets;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -32,6 +35,7 @@ pub mod http;
 pub mod hub;
 pub mod ids;
 pub mod lifecycle;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod protocol;

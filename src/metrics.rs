@@ -11,10 +11,16 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::error::ErrorCode;
+use crate::limits::Limit;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: &'static str,
 }
 
 /// Every metric the hub exports.
@@ -30,6 +36,8 @@ pub struct Metrics {
     pub events_refused: Family<CodeLabel, Counter>,
     pub deliveries: Counter,
     pub slow_consumers_closed: Counter,
+    pub limits_hit: Family<LimitLabel, Counter>,
+    pub auth_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -53,6 +61,8 @@ impl Metrics {
             events_refused: Family::default(),
             deliveries: Counter::default(),
             slow_consumers_closed: Counter::default(),
+            limits_hit: Family::default(),
+            auth_refused: Counter::default(),
         };
         registry.register(
             "connections",
@@ -100,6 +110,21 @@ impl Metrics {
             "Connections closed with 4008 because their queue was full",
             m.slow_consumers_closed.clone(),
         );
+        registry.register(
+            "limits_hit",
+            "Requests, frames and connections refused by a limit, by limit",
+            m.limits_hit.clone(),
+        );
+        registry.register(
+            "auth_refused",
+            "Connections and requests refused for missing or bad credentials",
+            m.auth_refused.clone(),
+        );
+        for limit in Limit::ALL {
+            let _ = m.limits_hit.get_or_create(&LimitLabel {
+                limit: limit.as_str(),
+            });
+        }
         for code in ErrorCode::ALL {
             // Present every code from the start, so rates work from zero.
             let _ = m.events_refused.get_or_create(&CodeLabel {
@@ -113,6 +138,14 @@ impl Metrics {
         self.events_refused
             .get_or_create(&CodeLabel {
                 code: code.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limits_hit
+            .get_or_create(&LimitLabel {
+                limit: limit.as_str(),
             })
             .inc();
     }

@@ -49,8 +49,16 @@ pub struct ClientFrame {
 pub enum Op {
     Connect(ConnectRequest),
     Subscribe(SubscribeRequest),
-    Unsubscribe { sub: SubId },
-    Publish { event: Value },
+    Unsubscribe {
+        sub: SubId,
+    },
+    Publish {
+        event: Value,
+    },
+    /// Replaces a token connection's token with a fresh one for the same customer.
+    Refresh {
+        token: String,
+    },
     Ping,
 }
 
@@ -61,6 +69,7 @@ impl Op {
             Op::Subscribe(_) => "subscribe",
             Op::Unsubscribe { .. } => "unsubscribe",
             Op::Publish { .. } => "publish",
+            Op::Refresh { .. } => "refresh",
             Op::Ping => "ping",
         }
     }
@@ -149,9 +158,14 @@ fn parse_op(op: &str, fields: &mut Map<String, Value>) -> Result<Op, HubError> {
                 .ok_or_else(|| HubError::bad_request("publish needs `event`"))?;
             Ok(Op::Publish { event })
         }
+        "refresh" => {
+            let token = optional_string(fields, "token")?
+                .ok_or_else(|| HubError::bad_request("refresh needs `token`"))?;
+            Ok(Op::Refresh { token })
+        }
         "ping" => Ok(Op::Ping),
         other => Err(HubError::bad_request(format!(
-            "unknown op {other:?}; ops are connect, subscribe, unsubscribe, publish, ping"
+            "unknown op {other:?}; ops are connect, subscribe, unsubscribe, publish, refresh, ping"
         ))),
     }
 }
@@ -266,6 +280,11 @@ pub fn published(id: Option<u64>, seq: Seq, duplicate: bool) -> String {
     )
 }
 
+/// The answer to `refresh`: the new token's expiry (RFC 3339).
+pub fn refreshed(id: Option<u64>, expires_at: &str) -> String {
+    reply("refreshed", id, json!({ "expiresAt": expires_at }))
+}
+
 pub fn pong(id: Option<u64>) -> String {
     reply("pong", id, json!({}))
 }
@@ -316,6 +335,7 @@ mod tests {
             (r#"{"op":"unsubscribe","sub":"a"}"#, "unsubscribe"),
             (r#"{"op":"publish","event":{}}"#, "publish"),
             (r#"{"op":"ping","id":9}"#, "ping"),
+            (r#"{"op":"refresh","token":"t"}"#, "refresh"),
         ];
         for (text, op) in cases {
             assert_eq!(
@@ -365,6 +385,7 @@ mod tests {
             (r#"{"op":"unsubscribe","id":12}"#, Some(12)),
             (r#"{"op":"publish","id":13}"#, Some(13)),
             (r#"{"op":"connect","id":14,"token":5}"#, Some(14)),
+            (r#"{"op":"refresh","id":15}"#, Some(15)),
         ];
         for (text, id) in cases {
             let err = refused(text);

@@ -58,20 +58,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let ctx = WsContext {
-        hub: hub.clone(),
-        shutdown: shutdown.clone(),
-        tracker: tracker.clone(),
-    };
+    let ctx = WsContext::new(hub.clone(), shutdown.clone(), tracker.clone());
     let app = crate::http::router(ctx);
     tracker.spawn(sweep(hub.clone(), shutdown.clone()));
     info!(%addr, epoch = %hub.epoch, "actionhub listening");
     if hub.config.is_open_mode() {
         warn!("open development mode: no API keys or JWT secrets are configured, so anyone who can reach {addr} may publish and subscribe");
+    } else {
+        let config = &hub.config;
+        info!(
+            api_keys = config.api_keys.len(),
+            jwt_secrets = config.jwt_secrets.len(),
+            allowed_origins = config.allowed_origins.len(),
+            "credentials configured"
+        );
     }
     let task = {
         let (hub, shutdown) = (hub.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await

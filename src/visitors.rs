@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::error::HubError;
-use crate::http::{body_error, events_page, list_query};
+use crate::http::{events_page, json_body, list_query};
 use crate::ids::CustomerId;
 use crate::retention::Record;
 use crate::ws::WsContext;
@@ -196,9 +196,7 @@ async fn merge(
     AxumState(ctx): AxumState<WsContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
-    let body = body.map_err(body_error)?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))?;
+    let value = json_body(&ctx.hub, body)?;
     let Value::Object(mut fields) = value else {
         return Err(HubError::bad_request(
             "body must be {\"sourceVisitorId\", \"targetVisitorId\"}",
@@ -230,10 +228,8 @@ async fn update(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
-    let body = body.map_err(body_error)?;
     let visitor = resolve(&ctx, &id)?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))?;
+    let value = json_body(&ctx.hub, body)?;
     let Value::Object(mut fields) = value else {
         return Err(HubError::bad_request(
             "body must be {\"attributes\": {...}}",

@@ -124,6 +124,20 @@ impl Hub {
     pub(crate) fn http(&self) -> Http {
         Http::new(self.addr)
     }
+
+    /// A WebSocket opened with extra upgrade `headers`, before any frame; a refused
+    /// handshake is `Err((status, body))`.
+    pub(crate) async fn client_with_headers(
+        &self,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        Client::try_open(self.addr, headers).await
+    }
+
+    /// An HTTP client that sends `headers` (such as `X-API-Key`) on every request.
+    pub(crate) fn http_with(&self, headers: &[(&str, &str)]) -> Http {
+        Http::with_headers(self.addr, headers)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -183,6 +197,52 @@ impl Client {
             subprotocol,
             connected: Value::Null,
         }
+    }
+
+    /// Opens a WebSocket with extra upgrade `headers`; a refused handshake is
+    /// `Err((status, body))`.
+    pub(crate) async fn try_open(
+        addr: SocketAddr,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        let uri: Uri = format!("ws://{addr}/v1/ws").parse().expect("uri");
+        let mut request = ClientRequestBuilder::new(uri);
+        for (name, value) in headers {
+            request = request.with_header(*name, *value);
+        }
+        let handshake = async {
+            let stream = TcpStream::connect(addr).await.expect("TCP connect");
+            tokio_tungstenite::client_async(request, stream).await
+        };
+        match bounded(WAIT, "the WebSocket handshake", handshake).await {
+            Ok((ws, _)) => Ok(Client {
+                ws,
+                pending: VecDeque::new(),
+                last_id: 0,
+                subprotocol: None,
+                connected: Value::Null,
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let body = response.body().clone().unwrap_or_default();
+                Err((status, String::from_utf8_lossy(&body).into_owned()))
+            }
+            Err(other) => panic!("WebSocket handshake failed: {other}"),
+        }
+    }
+
+    /// Sends `connect` with `fields` (such as `apiKey` or `token`) and returns the reply,
+    /// whatever it is; keeps it when it is `connected`.
+    pub(crate) async fn connect_with(&mut self, fields: Value) -> Value {
+        let mut frame = json!({"op": "connect"});
+        if let Value::Object(fields) = fields {
+            frame.as_object_mut().expect("object").extend(fields);
+        }
+        let reply = self.request(frame).await;
+        if reply["type"] == json!("connected") {
+            self.connected = reply.clone();
+        }
+        reply
     }
 
     /// Sends `connect` and checks the `connected` reply, which it keeps and returns.
@@ -620,9 +680,21 @@ pub(crate) struct Http {
 
 impl Http {
     fn new(addr: SocketAddr) -> Http {
+        Http::with_headers(addr, &[])
+    }
+
+    fn with_headers(addr: SocketAddr, headers: &[(&str, &str)]) -> Http {
+        let mut defaults = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            defaults.insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                reqwest::header::HeaderValue::from_str(value).expect("header value"),
+            );
+        }
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(WAIT)
+            .default_headers(defaults)
             .build()
             .expect("HTTP client");
         Http {
@@ -702,6 +774,20 @@ impl Http {
             .as_array()
             .unwrap_or_else(|| panic!("results is a list: {answer}"))
             .clone()
+    }
+
+    /// Sends `method` to `path` with extra `headers`, answering the raw response.
+    pub(crate) async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("HTTP request")
     }
 
     fn url(&self, path: &str) -> String {
