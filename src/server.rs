@@ -116,8 +116,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
 /// Serves until `signal` completes, then shuts down gracefully.
 pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    // Poll the signal once before starting, so its handlers are installed before recovery
+    // and before the "listening" line: a SIGTERM from then on means a clean stop, never
+    // the default action (being killed without a final snapshot).
+    let mut signal = std::pin::pin!(signal);
+    let early = futures_util::FutureExt::now_or_never(signal.as_mut()).is_some();
     let running = start(config).await?;
-    signal.await;
+    if !early {
+        signal.await;
+    }
     info!("shutting down");
     running.shutdown().await
 }

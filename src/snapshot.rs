@@ -9,8 +9,9 @@
 //! neither the older one nor the retained history needs are deleted after a snapshot.
 //!
 //! Format (version 1): magic, version (u32), seq, epoch, time written, the per-map
-//! counters, then tagged entities (1 customer, 2 profile, 3 action, 0 end) in the
-//! encoding of [`crate::codec`], then a crc32 of everything before it.
+//! counters, then chunks (tag 4, byte length u64) of tagged entities (1 customer,
+//! 2 profile, 3 action) in the encoding of [`crate::codec`], then 0 (end), then a crc32 of
+//! everything before it. Chunks let start-up decode on several threads.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -31,6 +32,16 @@ use crate::wal;
 const MAGIC: &[u8; 8] = b"AHUBSNP\0";
 /// The snapshot format this release writes; a higher one on disk is refused.
 pub const FORMAT_VERSION: u32 = 1;
+/// Entity tags, and the chunk that holds them.
+const END: u8 = 0;
+const CUSTOMER: u8 = 1;
+const PROFILE: u8 = 2;
+const ACTION: u8 = 3;
+const CHUNK: u8 = 4;
+/// A chunk is closed once it holds this much (small in unit tests, to make many).
+const CHUNK_BYTES: usize = if cfg!(test) { 2048 } else { 4 << 20 };
+/// Threads that decode chunks at start-up (the log is read beside them).
+const LOAD_THREADS: usize = 2;
 /// Longest wait for the log to catch up with a snapshot's seq before giving it up.
 const LOG_CATCH_UP: Duration = Duration::from_secs(30);
 /// Snapshots kept: the newest, and one to fall back to if the newest is damaged.
@@ -142,27 +153,45 @@ fn write(
     }
     out.put(&mut e)?;
     let mut entities = 0u64;
+    // Entities go in chunks of a few MiB, each with its length, so a loader can decode
+    // the chunks on several threads.
+    let mut chunk = Enc::default();
+    let flush = |chunk: &mut Enc, out: &mut Checked| -> io::Result<()> {
+        if chunk.buf.is_empty() {
+            return Ok(());
+        }
+        let mut head = Enc::default();
+        head.u8(CHUNK);
+        head.u64(chunk.buf.len() as u64);
+        out.put(&mut head)?;
+        out.put(chunk)
+    };
     hub.state.walk_snapshot(&mut |item| {
         entities += 1;
+        let c = &mut chunk;
         match item {
-            SnapshotItem::Customer(id, c) => {
-                e.u8(1);
-                e.uuid(id.0);
-                c.encode(&mut e);
+            SnapshotItem::Customer(id, customer) => {
+                c.u8(CUSTOMER);
+                c.uuid(id.0);
+                customer.encode(c);
             }
-            SnapshotItem::Profile(id, p) => {
-                e.u8(2);
-                e.uuid(id.0);
-                p.encode(&mut e);
+            SnapshotItem::Profile(id, profile) => {
+                c.u8(PROFILE);
+                c.uuid(id.0);
+                profile.encode(c);
             }
-            SnapshotItem::Action(a) => {
-                e.u8(3);
-                a.encode(&mut e);
+            SnapshotItem::Action(action) => {
+                c.u8(ACTION);
+                action.encode(c);
             }
         }
-        out.put(&mut e)
+        if chunk.buf.len() >= CHUNK_BYTES {
+            flush(&mut chunk, &mut out)?;
+        }
+        Ok::<(), io::Error>(())
     })?;
-    e.u8(0);
+    flush(&mut chunk, &mut out)?;
+    e.u8(END);
     out.put(&mut e)?;
     // The snapshot may not name a seq the log does not have yet: wait (bounded) until the
     // pipeline has logged everything up to it, so the log and the snapshot agree on what
@@ -246,21 +275,54 @@ fn decode(body: &[u8]) -> Result<(Seq, String, State), DecodeError> {
     let maps = (0..n)
         .map(|_| MapCounts::decode(&mut d))
         .collect::<Result<_, _>>()?;
-    // Entities go straight into the maps, sized from the file (an action is ~180 bytes).
+    // Entities go straight into the maps, sized from the file (an action is ~180 bytes),
+    // from several threads, a chunk at a time.
     let state = State::restoring(maps, body.len() / 180);
+    let mut chunks = Vec::new();
     loop {
         match d.u8()? {
-            0 => break,
-            1 => state.restore_customer(CustomerId(d.uuid()?), Customer::decode(&mut d)?),
-            2 => state.restore_profile(CustomerId(d.uuid()?), Profile::decode(&mut d)?),
-            3 => state.restore_action(Action::decode(&mut d)?),
-            _ => return Err(DecodeError("unknown entity tag")),
+            END => break,
+            CHUNK => {
+                let len = usize::try_from(d.u64()?).map_err(|_| DecodeError("chunk length"))?;
+                chunks.push(d.bytes(len)?);
+            }
+            _ => return Err(DecodeError("unknown section tag")),
         }
     }
     if !d.is_empty() {
         return Err(DecodeError("bytes after the end"));
     }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..LOAD_THREADS)
+            .map(|i| {
+                let (state, chunks) = (&state, &chunks);
+                scope.spawn(move || {
+                    chunks
+                        .iter()
+                        .skip(i)
+                        .step_by(LOAD_THREADS)
+                        .try_for_each(|chunk| decode_chunk(state, chunk))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("a chunk decoder does not panic"))
+    })?;
     Ok((seq, epoch, state))
+}
+
+fn decode_chunk(state: &State, chunk: &[u8]) -> Result<(), DecodeError> {
+    let mut d = Dec::new(chunk);
+    while !d.is_empty() {
+        match d.u8()? {
+            CUSTOMER => state.restore_customer(CustomerId(d.uuid()?), Customer::decode(&mut d)?),
+            PROFILE => state.restore_profile(CustomerId(d.uuid()?), Profile::decode(&mut d)?),
+            ACTION => state.restore_action(Action::decode(&mut d)?),
+            _ => return Err(DecodeError("unknown entity tag")),
+        }
+    }
+    Ok(())
 }
 
 /// Deletes all but the newest [`KEEP`] snapshots, then the log segments that hold only
@@ -343,6 +405,61 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[tokio::test]
+    async fn a_written_snapshot_loads_back_the_same_state() {
+        use crate::event::Event;
+        use crate::ids::{ActionId, ActionMapId, SessionId};
+        let data = tempfile::tempdir().unwrap();
+        let config = Arc::new(crate::Config::ephemeral(data.path()));
+        let (hub, pipeline) = Hub::start(config, Box::new(crate::log::MemoryOnly));
+        let map = ActionMapId::new_random();
+        let mut actions = Vec::new();
+        let mut customers = Vec::new();
+        for i in 0..200 {
+            let (customer, session) = (CustomerId::new_random(), SessionId::new_random());
+            let action = ActionId::new_random();
+            let mut events = vec![serde_json::json!({
+                "actionId": action.to_string(), "actionState": "offered",
+                "actionMediaType": "webchat", "actionMapId": map.to_string(),
+                "actionMapVersion": 1, "customerId": customer.to_string(),
+                "sessionId": session.to_string(), "data": {"i": i},
+            })];
+            if i % 3 == 0 {
+                events.push(serde_json::json!({
+                    "type": "signin", "customerId": customer.to_string(),
+                    "sessionId": session.to_string(), "userId": format!("u{}", i % 7),
+                    "traits": {"i": i},
+                }));
+            }
+            let events = events.into_iter().map(Event::from_json).collect();
+            for result in hub.publish(events).await {
+                result.unwrap();
+            }
+            actions.push(action);
+            customers.push(customer);
+        }
+        let written = take(&hub, data.path()).unwrap();
+        let loaded = load(&list(data.path()).unwrap()[0].1).unwrap();
+        assert_eq!((loaded.seq, &loaded.epoch), (written.seq, &hub.epoch));
+        assert_eq!(loaded.state.action_count(), actions.len());
+        for a in &actions {
+            assert_eq!(
+                loaded.state.action_view(*a, true),
+                hub.state.action_view(*a, true)
+            );
+        }
+        for c in &customers {
+            assert_eq!(loaded.state.customer_view(*c), hub.state.customer_view(*c));
+            assert_eq!(loaded.state.linked_users(*c), hub.state.linked_users(*c));
+        }
+        assert_eq!(
+            loaded.state.action_map_stats(),
+            hub.state.action_map_stats()
+        );
+        hub.close_pipeline();
+        pipeline.join();
     }
 
     #[test]

@@ -616,3 +616,41 @@ fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out.sort();
     out
 }
+
+#[tokio::test]
+async fn history_that_cannot_be_rebuilt_starts_a_new_epoch_after_the_old_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = Http::new();
+    let small_segments = ["--wal-segment-bytes", "4096"];
+    let hub = HubProcess::start(dir.path(), &small_segments);
+    let v = Visitor::new();
+    for _ in 0..40 {
+        http.publish(&hub, vec![v.action(&uuid(), "offered")]).await;
+    }
+    let (_, ready) = http.get(&hub, "/readyz").await;
+    hub.stop();
+    // Lose the snapshots and the oldest log segment: the state cannot be rebuilt.
+    fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 2, "small segments roll over");
+    fs::remove_file(&segments[0]).unwrap();
+
+    let hub = HubProcess::start(dir.path(), &small_segments);
+    assert!(
+        hub.output().contains("starting a new epoch"),
+        "{}",
+        hub.output()
+    );
+    let (_, after) = http.get(&hub, "/readyz").await;
+    assert_ne!(after["epoch"], ready["epoch"], "history was lost");
+    let next = http.publish(&hub, vec![v.action(&uuid(), "offered")]).await;
+    assert!(
+        next[0] > ready["seq"].as_u64().unwrap(),
+        "seqs still never go back"
+    );
+    hub.stop();
+}
