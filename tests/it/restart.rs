@@ -654,3 +654,180 @@ async fn history_that_cannot_be_rebuilt_starts_a_new_epoch_after_the_old_seqs() 
     );
     hub.stop();
 }
+
+/// An identify with traits, for the visitor changes below.
+fn identify(v: &Visitor, user: &str) -> Value {
+    json!({
+        "type": "identify", "customerId": v.customer, "sessionId": v.session,
+        "userId": user, "traits": {"email": format!("{user}@x.example")},
+    })
+}
+
+/// Everything a hub says about one visitor through its reads, as text.
+async fn traces_of(
+    http: &Http,
+    hub: &HubProcess,
+    v: &Visitor,
+    action: &str,
+    user: &str,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in [
+        format!("/v1/visitors/user:{user}"),
+        format!("/v1/visitors/{}", v.customer),
+        format!("/v1/customers/{}", v.customer),
+        format!("/v1/actions/{action}"),
+    ] {
+        let (status, body) = http.get(hub, &path).await;
+        if status != 404 {
+            found.push(format!("{path}: {status} {body}"));
+        }
+    }
+    let (history, _) = http.events_since(hub, 0).await;
+    let text = Value::Array(history).to_string();
+    if text.contains(&v.customer) || text.contains(user) {
+        found.push(format!("history: {text}"));
+    }
+    found
+}
+
+#[tokio::test]
+async fn an_erased_visitor_stays_erased_after_a_crash_and_from_an_older_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = Http::new();
+    let (gone, bystander) = (Visitor::new(), Visitor::new());
+    let action = uuid();
+    let hub = HubProcess::start(dir.path(), &[]);
+    http.publish(
+        &hub,
+        vec![
+            identify(&gone, "u-gone"),
+            gone.action(&action, "offered"),
+            bystander.action(&uuid(), "offered"),
+        ],
+    )
+    .await;
+    // A clean stop: the snapshot it writes still holds the visitor.
+    hub.stop();
+
+    let hub = HubProcess::start(dir.path(), &[]);
+    let deleted = http
+        .client
+        .delete(hub.url("/v1/visitors/user:u-gone"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status().as_u16(), 200);
+    http.publish(&hub, vec![bystander.action(&uuid(), "offered")])
+        .await;
+    assert_eq!(
+        traces_of(&http, &hub, &gone, &action, "u-gone").await,
+        Vec::<String>::new()
+    );
+    // No final snapshot: the restart starts from the one that still holds the visitor and
+    // must replay the erasure from the log.
+    hub.kill();
+
+    let hub = HubProcess::start(dir.path(), &[]);
+    assert_eq!(
+        traces_of(&http, &hub, &gone, &action, "u-gone").await,
+        Vec::<String>::new(),
+        "after a crash"
+    );
+    let (history, _) = http.events_since(&hub, 0).await;
+    assert!(
+        Value::Array(history)
+            .to_string()
+            .contains(&bystander.customer),
+        "other visitors stay"
+    );
+    hub.stop();
+
+    // Damage the newest snapshot (written without the visitor): the older one, which
+    // holds it, plus the log must still come back without it.
+    let mut snapshots: Vec<PathBuf> = fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    snapshots.sort();
+    let newest = snapshots.pop().expect("a snapshot");
+    let mut bytes = fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&newest, bytes).unwrap();
+    let hub = HubProcess::start(dir.path(), &[]);
+    assert!(
+        hub.output().contains("skipping a snapshot"),
+        "{}",
+        hub.output()
+    );
+    assert_eq!(
+        traces_of(&http, &hub, &gone, &action, "u-gone").await,
+        Vec::<String>::new(),
+        "from an older snapshot"
+    );
+    hub.stop();
+}
+
+#[tokio::test]
+async fn visitor_changes_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = Http::new();
+    let (kept, anonymous, source) = (Visitor::new(), Visitor::new(), Visitor::new());
+    let hub = HubProcess::start(dir.path(), &[]);
+    http.publish(
+        &hub,
+        vec![
+            identify(&kept, "u-kept"),
+            identify(&anonymous, "u-anon"),
+            source.action(&uuid(), "offered"),
+        ],
+    )
+    .await;
+    let put = http
+        .client
+        .put(hub.url("/v1/visitors/user:u-kept"))
+        .json(&json!({"attributes": {"plan": "premium"}}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 200);
+    let anonymized = http
+        .client
+        .post(hub.url("/v1/visitors/user:u-anon/anonymize"))
+        .send()
+        .await
+        .expect("anonymize");
+    assert_eq!(anonymized.status().as_u16(), 200);
+    let merged = http
+        .client
+        .post(hub.url("/v1/visitors/merge"))
+        .json(&json!({"sourceVisitorId": source.customer, "targetVisitorId": kept.customer}))
+        .send()
+        .await
+        .expect("merge");
+    assert_eq!(merged.status().as_u16(), 200);
+    let (_, before) = http.get(&hub, "/v1/visitors/user:u-kept").await;
+    // A crash: the changes come back from the log alone.
+    hub.kill();
+    let hub = HubProcess::start(dir.path(), &[]);
+    let (status, after) = http.get(&hub, "/v1/visitors/user:u-kept").await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(
+        after["traits"],
+        json!({"email": "u-kept@x.example", "plan": "premium"})
+    );
+    assert_eq!(
+        after["customers"], before["customers"],
+        "the merge survived"
+    );
+    assert_eq!(after["counts"], before["counts"]);
+    let (status, _) = http.get(&hub, "/v1/visitors/user:u-anon").await;
+    assert_eq!(status, 404, "the anonymized user id stays gone");
+    let (_, anon) = http
+        .get(&hub, &format!("/v1/visitors/{}", anonymous.customer))
+        .await;
+    assert_eq!(anon["traits"], json!({}));
+    assert_eq!(anon["identity"]["state"], json!("anonymous"));
+    hub.stop();
+}
