@@ -191,16 +191,7 @@ test('the demo page shows a chat invitation and a content offer and reports thei
   await context.close();
 });
 
-// Skipped until durability (issue 3: write-ahead log, crash-safe restart) lands: today a
-// restarted hub starts a new epoch with empty state, so the reports that continue an action
-// begun before the restart are refused (invalid_transition "from (new)"). With those
-// refusals tolerated, the page side already holds: nothing lost, nothing duplicated.
-// Set ACTIONHUB_E2E_RESTART=1 to run it; remove the skip when issue 3 is done.
-const RESTART_SKIP = process.env.ACTIONHUB_E2E_RESTART
-  ? false
-  : 'needs durability (issue 3): a restarted hub has a new epoch and forgets actions begun before the restart';
-
-test('a hub restart mid-stream loses and duplicates nothing on the page', { timeout: 60_000, skip: RESTART_SKIP }, async () => {
+test('a hub restart mid-stream loses and duplicates nothing on the page', { timeout: 60_000 }, async () => {
   // Its own hub, restarted on the same port with the same data directory.
   const own = await startHub();
   const { context, page, problems } = await newPage();
