@@ -86,19 +86,7 @@ pub fn dir(data_dir: &Path) -> PathBuf {
 
 /// The snapshot files, newest first, with their seqs.
 pub fn list(data_dir: &Path) -> io::Result<Vec<(Seq, PathBuf)>> {
-    let mut out = Vec::new();
-    let entries = match fs::read_dir(dir(data_dir)) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(seq) = name.strip_suffix(".snap").and_then(|s| s.parse().ok()) {
-            out.push((Seq(seq), path));
-        }
-    }
+    let mut out = crate::wal::files_by_seq(&dir(data_dir), ".snap")?;
     out.sort_by(|a, b| b.cmp(a));
     Ok(out)
 }

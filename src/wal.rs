@@ -96,6 +96,14 @@ pub struct Scan {
 
 /// The segment files of a directory, oldest first, with their first seqs.
 pub fn segments(dir: &Path) -> io::Result<Vec<(Seq, PathBuf)>> {
+    let mut out = files_by_seq(dir, ".wal")?;
+    out.sort();
+    Ok(out)
+}
+
+/// The files of `dir` named `<seq><suffix>`, in no particular order (none if `dir` is
+/// missing). Log segments and snapshots are both named this way.
+pub fn files_by_seq(dir: &Path, suffix: &str) -> io::Result<Vec<(Seq, PathBuf)>> {
     let mut out = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -105,11 +113,10 @@ pub fn segments(dir: &Path) -> io::Result<Vec<(Seq, PathBuf)>> {
     for entry in entries {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(seq) = name.strip_suffix(".wal").and_then(|s| s.parse().ok()) {
+        if let Some(seq) = name.strip_suffix(suffix).and_then(|s| s.parse().ok()) {
             out.push((Seq(seq), path));
         }
     }
-    out.sort();
     Ok(out)
 }
 
