@@ -453,6 +453,21 @@ async fn a_truncated_or_bit_flipped_log_tail_still_starts() {
     hub.stop();
 }
 
+/// Flips a byte in the middle of the newer of the two kept snapshots.
+fn corrupt_newest_snapshot(dir: &Path) {
+    let mut snapshots: Vec<PathBuf> = fs::read_dir(dir.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    snapshots.sort();
+    assert_eq!(snapshots.len(), 2, "the newest two are kept");
+    let newest = snapshots.pop().unwrap();
+    let mut bytes = fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&newest, bytes).unwrap();
+}
+
 #[tokio::test]
 async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -475,17 +490,7 @@ async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     let before = action_views(&http, &hub, &[first.clone(), second.clone()]).await;
     hub.stop();
 
-    let mut snapshots: Vec<PathBuf> = fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    snapshots.sort();
-    assert_eq!(snapshots.len(), 2, "the newest two are kept");
-    let newest = snapshots.pop().unwrap();
-    let mut bytes = fs::read(&newest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    fs::write(&newest, bytes).unwrap();
+    corrupt_newest_snapshot(dir.path());
 
     let hub = HubProcess::start(dir.path(), &[]);
     assert!(
@@ -745,16 +750,7 @@ async fn an_erased_visitor_stays_erased_after_a_crash_and_from_an_older_snapshot
 
     // Damage the newest snapshot (written without the visitor): the older one, which
     // holds it, plus the log must still come back without it.
-    let mut snapshots: Vec<PathBuf> = fs::read_dir(dir.path().join("snapshots"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    snapshots.sort();
-    let newest = snapshots.pop().expect("a snapshot");
-    let mut bytes = fs::read(&newest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    fs::write(&newest, bytes).unwrap();
+    corrupt_newest_snapshot(dir.path());
     let hub = HubProcess::start(dir.path(), &[]);
     assert!(
         hub.output().contains("skipping a snapshot"),
