@@ -198,13 +198,10 @@ impl Retention {
             .collect();
         seqs.sort();
         seqs.dedup();
-        let Some(first) = self.records.front().map(|r| r.seq) else {
-            return 0;
-        };
         let mut changed = 0;
         for seq in seqs {
-            let index = (seq.0 - first.0) as usize;
-            let Some(slot) = self.records.get_mut(index) else {
+            let index = self.position(seq);
+            let Some(slot) = self.records.get_mut(index).filter(|r| r.seq == seq) else {
                 continue;
             };
             let replacement =
@@ -305,5 +302,24 @@ mod tests {
             "budget bounds the scan"
         );
         assert_eq!(seqs(&r.customer_events(a, Seq(4), 2)), vec![6, 8]);
+    }
+
+    #[test]
+    fn rewriting_a_customer_finds_its_records_across_a_seq_gap() {
+        let (a, b) = (CustomerId::new_random(), CustomerId::new_random());
+        let mut r = Retention::new(100, 1_000_000);
+        // Seqs 1-3, then a jump (an unclean restart skipped reserved seqs) to 100-102.
+        for (seq, who) in [(1, a), (2, b), (3, a), (100, b), (101, a), (102, b)] {
+            r.push(record(seq, who, 0), 0);
+        }
+        assert_eq!(r.rewrite_customers(&[a], true, |_| None), 3);
+        let erased: Vec<u64> = (0..r.len())
+            .map(|i| &r.records[i])
+            .filter(|rec| rec.is_erased())
+            .map(|rec| rec.seq.0)
+            .collect();
+        assert_eq!(erased, vec![1, 3, 101], "a's records, and only a's");
+        assert!(r.customer_events(a, Seq(0), 10).is_empty());
+        assert_eq!(seqs(&r.customer_events(b, Seq(0), 10)), vec![2, 100, 102]);
     }
 }
