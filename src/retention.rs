@@ -146,6 +146,13 @@ impl Retention {
         self.records.partition_point(|r| r.seq < seq)
     }
 
+    /// How many retained records have a seq after `after`, up to and including `upto`
+    /// (seqs may skip, so this counts records, not the distance between seqs).
+    pub fn count_between(&self, after: Seq, upto: Seq) -> usize {
+        self.position(upto.next())
+            .saturating_sub(self.position(after.next()))
+    }
+
     /// The record with this seq, if retained.
     pub fn get(&self, seq: Seq) -> Option<&Arc<Record>> {
         self.records
@@ -312,6 +319,8 @@ mod tests {
         for (seq, who) in [(1, a), (2, b), (3, a), (100, b), (101, a), (102, b)] {
             r.push(record(seq, who, 0), 0);
         }
+        assert_eq!(r.count_between(Seq(3), Seq(100)), 1, "records, not seq distance");
+        assert_eq!(r.count_between(Seq(0), Seq(102)), 6);
         assert_eq!(r.rewrite_customers(&[a], true, |_| None), 3);
         let erased: Vec<u64> = (0..r.len())
             .map(|i| &r.records[i])

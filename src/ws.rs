@@ -721,7 +721,7 @@ impl Connection {
                 keep,
             );
             replay.cursor = last;
-            let caught_up = target.0.saturating_sub(last.0) < REPLAY_CHUNK as u64;
+            let caught_up = retention.count_between(last, target) < REPLAY_CHUNK;
             (records, caught_up)
         };
         let (mut records, caught_up) = chunk;
