@@ -706,33 +706,23 @@ impl Hub {
             let first = match rx.recv_timeout(PIPELINE_TICK) {
                 Ok(first) => first,
                 Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = log.tick() {
-                        tracing::error!(error = %e, "syncing the log failed; the hub cannot go on safely");
-                        std::process::abort();
-                    }
+                    or_abort("syncing the log", log.tick());
                     continue;
                 }
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            // Take whatever else is already waiting: one log append and one fan-out pass
-            // serve them all.
-            let mut next = Some(first);
             let mut logged = 0;
-            while let Some(batch) = next {
+            for batch in take_pass(first, &rx) {
                 records.extend(batch.records);
                 dones.extend(batch.done);
                 if let Some(op) = batch.admin {
                     // Logged after the events committed before it and before those after.
-                    append_or_abort(log.append(&records[logged..]));
+                    or_abort("appending to the log", log.append(&records[logged..]));
                     logged = records.len();
-                    append_or_abort(log.append_admin(&op));
-                }
-                next = rx.try_recv().ok();
-                if records.len() >= 4096 {
-                    break;
+                    or_abort("appending to the log", log.append_admin(&op));
                 }
             }
-            append_or_abort(log.append(&records[logged..]));
+            or_abort("appending to the log", log.append(&records[logged..]));
             self.fanout.deliver(&records, &self.state);
             records.clear();
             for done in dones.drain(..) {
@@ -767,11 +757,28 @@ impl Pipeline {
 }
 
 /// The hub cannot acknowledge what it could not log, nor go on as if it had.
-fn append_or_abort(result: std::io::Result<()>) {
+fn or_abort(what: &str, result: std::io::Result<()>) {
     if let Err(e) = result {
-        tracing::error!(error = %e, "appending to the log failed; the hub cannot go on safely");
+        tracing::error!(error = %e, "{what} failed; the hub cannot go on safely");
         std::process::abort();
     }
+}
+
+/// Records one pipeline pass takes at most (one log append and one fan-out pass serve
+/// them all); a pass may end a batch beyond it, never split one.
+const MAX_PASS_RECORDS: usize = 4096;
+
+/// `first` and whatever else is already waiting, in order, up to [`MAX_PASS_RECORDS`]:
+/// a batch is taken off the queue only when this pass will handle it.
+fn take_pass(first: Batch, rx: &std_mpsc::Receiver<Batch>) -> Vec<Batch> {
+    let mut records = first.records.len();
+    let mut pass = vec![first];
+    while records < MAX_PASS_RECORDS {
+        let Ok(batch) = rx.try_recv() else { break };
+        records += batch.records.len();
+        pass.push(batch);
+    }
+    pass
 }
 
 /// A subscription's index entry, from its request.
@@ -812,4 +819,40 @@ fn transition_error(e: TransitionError) -> HubError {
         error.details = Some(json!({ "field": "actionState" }));
     }
     error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(first_seq: u64, len: u64) -> Batch {
+        Batch {
+            records: (first_seq..first_seq + len)
+                .map(|seq| Arc::new(Record::erased(Seq(seq), 0)))
+                .collect(),
+            admin: None,
+            done: None,
+        }
+    }
+
+    /// Every queued batch is handled by some pass, in order, none dropped at a pass's end.
+    #[test]
+    fn passes_take_every_queued_batch_in_order() {
+        let (tx, rx) = std_mpsc::channel();
+        for i in 0..10 {
+            tx.send(batch(i * 1000 + 1, 1000)).unwrap();
+        }
+        drop(tx);
+        let mut seen = Vec::new();
+        let mut passes = 0;
+        while let Ok(first) = rx.recv() {
+            let pass = take_pass(first, &rx);
+            let records: usize = pass.iter().map(|b| b.records.len()).sum();
+            assert!(records <= MAX_PASS_RECORDS + 1000, "a pass ends at its limit");
+            seen.extend(pass.into_iter().flat_map(|b| b.records).map(|r| r.seq.0));
+            passes += 1;
+        }
+        assert_eq!(seen, (1..=10_000).collect::<Vec<_>>());
+        assert!(passes >= 2, "the limit splits the queue into passes");
+    }
 }

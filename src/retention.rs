@@ -319,7 +319,11 @@ mod tests {
         for (seq, who) in [(1, a), (2, b), (3, a), (100, b), (101, a), (102, b)] {
             r.push(record(seq, who, 0), 0);
         }
-        assert_eq!(r.count_between(Seq(3), Seq(100)), 1, "records, not seq distance");
+        assert_eq!(
+            r.count_between(Seq(3), Seq(100)),
+            1,
+            "records, not seq distance"
+        );
         assert_eq!(r.count_between(Seq(0), Seq(102)), 6);
         assert_eq!(r.rewrite_customers(&[a], true, |_| None), 3);
         let erased: Vec<u64> = (0..r.len())

@@ -223,3 +223,41 @@ async fn a_slow_consumer_is_closed_4008_and_others_get_every_event() {
     assert_eq!(received, acked, "the reading subscriber gets every event");
     slow.closed_with(4008).await;
 }
+
+/// Several full HTTP batches at once make the pipeline take more than one pass's worth of
+/// records from its queue: every accepted event must still be delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_full_batches_are_all_delivered() {
+    const BATCHES: usize = 8;
+    const PER_BATCH: usize = 1000;
+    let hub = Hub::start_with(|config| config.queue_capacity = 65_536).await;
+    let mut watcher = hub.client().await;
+    watcher
+        .subscribe(json!("all"), json!({"topics": ["all"]}))
+        .await;
+    let posts = (0..BATCHES).map(|_| {
+        let http = hub.http();
+        let visitor = Visitor::new();
+        async move {
+            let events: Vec<Value> = (0..PER_BATCH)
+                .map(|_| visitor.action("webchat").event("offered"))
+                .collect();
+            http.publish(&Value::Array(events)).await
+        }
+    });
+    let mut accepted = Vec::new();
+    for results in futures_util::future::join_all(posts).await {
+        for result in results {
+            accepted.push(result["seq"].as_u64().expect("every event accepted"));
+        }
+    }
+    // Plus one session:started per visitor.
+    let expected = BATCHES * PER_BATCH + BATCHES;
+    let mut delivered = std::collections::HashSet::new();
+    while delivered.len() < expected {
+        let event = watcher.next_event().await;
+        delivered.insert(event["seq"].as_u64().expect("seq"));
+    }
+    assert!(accepted.iter().all(|seq| delivered.contains(seq)));
+    watcher.expect_no_frame().await;
+}
