@@ -848,7 +848,10 @@ mod tests {
         while let Ok(first) = rx.recv() {
             let pass = take_pass(first, &rx);
             let records: usize = pass.iter().map(|b| b.records.len()).sum();
-            assert!(records <= MAX_PASS_RECORDS + 1000, "a pass ends at its limit");
+            assert!(
+                records <= MAX_PASS_RECORDS + 1000,
+                "a pass ends at its limit"
+            );
             seen.extend(pass.into_iter().flat_map(|b| b.records).map(|r| r.seq.0));
             passes += 1;
         }

@@ -145,25 +145,11 @@ struct HubFrame<'a> {
     seq: Option<u64>,
     duplicate: Option<bool>,
     #[serde(borrow)]
-    event: Option<EventView<'a>>,
+    event: Option<crate::workload::EventView<'a>>,
     #[serde(borrow)]
     code: Option<Cow<'a, str>>,
     #[serde(borrow)]
     message: Option<Cow<'a, str>>,
-}
-
-/// The delivered event's customer and the generator's send time.
-#[derive(Deserialize)]
-struct EventView<'a> {
-    #[serde(rename = "customerId", borrow)]
-    customer_id: Option<Cow<'a, str>>,
-    data: Option<DataView>,
-}
-
-#[derive(Deserialize)]
-struct DataView {
-    #[serde(rename = "sentAtMicros")]
-    sent_at_micros: Option<u64>,
 }
 
 /// Reads hub frames: one JSON object per text frame, so no state between frames.

@@ -12,14 +12,12 @@
 //! - The server may put several protocol messages in one WebSocket frame, or split one
 //!   across frames: received frames are parsed as one byte stream per connection.
 
-use std::borrow::Cow;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use futures_util::{SinkExt, StreamExt};
-use serde::Deserialize;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -297,26 +295,10 @@ fn payload_size(args: &[u8], arity: std::ops::RangeInclusive<usize>) -> anyhow::
         .ok_or_else(|| anyhow!("bad payload size `{}`", String::from_utf8_lossy(size)))
 }
 
-/// The fields of a delivered event the generator checks.
-#[derive(Deserialize)]
-struct EventView<'a> {
-    #[serde(rename = "customerId", borrow)]
-    customer_id: Option<Cow<'a, str>>,
-    data: Option<DataView>,
-}
-
-#[derive(Deserialize)]
-struct DataView {
-    #[serde(rename = "sentAtMicros")]
-    sent_at_micros: Option<u64>,
-    publisher: Option<u32>,
-    counter: Option<u64>,
-}
-
 fn read_event(payload: &[u8], customers: &Customers) -> anyhow::Result<Delivery> {
-    let event: EventView<'_> =
+    let event: crate::workload::EventView<'_> =
         serde_json::from_slice(payload).context("a message payload that is not an event")?;
-    let data = event.data.unwrap_or(DataView {
+    let data = event.data.unwrap_or(crate::workload::DataView {
         sent_at_micros: None,
         publisher: None,
         counter: None,

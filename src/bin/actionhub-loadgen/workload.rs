@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Index of a customer in [`Customers`]; what subscribers and publishers pass around
@@ -275,4 +277,22 @@ mod tests {
         let len = serde_json::to_vec(&event).unwrap().len();
         assert!((300..=380).contains(&len), "{len} bytes");
     }
+}
+
+/// The fields of a delivered event the generator checks, for either target.
+#[derive(Deserialize)]
+pub(crate) struct EventView<'a> {
+    #[serde(rename = "customerId", borrow)]
+    pub(crate) customer_id: Option<Cow<'a, str>>,
+    pub(crate) data: Option<DataView>,
+}
+
+/// The generator's own fields inside `data`: the send time, and (NATS, which has no seq)
+/// the publisher's per-customer order stamp.
+#[derive(Deserialize)]
+pub(crate) struct DataView {
+    #[serde(rename = "sentAtMicros")]
+    pub(crate) sent_at_micros: Option<u64>,
+    pub(crate) publisher: Option<u32>,
+    pub(crate) counter: Option<u64>,
 }
