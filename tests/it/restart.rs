@@ -453,8 +453,9 @@ async fn a_truncated_or_bit_flipped_log_tail_still_starts() {
     hub.stop();
 }
 
-/// Flips a byte in the middle of the newer of the two kept snapshots.
-fn corrupt_newest_snapshot(dir: &Path) {
+/// Damages the newer of the two kept snapshots, starts the hub, and checks that it fell
+/// back to the older one.
+fn start_past_a_corrupt_newest_snapshot(dir: &Path) -> HubProcess {
     let mut snapshots: Vec<PathBuf> = fs::read_dir(dir.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -466,6 +467,13 @@ fn corrupt_newest_snapshot(dir: &Path) {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     fs::write(&newest, bytes).unwrap();
+    let hub = HubProcess::start(dir, &[]);
+    assert!(
+        hub.output().contains("skipping a snapshot"),
+        "{}",
+        hub.output()
+    );
+    hub
 }
 
 #[tokio::test]
@@ -490,14 +498,7 @@ async fn a_corrupt_newest_snapshot_falls_back_to_the_older_one() {
     let before = action_views(&http, &hub, &[first.clone(), second.clone()]).await;
     hub.stop();
 
-    corrupt_newest_snapshot(dir.path());
-
-    let hub = HubProcess::start(dir.path(), &[]);
-    assert!(
-        hub.output().contains("skipping a snapshot"),
-        "{}",
-        hub.output()
-    );
+    let hub = start_past_a_corrupt_newest_snapshot(dir.path());
     assert_eq!(action_views(&http, &hub, &[first, second]).await, before);
     hub.stop();
 }
@@ -750,13 +751,7 @@ async fn an_erased_visitor_stays_erased_after_a_crash_and_from_an_older_snapshot
 
     // Damage the newest snapshot (written without the visitor): the older one, which
     // holds it, plus the log must still come back without it.
-    corrupt_newest_snapshot(dir.path());
-    let hub = HubProcess::start(dir.path(), &[]);
-    assert!(
-        hub.output().contains("skipping a snapshot"),
-        "{}",
-        hub.output()
-    );
+    let hub = start_past_a_corrupt_newest_snapshot(dir.path());
     assert_eq!(
         traces_of(&http, &hub, &gone, &action, "u-gone").await,
         Vec::<String>::new(),
