@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::error::HubError;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
 use crate::lifecycle::{ActionState, MediaType};
+use crate::outbox::WireFrame;
 use crate::topic::{EventKeys, Topic, VISITOR_NAMES};
 
 /// Largest `data`, `traits`, `channels`, `properties` or `page` object, as JSON.
@@ -616,7 +617,7 @@ pub fn redact_identity(record: &crate::retention::Record) -> Option<crate::reten
         event.remove(field);
     }
     Some(crate::retention::Record {
-        frame: frame.to_string().into(),
+        frame: WireFrame::text(&frame.to_string()),
         ..unchanged()?
     })
 }

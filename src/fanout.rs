@@ -5,52 +5,35 @@
 //! under each user id, and the rest under each topic they cover. The event's frame was
 //! serialized once by the sequencer; every receiver gets a clone of the same bytes.
 //!
-//! Each connection has a bounded outbound queue. Delivery never waits: when a queue is full
-//! the connection is dropped from the index and told to close with 4008, and the event goes
-//! on to everybody else. Delivery runs on the pipeline thread, in seq order, one batch at a
-//! time; the index lock is held per batch and never across an `.await`.
+//! Each connection has a bounded outbox (see [`crate::outbox`]). Delivery never waits:
+//! when an outbox is full the connection is dropped from the index and told to close with
+//! 4008, and the event goes on to everybody else. Delivery runs on the pipeline thread, in
+//! seq order, one pass at a time; the index lock is held per pass and never across an
+//! `.await`. Delivery only queues: it returns the outboxes it queued to, once each, and the
+//! pipeline writes them after the pass, so that a pass's frames for one connection leave
+//! in one write.
+//!
+//! Frames a connection queues about its own subscriptions (`subscribed`, a snapshot, the
+//! end of a replay) are queued under the index lock too, so that no live event of that
+//! subscription can overtake them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::Notify;
 
 use crate::error::HubError;
 use crate::ids::{ConnId, CustomerId, Seq};
+use crate::outbox::{Outbox, Refused, WireFrame};
 use crate::protocol::SubId;
 use crate::retention::Record;
 use crate::state::State;
 use crate::topic::{Filter, Topic, TopicSet};
 
-/// The sending half of a connection's outbound queue. Capacity is the configured
-/// `queue_capacity`; overflow closes the connection with 4008.
-pub type Outbound = mpsc::Sender<Utf8Bytes>;
-
-/// How the fan-out tells a connection it has been dropped.
-#[derive(Default)]
-pub struct Kill {
-    notify: Notify,
-    code: AtomicU64,
-}
-
-impl Kill {
-    /// Marks the connection for closing with `code` and wakes its task.
-    pub fn fire(&self, code: u16) {
-        self.code.store(code as u64, Ordering::Release);
-        self.notify.notify_one();
-    }
-
-    /// Waits until fired; returns the close code.
-    pub async fn fired(&self) -> u16 {
-        self.notify.notified().await;
-        self.code.load(Ordering::Acquire) as u16
-    }
-}
+/// The close code for a connection whose outbox overflowed.
+const SLOW_CONSUMER: u16 = 4008;
 
 /// Whether a subscription with these topics and filter wants this record. The one
 /// matching rule for live delivery, replay and HTTP history.
@@ -74,12 +57,27 @@ struct Sub {
 }
 
 struct Conn {
-    tx: Outbound,
-    kill: Arc<Kill>,
+    outbox: Arc<Outbox>,
+    /// The write round that last listed this connection's outbox (see [`Written`]).
+    listed_in: u64,
     /// The last seq queued to this connection: one event goes to a connection once,
     /// however many of its subscriptions match.
     last_seq: Seq,
     subs: HashMap<SubId, u64>,
+}
+
+impl Conn {
+    /// Queues a connection's own frames (the writing is the connection's). An outbox past
+    /// its bound is a slow consumer; one already closing finds out on its own.
+    fn queue(&self, frames: Vec<WireFrame>) {
+        for frame in frames {
+            match self.outbox.push(frame.wire().clone()) {
+                Ok(()) => {}
+                Err(Refused::Full) => return self.outbox.kill(SLOW_CONSUMER),
+                Err(Refused::Gone) => return,
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -147,12 +145,12 @@ impl Fanout {
         self.index.lock().subs.len()
     }
 
-    pub fn add_connection(&self, conn: ConnId, tx: Outbound, kill: Arc<Kill>) {
+    pub fn add_connection(&self, conn: ConnId, outbox: Arc<Outbox>) {
         self.index.lock().conns.insert(
             conn,
             Conn {
-                tx,
-                kill,
+                outbox,
+                listed_in: 0,
                 last_seq: Seq(0),
                 subs: HashMap::new(),
             },
@@ -163,13 +161,15 @@ impl Fanout {
         self.index.lock().remove_connection(conn);
     }
 
-    /// Adds a subscription; returns the seq after which it delivers live.
+    /// Adds a subscription and queues `first(start)` to the connection ahead of any event
+    /// the subscription delivers; returns `start`, the seq after which it delivers live.
     pub fn subscribe(
         &self,
         conn: ConnId,
         sub: NewSub,
         start: Start,
         max_subs: usize,
+        first: impl FnOnce(Seq) -> Vec<WireFrame>,
     ) -> Result<Seq, HubError> {
         let mut index = self.index.lock();
         let watermark = self.watermark();
@@ -179,6 +179,9 @@ impl Fanout {
             Start::Paused => (watermark, false),
         };
         index.insert(conn, sub, start_after, live, max_subs)?;
+        if let Some(entry) = index.conns.get(&conn) {
+            entry.queue(first(start_after));
+        }
         Ok(start_after)
     }
 
@@ -196,27 +199,46 @@ impl Fanout {
     }
 
     /// Ends a paused subscription's replay. Under the index lock, so that no delivery runs
-    /// in between, `catch_up` is given the watermark and takes the retained events up to it;
-    /// the subscription then goes live after the watermark. Nothing is missed or sent twice.
-    /// Returns `None` when the subscription is gone.
-    pub fn go_live<T>(
+    /// in between, `catch_up` is given the watermark and returns the retained frames up to
+    /// it (`None`: they are no longer retained); they are queued and the subscription goes
+    /// live after the watermark, so nothing is missed or sent twice. A `once` subscription
+    /// given frames sends the first and ends instead.
+    pub fn go_live(
         &self,
         conn: ConnId,
         id: &SubId,
-        catch_up: impl FnOnce(Seq) -> T,
-    ) -> Option<T> {
+        catch_up: impl FnOnce(Seq) -> Option<Vec<WireFrame>>,
+    ) -> GoLive {
         let mut index = self.index.lock();
-        let key = *index.conns.get(&conn)?.subs.get(id)?;
+        let Some(key) = index.conns.get(&conn).and_then(|c| c.subs.get(id).copied()) else {
+            return GoLive::Gone;
+        };
         let watermark = self.watermark();
-        let caught_up = catch_up(watermark);
-        let sub = index.subs.get_mut(&key)?;
-        sub.live = true;
-        sub.start_after = watermark;
-        Some(caught_up)
+        let Some(mut frames) = catch_up(watermark) else {
+            return GoLive::FellBehind;
+        };
+        let Some(sub) = index.subs.get_mut(&key) else {
+            return GoLive::Gone;
+        };
+        let fired = sub.once && !frames.is_empty();
+        if fired {
+            frames.truncate(1);
+        } else {
+            sub.live = true;
+            sub.start_after = watermark;
+        }
+        if let Some(entry) = index.conns.get(&conn) {
+            entry.queue(frames);
+        }
+        if fired {
+            index.remove_sub(key);
+        }
+        GoLive::Live
     }
 
-    /// Delivers a batch of records, in seq order, to every matching connection.
-    pub fn deliver(&self, records: &[Arc<Record>], state: &State) {
+    /// Queues a pass of records, in seq order, to every matching connection, and lists
+    /// in `written` each outbox it queued to, for the caller to write.
+    pub fn deliver(&self, records: &[Arc<Record>], state: &State, written: &mut Written) {
         let Some(last) = records.last() else { return };
         let mut index = self.index.lock();
         let mut delivered = 0u64;
@@ -248,33 +270,79 @@ impl Fanout {
                     continue;
                 }
                 conn.last_seq = record.seq;
-                match conn.tx.try_send(record.frame.clone()) {
+                match conn.outbox.push(record.frame.wire().clone()) {
                     Ok(()) => {
                         delivered += 1;
                         if once {
                             fired.push(key);
                         }
+                        if conn.listed_in != written.round {
+                            conn.listed_in = written.round;
+                            written.outboxes.push(conn.outbox.clone());
+                        }
                     }
-                    Err(TrySendError::Full(_)) => {
-                        conn.kill.fire(4008);
+                    Err(Refused::Full) => {
+                        conn.outbox.kill(SLOW_CONSUMER);
+                        self.stats.overflows.inc();
                         dropped.push(conn_id);
                     }
-                    Err(TrySendError::Closed(_)) => dropped.push(conn_id),
+                    Err(Refused::Gone) => dropped.push(conn_id),
                 }
             }
             for key in fired.drain(..) {
                 index.remove_sub(key);
             }
             for conn in dropped.drain(..) {
-                if index.remove_connection(conn) {
-                    self.stats.overflows.inc();
-                }
+                index.remove_connection(conn);
             }
         }
         self.watermark.store(last.seq.0, Ordering::Release);
         drop(index);
         self.stats.deliveries.inc_by(delivered);
     }
+}
+
+/// The outboxes that deliveries queued to since they were last written, each listed
+/// once. One pipeline owns one; the rounds it counts tell a listed outbox from one that
+/// was listed in an earlier round (and written since).
+pub struct Written {
+    round: u64,
+    outboxes: Vec<Arc<Outbox>>,
+}
+
+impl Default for Written {
+    fn default() -> Written {
+        // Round 0 is what a new connection was "last listed in": never.
+        Written {
+            round: 1,
+            outboxes: Vec::new(),
+        }
+    }
+}
+
+impl Written {
+    pub fn is_empty(&self) -> bool {
+        self.outboxes.is_empty()
+    }
+
+    /// Writes every listed outbox (what its socket takes now) and starts a new round.
+    pub fn write_all(&mut self) {
+        for outbox in self.outboxes.drain(..) {
+            outbox.flush();
+        }
+        self.round += 1;
+    }
+}
+
+/// How [`Fanout::go_live`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GoLive {
+    /// Caught up and live (or, for a `once` subscription, fired and ended).
+    Live,
+    /// The subscription is gone (unsubscribed meanwhile).
+    Gone,
+    /// The frames it needed are no longer retained.
+    FellBehind,
 }
 
 impl Index {
@@ -383,17 +451,16 @@ impl Index {
         true
     }
 
-    /// Removes a connection and its subscriptions; false if it was already gone.
-    fn remove_connection(&mut self, conn: ConnId) -> bool {
+    /// Removes a connection and its subscriptions, if it is still here.
+    fn remove_connection(&mut self, conn: ConnId) {
         let Some(entry) = self.conns.get(&conn) else {
-            return false;
+            return;
         };
         let keys: Vec<u64> = entry.subs.values().copied().collect();
         for key in keys {
             self.remove_sub(key);
         }
         self.conns.remove(&conn);
-        true
     }
 
     /// The subscriptions that may match a record: by topic, by customer, by linked user.

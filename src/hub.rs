@@ -6,19 +6,22 @@
 //! events (sessions started and ended, merges, actions ignored at session end) are decided
 //! in the same place, so they take their seqs in the same order.
 //!
-//! The pipeline thread takes batches in seq order, appends them to the [`Log`], fans them
-//! out, and only then completes the publishes, so an acknowledged event is logged, delivered
-//! to every matching live subscription, and visible to every later read. The sequencer never
-//! waits on a subscriber: delivery only ever `try_send`s into bounded queues.
+//! The pipeline thread takes a pass of batches in seq order, appends them to the [`Log`],
+//! fans them out, and only then completes the publishes, so an acknowledged event is logged,
+//! queued to every matching live subscription, and visible to every later read. Then it
+//! writes each receiving connection's outbox once for the whole pass. The sequencer never
+//! waits on a subscriber: delivery only queues into bounded outboxes, and the writes after
+//! it never wait for a socket (see [`crate::outbox`]).
 //!
-//! Lock order: sequencer, then fan-out index, then retention. Nobody takes them in another
-//! order, and none is held across an `.await`.
+//! Lock order: sequencer, then fan-out index, then retention; an outbox's lock is a leaf
+//! (taken last, nothing taken under it). Nobody takes them in another order, and none is
+//! held across an `.await`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
@@ -29,11 +32,12 @@ use crate::error::{ErrorCode, HubError};
 use crate::event::{
     now_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published, VisitorKind,
 };
-use crate::fanout::{Fanout, FanoutStats, NewSub, Start};
+use crate::fanout::{Fanout, FanoutStats, NewSub, Start, Written};
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::lifecycle::{ActionState, TransitionError};
 use crate::log::Log;
 use crate::metrics::Metrics;
+use crate::outbox::WireFrame;
 use crate::protocol::{self, SubscribeRequest};
 use crate::recovery::Restored;
 use crate::retention::{Record, Retention};
@@ -42,6 +46,9 @@ use crate::topic::{Filter, TopicSet};
 
 /// How often an idle pipeline calls [`Log::tick`].
 const PIPELINE_TICK: Duration = Duration::from_millis(10);
+/// Longest the pipeline holds back a delivery's write while more work keeps coming, to
+/// write a connection's frames of several passes at once. An idle pipeline writes at once.
+const MAX_WRITE_DELAY: Duration = Duration::from_millis(5);
 
 /// Events that may be between the sequencer and their acknowledgement at once; publishers
 /// wait for room beyond this, so the pipeline's queue stays bounded.
@@ -590,7 +597,7 @@ impl Hub {
             timestamp: now,
             keys: published.body.keys(),
             event_id: published.body.event_id().map(Box::from),
-            frame: published.to_frame().into(),
+            frame: WireFrame::text(&published.to_frame()),
         });
         if let Some(event_id) = &record.event_id {
             seq.dedupe.insert((customer, event_id.clone()), next);
@@ -636,7 +643,7 @@ impl Hub {
     /// lock only to read the seq and copy the per-map counters; returns how long that was.
     pub fn begin_snapshot(&self) -> (Seq, SnapshotMaps, Duration) {
         let seq = self.sequencer.lock();
-        let held = std::time::Instant::now();
+        let held = Instant::now();
         let maps = self.state.begin_snapshot(seq.last_seq);
         let at = seq.last_seq;
         drop(seq);
@@ -649,24 +656,32 @@ impl Hub {
             .clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
 
-    /// Subscribes with a snapshot: the snapshot frame holds state as of the latest seq, and
-    /// live delivery starts right after it. Returns (start seq, snapshot frame).
+    /// Subscribes with a snapshot: queues `subscribed(start)` and the snapshot frame, which
+    /// holds state as of the latest seq, and live delivery starts right after it. Returns
+    /// the start seq.
     pub fn subscribe_with_snapshot(
         &self,
         conn: ConnId,
         req: &SubscribeRequest,
-    ) -> Result<(Seq, String), HubError> {
+        subscribed: impl FnOnce(Seq) -> String,
+    ) -> Result<Seq, HubError> {
         let seq = self.sequencer.lock();
         let at = seq.last_seq;
-        let frame = self.snapshot_frame(req, at);
+        let snapshot = self.snapshot_frame(req, at);
         let start = self.fanout.subscribe(
             conn,
             new_sub(req),
             Start::After(at),
             self.config.max_subscriptions_per_connection,
+            |start| {
+                vec![
+                    WireFrame::text(&subscribed(start)),
+                    WireFrame::text(&snapshot),
+                ]
+            },
         )?;
         drop(seq);
-        Ok((start, frame))
+        Ok(start)
     }
 
     /// The `snapshot` frame for a subscription: matching actions and their customers.
@@ -701,15 +716,38 @@ impl Hub {
     fn run_pipeline(&self, rx: std_mpsc::Receiver<Batch>, mut log: Box<dyn Log>) {
         let mut records: Vec<Arc<Record>> = Vec::new();
         let mut dones = Vec::new();
+        let mut written = Written::default();
+        // When the oldest delivery not yet written was queued.
+        let mut holding_since: Option<Instant> = None;
         loop {
-            // Wake up now and then even when idle, so the log can sync on a timer.
-            let first = match rx.recv_timeout(PIPELINE_TICK) {
-                Ok(first) => first,
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                    or_abort("syncing the log", log.tick());
-                    continue;
+            let first = match holding_since {
+                // Wake up now and then even when idle, so the log can sync on a timer.
+                None => match rx.recv_timeout(PIPELINE_TICK) {
+                    Ok(first) => first,
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                        or_abort("syncing the log", log.tick());
+                        continue;
+                    }
+                    Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+                Some(since) => {
+                    // Under load, writes wait for the next pass (up to MAX_WRITE_DELAY), so
+                    // that a connection's frames of several passes leave in one write. The
+                    // others run first: on a busy core they are what brings the next pass.
+                    std::thread::yield_now();
+                    match rx.try_recv() {
+                        Ok(next) if since.elapsed() < MAX_WRITE_DELAY => next,
+                        next => {
+                            written.write_all();
+                            holding_since = None;
+                            match next {
+                                Ok(next) => next,
+                                Err(std_mpsc::TryRecvError::Empty) => continue,
+                                Err(std_mpsc::TryRecvError::Disconnected) => break,
+                            }
+                        }
+                    }
                 }
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut logged = 0;
             for batch in take_pass(first, &rx) {
@@ -723,12 +761,16 @@ impl Hub {
                 }
             }
             or_abort("appending to the log", log.append(&records[logged..]));
-            self.fanout.deliver(&records, &self.state);
+            self.fanout.deliver(&records, &self.state, &mut written);
             records.clear();
             for done in dones.drain(..) {
                 let _ = done.send(());
             }
+            if !written.is_empty() {
+                holding_since.get_or_insert_with(Instant::now);
+            }
         }
+        written.write_all();
         if let Err(e) = log.flush() {
             tracing::error!(error = %e, "flushing the log at shutdown failed");
         }

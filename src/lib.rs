@@ -12,8 +12,9 @@
 //! - [`hub`]: the sequencer, the one ordering authority, and the pipeline behind it.
 //! - [`lifecycle`]: the action state machines; [`topic`]: topics, patterns and filters.
 //! - [`state`]: customers, sessions, profiles, actions, counters.
-//! - [`retention`]: the replayable history; [`fanout`]: the subscription index and
-//!   per-connection queues; [`log`]: where accepted events are recorded.
+//! - [`retention`]: the replayable history; [`fanout`]: the subscription index;
+//!   [`outbox`]: each connection's queue and socket writes; [`log`]: where accepted
+//!   events are recorded.
 //! - [`visitors`]: the visitor API (profiles across browsers, merges, exports).
 //! - [`wal`], [`snapshot`], [`recovery`]: durability: the write-ahead log, snapshots of
 //!   the state, and start-up from them; [`codec`]: their binary encoding.
@@ -38,6 +39,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod log;
 pub mod metrics;
+pub mod outbox;
 pub mod protocol;
 pub mod recovery;
 pub mod retention;

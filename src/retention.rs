@@ -9,10 +9,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
-
 use crate::event::Millis;
 use crate::ids::{CustomerId, Seq};
+use crate::outbox::WireFrame;
 use crate::topic::EventKeys;
 
 /// One accepted event, as everything downstream of the sequencer sees it.
@@ -23,8 +22,9 @@ pub struct Record {
     pub keys: EventKeys,
     /// The client idempotency key, kept to forget it when the record leaves retention.
     pub event_id: Option<Box<str>>,
-    /// The complete `event` frame, serialized once, shared by every receiver.
-    pub frame: Utf8Bytes,
+    /// The complete `event` frame, encoded once (as a WebSocket frame), shared by every
+    /// receiver.
+    pub frame: WireFrame,
 }
 
 impl Record {
@@ -35,7 +35,7 @@ impl Record {
             timestamp,
             keys: EventKeys::erased(),
             event_id: None,
-            frame: Utf8Bytes::from_static(""),
+            frame: WireFrame::default(),
         }
     }
 
@@ -262,7 +262,7 @@ mod tests {
                 action_map_version: None,
             },
             event_id: None,
-            frame: Utf8Bytes::from(format!("{{\"seq\":{seq}}}")),
+            frame: WireFrame::text(&format!("{{\"seq\":{seq}}}")),
         })
     }
 

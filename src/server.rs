@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -77,6 +78,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let (hub, shutdown) = (hub.clone(), shutdown.clone());
         tokio::spawn(async move {
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            // Frames leave as soon as they are written: the outbox already coalesces them,
+            // and Nagle's algorithm against a delayed ACK would hold some back ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await

@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 
 use crate::codec::{Dec, DecodeError, Enc};
@@ -30,6 +29,7 @@ use crate::config::FsyncPolicy;
 use crate::event::Millis;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
 use crate::log::Log;
+use crate::outbox::WireFrame;
 use crate::retention::Record;
 use crate::state::AdminOp;
 use crate::topic::{EventKeys, Topic};
@@ -326,7 +326,8 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
     if d.remaining() != frame_len {
         return Err(DecodeError("the frame's length does not match the record"));
     }
-    let frame = Utf8Bytes::try_from(payload.slice(payload.len() - frame_len..))
+    let frame = std::str::from_utf8(&payload[payload.len() - frame_len..])
+        .map(WireFrame::text)
         .map_err(|_| DecodeError("a frame is not UTF-8"))?;
     Ok(Record {
         seq,
@@ -610,7 +611,7 @@ mod tests {
                 action_map_version: Some(3),
             },
             event_id: event_id.map(Box::from),
-            frame: Utf8Bytes::from(format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(50))),
+            frame: WireFrame::text(&format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(50))),
         })
     }
 

@@ -1,11 +1,15 @@
 //! The WebSocket endpoint `/v1/ws`: one task per connection.
 //!
-//! The task reads client frames, answers them, drains the connection's outbound queue in
-//! as few socket writes as it can (every frame waiting is fed, then one flush), runs any
-//! `since` replays a chunk at a time between the other work, and pings. It owns the socket;
-//! nothing else writes to it. A write that cannot finish never blocks the hub: the fan-out
-//! only `try_send`s into the queue, and a connection told to close (slow consumer, shutdown)
-//! stops waiting on its socket at once.
+//! The handshake is done here (RFC 6455 section 4.2), so that the connection keeps its
+//! socket's write half: everything it sends goes through its [`Outbox`], which the
+//! pipeline thread writes events into directly (one write per connection per pass) and the
+//! task writes its replies into. tungstenite reads and parses the client's frames; its own
+//! writes (pongs, pings, close) go through the outbox too, so every frame keeps its place.
+//!
+//! The task reads client frames, answers them, runs any `since` replays a chunk at a time
+//! between the other work, pings, and takes over the writing when the socket is full. A
+//! write never blocks the hub: the fan-out only queues into the bounded outbox, and a
+//! connection told to close (slow consumer, shutdown) stops waiting on its socket at once.
 //!
 //! Security (PROTOCOL.md section 6) enters at two points: the upgrade, which counts the
 //! connection against the connection limits, and `connect`, which turns credentials into
@@ -14,32 +18,40 @@
 //! 4001 when its token expires unless a `refresh` replaced it.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State as AxumState};
-use axum::http::{header, HeaderMap};
+use axum::extract::{ConnectInfo, Request, State as AxumState};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use hyper_util::rt::TokioIo;
+use tokio::io::ReadHalf;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
 use crate::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
 use crate::error::{ErrorCode, HubError};
 use crate::event::Event;
-use crate::fanout::{selects, Kill, Start};
+use crate::fanout::{selects, GoLive, Start};
 use crate::hub::{new_sub, Hub};
 use crate::ids::{ConnId, Seq};
 use crate::limits::{too_deep, ConnectionLimits, ConnectionPermit, Limit, TokenBucket};
+use crate::outbox::{Duplex, Outbox, Trouble, WireFrame};
 use crate::protocol::{self, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest};
 use crate::retention::Record;
+
+/// The client's frames, parsed by tungstenite; its writes go to the outbox.
+type Socket = WebSocketStream<Duplex<ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>>;
 
 /// WebSocket subprotocol of version 1.
 pub const SUBPROTOCOL: &str = "actionhub.v1";
@@ -120,16 +132,35 @@ struct Handshake {
     _permit: ConnectionPermit,
 }
 
-/// Axum handler: connection limits, frame limits, subprotocol, then hands the socket to a
-/// connection task. Credentials are checked at `connect`, since a browser can send its
-/// token only in a frame.
+/// Axum handler: the WebSocket handshake, connection limits, subprotocol, then hands the
+/// socket to a connection task. Credentials are checked at `connect`, since a browser can
+/// send its token only in a frame.
 pub async fn upgrade(
     AxumState(ctx): AxumState<WsContext>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut request: Request,
 ) -> Response {
-    let permit = match ctx.connections.admit(client_ip(&ctx, peer, &headers)) {
+    let headers = request.headers();
+    let accept = match handshake_accept(headers) {
+        Ok(accept) => accept,
+        // 426 names the version this endpoint speaks (RFC 6455 section 4.4).
+        Err((status, message)) => {
+            let version = [(header::SEC_WEBSOCKET_VERSION, "13")];
+            return (status, version, message).into_response();
+        }
+    };
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded",
+        )
+            .into_response();
+    };
+    let headers = request.headers();
+    let permit = match ctx.connections.admit(client_ip(&ctx, peer, headers)) {
         Ok(permit) => permit,
         Err(limit) => return refuse_connection(&ctx.hub, limit),
     };
@@ -144,20 +175,61 @@ pub async fn upgrade(
         origin: text(header::ORIGIN.as_str()),
         _permit: permit,
     };
-    let config = &ctx.hub.config;
-    let limit = config.max_frame_bytes;
-    ws.protocols([SUBPROTOCOL])
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(64 * 1024)
-        .on_upgrade(move |socket| {
-            let tracker = ctx.tracker.clone();
-            let conn = ctx.hub.next_conn_id();
-            let span = tracing::debug_span!("conn", id = conn.0);
-            tracker.spawn(serve(ctx, conn, socket, handshake).instrument(span));
-            std::future::ready(())
-        })
+    let offers_ours = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    let tracker = ctx.tracker.clone();
+    let conn = ctx.hub.next_conn_id();
+    let span = tracing::debug_span!("conn", id = conn.0);
+    tracker.spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => serve(ctx, conn, upgraded, handshake).await,
+                Err(e) => debug!(error = %e, "the upgrade did not complete"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let out = response.headers_mut();
+    out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    out.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if offers_ours {
+        out.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
+    response
+}
+
+/// Checks an upgrade request (RFC 6455 section 4.2.1) and returns the
+/// `Sec-WebSocket-Accept` value for its key, or the status and reason to refuse with.
+fn handshake_accept(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    let upgrade_required = |message| (StatusCode::UPGRADE_REQUIRED, message);
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(upgrade_required("this endpoint takes a WebSocket upgrade"));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        return Err(upgrade_required("Sec-WebSocket-Version must be 13"));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or((StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing"))?;
+    let accept = derive_accept_key(key.as_bytes());
+    Ok(HeaderValue::from_str(&accept).expect("base64 is a valid header value"))
 }
 
 /// A connection refused by a connection limit: 503 when the hub is full, 429 when this
@@ -191,9 +263,9 @@ type PendingReply = Pin<Box<dyn Future<Output = String> + Send>>;
 struct Connection {
     hub: Arc<Hub>,
     id: ConnId,
-    socket: WebSocket,
-    outbound: mpsc::Receiver<Utf8Bytes>,
-    kill: Arc<Kill>,
+    socket: Socket,
+    /// Everything this connection sends, in order; shared with the fan-out.
+    outbox: Arc<Outbox>,
     shutdown: CancellationToken,
     replays: VecDeque<Replay>,
     pending: FuturesOrdered<PendingReply>,
@@ -216,13 +288,37 @@ struct Replay {
     cursor: Seq,
 }
 
-async fn serve(ctx: WsContext, id: ConnId, mut socket: WebSocket, handshake: Handshake) {
+/// tungstenite's settings: frame limits from the configuration, a small read buffer (most
+/// client frames are small), and no write buffer (the outbox is the buffer).
+fn socket_config(hub: &Hub) -> WebSocketConfig {
+    let limit = hub.config.max_frame_bytes;
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit))
+}
+
+async fn serve(
+    ctx: WsContext,
+    id: ConnId,
+    upgraded: hyper::upgrade::Upgraded,
+    handshake: Handshake,
+) {
     let hub = ctx.hub.clone();
+    let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+    let outbox = Arc::new(Outbox::new(Box::new(write), hub.config.queue_capacity));
+    let duplex = Duplex {
+        read,
+        outbox: outbox.clone(),
+    };
+    let mut socket =
+        WebSocketStream::from_raw_socket(duplex, Role::Server, Some(socket_config(&hub))).await;
     hub.metrics.connections.inc();
-    let (connect_id, principal) = match admit(&ctx, &mut socket, &handshake).await {
+    let (connect_id, principal) = match admit(&ctx, &mut socket, &outbox, &handshake).await {
         Ok(admitted) => admitted,
         Err(ending) => {
-            finish(&mut socket, ending).await;
+            finish(&mut socket, &outbox, ending).await;
             hub.metrics.connections.dec();
             return;
         }
@@ -237,15 +333,24 @@ async fn serve(ctx: WsContext, id: ConnId, mut socket: WebSocket, handshake: Han
         ),
         None => (None, None),
     };
-    let (tx, outbound) = mpsc::channel(hub.config.queue_capacity);
-    let kill = Arc::new(Kill::default());
-    hub.fanout.add_connection(id, tx, kill.clone());
+    // The wire id is unique across restarts, unlike the in-process counter in logs.
+    let wire_id = uuid::Uuid::new_v4().to_string();
+    debug!(%wire_id, "connected");
+    let connected = protocol::connected(
+        connect_id,
+        &wire_id,
+        &hub.epoch,
+        hub.latest_seq(),
+        principal.scope_json(),
+    );
+    // Queued before the fan-out knows the connection, so it is the first frame.
+    let _ = outbox.send([WireFrame::text(&connected).wire().clone()]);
+    hub.fanout.add_connection(id, outbox.clone());
     let mut conn = Connection {
         hub: hub.clone(),
         id,
         socket,
-        outbound,
-        kill,
+        outbox,
         shutdown: ctx.shutdown.clone(),
         replays: VecDeque::new(),
         pending: FuturesOrdered::new(),
@@ -257,23 +362,10 @@ async fn serve(ctx: WsContext, id: ConnId, mut socket: WebSocket, handshake: Han
         rate_limited_in_a_row: 0,
         expiry,
     };
-    // The wire id is unique across restarts, unlike the in-process counter in logs.
-    let wire_id = uuid::Uuid::new_v4().to_string();
-    debug!(%wire_id, "connected");
-    let connected = protocol::connected(
-        connect_id,
-        &wire_id,
-        &hub.epoch,
-        hub.latest_seq(),
-        conn.principal.scope_json(),
-    );
-    let ending = match conn.send(connected).await {
-        Ok(()) => conn.run().await,
-        Err(ending) => ending,
-    };
+    let ending = conn.run().await;
     hub.fanout.remove_connection(id);
     debug!("connection ends");
-    finish(&mut conn.socket, ending).await;
+    finish(&mut conn.socket, &conn.outbox, ending).await;
     hub.metrics.connections.dec();
 }
 
@@ -291,19 +383,18 @@ fn deadline(expires_at: u64) -> Instant {
 /// refused `connect` is answered with its error, and the connection ends with 4001/4003.
 async fn admit(
     ctx: &WsContext,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
+    outbox: &Outbox,
     handshake: &Handshake,
 ) -> Result<(Option<u64>, Principal), Ending> {
-    let (id, request) = await_connect(&ctx.hub, socket).await?;
+    let (id, request) = await_connect(&ctx.hub, socket, outbox).await?;
     let (error, code) = match authenticate(&ctx.auth, handshake, &request) {
         Ok(principal) => return Ok((id, principal)),
         Err(refusal) => refusal,
     };
     ctx.hub.metrics.auth_refused.inc();
     debug!(%error, "connect refused");
-    let _ = socket
-        .send(Message::Text(protocol::error(id, &error).into()))
-        .await;
+    let _ = outbox.send([WireFrame::text(&protocol::error(id, &error)).wire().clone()]);
     let reason = match code {
         close::FORBIDDEN => "forbidden",
         _ => "unauthorized",
@@ -351,9 +442,10 @@ fn depth_error(hub: &Hub, text: &str) -> Option<HubError> {
 /// Waits for the `connect` frame; returns its `id` and request.
 async fn await_connect(
     hub: &Hub,
-    socket: &mut WebSocket,
+    socket: &mut Socket,
+    outbox: &Outbox,
 ) -> Result<(Option<u64>, ConnectRequest), Ending> {
-    let first = match timeout(hub.config.connect_timeout, socket.recv()).await {
+    let first = match timeout(hub.config.connect_timeout, socket.next()).await {
         Err(_) => {
             hub.metrics.limit_hit(Limit::ConnectTimeout);
             return Err(Ending::Close(
@@ -381,9 +473,7 @@ async fn await_connect(
         Message::Close(_) => return Err(Ending::Gone),
         _ => refuse(None, "the first frame must be a text frame with op connect"),
     };
-    let _ = socket
-        .send(Message::Text(protocol::error(id, &error).into()))
-        .await;
+    let _ = outbox.send([WireFrame::text(&protocol::error(id, &error)).wire().clone()]);
     Err(Ending::Close(
         close::PROTOCOL_VIOLATION,
         "the first frame must be connect",
@@ -391,19 +481,23 @@ async fn await_connect(
 }
 
 /// Sends a close frame (unless the peer is gone) and waits briefly for the peer's close.
-async fn finish(socket: &mut WebSocket, ending: Ending) {
+/// A slow consumer's queued events are dropped first: its close should not wait on them.
+async fn finish(socket: &mut Socket, outbox: &Outbox, ending: Ending) {
     let Ending::Close(code, reason) = ending else {
         return;
     };
+    if code == close::SLOW_CONSUMER {
+        outbox.discard();
+    }
     let frame = CloseFrame {
-        code,
+        code: code.into(),
         reason: reason.into(),
     };
     let handshake = async {
         if socket.send(Message::Close(Some(frame))).await.is_err() {
             return;
         }
-        while let Some(Ok(message)) = socket.recv().await {
+        while let Some(Ok(message)) = socket.next().await {
             if matches!(message, Message::Close(_)) {
                 break;
             }
@@ -416,27 +510,21 @@ impl Connection {
     async fn run(&mut self) -> Ending {
         let ping_every = self.hub.config.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-        let mut batch: Vec<Utf8Bytes> = Vec::with_capacity(64);
         loop {
             let reading = self.pending.len() < MAX_PENDING_PUBLISHES;
             let replaying = !self.replays.is_empty();
+            let outbox = &self.outbox;
             let step = tokio::select! {
                 _ = self.shutdown.cancelled() => Err(Ending::Close(close::GOING_AWAY, "the hub is shutting down")),
-                code = self.kill.fired() => Err(Ending::Close(code, "slow consumer: resume with since")),
-                n = self.outbound.recv_many(&mut batch, 256) => {
-                    if n == 0 {
-                        // The fan-out dropped this connection (its sender is gone).
-                        Err(Ending::Close(close::SLOW_CONSUMER, "slow consumer: resume with since"))
-                    } else {
-                        let frames = std::mem::take(&mut batch);
-                        self.write(frames).await
-                    }
-                }
-                Some(reply) = self.pending.next() => self.send(reply).await,
-                message = self.socket.recv(), if reading => self.on_message(message).await,
-                _ = std::future::ready(()), if replaying => self.step_replay().await,
+                trouble = poll_fn(|cx| outbox.poll_trouble(cx)) => Err(match trouble {
+                    Trouble::Kill(code) => Ending::Close(code, "slow consumer: resume with since"),
+                    Trouble::Failed => Ending::Gone,
+                }),
+                Some(reply) = self.pending.next() => self.send(reply),
+                message = self.socket.next(), if reading => self.on_message(message).await,
+                _ = std::future::ready(()), if replaying => self.step_replay(),
                 _ = ping.tick() => self.ping(ping_every).await,
-                _ = token_expiry(&mut self.expiry) => self.expired().await,
+                _ = token_expiry(&mut self.expiry) => self.expired(),
             };
             if let Err(ending) = step {
                 return ending;
@@ -444,38 +532,35 @@ impl Connection {
         }
     }
 
-    /// Writes frames with one flush, racing the kill switch and shutdown so that a peer
-    /// that stopped reading cannot hold the task.
-    async fn write(&mut self, frames: Vec<Utf8Bytes>) -> Result<(), Ending> {
-        let socket = &mut self.socket;
-        let io = async {
-            for frame in frames {
-                socket.feed(Message::Text(frame)).await?;
-            }
-            socket.flush().await
-        };
-        tokio::select! {
-            result = io => result.map_err(|e| {
-                debug!(error = %e, "write failed");
-                Ending::Gone
-            }),
-            code = self.kill.fired() => Err(Ending::Close(code, "slow consumer: resume with since")),
-            _ = self.shutdown.cancelled() => Err(Ending::Close(close::GOING_AWAY, "the hub is shutting down")),
+    /// Queues frames and writes what the socket takes now. Never waits: a full socket is
+    /// the main loop's to drain, and an outbox past its bound is a slow consumer.
+    fn write(&mut self, frames: impl IntoIterator<Item = WireFrame>) -> Result<(), Ending> {
+        match self
+            .outbox
+            .send(frames.into_iter().map(|f| f.wire().clone()))
+        {
+            Ok(()) => Ok(()),
+            Err(crate::outbox::Refused::Full) => Err(Ending::Close(
+                close::SLOW_CONSUMER,
+                "slow consumer: resume with since",
+            )),
+            // Told to close, or the socket failed: the main loop's next poll says which.
+            Err(crate::outbox::Refused::Gone) => Ok(()),
         }
     }
 
-    async fn send(&mut self, frame: String) -> Result<(), Ending> {
-        self.write(vec![frame.into()]).await
+    fn send(&mut self, frame: String) -> Result<(), Ending> {
+        self.write([WireFrame::text(&frame)])
     }
 
-    async fn reply_error(&mut self, id: Option<u64>, error: HubError) -> Result<(), Ending> {
-        self.send(protocol::error(id, &error)).await
+    fn reply_error(&mut self, id: Option<u64>, error: HubError) -> Result<(), Ending> {
+        self.send(protocol::error(id, &error))
     }
 
     /// The token ran out without a `refresh`: say so, then close with 4001.
-    async fn expired(&mut self) -> Result<(), Ending> {
+    fn expired(&mut self) -> Result<(), Ending> {
         let error = HubError::new(ErrorCode::Unauthorized, "the token has expired");
-        self.reply_error(None, error).await?;
+        self.reply_error(None, error)?;
         Err(Ending::Close(close::UNAUTHORIZED, "token expired"))
     }
 
@@ -498,7 +583,7 @@ impl Connection {
 
     async fn on_message(
         &mut self,
-        message: Option<Result<Message, axum::Error>>,
+        message: Option<Result<Message, tungstenite::Error>>,
     ) -> Result<(), Ending> {
         self.last_heard = Instant::now();
         let message = match message {
@@ -509,28 +594,27 @@ impl Connection {
         match message {
             Message::Text(text) => {
                 if let Some(error) = depth_error(&self.hub, &text) {
-                    return self.bad_frame(None, error).await;
+                    return self.bad_frame(None, error);
                 }
                 match protocol::parse_client_frame(&text) {
                     Ok(frame) => {
                         self.bad_frames = 0;
                         self.on_frame(frame).await
                     }
-                    Err(FrameError { id, error }) => self.bad_frame(id, error).await,
+                    Err(FrameError { id, error }) => self.bad_frame(id, error),
                 }
             }
             Message::Binary(_) => {
                 self.bad_frame(None, HubError::bad_request("frames must be text (JSON)"))
-                    .await
             }
-            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Ok(()),
             Message::Close(_) => Err(Ending::Gone),
         }
     }
 
-    async fn bad_frame(&mut self, id: Option<u64>, error: HubError) -> Result<(), Ending> {
+    fn bad_frame(&mut self, id: Option<u64>, error: HubError) -> Result<(), Ending> {
         self.bad_frames += 1;
-        self.reply_error(id, error).await?;
+        self.reply_error(id, error)?;
         if self.bad_frames >= self.hub.config.max_bad_frames {
             warn!(
                 bad_frames = self.bad_frames,
@@ -547,11 +631,8 @@ impl Connection {
     async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), Ending> {
         let id = frame.id;
         match frame.op {
-            Op::Connect(_) => {
-                self.reply_error(id, HubError::bad_request("already connected"))
-                    .await
-            }
-            Op::Ping => self.send(protocol::pong(id)).await,
+            Op::Connect(_) => self.reply_error(id, HubError::bad_request("already connected")),
+            Op::Ping => self.send(protocol::pong(id)),
             Op::Publish { event } => {
                 if let Err(error) = self.principal.require(Scope::Publish) {
                     self.reply_in_order(protocol::error(id, &error));
@@ -581,30 +662,29 @@ impl Connection {
             Op::Unsubscribe { sub } => {
                 if self.hub.fanout.unsubscribe(self.id, &sub) {
                     self.replays.retain(|r| r.req.sub != sub);
-                    self.send(protocol::unsubscribed(id, &sub)).await
+                    self.send(protocol::unsubscribed(id, &sub))
                 } else {
                     let error = HubError::not_found("no such subscription on this connection");
-                    self.reply_error(id, error).await
+                    self.reply_error(id, error)
                 }
             }
             Op::Subscribe(mut req) => {
                 if let Err(error) = self.principal.limit_filter(&mut req.filter) {
-                    return self.reply_error(id, error).await;
+                    return self.reply_error(id, error);
                 }
-                match self.subscribe(id, req).await {
+                match self.subscribe(id, req) {
                     Ok(()) => Ok(()),
-                    Err(Ok(error)) => {
+                    Err(error) => {
                         if error.code == ErrorCode::RateLimited {
                             self.hub.metrics.limit_hit(Limit::Subscriptions);
                         }
-                        self.reply_error(id, error).await
+                        self.reply_error(id, error)
                     }
-                    Err(Err(ending)) => Err(ending),
                 }
             }
             Op::Refresh { token } => match self.refresh(&token) {
-                Ok(expires_at) => self.send(protocol::refreshed(id, &expires_at)).await,
-                Err(error) => self.reply_error(id, error).await,
+                Ok(expires_at) => self.send(protocol::refreshed(id, &expires_at)),
+                Err(error) => self.reply_error(id, error),
             },
         }
     }
@@ -655,62 +735,61 @@ impl Connection {
         Ok(rfc3339(expires_at))
     }
 
-    /// Registers a subscription and sends `subscribed`, then its snapshot or replay.
-    /// `Err(Ok(e))`: refused with `e`; `Err(Err(_))`: the connection ends.
-    async fn subscribe(
-        &mut self,
-        id: Option<u64>,
-        req: SubscribeRequest,
-    ) -> Result<(), Result<HubError, Ending>> {
+    /// Registers a subscription and sends `subscribed`, then its snapshot or replay. The
+    /// fan-out queues `subscribed` (and the snapshot) as it files the subscription, so no
+    /// live event of the subscription comes before them.
+    fn subscribe(&mut self, id: Option<u64>, req: SubscribeRequest) -> Result<(), HubError> {
         let hub = self.hub.clone();
         let max_subs = hub.config.max_subscriptions_per_connection;
         let recovered = req
             .since
             .as_ref()
             .map(|(since, epoch)| *epoch == hub.epoch && hub.retention.read().covers(*since));
+        let subscribed =
+            |start| WireFrame::text(&protocol::subscribed(id, &req.sub, start, recovered));
         if let (Some(true), Some((since, _))) = (recovered, &req.since) {
-            hub.fanout
-                .subscribe(self.id, new_sub(&req), Start::Paused, max_subs)
-                .map_err(Ok)?;
             let since = *since;
-            self.send(protocol::subscribed(id, &req.sub, since, Some(true)))
-                .await
-                .map_err(Err)?;
+            hub.fanout
+                .subscribe(self.id, new_sub(&req), Start::Paused, max_subs, |_| {
+                    vec![subscribed(since)]
+                })?;
+            self.outbox.flush();
             self.replays.push_back(Replay { req, cursor: since });
             return Ok(());
         }
         if req.snapshot {
-            let (start, snapshot) = hub.subscribe_with_snapshot(self.id, &req).map_err(Ok)?;
-            self.send(protocol::subscribed(id, &req.sub, start, recovered))
-                .await
-                .map_err(Err)?;
-            return self.send(snapshot).await.map_err(Err);
+            hub.subscribe_with_snapshot(self.id, &req, |start| {
+                protocol::subscribed(id, &req.sub, start, recovered)
+            })?;
+        } else {
+            hub.fanout
+                .subscribe(self.id, new_sub(&req), Start::Now, max_subs, |start| {
+                    vec![subscribed(start)]
+                })?;
         }
-        let start = hub
-            .fanout
-            .subscribe(self.id, new_sub(&req), Start::Now, max_subs)
-            .map_err(Ok)?;
-        self.send(protocol::subscribed(id, &req.sub, start, recovered))
-            .await
-            .map_err(Err)
+        self.outbox.flush();
+        Ok(())
     }
 
     /// Sends the next chunk of the oldest replay; when it has caught up with the fan-out,
     /// makes its subscription live.
-    async fn step_replay(&mut self) -> Result<(), Ending> {
+    fn step_replay(&mut self) -> Result<(), Ending> {
         let hub = self.hub.clone();
         let Some(replay) = self.replays.front_mut() else {
             return Ok(());
         };
         let (topics, filter) = (replay.req.topics, replay.req.filter.clone());
         let keep = |r: &Record| selects(topics, &filter, r, &hub.state);
-        let chunk = {
+        let fell_behind = || {
+            Ending::Close(
+                close::SLOW_CONSUMER,
+                "replay fell behind the retained history",
+            )
+        };
+        let (records, caught_up) = {
             let retention = hub.retention.read();
             if !retention.covers(replay.cursor) {
-                return Err(Ending::Close(
-                    close::SLOW_CONSUMER,
-                    "replay fell behind the retained history",
-                ));
+                return Err(fell_behind());
             }
             let target = hub.fanout.watermark();
             let (records, last) = retention.scan(
@@ -724,55 +803,44 @@ impl Connection {
             let caught_up = retention.count_between(last, target) < REPLAY_CHUNK;
             (records, caught_up)
         };
-        let (mut records, caught_up) = chunk;
-        let sub = replay.req.sub.clone();
-        let once = replay.req.once;
-        let fires_once = once && !records.is_empty();
-        if caught_up && !fires_once {
-            let cursor = replay.cursor;
-            let tail = hub.fanout.go_live(self.id, &sub, |watermark| {
-                let retention = hub.retention.read();
-                retention.covers(cursor).then(|| {
-                    retention
-                        .scan(cursor, watermark, usize::MAX, usize::MAX, keep)
-                        .0
-                })
-            });
-            match tail {
-                None => {} // unsubscribed meanwhile
-                Some(None) => {
-                    return Err(Ending::Close(
-                        close::SLOW_CONSUMER,
-                        "replay fell behind the retained history",
-                    ))
-                }
-                Some(Some(tail)) => records.extend(tail),
-            }
-            self.replays.pop_front();
-        }
-        if fires_once {
-            records.truncate(1);
+        let (sub, cursor) = (replay.req.sub.clone(), replay.cursor);
+        if replay.req.once && !records.is_empty() {
             hub.fanout.unsubscribe(self.id, &sub);
             self.replays.retain(|r| r.req.sub != sub);
+            return self.write([records[0].frame.clone()]);
         }
-        let frames = records.iter().map(|r| r.frame.clone()).collect();
-        self.write(frames).await
+        // Queued before the subscription goes live, so before any live event of it.
+        self.write(records.iter().map(|r| r.frame.clone()))?;
+        if !caught_up {
+            return Ok(());
+        }
+        self.replays.pop_front();
+        let went = hub.fanout.go_live(self.id, &sub, |watermark| {
+            let retention = hub.retention.read();
+            retention.covers(cursor).then(|| {
+                let (tail, _) = retention.scan(cursor, watermark, usize::MAX, usize::MAX, keep);
+                tail.iter().map(|r| r.frame.clone()).collect()
+            })
+        });
+        match went {
+            GoLive::FellBehind => Err(fell_behind()),
+            GoLive::Live | GoLive::Gone => {
+                self.outbox.flush();
+                Ok(())
+            }
+        }
     }
 }
 
 /// Maps a read error to how the connection ends: an oversized frame closes with 4009.
-fn read_error(hub: &Hub, error: axum::Error) -> Ending {
+fn read_error(hub: &Hub, error: tungstenite::Error) -> Ending {
     use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
-    match error.into_inner().downcast::<Error>() {
-        Ok(e) if matches!(*e, Error::Capacity(CapacityError::MessageTooLong { .. })) => {
+    match error {
+        Error::Capacity(CapacityError::MessageTooLong { .. }) => {
             hub.metrics.limit_hit(Limit::FrameSize);
             Ending::Close(close::TOO_LARGE, "frame too large")
         }
-        Ok(e) => {
-            debug!(error = %e, "read failed");
-            Ending::Gone
-        }
-        Err(e) => {
+        e => {
             debug!(error = %e, "read failed");
             Ending::Gone
         }

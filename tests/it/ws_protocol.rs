@@ -20,6 +20,37 @@ async fn subprotocol_is_echoed_when_offered_and_absent_otherwise() {
 }
 
 #[tokio::test]
+async fn a_request_that_is_not_a_websocket_handshake_is_refused() {
+    let hub = Hub::start().await;
+    let url = format!("http://{}/v1/ws", hub.addr());
+    let http = reqwest::Client::new();
+    let plain = http.get(&url).send().await.expect("plain GET");
+    assert_eq!(plain.status(), 426, "a plain GET is told to upgrade");
+
+    let wrong_version = http
+        .get(&url)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "8")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .expect("GET with version 8");
+    assert_eq!(wrong_version.status(), 426);
+    assert_eq!(wrong_version.headers()["sec-websocket-version"], "13");
+
+    let no_key = http
+        .get(&url)
+        .header("connection", "keep-alive, Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .expect("GET without a key");
+    assert_eq!(no_key.status(), 400);
+}
+
+#[tokio::test]
 async fn connected_describes_the_hub_and_the_open_scope() {
     let hub = Hub::start().await;
     let mut first = hub.raw_client().await;
