@@ -720,34 +720,32 @@ impl Hub {
         // When the oldest delivery not yet written was queued.
         let mut holding_since: Option<Instant> = None;
         loop {
-            let first = match holding_since {
+            // The others run first: on a busy core they are what brings the next pass, and
+            // a pass found waiting needs no wake-up.
+            std::thread::yield_now();
+            let waiting = match rx.try_recv() {
+                Ok(batch) => Some(batch),
+                Err(std_mpsc::TryRecvError::Empty) => None,
+                Err(std_mpsc::TryRecvError::Disconnected) => break,
+            };
+            // Under load, writes wait for the next pass (up to MAX_WRITE_DELAY), so that a
+            // connection's frames of several passes leave in one write.
+            let overdue = holding_since.is_some_and(|since| since.elapsed() >= MAX_WRITE_DELAY);
+            if waiting.is_none() || overdue {
+                written.write_all();
+                holding_since = None;
+            }
+            let first = match waiting {
+                Some(batch) => batch,
                 // Wake up now and then even when idle, so the log can sync on a timer.
                 None => match rx.recv_timeout(PIPELINE_TICK) {
-                    Ok(first) => first,
+                    Ok(batch) => batch,
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {
                         or_abort("syncing the log", log.tick());
                         continue;
                     }
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
                 },
-                Some(since) => {
-                    // Under load, writes wait for the next pass (up to MAX_WRITE_DELAY), so
-                    // that a connection's frames of several passes leave in one write. The
-                    // others run first: on a busy core they are what brings the next pass.
-                    std::thread::yield_now();
-                    match rx.try_recv() {
-                        Ok(next) if since.elapsed() < MAX_WRITE_DELAY => next,
-                        next => {
-                            written.write_all();
-                            holding_since = None;
-                            match next {
-                                Ok(next) => next,
-                                Err(std_mpsc::TryRecvError::Empty) => continue,
-                                Err(std_mpsc::TryRecvError::Disconnected) => break,
-                            }
-                        }
-                    }
-                }
             };
             let mut logged = 0;
             for batch in take_pass(first, &rx) {
