@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::Config;
 use crate::error::{ErrorCode, HubError};
@@ -103,6 +103,14 @@ impl Pending {
 
 fn shutting_down() -> HubError {
     HubError::new(ErrorCode::Unavailable, "the hub is shutting down")
+}
+
+/// The outcome of a submit that came too late: every event refused.
+fn shut_out(events: usize) -> Submitted {
+    Submitted {
+        results: (0..events).map(|_| Err(shutting_down())).collect(),
+        pending: None,
+    }
 }
 
 /// Work for the pipeline thread.
@@ -226,22 +234,37 @@ impl Hub {
     /// logging and fanning them out. A connection awaits several of these at once, so
     /// pipelined publishes share pipeline passes while their replies keep their order.
     pub async fn submit(&self, events: Vec<Result<Event, HubError>>) -> Submitted {
-        let count = events.len();
-        let decided = self
-            .sequence(count, |seq, now| {
-                events
-                    .into_iter()
-                    .map(|event| event.and_then(|e| self.decide(seq, e, now)))
-                    .collect::<Vec<_>>()
-            })
-            .await;
-        let Some((results, pending)) = decided else {
-            let results = (0..count).map(|_| Err(shutting_down())).collect();
-            return Submitted {
-                results,
-                pending: None,
-            };
-        };
+        match self.room(events.len()).await {
+            Some(permit) => self.submit_with(permit, events),
+            None => shut_out(events.len()),
+        }
+    }
+
+    /// [`Hub::submit`] without waiting: gives the events back when the pipeline has no
+    /// room for them now.
+    pub fn try_submit(
+        &self,
+        events: Vec<Result<Event, HubError>>,
+    ) -> Result<Submitted, Vec<Result<Event, HubError>>> {
+        let permits = events.len().clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
+        match self.in_flight.clone().try_acquire_many_owned(permits) {
+            Ok(permit) => Ok(self.submit_with(permit, events)),
+            Err(TryAcquireError::NoPermits) => Err(events),
+            Err(TryAcquireError::Closed) => Ok(shut_out(events.len())),
+        }
+    }
+
+    fn submit_with(
+        &self,
+        permit: OwnedSemaphorePermit,
+        events: Vec<Result<Event, HubError>>,
+    ) -> Submitted {
+        let (results, pending) = self.sequence_with(permit, |seq, now| {
+            events
+                .into_iter()
+                .map(|event| event.and_then(|e| self.decide(seq, e, now)))
+                .collect::<Vec<_>>()
+        });
         for result in &results {
             match result {
                 Ok(Ack {
@@ -259,6 +282,17 @@ impl Hub {
         }
     }
 
+    /// Waits for room in the pipeline for `events` events; `None` when the hub is shutting
+    /// down.
+    async fn room(&self, events: usize) -> Option<OwnedSemaphorePermit> {
+        let permits = events.clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
+        self.in_flight
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .ok()
+    }
+
     /// Waits for room in the pipeline, runs `decide` under the sequencer lock, and hands
     /// whatever it committed to the pipeline. `None` when the hub is shutting down.
     async fn sequence<R>(
@@ -266,13 +300,16 @@ impl Hub {
         events: usize,
         decide: impl FnOnce(&mut Sequencer, Millis) -> R,
     ) -> Option<(R, Pending)> {
-        let permits = events.clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
-        let permit = self
-            .in_flight
-            .clone()
-            .acquire_many_owned(permits)
-            .await
-            .ok()?;
+        let permit = self.room(events).await?;
+        Some(self.sequence_with(permit, decide))
+    }
+
+    /// Runs `decide` under the sequencer lock, with room in the pipeline already taken.
+    fn sequence_with<R>(
+        &self,
+        permit: OwnedSemaphorePermit,
+        decide: impl FnOnce(&mut Sequencer, Millis) -> R,
+    ) -> (R, Pending) {
         let (done_tx, done_rx) = oneshot::channel();
         let mut seq = self.sequencer.lock();
         let result = decide(&mut seq, now_millis());
@@ -282,7 +319,7 @@ impl Hub {
             done: sent.then_some(done_rx),
             _permit: permit,
         };
-        Some((result, pending))
+        (result, pending)
     }
 
     /// Applies a visitor change that is not an event (traits update, anonymization,

@@ -288,12 +288,14 @@ struct Replay {
     cursor: Seq,
 }
 
-/// tungstenite's settings: frame limits from the configuration, a small read buffer (most
-/// client frames are small), and no write buffer (the outbox is the buffer).
+/// tungstenite's settings: frame limits from the configuration, a 1 KiB read buffer, and
+/// no write buffer (the outbox is the buffer). The read buffer is most of an idle
+/// connection's memory; a larger frame grows it while it is read, and a publisher's
+/// pipelined frames cost a few more reads (within the noise of the ingest benchmark).
 fn socket_config(hub: &Hub) -> WebSocketConfig {
     let limit = hub.config.max_frame_bytes;
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit))
@@ -315,14 +317,16 @@ async fn serve(
     let mut socket =
         WebSocketStream::from_raw_socket(duplex, Role::Server, Some(socket_config(&hub))).await;
     hub.metrics.connections.inc();
-    let (connect_id, principal) = match admit(&ctx, &mut socket, &outbox, &handshake).await {
-        Ok(admitted) => admitted,
-        Err(ending) => {
-            finish(&mut socket, &outbox, ending).await;
-            hub.metrics.connections.dec();
-            return;
-        }
-    };
+    // Boxed, like the rarer futures in `Connection::run`, to keep the task small.
+    let (connect_id, principal) =
+        match Box::pin(admit(&ctx, &mut socket, &outbox, &handshake)).await {
+            Ok(admitted) => admitted,
+            Err(ending) => {
+                Box::pin(finish(&mut socket, &outbox, ending)).await;
+                hub.metrics.connections.dec();
+                return;
+            }
+        };
     let (bucket, expiry) = match principal.token() {
         Some(grant) => (
             Some(TokenBucket::new(
@@ -365,7 +369,7 @@ async fn serve(
     let ending = conn.run().await;
     hub.fanout.remove_connection(id);
     debug!("connection ends");
-    finish(&mut conn.socket, &conn.outbox, ending).await;
+    Box::pin(finish(&mut conn.socket, &conn.outbox, ending)).await;
     hub.metrics.connections.dec();
 }
 
@@ -514,6 +518,9 @@ impl Connection {
             let reading = self.pending.len() < MAX_PENDING_PUBLISHES;
             let replaying = !self.replays.is_empty();
             let outbox = &self.outbox;
+            // The futures of handling a frame and of a ping are boxed: they live only while
+            // they run, and every idle connection's task would otherwise carry room for
+            // them (about 1 KiB).
             let step = tokio::select! {
                 _ = self.shutdown.cancelled() => Err(Ending::Close(close::GOING_AWAY, "the hub is shutting down")),
                 trouble = poll_fn(|cx| outbox.poll_trouble(cx)) => Err(match trouble {
@@ -521,9 +528,9 @@ impl Connection {
                     Trouble::Failed => Ending::Gone,
                 }),
                 Some(reply) = self.pending.next() => self.send(reply),
-                message = self.socket.next(), if reading => self.on_message(message).await,
+                message = self.socket.next(), if reading => Box::pin(self.on_message(message)).await,
                 _ = std::future::ready(()), if replaying => self.step_replay(),
-                _ = ping.tick() => self.ping(ping_every).await,
+                _ = ping.tick() => Box::pin(self.ping(ping_every)).await,
                 _ = token_expiry(&mut self.expiry) => self.expired(),
             };
             if let Err(ending) = step {
@@ -647,7 +654,12 @@ impl Connection {
                     principal.check_publish(&e)?;
                     Ok(e)
                 });
-                let submitted = self.hub.submit(vec![event]).await;
+                // Waiting for room in the pipeline is rare; its future is boxed, so that
+                // every connection's task does not carry room for it.
+                let submitted = match self.hub.try_submit(vec![event]) {
+                    Ok(submitted) => submitted,
+                    Err(events) => Box::pin(self.hub.submit(events)).await,
+                };
                 self.pending.push_back(Box::pin(async move {
                     match submitted.acknowledged().await.pop() {
                         Some(Ok(ack)) => protocol::published(id, ack.seq, ack.duplicate),
