@@ -28,7 +28,7 @@ use axum::extract::{ConnectInfo, Request, State as AxumState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::ReadHalf;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
@@ -527,7 +527,7 @@ impl Connection {
                     Trouble::Kill(code) => Ending::Close(code, "slow consumer: resume with since"),
                     Trouble::Failed => Ending::Gone,
                 }),
-                Some(reply) = self.pending.next() => self.send(reply),
+                Some(reply) = self.pending.next() => self.send_replies(reply),
                 message = self.socket.next(), if reading => Box::pin(self.on_message(message)).await,
                 _ = std::future::ready(()), if replaying => self.step_replay(),
                 _ = ping.tick() => Box::pin(self.ping(ping_every)).await,
@@ -554,6 +554,16 @@ impl Connection {
             // Told to close, or the socket failed: the main loop's next poll says which.
             Err(crate::outbox::Refused::Gone) => Ok(()),
         }
+    }
+
+    /// Sends `first` and every other reply already done, in one write: a pass of the
+    /// pipeline completes a publisher's pipelined publishes together.
+    fn send_replies(&mut self, first: String) -> Result<(), Ending> {
+        let mut replies = vec![WireFrame::text(&first)];
+        while let Some(Some(reply)) = self.pending.next().now_or_never() {
+            replies.push(WireFrame::text(&reply));
+        }
+        self.write(replies)
     }
 
     fn send(&mut self, frame: String) -> Result<(), Ending> {
