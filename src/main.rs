@@ -4,6 +4,11 @@ use clap::Parser;
 
 use actionhub::config::{Cli, Config, LogFormat};
 
+// Ingest is allocation-heavy (a parsed JSON tree per publish): glibc's malloc and free took
+// about a fifth of the hub's CPU under load. See docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let config = Config::from_cli(Cli::parse())?;
     init_tracing(config.log_format);
