@@ -61,6 +61,12 @@ impl Limit {
 /// runs before the real parse, so a deep document costs no recursion and no allocation.
 /// Brackets inside strings do not count. Malformed JSON is left for the parser to refuse.
 pub fn too_deep(text: &[u8], max: usize) -> bool {
+    // Depth never exceeds the number of brackets opened; counting them is a fast pass
+    // (vectorized), and most frames open far fewer than the limit.
+    let opened = text.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if opened <= max {
+        return false;
+    }
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
