@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_error, assert_event, seq_of, Action, Client, Hub, Visitor};
+use crate::support::{
+    assert_error, assert_event, assert_type, seq_of, Action, Client, Hub, Visitor,
+};
 
 #[tokio::test]
 async fn an_event_matched_by_two_subscriptions_arrives_once() {
@@ -260,4 +262,36 @@ async fn concurrent_full_batches_are_all_delivered() {
     }
     assert!(accepted.iter().all(|seq| delivered.contains(seq)));
     watcher.expect_no_frame().await;
+}
+
+/// `subscribed` comes before every event of its subscription even while events stream in:
+/// the fan-out queues it as it files the subscription, under the index lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribed_precedes_the_subscriptions_events_while_events_stream_in() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streaming = {
+        let (mut publisher, stop) = (hub.client().await, stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                publisher
+                    .publish_ok(visitor.action("webchat").event("offered"))
+                    .await;
+            }
+        })
+    };
+    for _ in 0..20 {
+        let mut client = hub.client().await;
+        client
+            .send(json!({"op": "subscribe", "id": 1, "sub": "s", "topics": ["webchat:all"]}))
+            .await;
+        let first = client.recv().await;
+        assert_type(&first, "subscribed");
+        let start = seq_of(&first);
+        let event = client.next_event().await;
+        assert!(seq_of(&event) > start, "{event} after {first}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    streaming.await.expect("publisher task");
 }
