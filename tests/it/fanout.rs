@@ -189,9 +189,11 @@ fn bulky_event(customers: &[Visitor], i: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_consumer_is_closed_4008_and_others_get_every_event() {
     // 4000 events of ~3 KiB are ~12 MiB: far more than the queue and the socket buffers
-    // of a reader that never reads, so the hub must give up on it. A batch is fanned out
-    // at once, so batches stay well under the queue: a reader that keeps up is never
-    // closed for a burst.
+    // of a reader that never reads, so the hub must give up on it. The publisher waits
+    // for the reading subscriber to have every batch but the one just sent before it sends
+    // another, so that subscriber is never more than two batches (32 frames, half its
+    // queue) behind however the machine schedules it: it keeps up, and must never be
+    // closed.
     const TOTAL: usize = 4000;
     const BATCH: usize = 16;
     let hub = Hub::start_with(|c| c.queue_capacity = 64).await;
@@ -202,14 +204,29 @@ async fn a_slow_consumer_is_closed_4008_and_others_get_every_event() {
     slow.subscribe_to("slow", &["webchat:all"], None).await;
     let mut reader = hub.client().await;
     reader.subscribe_to("reader", &["webchat:all"], None).await;
+    let (progress, mut read_so_far) = tokio::sync::watch::channel(0usize);
     let reading = tokio::spawn(async move {
-        let frames = reader.events(TOTAL).await;
-        frames.iter().map(seq_of).collect::<Vec<u64>>()
+        let mut seqs = Vec::with_capacity(TOTAL);
+        while seqs.len() < TOTAL {
+            seqs.push(seq_of(&reader.next_event().await));
+            progress.send_replace(seqs.len());
+        }
+        seqs
     });
 
     let http = hub.http();
     let mut acked = Vec::with_capacity(TOTAL);
     for start in (0..TOTAL).step_by(BATCH) {
+        let behind_by_at_most = start.saturating_sub(BATCH);
+        // The `Ref` that `wait_for` returns holds the channel's lock: let it go at once.
+        let reader_gone = read_so_far
+            .wait_for(|&read| read >= behind_by_at_most)
+            .await
+            .is_err();
+        if reader_gone {
+            let failure = reading.await.expect_err("a reader that stops early failed");
+            std::panic::resume_unwind(failure.into_panic());
+        }
         let batch: Vec<Value> = (start..start + BATCH)
             .map(|i| bulky_event(&customers, i))
             .collect();
