@@ -1,5 +1,6 @@
 //! Micro-benchmarks of one published event's path through the pure code: validation
-//! (`Event::from_json`), and the `event` frame every receiver gets (`Published::to_frame`).
+//! (`Event::from_json`, and a whole publish frame through `parse_client_frame`, whose
+//! typed fast path takes a valid lifecycle event without a JSON tree), and the `event` frame every receiver gets (`Published::to_frame`).
 //!
 //! Run with `cargo bench --bench event`; figures are in docs/benchmarks.md.
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use actionhub::event::{now_millis, Body, Event, Published};
 use actionhub::ids::Seq;
+use actionhub::protocol::{parse_client_frame, Op};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -43,6 +45,16 @@ fn validation(c: &mut Criterion) {
         b.iter(|| {
             let v: Value = serde_json::from_str(black_box(&text)).expect("JSON");
             Event::from_json(v).expect("valid event")
+        })
+    });
+    let frame = json!({"op": "publish", "id": 12, "event": value}).to_string();
+    group.bench_function("parse_client_frame (a whole publish frame)", |b| {
+        b.iter(|| match parse_client_frame(black_box(&frame)) {
+            Ok(parsed) => match parsed.op {
+                Op::Publish { event } => event.expect("valid event"),
+                other => panic!("parsed as {}", other.name()),
+            },
+            Err(e) => panic!("{:?}", e.error),
         })
     });
     group.finish();

@@ -6,7 +6,7 @@
 //! serves, and the log stores. This module is pure: no IO, no state.
 
 use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::HubError;
@@ -372,7 +372,7 @@ impl Fields {
         let Some(text) = self.optional_str(field)? else {
             return Ok(None);
         };
-        if text.is_empty() || text.chars().count() > max {
+        if !text_fits(&text, max) {
             return Err(HubError::invalid_field(
                 field,
                 format!("`{field}` must be 1 to {max} characters"),
@@ -396,7 +396,7 @@ impl Fields {
         match self.0.remove(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Object(object)) => {
-                let size = serde_json::to_vec(&object).map_or(usize::MAX, |v| v.len());
+                let size = json_size(&object);
                 if size > MAX_OBJECT_BYTES {
                     return Err(HubError::invalid_field(
                         field,
@@ -427,6 +427,88 @@ impl Fields {
                 format!("unknown field `{field}`; put enrichment in `data`"),
             )),
         }
+    }
+}
+
+/// Whether a text field is non-empty and at most `max` characters.
+fn text_fits(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.chars().count() <= max
+}
+
+/// The size of an object as JSON, the measure of its limit.
+fn json_size(object: &Map<String, Value>) -> usize {
+    serde_json::to_vec(object).map_or(usize::MAX, |v| v.len())
+}
+
+/// A lifecycle event as a publish frame carries it, its strings borrowed from the frame:
+/// the fast path of validation, which builds no JSON tree. It deserializes only when every
+/// field has its JSON type and none is unknown, repeated, escaped or a `null` where the
+/// general path refuses one; [`LifecycleFields::validate`] then applies the rules of
+/// [`Event::from_json`]. It never refuses: whatever it does not take goes through
+/// `Event::from_json`, which decides the same way and names the fault.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LifecycleFields<'a> {
+    action_id: &'a str,
+    action_state: &'a str,
+    action_media_type: &'a str,
+    action_map_id: &'a str,
+    action_map_version: u64,
+    customer_id: &'a str,
+    #[serde(borrow)]
+    customer_id_type: Option<&'a str>,
+    session_id: &'a str,
+    /// `errorCode: null` is refused by the general path, so here it must not read as absent.
+    #[serde(default, deserialize_with = "present")]
+    error_code: Option<i64>,
+    #[serde(borrow)]
+    error_message: Option<&'a str>,
+    #[serde(borrow)]
+    event_id: Option<&'a str>,
+    data: Option<Map<String, Value>>,
+}
+
+/// Deserializes a field that, when present, must hold a value (`null` is an error).
+pub(crate) fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+impl LifecycleFields<'_> {
+    /// The event when it keeps every rule, or None (the general path then says which).
+    pub fn validate(self) -> Option<LifecycleEvent> {
+        let media = MediaType::parse(self.action_media_type)?;
+        let state = ActionState::parse(self.action_state).filter(|s| media.has_state(*s))?;
+        let action_map_version = u32::try_from(self.action_map_version)
+            .ok()
+            .filter(|v| *v >= 1)?;
+        let cookie = matches!(self.customer_id_type, None | Some("cookie"));
+        let error_fields = self.error_code.is_some() || self.error_message.is_some();
+        let data_fits = self
+            .data
+            .as_ref()
+            .is_none_or(|d| json_size(d) <= MAX_OBJECT_BYTES);
+        if !cookie || (error_fields && state != ActionState::Errored) || !data_fits {
+            return None;
+        }
+        let text = |text: Option<&str>, max| match text {
+            None => Some(None),
+            Some(text) => text_fits(text, max).then(|| Some(text.to_owned())),
+        };
+        Some(LifecycleEvent {
+            action_id: ActionId::parse(self.action_id).ok()?,
+            state,
+            media,
+            action_map_id: ActionMapId::parse(self.action_map_id).ok()?,
+            action_map_version,
+            customer_id: CustomerId::parse(self.customer_id).ok()?,
+            session_id: SessionId::parse(self.session_id).ok()?,
+            error_code: self.error_code,
+            error_message: text(self.error_message, MAX_TEXT_CHARS)?,
+            event_id: text(self.event_id, MAX_EVENT_ID_CHARS)?,
+            data: self.data,
+        })
     }
 }
 

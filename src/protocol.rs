@@ -5,10 +5,11 @@
 //! [`crate::event`]). Parsing is strict: unknown ops and unknown fields are `bad_request`,
 //! so a typo never passes silently. No IO, no state.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::HubError;
+use crate::event::{present, Event, LifecycleFields};
 use crate::ids::Seq;
 use crate::topic::{Filter, TopicSet};
 
@@ -52,8 +53,9 @@ pub enum Op {
     Unsubscribe {
         sub: SubId,
     },
+    /// The event already validated (its refusal is the publish's reply, not a bad frame).
     Publish {
-        event: Value,
+        event: Result<Event, HubError>,
     },
     /// Replaces a token connection's token with a fresh one for the same customer.
     Refresh {
@@ -104,6 +106,9 @@ pub struct FrameError {
 
 /// Parses one text frame.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
+    if let Some(frame) = parse_lifecycle_publish(text) {
+        return Ok(frame);
+    }
     let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
         id: None,
         error: HubError::bad_request(format!("frame is not valid JSON: {e}")),
@@ -136,6 +141,35 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     Ok(ClientFrame { id, op })
 }
 
+/// A publish frame of a lifecycle event, the frame most clients send most often.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LifecyclePublish<'a> {
+    op: &'a str,
+    /// `id: null` is refused by the general path, so here it must not read as absent.
+    #[serde(default, deserialize_with = "present")]
+    id: Option<u64>,
+    #[serde(borrow)]
+    event: LifecycleFields<'a>,
+}
+
+/// The fast path of [`parse_client_frame`]: a valid publish of a lifecycle event, read
+/// straight into typed fields. None for anything else, including every frame that would
+/// be refused, so that the general path alone decides and words refusals.
+fn parse_lifecycle_publish(text: &str) -> Option<ClientFrame> {
+    let frame: LifecyclePublish = serde_json::from_str(text).ok()?;
+    if frame.op != "publish" {
+        return None;
+    }
+    let event = frame.event.validate()?;
+    Some(ClientFrame {
+        id: frame.id,
+        op: Op::Publish {
+            event: Ok(Event::Lifecycle(event)),
+        },
+    })
+}
+
 fn parse_op(op: &str, fields: &mut Map<String, Value>) -> Result<Op, HubError> {
     match op {
         "connect" => Ok(Op::Connect(ConnectRequest {
@@ -156,7 +190,9 @@ fn parse_op(op: &str, fields: &mut Map<String, Value>) -> Result<Op, HubError> {
             let event = fields
                 .remove("event")
                 .ok_or_else(|| HubError::bad_request("publish needs `event`"))?;
-            Ok(Op::Publish { event })
+            Ok(Op::Publish {
+                event: Event::from_json(event),
+            })
         }
         "refresh" => {
             let token = optional_string(fields, "token")?
@@ -414,6 +450,45 @@ mod tests {
             assert_eq!(err.id, id, "{text}");
             assert_eq!(err.error.code, ErrorCode::BadRequest, "{text}");
         }
+    }
+
+    /// A lifecycle publish frame as most clients send it, with `extra` fields in its event.
+    fn lifecycle_publish(frame_fields: &str, extra: &str) -> String {
+        let id = "1b4e28ba-2fa1-41d2-883f-0016d3cca427";
+        format!(
+            r#"{{"op":"publish"{frame_fields},"event":{{"actionId":"{id}","actionState":"errored","actionMediaType":"webchat","actionMapId":"{id}","actionMapVersion":2,"customerId":"{id}","sessionId":"{id}"{extra}}}}}"#
+        )
+    }
+
+    fn published_event(text: &str) -> (Option<u64>, Result<Event, HubError>) {
+        match parse_client_frame(text) {
+            Ok(ClientFrame {
+                id,
+                op: Op::Publish { event },
+            }) => (id, event),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lifecycle_publish_is_validated_as_it_is_parsed() {
+        let (id, event) = published_event(&lifecycle_publish(r#","id":4"#, r#","errorCode":7"#));
+        assert_eq!(id, Some(4));
+        match event {
+            Ok(Event::Lifecycle(event)) => assert_eq!(event.error_code, Some(7)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_null_where_a_value_must_be_is_refused_however_the_frame_is_parsed() {
+        let err = refused(&lifecycle_publish(r#","id":null"#, ""));
+        assert_eq!((err.id, err.error.code), (None, ErrorCode::BadRequest));
+        let (id, event) = published_event(&lifecycle_publish(r#","id":5"#, r#","errorCode":null"#));
+        assert_eq!(id, Some(5));
+        let error = event.expect_err("errorCode: null is not an error code");
+        assert_eq!(error.code, ErrorCode::InvalidEvent);
+        assert!(error.message.contains("errorCode"), "{}", error.message);
     }
 
     #[test]

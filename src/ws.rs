@@ -41,7 +41,6 @@ use tracing::{debug, warn, Instrument};
 
 use crate::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
 use crate::error::{ErrorCode, HubError};
-use crate::event::Event;
 use crate::fanout::{selects, GoLive, Start};
 use crate::hub::{new_sub, Hub};
 use crate::ids::{ConnId, Seq};
@@ -660,7 +659,7 @@ impl Connection {
                 }
                 self.rate_limited_in_a_row = 0;
                 let principal = &self.principal;
-                let event = Event::from_json(event).and_then(|e| {
+                let event = event.and_then(|e| {
                     principal.check_publish(&e)?;
                     Ok(e)
                 });

@@ -116,6 +116,118 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The fields of a lifecycle event, and one no event has.
+const LIFECYCLE_KEYS: &[&str] = &[
+    "actionId",
+    "actionState",
+    "actionMediaType",
+    "actionMapId",
+    "actionMapVersion",
+    "customerId",
+    "customerIdType",
+    "sessionId",
+    "errorCode",
+    "errorMessage",
+    "eventId",
+    "data",
+    "type",
+    "unknownField",
+];
+
+/// A lifecycle event, valid more often than not: any state of either media type, optional
+/// fields now and then, each value sometimes one its check refuses.
+fn lifecycle_event() -> impl Strategy<Value = Value> {
+    let sometimes = |valid: Vec<Value>, refused: Vec<Value>| {
+        prop::option::weighted(
+            0.3,
+            prop_oneof![
+                6 => prop::sample::select(valid),
+                1 => prop::sample::select(refused),
+            ],
+        )
+    };
+    (
+        (uuid_string(), uuid_string(), uuid_string(), uuid_string()),
+        prop::sample::select(&["webchat", "contentoffer"][..]),
+        prop_oneof![
+            3 => prop::sample::select(&["offered", "errored"][..]),
+            1 => prop::sample::select(&["qualified", "accepted", "ended", "timedout"][..]),
+        ],
+        prop_oneof![
+            8 => (1u32..).prop_map(Value::from),
+            1 => prop::sample::select(vec![json!(0), json!(4_294_967_296u64)]),
+        ],
+        sometimes(vec![json!("cookie")], vec![json!("device")]),
+        sometimes(vec![json!(500), json!(-1)], vec![json!(u64::MAX)]),
+        sometimes(
+            vec![json!("é"), json!("x".repeat(1024))],
+            vec![json!(""), json!("x".repeat(1025))],
+        ),
+        sometimes(
+            vec![json!("k"), json!("k\"q"), json!("\u{1F600}".repeat(64))],
+            vec![json!("x".repeat(65))],
+        ),
+        sometimes(
+            vec![json!({"a": 1}), json!({})],
+            vec![json!({"pad": "x".repeat(4100)})],
+        ),
+    )
+        .prop_map(
+            |(
+                (customer, session, action, map),
+                media,
+                state,
+                version,
+                id_type,
+                code,
+                message,
+                event_id,
+                data,
+            )| {
+                let mut event = json!({
+                    "actionId": action, "actionState": state, "actionMediaType": media,
+                    "actionMapId": map, "actionMapVersion": version,
+                    "customerId": customer, "sessionId": session,
+                });
+                for (field, value) in [
+                    ("customerIdType", id_type),
+                    ("errorCode", code),
+                    ("errorMessage", message),
+                    ("eventId", event_id),
+                    ("data", data),
+                ] {
+                    if let Some(value) = value {
+                        event[field] = value;
+                    }
+                }
+                event
+            },
+        )
+}
+
+/// One change to a publish frame: in the frame itself (`true`) or its event, a field
+/// removed (`None`) or set to a value of the right or a wrong type, `null` or escaped text.
+fn mutation() -> impl Strategy<Value = (bool, String, Option<Value>)> {
+    let value = prop_oneof![
+        Just(Value::Null),
+        Just(json!("line\nbreak")),
+        Just(json!("publish")),
+        Just(json!("ping")),
+        Just(json!(3.0)),
+        Just(json!(-3)),
+        json_value(),
+    ];
+    prop_oneof![
+        4 => (Just(false), prop::sample::select(LIFECYCLE_KEYS).prop_map(str::to_owned), prop::option::of(value.clone())),
+        1 => (Just(true), prop::sample::select(&["op", "id", "event", "sub"][..]).prop_map(str::to_owned), prop::option::of(value)),
+    ]
+}
+
+/// What the general path makes of a frame's event.
+fn parsed_event(frame: &Value) -> Event {
+    Event::from_json(frame["event"].clone()).expect("a valid event")
+}
+
 /// A set of topics and the patterns that name exactly them.
 fn topics() -> impl Strategy<Value = Vec<Topic>> {
     let all: Vec<Topic> = Topic::all().collect();
@@ -264,8 +376,55 @@ proptest! {
         let parsed = parse_client_frame(&frame.to_string()).map_err(|e| TestCaseError::fail(format!("{:?}", e.error)))?;
         prop_assert_eq!(parsed.id, Some(7));
         match parsed.op {
-            Op::Publish { event: carried } => prop_assert_eq!(&carried, &frame["event"]),
+            Op::Publish { event: carried } => prop_assert_eq!(carried.ok(), Some(parsed_event(&frame))),
             other => prop_assert!(false, "parsed as {}", other.name()),
+        }
+    }
+
+    #[test]
+    fn a_publish_frame_carries_what_the_event_validator_decides(
+        base in lifecycle_event(),
+        mutations in prop::collection::vec(mutation(), 0..4),
+        repeated in prop::option::of((prop::sample::select(LIFECYCLE_KEYS), json_value())),
+    ) {
+        // Frames close to valid, with a few fields removed, nulled, retyped or added, so that
+        // both the typed fast path and the general path of the frame parser are exercised.
+        let mut frame = json!({"op": "publish", "id": 7, "event": base});
+        for (place, field, value) in mutations {
+            let target = if place { &mut frame } else { &mut frame["event"] };
+            // An event already replaced by a mutation of the frame is left as it is.
+            let Some(target) = target.as_object_mut() else {
+                continue;
+            };
+            match value {
+                None => target.remove(&field),
+                Some(value) => target.insert(field, value),
+            };
+        }
+        let mut text = frame.to_string();
+        if let Some((field, value)) = repeated {
+            if frame["event"].as_object().is_some_and(|event| !event.is_empty()) {
+                // A key given twice: the general path keeps the last, as serde_json does.
+                text = text.replacen("\"event\":{", &format!("\"event\":{{{}:{value},", json!(field)), 1);
+            }
+        }
+        let document: Value = serde_json::from_str(&text).expect("still JSON");
+        let fields = document.as_object().expect("a frame object");
+        let id_ok = fields.get("id").is_none_or(Value::is_u64);
+        let frame_ok = id_ok
+            && fields.get("op") == Some(&json!("publish"))
+            && fields.contains_key("event")
+            && fields.keys().all(|k| ["op", "id", "event"].contains(&k.as_str()));
+        match parse_client_frame(&text) {
+            Ok(parsed) => {
+                prop_assert!(frame_ok, "{} was taken", text);
+                prop_assert_eq!(parsed.id, fields.get("id").and_then(Value::as_u64));
+                let Op::Publish { event } = parsed.op else {
+                    return Err(TestCaseError::fail(format!("{text}: not a publish")));
+                };
+                prop_assert_eq!(event, Event::from_json(document["event"].clone()), "{}", text);
+            }
+            Err(refused) => prop_assert!(!frame_ok, "{} refused: {:?}", text, refused.error),
         }
     }
 
