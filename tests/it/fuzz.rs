@@ -416,6 +416,10 @@ proptest! {
             && fields.contains_key("event")
             && fields.keys().all(|k| ["op", "id", "event"].contains(&k.as_str()));
         match parse_client_frame(&text) {
+            // A mutation of `op` may leave a valid frame of another op (a ping): not ours.
+            Ok(parsed) if fields.get("op") != Some(&json!("publish")) => {
+                prop_assert_eq!(Some(&json!(parsed.op.name())), fields.get("op"), "{}", text);
+            }
             Ok(parsed) => {
                 prop_assert!(frame_ok, "{} was taken", text);
                 prop_assert_eq!(parsed.id, fields.get("id").and_then(Value::as_u64));
