@@ -1,6 +1,8 @@
 //! Micro-benchmarks of one published event's path through the pure code: validation
-//! (`Event::from_json`, and a whole publish frame through `parse_client_frame`, whose
-//! typed fast path takes a valid lifecycle event without a JSON tree), and the `event` frame every receiver gets (`Published::to_frame`).
+//! (`Event::from_json`; `Event::from_text`, for an event of an HTTP batch; a whole publish
+//! frame through `parse_client_frame`; the last two take a valid lifecycle event through
+//! the typed fast path, without a JSON tree), and the `event` frame every receiver gets
+//! (`Published::to_frame`).
 //!
 //! Run with `cargo bench --bench event`; figures are in docs/benchmarks.md.
 
@@ -47,6 +49,10 @@ fn validation(c: &mut Criterion) {
             Event::from_json(v).expect("valid event")
         })
     });
+    group.bench_function(
+        "from_text (an event of an HTTP batch, typed fast path)",
+        |b| b.iter(|| Event::from_text(black_box(&text)).expect("valid event")),
+    );
     let frame = json!({"op": "publish", "id": 12, "event": value}).to_string();
     group.bench_function("parse_client_frame (a whole publish frame)", |b| {
         b.iter(|| match parse_client_frame(black_box(&frame)) {

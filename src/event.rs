@@ -140,6 +140,18 @@ impl Event {
         Ok(event)
     }
 
+    /// Validates one published event given as JSON text: a valid lifecycle event through
+    /// the typed fast path ([`LifecycleFields`]), anything else through [`Event::from_json`].
+    pub fn from_text(text: &str) -> Result<Event, HubError> {
+        let typed = serde_json::from_str::<LifecycleFields>(text).ok();
+        if let Some(event) = typed.and_then(LifecycleFields::validate) {
+            return Ok(Event::Lifecycle(event));
+        }
+        let value = serde_json::from_str(text)
+            .map_err(|e| HubError::invalid_field("event", format!("not JSON: {e}")))?;
+        Event::from_json(value)
+    }
+
     pub fn customer_id(&self) -> CustomerId {
         match self {
             Event::Lifecycle(e) => e.customer_id,
@@ -945,6 +957,33 @@ mod tests {
     fn without(mut base: Value, field: &str) -> Value {
         base.as_object_mut().unwrap().remove(field);
         base
+    }
+
+    #[test]
+    fn from_text_decides_as_from_json() {
+        let errored = with(lifecycle(), "actionState", json!("errored"));
+        let cases = [
+            lifecycle(),
+            with(lifecycle(), "data", json!({"conversationId": "c-1"})),
+            with(lifecycle(), "eventId", json!("line\nbreak")),
+            with(errored.clone(), "errorCode", json!(500)),
+            with(errored, "errorCode", Value::Null),
+            with(lifecycle(), "errorCode", json!(500)),
+            with(lifecycle(), "customerIdType", json!("device")),
+            with(lifecycle(), "actionMapVersion", json!(0)),
+            with(lifecycle(), "unknown", json!(1)),
+            without(lifecycle(), "sessionId"),
+            json!({"type": "track", "customerId": C, "name": "clicked"}),
+            json!([lifecycle()]),
+            json!("offered"),
+        ];
+        for value in cases {
+            assert_eq!(
+                Event::from_text(&value.to_string()),
+                Event::from_json(value.clone()),
+                "{value}"
+            );
+        }
     }
 
     fn refused_field(value: Value) -> String {

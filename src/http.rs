@@ -23,6 +23,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -178,6 +179,11 @@ pub(crate) fn body_error(hub: &Hub, rejection: BytesRejection) -> HubError {
 
 /// Reads a JSON body, refusing one nested deeper than the limit before parsing it.
 pub(crate) fn json_body(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Result<Value, HubError> {
+    parse_body(&checked_body(hub, body)?)
+}
+
+/// The body's bytes, refused when it could not be read or nests deeper than the limit.
+fn checked_body(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Result<Bytes, HubError> {
     let body = body.map_err(|r| body_error(hub, r))?;
     let max = hub.config.max_json_depth;
     if too_deep(&body, max) {
@@ -186,7 +192,11 @@ pub(crate) fn json_body(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Resul
             "the body nests arrays and objects deeper than {max}"
         )));
     }
-    serde_json::from_slice(&body)
+    Ok(body)
+}
+
+fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, HubError> {
+    serde_json::from_slice(body)
         .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))
 }
 
@@ -194,10 +204,13 @@ async fn post_events(
     AxumState(ctx): AxumState<WsContext>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
-    let value = json_body(&ctx.hub, body)?;
-    let items = match value {
-        Value::Array(items) => items,
-        object @ Value::Object(_) => vec![object],
+    let body = checked_body(&ctx.hub, body)?;
+    // Each event is kept as its text, so that a valid lifecycle event is validated without
+    // a JSON tree (`Event::from_text`).
+    let whole: &RawValue = parse_body(&body)?;
+    let items: Vec<&RawValue> = match whole.get().trim_start().as_bytes().first() {
+        Some(b'[') => parse_body(whole.get().as_bytes())?,
+        Some(b'{') => vec![whole],
         _ => {
             return Err(HubError::bad_request(
                 "body must be an event or an array of events",
@@ -215,7 +228,10 @@ async fn post_events(
             ),
         ));
     }
-    let events = items.into_iter().map(Event::from_json).collect();
+    let events = items
+        .into_iter()
+        .map(|item| Event::from_text(item.get()))
+        .collect();
     let results: Vec<Value> = ctx
         .hub
         .publish(events)
