@@ -7,7 +7,9 @@
 //! cargo run --release --example restart_bench -- fill  /tmp/rc 1000000 --no-snapshot
 //! ```
 //!
-//! `FSYNC=always|interval|never` picks the fsync policy (default interval).
+//! `FSYNC=always|interval|never` picks the fsync policy (default interval); `RETENTION=N`
+//! keeps only the last N events of history (default 2,000,000: the whole fill), so that the
+//! resident memory `start` reports is mostly the state.
 //!
 //! `fill` runs a hub in this process on a new data directory and publishes that many
 //! actions (one `offered` event each, ten actions per customer, so a tenth as many session
@@ -19,6 +21,10 @@
 //! answers, which is when `/readyz` can first answer.
 
 use std::time::{Duration, Instant};
+
+/// The hub binary's allocator, so that the memory figures are the hub's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use actionhub::event::Event;
 use actionhub::Config;
@@ -38,7 +44,12 @@ fn config(dir: &str, events: u64, snapshots: bool) -> Config {
         _ => actionhub::config::FsyncPolicy::Interval,
     };
     // The whole fill stays replayable; the default (1,000,000) would do as well.
-    config.retention_events = 2_000_000;
+    // `RETENTION=N` keeps only the last N events, so that `start`'s memory figure is
+    // mostly the state: the per-action cost DESIGN.md bounds.
+    config.retention_events = std::env::var("RETENTION")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2_000_000);
     config
 }
 
@@ -119,12 +130,27 @@ async fn start(dir: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let running = actionhub::server::start(config(dir, 1_000_000, true)).await?;
     let ready = started.elapsed();
+    let actions = running.hub().state.action_count();
     println!(
-        "ready after {:.2} s with {} actions, seq {}",
+        "ready after {:.2} s with {actions} actions, seq {}",
         ready.as_secs_f64(),
-        running.hub().state.action_count(),
         running.hub().latest_seq().0
     );
+    if let Some(rss) = resident_bytes() {
+        println!(
+            "resident memory {:.0} MiB: {:.0} bytes per action, everything included",
+            rss as f64 / (1024.0 * 1024.0),
+            rss as f64 / actions.max(1) as f64
+        );
+    }
     running.shutdown().await?;
     Ok(())
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
