@@ -68,13 +68,6 @@ impl Enc {
         let text = serde_json::to_string(v).expect("JSON values serialize");
         self.str(&text);
     }
-
-    pub fn opt_json(&mut self, v: Option<&Map<String, Value>>) {
-        self.bool(v.is_some());
-        if let Some(v) = v {
-            self.json(v);
-        }
-    }
 }
 
 /// Reads values back in the order they were written.
@@ -158,13 +151,6 @@ impl<'a> Dec<'a> {
     pub fn json(&mut self) -> Result<Map<String, Value>, DecodeError> {
         serde_json::from_str(self.str()?).map_err(|_| DecodeError("a JSON field is not an object"))
     }
-
-    pub fn opt_json(&mut self) -> Result<Option<Map<String, Value>>, DecodeError> {
-        Ok(match self.bool()? {
-            true => Some(self.json()?),
-            false => None,
-        })
-    }
 }
 
 #[cfg(test)]
@@ -182,7 +168,7 @@ mod tests {
         e.opt_str(Some("héllo"));
         e.opt_uuid(None);
         e.uuid(id);
-        e.opt_json(object.as_object());
+        e.json(object.as_object().unwrap());
         let mut d = Dec::new(&e.buf);
         assert_eq!(d.u8().unwrap(), 7);
         assert_eq!(d.u64().unwrap(), u64::MAX);
@@ -190,7 +176,7 @@ mod tests {
         assert_eq!(d.opt_str().unwrap(), Some("héllo"));
         assert_eq!(d.opt_uuid().unwrap(), None);
         assert_eq!(d.uuid().unwrap(), id);
-        assert_eq!(d.opt_json().unwrap().as_ref(), object.as_object());
+        assert_eq!(Some(&d.json().unwrap()), object.as_object());
         assert!(d.is_empty());
         assert!(Dec::new(&e.buf[..5]).u64().is_err());
     }

@@ -7,6 +7,7 @@
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::HubError;
@@ -44,7 +45,7 @@ pub struct LifecycleEvent {
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
     pub event_id: Option<String>,
-    pub data: Option<Map<String, Value>>,
+    pub data: Option<EventData>,
 }
 
 /// The kinds of visitor event, in the order of [`VISITOR_NAMES`].
@@ -246,7 +247,7 @@ impl LifecycleEvent {
             error_code,
             error_message,
             event_id: f.event_id()?,
-            data: f.optional_object("data")?,
+            data: f.optional_data()?,
         })
     }
 
@@ -405,20 +406,27 @@ impl Fields {
     }
 
     fn optional_object(&mut self, field: &str) -> Result<Option<Map<String, Value>>, HubError> {
+        let object = self.take_object(field)?;
+        if let Some(object) = &object {
+            object_fits(field, json_size(object))?;
+        }
+        Ok(object)
+    }
+
+    /// The `data` object of a lifecycle event, as the text the hub keeps.
+    fn optional_data(&mut self) -> Result<Option<EventData>, HubError> {
+        let Some(object) = self.take_object("data")? else {
+            return Ok(None);
+        };
+        let data = EventData::from_map(&object);
+        object_fits("data", data.as_str().len())?;
+        Ok(Some(data))
+    }
+
+    fn take_object(&mut self, field: &str) -> Result<Option<Map<String, Value>>, HubError> {
         match self.0.remove(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(object)) => {
-                let size = json_size(&object);
-                if size > MAX_OBJECT_BYTES {
-                    return Err(HubError::invalid_field(
-                        field,
-                        format!(
-                            "`{field}` is {size} bytes as JSON; the limit is {MAX_OBJECT_BYTES}"
-                        ),
-                    ));
-                }
-                Ok(Some(object))
-            }
+            Some(Value::Object(object)) => Ok(Some(object)),
             Some(_) => Err(HubError::invalid_field(
                 field,
                 format!("`{field}` must be an object"),
@@ -450,6 +458,53 @@ fn text_fits(text: &str, max: usize) -> bool {
 /// The size of an object as JSON, the measure of its limit.
 fn json_size(object: &Map<String, Value>) -> usize {
     serde_json::to_vec(object).map_or(usize::MAX, |v| v.len())
+}
+
+/// Refuses an object of more than [`MAX_OBJECT_BYTES`] as JSON.
+fn object_fits(field: &str, size: usize) -> Result<(), HubError> {
+    if size > MAX_OBJECT_BYTES {
+        return Err(HubError::invalid_field(
+            field,
+            format!("`{field}` is {size} bytes as JSON; the limit is {MAX_OBJECT_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A lifecycle event's `data` object, kept as its compact JSON text (keys sorted, the bytes
+/// every delivered frame carries). As a `serde_json::Map` it cost ~640 bytes an action
+/// however few its keys (a `BTreeMap` node has room for eleven).
+#[derive(Clone, Debug)]
+pub struct EventData(Box<RawValue>);
+
+impl EventData {
+    pub fn from_map(object: &Map<String, Value>) -> EventData {
+        let text = serde_json::to_string(object).expect("JSON values serialize");
+        EventData(RawValue::from_string(text).expect("serde_json writes JSON"))
+    }
+
+    /// Text this hub wrote with [`EventData::as_str`] (a snapshot's), or None when it is
+    /// not a JSON object.
+    pub fn from_written(text: &str) -> Option<EventData> {
+        let raw = RawValue::from_string(text.to_owned()).ok()?;
+        raw.get().starts_with('{').then_some(EventData(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &EventData) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Serialize for EventData {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 /// A lifecycle event as a publish frame carries it, its strings borrowed from the frame:
@@ -497,10 +552,10 @@ impl LifecycleFields<'_> {
             .filter(|v| *v >= 1)?;
         let cookie = matches!(self.customer_id_type, None | Some("cookie"));
         let error_fields = self.error_code.is_some() || self.error_message.is_some();
-        let data_fits = self
-            .data
+        let data = self.data.as_ref().map(EventData::from_map);
+        let data_fits = data
             .as_ref()
-            .is_none_or(|d| json_size(d) <= MAX_OBJECT_BYTES);
+            .is_none_or(|d| d.as_str().len() <= MAX_OBJECT_BYTES);
         if !cookie || (error_fields && state != ActionState::Errored) || !data_fits {
             return None;
         }
@@ -519,7 +574,7 @@ impl LifecycleFields<'_> {
             error_code: self.error_code,
             error_message: text(self.error_message, MAX_TEXT_CHARS)?,
             event_id: text(self.event_id, MAX_EVENT_ID_CHARS)?,
-            data: self.data,
+            data,
         })
     }
 }
@@ -957,6 +1012,26 @@ mod tests {
     fn without(mut base: Value, field: &str) -> Value {
         base.as_object_mut().unwrap().remove(field);
         base
+    }
+
+    #[test]
+    fn data_is_kept_as_compact_sorted_json_whatever_the_publisher_wrote() {
+        let text = format!(
+            r#"{{"actionId":"{A}","actionState":"offered","actionMediaType":"webchat","actionMapId":"{M}","actionMapVersion":1,"customerId":"{C}","sessionId":"{S}","data": {{ "z" : 1, "a" : {{"y": [1, 2], "b": null}} }}}}"#
+        );
+        let Ok(Event::Lifecycle(event)) = Event::from_text(&text) else {
+            panic!("{text} refused");
+        };
+        let data = event.data.expect("data");
+        assert_eq!(data.as_str(), r#"{"a":{"b":null,"y":[1,2]},"z":1}"#);
+        assert_eq!(EventData::from_written(data.as_str()), Some(data));
+        for not_an_object in ["[1]", "\"x\"", "{", ""] {
+            assert_eq!(
+                EventData::from_written(not_an_object),
+                None,
+                "{not_an_object}"
+            );
+        }
     }
 
     #[test]

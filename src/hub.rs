@@ -30,7 +30,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use crate::config::Config;
 use crate::error::{ErrorCode, HubError};
 use crate::event::{
-    now_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published, VisitorKind,
+    now_millis, Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
 };
 use crate::fanout::{Fanout, FanoutStats, NewSub, Start, Written};
 use crate::ids::{ConnId, CustomerId, Seq};
@@ -611,7 +611,7 @@ impl Hub {
                 error_code: None,
                 error_message: None,
                 event_id: None,
-                data: Some(data),
+                data: Some(EventData::from_map(&data)),
                 ..offered
             };
             self.commit(seq, Body::Lifecycle(ignored), now);

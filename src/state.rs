@@ -20,8 +20,8 @@ use serde_json::{json, Map, Value};
 
 use crate::codec::{Dec, DecodeError, Enc};
 use crate::event::{
-    format_millis, serialize_lifecycle, Body, EndReason, LifecycleEvent, Millis, Published,
-    VisitorEvent, VisitorKind,
+    format_millis, serialize_lifecycle, Body, EndReason, EventData, LifecycleEvent, Millis,
+    Published, VisitorEvent, VisitorKind,
 };
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
 use crate::lifecycle::{ActionState, MediaType};
@@ -1299,7 +1299,10 @@ impl Action {
         e.i64(l.error_code.unwrap_or(0));
         e.opt_str(l.error_message.as_deref());
         e.opt_str(l.event_id.as_deref());
-        e.opt_json(l.data.as_ref());
+        e.bool(l.data.is_some());
+        if let Some(data) = &l.data {
+            e.str(data.as_str());
+        }
         e.u32(self.transitions.len() as u32);
         for t in &self.transitions {
             e.str(t.state.as_str());
@@ -1329,7 +1332,13 @@ impl Action {
             error_code: has_code.then_some(code),
             error_message: d.opt_str()?.map(str::to_string),
             event_id: d.opt_str()?.map(str::to_string),
-            data: d.opt_json()?,
+            data: match d.bool()? {
+                true => Some(
+                    EventData::from_written(d.str()?)
+                        .ok_or(DecodeError("a JSON field is not an object"))?,
+                ),
+                false => None,
+            },
         };
         let n = d.u32()?;
         if n == 0 {
