@@ -22,13 +22,13 @@
 
 use std::time::{Duration, Instant};
 
-/// The hub binary's allocator, so that the memory figures are the hub's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use actionhub::event::Event;
 use actionhub::Config;
 use serde_json::json;
+
+/// The hub binary's allocator, so that the memory figures are the hub's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn config(dir: &str, events: u64, snapshots: bool) -> Config {
     let mut config = Config::ephemeral(dir);

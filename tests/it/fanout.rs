@@ -217,10 +217,11 @@ async fn a_slow_consumer_is_closed_4008_and_others_get_every_event() {
     let http = hub.http();
     let mut acked = Vec::with_capacity(TOTAL);
     for start in (0..TOTAL).step_by(BATCH) {
-        let behind_by_at_most = start.saturating_sub(BATCH);
+        // Every batch but the previous one read.
+        let must_have_read = start.saturating_sub(BATCH);
         // The `Ref` that `wait_for` returns holds the channel's lock: let it go at once.
         let reader_gone = read_so_far
-            .wait_for(|&read| read >= behind_by_at_most)
+            .wait_for(|&read| read >= must_have_read)
             .await
             .is_err();
         if reader_gone {
