@@ -1,6 +1,8 @@
 //! A quick run of the load generator against a real hub: every expected delivery arrives,
 //! in per-customer order, with no publish refused. Small numbers and a bounded time; it
-//! checks correctness under concurrency, never timings.
+//! checks correctness under concurrency, never timings. And a few seconds of its soak
+//! mode (which starts the hub binary itself), once clean and once with a delivery
+//! dropped on purpose, so the soak and its loss check stay working.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -53,4 +55,102 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
         assert!(step["receivedDeliveries"].as_u64() > Some(0), "{step}");
     }
     hub.shutdown().await;
+}
+
+/// Runs `actionhub-loadgen soak` with `flags` against the real hub binary, within a
+/// minute and a half; answers its exit code and its summary line. Should the generator
+/// not end in time, it is killed, and so is the hub it started (by the pid it wrote).
+async fn soak(flags: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_actionhub-loadgen"))
+        .arg("soak")
+        .args(["--hub-bin", env!("CARGO_BIN_EXE_actionhub")])
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = match tokio::time::timeout(Duration::from_secs(90), run).await {
+        Ok(output) => output.expect("the soak runs"),
+        Err(_) => {
+            if let Ok(pid) = std::fs::read_to_string(run_dir.join("hub.pid")) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid.trim()])
+                    .status();
+            }
+            panic!("the soak did not end within 90 s");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let summary = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["phase"] == "summary")
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}\n{stderr}"));
+    (output.status.code(), summary, format!("{stdout}\n{stderr}"))
+}
+
+/// A few seconds of the soak: a storm, a SIGKILL and restart, and the resumes after both
+/// lose nothing and keep order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_with_a_storm_and_a_restart_loses_nothing() {
+    let (code, summary, output) = soak(&[
+        "--duration",
+        "5s",
+        "--subscribers",
+        "40",
+        "--customers",
+        "8",
+        "--publishers",
+        "2",
+        "--rate",
+        "200",
+        "--storm-every",
+        "2s",
+        "--kill-every",
+        "3s",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(summary["passed"], true, "{summary}");
+    for count in ["lost", "orderViolations", "notRecovered", "unexpected"] {
+        assert_eq!(summary[count], 0, "{count}: {summary}");
+    }
+    assert!(summary["storms"].as_u64() >= Some(1), "{summary}");
+    assert_eq!(summary["restarts"], 1, "{summary}");
+    // 40 subscribers resume after each storm and after the restart.
+    assert!(summary["resumes"].as_u64() >= Some(80), "{summary}");
+    assert!(summary["deliveries"].as_u64() > Some(0), "{summary}");
+}
+
+/// The soak's loss check can fail: a delivery dropped on the client side is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soak_reports_a_dropped_delivery_as_lost() {
+    let (code, summary, output) = soak(&[
+        "--duration",
+        "2s",
+        "--subscribers",
+        "10",
+        "--customers",
+        "5",
+        "--publishers",
+        "1",
+        "--rate",
+        "200",
+        "--storm-every",
+        "1h",
+        "--kill-every",
+        "1h",
+        "--debug-drop-delivery",
+        "20",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{output}");
+    assert_eq!(summary["passed"], false, "{summary}");
+    assert_eq!(summary["lost"], 1, "{summary}");
+    assert_eq!(summary["orderViolations"], 0, "{summary}");
 }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Load generator for actionhub: real WebSocket subscribers and publishers, a ladder of
 /// publish rates, one JSON line of results per step on stdout.
@@ -26,9 +26,20 @@ use clap::{Parser, ValueEnum};
 /// so each publisher stamps its events with its index and a per-customer counter
 /// (`data.publisher`, `data.counter`, ~30 bytes more than the hub's payload), and order is
 /// checked per customer and publisher: NATS orders one connection's messages, no more.
+///
+/// `actionhub-loadgen soak` is a different mode: a long run against a hub it starts,
+/// SIGKILLs and restarts itself, with reconnect storms (see `soak --help`).
 #[derive(Debug, Parser)]
-#[command(name = "actionhub-loadgen", version)]
+#[command(
+    name = "actionhub-loadgen",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 pub(crate) struct Args {
+    /// A mode other than the rate ladder.
+    #[command(subcommand)]
+    pub(crate) mode: Option<Mode>,
+
     /// Address of the hub (host:port). Only this address is ever connected to.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) addr: SocketAddr,
@@ -130,6 +141,15 @@ impl Args {
     }
 }
 
+/// The modes besides the rate ladder.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Mode {
+    /// Soak: 30 minutes at half the hub's max fan-out with 10,000 subscribers, reconnect
+    /// storms every 5 minutes and SIGKILL + restart every 10, checking zero loss, order,
+    /// recovered resumes and flat RSS. Starts the hub itself on 127.0.0.1.
+    Soak(crate::soak::SoakArgs),
+}
+
 /// The server protocol the generator drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum TargetKind {
@@ -194,6 +214,15 @@ mod tests {
         assert!("0".parse::<Rate>().is_err());
         assert!("-5".parse::<Rate>().is_err());
         assert!("fast".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn soak_is_a_subcommand_beside_the_ladder_flags() {
+        let args = Args::try_parse_from(["x", "soak", "--subscribers", "500"]).unwrap();
+        assert!(matches!(args.mode, Some(Mode::Soak(_))));
+        let args = Args::try_parse_from(["x", "--subscribers", "5"]).unwrap();
+        assert!(args.mode.is_none());
+        assert_eq!(args.subscribers, 5);
     }
 
     #[test]

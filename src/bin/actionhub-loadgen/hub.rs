@@ -41,14 +41,66 @@ impl Hub {
         Hub { customers, api_key }
     }
 
-    /// The `connect` exchange every connection starts with.
-    async fn connect(&self, ws: &mut Ws) -> anyhow::Result<()> {
+    /// The `connect` exchange every connection starts with; answers the hub's epoch.
+    pub(crate) async fn connect(&self, ws: &mut Ws) -> anyhow::Result<String> {
         let mut frame = json!({"op": "connect", "id": CONNECT_ID});
         if let Some(key) = &self.api_key {
             frame["apiKey"] = json!(key);
         }
-        exchange(ws, frame, CONNECT_ID, "connected").await
+        let reply = exchange(ws, frame, CONNECT_ID, "connected").await?;
+        reply
+            .epoch
+            .ok_or_else(|| anyhow!("`connected` without `epoch`"))
     }
+
+    /// Subscribes a connected `ws` to `interest` (subscription id `s`), resuming after
+    /// `resume` when given.
+    pub(crate) async fn subscribe(
+        &self,
+        ws: &mut Ws,
+        interest: Interest,
+        resume: Option<Resume<'_>>,
+    ) -> anyhow::Result<Subscribed> {
+        let mut frame =
+            json!({"op": "subscribe", "id": SUBSCRIBE_ID, "sub": "s", "topics": ["all"]});
+        if let Interest::Customer(index) = interest {
+            let customer_id = self.customers.get(index).id.to_string();
+            frame["where"] = json!({ "customerId": [customer_id] });
+        }
+        if let Some(resume) = resume {
+            frame["since"] = json!(resume.since);
+            frame["epoch"] = json!(resume.epoch);
+        }
+        let reply = exchange(ws, frame, SUBSCRIBE_ID, "subscribed").await?;
+        Ok(Subscribed {
+            seq: reply
+                .seq
+                .ok_or_else(|| anyhow!("`subscribed` without `seq`"))?,
+            recovered: reply.recovered,
+        })
+    }
+}
+
+/// Where a resuming subscription continues: after seq `since` of history `epoch`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume<'a> {
+    pub(crate) since: u64,
+    pub(crate) epoch: &'a str,
+}
+
+/// The `subscribed` reply: the subscription's position and, for a resume, whether the
+/// hub could replay everything after `since`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subscribed {
+    pub(crate) seq: u64,
+    pub(crate) recovered: Option<bool>,
+}
+
+/// The fields of a set-up reply its caller may keep.
+struct Reply {
+    seq: Option<u64>,
+    epoch: Option<String>,
+    recovered: Option<bool>,
 }
 
 impl Target for Hub {
@@ -59,18 +111,12 @@ impl Target for Hub {
     }
 
     async fn open_publisher(&self, ws: &mut Ws) -> anyhow::Result<()> {
-        self.connect(ws).await
+        self.connect(ws).await.map(drop)
     }
 
     async fn open_subscriber(&self, ws: &mut Ws, interest: Interest) -> anyhow::Result<()> {
         self.connect(ws).await?;
-        let mut frame =
-            json!({"op": "subscribe", "id": SUBSCRIBE_ID, "sub": "s", "topics": ["all"]});
-        if let Interest::Customer(index) = interest {
-            let customer_id = self.customers.get(index).id.to_string();
-            frame["where"] = json!({ "customerId": [customer_id] });
-        }
-        exchange(ws, frame, SUBSCRIBE_ID, "subscribed").await
+        self.subscribe(ws, interest, None).await.map(drop)
     }
 
     fn publish_frame(&self, id: u64, event: &LifecycleEvent) -> anyhow::Result<Message> {
@@ -104,7 +150,7 @@ async fn exchange(
     frame: serde_json::Value,
     id: u64,
     expect: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Reply> {
     let op = frame["op"].as_str().unwrap_or("frame").to_owned();
     ws.send(Message::text(frame.to_string()))
         .await
@@ -122,7 +168,11 @@ async fn exchange(
             continue;
         }
         return match reply.kind.as_ref() {
-            kind if kind == expect => Ok(()),
+            kind if kind == expect => Ok(Reply {
+                seq: reply.seq,
+                epoch: reply.epoch.map(Cow::into_owned),
+                recovered: reply.recovered,
+            }),
             "error" => Err(anyhow!(
                 "the hub refused {op}: {} ({})",
                 reply.code.as_deref().unwrap_or("?"),
@@ -150,6 +200,9 @@ struct HubFrame<'a> {
     code: Option<Cow<'a, str>>,
     #[serde(borrow)]
     message: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    epoch: Option<Cow<'a, str>>,
+    recovered: Option<bool>,
 }
 
 /// Reads hub frames: one JSON object per text frame, so no state between frames.
@@ -187,6 +240,7 @@ impl Decoder for HubDecoder {
                     .id
                     .ok_or_else(|| anyhow!("published frame without `id`"))?,
                 duplicate: frame.duplicate.unwrap_or(false),
+                seq: frame.seq,
             },
             "error" => Incoming::Refused {
                 id: frame.id,
@@ -249,7 +303,8 @@ mod tests {
             ),
             Incoming::Ack {
                 id: 9,
-                duplicate: false
+                duplicate: false,
+                seq: Some(3)
             }
         );
         assert_eq!(

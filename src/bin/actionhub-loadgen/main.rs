@@ -14,9 +14,12 @@
 //! - `publisher`, `subscriber`: the connection tasks; `connect`: opening connections.
 //! - `workload`: customers, the events published and the deliveries each must cause.
 //! - `probe`: the server's CPU time and RSS from /proc.
+//! - `soak`: `actionhub-loadgen soak`, the long run with storms and restarts against a
+//!   hub it starts itself (its own map is in `soak/mod.rs`).
 //!
 //! Invariants: only `hub` and `nats` (each a `Target`) know a server's frames; it connects only to
-//! `--addr`; every wait has a limit, so the process always ends by itself.
+//! `--addr` (the soak: only to the hub it started on 127.0.0.1); every wait has a limit, so
+//! the process always ends by itself.
 
 mod cli;
 mod connect;
@@ -26,6 +29,7 @@ mod probe;
 mod publisher;
 mod report;
 mod run;
+mod soak;
 mod subscriber;
 mod target;
 mod workload;
@@ -37,7 +41,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::cli::{Args, TargetKind};
+use crate::cli::{Args, Mode, TargetKind};
 use crate::workload::Customers;
 
 /// Exit status when `--check` found a problem (2 is a run that could not be made at all).
@@ -56,6 +60,9 @@ fn main() -> ExitCode {
 }
 
 fn run_to_end(args: &Args) -> anyhow::Result<ExitCode> {
+    if let Some(Mode::Soak(soak)) = &args.mode {
+        return soak::main(soak);
+    }
     args.validate()?;
     let connections = args.connections();
     let fd_limit = connect::raise_fd_limit()?;

@@ -120,7 +120,7 @@ impl<D: Decoder> Tally<D> {
         let mut incoming = std::mem::take(&mut self.incoming);
         for item in incoming.drain(..) {
             match item {
-                Incoming::Ack { id, duplicate } => {
+                Incoming::Ack { id, duplicate, .. } => {
                     // An ack for an id no longer in flight came after ACK_WAIT: ignored.
                     if let Some(customer) = self.in_flight.remove(&id) {
                         self.step.acked += 1;

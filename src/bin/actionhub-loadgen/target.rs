@@ -40,8 +40,14 @@ pub(crate) enum Interest {
 pub(crate) enum Incoming {
     /// An event delivered to a subscriber.
     Delivery(Delivery),
-    /// A publish was accepted. `duplicate` publishes are not fanned out.
-    Ack { id: u64, duplicate: bool },
+    /// A publish was accepted. `duplicate` publishes are not fanned out. `seq` is the
+    /// event's place in the server's order (for a duplicate, the seq of the event it
+    /// repeats), when the server numbers events.
+    Ack {
+        id: u64,
+        duplicate: bool,
+        seq: Option<u64>,
+    },
     /// The server refused something; `id` names the publish when the server echoed it.
     Refused {
         id: Option<u64>,

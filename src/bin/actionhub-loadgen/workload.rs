@@ -104,6 +104,9 @@ pub(crate) struct LifecycleEvent {
     pub(crate) customer_id: Uuid,
     pub(crate) customer_id_type: &'static str,
     pub(crate) session_id: Uuid,
+    /// The client's idempotency key, so a publish can be retried safely (the soak sets it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) event_id: Option<String>,
     pub(crate) data: EventData,
 }
 
@@ -136,8 +139,11 @@ struct ActionProgress {
 #[derive(Debug)]
 pub(crate) struct EventCycle {
     map_id: Uuid,
-    /// The customer of the next event; advances round-robin.
+    /// The customer of the next event; advances round-robin by `stride`.
     cursor: usize,
+    /// 1 when the publisher cycles over every customer; the publisher count when it owns
+    /// every `stride`-th customer alone (see [`EventCycle::owning`]).
+    stride: usize,
     /// The action in progress for each customer, created on first use.
     actions: Vec<Option<ActionProgress>>,
     /// This publisher's index and its events so far per customer, when events carry
@@ -152,6 +158,26 @@ impl EventCycle {
         EventCycle {
             map_id,
             cursor: publisher * customers / publishers.max(1),
+            stride: 1,
+            actions: vec![None; customers],
+            order: None,
+        }
+    }
+
+    /// A cycle over the customers publisher `publisher` of `publishers` owns alone
+    /// (`publisher`, `publisher + publishers`, ...), so one connection publishes all of a
+    /// customer's events and their acknowledgements come in the customer's seq order.
+    /// Needs `publisher < publishers <= customers`.
+    pub(crate) fn owning(
+        publisher: usize,
+        publishers: usize,
+        customers: usize,
+        map_id: Uuid,
+    ) -> Self {
+        EventCycle {
+            map_id,
+            cursor: publisher,
+            stride: publishers.max(1),
             actions: vec![None; customers],
             order: None,
         }
@@ -167,7 +193,12 @@ impl EventCycle {
     /// The next event to publish and its customer, stamped with the current time.
     pub(crate) fn next_event(&mut self, customers: &Customers) -> (CustomerIndex, LifecycleEvent) {
         let index = self.cursor % self.actions.len();
-        self.cursor = (index + 1) % self.actions.len();
+        // Past the last customer, start again at the first one this cycle covers.
+        self.cursor = if index + self.stride < self.actions.len() {
+            index + self.stride
+        } else {
+            index % self.stride
+        };
         let progress = self.actions[index].get_or_insert_with(|| ActionProgress {
             id: Uuid::new_v4(),
             next: 0,
@@ -195,6 +226,7 @@ impl EventCycle {
             customer_id: customer.id,
             customer_id_type: "cookie",
             session_id: customer.session_id,
+            event_id: None,
             data: EventData {
                 sent_at_micros: now_micros(),
                 publisher,
@@ -242,6 +274,17 @@ mod tests {
             .iter()
             .all(|(_, e)| e.action_id == for_customer_0[0].1.action_id));
         assert_ne!(for_customer_0[5].1.action_id, for_customer_0[0].1.action_id);
+    }
+
+    #[test]
+    fn an_owning_cycle_covers_only_its_own_customers() {
+        let customers = Customers::new(5, 0, 0);
+        let mut cycle = EventCycle::owning(1, 2, 5, Uuid::new_v4());
+        let order: Vec<_> = (0..5).map(|_| cycle.next_event(&customers).0).collect();
+        assert_eq!(order, [1, 3, 1, 3, 1]);
+        let mut first = EventCycle::owning(0, 2, 5, Uuid::new_v4());
+        let order: Vec<_> = (0..4).map(|_| first.next_event(&customers).0).collect();
+        assert_eq!(order, [0, 2, 4, 0]);
     }
 
     #[test]
