@@ -200,16 +200,17 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
     };
 
     // Where seqs continue: after everything written, and after every seq the previous run
-    // may have delivered before it reached the disk.
+    // may have handed out, whatever the fsync policy: an event delivered before it reached
+    // the disk, or a damaged last record dropped as a torn tail, keeps its seq to itself.
     let reservation = Reservation::read(data_dir).map_err(io_err(data_dir))?;
     let wal_last = scan.last_seq.unwrap_or(Seq(0));
     let mut last_seq = snap_seq.max(wal_last);
-    if let Some(r) = reservation.filter(|r| !r.synced_before_delivery && r.reserved > last_seq) {
+    if let Some(r) = reservation.filter(|r| r.reserved > last_seq) {
         warn!(
             logged = last_seq.0,
             reserved = r.reserved.0,
-            "the last run stopped uncleanly with unsynced events: seqs up to the reserved mark \
-             are skipped, never reused"
+            "the last run stopped uncleanly: seqs up to the reserved mark are skipped, never \
+             reused"
         );
         last_seq = r.reserved;
     }
@@ -220,7 +221,7 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
             segment = %torn.path.display(),
             keep_bytes = torn.keep,
             why = %torn.why,
-            "cutting a torn or corrupt tail off the log"
+            "cutting a torn tail off the log"
         );
         wal::cut(torn).map_err(io_err(&torn.path))?;
     }
