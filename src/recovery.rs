@@ -5,7 +5,8 @@
 //! with nothing overwritten. Then: load the newest snapshot that reads back whole (falling
 //! back to the older one, and then to the log alone), replay the log's events after it
 //! through `State::apply`, keep the log's tail that the retention window covers as the
-//! replayable history, cut a torn tail off the newest segment, and decide the epoch and
+//! replayable history, cut a torn tail off the newest segment, remove the temp files a
+//! crash left behind, and decide the epoch and
 //! where seqs continue. The epoch is kept in `<data-dir>/actionhub-data` and changes only
 //! when history is lost: a new or empty directory, or a log that no longer reaches back
 //! to the snapshot it would have to follow.
@@ -225,6 +226,7 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
         );
         wal::cut(torn).map_err(io_err(&torn.path))?;
     }
+    remove_orphan_temp_files(data_dir);
     if marker_epoch_differs(data_dir, &epoch)? {
         write_marker(data_dir, &epoch).map_err(io_err(data_dir))?;
     }
@@ -361,6 +363,27 @@ fn read_log(wal_dir: &Path, after: Seq, keep: usize) -> Result<ReadLog, Recovery
             history,
             replay,
         }),
+    }
+}
+
+/// Removes the temp files a crash (or a failed write) left behind: snapshots never
+/// renamed, and the marker's and the seq reservation's replacements. Nothing reads them,
+/// and on a full disk they hold the space a restart needs.
+fn remove_orphan_temp_files(data_dir: &Path) {
+    for dir in [data_dir.to_path_buf(), snapshot::dir(data_dir)] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if path.extension().is_some_and(|e| e == "tmp") && path.is_file() {
+                match fs::remove_file(&path) {
+                    Ok(()) => info!(file = %path.display(), "removed a temp file left behind"),
+                    Err(e) => {
+                        warn!(file = %path.display(), error = %e, "cannot remove a temp file")
+                    }
+                }
+            }
+        }
     }
 }
 

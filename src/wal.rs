@@ -529,9 +529,9 @@ impl Wal {
     }
 
     fn roll(&mut self, first: Seq) -> io::Result<()> {
-        if self.policy != FsyncPolicy::Never {
-            self.file.sync_data()?;
-        }
+        // Synced under every policy: a sync asked for later (for a snapshot) covers only the
+        // open segment.
+        self.file.sync_data()?;
         self.file = new_segment(&self.dir, first)?;
         self.size = HEADER_BYTES;
         self.dirty = false;
@@ -548,7 +548,7 @@ impl Wal {
         Ok(())
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync_file(&mut self) -> io::Result<()> {
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
@@ -589,8 +589,8 @@ impl Log for Wal {
         self.write_buf()?;
         self.last_seq = last.seq;
         match self.policy {
-            FsyncPolicy::Always => self.sync(),
-            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync(),
+            FsyncPolicy::Always => self.sync_file(),
+            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync_file(),
             FsyncPolicy::Interval | FsyncPolicy::Never => Ok(()),
         }
     }
@@ -604,18 +604,22 @@ impl Log for Wal {
         self.write_buf()?;
         // An erasure is acknowledged only once it would survive a crash, whatever the
         // policy for events: a deleted visitor must not come back.
-        self.sync()
+        self.sync_file()
     }
 
     fn tick(&mut self) -> io::Result<()> {
         if self.policy == FsyncPolicy::Interval && self.last_sync.elapsed() >= self.interval {
-            self.sync()?;
+            self.sync_file()?;
         }
         Ok(())
     }
 
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_file()
+    }
+
     fn flush(&mut self) -> io::Result<()> {
-        self.sync()?;
+        self.sync_file()?;
         // A clean stop: everything handed out is on disk, so the next start continues
         // right after the last seq instead of skipping the reserved block.
         self.reservation = Reservation {

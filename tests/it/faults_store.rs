@@ -169,3 +169,80 @@ async fn a_log_cut_at_every_offset_starts_with_the_whole_records_before_the_cut(
         assert_started(outcome, &seqs, kept, &format!("cut at byte {cut}"));
     }
 }
+
+/// Every `.tmp` file in a data directory and its snapshot directory.
+fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    [dir.to_path_buf(), dir.join("snapshots")]
+        .iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flatten()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect()
+}
+
+async fn publish_pages(hub: &actionhub::hub::Hub, count: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for _ in 0..count {
+        let event = json!({
+            "type": "page", "customerId": uuid(), "sessionId": uuid(), "eventId": uuid(),
+            "page": {"url": "https://example.test/"},
+        });
+        seqs.push(
+            hub.publish_one(Event::from_json(event))
+                .await
+                .expect("published")
+                .seq
+                .0,
+        );
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn a_failed_snapshot_leaves_no_temp_file_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory where each snapshot would go makes every rename fail (root ignores file
+    // permissions), after the temp file is written in full.
+    for seq in 1..=100u64 {
+        let blocker = dir.path().join("snapshots").join(format!("{seq:020}.snap"));
+        fs::create_dir_all(&blocker).unwrap();
+        fs::write(blocker.join("in-the-way"), b"x").unwrap();
+    }
+    let mut config = Config::ephemeral(dir.path());
+    config.snapshot_interval = std::time::Duration::from_millis(20);
+    let running = actionhub::server::start(config).await.expect("hub starts");
+    publish_pages(running.hub(), 3).await;
+    let failures = &running.hub().metrics.snapshot_failures;
+    crate::support::bounded(
+        std::time::Duration::from_secs(20),
+        "a snapshot to fail",
+        async {
+            while failures.get() == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        },
+    )
+    .await;
+    // The final snapshot fails too; the log holds everything, so the stop is still clean.
+    running.shutdown().await.expect("a clean stop");
+    assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+}
+
+#[tokio::test]
+async fn orphan_temp_files_are_removed_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path().join("snapshots")).unwrap();
+    for orphan in [
+        "snapshots/00000000000000000007.tmp",
+        "seq-reserved.tmp",
+        "actionhub-data.tmp",
+    ] {
+        fs::write(dir.path().join(orphan), b"left by a crash").unwrap();
+    }
+    let running = actionhub::server::start(Config::ephemeral(dir.path()))
+        .await
+        .expect("hub starts");
+    assert_eq!(temp_files(dir.path()), Vec::<PathBuf>::new());
+    running.shutdown().await.expect("a clean stop");
+}
