@@ -35,7 +35,7 @@ use crate::event::{
 use crate::fanout::{Fanout, FanoutStats, NewSub, Start, Written};
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::lifecycle::{ActionState, TransitionError};
-use crate::log::Log;
+use crate::log::{Log, LogStatus};
 use crate::metrics::Metrics;
 use crate::outbox::WireFrame;
 use crate::protocol::{self, SubscribeRequest};
@@ -140,6 +140,8 @@ pub struct Hub {
     pub retention: RwLock<Retention>,
     pub fanout: Fanout,
     pub metrics: Metrics,
+    /// How far the log is durable; the snapshot thread waits on it.
+    pub log_status: LogStatus,
     sequencer: Mutex<Sequencer>,
     in_flight: Arc<Semaphore>,
     next_conn: AtomicU64,
@@ -194,6 +196,7 @@ impl Hub {
             retention: RwLock::new(retention),
             fanout: Fanout::new(last_seq, stats),
             metrics,
+            log_status: LogStatus::new(last_seq),
             sequencer: Mutex::new(Sequencer {
                 last_seq,
                 dedupe,
@@ -756,6 +759,8 @@ impl Hub {
         let mut written = Written::default();
         // When the oldest delivery not yet written was queued.
         let mut holding_since: Option<Instant> = None;
+        // The newest seq handed to the log.
+        let mut appended = self.log_status.durable();
         loop {
             // The others run first: on a busy core they are what brings the next pass, and
             // a pass found waiting needs no wake-up.
@@ -779,6 +784,8 @@ impl Hub {
                     Ok(batch) => batch,
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {
                         or_abort("syncing the log", log.tick());
+                        let wanted = self.log_status.sync_if_wanted(&mut *log, appended);
+                        or_abort("syncing the log", wanted);
                         continue;
                     }
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -796,6 +803,11 @@ impl Hub {
                 }
             }
             or_abort("appending to the log", log.append(&records[logged..]));
+            if let Some(last) = records.last() {
+                appended = last.seq;
+            }
+            let wanted = self.log_status.sync_if_wanted(&mut *log, appended);
+            or_abort("syncing the log", wanted);
             self.fanout.deliver(&records, &self.state, &mut written);
             records.clear();
             for done in dones.drain(..) {
@@ -806,9 +818,11 @@ impl Hub {
             }
         }
         written.write_all();
-        if let Err(e) = log.flush() {
-            tracing::error!(error = %e, "flushing the log at shutdown failed");
+        match log.flush() {
+            Ok(()) => self.log_status.mark_durable(appended),
+            Err(e) => tracing::error!(error = %e, "flushing the log at shutdown failed"),
         }
+        self.log_status.close();
     }
 
     /// Updates the gauges that mirror sizes, for a scrape.

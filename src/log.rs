@@ -7,8 +7,11 @@
 //! which is what a log needs to rebuild state by replaying it.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use crate::ids::Seq;
 use crate::retention::Record;
 use crate::state::AdminOp;
 
@@ -28,8 +31,85 @@ pub trait Log: Send + 'static {
         Ok(())
     }
 
+    /// Makes everything appended so far durable now, whatever the policy (called when
+    /// someone must not run ahead of the disk, such as a snapshot about to be published).
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Makes everything appended so far durable (called at shutdown).
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// How far the log is known durable, shared by the pipeline (which owns the log) with
+/// those that must not run ahead of the disk: a snapshot names a seq only once the log is
+/// durable up to it, or after a power loss the log could end before the snapshot's seq
+/// and replay would have a silent gap.
+#[derive(Debug)]
+pub struct LogStatus {
+    /// Every seq up to this one is durable in the log.
+    durable: AtomicU64,
+    /// The highest seq someone waits to see durable; the pipeline syncs for it.
+    wanted: AtomicU64,
+    /// Set when the pipeline has stopped: nothing becomes durable any more.
+    closed: AtomicBool,
+}
+
+impl LogStatus {
+    /// A log that holds (or has skipped) everything up to `last_seq`.
+    pub fn new(last_seq: Seq) -> LogStatus {
+        LogStatus {
+            durable: AtomicU64::new(last_seq.0),
+            wanted: AtomicU64::new(last_seq.0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn durable(&self) -> Seq {
+        Seq(self.durable.load(Ordering::Acquire))
+    }
+
+    /// For the pipeline: `log` holds every record up to `appended`; syncs it when someone
+    /// waits for a seq not yet known durable.
+    pub fn sync_if_wanted(&self, log: &mut dyn Log, appended: Seq) -> io::Result<()> {
+        let durable = self.durable();
+        if self.wanted.load(Ordering::Acquire) > durable.0 && appended > durable {
+            log.sync()?;
+            self.mark_durable(appended);
+        }
+        Ok(())
+    }
+
+    /// For the pipeline: everything up to `seq` is durable (after a sync or a flush).
+    pub fn mark_durable(&self, seq: Seq) {
+        self.durable.fetch_max(seq.0, Ordering::AcqRel);
+    }
+
+    /// For the pipeline: it has stopped.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Asks the pipeline for a sync up to `seq` and waits (at most `limit`) until the log
+    /// is durable up to it.
+    pub fn wait_durable(&self, seq: Seq, limit: Duration) -> io::Result<()> {
+        self.wanted.fetch_max(seq.0, Ordering::AcqRel);
+        let deadline = Instant::now() + limit;
+        while self.durable() < seq {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(io::Error::other(format!(
+                    "the log stopped before seq {seq} was durable"
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "the log was not durable up to seq {seq} within {limit:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         Ok(())
     }
 }

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub slow_consumers_closed: Counter,
     pub limits_hit: Family<LimitLabel, Counter>,
     pub auth_refused: Counter,
+    pub snapshot_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -63,6 +64,7 @@ impl Metrics {
             slow_consumers_closed: Counter::default(),
             limits_hit: Family::default(),
             auth_refused: Counter::default(),
+            snapshot_failures: Counter::default(),
         };
         registry.register(
             "connections",
@@ -119,6 +121,11 @@ impl Metrics {
             "auth_refused",
             "Connections and requests refused for missing or bad credentials",
             m.auth_refused.clone(),
+        );
+        registry.register(
+            "snapshot_failures",
+            "Snapshots that could not be written (retried with a growing delay)",
+            m.snapshot_failures.clone(),
         );
         for limit in Limit::ALL {
             let _ = m.limits_hit.get_or_create(&LimitLabel {

@@ -5,7 +5,8 @@
 //! with nothing overwritten. Then: load the newest snapshot that reads back whole (falling
 //! back to the older one, and then to the log alone), replay the log's events after it
 //! through `State::apply`, keep the log's tail that the retention window covers as the
-//! replayable history, cut a torn tail off the newest segment, and decide the epoch and
+//! replayable history, cut a torn tail off the newest segment, remove the temp files a
+//! crash left behind, and decide the epoch and
 //! where seqs continue. The epoch is kept in `<data-dir>/actionhub-data` and changes only
 //! when history is lost: a new or empty directory, or a log that no longer reaches back
 //! to the snapshot it would have to follow.
@@ -200,16 +201,17 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
     };
 
     // Where seqs continue: after everything written, and after every seq the previous run
-    // may have delivered before it reached the disk.
+    // may have handed out, whatever the fsync policy: an event delivered before it reached
+    // the disk, or a damaged last record dropped as a torn tail, keeps its seq to itself.
     let reservation = Reservation::read(data_dir).map_err(io_err(data_dir))?;
     let wal_last = scan.last_seq.unwrap_or(Seq(0));
     let mut last_seq = snap_seq.max(wal_last);
-    if let Some(r) = reservation.filter(|r| !r.synced_before_delivery && r.reserved > last_seq) {
+    if let Some(r) = reservation.filter(|r| r.reserved > last_seq) {
         warn!(
             logged = last_seq.0,
             reserved = r.reserved.0,
-            "the last run stopped uncleanly with unsynced events: seqs up to the reserved mark \
-             are skipped, never reused"
+            "the last run stopped uncleanly: seqs up to the reserved mark are skipped, never \
+             reused"
         );
         last_seq = r.reserved;
     }
@@ -220,10 +222,11 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
             segment = %torn.path.display(),
             keep_bytes = torn.keep,
             why = %torn.why,
-            "cutting a torn or corrupt tail off the log"
+            "cutting a torn tail off the log"
         );
         wal::cut(torn).map_err(io_err(&torn.path))?;
     }
+    remove_orphan_temp_files(data_dir);
     if marker_epoch_differs(data_dir, &epoch)? {
         write_marker(data_dir, &epoch).map_err(io_err(data_dir))?;
     }
@@ -360,6 +363,27 @@ fn read_log(wal_dir: &Path, after: Seq, keep: usize) -> Result<ReadLog, Recovery
             history,
             replay,
         }),
+    }
+}
+
+/// Removes the temp files a crash (or a failed write) left behind: snapshots never
+/// renamed, and the marker's and the seq reservation's replacements. Nothing reads them,
+/// and on a full disk they hold the space a restart needs.
+fn remove_orphan_temp_files(data_dir: &Path) {
+    for dir in [data_dir.to_path_buf(), snapshot::dir(data_dir)] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if path.extension().is_some_and(|e| e == "tmp") && path.is_file() {
+                match fs::remove_file(&path) {
+                    Ok(()) => info!(file = %path.display(), "removed a temp file left behind"),
+                    Err(e) => {
+                        warn!(file = %path.display(), error = %e, "cannot remove a temp file")
+                    }
+                }
+            }
+        }
     }
 }
 

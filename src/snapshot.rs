@@ -5,7 +5,8 @@
 //! is held only to read the seq and copy the per-map counters; the walk reads the state
 //! as of that seq through copy-on-write preimages (see `state.rs`). The file is written to
 //! a temp name, synced, renamed and the directory synced, so a crash leaves the old
-//! snapshot or the new one, never half of one. The newest two are kept; log segments that
+//! snapshot or the new one, never half of one; a failed attempt removes its temp file and
+//! the next waits longer (see [`retry_delay`]). The newest two are kept; log segments that
 //! neither the older one nor the retained history needs are deleted after a snapshot.
 //!
 //! Format (version 1): magic, version (u32), seq, epoch, time written, the per-map
@@ -42,7 +43,7 @@ const CHUNK: u8 = 4;
 const CHUNK_BYTES: usize = if cfg!(test) { 2048 } else { 4 << 20 };
 /// Threads that decode chunks at start-up (the log is read beside them).
 const LOAD_THREADS: usize = 2;
-/// Longest wait for the log to catch up with a snapshot's seq before giving it up.
+/// Longest wait for the log to be durable up to a snapshot's seq before giving it up.
 const LOG_CATCH_UP: Duration = Duration::from_secs(30);
 /// Snapshots kept: the newest, and one to fall back to if the newest is damaged.
 const KEEP: usize = 2;
@@ -124,8 +125,26 @@ fn write(
     fs::create_dir_all(&dir)?;
     let path = dir.join(format!("{:020}.snap", seq.0));
     let tmp = path.with_extension("tmp");
+    let written = write_file(hub, &dir, &path, &tmp, seq, maps);
+    if written.is_err() {
+        // A failed attempt takes its temp file with it: on a full disk each one would
+        // otherwise hold on to the space the next one needs.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes the snapshot to `tmp`, then publishes it as `path`.
+fn write_file(
+    hub: &Hub,
+    dir: &Path,
+    path: &Path,
+    tmp: &Path,
+    seq: Seq,
+    maps: &crate::state::SnapshotMaps,
+) -> io::Result<(u64, u64)> {
     let mut out = Checked {
-        file: BufWriter::with_capacity(1 << 20, File::create(&tmp)?),
+        file: BufWriter::with_capacity(1 << 20, File::create(tmp)?),
         crc: crc32fast::Hasher::new(),
         bytes: 0,
     };
@@ -181,25 +200,18 @@ fn write(
     flush(&mut chunk, &mut out)?;
     e.u8(END);
     out.put(&mut e)?;
-    // The snapshot may not name a seq the log does not have yet: wait (bounded) until the
-    // pipeline has logged everything up to it, so the log and the snapshot agree on what
-    // happened, then publish the file.
-    let deadline = Instant::now() + LOG_CATCH_UP;
-    while hub.fanout.watermark() < seq {
-        if Instant::now() > deadline {
-            return Err(io::Error::other(format!(
-                "the log did not reach seq {seq} within {LOG_CATCH_UP:?}"
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // The snapshot may not name a seq the log does not hold durably: after a power loss
+    // the log could end before it, and replay after the snapshot would have a silent gap.
+    // So the pipeline is asked to sync up to it (whatever the fsync policy), and the file
+    // is published only then.
+    hub.log_status.wait_durable(seq, LOG_CATCH_UP)?;
     let crc = out.crc.clone().finalize();
     out.file.write_all(&crc.to_le_bytes())?;
     let file = out.file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     drop(file);
-    fs::rename(&tmp, &path)?;
-    wal::sync_dir(&dir)?;
+    fs::rename(tmp, path)?;
+    wal::sync_dir(dir)?;
     Ok((out.bytes + 4, entities))
 }
 
@@ -335,11 +347,24 @@ pub fn prune(data_dir: &Path, retained_from: Seq) -> io::Result<()> {
     Ok(())
 }
 
+/// How long the snapshot thread waits before trying again after `failures` failures in a
+/// row: each walk of the whole state costs, and on a full disk it cannot succeed until
+/// space returns, so the delay doubles up to [`MAX_RETRY_DELAY`].
+pub fn retry_delay(failures: u32) -> Duration {
+    let doubled = FIRST_RETRY_DELAY.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(MAX_RETRY_DELAY)
+}
+
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
 /// Writes snapshots in the background every `snapshot_interval` (when anything changed)
 /// and every `snapshot_every_events` events, until `stop` says so or is dropped. Returns
 /// the seq of the last snapshot written (or `last` if none was).
 pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) -> Seq {
     let mut since = Instant::now();
+    let mut failures = 0u32;
+    let mut retry_at = Instant::now();
     loop {
         match stop.recv_timeout(Duration::from_millis(100)) {
             Err(RecvTimeoutError::Timeout) => {}
@@ -348,14 +373,26 @@ pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) 
         let latest = hub.latest_seq();
         let due = (since.elapsed() >= hub.config.snapshot_interval && latest > last)
             || latest.0.saturating_sub(last.0) >= hub.config.snapshot_every_events;
-        if !due {
+        if !due || Instant::now() < retry_at {
             continue;
         }
         since = Instant::now();
         match take_and_prune(&hub, &data_dir) {
-            Ok(written) => last = written.seq,
+            Ok(written) => {
+                last = written.seq;
+                failures = 0;
+            }
             Err(e) => {
-                warn!(error = %e, "writing a snapshot failed; the log keeps everything, trying again later")
+                hub.metrics.snapshot_failures.inc();
+                failures += 1;
+                let delay = retry_delay(failures);
+                retry_at = Instant::now() + delay;
+                warn!(
+                    error = %e,
+                    failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "writing a snapshot failed; the log keeps everything, trying again later"
+                )
             }
         }
     }
@@ -448,6 +485,72 @@ mod tests {
         );
         hub.close_pipeline();
         pipeline.join();
+    }
+
+    /// A log whose syncs can be watched: it remembers the newest seq appended and the
+    /// newest one synced, and syncs only when asked (like `--fsync never`).
+    struct WatchedLog {
+        appended: Seq,
+        synced: Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl crate::log::Log for WatchedLog {
+        fn append(&mut self, records: &[Arc<crate::retention::Record>]) -> io::Result<()> {
+            self.appended = records.last().map_or(self.appended, |r| r.seq);
+            Ok(())
+        }
+
+        fn append_admin(&mut self, _op: &crate::state::AdminOp) -> io::Result<()> {
+            Ok(())
+        }
+
+        fn sync(&mut self) -> io::Result<()> {
+            self.synced
+                .store(self.appended.0, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_published_only_once_the_log_is_durable_up_to_its_seq() {
+        use crate::event::Event;
+        let data = tempfile::tempdir().unwrap();
+        let config = Arc::new(crate::Config::ephemeral(data.path()));
+        let synced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let log = WatchedLog {
+            appended: Seq(0),
+            synced: synced.clone(),
+        };
+        let (hub, pipeline) = Hub::start(config, Box::new(log));
+        for _ in 0..5 {
+            let event = Event::from_json(serde_json::json!({
+                "type": "page", "customerId": CustomerId::new_random().to_string(),
+                "sessionId": crate::ids::SessionId::new_random().to_string(),
+                "page": {"url": "https://example.test/"},
+            }));
+            hub.publish_one(event).await.unwrap();
+        }
+        let hub2 = hub.clone();
+        let dir = data.path().to_owned();
+        let written = tokio::task::spawn_blocking(move || take(&hub2, &dir))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(written.seq.0 >= 5);
+        assert!(
+            synced.load(std::sync::atomic::Ordering::SeqCst) >= written.seq.0,
+            "the snapshot at seq {} was published before the log was synced up to it",
+            written.seq
+        );
+        hub.close_pipeline();
+        pipeline.join();
+    }
+
+    #[test]
+    fn failed_snapshots_are_retried_ever_later_up_to_a_cap() {
+        let delays: Vec<u64> = (1..=9).map(|n| retry_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
     }
 
     #[test]

@@ -10,11 +10,16 @@
 //! reads a directory back, cutting nothing itself: it reports a torn tail for the caller
 //! to cut once the whole data directory is known to be readable.
 //!
-//! The WAL also keeps the seq reservation (`<data-dir>/seq-reserved`): under `interval` or
-//! `never` an event may be fanned out before it is on disk, so a crash can lose events a
-//! subscriber saw. Before any seq beyond the reserved mark is written (and therefore before
-//! it is delivered) the mark is moved forward durably, and a restart after an unclean stop
-//! continues after the mark, so no seq is ever given to two different events.
+//! The WAL also keeps the seq reservation (`<data-dir>/seq-reserved`): a crash can lose
+//! events a subscriber saw (under `interval` or `never` they may be fanned out before they
+//! are on disk), and under every policy a damaged last record is dropped. Before any seq
+//! beyond the reserved mark is written (and therefore before it is delivered) the mark is
+//! moved forward durably, and a restart after an unclean stop continues after the mark,
+//! whatever the policy, so no seq is ever given to two different events.
+//!
+//! Only damage at the physical end of the newest segment is a torn tail (a write cut short
+//! by a crash): when any readable record follows a bad one, the log is corrupt and
+//! [`scan`] refuses, naming the file and the offset.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -66,6 +71,18 @@ pub enum WalError {
         offset: u64,
         why: String,
     },
+    #[error(
+        "{path} is corrupt at byte {offset} ({why}), and readable records follow it from byte \
+         {resumes}: this is damage, not a write cut short by a crash, and cutting it would lose \
+         them. Refusing to start, nothing was changed: move the data directory aside (or \
+         restore it from a backup) and start again"
+    )]
+    CorruptNewest {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+        resumes: u64,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
@@ -75,7 +92,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
     }
 }
 
-/// A torn or corrupt end of the newest segment, to be cut off.
+/// A torn end of the newest segment (nothing readable after it), to be cut off.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TornTail {
     pub path: PathBuf,
@@ -144,20 +161,29 @@ pub fn scan(dir: &Path, mut each: impl FnMut(Entry)) -> Result<Scan, WalError> {
         // One buffer per segment; the records' frames are slices of it, not copies.
         let bytes = Bytes::from(fs::read(path).map_err(io_err(path))?);
         let newest = index + 1 == count;
-        let bad = |offset: u64, why: String| -> Result<(), WalError> {
-            if newest {
-                Ok(())
-            } else {
-                Err(WalError::CorruptMiddle {
+        // Damage is a torn tail only at the physical end of the newest segment: when a
+        // readable record follows it, cutting there would lose that record and more.
+        let bad = |offset: u64, why: String, previous: Option<Seq>| -> Result<(), WalError> {
+            if !newest {
+                return Err(WalError::CorruptMiddle {
                     path: path.clone(),
                     offset,
                     why,
-                })
+                });
+            }
+            match next_readable(&bytes, offset as usize, previous) {
+                Some(resumes) => Err(WalError::CorruptNewest {
+                    path: path.clone(),
+                    offset,
+                    why,
+                    resumes: resumes as u64,
+                }),
+                None => Ok(()),
             }
         };
         if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
             let why = "the segment header is missing or damaged".to_string();
-            bad(0, why.clone())?;
+            bad(0, why.clone(), None)?;
             out.torn = Some(TornTail {
                 path: path.clone(),
                 keep: 0,
@@ -184,7 +210,7 @@ pub fn scan(dir: &Path, mut each: impl FnMut(Entry)) -> Result<Scan, WalError> {
                     at += used;
                 }
                 Err(why) => {
-                    bad(at as u64, why.clone())?;
+                    bad(at as u64, why.clone(), out.last_seq)?;
                     out.torn = Some(TornTail {
                         path: path.clone(),
                         keep: at as u64,
@@ -196,6 +222,18 @@ pub fn scan(dir: &Path, mut each: impl FnMut(Entry)) -> Result<Scan, WalError> {
         }
     }
     Ok(out)
+}
+
+/// The first offset after `from` where a readable entry starts (whole, its checksum right,
+/// and following `previous`), if any. Slow only on a damaged segment.
+fn next_readable(bytes: &Bytes, from: usize, previous: Option<Seq>) -> Option<usize> {
+    (from + 1..bytes.len()).find(|&at| {
+        // Every payload starts with its kind: most offsets are passed over on that alone.
+        matches!(
+            bytes.get(at + RECORD_HEAD_BYTES),
+            Some(&KIND_EVENT | &KIND_ADMIN)
+        ) && read_entry(&bytes.slice(at..), previous).is_ok()
+    })
 }
 
 /// One entry at the front of `bytes`, and how many bytes it took.
@@ -358,12 +396,11 @@ pub fn cut(torn: &TornTail) -> io::Result<()> {
     file.sync_all()
 }
 
-/// The reservation file: the highest seq this hub may have handed out, and whether the run
-/// that wrote it synced every event before delivering it (then the log is the truth).
+/// The reservation file: the highest seq this hub may have handed out. A restart continues
+/// after it under every fsync policy; a clean stop brings it back to the last seq logged.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reservation {
     pub reserved: Seq,
-    pub synced_before_delivery: bool,
 }
 
 impl Reservation {
@@ -379,10 +416,12 @@ impl Reservation {
                 return None;
             }
             let reserved = fields.next()?.parse().ok()?;
-            let synced = fields.next()? == "synced";
+            // The third word ("synced" after a clean stop, "unsynced" while running) is
+            // for releases that trusted the log under `--fsync always`; this one does not
+            // need it.
+            fields.next()?;
             Some(Reservation {
                 reserved: Seq(reserved),
-                synced_before_delivery: synced,
             })
         })();
         parsed.map(Some).ok_or_else(|| {
@@ -393,15 +432,13 @@ impl Reservation {
         })
     }
 
-    fn write(&self, data_dir: &Path) -> io::Result<()> {
+    /// `clean`: every seq up to the mark is logged and synced (a clean stop), so an older
+    /// release reading the file continues right after it.
+    fn write(&self, data_dir: &Path, clean: bool) -> io::Result<()> {
         let text = format!(
             "actionhub-seq-reserved-v1 {} {}\n",
             self.reserved.0,
-            if self.synced_before_delivery {
-                "synced"
-            } else {
-                "unsynced"
-            }
+            if clean { "synced" } else { "unsynced" }
         );
         write_atomically(&data_dir.join(RESERVATION_FILE), text.as_bytes())
     }
@@ -474,10 +511,7 @@ impl Wal {
             interval,
             dirty: false,
             last_sync: Instant::now(),
-            reservation: Reservation {
-                reserved: last_seq,
-                synced_before_delivery: policy == FsyncPolicy::Always,
-            },
+            reservation: Reservation { reserved: last_seq },
             last_seq,
             buf: Enc::default(),
         };
@@ -489,15 +523,15 @@ impl Wal {
     fn reserve_past(&mut self, seq: Seq) -> io::Result<()> {
         if seq.0 + RESERVE_BLOCK / 2 > self.reservation.reserved.0 {
             self.reservation.reserved = Seq(seq.0 + RESERVE_BLOCK);
-            self.reservation.write(&self.data_dir)?;
+            self.reservation.write(&self.data_dir, false)?;
         }
         Ok(())
     }
 
     fn roll(&mut self, first: Seq) -> io::Result<()> {
-        if self.policy != FsyncPolicy::Never {
-            self.file.sync_data()?;
-        }
+        // Synced under every policy: a sync asked for later (for a snapshot) covers only the
+        // open segment.
+        self.file.sync_data()?;
         self.file = new_segment(&self.dir, first)?;
         self.size = HEADER_BYTES;
         self.dirty = false;
@@ -514,7 +548,7 @@ impl Wal {
         Ok(())
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync_file(&mut self) -> io::Result<()> {
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
@@ -555,8 +589,8 @@ impl Log for Wal {
         self.write_buf()?;
         self.last_seq = last.seq;
         match self.policy {
-            FsyncPolicy::Always => self.sync(),
-            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync(),
+            FsyncPolicy::Always => self.sync_file(),
+            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync_file(),
             FsyncPolicy::Interval | FsyncPolicy::Never => Ok(()),
         }
     }
@@ -570,25 +604,28 @@ impl Log for Wal {
         self.write_buf()?;
         // An erasure is acknowledged only once it would survive a crash, whatever the
         // policy for events: a deleted visitor must not come back.
-        self.sync()
+        self.sync_file()
     }
 
     fn tick(&mut self) -> io::Result<()> {
         if self.policy == FsyncPolicy::Interval && self.last_sync.elapsed() >= self.interval {
-            self.sync()?;
+            self.sync_file()?;
         }
         Ok(())
     }
 
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_file()
+    }
+
     fn flush(&mut self) -> io::Result<()> {
-        self.sync()?;
+        self.sync_file()?;
         // A clean stop: everything handed out is on disk, so the next start continues
         // right after the last seq instead of skipping the reserved block.
         self.reservation = Reservation {
             reserved: self.last_seq,
-            synced_before_delivery: true,
         };
-        self.reservation.write(&self.data_dir)
+        self.reservation.write(&self.data_dir, true)
     }
 }
 
@@ -728,6 +765,24 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_record_followed_by_readable_ones_in_the_newest_segment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1..=20, 1 << 20);
+        let (_, path) = segments(&dir.path().join("wal")).unwrap().pop().unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let second = HEADER_BYTES as usize
+            + RECORD_HEAD_BYTES
+            + u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+        bytes[second + RECORD_HEAD_BYTES + 3] ^= 0x01;
+        fs::write(&path, &bytes).unwrap();
+        let err = super::scan(&dir.path().join("wal"), |_| {}).unwrap_err();
+        match err {
+            WalError::CorruptNewest { offset, .. } => assert_eq!(offset, second as u64),
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
     fn a_future_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), 1..=3, 1 << 20);
@@ -756,6 +811,5 @@ mod tests {
         wal.append(&[record(1, None), record(2, None)]).unwrap();
         let reservation = Reservation::read(dir.path()).unwrap().unwrap();
         assert!(reservation.reserved.0 >= 2 + RESERVE_BLOCK / 2);
-        assert!(!reservation.synced_before_delivery);
     }
 }

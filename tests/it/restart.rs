@@ -422,7 +422,7 @@ async fn a_truncated_or_bit_flipped_log_tail_still_starts() {
         .unwrap();
     let hub = HubProcess::start(dir.path(), &["--fsync", "always"]);
     assert!(
-        hub.output().contains("cutting a torn or corrupt tail"),
+        hub.output().contains("cutting a torn tail"),
         "{}",
         hub.output()
     );
@@ -435,8 +435,9 @@ async fn a_truncated_or_bit_flipped_log_tail_still_starts() {
     );
     let more = http.publish(&hub, vec![v.action(&uuid(), "offered")]).await;
     assert!(
-        more[0] >= last,
-        "the torn seq may be reused only because nobody saw it"
+        more[0] > last,
+        "the torn seq is never reused: {} after {last}",
+        more[0]
     );
     hub.kill();
 
