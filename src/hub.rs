@@ -35,13 +35,14 @@ use crate::event::{
 use crate::fanout::{Fanout, FanoutStats, NewSub, Start, Written};
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::lifecycle::{ActionState, TransitionError};
+use crate::limits::Limit;
 use crate::log::Log;
 use crate::metrics::Metrics;
 use crate::outbox::WireFrame;
 use crate::protocol::{self, SubscribeRequest};
 use crate::recovery::Restored;
 use crate::retention::{Record, Retention};
-use crate::state::{AdminOp, SessionInfo, SessionStatus, SnapshotMaps, State};
+use crate::state::{AdminOp, ProfileFull, SessionInfo, SessionStatus, SnapshotMaps, State};
 use crate::topic::{Filter, TopicSet};
 
 /// How often an idle pipeline calls [`Log::tick`].
@@ -337,6 +338,11 @@ impl Hub {
                 if customer_ids.is_empty() {
                     return Err(HubError::not_found("no such visitor"));
                 }
+                if let AdminChange::UpdateTraits(traits) = &change {
+                    self.state
+                        .check_traits_growth(visitor, traits)
+                        .map_err(|full| self.profile_full(full))?;
+                }
                 let op = match change {
                     AdminChange::UpdateTraits(traits) => AdminOp::UpdateTraits {
                         visitor_id: visitor,
@@ -371,6 +377,20 @@ impl Hub {
         result?;
         let _ = rx.await;
         Ok(())
+    }
+
+    /// The refusal of a change that would make a profile hold more than its limits.
+    fn profile_full(&self, full: ProfileFull) -> HubError {
+        self.metrics.limit_hit(Limit::ProfileSize);
+        let mut error = HubError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the visitor's profile would hold {} against the limit `{}` of {}",
+                full.would_be, full.limit, full.max
+            ),
+        );
+        error.details = Some(json!({ "field": full.field, "limit": full.limit, "max": full.max }));
+        error
     }
 
     /// Erases (delete) or redacts (anonymize) the retained history of a visitor change.
@@ -411,6 +431,9 @@ impl Hub {
                 if from.is_empty() || all.is_empty() {
                     return Err(HubError::not_found("no such visitor"));
                 }
+                self.state
+                    .check_merge_growth(source, target)
+                    .map_err(|full| self.profile_full(full))?;
                 let first = from[0];
                 all.extend(
                     from.into_iter()
@@ -470,6 +493,11 @@ impl Hub {
                     duplicate: true,
                 });
             }
+        }
+        if let Event::Visitor(v) = &event {
+            self.state
+                .check_visitor_growth(v)
+                .map_err(|full| self.profile_full(full))?;
         }
         if let Event::Lifecycle(e) = &event {
             if let Some(duplicate_of) = self.check_lifecycle(e)? {
