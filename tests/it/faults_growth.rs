@@ -162,3 +162,74 @@ async fn a_profile_holds_at_most_its_customers_and_merges_stay_inside_it() {
         json!("profileTraitsBytes")
     );
 }
+
+#[tokio::test]
+async fn idle_visitors_are_forgotten_and_stay_forgotten_after_a_restart() {
+    let hub = Hub::start_with(|c| {
+        c.visitor_idle_age = std::time::Duration::from_millis(1500);
+        // A sweep every 100 ms; snapshots after every event, so a restart after the
+        // eviction (which is no event) starts from a snapshot taken before it and must
+        // replay it from the log.
+        c.session_idle_timeout = std::time::Duration::from_millis(400);
+        c.snapshot_every_events = 1;
+    })
+    .await;
+    let http = hub.http();
+    let (idle, lone, active) = (Visitor::new(), Visitor::new(), Visitor::new());
+    let action = idle.action("webchat");
+    http.publish(&json!([
+        idle.event("identify", "u-idle"),
+        action.event("offered"),
+        lone.page(),
+        active.page(),
+    ]))
+    .await;
+    let gone = |path: String| {
+        let http = &http;
+        async move { http.get(&path).await.0 == 404 }
+    };
+    // The active visitor keeps publishing while the others go idle.
+    let forgotten = bounded(WAIT, "idle visitors to be forgotten", async {
+        loop {
+            http.publish(&json!([active.page()])).await;
+            if gone(format!("/v1/visitors/{}", idle.customer_id)).await
+                && gone(format!("/v1/visitors/{}", lone.customer_id)).await
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    });
+    forgotten.await;
+    let forgotten_paths = [
+        format!("/v1/visitors/{}", idle.customer_id),
+        "/v1/visitors/user:u-idle".to_string(),
+        format!("/v1/customers/{}", idle.customer_id),
+        format!("/v1/actions/{}", action.action_id),
+        format!("/v1/visitors/{}", lone.customer_id),
+    ];
+    let check = |http: Http| {
+        let paths = forgotten_paths.clone();
+        let events = format!("/v1/customers/{}/events", idle.customer_id);
+        async move {
+            for path in paths {
+                assert_eq!(http.get(&path).await.0, 404, "{path} is forgotten");
+            }
+            // The history keeps the idle visitor's events as long as retention says.
+            let (status, page) = http.get(&events).await;
+            assert_eq!(status, 200, "{page}");
+            assert!(
+                page["events"].as_array().is_some_and(|e| !e.is_empty()),
+                "{page}"
+            );
+        }
+    };
+    check(hub.http()).await;
+    let (status, view) = http
+        .get(&format!("/v1/visitors/{}", active.customer_id))
+        .await;
+    assert_eq!(status, 200, "the active visitor stays: {view}");
+    let hub = hub.restart().await;
+    check(hub.http()).await;
+    hub.shutdown().await;
+}
