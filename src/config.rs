@@ -48,6 +48,10 @@ pub struct Config {
     /// A session with no event for this long is ended with reason `idle`.
     #[serde(with = "humantime_serde_compat")]
     pub session_idle_timeout: Duration,
+    /// A customer not seen for this long is forgotten, with its actions; a visitor profile
+    /// goes with its last customer (their events stay in the history as retention says).
+    #[serde(with = "humantime_serde_compat")]
+    pub visitor_idle_age: Duration,
     /// Whether the hub moves a session's still-`offered` actions to `ignored` when it ends.
     pub auto_ignore_on_session_end: bool,
     /// Most subscriptions one connection may hold.
@@ -105,6 +109,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),
             session_idle_timeout: Duration::from_secs(30 * 60),
+            visitor_idle_age: Duration::from_secs(30 * 24 * 3600),
             auto_ignore_on_session_end: true,
             max_subscriptions_per_connection: 256,
             fsync: FsyncPolicy::Interval,
@@ -200,6 +205,10 @@ pub struct Cli {
     /// Idle time after which a session ends with reason `idle` [default: 30m].
     #[arg(long, env = "ACTIONHUB_SESSION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub session_idle_timeout: Option<Duration>,
+    /// Idle time after which a customer (and a profile with its last customer) is
+    /// forgotten [default: 30days].
+    #[arg(long, env = "ACTIONHUB_VISITOR_IDLE_AGE", value_parser = humantime::parse_duration)]
+    pub visitor_idle_age: Option<Duration>,
     /// Move a session's still-offered actions to `ignored` when it ends [default: true].
     #[arg(
         long,
@@ -350,6 +359,7 @@ impl Config {
             connect_timeout,
             ping_interval,
             session_idle_timeout,
+            visitor_idle_age,
             auto_ignore_on_session_end,
             max_subscriptions_per_connection,
             fsync,

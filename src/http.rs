@@ -46,6 +46,19 @@ const MAX_LIMIT: usize = 1000;
 /// Retained events one `GET /v1/events` examines at most; a sparse filter pages on with
 /// `next` rather than holding the history lock for a long scan.
 const SCAN_BUDGET: usize = 100_000;
+/// Retained records copied out per hold of the history lock; the filter runs on the
+/// copies with no lock held, so a publish waits for one chunk's copy at most.
+const SCAN_CHUNK: usize = 4096;
+
+/// Runs CPU-heavy work of a read (long scans, big views) on a blocking thread, so the
+/// async workers go on serving the other connections meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, HubError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| HubError::new(ErrorCode::Internal, "the read failed"))
+}
 
 impl IntoResponse for HubError {
     fn into_response(self) -> Response {
@@ -411,15 +424,37 @@ async fn get_events(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, HubError> {
     let q = list_query(query, &["since", "limit", "topics", "where"])?;
-    let hub = &ctx.hub;
-    let (records, next) = {
-        let retention = hub.retention.read();
-        let upto = retention.last_seq();
-        retention.scan(q.since, upto, SCAN_BUDGET, q.limit, |r| {
-            selects(q.topics, &q.filter, r, &hub.state)
-        })
-    };
-    Ok(events_page(&records, next, &hub.epoch))
+    let hub = ctx.hub.clone();
+    let (records, next) = blocking(move || scan_events(&hub, &q)).await?;
+    Ok(events_page(&records, next, &ctx.hub.epoch))
+}
+
+/// The retained events after `q.since` that `q` selects, at most `q.limit`, examining at
+/// most [`SCAN_BUDGET`] records, and the last seq examined.
+fn scan_events(hub: &Hub, q: &ListQuery) -> (Vec<Arc<Record>>, Seq) {
+    let upto = hub.retention.read().last_seq();
+    let (mut out, mut after, mut budget) = (Vec::new(), q.since, SCAN_BUDGET);
+    while budget > 0 {
+        let take = budget.min(SCAN_CHUNK);
+        budget -= take;
+        let (chunk, last) = hub
+            .retention
+            .read()
+            .scan(after, upto, take, usize::MAX, |_| true);
+        for record in chunk {
+            if selects(q.topics, &q.filter, &record, &hub.state) {
+                out.push(record.clone());
+                if out.len() == q.limit {
+                    return (out, record.seq);
+                }
+            }
+        }
+        if last == after || last >= upto {
+            return (out, last);
+        }
+        after = last;
+    }
+    (out, after)
 }
 
 async fn get_customer_events(

@@ -35,13 +35,14 @@ use crate::event::{
 use crate::fanout::{Fanout, FanoutStats, NewSub, Start, Written};
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::lifecycle::{ActionState, TransitionError};
+use crate::limits::Limit;
 use crate::log::{Log, LogStatus};
 use crate::metrics::Metrics;
 use crate::outbox::WireFrame;
 use crate::protocol::{self, SubscribeRequest};
 use crate::recovery::Restored;
 use crate::retention::{Record, Retention};
-use crate::state::{AdminOp, SessionInfo, SessionStatus, SnapshotMaps, State};
+use crate::state::{AdminOp, ProfileFull, SessionInfo, SessionStatus, SnapshotMaps, State};
 use crate::topic::{Filter, TopicSet};
 
 /// How often an idle pipeline calls [`Log::tick`].
@@ -49,6 +50,13 @@ const PIPELINE_TICK: Duration = Duration::from_millis(10);
 /// Longest the pipeline holds back a delivery's write while more work keeps coming, to
 /// write a connection's frames of several passes at once. An idle pipeline writes at once.
 const MAX_WRITE_DELAY: Duration = Duration::from_millis(5);
+
+/// Sessions ended, customers forgotten or actions dropped per hold of the sequencer lock
+/// by the sweeper, and rounds of them one sweep does at most.
+const SWEEP_CHUNK: usize = 1024;
+const SWEEP_ROUNDS: usize = 64;
+/// Aged records dropped from the history per hold of the sequencer lock.
+const SWEEP_RECORDS: usize = 16_384;
 
 /// Events that may be between the sequencer and their acknowledgement at once; publishers
 /// wait for room beyond this, so the pipeline's queue stays bounded.
@@ -124,8 +132,8 @@ struct Batch {
 /// What only the sequencer touches, behind its lock.
 struct Sequencer {
     last_seq: Seq,
-    /// (customer, eventId) -> seq, for every retained event that carried an eventId.
-    dedupe: HashMap<(CustomerId, Box<str>), Seq>,
+    /// The eventIds of retained events, to answer a retry with its first seq.
+    dedupe: Dedupe,
     /// Records committed by the current publish, handed to the pipeline when it ends.
     batch: Vec<Arc<Record>>,
     pipeline: Option<std_mpsc::Sender<Batch>>,
@@ -174,14 +182,14 @@ impl Hub {
             config.retention_events,
             config.retention_age.as_millis() as Millis,
         );
-        let mut dedupe = HashMap::new();
+        let mut dedupe = Dedupe::default();
         let now = now_millis();
         for record in history {
             if let Some(event_id) = &record.event_id {
-                dedupe.insert((record.keys.customer, event_id.clone()), record.seq);
+                dedupe.insert(record.keys.customer, event_id.clone(), record.seq);
             }
             let evicted = retention.push(record, now);
-            forget_event_ids(&mut dedupe, &evicted);
+            dedupe.forget(&evicted);
         }
         retention.skip_to(last_seq);
         let metrics = Metrics::new();
@@ -333,12 +341,22 @@ impl Hub {
         visitor: CustomerId,
         change: AdminChange,
     ) -> Result<(), HubError> {
+        // Parsing frames is the slow part of anonymizing: done first, off the sequencer.
+        let redactions = match change {
+            AdminChange::Anonymize => self.redactions(visitor).await,
+            _ => Redactions::new(),
+        };
         let (tx, rx) = oneshot::channel();
         let decided = self
             .sequence(1, |seq, _now| {
                 let customer_ids = self.state.visitor_customers(visitor);
                 if customer_ids.is_empty() {
                     return Err(HubError::not_found("no such visitor"));
+                }
+                if let AdminChange::UpdateTraits(traits) = &change {
+                    self.state
+                        .check_traits_growth(visitor, traits)
+                        .map_err(|full| self.profile_full(full))?;
                 }
                 let op = match change {
                     AdminChange::UpdateTraits(traits) => AdminOp::UpdateTraits {
@@ -355,17 +373,10 @@ impl Hub {
                     },
                 };
                 self.state.apply_admin(&op, seq.last_seq);
-                self.forget_in_history(seq, &op);
-                // Events committed earlier in this call were handed off by `sequence`'s
-                // caller before; this batch carries the change alone.
-                let batch = Batch {
-                    records: Vec::new(),
-                    admin: Some(Arc::new(op)),
-                    done: Some(tx),
-                };
-                match &seq.pipeline {
-                    Some(pipeline) if pipeline.send(batch).is_ok() => Ok(()),
-                    _ => Err(shutting_down()),
+                self.forget_in_history(seq, &op, &redactions);
+                match log_admin(seq, op, Some(tx)) {
+                    true => Ok(()),
+                    false => Err(shutting_down()),
                 }
             })
             .await;
@@ -376,23 +387,60 @@ impl Hub {
         Ok(())
     }
 
+    /// The refusal of a change that would make a profile hold more than its limits.
+    fn profile_full(&self, full: ProfileFull) -> HubError {
+        self.metrics.limit_hit(Limit::ProfileSize);
+        let mut error = HubError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the visitor's profile would hold {} against the limit `{}` of {}",
+                full.would_be, full.limit, full.max
+            ),
+        );
+        error.details = Some(json!({ "field": full.field, "limit": full.limit, "max": full.max }));
+        error
+    }
+
+    /// Redacted copies of the visitor's retained events, made on a blocking thread.
+    async fn redactions(&self, visitor: CustomerId) -> Redactions {
+        let customers = self.state.visitor_customers(visitor);
+        let records = self.retention.read().records_of(&customers);
+        tokio::task::spawn_blocking(move || {
+            records
+                .into_iter()
+                .map(|record| {
+                    let redacted = redact(&record);
+                    (record.seq, (record, redacted))
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    }
+
     /// Erases (delete) or redacts (anonymize) the retained history of a visitor change.
-    fn forget_in_history(&self, seq: &mut Sequencer, op: &AdminOp) {
+    /// Anonymizing swaps in the copies redacted beforehand, and redacts here only what
+    /// changed since (events that arrived, records another change replaced).
+    fn forget_in_history(&self, seq: &mut Sequencer, op: &AdminOp, redactions: &Redactions) {
         match op {
-            AdminOp::UpdateTraits { .. } => {}
+            AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } => {}
             AdminOp::Anonymize { customer_ids, .. } => {
-                self.retention.write().rewrite_customers(
-                    customer_ids,
-                    false,
-                    crate::event::redact_identity,
-                );
+                self.retention
+                    .write()
+                    .rewrite_customers(customer_ids, false, |record| {
+                        match redactions.get(&record.seq) {
+                            Some((was, redacted)) if Arc::ptr_eq(was, record) => redacted.clone(),
+                            _ => redact(record),
+                        }
+                    });
             }
             AdminOp::Delete { customer_ids, .. } => {
                 self.retention
                     .write()
-                    .rewrite_customers(customer_ids, true, |_| None);
-                seq.dedupe
-                    .retain(|(customer, _), _| !customer_ids.contains(customer));
+                    .rewrite_customers(customer_ids, true, |record| {
+                        Some(Arc::new(Record::erased(record.seq, record.timestamp)))
+                    });
+                seq.dedupe.forget_customers(customer_ids);
             }
         }
     }
@@ -414,6 +462,9 @@ impl Hub {
                 if from.is_empty() || all.is_empty() {
                     return Err(HubError::not_found("no such visitor"));
                 }
+                self.state
+                    .check_merge_growth(source, target)
+                    .map_err(|full| self.profile_full(full))?;
                 let first = from[0];
                 all.extend(
                     from.into_iter()
@@ -467,12 +518,17 @@ impl Hub {
     fn decide(&self, seq: &mut Sequencer, event: Event, now: Millis) -> Result<Ack, HubError> {
         let customer = event.customer_id();
         if let Some(event_id) = event.event_id() {
-            if let Some(&original) = seq.dedupe.get(&(customer, Box::from(event_id))) {
+            if let Some(original) = seq.dedupe.get(customer, event_id) {
                 return Ok(Ack {
                     seq: original,
                     duplicate: true,
                 });
             }
+        }
+        if let Event::Visitor(v) = &event {
+            self.state
+                .check_visitor_growth(v)
+                .map_err(|full| self.profile_full(full))?;
         }
         if let Event::Lifecycle(e) = &event {
             if let Some(duplicate_of) = self.check_lifecycle(e)? {
@@ -640,41 +696,68 @@ impl Hub {
             frame: WireFrame::text(&published.to_frame()),
         });
         if let Some(event_id) = &record.event_id {
-            seq.dedupe.insert((customer, event_id.clone()), next);
+            seq.dedupe.insert(customer, event_id.clone(), next);
         }
         let evicted = self.retention.write().push(record.clone(), now);
-        forget_event_ids(&mut seq.dedupe, &evicted);
+        seq.dedupe.forget(&evicted);
         seq.batch.push(record);
         self.metrics.events_accepted.inc();
         next
     }
 
-    /// Ends idle sessions, and drops history and actions past the retention age.
+    /// Ends idle sessions, drops history and actions past the retention age, and forgets
+    /// customers (and profiles) idle past the visitor age. Runs on a blocking thread. Each
+    /// step finds its work in an index (or, for actions, in a scan without the sequencer
+    /// lock) and does it a chunk per hold of the lock, so a publish waits for one chunk at
+    /// most; whatever a sweep leaves, the next one takes.
     pub fn sweep(&self) {
         let now = now_millis();
         let idle_cutoff = now - self.config.session_idle_timeout.as_millis() as Millis;
-        let candidates = self.state.idle_sessions(idle_cutoff);
-        let mut seq = self.sequencer.lock();
-        for (customer, session) in candidates {
-            // Re-check under the lock: an event may have arrived since the scan.
-            let Some(open) = self.state.open_session(customer, session.id) else {
-                continue;
-            };
-            if open.last_seen < idle_cutoff {
-                self.end_session(&mut seq, customer, open, EndReason::Idle, now);
+        for _ in 0..SWEEP_ROUNDS {
+            let mut seq = self.sequencer.lock();
+            let idle = self.state.idle_sessions(idle_cutoff, SWEEP_CHUNK);
+            let more = idle.len() == SWEEP_CHUNK;
+            for (customer, session) in idle {
+                self.end_session(&mut seq, customer, session, EndReason::Idle, now);
+            }
+            self.hand_off(&mut seq, None);
+            drop(seq);
+            if !more {
+                break;
             }
         }
-        let evicted = self.retention.write().evict_aged(now);
-        forget_event_ids(&mut seq.dedupe, &evicted);
-        self.hand_off(&mut seq, None);
-        drop(seq);
+        for _ in 0..SWEEP_ROUNDS {
+            let mut seq = self.sequencer.lock();
+            let evicted = self.retention.write().evict_aged(now, SWEEP_RECORDS);
+            seq.dedupe.forget(&evicted);
+            drop(seq);
+            // The records are freed here, without the lock.
+            if evicted.len() < SWEEP_RECORDS {
+                break;
+            }
+        }
         // Find old actions without the lock; forget them under it, so a snapshot (which
         // starts under the lock) never sees half an eviction.
         let age_cutoff = now - self.config.retention_age.as_millis() as Millis;
-        let old = self.state.actions_before(age_cutoff);
-        if !old.is_empty() {
+        for old in self.state.actions_before(age_cutoff).chunks(SWEEP_RECORDS) {
             let _seq = self.sequencer.lock();
-            self.state.evict_actions(&old, age_cutoff);
+            self.state.evict_actions(old, age_cutoff);
+        }
+        // Forgetting idle customers is the sweeper's choice, made with its clock, so it is
+        // logged like a visitor change: recovery repeats it rather than deciding again.
+        let visitor_cutoff = now - self.config.visitor_idle_age.as_millis() as Millis;
+        for _ in 0..SWEEP_ROUNDS {
+            let mut seq = self.sequencer.lock();
+            let idle = self.state.idle_customers(visitor_cutoff, SWEEP_CHUNK);
+            if idle.is_empty() {
+                break;
+            }
+            let more = idle.len() == SWEEP_CHUNK;
+            let op = AdminOp::Evict { customer_ids: idle };
+            self.state.apply_admin(&op, seq.last_seq);
+            if !log_admin(&mut seq, op, None) || !more {
+                break;
+            }
         }
     }
 
@@ -888,15 +971,71 @@ fn snapshot_matches(topics: TopicSet, filter: &Filter, e: &LifecycleEvent, state
     topics.contains(keys.topic) && filter.matches(&keys, || state.linked_users(e.customer_id))
 }
 
-fn forget_event_ids(dedupe: &mut HashMap<(CustomerId, Box<str>), Seq>, evicted: &[Arc<Record>]) {
-    for record in evicted {
-        if let Some(event_id) = &record.event_id {
-            let key = (record.keys.customer, event_id.clone());
-            if dedupe.get(&key) == Some(&record.seq) {
-                dedupe.remove(&key);
+/// Sends a visitor change that is not an event down the pipeline, after the events
+/// committed before it; false when the pipeline is closed.
+fn log_admin(seq: &mut Sequencer, op: AdminOp, done: Option<oneshot::Sender<()>>) -> bool {
+    debug_assert!(
+        seq.batch.is_empty(),
+        "events are handed off before a change"
+    );
+    let batch = Batch {
+        records: Vec::new(),
+        admin: Some(Arc::new(op)),
+        done,
+    };
+    seq.pipeline
+        .as_ref()
+        .is_some_and(|pipeline| pipeline.send(batch).is_ok())
+}
+
+/// The eventIds of retained events by customer, so forgetting a visitor's customers costs
+/// what they hold rather than a walk over everyone's.
+#[derive(Default)]
+struct Dedupe(HashMap<CustomerId, HashMap<Box<str>, Seq>>);
+
+impl Dedupe {
+    fn get(&self, customer: CustomerId, event_id: &str) -> Option<Seq> {
+        self.0.get(&customer)?.get(event_id).copied()
+    }
+
+    fn insert(&mut self, customer: CustomerId, event_id: Box<str>, seq: Seq) {
+        self.0.entry(customer).or_default().insert(event_id, seq);
+    }
+
+    /// Forgets the eventIds of records that left the retained history.
+    fn forget(&mut self, evicted: &[Arc<Record>]) {
+        for record in evicted {
+            let Some(event_id) = &record.event_id else {
+                continue;
+            };
+            let customer = record.keys.customer;
+            let Some(ids) = self.0.get_mut(&customer) else {
+                continue;
+            };
+            if ids.get(event_id) == Some(&record.seq) {
+                ids.remove(event_id);
+            }
+            if ids.is_empty() {
+                self.0.remove(&customer);
             }
         }
     }
+
+    fn forget_customers(&mut self, customers: &[CustomerId]) {
+        for customer in customers {
+            self.0.remove(customer);
+        }
+    }
+}
+
+/// Anonymizing's redacted copies, made before the sequencer lock is taken: seq -> (the
+/// record as it was, its replacement when redacting changes it).
+type Redactions = HashMap<Seq, (Arc<Record>, Option<Arc<Record>>)>;
+
+/// A record without the identity fields, or `None` when it holds none.
+fn redact(record: &Arc<Record>) -> Option<Arc<Record>> {
+    let redacted = crate::event::redact_identity(record)?;
+    (redacted.frame.as_str() != record.frame.as_str()).then(|| Arc::new(redacted))
 }
 
 fn transition_error(e: TransitionError) -> HubError {

@@ -27,10 +27,12 @@ pub enum Limit {
     BatchSize,
     JsonDepth,
     ConnectTimeout,
+    /// What one visitor profile holds (user ids, customers, traits, channels).
+    ProfileSize,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::FrameSize,
         Limit::Subscriptions,
         Limit::Connections,
@@ -40,6 +42,7 @@ impl Limit {
         Limit::BatchSize,
         Limit::JsonDepth,
         Limit::ConnectTimeout,
+        Limit::ProfileSize,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Limit {
             Limit::BatchSize => "batch_size",
             Limit::JsonDepth => "json_depth",
             Limit::ConnectTimeout => "connect_timeout",
+            Limit::ProfileSize => "profile_size",
         }
     }
 }

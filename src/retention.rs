@@ -45,6 +45,9 @@ impl Record {
     }
 }
 
+/// Aged records one append drops at most (see [`Retention::push`]).
+const AGED_PER_PUSH: usize = 16;
+
 /// The bounded history.
 pub struct Retention {
     records: VecDeque<Arc<Record>>,
@@ -103,22 +106,20 @@ impl Retention {
         while self.records.len() > self.max_events {
             evicted.extend(self.pop_front());
         }
-        evicted.extend(self.evict_older_than(now - self.max_age_ms));
+        // A few aged records per event; the sweeper takes the rest in chunks, so no
+        // single publish pays for a long quiet spell's worth of aging.
+        evicted.extend(self.evict_aged(now, AGED_PER_PUSH));
         evicted
     }
 
-    /// Drops records older than `cutoff`.
-    pub fn evict_older_than(&mut self, cutoff: Millis) -> Vec<Arc<Record>> {
+    /// Drops up to `max` records older than the age limit, oldest first.
+    pub fn evict_aged(&mut self, now: Millis, max: usize) -> Vec<Arc<Record>> {
+        let cutoff = now - self.max_age_ms;
         let mut evicted = Vec::new();
-        while self.records.front().is_some_and(|r| r.timestamp < cutoff) {
+        while evicted.len() < max && self.records.front().is_some_and(|r| r.timestamp < cutoff) {
             evicted.extend(self.pop_front());
         }
         evicted
-    }
-
-    /// Re-applies the age limit now (the sweeper calls this when no events arrive).
-    pub fn evict_aged(&mut self, now: Millis) -> Vec<Arc<Record>> {
-        self.evict_older_than(now - self.max_age_ms)
     }
 
     fn pop_front(&mut self) -> Option<Arc<Record>> {
@@ -189,15 +190,16 @@ impl Retention {
         (out, last.max(after))
     }
 
-    /// Replaces every retained record about any of `customers` with what `rewrite` makes
-    /// of it (`None` erases it: the seq stays, as a record no filter matches and no read
-    /// returns). Returns how many records changed.
-    pub fn rewrite_customers(
-        &mut self,
-        customers: &[CustomerId],
-        erase: bool,
-        mut rewrite: impl FnMut(&Record) -> Option<Record>,
-    ) -> usize {
+    /// Every retained record about any of `customers`, in seq order.
+    pub fn records_of(&self, customers: &[CustomerId]) -> Vec<Arc<Record>> {
+        self.seqs_of(customers)
+            .into_iter()
+            .filter_map(|seq| self.get(seq).cloned())
+            .collect()
+    }
+
+    /// The seqs of every retained record about any of `customers`, in order.
+    fn seqs_of(&self, customers: &[CustomerId]) -> Vec<Seq> {
         let mut seqs: Vec<Seq> = customers
             .iter()
             .filter_map(|c| self.by_customer.get(c))
@@ -205,16 +207,29 @@ impl Retention {
             .collect();
         seqs.sort();
         seqs.dedup();
+        seqs
+    }
+
+    /// Replaces every retained record about any of `customers` with what `rewrite` makes
+    /// of it (`None` keeps it as it is); with `erase`, the customers also leave the
+    /// per-customer index. Returns how many records changed.
+    pub fn rewrite_customers(
+        &mut self,
+        customers: &[CustomerId],
+        erase: bool,
+        mut rewrite: impl FnMut(&Arc<Record>) -> Option<Arc<Record>>,
+    ) -> usize {
+        let seqs = self.seqs_of(customers);
         let mut changed = 0;
         for seq in seqs {
             let index = self.position(seq);
             let Some(slot) = self.records.get_mut(index).filter(|r| r.seq == seq) else {
                 continue;
             };
-            let replacement =
-                rewrite(slot).unwrap_or_else(|| Record::erased(slot.seq, slot.timestamp));
-            *slot = Arc::new(replacement);
-            changed += 1;
+            if let Some(replacement) = rewrite(slot) {
+                *slot = replacement;
+                changed += 1;
+            }
         }
         if erase {
             for c in customers {
@@ -325,7 +340,8 @@ mod tests {
             "records, not seq distance"
         );
         assert_eq!(r.count_between(Seq(0), Seq(102)), 6);
-        assert_eq!(r.rewrite_customers(&[a], true, |_| None), 3);
+        let erase = |r: &Arc<Record>| Some(Arc::new(Record::erased(r.seq, r.timestamp)));
+        assert_eq!(r.rewrite_customers(&[a], true, erase), 3);
         let erased: Vec<u64> = (0..r.len())
             .map(|i| &r.records[i])
             .filter(|rec| rec.is_erased())

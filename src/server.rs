@@ -147,7 +147,12 @@ async fn sweep(hub: Arc<Hub>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => hub.sweep(),
+            _ = tick.tick() => {
+                // The sweep's work is chunked under the sequencer lock, but all of it is
+                // CPU; it runs beside the async workers, not on them.
+                let hub = hub.clone();
+                let _ = tokio::task::spawn_blocking(move || hub.sweep()).await;
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! snapshots and the fan-out read concurrently through the methods here, which never hold a
 //! map entry while touching another entry of the same map.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +30,14 @@ use crate::lifecycle::{ActionState, MediaType};
 const MAX_SESSIONS_PER_CUSTOMER: usize = 32;
 /// Page views and track events remembered per session; older ones are forgotten.
 const MAX_ACTIVITY_PER_SESSION: usize = 50;
+/// Most user ids one profile links. What a browser can make a profile hold is bounded, so
+/// one token cannot grow the hub, and every identify costs the same however old the
+/// profile is (docs/protocol.md, "Limits").
+pub const MAX_USER_IDS_PER_PROFILE: usize = 32;
+/// Most customers (browsers) one profile holds, merges included.
+pub const MAX_CUSTOMERS_PER_PROFILE: usize = 100;
+/// Largest a profile's `traits`, and its `channels`, may grow, as JSON.
+pub const MAX_PROFILE_OBJECT_BYTES: usize = 16 * 1024;
 
 /// How sure the hub is of who a customer is, weakest first.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -166,6 +174,50 @@ pub struct State {
     cow: Mutex<Option<Cow>>,
     /// Whether `cow` is set: one atomic load on every change when no snapshot runs.
     cow_on: AtomicBool,
+    /// Customers ordered by when they were last seen and by when their open session was,
+    /// so the sweeper and the visitor list never scan every customer. A leaf lock: nothing
+    /// is taken while it is held.
+    recency: Mutex<Recency>,
+}
+
+/// The orderings of [`State::recency`]; derived from the customers, never snapshotted.
+#[derive(Default)]
+struct Recency {
+    /// (last seen, customer), for every customer.
+    seen: BTreeSet<(Millis, CustomerId)>,
+    /// (the open session's last event, customer), for customers with an open session.
+    open: BTreeSet<(Millis, CustomerId)>,
+}
+
+/// Where a customer stands in [`Recency`]: its last seen and its open session's.
+type RecencyKey = (Millis, Option<Millis>);
+
+fn recency_key(c: &Customer) -> RecencyKey {
+    let open = c
+        .current_session
+        .and_then(|open| c.sessions.iter().find(|s| s.id == open))
+        .map(|s| s.last_seen);
+    (c.last_seen, open)
+}
+
+impl Recency {
+    fn update(&mut self, id: CustomerId, before: Option<RecencyKey>, after: Option<RecencyKey>) {
+        if before == after {
+            return;
+        }
+        if let Some((seen, open)) = before {
+            self.seen.remove(&(seen, id));
+            if let Some(open) = open {
+                self.open.remove(&(open, id));
+            }
+        }
+        if let Some((seen, open)) = after {
+            self.seen.insert((seen, id));
+            if let Some(open) = open {
+                self.open.insert((open, id));
+            }
+        }
+    }
 }
 
 impl State {
@@ -262,22 +314,56 @@ impl State {
         Some((target, customers))
     }
 
-    /// Open sessions with no event since `cutoff`.
-    pub fn idle_sessions(&self, cutoff: Millis) -> Vec<(CustomerId, SessionInfo)> {
-        let mut idle = Vec::new();
-        for c in self.customers.iter() {
-            let Some(open) = c.current_session else {
-                continue;
-            };
-            if let Some(s) = c
-                .sessions
-                .iter()
-                .find(|s| s.id == open && s.last_seen < cutoff)
-            {
-                idle.push((*c.key(), s.clone()));
-            }
+    /// Open sessions with no event since `cutoff`, the longest idle first, at most `max`.
+    /// Read from the recency index: costs what it returns, not the number of customers.
+    pub fn idle_sessions(&self, cutoff: Millis, max: usize) -> Vec<(CustomerId, SessionInfo)> {
+        let ids: Vec<CustomerId> = {
+            let recency = self.recency.lock();
+            recency
+                .open
+                .range(..(cutoff, CustomerId(uuid::Uuid::nil())))
+                .take(max)
+                .map(|(_, id)| *id)
+                .collect()
+        };
+        ids.into_iter()
+            .filter_map(|id| {
+                let c = self.customers.get(&id)?;
+                let open = c.current_session?;
+                let s = c.sessions.iter().find(|s| s.id == open)?;
+                Some((id, s.clone()))
+            })
+            .collect()
+    }
+
+    /// Customers not seen since `cutoff`, the longest idle first, at most `max`.
+    pub fn idle_customers(&self, cutoff: Millis, max: usize) -> Vec<CustomerId> {
+        let recency = self.recency.lock();
+        recency
+            .seen
+            .range(..(cutoff, CustomerId(uuid::Uuid::nil())))
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// Up to `max` customers seen before the position `before` (exclusive; `None` from the
+    /// newest), most recently seen first, and the position to continue from. Copied out
+    /// in chunks, so a reader walking every customer holds the index only briefly.
+    pub fn customers_by_recency(
+        &self,
+        before: Option<(Millis, CustomerId)>,
+        max: usize,
+    ) -> Vec<(Millis, CustomerId)> {
+        let recency = self.recency.lock();
+        match before {
+            Some(key) => recency.seen.range(..key).rev().take(max).copied().collect(),
+            None => recency.seen.iter().rev().take(max).copied().collect(),
         }
-        idle
+    }
+
+    fn recency_of(&self, id: CustomerId) -> Option<RecencyKey> {
+        self.customers.get(&id).map(|c| recency_key(&c))
     }
 
     /// The user ids linked to a customer's profile (for `where.userId`).
@@ -301,10 +387,92 @@ impl State {
         self.actions.len()
     }
 
+    // ---- the limits of what a profile holds ----
+
+    /// Refuses a visitor event that would make a profile hold more than its limits. Costs
+    /// the same however old the profile is: what it copies is bounded by those limits.
+    pub fn check_visitor_growth(&self, e: &VisitorEvent) -> Result<(), ProfileFull> {
+        let links = matches!(
+            e.kind,
+            VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
+        );
+        let Some(user_id) = e.user_id.as_deref().filter(|_| links) else {
+            return Ok(());
+        };
+        let target = self.users.get(user_id).map(|v| *v);
+        let mine = self
+            .customers
+            .get(&e.customer_id)
+            .and_then(|c| c.visitor_id);
+        if target.is_some() && target == mine && e.traits.is_none() && e.channels.is_none() {
+            return Ok(());
+        }
+        // What `link` and `apply_visitor` would make of it.
+        let mut after = match (target, mine) {
+            (Some(t), Some(m)) if t != m => self.holdings(t).folding(self.holdings(m)),
+            (Some(v), _) | (None, Some(v)) => self.holdings(v),
+            (None, None) => Holdings::default(),
+        };
+        after.add_user(user_id);
+        after.add_customer(e.customer_id);
+        if let Some(traits) = &e.traits {
+            after.traits.extend(traits.clone());
+        }
+        if let Some(channels) = &e.channels {
+            after.channels.extend(channels.clone());
+        }
+        after.check()
+    }
+
+    /// Refuses merging visitor `source` into `target` past a profile's limits.
+    pub fn check_merge_growth(
+        &self,
+        source: CustomerId,
+        target: CustomerId,
+    ) -> Result<(), ProfileFull> {
+        self.holdings(target).folding(self.holdings(source)).check()
+    }
+
+    /// Refuses merging `traits` into a visitor's traits past a profile's limits.
+    pub fn check_traits_growth(
+        &self,
+        visitor: CustomerId,
+        traits: &Map<String, Value>,
+    ) -> Result<(), ProfileFull> {
+        let mut after = self.holdings(visitor);
+        after.traits.extend(traits.clone());
+        after.check()
+    }
+
+    /// A copy of what a visitor's profile holds (a lone customer: itself).
+    fn holdings(&self, visitor: CustomerId) -> Holdings {
+        match self.profiles.get(&visitor) {
+            Some(p) => Holdings {
+                user_ids: p.user_ids.to_vec(),
+                customers: p.customers.clone(),
+                traits: p.traits.clone(),
+                channels: p.channels.clone(),
+            },
+            None => Holdings {
+                customers: vec![visitor],
+                ..Holdings::default()
+            },
+        }
+    }
+
     // ---- the one way state changes ----
 
     /// Applies one published event. Deterministic: depends only on the state and the event.
     pub fn apply(&self, p: &Published) {
+        // Only the event's own customer can change where it stands in the recency index.
+        let customer = p.body.customer_id();
+        let before = self.recency_of(customer);
+        self.apply_body(p);
+        let after = self.recency_of(customer);
+        self.recency.lock().update(customer, before, after);
+    }
+
+    fn apply_body(&self, p: &Published) {
         let (at, seq) = (p.timestamp, p.seq);
         match &p.body {
             Body::Lifecycle(e) => {
@@ -513,16 +681,45 @@ impl State {
                     }
                 }
                 for id in customer_ids {
-                    self.save_customer(*id);
-                    if let Some((_, c)) = self.customers.remove(id) {
-                        for action in c.actions {
-                            self.save_action(action);
-                            self.actions.remove(&action);
+                    self.forget_customer(*id);
+                }
+            }
+            AdminOp::Evict { customer_ids } => {
+                for id in customer_ids {
+                    let Some(visitor) = self.forget_customer(*id) else {
+                        continue;
+                    };
+                    // A profile goes with its last customer.
+                    let emptied = match self.profile_mut(visitor, seq) {
+                        Some(mut p) => {
+                            p.customers.retain(|c| c != id);
+                            p.customers.is_empty()
+                        }
+                        None => false,
+                    };
+                    if emptied {
+                        self.save_profile(visitor);
+                        if let Some((_, p)) = self.profiles.remove(&visitor) {
+                            for user in p.user_ids.iter() {
+                                self.users.remove(user);
+                            }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Removes a customer with its actions; returns its profile's visitor id, if it had one.
+    fn forget_customer(&self, id: CustomerId) -> Option<CustomerId> {
+        self.save_customer(id);
+        let (_, c) = self.customers.remove(&id)?;
+        self.recency.lock().update(id, Some(recency_key(&c)), None);
+        for action in &c.actions {
+            self.save_action(*action);
+            self.actions.remove(action);
+        }
+        c.visitor_id
     }
 
     /// Keeps a page view or track event in its session (a track event without a session
@@ -696,20 +893,27 @@ impl State {
         if self.cow_on.load(Ordering::Acquire) {
             return 0;
         }
-        let mut evicted = 0;
+        let mut evicted: HashMap<CustomerId, HashSet<ActionId>> = HashMap::new();
         for id in ids {
-            let Some((_, action)) = self
+            if let Some((_, action)) = self
                 .actions
                 .remove_if(id, |_, a| a.last().timestamp < cutoff)
-            else {
-                continue;
-            };
-            evicted += 1;
-            if let Some(mut c) = self.customers.get_mut(&action.latest.customer_id) {
-                c.actions.retain(|a| a != id);
+            {
+                evicted
+                    .entry(action.latest.customer_id)
+                    .or_default()
+                    .insert(*id);
             }
         }
-        evicted
+        // One pass over each customer's list, however many of its actions go.
+        let mut count = 0;
+        for (customer, gone) in evicted {
+            count += gone.len();
+            if let Some(mut c) = self.customers.get_mut(&customer) {
+                c.actions.retain(|a| !gone.contains(a));
+            }
+        }
+        count
     }
 
     // ---- views for HTTP and snapshots ----
@@ -854,6 +1058,10 @@ pub enum AdminOp {
         visitor_id: CustomerId,
         customer_ids: Vec<CustomerId>,
     },
+    /// Forget customers idle past the visitor age (the sweeper's choice, so logged), with
+    /// their actions; a profile goes with its last customer. Their retained events stay
+    /// until retention drops them.
+    Evict { customer_ids: Vec<CustomerId> },
 }
 
 // ---- snapshots: copy-on-write preimages ----
@@ -1093,6 +1301,7 @@ impl State {
     }
 
     pub fn restore_customer(&self, id: CustomerId, c: Customer) {
+        self.recency.lock().update(id, None, Some(recency_key(&c)));
         self.customers.insert(id, c);
     }
 
@@ -1360,6 +1569,99 @@ impl Action {
     }
 }
 
+/// A profile limit a change would exceed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileFull {
+    /// The limit's name, as docs/protocol.md lists it.
+    pub limit: &'static str,
+    /// The field that would grow past it.
+    pub field: &'static str,
+    pub max: usize,
+    /// What the profile would hold.
+    pub would_be: usize,
+}
+
+/// What a profile would hold after a change, built the way [`State::apply`] builds it, to
+/// check the limits before the change is made.
+#[derive(Default)]
+struct Holdings {
+    user_ids: Vec<String>,
+    customers: Vec<CustomerId>,
+    traits: Map<String, Value>,
+    channels: Map<String, Value>,
+}
+
+impl Holdings {
+    fn add_user(&mut self, user_id: &str) {
+        if !self.user_ids.iter().any(|u| u == user_id) {
+            self.user_ids.push(user_id.to_string());
+        }
+    }
+
+    fn add_customer(&mut self, customer: CustomerId) {
+        if !self.customers.contains(&customer) {
+            self.customers.push(customer);
+        }
+    }
+
+    /// This profile with `source` folded in, as `State::fold_profile` does it.
+    fn folding(mut self, source: Holdings) -> Holdings {
+        for u in &source.user_ids {
+            self.add_user(u);
+        }
+        for c in source.customers {
+            self.add_customer(c);
+        }
+        for (k, v) in source.traits {
+            self.traits.entry(k).or_insert(v);
+        }
+        for (k, v) in source.channels {
+            self.channels.entry(k).or_insert(v);
+        }
+        self
+    }
+
+    fn check(&self) -> Result<(), ProfileFull> {
+        let json_len =
+            |m: &Map<String, Value>| serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+        let held = [
+            (
+                "userIdsPerProfile",
+                "userId",
+                MAX_USER_IDS_PER_PROFILE,
+                self.user_ids.len(),
+            ),
+            (
+                "customersPerProfile",
+                "customerId",
+                MAX_CUSTOMERS_PER_PROFILE,
+                self.customers.len(),
+            ),
+            (
+                "profileTraitsBytes",
+                "traits",
+                MAX_PROFILE_OBJECT_BYTES,
+                json_len(&self.traits),
+            ),
+            (
+                "profileChannelsBytes",
+                "channels",
+                MAX_PROFILE_OBJECT_BYTES,
+                json_len(&self.channels),
+            ),
+        ];
+        match held.into_iter().find(|(_, _, max, n)| n > max) {
+            Some((limit, field, max, would_be)) => Err(ProfileFull {
+                limit,
+                field,
+                max,
+                would_be,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Whether a session is new to a customer, and which open session it would replace.
 #[derive(Debug)]
 pub enum SessionStatus {
@@ -1460,59 +1762,60 @@ impl State {
     }
 
     /// Every visitor id, most recently seen first, narrowed by a case-insensitive search of
-    /// user ids and the `name` and `email` traits, and by whether it is identified.
+    /// user ids and the `name` and `email` traits, and by whether it is identified. Walks
+    /// the recency index a chunk at a time (a visitor is as recent as its most recent
+    /// customer, met first), so it never holds a lock for long; callers run it off the
+    /// async workers, as it visits every customer.
     pub fn visitors(&self, search: Option<&str>, identified: Option<bool>) -> Vec<CustomerId> {
+        const CHUNK: usize = 4096;
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-        let mut found: Vec<(Millis, CustomerId)> = Vec::new();
-        let mut consider =
-            |visitor: CustomerId, users: &[String], traits: Option<&Map<String, Value>>| {
-                if identified.is_some_and(|want| want == users.is_empty()) {
-                    return;
-                }
-                if let Some(needle) = &needle {
-                    let trait_text = |key: &str| {
-                        traits
-                            .and_then(|t| t.get(key))
-                            .and_then(Value::as_str)
-                            .map(str::to_lowercase)
-                    };
-                    let hit = users
-                        .iter()
-                        .any(|u| u.to_lowercase().contains(needle.as_str()))
-                        || ["name", "email"]
-                            .iter()
-                            .any(|k| trait_text(k).is_some_and(|t| t.contains(needle.as_str())));
-                    if !hit {
-                        return;
-                    }
-                }
-                found.push((0, visitor));
+        let wanted = |users: &[String], traits: Option<&Map<String, Value>>| {
+            if identified.is_some_and(|want| want == users.is_empty()) {
+                return false;
+            }
+            let Some(needle) = &needle else {
+                return true;
             };
-        for p in self.profiles.iter() {
-            consider(*p.key(), &p.user_ids, Some(&p.traits));
+            let trait_text = |key: &str| {
+                traits
+                    .and_then(|t| t.get(key))
+                    .and_then(Value::as_str)
+                    .map(str::to_lowercase)
+            };
+            users
+                .iter()
+                .any(|u| u.to_lowercase().contains(needle.as_str()))
+                || ["name", "email"]
+                    .iter()
+                    .any(|k| trait_text(k).is_some_and(|t| t.contains(needle.as_str())))
+        };
+        let mut met = HashSet::new();
+        let mut found = Vec::new();
+        let mut cursor = None;
+        loop {
+            let chunk = self.customers_by_recency(cursor, CHUNK);
+            let Some(last) = chunk.last() else {
+                break;
+            };
+            cursor = Some(*last);
+            for (_, id) in chunk {
+                let Some(visitor) = self.customers.get(&id).map(|c| c.visitor_id.unwrap_or(id))
+                else {
+                    continue;
+                };
+                if !met.insert(visitor) {
+                    continue;
+                }
+                let keep = match self.profiles.get(&visitor) {
+                    Some(p) => wanted(&p.user_ids, Some(&p.traits)),
+                    None => wanted(&[], None),
+                };
+                if keep {
+                    found.push(visitor);
+                }
+            }
         }
-        let lone: Vec<CustomerId> = self
-            .customers
-            .iter()
-            .filter(|c| c.visitor_id.is_none())
-            .map(|c| *c.key())
-            .collect();
-        for c in lone {
-            consider(c, &[], None);
-        }
-        for entry in &mut found {
-            entry.0 = self.visitor_last_seen(entry.1);
-        }
-        found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        found.into_iter().map(|(_, v)| v).collect()
-    }
-
-    fn visitor_last_seen(&self, visitor: CustomerId) -> Millis {
-        self.visitor_customers(visitor)
-            .iter()
-            .filter_map(|c| self.customers.get(c).map(|c| c.last_seen))
-            .max()
-            .unwrap_or(0)
+        found
     }
 
     /// The visitor view of `GET /v1/visitors/{id}`; `full` adds every session and action

@@ -20,7 +20,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::error::HubError;
-use crate::http::{events_page, json_body, list_query};
+use crate::http::{blocking, events_page, json_body, list_query};
+use crate::hub::Hub;
 use crate::ids::CustomerId;
 use crate::retention::Record;
 use crate::ws::WsContext;
@@ -92,17 +93,24 @@ async fn list(
     };
     let page = number("page", 1, usize::MAX)?;
     let limit = number("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let state = &ctx.hub.state;
-    let all = state.visitors(params.get("search").map(String::as_str), identified);
-    let visitors: Vec<Value> = all
-        .iter()
-        .skip((page - 1).saturating_mul(limit))
-        .take(limit)
-        .filter_map(|v| state.visitor_view(*v, false))
-        .collect();
+    let hub = ctx.hub.clone();
+    let search = params.get("search").cloned();
+    // The list visits every customer: off the async workers.
+    let (visitors, total) = blocking(move || {
+        let state = &hub.state;
+        let all = state.visitors(search.as_deref(), identified);
+        let visitors: Vec<Value> = all
+            .iter()
+            .skip((page - 1).saturating_mul(limit))
+            .take(limit)
+            .filter_map(|v| state.visitor_view(*v, false))
+            .collect();
+        (visitors, all.len())
+    })
+    .await?;
     Ok(Json(json!({
         "visitors": visitors,
-        "total": all.len(),
+        "total": total,
         "page": page,
         "limit": limit,
     })))
@@ -125,18 +133,23 @@ async fn export(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
-    let state = &ctx.hub.state;
-    let mut export = state
-        .visitor_view(visitor, true)
-        .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))?;
-    let events: Vec<Value> = visitor_events(&ctx, visitor, crate::ids::Seq(0), usize::MAX)
-        .iter()
-        .filter_map(|r| serde_json::from_str::<Value>(r.frame.as_str()).ok())
-        .map(|frame| frame["event"].clone())
-        .collect();
-    export["events"] = events.into();
-    export["exportedAt"] = crate::event::format_millis(crate::event::now_millis()).into();
-    Ok(Json(export))
+    let hub = ctx.hub.clone();
+    // Every action and retained event of the visitor, parsed back: off the async workers.
+    blocking(move || {
+        let mut export = hub
+            .state
+            .visitor_view(visitor, true)
+            .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))?;
+        let events: Vec<Value> = visitor_events(&hub, visitor, crate::ids::Seq(0), usize::MAX)
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Value>(r.frame.as_str()).ok())
+            .map(|frame| frame["event"].clone())
+            .collect();
+        export["events"] = events.into();
+        export["exportedAt"] = crate::event::format_millis(crate::event::now_millis()).into();
+        Ok(Json(export))
+    })
+    .await?
 }
 
 async fn sessions(
@@ -150,13 +163,13 @@ async fn sessions(
 
 /// The retained events of every customer of a visitor after `since`, in seq order.
 fn visitor_events(
-    ctx: &WsContext,
+    hub: &Hub,
     visitor: CustomerId,
     since: crate::ids::Seq,
     limit: usize,
 ) -> Vec<Arc<Record>> {
-    let customers = ctx.hub.state.visitor_customers(visitor);
-    let retention = ctx.hub.retention.read();
+    let customers = hub.state.visitor_customers(visitor);
+    let retention = hub.retention.read();
     let mut records: Vec<Arc<Record>> = customers
         .iter()
         .flat_map(|c| retention.customer_events(*c, since, limit))
@@ -175,7 +188,7 @@ async fn events(
 ) -> Result<Response, HubError> {
     let visitor = resolve(&ctx, &id)?;
     let q = list_query(query, &["since", "limit"])?;
-    let records = visitor_events(&ctx, visitor, q.since, q.limit);
+    let records = visitor_events(&ctx.hub, visitor, q.since, q.limit);
     let next = records.last().map_or(q.since, |r| r.seq);
     Ok(events_page(&records, next, &ctx.hub.epoch))
 }
