@@ -41,7 +41,7 @@ use crate::outbox::WireFrame;
 use crate::protocol::{self, SubscribeRequest};
 use crate::recovery::Restored;
 use crate::retention::{Record, Retention};
-use crate::state::{AdminOp, SessionInfo, SessionStatus, SnapshotMaps, State};
+use crate::state::{ActionHead, AdminOp, SessionInfo, SessionStatus, SnapshotMaps, State};
 use crate::topic::{Filter, TopicSet};
 
 /// How often an idle pipeline calls [`Log::tick`].
@@ -471,37 +471,44 @@ impl Hub {
                 });
             }
         }
+        // A session new to the customer ends the one it replaces, then starts.
+        let new_session = event.session_id().and_then(|session| {
+            match self.state.session_status(customer, session) {
+                SessionStatus::New { replaces } => {
+                    Some((session, replaces.filter(|s| s.ended.is_none())))
+                }
+                SessionStatus::Known => None,
+            }
+        });
         if let Event::Lifecycle(e) = &event {
-            if let Some(duplicate_of) = self.check_lifecycle(e)? {
+            let ending = new_session.as_ref().and_then(|(_, old)| old.as_ref());
+            if let Some(duplicate_of) = self.check_lifecycle(e, ending)? {
                 return Ok(Ack {
                     seq: duplicate_of,
                     duplicate: true,
                 });
             }
         }
-        // A session new to the customer ends the one it replaces, then starts.
-        if let Some(session) = event.session_id() {
-            if let SessionStatus::New { replaces } = self.state.session_status(customer, session) {
-                if let Some(old) = replaces.filter(|s| s.ended.is_none()) {
-                    self.end_session(seq, customer, old, EndReason::Replaced, now);
-                }
-                let user_id = match &event {
-                    Event::Visitor(v) if v.kind != VisitorKind::Signout && v.user_id.is_some() => {
-                        v.user_id.clone()
-                    }
-                    _ => self.state.user_of(customer),
-                };
-                self.commit(
-                    seq,
-                    Body::SessionStarted {
-                        customer_id: customer,
-                        session_id: session,
-                        user_id,
-                        started_at: now,
-                    },
-                    now,
-                );
+        if let Some((session, replaces)) = new_session {
+            if let Some(old) = replaces {
+                self.end_session(seq, customer, old, EndReason::Replaced, now);
             }
+            let user_id = match &event {
+                Event::Visitor(v) if v.kind != VisitorKind::Signout && v.user_id.is_some() => {
+                    v.user_id.clone()
+                }
+                _ => self.state.user_of(customer),
+            };
+            self.commit(
+                seq,
+                Body::SessionStarted {
+                    customer_id: customer,
+                    session_id: session,
+                    user_id,
+                    started_at: now,
+                },
+                now,
+            );
         }
         let (merge, signout) = match &event {
             Event::Visitor(v) => {
@@ -543,9 +550,14 @@ impl Hub {
         })
     }
 
-    /// Checks a lifecycle report against its action. `Ok(Some(seq))`: a duplicate of the
-    /// report at `seq`.
-    fn check_lifecycle(&self, e: &LifecycleEvent) -> Result<Option<Seq>, HubError> {
+    /// Checks a lifecycle report against its action as it will be when the report is
+    /// committed: after `ending`, the session the report's new session replaces, has ended.
+    /// `Ok(Some(seq))`: a duplicate of the report at `seq`.
+    fn check_lifecycle(
+        &self,
+        e: &LifecycleEvent,
+        ending: Option<&SessionInfo>,
+    ) -> Result<Option<Seq>, HubError> {
         let Some(head) = self.state.action_head(e.action_id) else {
             e.media.check(None, e.state).map_err(transition_error)?;
             return Ok(None);
@@ -565,6 +577,15 @@ impl Hub {
                 format!("`{field}` differs from the action's earlier events; it may not change"),
             ));
         }
+        // Ending the session first moves the action to `ignored`, a terminal state, so
+        // nothing may follow it; refused now, the report changes nothing.
+        if ending.is_some_and(|old| self.ignores_at_end(&head, old)) {
+            return Err(transition_error(
+                head.media
+                    .check(Some(ActionState::Ignored), e.state)
+                    .expect_err("nothing follows a terminal state"),
+            ));
+        }
         if head.state == e.state && e.event_id.is_none() {
             return Ok(Some(head.seq));
         }
@@ -572,6 +593,13 @@ impl Hub {
             .check(Some(head.state), e.state)
             .map_err(transition_error)?;
         Ok(None)
+    }
+
+    /// Whether ending `session` moves the action to `ignored` (see [`Hub::end_session`]).
+    fn ignores_at_end(&self, action: &ActionHead, session: &SessionInfo) -> bool {
+        self.config.auto_ignore_on_session_end
+            && action.state == ActionState::Offered
+            && action.session_id == session.id
     }
 
     /// Ends a session: `session:ended`, then its still-offered actions move to `ignored`.

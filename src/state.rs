@@ -138,6 +138,7 @@ pub struct ActionHead {
     pub action_map_id: ActionMapId,
     pub action_map_version: u32,
     pub customer_id: CustomerId,
+    pub session_id: SessionId,
     pub state: ActionState,
     pub seq: Seq,
 }
@@ -177,6 +178,7 @@ impl State {
             action_map_id: a.latest.action_map_id,
             action_map_version: a.latest.action_map_version,
             customer_id: a.latest.customer_id,
+            session_id: a.latest.session_id,
             state: a.latest.state,
             seq: a.last().seq,
         })
