@@ -259,12 +259,16 @@ impl Hub {
         permit: OwnedSemaphorePermit,
         events: Vec<Result<Event, HubError>>,
     ) -> Submitted {
-        let (results, pending) = self.sequence_with(permit, |seq, now| {
+        let count = events.len();
+        let decided = self.sequence_with(permit, |seq, now| {
             events
                 .into_iter()
                 .map(|event| event.and_then(|e| self.decide(seq, e, now)))
                 .collect::<Vec<_>>()
         });
+        let Some((results, pending)) = decided else {
+            return shut_out(count);
+        };
         for result in &results {
             match result {
                 Ok(Ack {
@@ -301,17 +305,20 @@ impl Hub {
         decide: impl FnOnce(&mut Sequencer, Millis) -> R,
     ) -> Option<(R, Pending)> {
         let permit = self.room(events).await?;
-        Some(self.sequence_with(permit, decide))
+        self.sequence_with(permit, decide)
     }
 
     /// Runs `decide` under the sequencer lock, with room in the pipeline already taken.
+    /// `None` when the pipeline is closed: nothing is decided, since nothing committed now
+    /// could be logged, and an event is acknowledged only once it is.
     fn sequence_with<R>(
         &self,
         permit: OwnedSemaphorePermit,
         decide: impl FnOnce(&mut Sequencer, Millis) -> R,
-    ) -> (R, Pending) {
+    ) -> Option<(R, Pending)> {
         let (done_tx, done_rx) = oneshot::channel();
         let mut seq = self.sequencer.lock();
+        seq.pipeline.as_ref()?;
         let result = decide(&mut seq, now_millis());
         let sent = self.hand_off(&mut seq, Some(done_tx));
         drop(seq);
@@ -319,7 +326,7 @@ impl Hub {
             done: sent.then_some(done_rx),
             _permit: permit,
         };
-        (result, pending)
+        Some((result, pending))
     }
 
     /// Applies a visitor change that is not an event (traits update, anonymization,
@@ -773,9 +780,12 @@ impl Hub {
     }
 
     /// Closes the pipeline's queue, so the thread ends after the batches already queued.
+    /// The door closes first: publishers waiting for room are turned away, and one that
+    /// already holds room finds the pipeline gone when it takes the sequencer lock, so it
+    /// commits nothing (see `Hub::sequence_with`); everything committed reaches the log.
     pub fn close_pipeline(&self) {
-        self.sequencer.lock().pipeline = None;
         self.in_flight.close();
+        self.sequencer.lock().pipeline = None;
     }
 
     fn run_pipeline(&self, rx: std_mpsc::Receiver<Batch>, mut log: Box<dyn Log>) {
