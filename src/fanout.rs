@@ -97,8 +97,9 @@ pub enum Start {
     Now,
     /// Live after this seq (a snapshot was taken at it).
     After(Seq),
-    /// Not yet live: a replay runs first, then [`Fanout::go_live`].
-    Paused,
+    /// Not yet live: a replay of the events after this seq runs first, then
+    /// [`Fanout::go_live`].
+    Paused(Seq),
 }
 
 /// Counters the fan-out reports (shared with the metrics registry).
@@ -176,7 +177,7 @@ impl Fanout {
         let (start_after, live) = match start {
             Start::Now => (watermark, true),
             Start::After(seq) => (seq, true),
-            Start::Paused => (watermark, false),
+            Start::Paused(since) => (since, false),
         };
         index.insert(conn, sub, start_after, live, max_subs)?;
         if let Some(entry) = index.conns.get(&conn) {
@@ -201,8 +202,9 @@ impl Fanout {
     /// Ends a paused subscription's replay. Under the index lock, so that no delivery runs
     /// in between, `catch_up` is given the watermark and returns the retained frames up to
     /// it (`None`: they are no longer retained); they are queued and the subscription goes
-    /// live after the watermark, so nothing is missed or sent twice. A `once` subscription
-    /// given frames sends the first and ends instead.
+    /// live after the watermark, or after its own start when that is ahead (a `since` the
+    /// sequencer had given out before the pipeline delivered it), so nothing is missed or
+    /// sent twice. A `once` subscription given frames sends the first and ends instead.
     pub fn go_live(
         &self,
         conn: ConnId,
@@ -225,7 +227,7 @@ impl Fanout {
             frames.truncate(1);
         } else {
             sub.live = true;
-            sub.start_after = watermark;
+            sub.start_after = sub.start_after.max(watermark);
         }
         if let Some(entry) = index.conns.get(&conn) {
             entry.queue(frames);

@@ -6,7 +6,7 @@
 //! records what it was given, or one that holds appends back until the test lets go.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar};
 
 use actionhub::event::Event;
 use actionhub::hub::Hub as CoreHub;
@@ -17,7 +17,9 @@ use actionhub::Config;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::support::{bounded, uuid, WAIT};
+use crate::support::{
+    assert_type, bounded, seq_of, uuid, Client, JsonExt, Visitor, SHUTDOWN_WAIT, SUBPROTOCOL, WAIT,
+};
 
 /// A log that keeps the seqs it was given, for the test to compare with what was
 /// acknowledged.
@@ -32,6 +34,130 @@ impl Log for Recording {
     fn append_admin(&mut self, _op: &AdminOp) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Holds a log's appends back while closed, so the pipeline lags behind the sequencer.
+#[derive(Clone, Default)]
+struct Gate(Arc<(std::sync::Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        *self.0 .0.lock().expect("gate") = closed;
+        self.0 .1.notify_all();
+    }
+
+    fn pass(&self) {
+        let (closed, changed) = &*self.0;
+        let guard = closed.lock().expect("gate");
+        drop(changed.wait_while(guard, |closed| *closed).expect("gate"));
+    }
+}
+
+/// Opens the gate when dropped, so a failing test never leaves the pipeline stuck.
+struct Closed(Gate);
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        self.0.set_closed(false);
+    }
+}
+
+struct Gated {
+    inner: Box<dyn Log>,
+    gate: Gate,
+}
+
+impl Log for Gated {
+    fn append(&mut self, records: &[Arc<Record>]) -> std::io::Result<()> {
+        self.gate.pass();
+        self.inner.append(records)
+    }
+
+    fn append_admin(&mut self, op: &AdminOp) -> std::io::Result<()> {
+        self.gate.pass();
+        self.inner.append_admin(op)
+    }
+
+    fn tick(&mut self) -> std::io::Result<()> {
+        self.inner.tick()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A resume from `connected.seq` while the pipeline lags: `since` is ahead of what has been
+/// delivered. The replay has nothing to send, and live delivery must still start after
+/// `since`, not after the (older) delivered mark, or the events in between arrive twice.
+#[tokio::test]
+async fn a_since_ahead_of_delivery_gets_nothing_at_or_before_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let gate = Gate::default();
+    let running = {
+        let gate = gate.clone();
+        let starting = actionhub::server::start_with_log(Config::ephemeral(dir.path()), |log| {
+            Box::new(Gated { inner: log, gate })
+        });
+        bounded(WAIT, "the hub to start", starting)
+            .await
+            .expect("hub starts")
+    };
+    let addr = running.addr();
+    let mut publisher = Client::open(addr, &[SUBPROTOCOL], None).await;
+    publisher.connect().await;
+    let visitor = Visitor::new();
+    let closed = Closed(gate.clone());
+    gate.set_closed(true);
+    // Not acknowledged while the gate is closed: sent without waiting for replies.
+    const HELD: u64 = 5;
+    for _ in 0..HELD {
+        let frame = json!({"op": "publish", "event": visitor.page()});
+        publisher.send(frame).await;
+    }
+    // Each held page view and the session it starts are decided (though not delivered).
+    let decided = HELD + 1;
+    bounded(WAIT, "the held publishes to be decided", async {
+        while running.hub().latest_seq().0 < decided {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let mut subscriber = Client::open(addr, &[SUBPROTOCOL], None).await;
+    let connected = subscriber.connect().await;
+    let since = seq_of(&connected);
+    assert_eq!(
+        since, decided,
+        "connected.seq is the sequencer's: {connected}"
+    );
+    let subscribed = subscriber
+        .subscribe(
+            json!("resume"),
+            json!({"topics": ["visitor:all", "session:all"]})
+                .with("since", json!(since))
+                .with("epoch", json!(subscriber.epoch())),
+        )
+        .await;
+    assert_eq!(subscribed["recovered"], json!(true), "{subscribed}");
+    // Round trips after `subscribed`, so the connection has run its (empty) replay and
+    // gone live before the held events are delivered.
+    for _ in 0..5 {
+        let pong = subscriber.request(json!({"op": "ping"})).await;
+        assert_type(&pong, "pong");
+    }
+    drop(closed);
+    let after = publisher.publish_ok(visitor.page()).await;
+    let first = subscriber.next_event().await;
+    assert_eq!(
+        seq_of(&first),
+        after,
+        "the first event after since={since} is the next one published: {first}"
+    );
+    subscriber.expect_no_frame().await;
+    drop((publisher, subscriber));
+    bounded(SHUTDOWN_WAIT, "the hub to shut down", running.shutdown())
+        .await
+        .expect("hub shuts down cleanly");
 }
 
 /// Publishers keep publishing while the pipeline is closed under them: whatever they were
