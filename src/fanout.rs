@@ -211,6 +211,19 @@ impl Fanout {
         id: &SubId,
         catch_up: impl FnOnce(Seq) -> Option<Vec<WireFrame>>,
     ) -> GoLive {
+        self.go_live_after(conn, id, Vec::new(), catch_up)
+    }
+
+    /// [`Fanout::go_live`], queuing `lead` (a snapshot, and what was caught up outside
+    /// the lock) ahead of the last stretch, and writing what the socket takes now: the
+    /// caller may be a thread other than the connection's task.
+    pub fn go_live_after(
+        &self,
+        conn: ConnId,
+        id: &SubId,
+        mut lead: Vec<WireFrame>,
+        catch_up: impl FnOnce(Seq) -> Option<Vec<WireFrame>>,
+    ) -> GoLive {
         let mut index = self.index.lock();
         let Some(key) = index.conns.get(&conn).and_then(|c| c.subs.get(id).copied()) else {
             return GoLive::Gone;
@@ -229,13 +242,27 @@ impl Fanout {
             sub.live = true;
             sub.start_after = sub.start_after.max(watermark);
         }
-        if let Some(entry) = index.conns.get(&conn) {
-            entry.queue(frames);
-        }
+        lead.extend(frames);
+        let outbox = index.conns.get(&conn).map(|entry| {
+            entry.queue(lead);
+            entry.outbox.clone()
+        });
         if fired {
             index.remove_sub(key);
         }
+        drop(index);
+        if let Some(outbox) = outbox {
+            outbox.flush();
+        }
         GoLive::Live
+    }
+
+    /// Closes a connection as a slow consumer (4008): what it needed to catch up with is
+    /// no longer retained.
+    pub fn close_slow(&self, conn: ConnId) {
+        if let Some(entry) = self.index.lock().conns.get(&conn) {
+            entry.outbox.kill(SLOW_CONSUMER);
+        }
     }
 
     /// Queues a pass of records, in seq order, to every matching connection, and lists

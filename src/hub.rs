@@ -17,7 +17,7 @@
 //! (taken last, nothing taken under it). Nobody takes them in another order, and none is
 //! held across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
@@ -32,7 +32,7 @@ use crate::error::{ErrorCode, HubError};
 use crate::event::{
     now_millis, Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
 };
-use crate::fanout::{Fanout, FanoutStats, NewSub, Start, Written};
+use crate::fanout::{selects, Fanout, FanoutStats, GoLive, NewSub, Start, Written};
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::lifecycle::{ActionState, TransitionError};
 use crate::log::Log;
@@ -49,6 +49,10 @@ const PIPELINE_TICK: Duration = Duration::from_millis(10);
 /// Longest the pipeline holds back a delivery's write while more work keeps coming, to
 /// write a connection's frames of several passes at once. An idle pipeline writes at once.
 const MAX_WRITE_DELAY: Duration = Duration::from_millis(5);
+
+/// Actions per `snapshot` frame: a big snapshot leaves as several frames of bounded size
+/// (about half a MiB each), so no single frame or write is as big as the whole state.
+const SNAPSHOT_CHUNK_ACTIONS: usize = 1000;
 
 /// Events that may be between the sequencer and their acknowledgement at once; publishers
 /// wait for room beyond this, so the pipeline's queue stays bounded.
@@ -728,36 +732,72 @@ impl Hub {
             .clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
 
-    /// Subscribes with a snapshot: queues `subscribed(start)` and the snapshot frame, which
-    /// holds state as of the latest seq, and live delivery starts right after it. Returns
-    /// the start seq.
+    /// Subscribes with a snapshot. The subscription is filed paused after `at`, the latest
+    /// seq, with `subscribed(at)` queued; the snapshot is then built on a blocking thread,
+    /// without the sequencer lock, and sent as the subscription goes live (see
+    /// [`Hub::send_snapshot`]). Returns the start seq.
     pub fn subscribe_with_snapshot(
-        &self,
+        self: &Arc<Self>,
         conn: ConnId,
         req: &SubscribeRequest,
         subscribed: impl FnOnce(Seq) -> String,
     ) -> Result<Seq, HubError> {
-        let seq = self.sequencer.lock();
-        let at = seq.last_seq;
-        let snapshot = self.snapshot_frame(req, at);
+        let at = self.latest_seq();
         let start = self.fanout.subscribe(
             conn,
             new_sub(req),
-            Start::After(at),
+            Start::Paused(at),
             self.config.max_subscriptions_per_connection,
-            |start| {
-                vec![
-                    WireFrame::text(&subscribed(start)),
-                    WireFrame::text(&snapshot),
-                ]
-            },
+            |start| vec![WireFrame::text(&subscribed(start))],
         )?;
-        drop(seq);
+        let (hub, req) = (self.clone(), req.clone());
+        tokio::task::spawn_blocking(move || hub.send_snapshot(conn, &req, at));
         Ok(start)
     }
 
-    /// The `snapshot` frame for a subscription: matching actions and their customers.
-    fn snapshot_frame(&self, req: &SubscribeRequest, at: Seq) -> String {
+    /// Builds a subscription's snapshot as of `at` and makes the subscription live after
+    /// it. The snapshot holds the matching actions whose latest change is at or before
+    /// `at`; every later change is an event after `at`, which the retained history brings
+    /// behind the snapshot, as for a `since` replay: nothing missed, nothing sent twice.
+    fn send_snapshot(&self, conn: ConnId, req: &SubscribeRequest, at: Seq) {
+        let keep = |r: &Record| selects(req.topics, &req.filter, r, &self.state);
+        let frames = |after: Seq, upto: Seq| {
+            let retention = self.retention.read();
+            retention.covers(after).then(|| {
+                let (records, last) = retention.scan(after, upto, usize::MAX, usize::MAX, keep);
+                (
+                    records.iter().map(|r| r.frame.clone()).collect::<Vec<_>>(),
+                    last,
+                )
+            })
+        };
+        let mut lead = self.snapshot_frames(req, at);
+        let mut cursor = at;
+        // Most of the catching up happens here, outside the index lock, so that go_live
+        // takes only the last stretch under it. A `once` subscription leaves it all to
+        // go_live, which fires it on the first event.
+        if !req.once {
+            let Some((caught_up, last)) = frames(at, self.fanout.watermark()) else {
+                return self.fanout.close_slow(conn);
+            };
+            lead.extend(caught_up);
+            cursor = last;
+        }
+        let went = self
+            .fanout
+            .go_live_after(conn, &req.sub, lead, |watermark| {
+                frames(cursor, watermark).map(|(tail, _)| tail)
+            });
+        if went == GoLive::FellBehind {
+            self.fanout.close_slow(conn);
+        }
+    }
+
+    /// The `snapshot` frames for a subscription: its matching actions as of `at`, in
+    /// chunks of at most [`SNAPSHOT_CHUNK_ACTIONS`], each with the customers of its
+    /// actions not named before (the first also those the filter names); every frame but
+    /// the last says `"more": true`.
+    fn snapshot_frames(&self, req: &SubscribeRequest, at: Seq) -> Vec<WireFrame> {
         let filter = &req.filter;
         let narrowed: Option<Vec<CustomerId>> = match (&filter.customer_ids, &filter.user_ids) {
             (Some(customers), _) => Some(customers.clone()),
@@ -766,17 +806,33 @@ impl Hub {
             )),
             (None, None) => None,
         };
-        let selected = self.state.select_actions(narrowed.as_deref(), |e| {
+        let selected = self.state.select_actions(narrowed.as_deref(), at, |e| {
             snapshot_matches(req.topics, filter, e, &self.state)
         });
-        let mut customers: Vec<CustomerId> = narrowed.unwrap_or_default();
-        customers.extend(selected.iter().map(|(_, _, c)| *c));
-        let customers: Vec<Value> = State::distinct(customers)
+        let mut named = HashSet::new();
+        let mut customers_of = |first: Vec<CustomerId>, actions: &[(Seq, Value, CustomerId)]| {
+            let ids = first.into_iter().chain(actions.iter().map(|(_, _, c)| *c));
+            ids.filter(|c| named.insert(*c))
+                .filter_map(|c| self.state.customer_identity(c))
+                .collect::<Vec<Value>>()
+        };
+        let mut chunks: Vec<Vec<(Seq, Value, CustomerId)>> = Vec::new();
+        let mut selected = selected.into_iter().peekable();
+        while selected.peek().is_some() || chunks.is_empty() {
+            chunks.push(selected.by_ref().take(SNAPSHOT_CHUNK_ACTIONS).collect());
+        }
+        let mut first = narrowed.unwrap_or_default();
+        let last = chunks.len() - 1;
+        chunks
             .into_iter()
-            .filter_map(|c| self.state.customer_identity(c))
-            .collect();
-        let actions = selected.into_iter().map(|(_, view, _)| view).collect();
-        protocol::snapshot(&req.sub, at, actions, customers)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let customers = customers_of(std::mem::take(&mut first), &chunk);
+                let actions = chunk.into_iter().map(|(_, view, _)| view).collect();
+                let frame = protocol::snapshot(&req.sub, at, actions, customers, i < last);
+                WireFrame::text(&frame)
+            })
+            .collect()
     }
 
     /// Closes the pipeline's queue, so the thread ends after the batches already queued.

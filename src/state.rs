@@ -738,15 +738,18 @@ impl State {
     }
 
     /// The actions (live or recently ended) matching a predicate on their latest event,
-    /// restricted to the given customers when `customers` is `Some`.
+    /// restricted to the given customers when `customers` is `Some`, and to those whose
+    /// latest change is at or before `at` (an action changed later is not as it was then).
+    /// Runs concurrently with the sequencer.
     pub fn select_actions(
         &self,
         customers: Option<&[CustomerId]>,
+        at: Seq,
         mut keep: impl FnMut(&LifecycleEvent) -> bool,
     ) -> Vec<(Seq, Value, CustomerId)> {
         let mut out = Vec::new();
         let mut visit = |a: &Action| {
-            if keep(&a.latest) {
+            if a.last().seq <= at && keep(&a.latest) {
                 out.push((a.last().seq, action_json(a, false), a.latest.customer_id));
             }
         };

@@ -5,7 +5,7 @@
 //! test [`Log`]), because the fault lives between the sequencer and the log: a log that
 //! records what it was given, or one that holds appends back until the test lets go.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar};
 
 use actionhub::event::Event;
@@ -15,7 +15,7 @@ use actionhub::retention::Record;
 use actionhub::state::AdminOp;
 use actionhub::Config;
 use parking_lot::Mutex;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::{
     assert_type, bounded, seq_of, uuid, Client, JsonExt, Visitor, SHUTDOWN_WAIT, SUBPROTOCOL, WAIT,
@@ -238,4 +238,133 @@ async fn nothing_is_acknowledged_unless_logged_when_the_pipeline_closes() {
             "round {round}: committed after the log's last record"
         );
     }
+}
+
+/// `snapshot: true` over 100,000 actions while another connection keeps publishing. The
+/// snapshot is built without the sequencer: a publish sent right after the subscribe, on
+/// the same connection, is acknowledged before the first snapshot frame (the old hub built
+/// the snapshot inside the subscribe, holding the sequencer, so nothing could come first).
+/// It arrives in chunks that share one seq, the last without `more`; with the live events
+/// after it, it holds every action once, and the events are exactly the history after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_snapshot_lets_publishes_through_and_joins_live_without_gap_or_duplicate() {
+    const VISITORS: usize = 100;
+    const ACTIONS_EACH: usize = 1000;
+    let hub = crate::support::Hub::start().await;
+    let http = hub.http();
+    for _ in 0..VISITORS {
+        let visitor = Visitor::new();
+        let events: Vec<_> = (0..ACTIONS_EACH)
+            .map(|_| visitor.action("webchat").event("offered"))
+            .collect();
+        for result in http.publish(&Value::Array(events)).await {
+            assert_eq!(result["duplicate"], json!(false), "{result}");
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (mut publisher, stop) = (hub.client().await, stop.clone());
+        tokio::spawn(async move {
+            let visitor = Visitor::new();
+            let mut published = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                publisher
+                    .publish_ok(visitor.action("webchat").event("offered"))
+                    .await;
+                published += 1;
+            }
+            published
+        })
+    };
+    let mut subscriber = hub.client().await;
+    let own = Visitor::new().action("webchat");
+    subscriber
+        .send(
+            json!({"op": "subscribe", "id": 1, "sub": "big", "topics": ["webchat:all"],
+                     "snapshot": true}),
+        )
+        .await;
+    subscriber
+        .send(json!({"op": "publish", "id": 2, "event": own.event("offered")}))
+        .await;
+    let subscribed = subscriber.recv().await;
+    assert_type(&subscribed, "subscribed");
+    let at = seq_of(&subscribed);
+    let mut acked_first = false;
+    let mut snapshot: Vec<Value> = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let frame = subscriber.recv().await;
+        match frame["type"].as_str() {
+            Some("published") if chunks == 0 => acked_first = true,
+            Some("published") => {}
+            Some("snapshot") => {
+                assert_eq!(seq_of(&frame), at, "every chunk shares the seq");
+                chunks += 1;
+                snapshot.extend(frame["actions"].as_array().expect("actions").clone());
+                if frame.get("more").is_none() {
+                    break;
+                }
+                assert_eq!(frame["more"], json!(true), "{}", frame["more"]);
+            }
+            _ => panic!("unexpected frame during the snapshot: {frame}"),
+        }
+    }
+    assert!(
+        acked_first,
+        "a publish after the subscribe is acknowledged before the snapshot arrives"
+    );
+    assert!(chunks > 1, "a big snapshot comes in chunks: {chunks}");
+    stop.store(true, Ordering::Relaxed);
+    let published = bounded(WAIT, "the publisher to stop", busy)
+        .await
+        .expect("publisher");
+    let marker = Visitor::new().action("webchat");
+    let last = subscriber.publish_ok(marker.event("offered")).await;
+    let mut live: Vec<u64> = Vec::new();
+    let mut seen: std::collections::HashSet<String> = snapshot
+        .iter()
+        .map(|a| {
+            assert!(seq_of(a) <= at, "a snapshot action is as of its seq: {a}");
+            a["actionId"].as_str().expect("actionId").to_owned()
+        })
+        .collect();
+    assert_eq!(
+        seen.len(),
+        snapshot.len(),
+        "no action twice in the snapshot"
+    );
+    while live.last() != Some(&last) {
+        let event = subscriber.next_event().await;
+        live.push(seq_of(&event));
+        let id = event["event"]["actionId"].as_str().expect("actionId");
+        assert!(seen.insert(id.to_owned()), "action {id} twice: {event}");
+    }
+    assert_eq!(
+        seen.len(),
+        VISITORS * ACTIONS_EACH + published + 2,
+        "snapshot and live events hold every action"
+    );
+    let mut history: Vec<u64> = Vec::new();
+    let mut since = at;
+    while history.last() != Some(&last) {
+        let query = [
+            ("since", since.to_string()),
+            ("limit", "1000".to_string()),
+            ("topics", "webchat:all".to_string()),
+        ];
+        let (status, page) = http.get_query("/v1/events", &query).await;
+        assert_eq!(status, 200, "{page}");
+        let events = page["events"].as_array().expect("events");
+        history.extend(events.iter().map(seq_of).filter(|&seq| seq <= last));
+        since = page["next"].as_u64().expect("next");
+        assert!(
+            !events.is_empty() || history.last() == Some(&last),
+            "{page}"
+        );
+    }
+    assert_eq!(
+        live, history,
+        "live after the snapshot is the history after its seq"
+    );
 }
