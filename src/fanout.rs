@@ -97,8 +97,9 @@ pub enum Start {
     Now,
     /// Live after this seq (a snapshot was taken at it).
     After(Seq),
-    /// Not yet live: a replay runs first, then [`Fanout::go_live`].
-    Paused,
+    /// Not yet live: a replay of the events after this seq runs first, then
+    /// [`Fanout::go_live`].
+    Paused(Seq),
 }
 
 /// Counters the fan-out reports (shared with the metrics registry).
@@ -176,7 +177,7 @@ impl Fanout {
         let (start_after, live) = match start {
             Start::Now => (watermark, true),
             Start::After(seq) => (seq, true),
-            Start::Paused => (watermark, false),
+            Start::Paused(since) => (since, false),
         };
         index.insert(conn, sub, start_after, live, max_subs)?;
         if let Some(entry) = index.conns.get(&conn) {
@@ -201,12 +202,26 @@ impl Fanout {
     /// Ends a paused subscription's replay. Under the index lock, so that no delivery runs
     /// in between, `catch_up` is given the watermark and returns the retained frames up to
     /// it (`None`: they are no longer retained); they are queued and the subscription goes
-    /// live after the watermark, so nothing is missed or sent twice. A `once` subscription
-    /// given frames sends the first and ends instead.
+    /// live after the watermark, or after its own start when that is ahead (a `since` the
+    /// sequencer had given out before the pipeline delivered it), so nothing is missed or
+    /// sent twice. A `once` subscription given frames sends the first and ends instead.
     pub fn go_live(
         &self,
         conn: ConnId,
         id: &SubId,
+        catch_up: impl FnOnce(Seq) -> Option<Vec<WireFrame>>,
+    ) -> GoLive {
+        self.go_live_after(conn, id, Vec::new(), catch_up)
+    }
+
+    /// [`Fanout::go_live`], queuing `lead` (a snapshot, and what was caught up outside
+    /// the lock) ahead of the last stretch, and writing what the socket takes now: the
+    /// caller may be a thread other than the connection's task.
+    pub fn go_live_after(
+        &self,
+        conn: ConnId,
+        id: &SubId,
+        mut lead: Vec<WireFrame>,
         catch_up: impl FnOnce(Seq) -> Option<Vec<WireFrame>>,
     ) -> GoLive {
         let mut index = self.index.lock();
@@ -225,15 +240,29 @@ impl Fanout {
             frames.truncate(1);
         } else {
             sub.live = true;
-            sub.start_after = watermark;
+            sub.start_after = sub.start_after.max(watermark);
         }
-        if let Some(entry) = index.conns.get(&conn) {
-            entry.queue(frames);
-        }
+        lead.extend(frames);
+        let outbox = index.conns.get(&conn).map(|entry| {
+            entry.queue(lead);
+            entry.outbox.clone()
+        });
         if fired {
             index.remove_sub(key);
         }
+        drop(index);
+        if let Some(outbox) = outbox {
+            outbox.flush();
+        }
         GoLive::Live
+    }
+
+    /// Closes a connection as a slow consumer (4008): what it needed to catch up with is
+    /// no longer retained.
+    pub fn close_slow(&self, conn: ConnId) {
+        if let Some(entry) = self.index.lock().conns.get(&conn) {
+            entry.outbox.kill(SLOW_CONSUMER);
+        }
     }
 
     /// Queues a pass of records, in seq order, to every matching connection, and lists

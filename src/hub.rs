@@ -17,7 +17,7 @@
 //! (taken last, nothing taken under it). Nobody takes them in another order, and none is
 //! held across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::thread::JoinHandle;
@@ -32,7 +32,7 @@ use crate::error::{ErrorCode, HubError};
 use crate::event::{
     now_millis, Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
 };
-use crate::fanout::{Fanout, FanoutStats, NewSub, Start, Written};
+use crate::fanout::{selects, Fanout, FanoutStats, GoLive, NewSub, Start, Written};
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::lifecycle::{ActionState, TransitionError};
 use crate::limits::Limit;
@@ -42,7 +42,9 @@ use crate::outbox::WireFrame;
 use crate::protocol::{self, SubscribeRequest};
 use crate::recovery::Restored;
 use crate::retention::{Record, Retention};
-use crate::state::{AdminOp, ProfileFull, SessionInfo, SessionStatus, SnapshotMaps, State};
+use crate::state::{
+    ActionHead, AdminOp, ProfileFull, SessionInfo, SessionStatus, SnapshotMaps, State,
+};
 use crate::topic::{Filter, TopicSet};
 
 /// How often an idle pipeline calls [`Log::tick`].
@@ -57,6 +59,9 @@ const SWEEP_CHUNK: usize = 1024;
 const SWEEP_ROUNDS: usize = 64;
 /// Aged records dropped from the history per hold of the sequencer lock.
 const SWEEP_RECORDS: usize = 16_384;
+/// Actions per `snapshot` frame: a big snapshot leaves as several frames of bounded size
+/// (about half a MiB each), so no single frame or write is as big as the whole state.
+const SNAPSHOT_CHUNK_ACTIONS: usize = 1000;
 
 /// Events that may be between the sequencer and their acknowledgement at once; publishers
 /// wait for room beyond this, so the pipeline's queue stays bounded.
@@ -270,12 +275,16 @@ impl Hub {
         permit: OwnedSemaphorePermit,
         events: Vec<Result<Event, HubError>>,
     ) -> Submitted {
-        let (results, pending) = self.sequence_with(permit, |seq, now| {
+        let count = events.len();
+        let decided = self.sequence_with(permit, |seq, now| {
             events
                 .into_iter()
                 .map(|event| event.and_then(|e| self.decide(seq, e, now)))
                 .collect::<Vec<_>>()
         });
+        let Some((results, pending)) = decided else {
+            return shut_out(count);
+        };
         for result in &results {
             match result {
                 Ok(Ack {
@@ -312,17 +321,20 @@ impl Hub {
         decide: impl FnOnce(&mut Sequencer, Millis) -> R,
     ) -> Option<(R, Pending)> {
         let permit = self.room(events).await?;
-        Some(self.sequence_with(permit, decide))
+        self.sequence_with(permit, decide)
     }
 
     /// Runs `decide` under the sequencer lock, with room in the pipeline already taken.
+    /// `None` when the pipeline is closed: nothing is decided, since nothing committed now
+    /// could be logged, and an event is acknowledged only once it is.
     fn sequence_with<R>(
         &self,
         permit: OwnedSemaphorePermit,
         decide: impl FnOnce(&mut Sequencer, Millis) -> R,
-    ) -> (R, Pending) {
+    ) -> Option<(R, Pending)> {
         let (done_tx, done_rx) = oneshot::channel();
         let mut seq = self.sequencer.lock();
+        seq.pipeline.as_ref()?;
         let result = decide(&mut seq, now_millis());
         let sent = self.hand_off(&mut seq, Some(done_tx));
         drop(seq);
@@ -330,7 +342,7 @@ impl Hub {
             done: sent.then_some(done_rx),
             _permit: permit,
         };
-        (result, pending)
+        Some((result, pending))
     }
 
     /// Applies a visitor change that is not an event (traits update, anonymization,
@@ -530,37 +542,44 @@ impl Hub {
                 .check_visitor_growth(v)
                 .map_err(|full| self.profile_full(full))?;
         }
+        // A session new to the customer ends the one it replaces, then starts.
+        let new_session = event.session_id().and_then(|session| {
+            match self.state.session_status(customer, session) {
+                SessionStatus::New { replaces } => {
+                    Some((session, replaces.filter(|s| s.ended.is_none())))
+                }
+                SessionStatus::Known => None,
+            }
+        });
         if let Event::Lifecycle(e) = &event {
-            if let Some(duplicate_of) = self.check_lifecycle(e)? {
+            let ending = new_session.as_ref().and_then(|(_, old)| old.as_ref());
+            if let Some(duplicate_of) = self.check_lifecycle(e, ending)? {
                 return Ok(Ack {
                     seq: duplicate_of,
                     duplicate: true,
                 });
             }
         }
-        // A session new to the customer ends the one it replaces, then starts.
-        if let Some(session) = event.session_id() {
-            if let SessionStatus::New { replaces } = self.state.session_status(customer, session) {
-                if let Some(old) = replaces.filter(|s| s.ended.is_none()) {
-                    self.end_session(seq, customer, old, EndReason::Replaced, now);
-                }
-                let user_id = match &event {
-                    Event::Visitor(v) if v.kind != VisitorKind::Signout && v.user_id.is_some() => {
-                        v.user_id.clone()
-                    }
-                    _ => self.state.user_of(customer),
-                };
-                self.commit(
-                    seq,
-                    Body::SessionStarted {
-                        customer_id: customer,
-                        session_id: session,
-                        user_id,
-                        started_at: now,
-                    },
-                    now,
-                );
+        if let Some((session, replaces)) = new_session {
+            if let Some(old) = replaces {
+                self.end_session(seq, customer, old, EndReason::Replaced, now);
             }
+            let user_id = match &event {
+                Event::Visitor(v) if v.kind != VisitorKind::Signout && v.user_id.is_some() => {
+                    v.user_id.clone()
+                }
+                _ => self.state.user_of(customer),
+            };
+            self.commit(
+                seq,
+                Body::SessionStarted {
+                    customer_id: customer,
+                    session_id: session,
+                    user_id,
+                    started_at: now,
+                },
+                now,
+            );
         }
         let (merge, signout) = match &event {
             Event::Visitor(v) => {
@@ -602,9 +621,14 @@ impl Hub {
         })
     }
 
-    /// Checks a lifecycle report against its action. `Ok(Some(seq))`: a duplicate of the
-    /// report at `seq`.
-    fn check_lifecycle(&self, e: &LifecycleEvent) -> Result<Option<Seq>, HubError> {
+    /// Checks a lifecycle report against its action as it will be when the report is
+    /// committed: after `ending`, the session the report's new session replaces, has ended.
+    /// `Ok(Some(seq))`: a duplicate of the report at `seq`.
+    fn check_lifecycle(
+        &self,
+        e: &LifecycleEvent,
+        ending: Option<&SessionInfo>,
+    ) -> Result<Option<Seq>, HubError> {
         let Some(head) = self.state.action_head(e.action_id) else {
             e.media.check(None, e.state).map_err(transition_error)?;
             return Ok(None);
@@ -624,6 +648,15 @@ impl Hub {
                 format!("`{field}` differs from the action's earlier events; it may not change"),
             ));
         }
+        // Ending the session first moves the action to `ignored`, a terminal state, so
+        // nothing may follow it; refused now, the report changes nothing.
+        if ending.is_some_and(|old| self.ignores_at_end(&head, old)) {
+            return Err(transition_error(
+                head.media
+                    .check(Some(ActionState::Ignored), e.state)
+                    .expect_err("nothing follows a terminal state"),
+            ));
+        }
         if head.state == e.state && e.event_id.is_none() {
             return Ok(Some(head.seq));
         }
@@ -631,6 +664,13 @@ impl Hub {
             .check(Some(head.state), e.state)
             .map_err(transition_error)?;
         Ok(None)
+    }
+
+    /// Whether ending `session` moves the action to `ignored` (see [`Hub::end_session`]).
+    fn ignores_at_end(&self, action: &ActionHead, session: &SessionInfo) -> bool {
+        self.config.auto_ignore_on_session_end
+            && action.state == ActionState::Offered
+            && action.session_id == session.id
     }
 
     /// Ends a session: `session:ended`, then its still-offered actions move to `ignored`.
@@ -779,36 +819,72 @@ impl Hub {
             .clamp(Duration::from_millis(50), Duration::from_secs(5))
     }
 
-    /// Subscribes with a snapshot: queues `subscribed(start)` and the snapshot frame, which
-    /// holds state as of the latest seq, and live delivery starts right after it. Returns
-    /// the start seq.
+    /// Subscribes with a snapshot. The subscription is filed paused after `at`, the latest
+    /// seq, with `subscribed(at)` queued; the snapshot is then built on a blocking thread,
+    /// without the sequencer lock, and sent as the subscription goes live (see
+    /// [`Hub::send_snapshot`]). Returns the start seq.
     pub fn subscribe_with_snapshot(
-        &self,
+        self: &Arc<Self>,
         conn: ConnId,
         req: &SubscribeRequest,
         subscribed: impl FnOnce(Seq) -> String,
     ) -> Result<Seq, HubError> {
-        let seq = self.sequencer.lock();
-        let at = seq.last_seq;
-        let snapshot = self.snapshot_frame(req, at);
+        let at = self.latest_seq();
         let start = self.fanout.subscribe(
             conn,
             new_sub(req),
-            Start::After(at),
+            Start::Paused(at),
             self.config.max_subscriptions_per_connection,
-            |start| {
-                vec![
-                    WireFrame::text(&subscribed(start)),
-                    WireFrame::text(&snapshot),
-                ]
-            },
+            |start| vec![WireFrame::text(&subscribed(start))],
         )?;
-        drop(seq);
+        let (hub, req) = (self.clone(), req.clone());
+        tokio::task::spawn_blocking(move || hub.send_snapshot(conn, &req, at));
         Ok(start)
     }
 
-    /// The `snapshot` frame for a subscription: matching actions and their customers.
-    fn snapshot_frame(&self, req: &SubscribeRequest, at: Seq) -> String {
+    /// Builds a subscription's snapshot as of `at` and makes the subscription live after
+    /// it. The snapshot holds the matching actions whose latest change is at or before
+    /// `at`; every later change is an event after `at`, which the retained history brings
+    /// behind the snapshot, as for a `since` replay: nothing missed, nothing sent twice.
+    fn send_snapshot(&self, conn: ConnId, req: &SubscribeRequest, at: Seq) {
+        let keep = |r: &Record| selects(req.topics, &req.filter, r, &self.state);
+        let frames = |after: Seq, upto: Seq| {
+            let retention = self.retention.read();
+            retention.covers(after).then(|| {
+                let (records, last) = retention.scan(after, upto, usize::MAX, usize::MAX, keep);
+                (
+                    records.iter().map(|r| r.frame.clone()).collect::<Vec<_>>(),
+                    last,
+                )
+            })
+        };
+        let mut lead = self.snapshot_frames(req, at);
+        let mut cursor = at;
+        // Most of the catching up happens here, outside the index lock, so that go_live
+        // takes only the last stretch under it. A `once` subscription leaves it all to
+        // go_live, which fires it on the first event.
+        if !req.once {
+            let Some((caught_up, last)) = frames(at, self.fanout.watermark()) else {
+                return self.fanout.close_slow(conn);
+            };
+            lead.extend(caught_up);
+            cursor = last;
+        }
+        let went = self
+            .fanout
+            .go_live_after(conn, &req.sub, lead, |watermark| {
+                frames(cursor, watermark).map(|(tail, _)| tail)
+            });
+        if went == GoLive::FellBehind {
+            self.fanout.close_slow(conn);
+        }
+    }
+
+    /// The `snapshot` frames for a subscription: its matching actions as of `at`, in
+    /// chunks of at most [`SNAPSHOT_CHUNK_ACTIONS`], each with the customers of its
+    /// actions not named before (the first also those the filter names); every frame but
+    /// the last says `"more": true`.
+    fn snapshot_frames(&self, req: &SubscribeRequest, at: Seq) -> Vec<WireFrame> {
         let filter = &req.filter;
         let narrowed: Option<Vec<CustomerId>> = match (&filter.customer_ids, &filter.user_ids) {
             (Some(customers), _) => Some(customers.clone()),
@@ -817,23 +893,42 @@ impl Hub {
             )),
             (None, None) => None,
         };
-        let selected = self.state.select_actions(narrowed.as_deref(), |e| {
+        let selected = self.state.select_actions(narrowed.as_deref(), at, |e| {
             snapshot_matches(req.topics, filter, e, &self.state)
         });
-        let mut customers: Vec<CustomerId> = narrowed.unwrap_or_default();
-        customers.extend(selected.iter().map(|(_, _, c)| *c));
-        let customers: Vec<Value> = State::distinct(customers)
+        let mut named = HashSet::new();
+        let mut customers_of = |first: Vec<CustomerId>, actions: &[(Seq, Value, CustomerId)]| {
+            let ids = first.into_iter().chain(actions.iter().map(|(_, _, c)| *c));
+            ids.filter(|c| named.insert(*c))
+                .filter_map(|c| self.state.customer_identity(c))
+                .collect::<Vec<Value>>()
+        };
+        let mut chunks: Vec<Vec<(Seq, Value, CustomerId)>> = Vec::new();
+        let mut selected = selected.into_iter().peekable();
+        while selected.peek().is_some() || chunks.is_empty() {
+            chunks.push(selected.by_ref().take(SNAPSHOT_CHUNK_ACTIONS).collect());
+        }
+        let mut first = narrowed.unwrap_or_default();
+        let last = chunks.len() - 1;
+        chunks
             .into_iter()
-            .filter_map(|c| self.state.customer_identity(c))
-            .collect();
-        let actions = selected.into_iter().map(|(_, view, _)| view).collect();
-        protocol::snapshot(&req.sub, at, actions, customers)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let customers = customers_of(std::mem::take(&mut first), &chunk);
+                let actions = chunk.into_iter().map(|(_, view, _)| view).collect();
+                let frame = protocol::snapshot(&req.sub, at, actions, customers, i < last);
+                WireFrame::text(&frame)
+            })
+            .collect()
     }
 
     /// Closes the pipeline's queue, so the thread ends after the batches already queued.
+    /// The door closes first: publishers waiting for room are turned away, and one that
+    /// already holds room finds the pipeline gone when it takes the sequencer lock, so it
+    /// commits nothing (see `Hub::sequence_with`); everything committed reaches the log.
     pub fn close_pipeline(&self) {
-        self.sequencer.lock().pipeline = None;
         self.in_flight.close();
+        self.sequencer.lock().pipeline = None;
     }
 
     fn run_pipeline(&self, rx: std_mpsc::Receiver<Batch>, mut log: Box<dyn Log>) {

@@ -336,12 +336,20 @@ pub fn error(id: Option<u64>, error: &HubError) -> String {
     reply("error", id, error.to_json())
 }
 
-pub fn snapshot(sub: &SubId, seq: Seq, actions: Vec<Value>, customers: Vec<Value>) -> String {
-    reply(
-        "snapshot",
-        None,
-        json!({ "sub": sub, "seq": seq, "actions": actions, "customers": customers }),
-    )
+/// One `snapshot` frame of a subscription; `more` when another frame of the same snapshot
+/// follows (a big snapshot is sent in chunks that share one seq).
+pub fn snapshot(
+    sub: &SubId,
+    seq: Seq,
+    actions: Vec<Value>,
+    customers: Vec<Value>,
+    more: bool,
+) -> String {
+    let mut body = json!({ "sub": sub, "seq": seq, "actions": actions, "customers": customers });
+    if more {
+        body["more"] = true.into();
+    }
+    reply("snapshot", None, body)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::ids::Seq;
+use crate::log::Log;
 use crate::recovery;
 use crate::snapshot;
 use crate::ws::WsContext;
@@ -36,6 +37,15 @@ pub struct Running {
 
 /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_log(config, |log| log).await
+}
+
+/// [`start`], with the recovered log handed to `wrap` first: the seam a test uses to slow
+/// the log down or watch what reaches it.
+pub async fn start_with_log(
+    config: Config,
+    wrap: impl FnOnce(Box<dyn Log>) -> Box<dyn Log>,
+) -> anyhow::Result<Running> {
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -47,7 +57,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::task::spawn_blocking(move || recovery::recover(&config)).await??
     };
     let restored_snapshot = restored.snapshot_seq;
-    let (hub, pipeline) = Hub::start_restored(Arc::new(config), Box::new(wal), restored);
+    let (hub, pipeline) = Hub::start_restored(Arc::new(config), wrap(Box::new(wal)), restored);
     // Bounded: one stop message; the snapshot thread polls it between snapshots.
     let (stop_snapshots, stop_rx) = std::sync::mpsc::sync_channel(1);
     let snapshotter = {

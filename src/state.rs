@@ -146,6 +146,7 @@ pub struct ActionHead {
     pub action_map_id: ActionMapId,
     pub action_map_version: u32,
     pub customer_id: CustomerId,
+    pub session_id: SessionId,
     pub state: ActionState,
     pub seq: Seq,
 }
@@ -229,6 +230,7 @@ impl State {
             action_map_id: a.latest.action_map_id,
             action_map_version: a.latest.action_map_version,
             customer_id: a.latest.customer_id,
+            session_id: a.latest.session_id,
             state: a.latest.state,
             seq: a.last().seq,
         })
@@ -940,15 +942,18 @@ impl State {
     }
 
     /// The actions (live or recently ended) matching a predicate on their latest event,
-    /// restricted to the given customers when `customers` is `Some`.
+    /// restricted to the given customers when `customers` is `Some`, and to those whose
+    /// latest change is at or before `at` (an action changed later is not as it was then).
+    /// Runs concurrently with the sequencer.
     pub fn select_actions(
         &self,
         customers: Option<&[CustomerId]>,
+        at: Seq,
         mut keep: impl FnMut(&LifecycleEvent) -> bool,
     ) -> Vec<(Seq, Value, CustomerId)> {
         let mut out = Vec::new();
         let mut visit = |a: &Action| {
-            if keep(&a.latest) {
+            if a.last().seq <= at && keep(&a.latest) {
                 out.push((a.last().seq, action_json(a, false), a.latest.customer_id));
             }
         };

@@ -770,10 +770,13 @@ impl Connection {
             |start| WireFrame::text(&protocol::subscribed(id, &req.sub, start, recovered));
         if let (Some(true), Some((since, _))) = (recovered, &req.since) {
             let since = *since;
-            hub.fanout
-                .subscribe(self.id, new_sub(&req), Start::Paused, max_subs, |_| {
-                    vec![subscribed(since)]
-                })?;
+            hub.fanout.subscribe(
+                self.id,
+                new_sub(&req),
+                Start::Paused(since),
+                max_subs,
+                |_| vec![subscribed(since)],
+            )?;
             self.outbox.flush();
             self.replays.push_back(Replay { req, cursor: since });
             return Ok(());

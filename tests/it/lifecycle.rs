@@ -158,6 +158,49 @@ async fn every_transition_of_both_tables_is_allowed_or_refused_as_the_table_says
     subscriber.expect_no_frame().await;
 }
 
+/// A report carrying a session new to the customer ends the open session first, and
+/// ending it moves that session's `offered` actions to `ignored`. So the report is decided
+/// as if after that: every report for an action offered in the replaced session is
+/// `action_terminal` (and changes nothing), every other pair is decided by the table. No
+/// subscriber ever sees an action move on after a terminal state.
+#[tokio::test]
+async fn a_report_in_a_new_session_is_decided_after_the_session_ends() {
+    let hub = Hub::start().await;
+    let mut publisher = hub.client().await;
+    let mut subscriber = hub.client().await;
+    subscriber
+        .subscribe_to("lifecycles", &["webchat:all", "contentoffer:all"], None)
+        .await;
+    for lifecycle in [WEBCHAT, CONTENTOFFER] {
+        let states = lifecycle.states();
+        for &from in &states {
+            for &to in states.iter().filter(|&&to| to != from) {
+                let action = Action::new(lifecycle.media);
+                for step in lifecycle.path_to(from) {
+                    report(&mut publisher, &mut subscriber, &action, step, None).await;
+                }
+                let moved = Action {
+                    session_id: crate::support::uuid(),
+                    ..action.clone()
+                };
+                let expected = match from {
+                    "offered" => Some("action_terminal"),
+                    _ => lifecycle.expected(from, to),
+                };
+                report(&mut publisher, &mut subscriber, &moved, to, expected).await;
+                let (_, view) = hub
+                    .http()
+                    .get(&format!("/v1/actions/{}", action.action_id))
+                    .await;
+                let now = if expected.is_none() { to } else { from };
+                assert_eq!(view["actionState"], json!(now), "{from} -> {to}: {view}");
+            }
+        }
+    }
+    // Nothing else was published: no ignored event before or after a report.
+    subscriber.expect_no_frame().await;
+}
+
 #[tokio::test]
 async fn a_refused_transition_changes_nothing() {
     let hub = Hub::start().await;

@@ -8,6 +8,7 @@ mod support;
 mod durability;
 mod fanout;
 mod faults_growth;
+mod faults_seq;
 mod faults_store;
 mod filters;
 mod fuzz;

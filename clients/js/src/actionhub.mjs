@@ -378,10 +378,16 @@ export class ActionHub {
         const frame = { op: 'subscribe', sub, topics: [].concat(topics), snapshot: true };
         if (where) frame.where = where;
         this._snapshots = this._snapshots || new Map();
+        // A big snapshot comes in chunks sharing one seq; every chunk but the last says `more`.
+        const actions = [];
+        const customers = [];
         this._snapshots.set(sub, (snap) => {
+          actions.push(...(snap.actions || []));
+          customers.push(...(snap.customers || []));
+          if (snap.more) return;
           this._snapshots.delete(sub);
           this._send({ op: 'unsubscribe', sub });
-          resolve({ seq: snap.seq, actions: snap.actions, customers: snap.customers });
+          resolve({ seq: snap.seq, actions, customers });
         });
         this._request(frame).catch((e) => {
           this._snapshots.delete(sub);
@@ -567,7 +573,8 @@ export class ActionHub {
       this._fromSnapshots.add(a.seq);
       this._dispatch({ ...a, topic: `${a.actionMediaType}:${a.actionState}` }, [g]);
     }
-    this._advance(f.seq, this.epoch);
+    // The position moves only once the last chunk is in, so a resume never skips the rest.
+    if (!f.more) this._advance(f.seq, this.epoch);
   }
 
   _remember(seq) {
