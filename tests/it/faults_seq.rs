@@ -267,7 +267,9 @@ async fn a_big_snapshot_lets_publishes_through_and_joins_live_without_gap_or_dup
         tokio::spawn(async move {
             let visitor = Visitor::new();
             let mut published = 0usize;
-            while !stop.load(Ordering::Relaxed) {
+            // Bounded: what is published during the build is caught up in one go, and
+            // that must fit the subscriber's outbox (pacing it is the replay's business).
+            while !stop.load(Ordering::Relaxed) && published < 2000 {
                 publisher
                     .publish_ok(visitor.action("webchat").event("offered"))
                     .await;
