@@ -132,6 +132,9 @@ struct Queue {
     kill: Option<u16>,
     /// The connection's task, woken when it must write (blocked) or end (kill, failure).
     task: Option<Waker>,
+    /// Writes that the socket took after it had refused bytes: each is a sign that the
+    /// peer reads, however much is still queued for it.
+    drained: u64,
 }
 
 impl Outbox {
@@ -145,6 +148,7 @@ impl Outbox {
                 failed: false,
                 kill: None,
                 task: None,
+                drained: 0,
             }),
             capacity,
         }
@@ -228,6 +232,12 @@ impl Outbox {
     pub fn queued(&self) -> usize {
         self.queue.lock().frames.len()
     }
+
+    /// How many times the socket has taken bytes after refusing some: a count that moves
+    /// while the peer reads what was waiting for it.
+    pub fn drained(&self) -> u64 {
+        self.queue.lock().drained
+    }
 }
 
 impl Queue {
@@ -254,6 +264,9 @@ impl Queue {
             self.blocked = false;
             return Poll::Ready(Ok(()));
         }
+        // A socket that takes bytes after refusing some is being read by the peer.
+        let was_blocked = self.blocked;
+        let mut took = false;
         while !self.frames.is_empty() {
             let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
             let mut count = 0;
@@ -264,14 +277,19 @@ impl Queue {
             }
             match Pin::new(&mut self.sink).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Pending => {
+                    self.drained += u64::from(was_blocked && took);
                     self.blocked = true;
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => return self.fail(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => self.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    took = true;
+                    self.advance(n);
+                }
                 Poll::Ready(Err(e)) => return self.fail(e),
             }
         }
+        self.drained += u64::from(was_blocked && took);
         self.blocked = false;
         match Pin::new(&mut self.sink).poll_flush(cx) {
             Poll::Ready(Err(e)) => self.fail(e),

@@ -74,6 +74,9 @@ const REPLAY_CHUNK: usize = 256;
 const MAX_PENDING_PUBLISHES: usize = 1024;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection's queue may take to leave at shutdown before the rest is dropped
+/// and the close frame sent; with [`CLOSE_GRACE`], well within the server's drain deadline.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 /// Rate-limited publishes in a row (with no accepted publish between) after which a
 /// token connection is closed with 4029: it is not backing off.
 pub const RATE_LIMITED_CLOSE_AFTER: u32 = 20;
@@ -269,7 +272,11 @@ struct Connection {
     replays: VecDeque<Replay>,
     pending: FuturesOrdered<PendingReply>,
     bad_frames: u32,
+    /// The last sign of life from the peer: a frame from it, or its reading what was
+    /// queued for it (a busy reader's pong waits behind its queue).
     last_heard: Instant,
+    /// The outbox's [`Outbox::drained`] count when the last ping looked at it.
+    drained_seen: u64,
     auth: Arc<Auth>,
     /// Who this connection acts as; every op asks it.
     principal: Principal,
@@ -359,6 +366,7 @@ async fn serve(
         pending: FuturesOrdered::new(),
         bad_frames: 0,
         last_heard: Instant::now(),
+        drained_seen: 0,
         auth: ctx.auth.clone(),
         principal,
         bucket,
@@ -484,13 +492,20 @@ async fn await_connect(
 }
 
 /// Sends a close frame (unless the peer is gone) and waits briefly for the peer's close.
-/// A slow consumer's queued events are dropped first: its close should not wait on them.
+/// A close does not wait long behind the queue: a slow consumer's queued frames are
+/// dropped at once, and at shutdown whatever has not left within [`SHUTDOWN_FLUSH`]. The
+/// events among them are retained; the client resumes with `since`.
 async fn finish(socket: &mut Socket, outbox: &Outbox, ending: Ending) {
     let Ending::Close(code, reason) = ending else {
         return;
     };
-    if code == close::SLOW_CONSUMER {
-        outbox.discard();
+    match code {
+        close::SLOW_CONSUMER => outbox.discard(),
+        close::GOING_AWAY => {
+            let _ = timeout(SHUTDOWN_FLUSH, poll_fn(|cx| outbox.poll_write(cx))).await;
+            outbox.discard();
+        }
+        _ => {}
     }
     let frame = CloseFrame {
         code: code.into(),
@@ -529,7 +544,7 @@ impl Connection {
                 Some(reply) = self.pending.next() => self.send_replies(reply),
                 message = self.socket.next(), if reading => Box::pin(self.on_message(message)).await,
                 _ = std::future::ready(()), if replaying => self.step_replay(),
-                _ = ping.tick() => Box::pin(self.ping(ping_every)).await,
+                _ = ping.tick() => self.ping(ping_every),
                 _ = token_expiry(&mut self.expiry) => self.expired(),
             };
             if let Err(ending) = step {
@@ -585,15 +600,30 @@ impl Connection {
         self.pending.push_back(Box::pin(std::future::ready(frame)));
     }
 
-    async fn ping(&mut self, every: Duration) -> Result<(), Ending> {
+    /// Queues a ping, or ends a connection that has shown no sign of life for two
+    /// intervals. The ping is never waited for: the loop goes on reading, writing and
+    /// watching for shutdown while it waits behind the queue.
+    fn ping(&mut self, every: Duration) -> Result<(), Ending> {
+        let drained = self.outbox.drained();
+        if drained != self.drained_seen {
+            self.drained_seen = drained;
+            self.last_heard = Instant::now();
+        }
         if self.last_heard.elapsed() > every * 2 {
             debug!("peer silent for two ping intervals");
             return Err(Ending::Gone);
         }
-        let socket = &mut self.socket;
-        match timeout(every, socket.send(Message::Ping(Default::default()))).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Ending::Gone),
+        // The outbox takes every frame at once (it never answers `WouldBlock`), so the
+        // sink is always ready and this only queues.
+        match self
+            .socket
+            .start_send_unpin(Message::Ping(Default::default()))
+        {
+            Ok(()) => {
+                self.outbox.flush();
+                Ok(())
+            }
+            Err(_) => Err(Ending::Gone),
         }
     }
 

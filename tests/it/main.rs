@@ -7,6 +7,7 @@ mod support;
 
 mod durability;
 mod fanout;
+mod faults_ws;
 mod filters;
 mod fuzz;
 mod http_api;

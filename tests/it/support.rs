@@ -679,7 +679,7 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    fn new(addr: SocketAddr) -> Http {
+    pub(crate) fn new(addr: SocketAddr) -> Http {
         Http::with_headers(addr, &[])
     }
 

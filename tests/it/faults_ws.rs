@@ -1,0 +1,147 @@
+//! WebSocket faults (issue 11, items 3 to 5): clients that flood, never read, read slowly
+//! or are busy when the hub stops, and a replay of the whole retained history. Each test
+//! says which promise it holds the hub to; those that measure the hub's memory or send it
+//! SIGTERM run the release binary as a child process (see `restart`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::restart::HubProcess;
+use crate::support::{seq_of, Client, Http, Hub};
+
+/// A track event of about 3 KiB: a few thousand of them fill any socket buffer.
+fn bulky_track(customer: &str, i: usize) -> Value {
+    json!({"type": "track", "customerId": customer, "name": "bulk",
+        "properties": {"pad": "x".repeat(3000), "i": i}})
+}
+
+/// Publishes `total` bulky events in batches of 250 (under the 1 MiB body limit); returns their seqs.
+async fn publish_bulky(http: &Http, total: usize) -> Vec<u64> {
+    let customer = crate::support::uuid();
+    let mut seqs = Vec::with_capacity(total);
+    for start in (0..total).step_by(250) {
+        let batch: Vec<Value> = (start..total.min(start + 250))
+            .map(|i| bulky_track(&customer, i))
+            .collect();
+        seqs.extend(http.publish(&Value::Array(batch)).await.iter().map(seq_of));
+    }
+    seqs
+}
+
+/// The address of a hub process, for WebSocket clients.
+fn addr_of(hub: &HubProcess) -> SocketAddr {
+    let url = hub.url("");
+    url.trim_start_matches("http://")
+        .parse()
+        .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// A reader that keeps up only slowly, but within its queue's bound, is alive however much
+/// waits for it (item 5): the hub's own pings must not stall its connection (they waited
+/// for the whole queue to drain, and dropped the connection without a close frame when it
+/// did not in one ping interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_within_its_bound_is_never_dropped() {
+    const TOTAL: usize = 3000;
+    let hub = Hub::start_with(|c| c.ping_interval = Duration::from_millis(200)).await;
+    // A small receive buffer keeps most of the ~9 MiB in the hub's queue.
+    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
+    reader.connect().await;
+    reader.subscribe_to("slow", &["visitor:track"], None).await;
+    let reading = tokio::spawn(async move {
+        let mut received = Vec::with_capacity(TOTAL);
+        while received.len() < TOTAL {
+            let frame = reader.recv().await;
+            match frame["type"].as_str() {
+                Some("event") => received.push(seq_of(&frame)),
+                Some("pong") => continue,
+                _ => panic!("expected events, got {frame}"),
+            }
+            // Reads a frame a millisecond, and says something now and then, as a client
+            // that is alive but busy does.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            if received.len() % 50 == 0 {
+                reader.send(json!({"op": "ping"})).await;
+            }
+        }
+        (reader, received)
+    });
+    let acked = publish_bulky(&hub.http(), TOTAL).await;
+    let (mut reader, received) = reading.await.expect("the reader keeps its connection");
+    assert_eq!(received, acked, "every event, in order");
+    let pong = reader.request(json!({"op": "ping"})).await;
+    assert_eq!(pong["type"], json!("pong"), "{pong}");
+    hub.shutdown().await;
+}
+
+/// What a client saw of the connection until it ended: the close code, if any.
+async fn read_until_close(client: &mut Client, pause: Option<Duration>) -> Option<u16> {
+    loop {
+        match client.next_raw().await {
+            Message::Close(frame) => return frame.map(|f| u16::from(f.code)),
+            Message::Text(_) => {
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            _ => continue,
+        }
+    }
+}
+
+/// SIGTERM with busy connections (item 5): every connection, however much is queued for
+/// it, is told 1001 and ends within the drain deadline, and the hub stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
+    const TOTAL: usize = 8000;
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--ping-interval",
+        "1s",
+        "--queue-capacity",
+        "16384",
+        "--fsync",
+        "never",
+    ];
+    let hub = HubProcess::start(dir.path(), &args);
+    let addr = addr_of(&hub);
+    let mut slow = Client::open(addr, &[], Some(4096)).await;
+    slow.connect().await;
+    slow.subscribe_to("slow", &["visitor:track"], None).await;
+    let mut fast = Client::open(addr, &[], None).await;
+    fast.connect().await;
+    fast.subscribe_to("fast", &["all"], None).await;
+    let mut idle = Client::open(addr, &[], None).await;
+    idle.connect().await;
+    idle.subscribe_to("idle", &["webchat:all"], None).await;
+    publish_bulky(&Http::new(addr), TOTAL).await;
+
+    // The slow reader is well into its backlog (~20 MiB) before the hub is told to stop.
+    for _ in 0..500 {
+        let frame = slow.recv().await;
+        assert_eq!(frame["type"], json!("event"), "{frame}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let readers = [
+        (slow, Some(Duration::from_millis(1))),
+        (fast, None),
+        (idle, None),
+    ]
+    .map(|(mut client, pause)| {
+        tokio::spawn(async move { read_until_close(&mut client, pause).await })
+    });
+    let output = tokio::task::spawn_blocking(move || hub.stop())
+        .await
+        .expect("the hub stops cleanly");
+    for (name, reader) in ["slow", "fast", "idle"].iter().zip(readers) {
+        let code = reader.await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(code, Some(1001), "{name} is told the hub is going away");
+    }
+    let late = output
+        .iter()
+        .find(|l| l.contains("did not close within the drain deadline"));
+    assert!(late.is_none(), "{late:?}");
+}
