@@ -16,8 +16,9 @@
 //! the socket when it drains. (Only the task polls with a waker that matters; a write from
 //! another thread polls with a no-op waker, which must not replace the task's.)
 //!
-//! The queue is bounded in frames. Queueing past the bound is the slow-consumer case: the
-//! caller closes the connection with 4008. This module never blocks and holds its lock only
+//! The queue is bounded in frames, control frames included. Queueing past the bound is the
+//! slow-consumer case: the caller closes the connection with 4008 (for tungstenite's own
+//! frames, the outbox tells the task to); only the close frame goes past it. This module never blocks and holds its lock only
 //! for non-blocking writes.
 
 use std::collections::VecDeque;
@@ -89,6 +90,11 @@ fn header_len(frame: &[u8]) -> usize {
         Some(127) => 10,
         Some(_) => 2,
     }
+}
+
+/// Whether an unmasked frame is a close frame (opcode 8, RFC 6455 5.2).
+fn is_close(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 0x0f == 0x8)
 }
 
 /// The write half of a connection's socket.
@@ -341,16 +347,24 @@ impl<R: AsyncRead + Unpin> AsyncRead for Duplex<R> {
 }
 
 impl<R: Unpin> AsyncWrite for Duplex<R> {
+    /// Queues one frame: tungstenite has no write buffer, so each write is a whole frame.
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Control frames are few and small (a ping interval, a peer's pings, one close):
-        // they are queued even past the bound, which is for events.
         let mut q = self.outbox.queue.lock();
         if q.failed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        // Pongs and pings count against the bound like every other frame: a peer that
+        // floods pings and reads nothing is a slow consumer. The frame is dropped (the
+        // connection is closing) rather than refused, which tungstenite would buffer.
+        // Only the close frame, the last one, goes past the bound.
+        if q.frames.len() >= self.outbox.capacity && !is_close(buf) {
+            q.kill.get_or_insert(crate::ws::close::SLOW_CONSUMER);
+            q.wake_task();
+            return Poll::Ready(Ok(buf.len()));
         }
         q.frames.push_back(Bytes::copy_from_slice(buf));
         Poll::Ready(Ok(buf.len()))
@@ -454,6 +468,27 @@ mod tests {
         });
         assert_eq!(read_exactly(&mut peer, first.len()).await, first.to_vec());
         rest.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn control_frames_count_against_the_bound_and_only_close_passes_it() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, _peer) = tokio::io::duplex(64);
+        let outbox = Arc::new(Outbox::new(Box::new(ours), 2));
+        outbox.push(frame(1)).unwrap();
+        outbox.push(frame(2)).unwrap();
+        let mut duplex = Duplex {
+            read: tokio::io::empty(),
+            outbox: outbox.clone(),
+        };
+        let pong = [0x8a, 0x00];
+        duplex.write_all(&pong).await.unwrap();
+        assert_eq!(outbox.queued(), 2, "a pong past the bound is not queued");
+        let trouble = std::future::poll_fn(|cx| outbox.poll_trouble(cx)).await;
+        assert_eq!(trouble, Trouble::Kill(crate::ws::close::SLOW_CONSUMER));
+        let close = [0x88, 0x02, 0x0f, 0xa8];
+        duplex.write_all(&close).await.unwrap();
+        assert_eq!(outbox.queued(), 3, "the close frame always is");
     }
 
     #[tokio::test]

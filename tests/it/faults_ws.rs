@@ -145,3 +145,90 @@ async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
         .find(|l| l.contains("did not close within the drain deadline"));
     assert!(late.is_none(), "{late:?}");
 }
+
+/// The resident memory of a process, in bytes, from `/proc`.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
+    kib * 1024
+}
+
+/// A ping flood from a client that never reads (item 3): each ping's pong counts against
+/// the connection's bound like any other frame, so the hub closes it 4008 and stops
+/// reading, and its memory stays flat (a pong queued past the bound for each of 300 MiB of
+/// pings took it from 16 to 434 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
+    const FLOOD: usize = 128 << 20;
+    const GROWTH_LIMIT: u64 = 32 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path(), &["--fsync", "never"]);
+    let addr = addr_of(&hub);
+    let mut flooder = Client::open(addr, &[], Some(4096)).await;
+    flooder.connect().await;
+    let before = rss_bytes(hub.pid());
+
+    // Client pings with 125-byte payloads, masked with a zero key (RFC 6455 5.3 allows any
+    // key), written straight to the socket; a write the hub does not take within a second
+    // means it has stopped reading.
+    let ping: Vec<u8> = [0x89, 0x80 | 125, 0, 0, 0, 0]
+        .into_iter()
+        .chain([b'p'; 125])
+        .collect();
+    let chunk = ping.repeat(512);
+    let mut sent = 0;
+    while sent < FLOOD {
+        let write = tokio::io::AsyncWriteExt::write_all(flooder.ws().get_mut(), &chunk);
+        match tokio::time::timeout(Duration::from_secs(1), write).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            _ => break,
+        }
+    }
+    let grown = rss_bytes(hub.pid()).saturating_sub(before);
+    assert!(
+        sent < FLOOD,
+        "the hub read all {sent} bytes of pings from a client that reads nothing"
+    );
+    assert!(
+        grown < GROWTH_LIMIT,
+        "the hub grew by {} MiB under {} MiB of pings",
+        grown >> 20,
+        sent >> 20
+    );
+
+    // Nobody else notices.
+    let mut other = Client::open(addr, &[], None).await;
+    other.connect().await;
+    let pong = other.request(json!({"op": "ping"})).await;
+    assert_eq!(pong["type"], json!("pong"), "{pong}");
+
+    // Reading at last, the flooder finds the pongs that reached it, then a close 4008
+    // (unless the hub's closing handshake gave up on it first and just hung up).
+    let close = tokio::time::timeout(crate::support::SHUTDOWN_WAIT, async {
+        while let Some(Ok(message)) = futures_util::StreamExt::next(flooder.ws()).await {
+            if let Message::Close(frame) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the flooder's connection ends");
+    assert!(
+        close.is_none_or(|code| code == 4008),
+        "closed with {close:?}"
+    );
+    tokio::task::spawn_blocking(move || hub.stop())
+        .await
+        .unwrap();
+}

@@ -72,6 +72,11 @@ impl HubProcess {
     fn output(&self) -> String {
         self.output.lock().unwrap().join("\n")
     }
+
+    /// The process id, for reading its memory from `/proc`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for HubProcess {
