@@ -141,6 +141,9 @@ struct Queue {
     /// Writes that the socket took after it had refused bytes: each is a sign that the
     /// peer reads, however much is still queued for it.
     drained: u64,
+    /// The task waits for the queue to shrink to this many frames (a paced replay); a
+    /// write that makes the room wakes it.
+    room_wanted: Option<usize>,
 }
 
 impl Outbox {
@@ -155,6 +158,7 @@ impl Outbox {
                 kill: None,
                 task: None,
                 drained: 0,
+                room_wanted: None,
             }),
             capacity,
         }
@@ -234,6 +238,21 @@ impl Outbox {
         }
     }
 
+    /// For the task: completes when `frames` more frames fit under the bound, and is woken
+    /// by the write that makes the room. Never completes for a connection that is ending:
+    /// its [`Outbox::poll_trouble`] does.
+    pub fn poll_room(&self, cx: &mut Context<'_>, frames: usize) -> Poll<()> {
+        let mut q = self.queue.lock();
+        let limit = self.capacity.saturating_sub(frames);
+        if q.failed || q.kill.is_some() || q.frames.len() > limit {
+            q.register(cx);
+            q.room_wanted = Some(limit);
+            return Poll::Pending;
+        }
+        q.room_wanted = None;
+        Poll::Ready(())
+    }
+
     /// Frames queued and not yet fully written.
     pub fn queued(&self) -> usize {
         self.queue.lock().frames.len()
@@ -291,6 +310,7 @@ impl Queue {
                 Poll::Ready(Ok(n)) => {
                     took = true;
                     self.advance(n);
+                    self.wake_if_room();
                 }
                 Poll::Ready(Err(e)) => return self.fail(e),
             }
@@ -317,6 +337,17 @@ impl Queue {
             n -= left;
             self.written = 0;
             self.frames.pop_front();
+        }
+    }
+
+    /// Wakes the task when it waits for room that the queue now has.
+    fn wake_if_room(&mut self) {
+        if self
+            .room_wanted
+            .is_some_and(|limit| self.frames.len() <= limit)
+        {
+            self.room_wanted = None;
+            self.wake_task();
         }
     }
 
@@ -489,6 +520,31 @@ mod tests {
         let close = [0x88, 0x02, 0x0f, 0xa8];
         duplex.write_all(&close).await.unwrap();
         assert_eq!(outbox.queued(), 3, "the close frame always is");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_makes_room_wakes_the_task_waiting_for_it() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Woken(AtomicBool);
+        impl std::task::Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let (ours, _peer) = tokio::io::duplex(4096);
+        let outbox = Outbox::new(Box::new(ours), 8);
+        for n in 0..8 {
+            outbox.push(frame(n)).unwrap();
+        }
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(outbox.poll_room(&mut cx, 4).is_pending());
+        // A write from another thread (the pipeline's) polls with a no-op waker: the
+        // outbox itself must wake the task it made room for.
+        outbox.flush();
+        assert!(woken.0.load(Ordering::SeqCst), "the waiting task is woken");
+        assert!(outbox.poll_room(&mut cx, 4).is_ready());
     }
 
     #[tokio::test]

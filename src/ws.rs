@@ -66,10 +66,22 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4029;
 }
 
-/// Replayed records examined per step, and sent per step at most; keeps one replay from
-/// starving the connection's live traffic.
+/// Replayed records examined per step, and sent per step at most (or a quarter of a
+/// smaller outbox); keeps one replay from starving the connection's live traffic.
 const REPLAY_SCAN_BUDGET: usize = 4096;
 const REPLAY_CHUNK: usize = 256;
+
+/// Frames one replay step sends at most.
+fn replay_chunk(capacity: usize) -> usize {
+    (capacity / 4).clamp(1, REPLAY_CHUNK)
+}
+
+/// The room in the outbox a replay step waits for: its chunk, and as much again for the
+/// last stretch that going live queues at once (or for the connection's live events).
+/// So a replay is paced by its reader and never overflows the outbox itself.
+fn replay_room(capacity: usize) -> usize {
+    (2 * replay_chunk(capacity)).min(capacity)
+}
 /// Publishes one connection may have waiting for acknowledgement; it stops reading beyond.
 const MAX_PENDING_PUBLISHES: usize = 1024;
 /// How long a closing handshake may take before the socket is dropped.
@@ -528,6 +540,7 @@ impl Connection {
     async fn run(&mut self) -> Ending {
         let ping_every = self.hub.config.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let replay_room = replay_room(self.hub.config.queue_capacity);
         loop {
             let reading = self.pending.len() < MAX_PENDING_PUBLISHES;
             let replaying = !self.replays.is_empty();
@@ -543,7 +556,7 @@ impl Connection {
                 }),
                 Some(reply) = self.pending.next() => self.send_replies(reply),
                 message = self.socket.next(), if reading => Box::pin(self.on_message(message)).await,
-                _ = std::future::ready(()), if replaying => self.step_replay(),
+                _ = poll_fn(|cx| outbox.poll_room(cx, replay_room)), if replaying => self.step_replay(),
                 _ = ping.tick() => self.ping(ping_every),
                 _ = token_expiry(&mut self.expiry) => self.expired(),
             };
@@ -823,9 +836,10 @@ impl Connection {
     }
 
     /// Sends the next chunk of the oldest replay; when it has caught up with the fan-out,
-    /// makes its subscription live.
+    /// makes its subscription live. Runs only when the outbox has [`replay_room`].
     fn step_replay(&mut self) -> Result<(), Ending> {
         let hub = self.hub.clone();
+        let chunk = replay_chunk(hub.config.queue_capacity);
         let Some(replay) = self.replays.front_mut() else {
             return Ok(());
         };
@@ -843,15 +857,10 @@ impl Connection {
                 return Err(fell_behind());
             }
             let target = hub.fanout.watermark();
-            let (records, last) = retention.scan(
-                replay.cursor,
-                target,
-                REPLAY_SCAN_BUDGET,
-                REPLAY_CHUNK,
-                keep,
-            );
+            let (records, last) =
+                retention.scan(replay.cursor, target, REPLAY_SCAN_BUDGET, chunk, keep);
             replay.cursor = last;
-            let caught_up = retention.count_between(last, target) < REPLAY_CHUNK;
+            let caught_up = retention.count_between(last, target) < chunk;
             (records, caught_up)
         };
         let (sub, cursor) = (replay.req.sub.clone(), replay.cursor);
