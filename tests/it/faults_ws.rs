@@ -343,3 +343,55 @@ async fn a_million_event_replay_reaches_a_fast_reader_whole() {
         .await
         .unwrap();
 }
+
+/// A reader that never reads is cut off (4008) once its queue is full, and nobody else
+/// notices: a reader that replays the history and then stays live gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_never_reads_is_cut_off_and_others_get_everything() {
+    const HISTORY: usize = 2000;
+    const LIVE: usize = 2000;
+    const BATCH: usize = 100;
+    let hub = Hub::start_with(|c| c.queue_capacity = 1024).await;
+    let http = hub.http();
+    let mut acked = publish_bulky(&http, HISTORY).await;
+    let mut never = Client::open(hub.addr(), &[], Some(4096)).await;
+    never.connect().await;
+    never.subscribe_to("never", &["visitor:track"], None).await;
+    let mut reader = hub.client().await;
+    let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": reader.epoch()});
+    reader.subscribe(json!("replay"), body).await;
+    let (progress, mut read_so_far) = tokio::sync::watch::channel(0usize);
+    let reading = tokio::spawn(async move {
+        let mut seqs = Vec::with_capacity(HISTORY + LIVE);
+        while seqs.len() < HISTORY + LIVE {
+            seqs.push(seq_of(&reader.next_event().await));
+            progress.send_replace(seqs.len());
+        }
+        seqs
+    });
+    // Live traffic, ~6 MiB: never more than two batches ahead of the reader, so it keeps
+    // up, and far more than the never-reader's queue and socket buffers hold.
+    for start in (0..LIVE).step_by(BATCH) {
+        let must_have_read = (HISTORY + start).saturating_sub(BATCH);
+        if read_so_far
+            .wait_for(|&n| n >= must_have_read)
+            .await
+            .is_err()
+        {
+            let failure = reading.await.expect_err("a reader that stops early failed");
+            std::panic::resume_unwind(failure.into_panic());
+        }
+        let customer = crate::support::uuid();
+        let batch: Vec<Value> = (start..start + BATCH)
+            .map(|i| bulky_track(&customer, i))
+            .collect();
+        acked.extend(http.publish(&Value::Array(batch)).await.iter().map(seq_of));
+    }
+    let received = reading.await.expect("the reader gets everything");
+    assert_eq!(
+        received, acked,
+        "replay then live, in order, no gap, no duplicate"
+    );
+    never.closed_with(4008).await;
+    hub.shutdown().await;
+}
