@@ -345,10 +345,11 @@ async fn a_million_event_replay_reaches_a_fast_reader_whole() {
 }
 
 /// A reader that never reads is cut off (4008) once its queue is full, and nobody else
-/// notices: a reader that replays the history and then stays live gets every event.
+/// notices: a reader that replays ~12 MiB of history (more than its queue and the socket
+/// buffers hold) and then stays live gets every event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_that_never_reads_is_cut_off_and_others_get_everything() {
-    const HISTORY: usize = 2000;
+    const HISTORY: usize = 4000;
     const LIVE: usize = 2000;
     const BATCH: usize = 100;
     let hub = Hub::start_with(|c| c.queue_capacity = 1024).await;
@@ -357,7 +358,8 @@ async fn a_reader_that_never_reads_is_cut_off_and_others_get_everything() {
     let mut never = Client::open(hub.addr(), &[], Some(4096)).await;
     never.connect().await;
     never.subscribe_to("never", &["visitor:track"], None).await;
-    let mut reader = hub.client().await;
+    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
+    reader.connect().await;
     let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": reader.epoch()});
     reader.subscribe(json!("replay"), body).await;
     let (progress, mut read_so_far) = tokio::sync::watch::channel(0usize);
