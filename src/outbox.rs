@@ -16,8 +16,9 @@
 //! the socket when it drains. (Only the task polls with a waker that matters; a write from
 //! another thread polls with a no-op waker, which must not replace the task's.)
 //!
-//! The queue is bounded in frames. Queueing past the bound is the slow-consumer case: the
-//! caller closes the connection with 4008. This module never blocks and holds its lock only
+//! The queue is bounded in frames, control frames included. Queueing past the bound is the
+//! slow-consumer case: the caller closes the connection with 4008 (for tungstenite's own
+//! frames, the outbox tells the task to); only the close frame goes past it. This module never blocks and holds its lock only
 //! for non-blocking writes.
 
 use std::collections::VecDeque;
@@ -91,6 +92,11 @@ fn header_len(frame: &[u8]) -> usize {
     }
 }
 
+/// Whether an unmasked frame is a close frame (opcode 8, RFC 6455 5.2).
+fn is_close(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 0x0f == 0x8)
+}
+
 /// The write half of a connection's socket.
 pub type Sink = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -132,6 +138,12 @@ struct Queue {
     kill: Option<u16>,
     /// The connection's task, woken when it must write (blocked) or end (kill, failure).
     task: Option<Waker>,
+    /// Writes that the socket took after it had refused bytes: each is a sign that the
+    /// peer reads, however much is still queued for it.
+    drained: u64,
+    /// The task waits for the queue to shrink to this many frames (a paced replay); a
+    /// write that makes the room wakes it.
+    room_wanted: Option<usize>,
 }
 
 impl Outbox {
@@ -145,6 +157,8 @@ impl Outbox {
                 failed: false,
                 kill: None,
                 task: None,
+                drained: 0,
+                room_wanted: None,
             }),
             capacity,
         }
@@ -224,9 +238,30 @@ impl Outbox {
         }
     }
 
+    /// For the task: completes when `frames` more frames fit under the bound, and is woken
+    /// by the write that makes the room. Never completes for a connection that is ending:
+    /// its [`Outbox::poll_trouble`] does.
+    pub fn poll_room(&self, cx: &mut Context<'_>, frames: usize) -> Poll<()> {
+        let mut q = self.queue.lock();
+        let limit = self.capacity.saturating_sub(frames);
+        if q.failed || q.kill.is_some() || q.frames.len() > limit {
+            q.register(cx);
+            q.room_wanted = Some(limit);
+            return Poll::Pending;
+        }
+        q.room_wanted = None;
+        Poll::Ready(())
+    }
+
     /// Frames queued and not yet fully written.
     pub fn queued(&self) -> usize {
         self.queue.lock().frames.len()
+    }
+
+    /// How many times the socket has taken bytes after refusing some: a count that moves
+    /// while the peer reads what was waiting for it.
+    pub fn drained(&self) -> u64 {
+        self.queue.lock().drained
     }
 }
 
@@ -254,6 +289,9 @@ impl Queue {
             self.blocked = false;
             return Poll::Ready(Ok(()));
         }
+        // A socket that takes bytes after refusing some is being read by the peer.
+        let was_blocked = self.blocked;
+        let mut took = false;
         while !self.frames.is_empty() {
             let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
             let mut count = 0;
@@ -264,14 +302,20 @@ impl Queue {
             }
             match Pin::new(&mut self.sink).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Pending => {
+                    self.drained += u64::from(was_blocked && took);
                     self.blocked = true;
                     return Poll::Pending;
                 }
                 Poll::Ready(Ok(0)) => return self.fail(io::ErrorKind::WriteZero.into()),
-                Poll::Ready(Ok(n)) => self.advance(n),
+                Poll::Ready(Ok(n)) => {
+                    took = true;
+                    self.advance(n);
+                    self.wake_if_room();
+                }
                 Poll::Ready(Err(e)) => return self.fail(e),
             }
         }
+        self.drained += u64::from(was_blocked && took);
         self.blocked = false;
         match Pin::new(&mut self.sink).poll_flush(cx) {
             Poll::Ready(Err(e)) => self.fail(e),
@@ -293,6 +337,17 @@ impl Queue {
             n -= left;
             self.written = 0;
             self.frames.pop_front();
+        }
+    }
+
+    /// Wakes the task when it waits for room that the queue now has.
+    fn wake_if_room(&mut self) {
+        if self
+            .room_wanted
+            .is_some_and(|limit| self.frames.len() <= limit)
+        {
+            self.room_wanted = None;
+            self.wake_task();
         }
     }
 
@@ -323,16 +378,24 @@ impl<R: AsyncRead + Unpin> AsyncRead for Duplex<R> {
 }
 
 impl<R: Unpin> AsyncWrite for Duplex<R> {
+    /// Queues one frame: tungstenite has no write buffer, so each write is a whole frame.
     fn poll_write(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        // Control frames are few and small (a ping interval, a peer's pings, one close):
-        // they are queued even past the bound, which is for events.
         let mut q = self.outbox.queue.lock();
         if q.failed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        // Pongs and pings count against the bound like every other frame: a peer that
+        // floods pings and reads nothing is a slow consumer. The frame is dropped (the
+        // connection is closing) rather than refused, which tungstenite would buffer.
+        // Only the close frame, the last one, goes past the bound.
+        if q.frames.len() >= self.outbox.capacity && !is_close(buf) {
+            q.kill.get_or_insert(crate::ws::close::SLOW_CONSUMER);
+            q.wake_task();
+            return Poll::Ready(Ok(buf.len()));
         }
         q.frames.push_back(Bytes::copy_from_slice(buf));
         Poll::Ready(Ok(buf.len()))
@@ -436,6 +499,52 @@ mod tests {
         });
         assert_eq!(read_exactly(&mut peer, first.len()).await, first.to_vec());
         rest.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn control_frames_count_against_the_bound_and_only_close_passes_it() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, _peer) = tokio::io::duplex(64);
+        let outbox = Arc::new(Outbox::new(Box::new(ours), 2));
+        outbox.push(frame(1)).unwrap();
+        outbox.push(frame(2)).unwrap();
+        let mut duplex = Duplex {
+            read: tokio::io::empty(),
+            outbox: outbox.clone(),
+        };
+        let pong = [0x8a, 0x00];
+        duplex.write_all(&pong).await.unwrap();
+        assert_eq!(outbox.queued(), 2, "a pong past the bound is not queued");
+        let trouble = std::future::poll_fn(|cx| outbox.poll_trouble(cx)).await;
+        assert_eq!(trouble, Trouble::Kill(crate::ws::close::SLOW_CONSUMER));
+        let close = [0x88, 0x02, 0x0f, 0xa8];
+        duplex.write_all(&close).await.unwrap();
+        assert_eq!(outbox.queued(), 3, "the close frame always is");
+    }
+
+    #[tokio::test]
+    async fn a_write_that_makes_room_wakes_the_task_waiting_for_it() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        struct Woken(AtomicBool);
+        impl std::task::Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let (ours, _peer) = tokio::io::duplex(4096);
+        let outbox = Outbox::new(Box::new(ours), 8);
+        for n in 0..8 {
+            outbox.push(frame(n)).unwrap();
+        }
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(outbox.poll_room(&mut cx, 4).is_pending());
+        // A write from another thread (the pipeline's) polls with a no-op waker: the
+        // outbox itself must wake the task it made room for.
+        outbox.flush();
+        assert!(woken.0.load(Ordering::SeqCst), "the waiting task is woken");
+        assert!(outbox.poll_room(&mut cx, 4).is_ready());
     }
 
     #[tokio::test]

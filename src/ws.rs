@@ -66,14 +66,29 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4029;
 }
 
-/// Replayed records examined per step, and sent per step at most; keeps one replay from
-/// starving the connection's live traffic.
+/// Replayed records examined per step, and sent per step at most (or a quarter of a
+/// smaller outbox); keeps one replay from starving the connection's live traffic.
 const REPLAY_SCAN_BUDGET: usize = 4096;
 const REPLAY_CHUNK: usize = 256;
+
+/// Frames one replay step sends at most.
+fn replay_chunk(capacity: usize) -> usize {
+    (capacity / 4).clamp(1, REPLAY_CHUNK)
+}
+
+/// The room in the outbox a replay step waits for: its chunk, and as much again for the
+/// last stretch that going live queues at once (or for the connection's live events).
+/// So a replay is paced by its reader and never overflows the outbox itself.
+fn replay_room(capacity: usize) -> usize {
+    (2 * replay_chunk(capacity)).min(capacity)
+}
 /// Publishes one connection may have waiting for acknowledgement; it stops reading beyond.
 const MAX_PENDING_PUBLISHES: usize = 1024;
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection's queue may take to leave at shutdown before the rest is dropped
+/// and the close frame sent; with [`CLOSE_GRACE`], well within the server's drain deadline.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 /// Rate-limited publishes in a row (with no accepted publish between) after which a
 /// token connection is closed with 4029: it is not backing off.
 pub const RATE_LIMITED_CLOSE_AFTER: u32 = 20;
@@ -269,7 +284,11 @@ struct Connection {
     replays: VecDeque<Replay>,
     pending: FuturesOrdered<PendingReply>,
     bad_frames: u32,
+    /// The last sign of life from the peer: a frame from it, or its reading what was
+    /// queued for it (a busy reader's pong waits behind its queue).
     last_heard: Instant,
+    /// The outbox's [`Outbox::drained`] count when the last ping looked at it.
+    drained_seen: u64,
     auth: Arc<Auth>,
     /// Who this connection acts as; every op asks it.
     principal: Principal,
@@ -359,6 +378,7 @@ async fn serve(
         pending: FuturesOrdered::new(),
         bad_frames: 0,
         last_heard: Instant::now(),
+        drained_seen: 0,
         auth: ctx.auth.clone(),
         principal,
         bucket,
@@ -484,13 +504,20 @@ async fn await_connect(
 }
 
 /// Sends a close frame (unless the peer is gone) and waits briefly for the peer's close.
-/// A slow consumer's queued events are dropped first: its close should not wait on them.
+/// A close does not wait long behind the queue: a slow consumer's queued frames are
+/// dropped at once, and at shutdown whatever has not left within [`SHUTDOWN_FLUSH`]. The
+/// events among them are retained; the client resumes with `since`.
 async fn finish(socket: &mut Socket, outbox: &Outbox, ending: Ending) {
     let Ending::Close(code, reason) = ending else {
         return;
     };
-    if code == close::SLOW_CONSUMER {
-        outbox.discard();
+    match code {
+        close::SLOW_CONSUMER => outbox.discard(),
+        close::GOING_AWAY => {
+            let _ = timeout(SHUTDOWN_FLUSH, poll_fn(|cx| outbox.poll_write(cx))).await;
+            outbox.discard();
+        }
+        _ => {}
     }
     let frame = CloseFrame {
         code: code.into(),
@@ -513,6 +540,7 @@ impl Connection {
     async fn run(&mut self) -> Ending {
         let ping_every = self.hub.config.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+        let replay_room = replay_room(self.hub.config.queue_capacity);
         loop {
             let reading = self.pending.len() < MAX_PENDING_PUBLISHES;
             let replaying = !self.replays.is_empty();
@@ -528,8 +556,8 @@ impl Connection {
                 }),
                 Some(reply) = self.pending.next() => self.send_replies(reply),
                 message = self.socket.next(), if reading => Box::pin(self.on_message(message)).await,
-                _ = std::future::ready(()), if replaying => self.step_replay(),
-                _ = ping.tick() => Box::pin(self.ping(ping_every)).await,
+                _ = poll_fn(|cx| outbox.poll_room(cx, replay_room)), if replaying => self.step_replay(),
+                _ = ping.tick() => self.ping(ping_every),
                 _ = token_expiry(&mut self.expiry) => self.expired(),
             };
             if let Err(ending) = step {
@@ -585,15 +613,30 @@ impl Connection {
         self.pending.push_back(Box::pin(std::future::ready(frame)));
     }
 
-    async fn ping(&mut self, every: Duration) -> Result<(), Ending> {
+    /// Queues a ping, or ends a connection that has shown no sign of life for two
+    /// intervals. The ping is never waited for: the loop goes on reading, writing and
+    /// watching for shutdown while it waits behind the queue.
+    fn ping(&mut self, every: Duration) -> Result<(), Ending> {
+        let drained = self.outbox.drained();
+        if drained != self.drained_seen {
+            self.drained_seen = drained;
+            self.last_heard = Instant::now();
+        }
         if self.last_heard.elapsed() > every * 2 {
             debug!("peer silent for two ping intervals");
             return Err(Ending::Gone);
         }
-        let socket = &mut self.socket;
-        match timeout(every, socket.send(Message::Ping(Default::default()))).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Ending::Gone),
+        // The outbox takes every frame at once (it never answers `WouldBlock`), so the
+        // sink is always ready and this only queues.
+        match self
+            .socket
+            .start_send_unpin(Message::Ping(Default::default()))
+        {
+            Ok(()) => {
+                self.outbox.flush();
+                Ok(())
+            }
+            Err(_) => Err(Ending::Gone),
         }
     }
 
@@ -796,9 +839,10 @@ impl Connection {
     }
 
     /// Sends the next chunk of the oldest replay; when it has caught up with the fan-out,
-    /// makes its subscription live.
+    /// makes its subscription live. Runs only when the outbox has [`replay_room`].
     fn step_replay(&mut self) -> Result<(), Ending> {
         let hub = self.hub.clone();
+        let chunk = replay_chunk(hub.config.queue_capacity);
         let Some(replay) = self.replays.front_mut() else {
             return Ok(());
         };
@@ -816,15 +860,10 @@ impl Connection {
                 return Err(fell_behind());
             }
             let target = hub.fanout.watermark();
-            let (records, last) = retention.scan(
-                replay.cursor,
-                target,
-                REPLAY_SCAN_BUDGET,
-                REPLAY_CHUNK,
-                keep,
-            );
+            let (records, last) =
+                retention.scan(replay.cursor, target, REPLAY_SCAN_BUDGET, chunk, keep);
             replay.cursor = last;
-            let caught_up = retention.count_between(last, target) < REPLAY_CHUNK;
+            let caught_up = retention.count_between(last, target) < chunk;
             (records, caught_up)
         };
         let (sub, cursor) = (replay.req.sub.clone(), replay.cursor);

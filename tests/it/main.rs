@@ -10,6 +10,7 @@ mod fanout;
 mod faults_growth;
 mod faults_seq;
 mod faults_store;
+mod faults_ws;
 mod filters;
 mod fuzz;
 mod http_api;

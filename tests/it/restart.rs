@@ -16,15 +16,15 @@ use serde_json::{json, Value};
 /// Longest wait for a hub to start or stop.
 const START_STOP_LIMIT: Duration = Duration::from_secs(30);
 
-/// One running `actionhub` process.
-struct HubProcess {
+/// One running `actionhub` process (the WebSocket fault tests run one too).
+pub(crate) struct HubProcess {
     child: Child,
     base: String,
     output: Arc<Mutex<Vec<String>>>,
 }
 
 impl HubProcess {
-    fn start(dir: &Path, extra: &[&str]) -> HubProcess {
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> HubProcess {
         let (child, output, addr) = launch(dir, extra);
         let Some(addr) = addr.recv_timeout(START_STOP_LIMIT).ok() else {
             let mut child = child;
@@ -42,12 +42,12 @@ impl HubProcess {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> Vec<String> {
+    pub(crate) fn stop(mut self) -> Vec<String> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -71,6 +71,11 @@ impl HubProcess {
 
     fn output(&self) -> String {
         self.output.lock().unwrap().join("\n")
+    }
+
+    /// The process id, for reading its memory from `/proc`.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -465,6 +465,11 @@ impl Client {
             .expect("message read")
     }
 
+    /// The WebSocket itself, for tests that write raw bytes or read without the harness.
+    pub(crate) fn ws(&mut self) -> &mut WebSocketStream<TcpStream> {
+        &mut self.ws
+    }
+
     /// Reads the next raw text frame, for comparing bytes across receivers.
     pub(crate) async fn recv_text(&mut self) -> String {
         assert!(self.pending.is_empty(), "raw read with frames read ahead");
@@ -679,7 +684,7 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    fn new(addr: SocketAddr) -> Http {
+    pub(crate) fn new(addr: SocketAddr) -> Http {
         Http::with_headers(addr, &[])
     }
 
