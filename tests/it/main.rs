@@ -7,6 +7,7 @@ mod support;
 
 mod durability;
 mod fanout;
+mod faults_disk;
 mod faults_store;
 mod filters;
 mod fuzz;
