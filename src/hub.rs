@@ -36,7 +36,7 @@ use crate::fanout::{selects, Fanout, FanoutStats, GoLive, NewSub, Start, Written
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::lifecycle::{ActionState, TransitionError};
 use crate::limits::Limit;
-use crate::log::{Log, LogStatus};
+use crate::log::{is_disk_full, Log, LogStatus};
 use crate::metrics::Metrics;
 use crate::outbox::WireFrame;
 use crate::protocol::{self, SubscribeRequest};
@@ -91,10 +91,15 @@ pub struct Submitted {
 impl Submitted {
     /// Waits until the accepted events are logged and fanned out; returns the results.
     pub async fn acknowledged(self) -> Vec<Result<Ack, HubError>> {
-        if let Some(pending) = self.pending {
-            pending.wait().await;
+        let logged = match self.pending {
+            Some(pending) => pending.wait().await,
+            None => true,
+        };
+        if logged {
+            return self.results;
         }
-        self.results
+        let not_logged = |r: Result<Ack, HubError>| r.and(Err(unlogged()));
+        self.results.into_iter().map(not_logged).collect()
     }
 }
 
@@ -106,16 +111,35 @@ struct Pending {
 }
 
 impl Pending {
-    async fn wait(self) {
-        if let Some(done) = self.done {
-            // An error means the pipeline stopped (shutdown); the events are applied anyway.
-            let _ = done.await;
+    /// Waits for the pipeline; false when it dropped the events' completion instead of
+    /// sending it, which it does only for events it could not log (the hub stopped while
+    /// the disk was full): they must not be acknowledged.
+    async fn wait(self) -> bool {
+        match self.done {
+            Some(done) => done.await.is_ok(),
+            None => true,
         }
     }
 }
 
 fn shutting_down() -> HubError {
     HubError::new(ErrorCode::Unavailable, "the hub is shutting down")
+}
+
+fn disk_full() -> HubError {
+    HubError::new(
+        ErrorCode::Unavailable,
+        "the disk is full: the hub is read-only until space is freed (reads and subscriptions \
+         keep working); publish again later",
+    )
+}
+
+fn unlogged() -> HubError {
+    HubError::new(
+        ErrorCode::Unavailable,
+        "the hub stopped while the disk was full, before this could be logged: it was not \
+         accepted; publish it again",
+    )
 }
 
 /// The outcome of a submit that came too late: every event refused.
@@ -250,6 +274,9 @@ impl Hub {
     /// logging and fanning them out. A connection awaits several of these at once, so
     /// pipelined publishes share pipeline passes while their replies keep their order.
     pub async fn submit(&self, events: Vec<Result<Event, HubError>>) -> Submitted {
+        if let Some(refused) = self.refuse_while_full(events.len()) {
+            return refused;
+        }
         match self.room(events.len()).await {
             Some(permit) => self.submit_with(permit, events),
             None => shut_out(events.len()),
@@ -262,12 +289,35 @@ impl Hub {
         &self,
         events: Vec<Result<Event, HubError>>,
     ) -> Result<Submitted, Vec<Result<Event, HubError>>> {
+        if let Some(refused) = self.refuse_while_full(events.len()) {
+            return Ok(refused);
+        }
         let permits = events.len().clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
         match self.in_flight.clone().try_acquire_many_owned(permits) {
             Ok(permit) => Ok(self.submit_with(permit, events)),
             Err(TryAcquireError::NoPermits) => Err(events),
             Err(TryAcquireError::Closed) => Ok(shut_out(events.len())),
         }
+    }
+
+    /// While the disk is full the hub is read-only: every change is refused before it takes
+    /// a seq, so nothing piles up behind the log. Counted with the refused publishes.
+    fn check_writable(&self, changes: usize) -> Result<(), HubError> {
+        if !self.log_status.is_full() {
+            return Ok(());
+        }
+        for _ in 0..changes {
+            self.metrics.refused(ErrorCode::Unavailable);
+        }
+        Err(disk_full())
+    }
+
+    /// [`Hub::check_writable`] for a publish: every event refused.
+    fn refuse_while_full(&self, events: usize) -> Option<Submitted> {
+        self.check_writable(events).err().map(|refused| Submitted {
+            results: (0..events).map(|_| Err(refused.clone())).collect(),
+            pending: None,
+        })
     }
 
     fn submit_with(
@@ -353,6 +403,7 @@ impl Hub {
         visitor: CustomerId,
         change: AdminChange,
     ) -> Result<(), HubError> {
+        self.check_writable(1)?;
         // Parsing frames is the slow part of anonymizing: done first, off the sequencer.
         let redactions = match change {
             AdminChange::Anonymize => self.redactions(visitor).await,
@@ -393,10 +444,12 @@ impl Hub {
             })
             .await;
         let (result, pending) = decided.ok_or_else(shutting_down)?;
-        pending.wait().await;
+        let logged = pending.wait().await;
         result?;
-        let _ = rx.await;
-        Ok(())
+        match logged && rx.await.is_ok() {
+            true => Ok(()),
+            false => Err(unlogged()),
+        }
     }
 
     /// The refusal of a change that would make a profile hold more than its limits.
@@ -464,6 +517,7 @@ impl Hub {
         source: CustomerId,
         target: CustomerId,
     ) -> Result<Ack, HubError> {
+        self.check_writable(1)?;
         let decided = self
             .sequence(1, |seq, now| {
                 if source == target {
@@ -493,7 +547,9 @@ impl Hub {
             })
             .await;
         let (result, pending) = decided.ok_or_else(shutting_down)?;
-        pending.wait().await;
+        if !pending.wait().await {
+            return Err(unlogged());
+        }
         result.map(|seq| Ack {
             seq,
             duplicate: false,
@@ -932,6 +988,7 @@ impl Hub {
     }
 
     fn run_pipeline(&self, rx: std_mpsc::Receiver<Batch>, mut log: Box<dyn Log>) {
+        let log = &mut *log;
         let mut records: Vec<Arc<Record>> = Vec::new();
         let mut dones = Vec::new();
         let mut written = Written::default();
@@ -939,6 +996,12 @@ impl Hub {
         let mut holding_since: Option<Instant> = None;
         // The newest seq handed to the log.
         let mut appended = self.log_status.durable();
+        // While the disk is full and nothing waits to be logged: when to see again whether
+        // it has room, and how long to wait after that.
+        let mut full_retry = FullRetry::default();
+        // Set when the hub stopped while the disk was full: nothing more may be logged
+        // after what was not, so everything still queued is answered `unavailable`.
+        let mut abandoned = false;
         loop {
             // The others run first: on a busy core they are what brings the next pass, and
             // a pass found waiting needs no wake-up.
@@ -961,9 +1024,28 @@ impl Hub {
                 None => match rx.recv_timeout(PIPELINE_TICK) {
                     Ok(batch) => batch,
                     Err(std_mpsc::RecvTimeoutError::Timeout) => {
-                        or_abort("syncing the log", log.tick());
-                        let wanted = self.log_status.sync_if_wanted(&mut *log, appended);
-                        or_abort("syncing the log", wanted);
+                        if abandoned {
+                            continue;
+                        }
+                        if self.log_status.is_full() {
+                            // Started on a full disk: see now and then whether it has room.
+                            if full_retry.due() {
+                                match log.prepare() {
+                                    Ok(()) => {
+                                        self.log_writable();
+                                        full_retry = FullRetry::default();
+                                    }
+                                    Err(e) => self.log_full_or_abort("preparing the log", e),
+                                }
+                            }
+                            continue;
+                        }
+                        let synced =
+                            self.log_or_wait("syncing the log", log, &mut written, |log| {
+                                log.tick()?;
+                                self.log_status.sync_if_wanted(log, appended)
+                            });
+                        abandoned = !synced;
                         continue;
                     }
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -975,17 +1057,33 @@ impl Hub {
                 dones.extend(batch.done);
                 if let Some(op) = batch.admin {
                     // Logged after the events committed before it and before those after.
-                    or_abort("appending to the log", log.append(&records[logged..]));
+                    abandoned = abandoned
+                        || !self.log_or_wait("appending to the log", log, &mut written, |log| {
+                            log.append(&records[logged..])
+                        })
+                        || !self.log_or_wait("appending to the log", log, &mut written, |log| {
+                            log.append_admin(&op)
+                        });
                     logged = records.len();
-                    or_abort("appending to the log", log.append_admin(&op));
                 }
             }
-            or_abort("appending to the log", log.append(&records[logged..]));
+            abandoned = abandoned
+                || !self.log_or_wait("appending to the log", log, &mut written, |log| {
+                    log.append(&records[logged..])
+                });
+            if abandoned {
+                // Not logged, so neither delivered nor acknowledged: dropping the
+                // completions answers the publishers `unavailable`.
+                records.clear();
+                dones.clear();
+                continue;
+            }
             if let Some(last) = records.last() {
                 appended = last.seq;
             }
-            let wanted = self.log_status.sync_if_wanted(&mut *log, appended);
-            or_abort("syncing the log", wanted);
+            abandoned = !self.log_or_wait("syncing the log", log, &mut written, |log| {
+                self.log_status.sync_if_wanted(log, appended)
+            });
             self.fanout.deliver(&records, &self.state, &mut written);
             records.clear();
             for done in dones.drain(..) {
@@ -996,11 +1094,75 @@ impl Hub {
             }
         }
         written.write_all();
-        match log.flush() {
-            Ok(()) => self.log_status.mark_durable(appended),
-            Err(e) => tracing::error!(error = %e, "flushing the log at shutdown failed"),
+        if abandoned {
+            // Seqs were handed out that the log does not hold: the reservation on disk
+            // stays ahead of them (a clean flush would bring it back to the last logged).
+            if let Err(e) = log.sync() {
+                tracing::error!(error = %e, "syncing the log at shutdown failed");
+            }
+        } else {
+            match log.flush() {
+                Ok(()) => self.log_status.mark_durable(appended),
+                Err(e) => tracing::error!(error = %e, "flushing the log at shutdown failed"),
+            }
         }
         self.log_status.close();
+    }
+
+    /// Runs `step` on the log until it succeeds. A full disk is waited out, retrying with a
+    /// growing delay while the hub refuses publishes; any other error aborts. Returns false
+    /// when the hub is shutting down while the disk is still full: `step` did not happen.
+    fn log_or_wait(
+        &self,
+        what: &str,
+        log: &mut dyn Log,
+        written: &mut Written,
+        mut step: impl FnMut(&mut dyn Log) -> std::io::Result<()>,
+    ) -> bool {
+        let mut retry = FullRetry::default();
+        loop {
+            match step(log) {
+                Ok(()) => {
+                    self.log_writable();
+                    return true;
+                }
+                Err(e) => self.log_full_or_abort(what, e),
+            }
+            // What was delivered before the disk filled must not wait for it.
+            written.write_all();
+            while !retry.due() {
+                if self.in_flight.is_closed() {
+                    return false;
+                }
+                std::thread::sleep(PIPELINE_TICK);
+            }
+        }
+    }
+
+    /// The disk is full: publishes are refused until the log can write again (said loudly
+    /// once). Any other error aborts.
+    pub(crate) fn log_full_or_abort(&self, what: &str, e: std::io::Error) {
+        if !is_disk_full(&e) {
+            or_abort(what, Err(e));
+            return;
+        }
+        if self.log_status.set_full(true) {
+            self.metrics.log_writable.set(0);
+            tracing::error!(
+                error = %e,
+                "{what} failed: THE DISK IS FULL. The hub is read-only: publishes are refused \
+                 with `unavailable` until space is freed, then accepted again by themselves; \
+                 reads and subscriptions keep working"
+            );
+        }
+    }
+
+    /// The log wrote again after a full disk: publishes are accepted again.
+    fn log_writable(&self) {
+        if self.log_status.set_full(false) {
+            self.metrics.log_writable.set(1);
+            tracing::info!("the disk has room again: publishes are accepted");
+        }
     }
 
     /// Updates the gauges that mirror sizes, for a scrape.
@@ -1032,6 +1194,37 @@ fn or_abort(what: &str, result: std::io::Result<()>) {
         std::process::abort();
     }
 }
+
+/// When the pipeline next tries a log that found the disk full: after 100 ms, doubling up
+/// to 5 s, so a freed disk is noticed soon and a full one is not hammered.
+struct FullRetry {
+    at: Instant,
+    delay: Duration,
+}
+
+impl Default for FullRetry {
+    fn default() -> Self {
+        FullRetry {
+            at: Instant::now() + FIRST_FULL_RETRY,
+            delay: FIRST_FULL_RETRY,
+        }
+    }
+}
+
+impl FullRetry {
+    /// Whether it is time to try again; if so, the next try waits twice as long.
+    fn due(&mut self) -> bool {
+        if Instant::now() < self.at {
+            return false;
+        }
+        self.delay = (self.delay * 2).min(MAX_FULL_RETRY);
+        self.at = Instant::now() + self.delay;
+        true
+    }
+}
+
+const FIRST_FULL_RETRY: Duration = Duration::from_millis(100);
+const MAX_FULL_RETRY: Duration = Duration::from_secs(5);
 
 /// Records one pipeline pass takes at most (one log append and one fan-out pass serve
 /// them all); a pass may end a batch beyond it, never split one.

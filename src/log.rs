@@ -31,6 +31,13 @@ pub trait Log: Send + 'static {
         Ok(())
     }
 
+    /// Gets ready to append: for a log on disk, a segment to write to and seqs reserved
+    /// ahead. `append` does this itself; the pipeline calls it alone to find out whether a
+    /// full disk has room again while nothing is waiting to be logged.
+    fn prepare(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Makes everything appended so far durable now, whatever the policy (called when
     /// someone must not run ahead of the disk, such as a snapshot about to be published).
     fn sync(&mut self) -> io::Result<()> {
@@ -55,6 +62,17 @@ pub struct LogStatus {
     wanted: AtomicU64,
     /// Set when the pipeline has stopped: nothing becomes durable any more.
     closed: AtomicBool,
+    /// Set while the disk is full: the hub refuses publishes until the log can write again.
+    full: AtomicBool,
+}
+
+/// Whether an IO error says the disk (or the user's quota on it) is full: a condition that
+/// passes when space is freed, unlike the other errors, which the hub cannot go on after.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 impl LogStatus {
@@ -64,7 +82,19 @@ impl LogStatus {
             durable: AtomicU64::new(last_seq.0),
             wanted: AtomicU64::new(last_seq.0),
             closed: AtomicBool::new(false),
+            full: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the disk is full, so publishes must be refused.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
+    /// For the pipeline: the log could not write for lack of space (`true`), or wrote again
+    /// (`false`). Returns whether this changed anything, so the change is reported once.
+    pub fn set_full(&self, full: bool) -> bool {
+        self.full.swap(full, Ordering::AcqRel) != full
     }
 
     pub fn durable(&self) -> Seq {

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub limits_hit: Family<LimitLabel, Counter>,
     pub auth_refused: Counter,
     pub snapshot_failures: Counter,
+    /// 1 while the log can write, 0 while the disk is full and publishes are refused.
+    pub log_writable: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,7 +67,9 @@ impl Metrics {
             limits_hit: Family::default(),
             auth_refused: Counter::default(),
             snapshot_failures: Counter::default(),
+            log_writable: Gauge::default(),
         };
+        m.log_writable.set(1);
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -126,6 +130,11 @@ impl Metrics {
             "snapshot_failures",
             "Snapshots that could not be written (retried with a growing delay)",
             m.snapshot_failures.clone(),
+        );
+        registry.register(
+            "log_writable",
+            "1 while the log can write; 0 while the disk is full and publishes are refused",
+            m.log_writable.clone(),
         );
         for limit in Limit::ALL {
             let _ = m.limits_hit.get_or_create(&LimitLabel {

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::ids::Seq;
-use crate::log::Log;
+use crate::log::{is_disk_full, Log};
 use crate::recovery;
 use crate::snapshot;
 use crate::ws::WsContext;
@@ -52,12 +52,27 @@ pub async fn start_with_log(
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let data_dir = config.data_dir.clone();
-    let (restored, wal) = {
+    let (restored, wal, prepared) = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || recovery::recover(&config)).await??
+        tokio::task::spawn_blocking(move || {
+            let (restored, mut wal) = recovery::recover(&config)?;
+            // Try the log's first writes now, so a full disk is known before anyone
+            // publishes: the hub then starts read-only instead of refusing to start.
+            let prepared = wal.prepare();
+            anyhow::Ok((restored, wal, prepared))
+        })
+        .await??
+    };
+    let read_only = match prepared {
+        Ok(()) => None,
+        Err(e) if is_disk_full(&e) => Some(e),
+        Err(e) => return Err(e).context("preparing the write-ahead log"),
     };
     let restored_snapshot = restored.snapshot_seq;
     let (hub, pipeline) = Hub::start_restored(Arc::new(config), wrap(Box::new(wal)), restored);
+    if let Some(e) = read_only {
+        hub.log_full_or_abort("starting the log", e);
+    }
     // Bounded: one stop message; the snapshot thread polls it between snapshots.
     let (stop_snapshots, stop_rx) = std::sync::mpsc::sync_channel(1);
     let snapshotter = {

@@ -22,7 +22,7 @@
 //! [`scan`] refuses, naming the file and the offset.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -445,15 +445,20 @@ impl Reservation {
 }
 
 /// Writes a file so that a crash leaves either the old or the new content: temp file,
-/// fsync, rename, fsync the directory.
+/// fsync, rename, fsync the directory. A failed write removes its temp file: on a full
+/// disk it would hold on to space, and nothing ever reads it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)?;
+    written?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -463,10 +468,18 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// The write-ahead log the pipeline appends to.
+///
+/// Opening it writes nothing, so a hub starts on a full disk; the first append (or
+/// [`Log::prepare`]) creates the segment it needs and reserves seqs. Each append is all or
+/// nothing: a batch starts a new segment only before its first record (never spans two),
+/// and a failed write or sync cuts the segment back to where the batch began, so a retry
+/// after a full disk never leaves a half record in the middle of the log.
 pub struct Wal {
     data_dir: PathBuf,
     dir: PathBuf,
-    file: File,
+    /// The open segment; `None` until the first append creates one (the newest segment on
+    /// disk was full, or there was none).
+    file: Option<File>,
     /// Bytes in the open segment; a new segment starts when this passes `max_segment_bytes`.
     size: u64,
     max_segment_bytes: u64,
@@ -475,14 +488,15 @@ pub struct Wal {
     /// Written since the last fdatasync.
     dirty: bool,
     last_sync: Instant,
+    /// The mark as it is on disk: moved only once the file says so.
     reservation: Reservation,
     last_seq: Seq,
     buf: Enc,
 }
 
 impl Wal {
-    /// Opens the log for appending after `last_seq`: the newest segment when it has room,
-    /// else a new one. Reserves seqs after `last_seq` before returning.
+    /// Opens the log for appending after `last_seq`: the newest segment when it has room
+    /// (else the first append starts a new one). Writes nothing.
     pub fn open(
         data_dir: &Path,
         last_seq: Seq,
@@ -492,21 +506,21 @@ impl Wal {
     ) -> io::Result<Wal> {
         let dir = data_dir.join("wal");
         fs::create_dir_all(&dir)?;
-        let newest = segments(&dir)?.pop();
-        let (file, size) = match newest {
+        let max_segment_bytes = max_segment_bytes.max(HEADER_BYTES + 1);
+        let (file, size) = match segments(&dir)?.pop() {
             Some((_, path)) if fs::metadata(&path)?.len() < max_segment_bytes => {
                 let file = OpenOptions::new().append(true).open(&path)?;
                 let size = file.metadata()?.len();
-                (file, size)
+                (Some(file), size)
             }
-            _ => (new_segment(&dir, last_seq.next())?, HEADER_BYTES),
+            _ => (None, 0),
         };
-        let mut wal = Wal {
+        Ok(Wal {
             data_dir: data_dir.to_owned(),
             dir,
             file,
             size,
-            max_segment_bytes: max_segment_bytes.max(HEADER_BYTES + 1),
+            max_segment_bytes,
             policy,
             interval,
             dirty: false,
@@ -514,16 +528,26 @@ impl Wal {
             reservation: Reservation { reserved: last_seq },
             last_seq,
             buf: Enc::default(),
-        };
-        wal.reserve_past(last_seq)?;
-        Ok(wal)
+        })
+    }
+
+    /// Gets ready for a batch of seqs `first..=last` (`last` < `first` for an admin change):
+    /// a segment with room, and the reservation mark well past `last`.
+    fn begin_batch(&mut self, first: Seq, last: Seq) -> io::Result<()> {
+        if self.file.is_none() || self.size >= self.max_segment_bytes {
+            self.roll(first)?;
+        }
+        self.reserve_past(last)
     }
 
     /// Moves the reservation mark well past `seq` when `seq` comes near it.
     fn reserve_past(&mut self, seq: Seq) -> io::Result<()> {
         if seq.0 + RESERVE_BLOCK / 2 > self.reservation.reserved.0 {
-            self.reservation.reserved = Seq(seq.0 + RESERVE_BLOCK);
-            self.reservation.write(&self.data_dir, false)?;
+            let moved = Reservation {
+                reserved: Seq(seq.0 + RESERVE_BLOCK),
+            };
+            moved.write(&self.data_dir, false)?;
+            self.reservation = moved;
         }
         Ok(())
     }
@@ -531,26 +555,48 @@ impl Wal {
     fn roll(&mut self, first: Seq) -> io::Result<()> {
         // Synced under every policy: a sync asked for later (for a snapshot) covers only the
         // open segment.
-        self.file.sync_data()?;
-        self.file = new_segment(&self.dir, first)?;
+        if let Some(file) = &self.file {
+            file.sync_data()?;
+        }
+        self.file = Some(new_segment(&self.dir, first)?);
         self.size = HEADER_BYTES;
         self.dirty = false;
         Ok(())
     }
 
-    fn write_buf(&mut self) -> io::Result<()> {
-        if !self.buf.buf.is_empty() {
-            self.file.write_all(&self.buf.buf)?;
-            self.size += self.buf.buf.len() as u64;
-            self.buf.buf.clear();
-            self.dirty = true;
+    /// Writes the encoded batch, and syncs it when `sync`; on any error, cuts the segment
+    /// back to where the batch began, so the batch is either whole in the log or not in it.
+    fn write_batch(&mut self, sync: bool) -> io::Result<()> {
+        let before = self.size;
+        let file = self.file.as_mut().expect("begin_batch opened a segment");
+        let written = file.write_all(&self.buf.buf).and_then(|()| match sync {
+            true => file.sync_data(),
+            false => Ok(()),
+        });
+        let len = self.buf.buf.len() as u64;
+        self.buf.buf.clear();
+        match written {
+            Ok(()) => {
+                self.size += len;
+                self.dirty = !sync;
+                if sync {
+                    self.last_sync = Instant::now();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Shrinking needs no space; if even that fails the log cannot be trusted.
+                file.set_len(before)?;
+                file.seek(SeekFrom::Start(before))?;
+                self.dirty = true;
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     fn sync_file(&mut self) -> io::Result<()> {
-        if self.dirty {
-            self.file.sync_data()?;
+        if let Some(file) = self.file.as_ref().filter(|_| self.dirty) {
+            file.sync_data()?;
             self.dirty = false;
         }
         self.last_sync = Instant::now();
@@ -567,44 +613,47 @@ fn new_segment(dir: &Path, first: Seq) -> io::Result<File> {
         .open(&path)?;
     let mut header = MAGIC.to_vec();
     header.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    file.write_all(&header)?;
-    file.sync_all()?;
-    sync_dir(dir)?;
-    Ok(file)
+    let written = file
+        .write_all(&header)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| sync_dir(dir));
+    if written.is_err() {
+        // A segment without its whole header would be read as a torn tail; not leaving it
+        // keeps the directory as it was.
+        let _ = fs::remove_file(&path);
+    }
+    written.map(|()| file)
 }
 
 impl Log for Wal {
     fn append(&mut self, records: &[Arc<Record>]) -> io::Result<()> {
-        let Some(last) = records.last() else {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
             return Ok(());
         };
-        self.reserve_past(last.seq)?;
+        self.begin_batch(first.seq, last.seq)?;
         for record in records {
-            if self.size + self.buf.buf.len() as u64 >= self.max_segment_bytes {
-                self.write_buf()?;
-                self.roll(record.seq)?;
-            }
             encode_record(&mut self.buf, record);
         }
-        self.write_buf()?;
+        let sync = match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval => self.last_sync.elapsed() >= self.interval,
+            FsyncPolicy::Never => false,
+        };
+        self.write_batch(sync)?;
         self.last_seq = last.seq;
-        match self.policy {
-            FsyncPolicy::Always => self.sync_file(),
-            FsyncPolicy::Interval if self.last_sync.elapsed() >= self.interval => self.sync_file(),
-            FsyncPolicy::Interval | FsyncPolicy::Never => Ok(()),
-        }
+        Ok(())
     }
 
     fn append_admin(&mut self, op: &AdminOp) -> io::Result<()> {
-        if self.size + self.buf.buf.len() as u64 >= self.max_segment_bytes {
-            self.write_buf()?;
-            self.roll(self.last_seq.next())?;
-        }
+        self.begin_batch(self.last_seq.next(), self.last_seq)?;
         encode_admin(&mut self.buf, self.last_seq, op);
-        self.write_buf()?;
         // An erasure is acknowledged only once it would survive a crash, whatever the
         // policy for events: a deleted visitor must not come back.
-        self.sync_file()
+        self.write_batch(true)
+    }
+
+    fn prepare(&mut self) -> io::Result<()> {
+        self.begin_batch(self.last_seq.next(), self.last_seq)
     }
 
     fn tick(&mut self) -> io::Result<()> {
@@ -622,10 +671,12 @@ impl Log for Wal {
         self.sync_file()?;
         // A clean stop: everything handed out is on disk, so the next start continues
         // right after the last seq instead of skipping the reserved block.
-        self.reservation = Reservation {
+        let clean = Reservation {
             reserved: self.last_seq,
         };
-        self.reservation.write(&self.data_dir, true)
+        clean.write(&self.data_dir, true)?;
+        self.reservation = clean;
+        Ok(())
     }
 }
 

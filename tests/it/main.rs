@@ -7,6 +7,7 @@ mod support;
 
 mod durability;
 mod fanout;
+mod faults_disk;
 mod faults_growth;
 mod faults_seq;
 mod faults_store;

@@ -72,6 +72,16 @@ impl Hub {
         Hub::launch(config, data_dir).await
     }
 
+    /// A hub on `data_dir` (made where a test needs it, such as on a small file system).
+    pub(crate) async fn start_in(
+        data_dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Hub {
+        let mut config = Config::ephemeral(data_dir.path());
+        tweak(&mut config);
+        Hub::launch(config, data_dir).await
+    }
+
     async fn launch(config: Config, data_dir: tempfile::TempDir) -> Hub {
         let starting = actionhub::server::start(config.clone());
         let running = bounded(WAIT, "the hub to start", starting)
