@@ -13,7 +13,9 @@ use std::time::Duration;
 use actionhub::config::FsyncPolicy;
 use serde_json::{json, Value};
 
-use crate::support::{assert_error, assert_type, bounded, seq_of, Action, Client, Hub, JsonExt};
+use crate::support::{
+    assert_error, assert_type, bounded, seq_of, Action, Client, Hub, JsonExt, SHUTDOWN_WAIT, WAIT,
+};
 
 /// Room for the hub's files and a few dozen big events; the test fills the rest.
 const DISK_BYTES: u64 = 4 << 20;
@@ -248,5 +250,51 @@ async fn a_restart_on_a_full_disk_comes_up_read_only_and_leaves_no_temp_file() {
         seq > *acked.last().unwrap(),
         "seqs move on: {seq} after {acked:?}"
     );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stop_while_the_disk_is_full_answers_the_waiting_publish_unavailable() {
+    let Some(disk) = Tmpfs::mount("a_stop_while_the_disk_is_full") else {
+        return;
+    };
+    let data_dir = disk.data_dir();
+    let mut config = actionhub::Config::ephemeral(data_dir.path());
+    config.fsync = FsyncPolicy::Always;
+    let running = actionhub::server::start(config).await.expect("hub starts");
+    let hub = running.hub().clone();
+    let publish = |hub: std::sync::Arc<actionhub::hub::Hub>| async move {
+        let event = actionhub::event::Event::from_json(big_offer());
+        hub.publish_one(event).await
+    };
+    let acked = publish(hub.clone()).await.expect("published").seq.0;
+    let filler = disk.fill();
+    let waiting = tokio::spawn(publish(hub.clone()));
+    bounded(NOTICE, "the hub to find the disk full", async {
+        while !hub.log_status.is_full() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let handed_out = hub.latest_seq().0;
+    assert!(handed_out > acked, "the waiting publish took a seq");
+    bounded(SHUTDOWN_WAIT, "the hub to stop", running.shutdown())
+        .await
+        .expect("a clean stop");
+    let answer = bounded(WAIT, "the waiting publish's answer", waiting)
+        .await
+        .unwrap();
+    let refused = answer.expect_err("not acknowledged: it was never logged");
+    assert_eq!(refused.code.as_str(), "unavailable", "{refused:?}");
+
+    fs::remove_file(&filler).unwrap();
+    let hub = Hub::start_in(data_dir, |c| c.fsync = FsyncPolicy::Always).await;
+    assert_eq!(
+        history(&hub).await,
+        vec![acked],
+        "only the acknowledged one is kept"
+    );
+    let seq = hub.client().await.publish_ok(big_offer()).await;
+    assert!(seq > handed_out, "{seq} reuses a seq up to {handed_out}");
     hub.shutdown().await;
 }
