@@ -94,9 +94,15 @@
     }
   }
 
+  // A big snapshot comes as several frames sharing one seq; all but the last say
+  // `more: true`. The view is replaced at the first frame and filled by the rest.
+  let snapshotOpen = false;
   function applySnapshot(snap) {
-    actions.clear();
-    customers.clear();
+    if (!snapshotOpen) {
+      actions.clear();
+      customers.clear();
+    }
+    snapshotOpen = snap.more === true;
     for (const c of snap.customers || []) {
       const m = customer(c.customerId);
       m.state = c.identity?.state || 'anonymous';
@@ -130,6 +136,7 @@
     const sock = (ws = new WebSocket(url, 'actionhub.v1'));
     const send = (f) => sock.send(JSON.stringify({ id: nextId++, ...f }));
     sock.onopen = () => send(apiKey ? { op: 'connect', apiKey, client: { name: 'console' } } : { op: 'connect', client: { name: 'console' } });
+    snapshotOpen = false;
     sock.onmessage = (m) => {
       const f = JSON.parse(m.data);
       if (f.type === 'connected') {
@@ -143,7 +150,7 @@
         refreshStats();
       } else if (f.type === 'snapshot') {
         applySnapshot(f);
-        cursor = { seq: f.seq, epoch };
+        if (!snapshotOpen) cursor = { seq: f.seq, epoch };
         dirty();
       } else if (f.type === 'subscribed') {
         if (f.recovered !== true) cursor = { seq: f.seq, epoch };
