@@ -13,6 +13,7 @@ use std::time::Duration;
 use actionhub::config::FsyncPolicy;
 use serde_json::{json, Value};
 
+use crate::faults_store::temp_files;
 use crate::support::{
     assert_error, assert_type, bounded, seq_of, Action, Client, Hub, JsonExt, SHUTDOWN_WAIT, WAIT,
 };
@@ -141,17 +142,6 @@ fn assert_disk_full(reply: &Value) {
     assert_error(reply, "unavailable", None);
     let message = reply["message"].as_str().unwrap_or_default();
     assert!(message.contains("disk is full"), "says why: {reply}");
-}
-
-/// Every `.tmp` file in a data directory and its snapshot directory.
-fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    [dir.to_path_buf(), dir.join("snapshots")]
-        .iter()
-        .filter_map(|d| fs::read_dir(d).ok())
-        .flatten()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
-        .collect()
 }
 
 async fn publish_offers(client: &mut Client, count: usize) -> Vec<u64> {

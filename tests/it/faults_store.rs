@@ -171,7 +171,7 @@ async fn a_log_cut_at_every_offset_starts_with_the_whole_records_before_the_cut(
 }
 
 /// Every `.tmp` file in a data directory and its snapshot directory.
-fn temp_files(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn temp_files(dir: &Path) -> Vec<PathBuf> {
     [dir.to_path_buf(), dir.join("snapshots")]
         .iter()
         .filter_map(|d| fs::read_dir(d).ok())
