@@ -18,8 +18,8 @@
 //!
 //! The queue is bounded in frames, control frames included. Queueing past the bound is the
 //! slow-consumer case: the caller closes the connection with 4008 (for tungstenite's own
-//! frames, the outbox tells the task to); only the close frame goes past it. This module never blocks and holds its lock only
-//! for non-blocking writes.
+//! frames, the outbox tells the task to); only the close frame goes past it. This module
+//! never blocks and holds its lock only for non-blocking writes.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};

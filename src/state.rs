@@ -190,6 +190,19 @@ struct Recency {
     open: BTreeSet<(Millis, CustomerId)>,
 }
 
+/// The customers of a [`Recency`] set whose time is before `cutoff`, oldest first, at most
+/// `max`.
+fn idle_before(
+    set: &BTreeSet<(Millis, CustomerId)>,
+    cutoff: Millis,
+    max: usize,
+) -> Vec<CustomerId> {
+    set.range(..(cutoff, CustomerId(uuid::Uuid::nil())))
+        .take(max)
+        .map(|(_, id)| *id)
+        .collect()
+}
+
 /// Where a customer stands in [`Recency`]: its last seen and its open session's.
 type RecencyKey = (Millis, Option<Millis>);
 
@@ -319,15 +332,7 @@ impl State {
     /// Open sessions with no event since `cutoff`, the longest idle first, at most `max`.
     /// Read from the recency index: costs what it returns, not the number of customers.
     pub fn idle_sessions(&self, cutoff: Millis, max: usize) -> Vec<(CustomerId, SessionInfo)> {
-        let ids: Vec<CustomerId> = {
-            let recency = self.recency.lock();
-            recency
-                .open
-                .range(..(cutoff, CustomerId(uuid::Uuid::nil())))
-                .take(max)
-                .map(|(_, id)| *id)
-                .collect()
-        };
+        let ids = idle_before(&self.recency.lock().open, cutoff, max);
         ids.into_iter()
             .filter_map(|id| {
                 let c = self.customers.get(&id)?;
@@ -340,13 +345,7 @@ impl State {
 
     /// Customers not seen since `cutoff`, the longest idle first, at most `max`.
     pub fn idle_customers(&self, cutoff: Millis, max: usize) -> Vec<CustomerId> {
-        let recency = self.recency.lock();
-        recency
-            .seen
-            .range(..(cutoff, CustomerId(uuid::Uuid::nil())))
-            .take(max)
-            .map(|(_, id)| *id)
-            .collect()
+        idle_before(&self.recency.lock().seen, cutoff, max)
     }
 
     /// Up to `max` customers seen before the position `before` (exclusive; `None` from the
