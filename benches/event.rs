@@ -9,9 +9,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use actionhub::event::{now_millis, Body, Event, Published};
 use actionhub::ids::Seq;
-use actionhub::protocol::{parse_client_frame, Op};
+use actionhub::ingest::event::{now_millis, Body, Event, Published};
+use actionhub::ingest::protocol::{parse_client_frame, Op};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Value};
 use uuid::Uuid;

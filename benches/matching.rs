@@ -7,9 +7,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use actionhub::event::Event;
-use actionhub::lifecycle::{ActionState, MediaType};
-use actionhub::topic::{EventKeys, Filter, TopicSet};
+use actionhub::ingest::event::Event;
+use actionhub::ingest::lifecycle::{ActionState, MediaType};
+use actionhub::ingest::topic::{EventKeys, Filter, TopicSet};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
 use uuid::Uuid;

@@ -22,7 +22,7 @@
 
 use std::time::{Duration, Instant};
 
-use actionhub::event::Event;
+use actionhub::ingest::event::Event;
 use actionhub::Config;
 use serde_json::json;
 

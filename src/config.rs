@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 
-use crate::auth::{ApiKeys, JwtSecrets};
+use crate::edge::auth::{ApiKeys, JwtSecrets};
 
 /// Every setting of a running hub, after defaults, file, environment and flags are merged.
 #[derive(Debug, Clone, Deserialize)]

@@ -17,12 +17,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::edge::ws::App;
 use crate::hub::Hub;
 use crate::ids::Seq;
-use crate::log::{is_disk_full, Log};
-use crate::recovery;
-use crate::snapshot;
-use crate::ws::WsContext;
+use crate::store::log::{is_disk_full, Log};
+use crate::store::recovery;
+use crate::store::snapshot;
 
 /// How long shutdown waits for connections to finish their closing handshake.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -84,8 +84,8 @@ pub async fn start_with_log(
     };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let ctx = WsContext::new(hub.clone(), shutdown.clone(), tracker.clone());
-    let app = crate::http::router(ctx);
+    let ctx = App::new(hub.clone(), shutdown.clone(), tracker.clone());
+    let app = crate::edge::http::router(ctx);
     tracker.spawn(sweep(hub.clone(), shutdown.clone()));
     info!(%addr, epoch = %hub.epoch, "actionhub listening");
     if hub.config.is_open_mode() {

@@ -254,7 +254,7 @@ async fn a_stop_while_the_disk_is_full_answers_the_waiting_publish_unavailable()
     let running = actionhub::server::start(config).await.expect("hub starts");
     let hub = running.hub().clone();
     let publish = |hub: std::sync::Arc<actionhub::hub::Hub>| async move {
-        let event = actionhub::event::Event::from_json(big_offer());
+        let event = actionhub::ingest::event::Event::from_json(big_offer());
         hub.publish_one(event).await
     };
     let acked = publish(hub.clone()).await.expect("published").seq.0;

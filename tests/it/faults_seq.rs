@@ -8,11 +8,11 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar};
 
-use actionhub::event::Event;
+use actionhub::hub::retention::Record;
+use actionhub::hub::state::AdminOp;
 use actionhub::hub::Hub as CoreHub;
-use actionhub::log::Log;
-use actionhub::retention::Record;
-use actionhub::state::AdminOp;
+use actionhub::ingest::event::Event;
+use actionhub::store::log::Log;
 use actionhub::Config;
 use parking_lot::Mutex;
 use serde_json::{json, Value};

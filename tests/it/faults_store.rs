@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use actionhub::config::{Config, FsyncPolicy};
-use actionhub::event::Event;
-use actionhub::recovery;
+use actionhub::ingest::event::Event;
+use actionhub::store::recovery;
 use serde_json::json;
 
 use crate::support::uuid;

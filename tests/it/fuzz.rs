@@ -7,10 +7,10 @@
 //! The case counts are fixed and small enough that the whole module runs in a few
 //! seconds, so it runs on every CI build (the bounded-time fuzz target of issue 5).
 
-use actionhub::event::Event;
-use actionhub::limits::too_deep;
-use actionhub::protocol::{parse_client_frame, Op, SubId};
-use actionhub::topic::{Filter, Topic, TopicSet};
+use actionhub::edge::limits::too_deep;
+use actionhub::ingest::event::Event;
+use actionhub::ingest::protocol::{parse_client_frame, Op, SubId};
+use actionhub::ingest::topic::{Filter, Topic, TopicSet};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;

@@ -5,7 +5,7 @@
 //! with a header (magic and format version) and holds records: length (u32 LE), crc32 of
 //! the payload (u32 LE), payload. The payload carries what rebuilding needs without parsing
 //! JSON for the retained history (seq, timestamp, eventId, the filter keys) and the event
-//! frame, which [`crate::event::Published::from_frame`] turns back into the event for
+//! frame, which [`crate::ingest::event::Published::from_frame`] turns back into the event for
 //! replay. [`Wal`] is the [`Log`] the pipeline appends to, with the fsync policy; [`scan`]
 //! reads a directory back, cutting nothing itself: it reports a torn tail for the caller
 //! to cut once the whole data directory is known to be readable.
@@ -29,15 +29,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::{Dec, DecodeError, Enc};
 use crate::config::FsyncPolicy;
-use crate::event::Millis;
+use crate::edge::outbox::WireFrame;
+use crate::hub::retention::Record;
+use crate::hub::state::AdminOp;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
-use crate::log::Log;
-use crate::outbox::WireFrame;
-use crate::retention::Record;
-use crate::state::AdminOp;
-use crate::topic::{EventKeys, Topic};
+use crate::ingest::event::Millis;
+use crate::ingest::topic::{EventKeys, Topic};
+use crate::store::codec::{Dec, DecodeError, Enc};
+use crate::store::log::Log;
 
 const MAGIC: &[u8; 8] = b"AHUBWAL\0";
 /// The segment format this release writes; a higher one on disk is refused.
@@ -683,7 +683,7 @@ impl Log for Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{ActionState, MediaType};
+    use crate::ingest::lifecycle::{ActionState, MediaType};
 
     fn record(seq: u64, event_id: Option<&str>) -> Arc<Record> {
         Arc::new(Record {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::ids::{ActionId, ActionMapId, CustomerId, SessionId};
-use crate::lifecycle::{ActionState, MediaType};
+use crate::ingest::lifecycle::{ActionState, MediaType};
 
 /// The visitor family's names, in topic order.
 pub const VISITOR_NAMES: [&str; 7] = [

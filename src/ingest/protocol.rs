@@ -2,16 +2,16 @@
 //! hub sends.
 //!
 //! Only this module knows the JSON shape of frames (events know their own shape, in
-//! [`crate::event`]). Parsing is strict: unknown ops and unknown fields are `bad_request`,
+//! [`crate::ingest::event`]). Parsing is strict: unknown ops and unknown fields are `bad_request`,
 //! so a typo never passes silently. No IO, no state.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::HubError;
-use crate::event::{present, Event, LifecycleFields};
 use crate::ids::Seq;
-use crate::topic::{Filter, TopicSet};
+use crate::ingest::event::{present, Event, LifecycleFields};
+use crate::ingest::topic::{Filter, TopicSet};
 
 /// A client-chosen subscription id: a string or a non-negative integer, echoed as given.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]

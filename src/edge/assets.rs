@@ -27,31 +27,31 @@ const ASSETS: &[Asset] = &[
     Asset {
         path: "/sdk/actionhub.mjs",
         content_type: JS,
-        body: include_bytes!("../clients/js/dist/actionhub.mjs"),
+        body: include_bytes!("../../clients/js/dist/actionhub.mjs"),
         cross_origin: true,
     },
     Asset {
         path: "/sdk/actionhub.js",
         content_type: JS,
-        body: include_bytes!("../clients/js/dist/actionhub.js"),
+        body: include_bytes!("../../clients/js/dist/actionhub.js"),
         cross_origin: true,
     },
     Asset {
         path: "/console/",
         content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../console/index.html"),
+        body: include_bytes!("../../console/index.html"),
         cross_origin: false,
     },
     Asset {
         path: "/console/app.js",
         content_type: JS,
-        body: include_bytes!("../console/app.js"),
+        body: include_bytes!("../../console/app.js"),
         cross_origin: false,
     },
     Asset {
         path: "/console/style.css",
         content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../console/style.css"),
+        body: include_bytes!("../../console/style.css"),
         cross_origin: false,
     },
 ];

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::hub::retention::Record;
+use crate::hub::state::AdminOp;
 use crate::ids::Seq;
-use crate::retention::Record;
-use crate::state::AdminOp;
 
 /// Where accepted events are recorded, in seq order.
 pub trait Log: Send + 'static {

@@ -4,7 +4,7 @@
 //! release (a higher format version in its marker, a snapshot or a log segment) is refused
 //! with nothing overwritten. Then: load the newest snapshot that reads back whole (falling
 //! back to the older one, and then to the log alone), replay the log's events after it
-//! through `State::apply`, keep the log's tail that the retention window covers as the
+//! through `HubState::apply`, keep the log's tail that the retention window covers as the
 //! replayable history, cut a torn tail off the newest segment, remove the temp files a
 //! crash left behind, and decide the epoch and
 //! where seqs continue. The epoch is kept in `<data-dir>/actionhub-data` and changes only
@@ -21,13 +21,13 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::event::Published;
+use crate::hub::retention::Record;
+use crate::hub::state::AdminOp;
+use crate::hub::state::State;
 use crate::ids::Seq;
-use crate::retention::Record;
-use crate::snapshot::{self, SnapshotError};
-use crate::state::AdminOp;
-use crate::state::State;
-use crate::wal::{self, Entry, Reservation, Wal, WalError};
+use crate::ingest::event::Published;
+use crate::store::snapshot::{self, SnapshotError};
+use crate::store::wal::{self, Entry, Reservation, Wal, WalError};
 
 /// The data directory layout this release writes; a higher one is refused.
 pub const DATA_FORMAT_VERSION: u32 = 1;
@@ -36,7 +36,7 @@ const MARKER_FILE: &str = "actionhub-data";
 /// What a hub starts from.
 pub struct Restored {
     pub epoch: String,
-    pub state: State,
+    pub state: HubState,
     /// The seq after which new events continue.
     pub last_seq: Seq,
     /// The retained history, oldest first (the hub applies the age limit).
@@ -50,7 +50,7 @@ impl Restored {
     pub fn empty() -> Restored {
         Restored {
             epoch: new_epoch(),
-            state: State::default(),
+            state: HubState::default(),
             last_seq: Seq(0),
             history: Vec::new(),
             snapshot_seq: Seq(0),
@@ -158,7 +158,7 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
     })?;
     let (snap_seq, snap_epoch, state) = match loaded? {
         Some(l) => (l.seq, Some(l.epoch), l.state),
-        None => (Seq(0), None, State::default()),
+        None => (Seq(0), None, HubState::default()),
     };
     let snapshot_took = started.elapsed();
     let log = match log {
@@ -307,7 +307,7 @@ fn forget_in_history(history: &mut VecDeque<Arc<Record>>, op: &AdminOp) {
         }
         let replacement = match erase {
             true => Record::erased(slot.seq, slot.timestamp),
-            false => match crate::event::redact_identity(slot) {
+            false => match crate::ingest::event::redact_identity(slot) {
                 Some(redacted) => redacted,
                 None => continue,
             },

@@ -21,9 +21,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, HubError};
-use crate::event::Event;
 use crate::ids::{CustomerId, SessionId};
-use crate::topic::Filter;
+use crate::ingest::event::Event;
+use crate::ingest::topic::Filter;
 
 /// Shortest JWT secret accepted, in bytes: HS256 wants a key at least as long as its hash.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -493,7 +493,7 @@ pub fn now_secs() -> u64 {
 
 /// Seconds since the Unix epoch as RFC 3339, shaped like every other hub timestamp.
 pub fn rfc3339(secs: u64) -> String {
-    crate::event::format_millis(secs.min(i64::MAX as u64 / 1000) as i64 * 1000)
+    crate::ingest::event::format_millis(secs.min(i64::MAX as u64 / 1000) as i64 * 1000)
 }
 
 impl Auth {

@@ -11,11 +11,19 @@
 //! queued to every matching live subscription, and visible to every later read. Then it
 //! writes each receiving connection's outbox once for the whole pass. The sequencer never
 //! waits on a subscriber: delivery only queues into bounded outboxes, and the writes after
-//! it never wait for a socket (see [`crate::outbox`]).
+//! it never wait for a socket (see [`crate::edge::outbox`]).
 //!
 //! Lock order: sequencer, then fan-out index, then retention; an outbox's lock is a leaf
 //! (taken last, nothing taken under it). Nobody takes them in another order, and none is
 //! held across an `.await`.
+
+//!
+//! Beside it: [`state`] (customers, sessions, profiles, actions), [`retention`] (the
+//! replayable history) and [`fanout`] (the subscription index).
+
+pub mod fanout;
+pub mod retention;
+pub mod state;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,24 +36,24 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::Config;
+use crate::edge::limits::Limit;
+use crate::edge::outbox::WireFrame;
 use crate::error::{ErrorCode, HubError};
-use crate::event::{
+use crate::hub::fanout::{selects, Fanout, FanoutStats, GoLive, NewSub, Start, Written};
+use crate::hub::retention::{Record, Retention};
+use crate::hub::state::{
+    ActionHead, AdminOp, HubState, ProfileFull, SessionInfo, SessionStatus, SnapshotMaps,
+};
+use crate::ids::{ConnId, CustomerId, Seq};
+use crate::ingest::event::{
     now_millis, Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
 };
-use crate::fanout::{selects, Fanout, FanoutStats, GoLive, NewSub, Start, Written};
-use crate::ids::{ConnId, CustomerId, Seq};
-use crate::lifecycle::{ActionState, TransitionError};
-use crate::limits::Limit;
-use crate::log::{is_disk_full, Log, LogStatus};
+use crate::ingest::lifecycle::{ActionState, TransitionError};
+use crate::ingest::protocol::{self, SubscribeRequest};
+use crate::ingest::topic::{Filter, TopicSet};
 use crate::metrics::Metrics;
-use crate::outbox::WireFrame;
-use crate::protocol::{self, SubscribeRequest};
-use crate::recovery::Restored;
-use crate::retention::{Record, Retention};
-use crate::state::{
-    ActionHead, AdminOp, ProfileFull, SessionInfo, SessionStatus, SnapshotMaps, State,
-};
-use crate::topic::{Filter, TopicSet};
+use crate::store::log::{is_disk_full, Log, LogStatus};
+use crate::store::recovery::Restored;
 
 /// How often an idle pipeline calls [`Log::tick`].
 const PIPELINE_TICK: Duration = Duration::from_millis(10);
@@ -173,7 +181,7 @@ pub struct Hub {
     pub config: Arc<Config>,
     /// Names this history of seqs; kept in the data directory, new only when history is lost.
     pub epoch: String,
-    pub state: State,
+    pub state: HubState,
     pub retention: RwLock<Retention>,
     pub fanout: Fanout,
     pub metrics: Metrics,
@@ -193,7 +201,7 @@ impl Hub {
         Hub::start_restored(config, log, Restored::empty())
     }
 
-    /// Builds a hub from recovered state and history (see [`crate::recovery`]) and starts
+    /// Builds a hub from recovered state and history (see [`crate::store::recovery`]) and starts
     /// its pipeline thread over `log`, which continues after `restored.last_seq`.
     pub fn start_restored(
         config: Arc<Config>,
@@ -857,8 +865,8 @@ impl Hub {
         }
     }
 
-    /// Starts a snapshot of the state as of the latest seq (see [`State::begin_snapshot`]);
-    /// the caller walks it and then calls [`State::end_snapshot`]. Holds the sequencer
+    /// Starts a snapshot of the state as of the latest seq (see [`HubState::begin_snapshot`]);
+    /// the caller walks it and then calls [`HubState::end_snapshot`]. Holds the sequencer
     /// lock only to read the seq and copy the per-map counters; returns how long that was.
     pub fn begin_snapshot(&self) -> (Seq, SnapshotMaps, Duration) {
         let seq = self.sequencer.lock();
@@ -944,7 +952,7 @@ impl Hub {
         let filter = &req.filter;
         let narrowed: Option<Vec<CustomerId>> = match (&filter.customer_ids, &filter.user_ids) {
             (Some(customers), _) => Some(customers.clone()),
-            (None, Some(users)) => Some(State::distinct(
+            (None, Some(users)) => Some(HubState::distinct(
                 users.iter().flat_map(|u| self.state.customers_of_user(u)),
             )),
             (None, None) => None,
@@ -1254,7 +1262,12 @@ pub fn new_sub(req: &SubscribeRequest) -> NewSub {
 }
 
 /// Whether an action's latest event matches a subscription (for snapshots).
-fn snapshot_matches(topics: TopicSet, filter: &Filter, e: &LifecycleEvent, state: &State) -> bool {
+fn snapshot_matches(
+    topics: TopicSet,
+    filter: &Filter,
+    e: &LifecycleEvent,
+    state: &HubState,
+) -> bool {
     let keys = e.keys();
     topics.contains(keys.topic) && filter.matches(&keys, || state.linked_users(e.customer_id))
 }
@@ -1322,7 +1335,7 @@ type Redactions = HashMap<Seq, (Arc<Record>, Option<Arc<Record>>)>;
 
 /// A record without the identity fields, or `None` when it holds none.
 fn redact(record: &Arc<Record>) -> Option<Arc<Record>> {
-    let redacted = crate::event::redact_identity(record)?;
+    let redacted = crate::ingest::event::redact_identity(record)?;
     (redacted.frame.as_str() != record.frame.as_str()).then(|| Arc::new(redacted))
 }
 

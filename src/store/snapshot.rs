@@ -11,7 +11,7 @@
 //!
 //! Format (version 1): magic, version (u32), seq, epoch, time written, the per-map
 //! counters, then chunks (tag 4, byte length u64) of tagged entities (1 customer,
-//! 2 profile, 3 action) in the encoding of [`crate::codec`], then 0 (end), then a crc32 of
+//! 2 profile, 3 action) in the encoding of [`crate::store::codec`], then 0 (end), then a crc32 of
 //! everything before it. Chunks let start-up decode on several threads.
 
 use std::fs::{self, File};
@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::codec::{Dec, DecodeError, Enc};
-use crate::event::now_millis;
+use crate::hub::state::{Action, Customer, HubState, MapCounts, Profile, SnapshotItem};
 use crate::hub::Hub;
 use crate::ids::{CustomerId, Seq};
-use crate::state::{Action, Customer, MapCounts, Profile, SnapshotItem, State};
-use crate::wal;
+use crate::ingest::event::now_millis;
+use crate::store::codec::{Dec, DecodeError, Enc};
+use crate::store::wal;
 
 const MAGIC: &[u8; 8] = b"AHUBSNP\0";
 /// The snapshot format this release writes; a higher one on disk is refused.
@@ -66,7 +66,7 @@ pub enum SnapshotError {
 pub struct Loaded {
     pub seq: Seq,
     pub epoch: String,
-    pub state: State,
+    pub state: HubState,
     pub path: PathBuf,
 }
 
@@ -87,7 +87,7 @@ pub fn dir(data_dir: &Path) -> PathBuf {
 
 /// The snapshot files, newest first, with their seqs.
 pub fn list(data_dir: &Path) -> io::Result<Vec<(Seq, PathBuf)>> {
-    let mut out = crate::wal::files_by_seq(&dir(data_dir), ".snap")?;
+    let mut out = crate::store::wal::files_by_seq(&dir(data_dir), ".snap")?;
     out.sort_by(|a, b| b.cmp(a));
     Ok(out)
 }
@@ -119,7 +119,7 @@ fn write(
     hub: &Hub,
     data_dir: &Path,
     seq: Seq,
-    maps: &crate::state::SnapshotMaps,
+    maps: &crate::hub::state::SnapshotMaps,
 ) -> io::Result<(u64, u64)> {
     let dir = dir(data_dir);
     fs::create_dir_all(&dir)?;
@@ -141,7 +141,7 @@ fn write_file(
     path: &Path,
     tmp: &Path,
     seq: Seq,
-    maps: &crate::state::SnapshotMaps,
+    maps: &crate::hub::state::SnapshotMaps,
 ) -> io::Result<(u64, u64)> {
     let mut out = Checked {
         file: BufWriter::with_capacity(1 << 20, File::create(tmp)?),
@@ -266,7 +266,7 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
         })
 }
 
-fn decode(body: &[u8]) -> Result<(Seq, String, State), DecodeError> {
+fn decode(body: &[u8]) -> Result<(Seq, String, HubState), DecodeError> {
     let mut d = Dec::new(body);
     let seq = Seq(d.u64()?);
     let epoch = d.str()?.to_string();
@@ -277,7 +277,7 @@ fn decode(body: &[u8]) -> Result<(Seq, String, State), DecodeError> {
         .collect::<Result<_, _>>()?;
     // Entities go straight into the maps, sized from the file (an action is ~180 bytes),
     // from several threads, a chunk at a time.
-    let state = State::restoring(maps, body.len() / 180);
+    let state = HubState::restoring(maps, body.len() / 180);
     let mut chunks = Vec::new();
     loop {
         match d.u8()? {
@@ -312,7 +312,7 @@ fn decode(body: &[u8]) -> Result<(Seq, String, State), DecodeError> {
     Ok((seq, epoch, state))
 }
 
-fn decode_chunk(state: &State, chunk: &[u8]) -> Result<(), DecodeError> {
+fn decode_chunk(state: &HubState, chunk: &[u8]) -> Result<(), DecodeError> {
     let mut d = Dec::new(chunk);
     while !d.is_empty() {
         match d.u8()? {
@@ -434,11 +434,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_written_snapshot_loads_back_the_same_state() {
-        use crate::event::Event;
         use crate::ids::{ActionId, ActionMapId, SessionId};
+        use crate::ingest::event::Event;
         let data = tempfile::tempdir().unwrap();
         let config = Arc::new(crate::Config::ephemeral(data.path()));
-        let (hub, pipeline) = Hub::start(config, Box::new(crate::log::MemoryOnly));
+        let (hub, pipeline) = Hub::start(config, Box::new(crate::store::log::MemoryOnly));
         let map = ActionMapId::new_random();
         let mut actions = Vec::new();
         let mut customers = Vec::new();
@@ -494,13 +494,13 @@ mod tests {
         synced: Arc<std::sync::atomic::AtomicU64>,
     }
 
-    impl crate::log::Log for WatchedLog {
-        fn append(&mut self, records: &[Arc<crate::retention::Record>]) -> io::Result<()> {
+    impl crate::store::log::Log for WatchedLog {
+        fn append(&mut self, records: &[Arc<crate::hub::retention::Record>]) -> io::Result<()> {
             self.appended = records.last().map_or(self.appended, |r| r.seq);
             Ok(())
         }
 
-        fn append_admin(&mut self, _op: &crate::state::AdminOp) -> io::Result<()> {
+        fn append_admin(&mut self, _op: &crate::hub::state::AdminOp) -> io::Result<()> {
             Ok(())
         }
 
@@ -513,7 +513,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_is_published_only_once_the_log_is_durable_up_to_its_seq() {
-        use crate::event::Event;
+        use crate::ingest::event::Event;
         let data = tempfile::tempdir().unwrap();
         let config = Arc::new(crate::Config::ephemeral(data.path()));
         let synced = Arc::new(std::sync::atomic::AtomicU64::new(0));

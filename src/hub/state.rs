@@ -1,7 +1,7 @@
 //! The hub's in-memory state: customers (identity, sessions), visitor profiles, actions
 //! (current state and transitions), and per action-map counters.
 //!
-//! State changes only through [`State::apply`], which takes a published event and is
+//! The state changes only through [`HubState::apply`], which takes a published event and is
 //! deterministic: applying the same events in seq order always builds the same state, so a
 //! log replay rebuilds it. Only the sequencer calls `apply` (under its lock); HTTP handlers,
 //! snapshots and the fan-out read concurrently through the methods here, which never hold a
@@ -18,13 +18,13 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::codec::{Dec, DecodeError, Enc};
-use crate::event::{
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ingest::event::{
     format_millis, serialize_lifecycle, Body, EndReason, EventData, LifecycleEvent, Millis,
     Published, VisitorEvent, VisitorKind,
 };
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
-use crate::lifecycle::{ActionState, MediaType};
+use crate::ingest::lifecycle::{ActionState, MediaType};
+use crate::store::codec::{Dec, DecodeError, Enc};
 
 /// Sessions remembered per customer; older ones are forgotten.
 const MAX_SESSIONS_PER_CUSTOMER: usize = 32;
@@ -163,7 +163,7 @@ pub struct MapCounts {
 
 /// Everything the hub knows, in memory.
 #[derive(Default)]
-pub struct State {
+pub struct HubState {
     actions: DashMap<ActionId, Action>,
     customers: DashMap<CustomerId, Customer>,
     /// Profiles by visitor id.
@@ -171,8 +171,8 @@ pub struct State {
     /// userId -> visitor id.
     users: DashMap<String, CustomerId>,
     maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
-    /// The preimages of a snapshot being written (see [`State::begin_snapshot`]).
-    cow: Mutex<Option<Cow>>,
+    /// The preimages of a snapshot being written (see [`HubState::begin_snapshot`]).
+    cow: Mutex<Option<CopyOnWrite>>,
     /// Whether `cow` is set: one atomic load on every change when no snapshot runs.
     cow_on: AtomicBool,
     /// Customers ordered by when they were last seen and by when their open session was,
@@ -181,7 +181,7 @@ pub struct State {
     recency: Mutex<Recency>,
 }
 
-/// The orderings of [`State::recency`]; derived from the customers, never snapshotted.
+/// The orderings of [`HubState::recency`]; derived from the customers, never snapshotted.
 #[derive(Default)]
 struct Recency {
     /// (last seen, customer), for every customer.
@@ -234,7 +234,7 @@ impl Recency {
     }
 }
 
-impl State {
+impl HubState {
     // ---- reads for the sequencer ----
 
     pub fn action_head(&self, id: ActionId) -> Option<ActionHead> {
@@ -639,7 +639,7 @@ impl State {
     }
 
     /// Applies a change that is not an event, logged after the event at `seq`.
-    /// Deterministic like [`State::apply`], and idempotent, so a replay that meets a change
+    /// Deterministic like [`HubState::apply`], and idempotent, so a replay that meets a change
     /// a snapshot already holds may apply it again.
     pub fn apply_admin(&self, op: &AdminOp, seq: Seq) {
         match op {
@@ -1043,7 +1043,7 @@ impl State {
 }
 
 /// A change to visitors that is not an event: logged in order with the events and applied
-/// by [`State::apply_admin`] (so a replay repeats it), never delivered to subscribers.
+/// by [`HubState::apply_admin`] (so a replay repeats it), never delivered to subscribers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum AdminOp {
@@ -1114,7 +1114,7 @@ impl<K: Ord + Hash + Copy, V> Preimages<K, V> {
     }
 }
 
-struct Cow {
+struct CopyOnWrite {
     at: Seq,
     customers: Preimages<CustomerId, Customer>,
     profiles: Preimages<CustomerId, Profile>,
@@ -1140,14 +1140,14 @@ fn action_stamp(a: &Action) -> Seq {
     a.last().seq
 }
 
-impl State {
+impl HubState {
     /// Saves the preimage of `key` if a snapshot needs it. Must be called with no entry of
     /// any map held (the snapshot walk takes `cow`, then a map entry).
     fn save<K, V>(
         &self,
         map: &DashMap<K, V>,
         key: K,
-        table: fn(&mut Cow) -> &mut Preimages<K, V>,
+        table: fn(&mut CopyOnWrite) -> &mut Preimages<K, V>,
         stamp: fn(&V) -> Seq,
     ) where
         K: Ord + Hash + Copy,
@@ -1208,7 +1208,7 @@ impl State {
     /// lock, so no event is half applied; it copies only the per-map counters (a handful
     /// of entries) and returns them.
     pub fn begin_snapshot(&self, at: Seq) -> SnapshotMaps {
-        *self.cow.lock() = Some(Cow {
+        *self.cow.lock() = Some(CopyOnWrite {
             at,
             customers: Preimages::new(),
             profiles: Preimages::new(),
@@ -1247,7 +1247,7 @@ impl State {
     fn walk<K, V, E>(
         &self,
         map: &DashMap<K, V>,
-        table: fn(&mut Cow) -> &mut Preimages<K, V>,
+        table: fn(&mut CopyOnWrite) -> &mut Preimages<K, V>,
         stamp: fn(&V) -> Seq,
         emit: &mut impl FnMut(&K, &V) -> Result<(), E>,
     ) -> Result<(), E>
@@ -1295,10 +1295,10 @@ impl State {
 
     /// An empty state about to be filled from a snapshot, with room for about `actions`
     /// actions.
-    pub fn restoring(maps: SnapshotMaps, actions: usize) -> State {
-        let state = State {
+    pub fn restoring(maps: SnapshotMaps, actions: usize) -> HubState {
+        let state = HubState {
             actions: DashMap::with_capacity(actions),
-            ..State::default()
+            ..HubState::default()
         };
         *state.maps.lock() = maps;
         state
@@ -1585,7 +1585,7 @@ pub struct ProfileFull {
     pub would_be: usize,
 }
 
-/// What a profile would hold after a change, built the way [`State::apply`] builds it, to
+/// What a profile would hold after a change, built the way [`HubState::apply`] builds it, to
 /// check the limits before the change is made.
 #[derive(Default)]
 struct Holdings {
@@ -1608,7 +1608,7 @@ impl Holdings {
         }
     }
 
-    /// This profile with `source` folded in, as `State::fold_profile` does it.
+    /// This profile with `source` folded in, as `HubState::fold_profile` does it.
     fn folding(mut self, source: Holdings) -> Holdings {
         for u in &source.user_ids {
             self.add_user(u);
@@ -1742,7 +1742,7 @@ fn action_json(action: &Action, with_transitions: bool) -> Value {
 
 /// The visitor API's reads. A visitor is a profile (customers known to be one person), or
 /// a customer no profile holds yet; either way its id is a customerId (see `visitorId`).
-impl State {
+impl HubState {
     /// Resolves the `{id}` of the visitor API: any customerId of the visitor (its own id
     /// included), or `user:<userId>`. `Err` when the id is malformed.
     pub fn resolve_visitor(&self, id: &str) -> Result<Option<CustomerId>, crate::ids::BadId> {
@@ -1931,7 +1931,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Published};
+    use crate::ingest::event::{Event, Published};
 
     /// A deterministic mix of every kind of change: new customers and sessions, actions
     /// moving through states, sign-ins that merge profiles, traits, sessions ending.
@@ -2001,7 +2001,7 @@ mod tests {
     }
 
     /// Everything in a state, comparable.
-    fn fingerprint(state: &State) -> Vec<String> {
+    fn fingerprint(state: &HubState) -> Vec<String> {
         let mut out: Vec<String> = state
             .customers
             .iter()
@@ -2030,8 +2030,8 @@ mod tests {
         let all = events(600);
         for split in [0, 1, 250, 599] {
             let (before, after) = all.split_at(split);
-            let expected = State::default();
-            let live = State::default();
+            let expected = HubState::default();
+            let live = HubState::default();
             for p in before {
                 expected.apply(p);
                 live.apply(p);
@@ -2056,7 +2056,7 @@ mod tests {
             for p in pending {
                 live.apply(p);
             }
-            let restored = State::restoring(maps, 0);
+            let restored = HubState::restoring(maps, 0);
             for (id, c) in customers {
                 restored.restore_customer(id, c);
             }
@@ -2071,7 +2071,7 @@ mod tests {
                 fingerprint(&expected),
                 "split {split}"
             );
-            let whole = State::default();
+            let whole = HubState::default();
             for p in &all {
                 whole.apply(p);
             }
@@ -2085,7 +2085,7 @@ mod tests {
 
     #[test]
     fn entities_encode_and_decode_unchanged() {
-        let state = State::default();
+        let state = HubState::default();
         for p in events(300) {
             state.apply(&p);
         }

@@ -9,10 +9,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::event::Millis;
+use crate::edge::outbox::WireFrame;
 use crate::ids::{CustomerId, Seq};
-use crate::outbox::WireFrame;
-use crate::topic::EventKeys;
+use crate::ingest::event::Millis;
+use crate::ingest::topic::EventKeys;
 
 /// One accepted event, as everything downstream of the sequencer sees it.
 #[derive(Debug)]
@@ -260,8 +260,8 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{ActionState, MediaType};
-    use crate::topic::Topic;
+    use crate::ingest::lifecycle::{ActionState, MediaType};
+    use crate::ingest::topic::Topic;
 
     fn record(seq: u64, customer: CustomerId, timestamp: Millis) -> Arc<Record> {
         Arc::new(Record {

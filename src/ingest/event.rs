@@ -10,11 +10,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::edge::outbox::WireFrame;
 use crate::error::HubError;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
-use crate::lifecycle::{ActionState, MediaType};
-use crate::outbox::WireFrame;
-use crate::topic::{EventKeys, Topic, VISITOR_NAMES};
+use crate::ingest::lifecycle::{ActionState, MediaType};
+use crate::ingest::topic::{EventKeys, Topic, VISITOR_NAMES};
 
 /// Largest `data`, `traits`, `channels`, `properties` or `page` object, as JSON.
 pub const MAX_OBJECT_BYTES: usize = 4 * 1024;
@@ -742,9 +742,11 @@ const IDENTITY_FIELDS: [&str; 3] = ["userId", "traits", "channels"];
 
 /// A retained record with the identity fields removed from its event, when it is a visitor
 /// or session event that has any (lifecycle events, the action history, stay as they are).
-pub fn redact_identity(record: &crate::retention::Record) -> Option<crate::retention::Record> {
+pub fn redact_identity(
+    record: &crate::hub::retention::Record,
+) -> Option<crate::hub::retention::Record> {
     let unchanged = || {
-        Some(crate::retention::Record {
+        Some(crate::hub::retention::Record {
             seq: record.seq,
             timestamp: record.timestamp,
             keys: record.keys.clone(),
@@ -765,7 +767,7 @@ pub fn redact_identity(record: &crate::retention::Record) -> Option<crate::reten
     for field in IDENTITY_FIELDS {
         event.remove(field);
     }
-    Some(crate::retention::Record {
+    Some(crate::hub::retention::Record {
         frame: WireFrame::text(&frame.to_string()),
         ..unchanged()?
     })

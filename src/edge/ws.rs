@@ -14,7 +14,7 @@
 //! Security (PROTOCOL.md section 6) enters at two points: the upgrade, which counts the
 //! connection against the connection limits, and `connect`, which turns credentials into
 //! the connection's [`Principal`]. Every later op asks that principal (see
-//! [`crate::auth`]); a token connection also has a publish token bucket and is closed with
+//! [`crate::edge::auth`]); a token connection also has a publish token bucket and is closed with
 //! 4001 when its token expires unless a `refresh` replaced it.
 
 use std::collections::VecDeque;
@@ -24,7 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State as AxumState};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesOrdered;
@@ -39,15 +39,17 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
-use crate::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
+use crate::edge::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
+use crate::edge::limits::{too_deep, ConnectionLimits, ConnectionPermit, Limit, TokenBucket};
+use crate::edge::outbox::{Duplex, Outbox, Trouble, WireFrame};
 use crate::error::{ErrorCode, HubError};
-use crate::fanout::{selects, GoLive, Start};
+use crate::hub::fanout::{selects, GoLive, Start};
+use crate::hub::retention::Record;
 use crate::hub::{new_sub, Hub};
 use crate::ids::{ConnId, Seq};
-use crate::limits::{too_deep, ConnectionLimits, ConnectionPermit, Limit, TokenBucket};
-use crate::outbox::{Duplex, Outbox, Trouble, WireFrame};
-use crate::protocol::{self, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest};
-use crate::retention::Record;
+use crate::ingest::protocol::{
+    self, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
+};
 
 /// The client's frames, parsed by tungstenite; its writes go to the outbox.
 type Socket = WebSocketStream<Duplex<ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>>;
@@ -95,7 +97,7 @@ pub const RATE_LIMITED_CLOSE_AFTER: u32 = 20;
 
 /// What the router shares with every connection.
 #[derive(Clone)]
-pub struct WsContext {
+pub struct App {
     pub hub: Arc<Hub>,
     pub shutdown: CancellationToken,
     pub tracker: tokio_util::task::TaskTracker,
@@ -105,14 +107,14 @@ pub struct WsContext {
     pub connections: Arc<ConnectionLimits>,
 }
 
-impl WsContext {
+impl App {
     pub fn new(
         hub: Arc<Hub>,
         shutdown: CancellationToken,
         tracker: tokio_util::task::TaskTracker,
-    ) -> WsContext {
+    ) -> App {
         let config = &hub.config;
-        WsContext {
+        App {
             auth: Arc::new(Auth::new(config)),
             connections: Arc::new(ConnectionLimits::new(
                 config.max_connections,
@@ -127,7 +129,7 @@ impl WsContext {
 
 /// The client's address: the peer, or behind a trusted proxy the last `X-Forwarded-For`
 /// entry (the one the proxy itself appended; earlier ones are the client's to forge).
-pub fn client_ip(ctx: &WsContext, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+pub fn client_ip(ctx: &App, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     let forwarded = || {
         let value = headers.get_all("x-forwarded-for").iter().next_back()?;
         value.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
@@ -150,7 +152,7 @@ struct Handshake {
 /// socket to a connection task. Credentials are checked at `connect`, since a browser can
 /// send its token only in a frame.
 pub async fn upgrade(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
@@ -185,7 +187,7 @@ pub async fn upgrade(
             .map(str::to_owned)
     };
     let handshake = Handshake {
-        api_key: text(crate::http::API_KEY_HEADER),
+        api_key: text(crate::edge::http::API_KEY_HEADER),
         origin: text(header::ORIGIN.as_str()),
         _permit: permit,
     };
@@ -260,7 +262,7 @@ fn refuse_connection(hub: &Hub, limit: Limit) -> Response {
             "the hub holds all the connections it may",
         ),
     };
-    let retry = crate::limits::RETRY_AFTER.as_secs().to_string();
+    let retry = crate::edge::limits::RETRY_AFTER.as_secs().to_string();
     ([(header::RETRY_AFTER, retry)], error).into_response()
 }
 
@@ -319,12 +321,7 @@ fn socket_config(hub: &Hub) -> WebSocketConfig {
         .max_frame_size(Some(limit))
 }
 
-async fn serve(
-    ctx: WsContext,
-    id: ConnId,
-    upgraded: hyper::upgrade::Upgraded,
-    handshake: Handshake,
-) {
+async fn serve(ctx: App, id: ConnId, upgraded: hyper::upgrade::Upgraded, handshake: Handshake) {
     let hub = ctx.hub.clone();
     let (read, write) = tokio::io::split(TokioIo::new(upgraded));
     let outbox = Arc::new(Outbox::new(Box::new(write), hub.config.queue_capacity));
@@ -405,7 +402,7 @@ fn deadline(expires_at: u64) -> Instant {
 /// Waits for `connect` and authenticates it; returns its `id` and the principal. A
 /// refused `connect` is answered with its error, and the connection ends with 4001/4003.
 async fn admit(
-    ctx: &WsContext,
+    ctx: &App,
     socket: &mut Socket,
     outbox: &Outbox,
     handshake: &Handshake,
@@ -574,12 +571,12 @@ impl Connection {
             .send(frames.into_iter().map(|f| f.wire().clone()))
         {
             Ok(()) => Ok(()),
-            Err(crate::outbox::Refused::Full) => Err(Ending::Close(
+            Err(crate::edge::outbox::Refused::Full) => Err(Ending::Close(
                 close::SLOW_CONSUMER,
                 "slow consumer: resume with since",
             )),
             // Told to close, or the socket failed: the main loop's next poll says which.
-            Err(crate::outbox::Refused::Gone) => Ok(()),
+            Err(crate::edge::outbox::Refused::Gone) => Ok(()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! under each user id, and the rest under each topic they cover. The event's frame was
 //! serialized once by the sequencer; every receiver gets a clone of the same bytes.
 //!
-//! Each connection has a bounded outbox (see [`crate::outbox`]). Delivery never waits:
+//! Each connection has a bounded outbox (see [`crate::edge::outbox`]). Delivery never waits:
 //! when an outbox is full the connection is dropped from the index and told to close with
 //! 4008, and the event goes on to everybody else. Delivery runs on the pipeline thread, in
 //! seq order, one pass at a time; the index lock is held per pass and never across an
@@ -24,20 +24,20 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 
+use crate::edge::outbox::{Outbox, Refused, WireFrame};
 use crate::error::HubError;
+use crate::hub::retention::Record;
+use crate::hub::state::State;
 use crate::ids::{ConnId, CustomerId, Seq};
-use crate::outbox::{Outbox, Refused, WireFrame};
-use crate::protocol::SubId;
-use crate::retention::Record;
-use crate::state::State;
-use crate::topic::{Filter, Topic, TopicSet};
+use crate::ingest::protocol::SubId;
+use crate::ingest::topic::{Filter, Topic, TopicSet};
 
 /// The close code for a connection whose outbox overflowed.
 const SLOW_CONSUMER: u16 = 4008;
 
 /// Whether a subscription with these topics and filter wants this record. The one
 /// matching rule for live delivery, replay and HTTP history.
-pub fn selects(topics: TopicSet, filter: &Filter, record: &Record, state: &State) -> bool {
+pub fn selects(topics: TopicSet, filter: &Filter, record: &Record, state: &HubState) -> bool {
     topics.contains(record.keys.topic)
         && filter.matches(&record.keys, || state.linked_users(record.keys.customer))
 }
@@ -267,7 +267,7 @@ impl Fanout {
 
     /// Queues a pass of records, in seq order, to every matching connection, and lists
     /// in `written` each outbox it queued to, for the caller to write.
-    pub fn deliver(&self, records: &[Arc<Record>], state: &State, written: &mut Written) {
+    pub fn deliver(&self, records: &[Arc<Record>], state: &HubState, written: &mut Written) {
         let Some(last) = records.last() else { return };
         let mut index = self.index.lock();
         let mut delivered = 0u64;
@@ -493,7 +493,7 @@ impl Index {
     }
 
     /// The subscriptions that may match a record: by topic, by customer, by linked user.
-    fn candidates(&self, record: &Record, state: &State, out: &mut Vec<u64>) {
+    fn candidates(&self, record: &Record, state: &HubState, out: &mut Vec<u64>) {
         out.clear();
         if let Some(keys) = self.by_topic.get(&record.keys.topic) {
             out.extend_from_slice(keys);

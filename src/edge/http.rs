@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State as AxumState};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,18 +27,18 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{
+use crate::edge::auth::{
     rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
+use crate::edge::limits::{too_deep, Limit};
+use crate::edge::ws::{self, App};
 use crate::error::{ErrorCode, HubError};
-use crate::event::Event;
-use crate::fanout::selects;
+use crate::hub::fanout::selects;
+use crate::hub::retention::Record;
 use crate::hub::Hub;
 use crate::ids::{ActionId, CustomerId, Seq, SessionId};
-use crate::limits::{too_deep, Limit};
-use crate::retention::Record;
-use crate::topic::{Filter, TopicSet};
-use crate::ws::{self, WsContext};
+use crate::ingest::event::Event;
+use crate::ingest::topic::{Filter, TopicSet};
 
 /// Default and largest page of a list.
 const DEFAULT_LIMIT: usize = 100;
@@ -72,7 +72,7 @@ impl IntoResponse for HubError {
 pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// The hub's routes.
-pub fn router(ctx: WsContext) -> Router {
+pub fn router(ctx: App) -> Router {
     let body_limit = ctx.hub.config.max_body_bytes;
     let cors = cors(&ctx);
     let router = Router::new()
@@ -89,8 +89,8 @@ pub fn router(ctx: WsContext) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(crate::assets::routes())
-        .merge(crate::visitors::routes())
+        .merge(crate::edge::assets::routes())
+        .merge(crate::edge::visitors::routes())
         .fallback(|| async { HubError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             let mut response =
@@ -109,7 +109,7 @@ pub fn router(ctx: WsContext) -> Router {
 }
 
 /// CORS for the allow-listed origins; none (same-origin only) without a list.
-fn cors(ctx: &WsContext) -> Option<CorsLayer> {
+fn cors(ctx: &App) -> Option<CorsLayer> {
     if ctx.auth.allowed_origins().is_empty() {
         return None;
     }
@@ -156,7 +156,7 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
 }
 
 /// The credential check of every HTTP request (see [`required_scope`]).
-async fn authorize(AxumState(ctx): AxumState<WsContext>, request: Request, next: Next) -> Response {
+async fn authorize(State(ctx): State<App>, request: Request, next: Next) -> Response {
     let Some(scope) = required_scope(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
@@ -214,7 +214,7 @@ fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, HubErr
 }
 
 async fn post_events(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let body = checked_body(&ctx.hub, body)?;
@@ -260,7 +260,7 @@ async fn post_events(
 
 /// `POST /v1/tokens`: mints a browser token for a customer (and session).
 async fn post_tokens(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let Value::Object(mut fields) = json_body(&ctx.hub, body)? else {
@@ -320,7 +320,7 @@ fn parse_path_id<T>(
 }
 
 async fn get_action(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "actionId", ActionId::parse)?;
@@ -332,7 +332,7 @@ async fn get_action(
 }
 
 async fn get_customer(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
@@ -420,7 +420,7 @@ pub(crate) fn events_page(records: &[Arc<Record>], next: Seq, epoch: &str) -> Re
 }
 
 async fn get_events(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, HubError> {
     let q = list_query(query, &["since", "limit", "topics", "where"])?;
@@ -458,7 +458,7 @@ fn scan_events(hub: &Hub, q: &ListQuery) -> (Vec<Arc<Record>>, Seq) {
 }
 
 async fn get_customer_events(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, HubError> {
@@ -473,7 +473,7 @@ async fn get_customer_events(
     Ok(events_page(&records, next, &hub.epoch))
 }
 
-async fn get_action_map_stats(AxumState(ctx): AxumState<WsContext>) -> Json<Value> {
+async fn get_action_map_stats(State(ctx): State<App>) -> Json<Value> {
     Json(ctx.hub.state.action_map_stats())
 }
 
@@ -481,7 +481,7 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-async fn readyz(AxumState(ctx): AxumState<WsContext>) -> Response {
+async fn readyz(State(ctx): State<App>) -> Response {
     if ctx.shutdown.is_cancelled() {
         HubError::new(ErrorCode::Unavailable, "the hub is shutting down").into_response()
     } else {
@@ -490,7 +490,7 @@ async fn readyz(AxumState(ctx): AxumState<WsContext>) -> Response {
     }
 }
 
-async fn metrics(AxumState(ctx): AxumState<WsContext>) -> Response {
+async fn metrics(State(ctx): State<App>) -> Response {
     ctx.hub.refresh_gauges();
     (
         [(

@@ -3,34 +3,34 @@
 //! A visitor is a profile (customers known to be one person, linked through a userId or
 //! merged) or a customer no profile holds yet. `{id}` in these paths is any of the
 //! visitor's customerIds or `user:<userId>`. This module parses requests and shapes
-//! answers; the views come from [`crate::state`], merges go through the sequencer.
+//! answers; the views come from [`crate::hub::state`], merges go through the sequencer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State as AxumState};
+use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 
-use crate::event::MAX_OBJECT_BYTES;
 use crate::hub::AdminChange;
+use crate::ingest::event::MAX_OBJECT_BYTES;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::edge::http::{blocking, events_page, json_body, list_query};
+use crate::edge::ws::App;
 use crate::error::HubError;
-use crate::http::{blocking, events_page, json_body, list_query};
+use crate::hub::retention::Record;
 use crate::hub::Hub;
 use crate::ids::CustomerId;
-use crate::retention::Record;
-use crate::ws::WsContext;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 
 /// The visitor routes.
-pub fn routes() -> Router<WsContext> {
+pub fn routes() -> Router<App> {
     Router::new()
         .route("/v1/visitors", get(list))
         .route("/v1/visitors/merge", post(merge))
@@ -46,7 +46,7 @@ pub fn routes() -> Router<WsContext> {
 }
 
 /// Resolves a visitor `{id}`: 400 when malformed, 404 when unknown.
-fn resolve(ctx: &WsContext, id: &str) -> Result<CustomerId, HubError> {
+fn resolve(ctx: &App, id: &str) -> Result<CustomerId, HubError> {
     ctx.hub
         .state
         .resolve_visitor(id)
@@ -59,7 +59,7 @@ fn resolve(ctx: &WsContext, id: &str) -> Result<CustomerId, HubError> {
 }
 
 async fn list(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, HubError> {
     let Query(params) =
@@ -116,10 +116,7 @@ async fn list(
     })))
 }
 
-async fn view(
-    AxumState(ctx): AxumState<WsContext>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, HubError> {
+async fn view(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     ctx.hub
         .state
@@ -128,10 +125,7 @@ async fn view(
         .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))
 }
 
-async fn export(
-    AxumState(ctx): AxumState<WsContext>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, HubError> {
+async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     let hub = ctx.hub.clone();
     // Every action and retained event of the visitor, parsed back: off the async workers.
@@ -146,16 +140,14 @@ async fn export(
             .map(|frame| frame["event"].clone())
             .collect();
         export["events"] = events.into();
-        export["exportedAt"] = crate::event::format_millis(crate::event::now_millis()).into();
+        export["exportedAt"] =
+            crate::ingest::event::format_millis(crate::ingest::event::now_millis()).into();
         Ok(Json(export))
     })
     .await?
 }
 
-async fn sessions(
-    AxumState(ctx): AxumState<WsContext>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, HubError> {
+async fn sessions(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     let sessions = ctx.hub.state.visitor_sessions(visitor);
     Ok(Json(json!({ "visitorId": visitor, "sessions": sessions })))
@@ -182,7 +174,7 @@ fn visitor_events(
 }
 
 async fn events(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     Path(id): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, HubError> {
@@ -194,7 +186,7 @@ async fn events(
 }
 
 async fn by_channel(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     Path((channel, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, HubError> {
     let state = &ctx.hub.state;
@@ -206,7 +198,7 @@ async fn by_channel(
 }
 
 async fn merge(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let value = json_body(&ctx.hub, body)?;
@@ -237,7 +229,7 @@ async fn merge(
 
 /// `PUT /v1/visitors/{id}` with `{"attributes": {...}}`: merges them into the traits.
 async fn update(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
@@ -269,7 +261,7 @@ async fn update(
 
 /// `POST /v1/visitors/{id}/anonymize`: traits, channels and user ids go; history stays.
 async fn anonymize(
-    AxumState(ctx): AxumState<WsContext>,
+    State(ctx): State<App>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
@@ -278,17 +270,14 @@ async fn anonymize(
 }
 
 /// `DELETE /v1/visitors/{id}`: everything about the visitor goes, for good.
-async fn delete(
-    AxumState(ctx): AxumState<WsContext>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, HubError> {
+async fn delete(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     let customers = ctx.hub.state.visitor_customers(visitor);
     ctx.hub.administer(visitor, AdminChange::Delete).await?;
     Ok(Json(json!({ "deleted": visitor, "customers": customers })))
 }
 
-fn fresh_view(ctx: &WsContext, visitor: CustomerId) -> Result<Json<Value>, HubError> {
+fn fresh_view(ctx: &App, visitor: CustomerId) -> Result<Json<Value>, HubError> {
     ctx.hub
         .state
         .visitor_view(visitor, false)

@@ -1,0 +1,16 @@
+//! Where clients meet the hub: everything that owns a socket, a request or a credential.
+//!
+//! - [`ws`]: the WebSocket handshake and one task per connection.
+//! - [`http`]: the HTTP API and the router; [`visitors`]: its visitor endpoints.
+//! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
+//!   [`limits`]: nesting depth, publish rate, connection counts.
+//! - [`outbox`]: each connection's bounded queue and its socket's write half.
+//! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
+
+pub mod assets;
+pub mod auth;
+pub mod http;
+pub mod limits;
+pub mod outbox;
+pub mod visitors;
+pub mod ws;
