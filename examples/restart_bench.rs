@@ -130,7 +130,7 @@ async fn start(dir: &str) -> anyhow::Result<()> {
     let started = Instant::now();
     let running = actionhub::server::start(config(dir, 1_000_000, true)).await?;
     let ready = started.elapsed();
-    let actions = running.hub().state.action_count();
+    let actions = running.hub().state().action_count();
     println!(
         "ready after {:.2} s with {actions} actions, seq {}",
         ready.as_secs_f64(),

@@ -15,7 +15,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(actionhub::server::run(config, shutdown_signal()))
+    runtime.block_on(actionhub::server::run(config, shutdown_signal()))?;
+    Ok(())
 }
 
 fn init_tracing(format: LogFormat) {

@@ -10,19 +10,44 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::serve::ListenerExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::edge::ws::App;
 use crate::hub::Hub;
 use crate::ids::Seq;
 use crate::store::log::{is_disk_full, Log};
-use crate::store::recovery;
+use crate::store::recovery::{self, RecoveryError};
 use crate::store::snapshot;
+
+/// Why a hub could not start, or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("a server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// An IO error's context, for `map_err`.
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |source| ServerError::Io { what, source }
+}
 
 /// How long shutdown waits for connections to finish their closing handshake.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -32,11 +57,11 @@ pub struct Running {
     addr: SocketAddr,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
 }
 
 /// Binds `config.listen` (port 0 picks a free port) and serves in a background task.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(config: Config) -> Result<Running, ServerError> {
     start_with_log(config, |log| log).await
 }
 
@@ -45,12 +70,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 pub async fn start_with_log(
     config: Config,
     wrap: impl FnOnce(Box<dyn Log>) -> Box<dyn Log>,
-) -> anyhow::Result<Running> {
+) -> Result<Running, ServerError> {
     config.validate()?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
+        .map_err(|source| ServerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("reading the bound address"))?;
     let data_dir = config.data_dir.clone();
     let (restored, wal, prepared) = {
         let config = config.clone();
@@ -59,14 +89,14 @@ pub async fn start_with_log(
             // Try the log's first writes now, so a full disk is known before anyone
             // publishes: the hub then starts read-only instead of refusing to start.
             let prepared = wal.prepare();
-            anyhow::Ok((restored, wal, prepared))
+            Ok::<_, RecoveryError>((restored, wal, prepared))
         })
         .await??
     };
     let read_only = match prepared {
         Ok(()) => None,
         Err(e) if is_disk_full(&e) => Some(e),
-        Err(e) => return Err(e).context("preparing the write-ahead log"),
+        Err(e) => return Err(io("preparing the write-ahead log")(e)),
     };
     let restored_snapshot = restored.snapshot_seq;
     let (hub, pipeline) = Hub::start_restored(Arc::new(config), wrap(Box::new(wal)), restored);
@@ -80,18 +110,19 @@ pub async fn start_with_log(
         let last = restored_snapshot;
         std::thread::Builder::new()
             .name("actionhub-snapshot".into())
-            .spawn(move || snapshot::run(hub, data_dir, stop_rx, last))?
+            .spawn(move || snapshot::run(hub, data_dir, stop_rx, last))
+            .map_err(io("starting the snapshot thread"))?
     };
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ctx = App::new(hub.clone(), shutdown.clone(), tracker.clone());
     let app = crate::edge::http::router(ctx);
     tracker.spawn(sweep(hub.clone(), shutdown.clone()));
-    info!(%addr, epoch = %hub.epoch, "actionhub listening");
-    if hub.config.is_open_mode() {
+    info!(%addr, epoch = %hub.epoch(), "actionhub listening");
+    if hub.config().is_open_mode() {
         warn!("open development mode: no API keys or JWT secrets are configured, so anyone who can reach {addr} may publish and subscribe");
     } else {
-        let config = &hub.config;
+        let config = &hub.config();
         info!(
             api_keys = config.api_keys.len(),
             jwt_secrets = config.jwt_secrets.len(),
@@ -113,7 +144,7 @@ pub async fn start_with_log(
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
                 .await
-                .context("serving HTTP")?;
+                .map_err(io("serving HTTP"))?;
             tracker.close();
             if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
                 .await
@@ -132,7 +163,7 @@ pub async fn start_with_log(
                 // unclean stop.
                 if final_hub.latest_seq() > last || last == Seq(0) {
                     if let Err(e) = snapshot::take_and_prune(&final_hub, &data_dir) {
-                        final_hub.metrics.snapshot_failures.inc();
+                        final_hub.metrics().snapshot_failures.inc();
                         warn!(error = %e, "the final snapshot failed; the next start replays the log");
                     }
                 }
@@ -151,7 +182,7 @@ pub async fn start_with_log(
 }
 
 /// Serves until `signal` completes, then shuts down gracefully.
-pub async fn run(config: Config, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(), ServerError> {
     // Poll the signal once before starting, so its handlers are installed before recovery
     // and before the "listening" line: a SIGTERM from then on means a clean stop, never
     // the default action (being killed without a final snapshot).
@@ -194,7 +225,7 @@ impl Running {
     }
 
     /// Graceful shutdown: closes connections with 1001 and waits for the server to stop.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(self) -> Result<(), ServerError> {
         self.shutdown.cancel();
         self.task.await?
     }

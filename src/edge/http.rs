@@ -73,7 +73,7 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// The hub's routes.
 pub fn router(ctx: App) -> Router {
-    let body_limit = ctx.hub.config.max_body_bytes;
+    let body_limit = ctx.hub.config().max_body_bytes;
     let cors = cors(&ctx);
     let router = Router::new()
         .route("/v1/ws", get(ws::upgrade))
@@ -171,7 +171,7 @@ async fn authorize(State(ctx): State<App>, request: Request, next: Next) -> Resp
     };
     let allowed = principal
         .map_err(|e| {
-            ctx.hub.metrics.auth_refused.inc();
+            ctx.hub.metrics().auth_refused.inc();
             HubError::from(e)
         })
         .and_then(|p| p.require(scope));
@@ -183,7 +183,7 @@ async fn authorize(State(ctx): State<App>, request: Request, next: Next) -> Resp
 
 pub(crate) fn body_error(hub: &Hub, rejection: BytesRejection) -> HubError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        hub.metrics.limit_hit(Limit::BodySize);
+        hub.metrics().limit_hit(Limit::BodySize);
         HubError::new(ErrorCode::TooLarge, "request body is larger than the limit")
     } else {
         HubError::bad_request(format!("cannot read the request body: {rejection}"))
@@ -198,9 +198,9 @@ pub(crate) fn json_body(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Resul
 /// The body's bytes, refused when it could not be read or nests deeper than the limit.
 fn checked_body(hub: &Hub, body: Result<Bytes, BytesRejection>) -> Result<Bytes, HubError> {
     let body = body.map_err(|r| body_error(hub, r))?;
-    let max = hub.config.max_json_depth;
+    let max = hub.config().max_json_depth;
     if too_deep(&body, max) {
-        hub.metrics.limit_hit(Limit::JsonDepth);
+        hub.metrics().limit_hit(Limit::JsonDepth);
         return Err(HubError::bad_request(format!(
             "the body nests arrays and objects deeper than {max}"
         )));
@@ -230,9 +230,9 @@ async fn post_events(
             ))
         }
     };
-    let limit = ctx.hub.config.max_batch_events;
+    let limit = ctx.hub.config().max_batch_events;
     if items.len() > limit {
-        ctx.hub.metrics.limit_hit(Limit::BatchSize);
+        ctx.hub.metrics().limit_hit(Limit::BatchSize);
         return Err(HubError::new(
             ErrorCode::TooLarge,
             format!(
@@ -325,7 +325,7 @@ async fn get_action(
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "actionId", ActionId::parse)?;
     ctx.hub
-        .state
+        .state()
         .action_view(id, true)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no action {id}")))
@@ -337,7 +337,7 @@ async fn get_customer(
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
     ctx.hub
-        .state
+        .state()
         .customer_view(id)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no customer {id}")))
@@ -426,23 +426,20 @@ async fn get_events(
     let q = list_query(query, &["since", "limit", "topics", "where"])?;
     let hub = ctx.hub.clone();
     let (records, next) = blocking(move || scan_events(&hub, &q)).await?;
-    Ok(events_page(&records, next, &ctx.hub.epoch))
+    Ok(events_page(&records, next, ctx.hub.epoch()))
 }
 
 /// The retained events after `q.since` that `q` selects, at most `q.limit`, examining at
 /// most [`SCAN_BUDGET`] records, and the last seq examined.
 fn scan_events(hub: &Hub, q: &ListQuery) -> (Vec<Arc<Record>>, Seq) {
-    let upto = hub.retention.read().last_seq();
+    let upto = hub.with_history(|h| h.last_seq());
     let (mut out, mut after, mut budget) = (Vec::new(), q.since, SCAN_BUDGET);
     while budget > 0 {
         let take = budget.min(SCAN_CHUNK);
         budget -= take;
-        let (chunk, last) = hub
-            .retention
-            .read()
-            .scan(after, upto, take, usize::MAX, |_| true);
+        let (chunk, last) = hub.with_history(|h| h.scan(after, upto, take, usize::MAX, |_| true));
         for record in chunk {
-            if selects(q.topics, &q.filter, &record, &hub.state) {
+            if selects(q.topics, &q.filter, &record, hub.state()) {
                 out.push(record.clone());
                 if out.len() == q.limit {
                     return (out, record.seq);
@@ -465,16 +462,16 @@ async fn get_customer_events(
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
     let q = list_query(query, &["since", "limit"])?;
     let hub = &ctx.hub;
-    let records = hub.retention.read().customer_events(id, q.since, q.limit);
-    if records.is_empty() && hub.state.identity_of(id).is_none() {
+    let records = hub.with_history(|h| h.customer_events(id, q.since, q.limit));
+    if records.is_empty() && hub.state().identity_of(id).is_none() {
         return Err(HubError::not_found(format!("no customer {id}")));
     }
     let next = records.last().map_or(q.since, |r| r.seq);
-    Ok(events_page(&records, next, &hub.epoch))
+    Ok(events_page(&records, next, hub.epoch()))
 }
 
 async fn get_action_map_stats(State(ctx): State<App>) -> Json<Value> {
-    Json(ctx.hub.state.action_map_stats())
+    Json(ctx.hub.state().action_map_stats())
 }
 
 async fn healthz() -> Json<Value> {
@@ -485,8 +482,16 @@ async fn readyz(State(ctx): State<App>) -> Response {
     if ctx.shutdown.is_cancelled() {
         HubError::new(ErrorCode::Unavailable, "the hub is shutting down").into_response()
     } else {
-        Json(json!({ "status": "ready", "epoch": ctx.hub.epoch, "seq": ctx.hub.latest_seq() }))
-            .into_response()
+        // Still ready while the disk is full: reads and subscriptions are served, and a
+        // probe that took the hub out of service would cut those off too.
+        let writable = !ctx.hub.log_status().is_full();
+        Json(json!({
+            "status": "ready",
+            "epoch": ctx.hub.epoch(),
+            "seq": ctx.hub.latest_seq(),
+            "writable": writable,
+        }))
+        .into_response()
     }
 }
 
@@ -497,7 +502,7 @@ async fn metrics(State(ctx): State<App>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        ctx.hub.metrics.encode(),
+        ctx.hub.metrics().encode(),
     )
         .into_response()
 }

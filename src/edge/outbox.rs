@@ -393,7 +393,8 @@ impl<R: Unpin> AsyncWrite for Duplex<R> {
         // connection is closing) rather than refused, which tungstenite would buffer.
         // Only the close frame, the last one, goes past the bound.
         if q.frames.len() >= self.outbox.capacity && !is_close(buf) {
-            q.kill.get_or_insert(crate::edge::ws::close::SLOW_CONSUMER);
+            q.kill
+                .get_or_insert(crate::ingest::protocol::close::SLOW_CONSUMER);
             q.wake_task();
             return Poll::Ready(Ok(buf.len()));
         }
@@ -518,7 +519,7 @@ mod tests {
         let trouble = std::future::poll_fn(|cx| outbox.poll_trouble(cx)).await;
         assert_eq!(
             trouble,
-            Trouble::Kill(crate::edge::ws::close::SLOW_CONSUMER)
+            Trouble::Kill(crate::ingest::protocol::close::SLOW_CONSUMER)
         );
         let close = [0x88, 0x02, 0x0f, 0xa8];
         duplex.write_all(&close).await.unwrap();

@@ -48,7 +48,7 @@ pub fn routes() -> Router<App> {
 /// Resolves a visitor `{id}`: 400 when malformed, 404 when unknown.
 fn resolve(ctx: &App, id: &str) -> Result<CustomerId, HubError> {
     ctx.hub
-        .state
+        .state()
         .resolve_visitor(id)
         .map_err(|_| {
             HubError::bad_request(format!(
@@ -97,7 +97,7 @@ async fn list(
     let search = params.get("search").cloned();
     // The list visits every customer: off the async workers.
     let (visitors, total) = blocking(move || {
-        let state = &hub.state;
+        let state = hub.state();
         let all = state.visitors(search.as_deref(), identified);
         let visitors: Vec<Value> = all
             .iter()
@@ -119,7 +119,7 @@ async fn list(
 async fn view(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     ctx.hub
-        .state
+        .state()
         .visitor_view(visitor, false)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))
@@ -131,7 +131,7 @@ async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<V
     // Every action and retained event of the visitor, parsed back: off the async workers.
     blocking(move || {
         let mut export = hub
-            .state
+            .state()
             .visitor_view(visitor, true)
             .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))?;
         let events: Vec<Value> = visitor_events(&hub, visitor, crate::ids::Seq(0), usize::MAX)
@@ -149,7 +149,7 @@ async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<V
 
 async fn sessions(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
-    let sessions = ctx.hub.state.visitor_sessions(visitor);
+    let sessions = ctx.hub.state().visitor_sessions(visitor);
     Ok(Json(json!({ "visitorId": visitor, "sessions": sessions })))
 }
 
@@ -160,13 +160,13 @@ fn visitor_events(
     since: crate::ids::Seq,
     limit: usize,
 ) -> Vec<Arc<Record>> {
-    let customers = hub.state.visitor_customers(visitor);
-    let retention = hub.retention.read();
-    let mut records: Vec<Arc<Record>> = customers
-        .iter()
-        .flat_map(|c| retention.customer_events(*c, since, limit))
-        .collect();
-    drop(retention);
+    let customers = hub.state().visitor_customers(visitor);
+    let mut records: Vec<Arc<Record>> = hub.with_history(|history| {
+        customers
+            .iter()
+            .flat_map(|c| history.customer_events(*c, since, limit))
+            .collect()
+    });
     records.sort_by_key(|r| r.seq);
     records.dedup_by_key(|r| r.seq);
     records.truncate(limit);
@@ -182,14 +182,14 @@ async fn events(
     let q = list_query(query, &["since", "limit"])?;
     let records = visitor_events(&ctx.hub, visitor, q.since, q.limit);
     let next = records.last().map_or(q.since, |r| r.seq);
-    Ok(events_page(&records, next, &ctx.hub.epoch))
+    Ok(events_page(&records, next, ctx.hub.epoch()))
 }
 
 async fn by_channel(
     State(ctx): State<App>,
     Path((channel, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, HubError> {
-    let state = &ctx.hub.state;
+    let state = ctx.hub.state();
     state
         .visitor_by_channel(&channel, &user)
         .and_then(|v| state.visitor_view(v, false))
@@ -221,7 +221,7 @@ async fn merge(
     let ack = ctx.hub.merge_visitors(source, target).await?;
     let visitor = ctx
         .hub
-        .state
+        .state()
         .visitor_view(target, false)
         .unwrap_or(Value::Null);
     Ok(Json(json!({ "seq": ack.seq, "visitor": visitor })))
@@ -272,14 +272,14 @@ async fn anonymize(
 /// `DELETE /v1/visitors/{id}`: everything about the visitor goes, for good.
 async fn delete(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
-    let customers = ctx.hub.state.visitor_customers(visitor);
+    let customers = ctx.hub.state().visitor_customers(visitor);
     ctx.hub.administer(visitor, AdminChange::Delete).await?;
     Ok(Json(json!({ "deleted": visitor, "customers": customers })))
 }
 
 fn fresh_view(ctx: &App, visitor: CustomerId) -> Result<Json<Value>, HubError> {
     ctx.hub
-        .state
+        .state()
         .visitor_view(visitor, false)
         .map(Json)
         .ok_or_else(|| HubError::not_found("the visitor is gone"))

@@ -31,6 +31,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
 use tokio::io::ReadHalf;
+use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -48,7 +49,7 @@ use crate::hub::retention::Record;
 use crate::hub::{new_sub, Hub};
 use crate::ids::{ConnId, Seq};
 use crate::ingest::protocol::{
-    self, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
+    self, close, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
 };
 
 /// The client's frames, parsed by tungstenite; its writes go to the outbox.
@@ -56,17 +57,6 @@ type Socket = WebSocketStream<Duplex<ReadHalf<TokioIo<hyper::upgrade::Upgraded>>
 
 /// WebSocket subprotocol of version 1.
 pub const SUBPROTOCOL: &str = "actionhub.v1";
-
-/// Close codes of PROTOCOL.md section 5.
-pub mod close {
-    pub const GOING_AWAY: u16 = 1001;
-    pub const PROTOCOL_VIOLATION: u16 = 4000;
-    pub const UNAUTHORIZED: u16 = 4001;
-    pub const FORBIDDEN: u16 = 4003;
-    pub const SLOW_CONSUMER: u16 = 4008;
-    pub const TOO_LARGE: u16 = 4009;
-    pub const RATE_LIMITED: u16 = 4029;
-}
 
 /// Replayed records examined per step, and sent per step at most (or a quarter of a
 /// smaller outbox); keeps one replay from starving the connection's live traffic.
@@ -84,6 +74,11 @@ fn replay_chunk(capacity: usize) -> usize {
 fn replay_room(capacity: usize) -> usize {
     (2 * replay_chunk(capacity)).min(capacity)
 }
+
+/// Snapshot frames (up to 1000 actions, about half a MiB each) queued at most at once: a
+/// snapshot waits until its earlier frames have nearly left, so what it holds in memory
+/// is a few frames, not the whole state.
+const SNAPSHOT_FRAMES_QUEUED: usize = 2;
 /// Publishes one connection may have waiting for acknowledgement; it stops reading beyond.
 const MAX_PENDING_PUBLISHES: usize = 1024;
 /// How long a closing handshake may take before the socket is dropped.
@@ -113,7 +108,7 @@ impl App {
         shutdown: CancellationToken,
         tracker: tokio_util::task::TaskTracker,
     ) -> App {
-        let config = &hub.config;
+        let config = &hub.config();
         App {
             auth: Arc::new(Auth::new(config)),
             connections: Arc::new(ConnectionLimits::new(
@@ -134,7 +129,7 @@ pub fn client_ip(ctx: &App, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
         let value = headers.get_all("x-forwarded-for").iter().next_back()?;
         value.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
     };
-    match ctx.hub.config.trust_forwarded_for {
+    match ctx.hub.config().trust_forwarded_for {
         true => forwarded().unwrap_or(peer.ip()),
         false => peer.ip(),
     }
@@ -251,7 +246,7 @@ fn handshake_accept(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'s
 /// A connection refused by a connection limit: 503 when the hub is full, 429 when this
 /// address holds too many; JSON error shape, with `Retry-After`.
 fn refuse_connection(hub: &Hub, limit: Limit) -> Response {
-    hub.metrics.limit_hit(limit);
+    hub.metrics().limit_hit(limit);
     let error = match limit {
         Limit::ConnectionsPerIp => HubError::new(
             ErrorCode::RateLimited,
@@ -301,11 +296,37 @@ struct Connection {
     expiry: Option<Pin<Box<Sleep>>>,
 }
 
-/// A `since` replay in progress.
+/// A `since` replay in progress, or a snapshot and the replay after it.
 struct Replay {
     req: SubscribeRequest,
     /// The last seq examined.
     cursor: Seq,
+    /// A snapshot subscription's snapshot, sent ahead of its replay.
+    snapshot: Option<Snapshot>,
+}
+
+/// A snapshot on its way to the connection.
+enum Snapshot {
+    /// Being built on a blocking thread.
+    Building(oneshot::Receiver<Vec<WireFrame>>),
+    /// Built; its frames leave a few at a time, as the outbox drains.
+    Ready(VecDeque<WireFrame>),
+}
+
+impl Replay {
+    fn building(&self) -> bool {
+        matches!(self.snapshot, Some(Snapshot::Building(_)))
+    }
+}
+
+/// Completes when the first replay's snapshot is built; never when it is not building.
+async fn snapshot_built(
+    replays: &mut VecDeque<Replay>,
+) -> Result<Vec<WireFrame>, oneshot::error::RecvError> {
+    match replays.front_mut().and_then(|r| r.snapshot.as_mut()) {
+        Some(Snapshot::Building(built)) => built.await,
+        _ => std::future::pending().await,
+    }
 }
 
 /// tungstenite's settings: frame limits from the configuration, a 1 KiB read buffer, and
@@ -313,7 +334,7 @@ struct Replay {
 /// connection's memory; a larger frame grows it while it is read, and a publisher's
 /// pipelined frames cost a few more reads (within the noise of the ingest benchmark).
 fn socket_config(hub: &Hub) -> WebSocketConfig {
-    let limit = hub.config.max_frame_bytes;
+    let limit = hub.config().max_frame_bytes;
     WebSocketConfig::default()
         .read_buffer_size(1024)
         .write_buffer_size(0)
@@ -324,29 +345,29 @@ fn socket_config(hub: &Hub) -> WebSocketConfig {
 async fn serve(ctx: App, id: ConnId, upgraded: hyper::upgrade::Upgraded, handshake: Handshake) {
     let hub = ctx.hub.clone();
     let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-    let outbox = Arc::new(Outbox::new(Box::new(write), hub.config.queue_capacity));
+    let outbox = Arc::new(Outbox::new(Box::new(write), hub.config().queue_capacity));
     let duplex = Duplex {
         read,
         outbox: outbox.clone(),
     };
     let mut socket =
         WebSocketStream::from_raw_socket(duplex, Role::Server, Some(socket_config(&hub))).await;
-    hub.metrics.connections.inc();
+    hub.metrics().connections.inc();
     // Boxed, like the rarer futures in `Connection::run`, to keep the task small.
     let (connect_id, principal) =
         match Box::pin(admit(&ctx, &mut socket, &outbox, &handshake)).await {
             Ok(admitted) => admitted,
             Err(ending) => {
                 Box::pin(finish(&mut socket, &outbox, ending)).await;
-                hub.metrics.connections.dec();
+                hub.metrics().connections.dec();
                 return;
             }
         };
     let (bucket, expiry) = match principal.token() {
         Some(grant) => (
             Some(TokenBucket::new(
-                hub.config.publish_rate,
-                hub.config.publish_burst,
+                hub.config().publish_rate,
+                hub.config().publish_burst,
             )),
             Some(Box::pin(sleep_until(deadline(grant.expires_at)))),
         ),
@@ -358,13 +379,13 @@ async fn serve(ctx: App, id: ConnId, upgraded: hyper::upgrade::Upgraded, handsha
     let connected = protocol::connected(
         connect_id,
         &wire_id,
-        &hub.epoch,
+        hub.epoch(),
         hub.latest_seq(),
         principal.scope_json(),
     );
     // Queued before the fan-out knows the connection, so it is the first frame.
     let _ = outbox.send([WireFrame::text(&connected).wire().clone()]);
-    hub.fanout.add_connection(id, outbox.clone());
+    hub.fanout().add_connection(id, outbox.clone());
     let mut conn = Connection {
         hub: hub.clone(),
         id,
@@ -383,10 +404,10 @@ async fn serve(ctx: App, id: ConnId, upgraded: hyper::upgrade::Upgraded, handsha
         expiry,
     };
     let ending = conn.run().await;
-    hub.fanout.remove_connection(id);
+    hub.fanout().remove_connection(id);
     debug!("connection ends");
     Box::pin(finish(&mut conn.socket, &conn.outbox, ending)).await;
-    hub.metrics.connections.dec();
+    hub.metrics().connections.dec();
 }
 
 /// Longest a token's expiry is waited for; a later `exp` (a signer's mistake, or one
@@ -412,7 +433,7 @@ async fn admit(
         Ok(principal) => return Ok((id, principal)),
         Err(refusal) => refusal,
     };
-    ctx.hub.metrics.auth_refused.inc();
+    ctx.hub.metrics().auth_refused.inc();
     debug!(%error, "connect refused");
     let _ = outbox.send([WireFrame::text(&protocol::error(id, &error)).wire().clone()]);
     let reason = match code {
@@ -449,11 +470,11 @@ fn authenticate(
 
 /// The refusal of a frame nested deeper than the limit, or None.
 fn depth_error(hub: &Hub, text: &str) -> Option<HubError> {
-    let max = hub.config.max_json_depth;
+    let max = hub.config().max_json_depth;
     if !too_deep(text.as_bytes(), max) {
         return None;
     }
-    hub.metrics.limit_hit(Limit::JsonDepth);
+    hub.metrics().limit_hit(Limit::JsonDepth);
     Some(HubError::bad_request(format!(
         "the frame nests arrays and objects deeper than {max}"
     )))
@@ -465,9 +486,9 @@ async fn await_connect(
     socket: &mut Socket,
     outbox: &Outbox,
 ) -> Result<(Option<u64>, ConnectRequest), Ending> {
-    let first = match timeout(hub.config.connect_timeout, socket.next()).await {
+    let first = match timeout(hub.config().connect_timeout, socket.next()).await {
         Err(_) => {
-            hub.metrics.limit_hit(Limit::ConnectTimeout);
+            hub.metrics().limit_hit(Limit::ConnectTimeout);
             return Err(Ending::Close(
                 close::PROTOCOL_VIOLATION,
                 "no connect frame in time",
@@ -535,12 +556,22 @@ async fn finish(socket: &mut Socket, outbox: &Outbox, ending: Ending) {
 
 impl Connection {
     async fn run(&mut self) -> Ending {
-        let ping_every = self.hub.config.ping_interval;
+        let ping_every = self.hub.config().ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-        let replay_room = replay_room(self.hub.config.queue_capacity);
+        let capacity = self.hub.config().queue_capacity;
+        let (replay_room, snapshot_room) = (
+            replay_room(capacity),
+            capacity.saturating_sub(SNAPSHOT_FRAMES_QUEUED).max(1),
+        );
         loop {
             let reading = self.pending.len() < MAX_PENDING_PUBLISHES;
-            let replaying = !self.replays.is_empty();
+            let front = self.replays.front();
+            let building = front.is_some_and(Replay::building);
+            let replaying = front.is_some() && !building;
+            let room = match front.and_then(|r| r.snapshot.as_ref()) {
+                Some(Snapshot::Ready(_)) => snapshot_room,
+                _ => replay_room,
+            };
             let outbox = &self.outbox;
             // The futures of handling a frame and of a ping are boxed: they live only while
             // they run, and every idle connection's task would otherwise carry room for
@@ -553,7 +584,8 @@ impl Connection {
                 }),
                 Some(reply) = self.pending.next() => self.send_replies(reply),
                 message = self.socket.next(), if reading => Box::pin(self.on_message(message)).await,
-                _ = poll_fn(|cx| outbox.poll_room(cx, replay_room)), if replaying => self.step_replay(),
+                _ = poll_fn(|cx| outbox.poll_room(cx, room)), if replaying => self.step_replay(),
+                built = snapshot_built(&mut self.replays), if building => self.snapshot_ready(built),
                 _ = ping.tick() => self.ping(ping_every),
                 _ = token_expiry(&mut self.expiry) => self.expired(),
             };
@@ -671,7 +703,7 @@ impl Connection {
     fn bad_frame(&mut self, id: Option<u64>, error: HubError) -> Result<(), Ending> {
         self.bad_frames += 1;
         self.reply_error(id, error)?;
-        if self.bad_frames >= self.hub.config.max_bad_frames {
+        if self.bad_frames >= self.hub.config().max_bad_frames {
             warn!(
                 bad_frames = self.bad_frames,
                 "closing a connection that keeps sending bad frames"
@@ -721,7 +753,7 @@ impl Connection {
                 Ok(())
             }
             Op::Unsubscribe { sub } => {
-                if self.hub.fanout.unsubscribe(self.id, &sub) {
+                if self.hub.fanout().unsubscribe(self.id, &sub) {
                     self.replays.retain(|r| r.req.sub != sub);
                     self.send(protocol::unsubscribed(id, &sub))
                 } else {
@@ -737,7 +769,7 @@ impl Connection {
                     Ok(()) => Ok(()),
                     Err(error) => {
                         if error.code == ErrorCode::RateLimited {
-                            self.hub.metrics.limit_hit(Limit::Subscriptions);
+                            self.hub.metrics().limit_hit(Limit::Subscriptions);
                         }
                         self.reply_error(id, error)
                     }
@@ -753,7 +785,7 @@ impl Connection {
     /// A publish over the token bucket: `rate_limited`, or 4029 for a client that keeps
     /// publishing into an empty bucket.
     fn rate_limited(&mut self, id: Option<u64>) -> Result<(), Ending> {
-        self.hub.metrics.limit_hit(Limit::PublishRate);
+        self.hub.metrics().limit_hit(Limit::PublishRate);
         self.rate_limited_in_a_row += 1;
         if self.rate_limited_in_a_row >= RATE_LIMITED_CLOSE_AFTER {
             warn!("closing a token connection that keeps publishing over its rate");
@@ -763,7 +795,7 @@ impl Connection {
             ErrorCode::RateLimited,
             format!(
                 "more than {} publishes a second; slow down",
-                self.hub.config.publish_rate
+                self.hub.config().publish_rate
             ),
         );
         self.reply_in_order(protocol::error(id, &error));
@@ -801,16 +833,16 @@ impl Connection {
     /// live event of the subscription comes before them.
     fn subscribe(&mut self, id: Option<u64>, req: SubscribeRequest) -> Result<(), HubError> {
         let hub = self.hub.clone();
-        let max_subs = hub.config.max_subscriptions_per_connection;
+        let max_subs = hub.config().max_subscriptions_per_connection;
         let recovered = req
             .since
             .as_ref()
-            .map(|(since, epoch)| *epoch == hub.epoch && hub.retention.read().covers(*since));
+            .map(|(since, epoch)| *epoch == hub.epoch() && hub.with_history(|h| h.covers(*since)));
         let subscribed =
             |start| WireFrame::text(&protocol::subscribed(id, &req.sub, start, recovered));
         if let (Some(true), Some((since, _))) = (recovered, &req.since) {
             let since = *since;
-            hub.fanout.subscribe(
+            hub.fanout().subscribe(
                 self.id,
                 new_sub(&req),
                 Start::Paused(since),
@@ -818,15 +850,26 @@ impl Connection {
                 |_| vec![subscribed(since)],
             )?;
             self.outbox.flush();
-            self.replays.push_back(Replay { req, cursor: since });
+            self.replays.push_back(Replay {
+                req,
+                cursor: since,
+                snapshot: None,
+            });
             return Ok(());
         }
         if req.snapshot {
-            hub.subscribe_with_snapshot(self.id, &req, |start| {
+            let (at, built) = hub.subscribe_with_snapshot(self.id, &req, |start| {
                 protocol::subscribed(id, &req.sub, start, recovered)
             })?;
+            self.outbox.flush();
+            self.replays.push_back(Replay {
+                req,
+                cursor: at,
+                snapshot: Some(Snapshot::Building(built)),
+            });
+            return Ok(());
         } else {
-            hub.fanout
+            hub.fanout()
                 .subscribe(self.id, new_sub(&req), Start::Now, max_subs, |start| {
                     vec![subscribed(start)]
                 })?;
@@ -835,37 +878,65 @@ impl Connection {
         Ok(())
     }
 
-    /// Sends the next chunk of the oldest replay; when it has caught up with the fan-out,
-    /// makes its subscription live. Runs only when the outbox has [`replay_room`].
+    /// The first replay's snapshot is built: its frames go out ahead of the replay.
+    fn snapshot_ready(
+        &mut self,
+        built: Result<Vec<WireFrame>, oneshot::error::RecvError>,
+    ) -> Result<(), Ending> {
+        let Ok(frames) = built else {
+            // The build's thread failed: the hub cannot keep its promise to this client.
+            return Err(Ending::Close(
+                close::INTERNAL,
+                "the snapshot could not be built",
+            ));
+        };
+        if let Some(replay) = self.replays.front_mut() {
+            replay.snapshot = Some(Snapshot::Ready(frames.into()));
+        }
+        Ok(())
+    }
+
+    /// Sends the next frames of the oldest replay: its snapshot's, then a chunk of the
+    /// history; when it has caught up with the fan-out, makes its subscription live. Runs
+    /// only when the outbox has room ([`replay_room`], or for a snapshot nearly all of it).
     fn step_replay(&mut self) -> Result<(), Ending> {
         let hub = self.hub.clone();
-        let chunk = replay_chunk(hub.config.queue_capacity);
+        let chunk = replay_chunk(hub.config().queue_capacity);
         let Some(replay) = self.replays.front_mut() else {
             return Ok(());
         };
+        if let Some(Snapshot::Ready(frames)) = &mut replay.snapshot {
+            let next: Vec<WireFrame> = frames
+                .drain(..SNAPSHOT_FRAMES_QUEUED.min(frames.len()))
+                .collect();
+            if frames.is_empty() {
+                replay.snapshot = None;
+            }
+            return self.write(next);
+        }
         let (topics, filter) = (replay.req.topics, replay.req.filter.clone());
-        let keep = |r: &Record| selects(topics, &filter, r, &hub.state);
+        let keep = |r: &Record| selects(topics, &filter, r, hub.state());
         let fell_behind = || {
             Ending::Close(
                 close::SLOW_CONSUMER,
                 "replay fell behind the retained history",
             )
         };
-        let (records, caught_up) = {
-            let retention = hub.retention.read();
-            if !retention.covers(replay.cursor) {
-                return Err(fell_behind());
-            }
-            let target = hub.fanout.watermark();
-            let (records, last) =
-                retention.scan(replay.cursor, target, REPLAY_SCAN_BUDGET, chunk, keep);
-            replay.cursor = last;
-            let caught_up = retention.count_between(last, target) < chunk;
-            (records, caught_up)
+        let target = hub.fanout().watermark();
+        let cursor = replay.cursor;
+        let scanned = hub.with_history(|history| {
+            history.covers(cursor).then(|| {
+                let (records, last) = history.scan(cursor, target, REPLAY_SCAN_BUDGET, chunk, keep);
+                (records, last, history.count_between(last, target) < chunk)
+            })
+        });
+        let Some((records, last, caught_up)) = scanned else {
+            return Err(fell_behind());
         };
+        replay.cursor = last;
         let (sub, cursor) = (replay.req.sub.clone(), replay.cursor);
         if replay.req.once && !records.is_empty() {
-            hub.fanout.unsubscribe(self.id, &sub);
+            hub.fanout().unsubscribe(self.id, &sub);
             self.replays.retain(|r| r.req.sub != sub);
             return self.write([records[0].frame.clone()]);
         }
@@ -875,11 +946,12 @@ impl Connection {
             return Ok(());
         }
         self.replays.pop_front();
-        let went = hub.fanout.go_live(self.id, &sub, |watermark| {
-            let retention = hub.retention.read();
-            retention.covers(cursor).then(|| {
-                let (tail, _) = retention.scan(cursor, watermark, usize::MAX, usize::MAX, keep);
-                tail.iter().map(|r| r.frame.clone()).collect()
+        let went = hub.fanout().go_live(self.id, &sub, |watermark| {
+            hub.with_history(|history| {
+                history.covers(cursor).then(|| {
+                    let (tail, _) = history.scan(cursor, watermark, usize::MAX, usize::MAX, keep);
+                    tail.iter().map(|r| r.frame.clone()).collect()
+                })
             })
         });
         match went {
@@ -897,7 +969,7 @@ fn read_error(hub: &Hub, error: tungstenite::Error) -> Ending {
     use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
     match error {
         Error::Capacity(CapacityError::MessageTooLong { .. }) => {
-            hub.metrics.limit_hit(Limit::FrameSize);
+            hub.metrics().limit_hit(Limit::FrameSize);
             Ending::Close(close::TOO_LARGE, "frame too large")
         }
         e => {

@@ -27,13 +27,10 @@ use prometheus_client::metrics::counter::Counter;
 use crate::edge::outbox::{Outbox, Refused, WireFrame};
 use crate::error::HubError;
 use crate::hub::retention::Record;
-use crate::hub::state::State;
+use crate::hub::state::HubState;
 use crate::ids::{ConnId, CustomerId, Seq};
-use crate::ingest::protocol::SubId;
+use crate::ingest::protocol::{close, SubId};
 use crate::ingest::topic::{Filter, Topic, TopicSet};
-
-/// The close code for a connection whose outbox overflowed.
-const SLOW_CONSUMER: u16 = 4008;
 
 /// Whether a subscription with these topics and filter wants this record. The one
 /// matching rule for live delivery, replay and HTTP history.
@@ -73,7 +70,7 @@ impl Conn {
         for frame in frames {
             match self.outbox.push(frame.wire().clone()) {
                 Ok(()) => {}
-                Err(Refused::Full) => return self.outbox.kill(SLOW_CONSUMER),
+                Err(Refused::Full) => return self.outbox.kill(close::SLOW_CONSUMER),
                 Err(Refused::Gone) => return,
             }
         }
@@ -211,19 +208,6 @@ impl Fanout {
         id: &SubId,
         catch_up: impl FnOnce(Seq) -> Option<Vec<WireFrame>>,
     ) -> GoLive {
-        self.go_live_after(conn, id, Vec::new(), catch_up)
-    }
-
-    /// [`Fanout::go_live`], queuing `lead` (a snapshot, and what was caught up outside
-    /// the lock) ahead of the last stretch, and writing what the socket takes now: the
-    /// caller may be a thread other than the connection's task.
-    pub fn go_live_after(
-        &self,
-        conn: ConnId,
-        id: &SubId,
-        mut lead: Vec<WireFrame>,
-        catch_up: impl FnOnce(Seq) -> Option<Vec<WireFrame>>,
-    ) -> GoLive {
         let mut index = self.index.lock();
         let Some(key) = index.conns.get(&conn).and_then(|c| c.subs.get(id).copied()) else {
             return GoLive::Gone;
@@ -242,9 +226,8 @@ impl Fanout {
             sub.live = true;
             sub.start_after = sub.start_after.max(watermark);
         }
-        lead.extend(frames);
         let outbox = index.conns.get(&conn).map(|entry| {
-            entry.queue(lead);
+            entry.queue(frames);
             entry.outbox.clone()
         });
         if fired {
@@ -255,14 +238,6 @@ impl Fanout {
             outbox.flush();
         }
         GoLive::Live
-    }
-
-    /// Closes a connection as a slow consumer (4008): what it needed to catch up with is
-    /// no longer retained.
-    pub fn close_slow(&self, conn: ConnId) {
-        if let Some(entry) = self.index.lock().conns.get(&conn) {
-            entry.outbox.kill(SLOW_CONSUMER);
-        }
     }
 
     /// Queues a pass of records, in seq order, to every matching connection, and lists
@@ -311,7 +286,7 @@ impl Fanout {
                         }
                     }
                     Err(Refused::Full) => {
-                        conn.outbox.kill(SLOW_CONSUMER);
+                        conn.outbox.kill(close::SLOW_CONSUMER);
                         self.stats.overflows.inc();
                         dropped.push(conn_id);
                     }

@@ -352,6 +352,20 @@ pub fn snapshot(
     reply("snapshot", None, body)
 }
 
+/// Close codes of PROTOCOL.md section 5.
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    /// RFC 6455's "internal error": the hub failed to do what it promised (a snapshot's
+    /// build failed); the client may reconnect and subscribe again.
+    pub const INTERNAL: u16 = 1011;
+    pub const PROTOCOL_VIOLATION: u16 = 4000;
+    pub const UNAUTHORIZED: u16 = 4001;
+    pub const FORBIDDEN: u16 = 4003;
+    pub const SLOW_CONSUMER: u16 = 4008;
+    pub const TOO_LARGE: u16 = 4009;
+    pub const RATE_LIMITED: u16 = 4029;
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -104,7 +104,7 @@ pub fn take(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
     let started = Instant::now();
     let (seq, maps, lock_held) = hub.begin_snapshot();
     let result = write(hub, data_dir, seq, &maps);
-    hub.state.end_snapshot();
+    hub.state().end_snapshot();
     let (bytes, entities) = result?;
     Ok(Written {
         seq,
@@ -152,7 +152,7 @@ fn write_file(
     e.buf.extend_from_slice(MAGIC);
     e.u32(FORMAT_VERSION);
     e.u64(seq.0);
-    e.str(&hub.epoch);
+    e.str(hub.epoch());
     e.i64(now_millis());
     e.u32(maps.len() as u32);
     for (key, counts) in maps {
@@ -173,7 +173,7 @@ fn write_file(
         out.put(&mut head)?;
         out.put(chunk)
     };
-    hub.state.walk_snapshot(&mut |item| {
+    hub.state().walk_snapshot(&mut |item| {
         entities += 1;
         let c = &mut chunk;
         match item {
@@ -204,7 +204,7 @@ fn write_file(
     // the log could end before it, and replay after the snapshot would have a silent gap.
     // So the pipeline is asked to sync up to it (whatever the fsync policy), and the file
     // is published only then.
-    hub.log_status.wait_durable(seq, LOG_CATCH_UP)?;
+    hub.log_status().wait_durable(seq, LOG_CATCH_UP)?;
     let crc = out.crc.clone().finalize();
     out.file.write_all(&crc.to_le_bytes())?;
     let file = out.file.into_inner().map_err(|e| e.into_error())?;
@@ -371,8 +371,8 @@ pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) 
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return last,
         }
         let latest = hub.latest_seq();
-        let due = (since.elapsed() >= hub.config.snapshot_interval && latest > last)
-            || latest.0.saturating_sub(last.0) >= hub.config.snapshot_every_events;
+        let due = (since.elapsed() >= hub.config().snapshot_interval && latest > last)
+            || latest.0.saturating_sub(last.0) >= hub.config().snapshot_every_events;
         if !due || Instant::now() < retry_at {
             continue;
         }
@@ -383,7 +383,7 @@ pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) 
                 failures = 0;
             }
             Err(e) => {
-                hub.metrics.snapshot_failures.inc();
+                hub.metrics().snapshot_failures.inc();
                 failures += 1;
                 let delay = retry_delay(failures);
                 retry_at = Instant::now() + delay;
@@ -409,7 +409,7 @@ pub fn take_and_prune(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
         took_ms = written.took.as_millis() as u64,
         "snapshot written"
     );
-    let retained_from = hub.retention.read().first_seq();
+    let retained_from = hub.with_history(|h| h.first_seq());
     prune(data_dir, retained_from)?;
     Ok(written)
 }
@@ -467,21 +467,27 @@ mod tests {
         }
         let written = take(&hub, data.path()).unwrap();
         let loaded = load(&list(data.path()).unwrap()[0].1).unwrap();
-        assert_eq!((loaded.seq, &loaded.epoch), (written.seq, &hub.epoch));
+        assert_eq!(
+            (loaded.seq, &loaded.epoch),
+            (written.seq, &hub.epoch().to_string())
+        );
         assert_eq!(loaded.state.action_count(), actions.len());
         for a in &actions {
             assert_eq!(
                 loaded.state.action_view(*a, true),
-                hub.state.action_view(*a, true)
+                hub.state().action_view(*a, true)
             );
         }
         for c in &customers {
-            assert_eq!(loaded.state.customer_view(*c), hub.state.customer_view(*c));
-            assert_eq!(loaded.state.linked_users(*c), hub.state.linked_users(*c));
+            assert_eq!(
+                loaded.state.customer_view(*c),
+                hub.state().customer_view(*c)
+            );
+            assert_eq!(loaded.state.linked_users(*c), hub.state().linked_users(*c));
         }
         assert_eq!(
             loaded.state.action_map_stats(),
-            hub.state.action_map_stats()
+            hub.state().action_map_stats()
         );
         hub.close_pipeline();
         pipeline.join();

@@ -114,6 +114,14 @@ async fn log_writable(hub: &Hub, writable: bool) {
     .await;
 }
 
+/// `/readyz` says ready, and whether the hub takes publishes.
+async fn assert_ready(hub: &Hub, writable: bool) {
+    let (status, ready) = hub.http().get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["status"], json!("ready"), "{ready}");
+    assert_eq!(ready["writable"], json!(writable), "{ready}");
+}
+
 /// The seqs of every event `GET /v1/events` returns (all of them fit one page here).
 async fn history(hub: &Hub) -> Vec<u64> {
     let (status, page) = hub
@@ -179,6 +187,7 @@ async fn a_full_disk_refuses_publishes_keeps_reads_and_resumes_by_itself() {
         .send(json!({"op": "publish", "id": 900, "event": big_offer()}))
         .await;
     log_writable(&hub, false).await;
+    assert_ready(&hub, false).await;
     let mut other = hub.client().await;
     assert_disk_full(&other.publish(big_offer()).await);
     publisher.expect_no_frame().await;
@@ -193,6 +202,7 @@ async fn a_full_disk_refuses_publishes_keeps_reads_and_resumes_by_itself() {
 
     fs::remove_file(&filler).unwrap();
     log_writable(&hub, true).await;
+    assert_ready(&hub, true).await;
     let reply = publisher.reply_to(900).await;
     assert_type(&reply, "published");
     let waited = seq_of(&reply);
@@ -261,7 +271,7 @@ async fn a_stop_while_the_disk_is_full_answers_the_waiting_publish_unavailable()
     let filler = disk.fill();
     let waiting = tokio::spawn(publish(hub.clone()));
     bounded(NOTICE, "the hub to find the disk full", async {
-        while !hub.log_status.is_full() {
+        while !hub.log_status().is_full() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

@@ -352,6 +352,16 @@ async fn a_big_snapshot_lets_publishes_through_and_joins_live_without_gap_or_dup
         VISITORS * ACTIONS_EACH + published + 2,
         "snapshot and live events hold every action"
     );
+    assert_eq!(
+        live,
+        webchat_history(&http, at, last).await,
+        "live after the snapshot is the history after its seq"
+    );
+}
+
+/// The seqs of the retained `webchat` events after `at` up to `last`, read page by page
+/// from `GET /v1/events`.
+async fn webchat_history(http: &crate::support::Http, at: u64, last: u64) -> Vec<u64> {
     let mut history: Vec<u64> = Vec::new();
     let mut since = at;
     while history.last() != Some(&last) {
@@ -370,8 +380,134 @@ async fn a_big_snapshot_lets_publishes_through_and_joins_live_without_gap_or_dup
             "{page}"
         );
     }
-    assert_eq!(
-        live, history,
-        "live after the snapshot is the history after its seq"
+    history
+}
+
+/// A snapshot subscription on a connection whose outbox holds only 64 frames (issue 11,
+/// snapshot catch-up): the snapshot is 20 frames, and while it is built another publisher
+/// adds far more than 64 matching events. Everything reaches the reader, paced by its
+/// outbox like a `since` replay: no 4008 (the snapshot and all the events committed during
+/// its build used to be queued in one go, which overflowed the outbox), and the events
+/// after the snapshot are exactly the history after its seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_built_while_many_events_arrive_is_paced_by_a_small_outbox() {
+    const VISITORS: usize = 20;
+    const ACTIONS_EACH: usize = 1000;
+    let hub = crate::support::Hub::start_with(|c| c.queue_capacity = 64).await;
+    let http = hub.http();
+    for _ in 0..VISITORS {
+        let visitor = Visitor::new();
+        let events: Vec<_> = (0..ACTIONS_EACH)
+            .map(|_| visitor.action("webchat").event("offered"))
+            .collect();
+        http.publish(&Value::Array(events)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let busy = {
+        let (http, stop, progress) = (hub.http(), stop.clone(), progress.clone());
+        tokio::spawn(async move {
+            let visitor = Visitor::new();
+            // Bounded in count; in practice it stops when the snapshot has arrived.
+            while !stop.load(Ordering::Relaxed) && progress.load(Ordering::Relaxed) < 200_000 {
+                let batch: Vec<_> = (0..200)
+                    .map(|_| visitor.action("webchat").event("offered"))
+                    .collect();
+                let acked = http.publish(&Value::Array(batch)).await.len();
+                progress.fetch_add(acked, Ordering::Relaxed);
+            }
+            progress.load(Ordering::Relaxed)
+        })
+    };
+    // The build should overlap the publishing: subscribe once it is under way.
+    bounded(WAIT, "the publisher to start", async {
+        while progress.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let mut subscriber = Client::open(hub.addr(), &[], Some(4096)).await;
+    subscriber.connect().await;
+    let subscribed = subscriber
+        .subscribe(
+            json!("snap"),
+            json!({"topics": ["webchat:all"], "snapshot": true}),
+        )
+        .await;
+    let at = seq_of(&subscribed);
+    let mut actions = 0;
+    loop {
+        let frame = subscriber.recv_within(SNAPSHOT_WAIT).await;
+        assert_type(&frame, "snapshot");
+        actions += frame["actions"].as_array().expect("actions").len();
+        if frame.get("more").is_none() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let published = bounded(SHUTDOWN_WAIT, "the publisher to stop", busy)
+        .await
+        .expect("publisher");
+    assert!(actions >= VISITORS * ACTIONS_EACH, "{actions} actions");
+    let marker = Visitor::new().action("webchat");
+    let last = http
+        .publish(&json!([marker.event("offered")]))
+        .await
+        .iter()
+        .map(seq_of)
+        .next_back()
+        .expect("one result");
+    let mut live: Vec<u64> = Vec::new();
+    while live.last() != Some(&last) {
+        live.push(seq_of(&subscriber.recv_within(SNAPSHOT_WAIT).await));
+    }
+    assert!(
+        published > 64,
+        "the test publishes past the outbox: {published}"
     );
+    assert_eq!(
+        live,
+        webchat_history(&http, at, last).await,
+        "every event after the snapshot's seq, in order, once"
+    );
+}
+
+/// A sweep that runs after the pipeline closed (the sweeper racing a shutdown) commits
+/// nothing: an idle session it would end then could never be logged, and the final
+/// snapshot would wait for a seq the log never gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_after_the_pipeline_closed_commits_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::ephemeral(dir.path());
+    config.session_idle_timeout = std::time::Duration::from_millis(50);
+    let logged = Arc::new(Mutex::new(Vec::new()));
+    let (hub, pipeline) = CoreHub::start(Arc::new(config), Box::new(Recording(logged.clone())));
+    let page = json!({
+        "type": "page", "customerId": uuid(), "sessionId": uuid(),
+        "page": {"url": "https://shop.example/p"},
+    });
+    let acks = hub.publish(vec![Event::from_json(page)]).await;
+    assert!(acks[0].is_ok(), "{:?}", acks[0]);
+    let before = hub.latest_seq();
+    hub.close_pipeline();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::task::spawn_blocking({
+        let hub = hub.clone();
+        move || hub.sweep()
+    })
+    .await
+    .expect("sweep");
+    assert_eq!(
+        hub.latest_seq(),
+        before,
+        "the sweep committed after the close"
+    );
+    bounded(
+        WAIT,
+        "the pipeline to end",
+        tokio::task::spawn_blocking(move || pipeline.join()),
+    )
+    .await
+    .expect("joined");
+    assert_eq!(logged.lock().last().copied(), Some(before.0));
 }

@@ -213,7 +213,7 @@ async fn a_failed_snapshot_leaves_no_temp_file_and_is_counted() {
     config.snapshot_interval = std::time::Duration::from_millis(20);
     let running = actionhub::server::start(config).await.expect("hub starts");
     publish_pages(running.hub(), 3).await;
-    let failures = &running.hub().metrics.snapshot_failures;
+    let failures = &running.hub().metrics().snapshot_failures;
     crate::support::bounded(
         std::time::Duration::from_secs(20),
         "a snapshot to fail",
