@@ -13,9 +13,9 @@ use std::time::Duration;
 use actionhub::config::FsyncPolicy;
 use serde_json::{json, Value};
 
-use crate::faults_store::temp_files;
 use crate::support::{
-    assert_error, assert_type, bounded, seq_of, Action, Client, Hub, JsonExt, SHUTDOWN_WAIT, WAIT,
+    assert_error, assert_type, bounded, seq_of, temp_files, Action, Client, Hub, JsonExt,
+    SHUTDOWN_WAIT, WAIT,
 };
 
 /// Room for the hub's files and a few dozen big events; the test fills the rest.

@@ -1,17 +1,15 @@
 //! WebSocket faults (issue 11, items 3 to 5): clients that flood, never read, read slowly
 //! or are busy when the hub stops, and a replay of the whole retained history. Each test
 //! says which promise it holds the hub to; those that measure the hub's memory or send it
-//! SIGTERM run the release binary as a child process (see `restart`).
+//! SIGTERM run the release binary as a child process (`support::HubProcess`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::restart::HubProcess;
-use crate::support::{seq_of, Client, Http, Hub};
+use crate::support::{seq_of, Client, Http, Hub, HubProcess};
 
 /// A track event of about 3 KiB: a few thousand of them fill any socket buffer.
 fn bulky_track(customer: &str, i: usize) -> Value {
@@ -30,14 +28,6 @@ async fn publish_bulky(http: &Http, total: usize) -> Vec<u64> {
         seqs.extend(http.publish(&Value::Array(batch)).await.iter().map(seq_of));
     }
     seqs
-}
-
-/// The address of a hub process, for WebSocket clients.
-fn addr_of(hub: &HubProcess) -> SocketAddr {
-    let url = hub.url("");
-    url.trim_start_matches("http://")
-        .parse()
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
 /// A reader that keeps up only slowly, but within its queue's bound, is alive however much
@@ -98,7 +88,6 @@ async fn read_until_close(client: &mut Client, pause: Option<Duration>) -> Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
     const TOTAL: usize = 8000;
-    let dir = tempfile::tempdir().unwrap();
     let args = [
         "--ping-interval",
         "1s",
@@ -107,8 +96,8 @@ async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
         "--fsync",
         "never",
     ];
-    let hub = HubProcess::start(dir.path(), &args);
-    let addr = addr_of(&hub);
+    let hub = HubProcess::start_fresh(&args);
+    let addr = hub.addr();
     let mut slow = Client::open(addr, &[], Some(4096)).await;
     slow.connect().await;
     slow.subscribe_to("slow", &["visitor:track"], None).await;
@@ -134,9 +123,7 @@ async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
     .map(|(mut client, pause)| {
         tokio::spawn(async move { read_until_close(&mut client, pause).await })
     });
-    let output = tokio::task::spawn_blocking(move || hub.stop())
-        .await
-        .expect("the hub stops cleanly");
+    let output = hub.stop_async().await;
     for (name, reader) in ["slow", "fast", "idle"].iter().zip(readers) {
         let code = reader.await.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(code, Some(1001), "{name} is told the hub is going away");
@@ -172,9 +159,8 @@ fn rss_bytes(pid: u32) -> u64 {
 async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
     const FLOOD: usize = 128 << 20;
     const GROWTH_LIMIT: u64 = 32 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(dir.path(), &["--fsync", "never"]);
-    let addr = addr_of(&hub);
+    let hub = HubProcess::start_fresh(&["--fsync", "never"]);
+    let addr = hub.addr();
     let mut flooder = Client::open(addr, &[], Some(4096)).await;
     flooder.connect().await;
     let before = rss_bytes(hub.pid());
@@ -229,9 +215,7 @@ async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
         close.is_none_or(|code| code == 4008),
         "closed with {close:?}"
     );
-    tokio::task::spawn_blocking(move || hub.stop())
-        .await
-        .unwrap();
+    hub.stop_async().await;
 }
 
 /// A replay to a reader that stops reading waits for it (item 4), and is not closed for
@@ -300,9 +284,8 @@ struct FrameHead<'a> {
 async fn a_million_event_replay_reaches_a_fast_reader_whole() {
     const TOTAL: usize = 1_000_000;
     const GROWTH_LIMIT: u64 = 64 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(dir.path(), &["--fsync", "never"]);
-    let addr = addr_of(&hub);
+    let hub = HubProcess::start_fresh(&["--fsync", "never"]);
+    let addr = hub.addr();
     let acked = publish_many(Http::new(addr), TOTAL).await;
     assert_eq!(acked.len(), TOTAL);
 
@@ -339,9 +322,7 @@ async fn a_million_event_replay_reaches_a_fast_reader_whole() {
         "the hub grew by {} MiB during the replay",
         grown >> 20
     );
-    tokio::task::spawn_blocking(move || hub.stop())
-        .await
-        .unwrap();
+    hub.stop_async().await;
 }
 
 /// A reader that never reads is cut off (4008) once its queue is full, and nobody else

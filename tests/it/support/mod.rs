@@ -1,6 +1,7 @@
-//! The harness every test uses: a hub on a loopback port 0, a WebSocket client that speaks
-//! the v1 frames, an HTTP client, builders for valid events with fresh UUIDv4s, and
-//! assertions on the frames the hub sends; a file each.
+//! The harness every test uses: a hub on a loopback port 0 (in this process, or the
+//! release binary as a child process), a WebSocket client that speaks the v1 frames, an
+//! HTTP client, builders for valid events with fresh UUIDv4s, assertions on the frames the
+//! hub sends, and what a data directory holds; a file each.
 //!
 //! Every wait is bounded ([`WAIT`] for something that must arrive, [`QUIET`] for asserting
 //! that nothing does), so a broken hub fails a test instead of hanging it. Helpers panic
@@ -10,18 +11,22 @@ use std::future::Future;
 use std::time::Duration;
 
 mod client;
+mod data_dir;
 mod events;
 mod frames;
 mod http;
 mod hub;
+mod process;
 
 pub(crate) use client::Client;
+pub(crate) use data_dir::{temp_files, wal_segments};
 pub(crate) use events::{uuid, Action, JsonExt, Visitor, NOT_V4_UUID};
 pub(crate) use frames::{
     assert_error, assert_event, assert_timestamp, assert_type, seq_of, topics,
 };
 pub(crate) use http::{assert_http_error, Http};
 pub(crate) use hub::Hub;
+pub(crate) use process::{launch, wait_bounded, HubProcess};
 
 /// Longest wait for something the hub must send or do.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
