@@ -3,6 +3,7 @@
 //! says which promise it holds the hub to; those that measure the hub's memory or send it
 //! SIGTERM run the release binary as a child process (`support::HubProcess`).
 
+use std::ops::Range;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,15 +18,24 @@ fn bulky_track(customer: &str, i: usize) -> Value {
         "properties": {"pad": "x".repeat(3000), "i": i}})
 }
 
+/// Publishes the bulky events numbered `numbers` of `customer` in one HTTP batch; returns
+/// their seqs.
+async fn publish_bulky_batch(http: &Http, customer: &str, numbers: Range<usize>) -> Vec<u64> {
+    let batch: Vec<Value> = numbers.map(|i| bulky_track(customer, i)).collect();
+    http.publish(&Value::Array(batch))
+        .await
+        .iter()
+        .map(seq_of)
+        .collect()
+}
+
 /// Publishes `total` bulky events in batches of 250 (under the 1 MiB body limit); returns their seqs.
 async fn publish_bulky(http: &Http, total: usize) -> Vec<u64> {
     let customer = crate::support::uuid();
     let mut seqs = Vec::with_capacity(total);
     for start in (0..total).step_by(250) {
-        let batch: Vec<Value> = (start..total.min(start + 250))
-            .map(|i| bulky_track(&customer, i))
-            .collect();
-        seqs.extend(http.publish(&Value::Array(batch)).await.iter().map(seq_of));
+        let numbers = start..total.min(start + 250);
+        seqs.extend(publish_bulky_batch(http, &customer, numbers).await);
     }
     seqs
 }
@@ -39,8 +49,7 @@ async fn a_slow_reader_within_its_bound_is_never_dropped() {
     const TOTAL: usize = 3000;
     let hub = Hub::start_with(|c| c.ping_interval = Duration::from_millis(200)).await;
     // A small receive buffer keeps most of the ~9 MiB in the hub's queue.
-    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(hub.addr(), Some(4096)).await;
     reader.subscribe_to("slow", &["visitor:track"], None).await;
     let reading = tokio::spawn(async move {
         let mut received = Vec::with_capacity(TOTAL);
@@ -98,14 +107,11 @@ async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
     ];
     let hub = HubProcess::start_fresh(&args);
     let addr = hub.addr();
-    let mut slow = Client::open(addr, &[], Some(4096)).await;
-    slow.connect().await;
+    let mut slow = Client::connected_to(addr, Some(4096)).await;
     slow.subscribe_to("slow", &["visitor:track"], None).await;
-    let mut fast = Client::open(addr, &[], None).await;
-    fast.connect().await;
+    let mut fast = Client::connected_to(addr, None).await;
     fast.subscribe_to("fast", &["all"], None).await;
-    let mut idle = Client::open(addr, &[], None).await;
-    idle.connect().await;
+    let mut idle = Client::connected_to(addr, None).await;
     idle.subscribe_to("idle", &["webchat:all"], None).await;
     publish_bulky(&Http::new(addr), TOTAL).await;
 
@@ -161,8 +167,7 @@ async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
     const GROWTH_LIMIT: u64 = 32 << 20;
     let hub = HubProcess::start_fresh(&["--fsync", "never"]);
     let addr = hub.addr();
-    let mut flooder = Client::open(addr, &[], Some(4096)).await;
-    flooder.connect().await;
+    let mut flooder = Client::connected_to(addr, Some(4096)).await;
     let before = rss_bytes(hub.pid());
 
     // Client pings with 125-byte payloads, masked with a zero key (RFC 6455 5.3 allows any
@@ -194,8 +199,7 @@ async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
     );
 
     // Nobody else notices.
-    let mut other = Client::open(addr, &[], None).await;
-    other.connect().await;
+    let mut other = Client::connected_to(addr, None).await;
     let pong = other.request(json!({"op": "ping"})).await;
     assert_eq!(pong["type"], json!("pong"), "{pong}");
 
@@ -227,20 +231,21 @@ async fn a_replay_waits_for_a_reader_that_stops_reading() {
     const TOTAL: usize = 2000;
     let hub = Hub::start_with(|c| c.queue_capacity = 64).await;
     let acked = publish_bulky(&hub.http(), TOTAL).await;
-    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(hub.addr(), Some(4096)).await;
     let epoch = reader.epoch();
     let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": epoch});
     let subscribed = reader.subscribe(json!("r"), body).await;
     assert_eq!(subscribed["recovered"], json!(true), "{subscribed}");
     // The reader looks away for a while; the replay fills what it may and waits.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let received: Vec<u64> = reader.events(TOTAL).await.iter().map(seq_of).collect();
-    assert_eq!(received, acked, "the whole replay, in order, once");
+    assert_eq!(
+        reader.event_seqs(TOTAL).await,
+        acked,
+        "the whole replay, in order, once"
+    );
     // And it went live after the replay.
     let live = publish_bulky(&hub.http(), 3).await;
-    let received: Vec<u64> = reader.events(3).await.iter().map(seq_of).collect();
-    assert_eq!(received, live);
+    assert_eq!(reader.event_seqs(3).await, live);
     hub.shutdown().await;
 }
 
@@ -289,8 +294,7 @@ async fn a_million_event_replay_reaches_a_fast_reader_whole() {
     let acked = publish_many(Http::new(addr), TOTAL).await;
     assert_eq!(acked.len(), TOTAL);
 
-    let mut reader = Client::open(addr, &[], None).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(addr, None).await;
     let epoch = reader.epoch();
     let before = rss_bytes(hub.pid());
     let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": epoch});
@@ -336,11 +340,9 @@ async fn a_reader_that_never_reads_is_cut_off_and_others_get_everything() {
     let hub = Hub::start_with(|c| c.queue_capacity = 1024).await;
     let http = hub.http();
     let mut acked = publish_bulky(&http, HISTORY).await;
-    let mut never = Client::open(hub.addr(), &[], Some(4096)).await;
-    never.connect().await;
+    let mut never = Client::connected_to(hub.addr(), Some(4096)).await;
     never.subscribe_to("never", &["visitor:track"], None).await;
-    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(hub.addr(), Some(4096)).await;
     let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": reader.epoch()});
     reader.subscribe(json!("replay"), body).await;
     let (progress, mut read_so_far) = tokio::sync::watch::channel(0usize);
@@ -365,10 +367,7 @@ async fn a_reader_that_never_reads_is_cut_off_and_others_get_everything() {
             std::panic::resume_unwind(failure.into_panic());
         }
         let customer = crate::support::uuid();
-        let batch: Vec<Value> = (start..start + BATCH)
-            .map(|i| bulky_track(&customer, i))
-            .collect();
-        acked.extend(http.publish(&Value::Array(batch)).await.iter().map(seq_of));
+        acked.extend(publish_bulky_batch(&http, &customer, start..start + BATCH).await);
     }
     let received = reading.await.expect("the reader gets everything");
     assert_eq!(

@@ -62,6 +62,11 @@ impl Client {
         let (ws, subprotocol) = bounded(WAIT, "the WebSocket handshake", handshake)
             .await
             .expect("WebSocket handshake");
+        Client::over(ws, subprotocol)
+    }
+
+    /// A client on a WebSocket whose handshake has just completed.
+    fn over(ws: WebSocketStream<TcpStream>, subprotocol: Option<String>) -> Client {
         Client {
             ws,
             pending: VecDeque::new(),
@@ -69,6 +74,14 @@ impl Client {
             subprotocol,
             connected: Value::Null,
         }
+    }
+
+    /// Opens a WebSocket to `/v1/ws` without a subprotocol and completes `connect`;
+    /// `recv_buffer` as for [`Client::open`].
+    pub(crate) async fn connected_to(addr: SocketAddr, recv_buffer: Option<u32>) -> Client {
+        let mut client = Client::open(addr, &[], recv_buffer).await;
+        client.connect().await;
+        client
     }
 
     /// Opens a WebSocket with extra upgrade `headers`; a refused handshake is
@@ -87,13 +100,7 @@ impl Client {
             tokio_tungstenite::client_async(request, stream).await
         };
         match bounded(WAIT, "the WebSocket handshake", handshake).await {
-            Ok((ws, _)) => Ok(Client {
-                ws,
-                pending: VecDeque::new(),
-                last_id: 0,
-                subprotocol: None,
-                connected: Value::Null,
-            }),
+            Ok((ws, _)) => Ok(Client::over(ws, None)),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
                 let body = response.body().clone().unwrap_or_default();
@@ -268,6 +275,11 @@ impl Client {
             events.push(self.next_event().await);
         }
         events
+    }
+
+    /// The seqs of the next `count` event frames, in the order they arrive.
+    pub(crate) async fn event_seqs(&mut self, count: usize) -> Vec<u64> {
+        self.events(count).await.iter().map(seq_of).collect()
     }
 
     /// Asserts that no frame arrives within [`QUIET`].

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 use actionhub::Config;
+use serde_json::Value;
 
+use super::frames::assert_type;
 use super::{bounded, Client, Http, SHUTDOWN_WAIT, WAIT};
 
 /// A running hub with its own data directory, which lives as long as the hub (and across
@@ -79,8 +81,15 @@ impl Hub {
 
     /// A WebSocket that has completed `connect`.
     pub(crate) async fn client(&self) -> Client {
+        Client::connected_to(self.addr, None).await
+    }
+
+    /// A WebSocket that sent `connect` with `fields` (such as `apiKey` or `token`), which
+    /// the hub must have answered `connected`.
+    pub(crate) async fn client_with(&self, fields: Value) -> Client {
         let mut client = self.raw_client().await;
-        client.connect().await;
+        let reply = client.connect_with(fields).await;
+        assert_type(&reply, "connected");
         client
     }
 

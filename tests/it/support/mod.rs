@@ -1,7 +1,7 @@
 //! The harness every test uses: a hub on a loopback port 0 (in this process, or the
 //! release binary as a child process), a WebSocket client that speaks the v1 frames, an
-//! HTTP client, builders for valid events with fresh UUIDv4s, assertions on the frames the
-//! hub sends, and what a data directory holds; a file each.
+//! HTTP client, builders for valid events with fresh UUIDv4s, assertions on hub frames,
+//! browser tokens, and what a data directory holds.
 //!
 //! Every wait is bounded ([`WAIT`] for something that must arrive, [`QUIET`] for asserting
 //! that nothing does), so a broken hub fails a test instead of hanging it. Helpers panic
@@ -17,6 +17,7 @@ mod frames;
 mod http;
 mod hub;
 mod process;
+mod tokens;
 
 pub(crate) use client::Client;
 pub(crate) use data_dir::{temp_files, wal_segments};
@@ -27,6 +28,7 @@ pub(crate) use frames::{
 pub(crate) use http::{assert_http_error, Http};
 pub(crate) use hub::Hub;
 pub(crate) use process::{launch, wait_bounded, HubProcess};
+pub(crate) use tokens::{sign, token, unix_now};
 
 /// Longest wait for something the hub must send or do.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
