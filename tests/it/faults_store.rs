@@ -11,7 +11,7 @@ use actionhub::ingest::event::Event;
 use actionhub::store::recovery;
 use serde_json::json;
 
-use crate::support::{temp_files, uuid, wal_segments};
+use crate::support::{temp_files, uuid, wal_segments, Action, JsonExt, Visitor};
 
 /// Where the copies go: memory when the machine has it, so recovery's syncs cost nothing.
 fn scratch() -> tempfile::TempDir {
@@ -30,11 +30,9 @@ async fn crash_image(events: usize) -> (tempfile::TempDir, Vec<u64>) {
     config.fsync = FsyncPolicy::Always;
     let running = actionhub::server::start(config).await.expect("hub starts");
     for _ in 0..events {
-        let event = json!({
-            "actionId": uuid(), "actionState": "offered", "actionMediaType": "webchat",
-            "actionMapId": uuid(), "actionMapVersion": 1,
-            "customerId": uuid(), "sessionId": uuid(), "eventId": uuid(),
-        });
+        let event = Action::new("webchat")
+            .event("offered")
+            .with("eventId", json!(uuid()));
         let ack = running.hub().publish_one(Event::from_json(event)).await;
         ack.expect("published");
     }
@@ -170,10 +168,7 @@ async fn a_log_cut_at_every_offset_starts_with_the_whole_records_before_the_cut(
 async fn publish_pages(hub: &actionhub::hub::Hub, count: usize) -> Vec<u64> {
     let mut seqs = Vec::new();
     for _ in 0..count {
-        let event = json!({
-            "type": "page", "customerId": uuid(), "sessionId": uuid(), "eventId": uuid(),
-            "page": {"url": "https://example.test/"},
-        });
+        let event = Visitor::new().page().with("eventId", json!(uuid()));
         seqs.push(
             hub.publish_one(Event::from_json(event))
                 .await
