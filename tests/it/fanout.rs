@@ -199,8 +199,7 @@ async fn a_slow_consumer_is_closed_4008_and_others_get_every_event() {
     let hub = Hub::start_with(|c| c.queue_capacity = 64).await;
     let customers: Vec<Visitor> = (0..8).map(|_| Visitor::new()).collect();
 
-    let mut slow = Client::open(hub.addr(), &[], Some(4096)).await;
-    slow.connect().await;
+    let mut slow = Client::connected_to(hub.addr(), Some(4096)).await;
     slow.subscribe_to("slow", &["webchat:all"], None).await;
     let mut reader = hub.client().await;
     reader.subscribe_to("reader", &["webchat:all"], None).await;

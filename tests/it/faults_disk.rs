@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use actionhub::config::FsyncPolicy;
+use actionhub::config::{Config, FsyncPolicy};
 use serde_json::{json, Value};
 
-use crate::faults_store::temp_files;
 use crate::support::{
-    assert_error, assert_type, bounded, seq_of, Action, Client, Hub, JsonExt, SHUTDOWN_WAIT, WAIT,
+    assert_error, assert_type, bounded, seq_of, temp_files, Action, Client, Hub, JsonExt,
+    SHUTDOWN_WAIT, WAIT,
 };
 
 /// Room for the hub's files and a few dozen big events; the test fills the rest.
@@ -90,6 +90,12 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Every hub of these tests runs with `--fsync always`: each batch is synced before it is
+/// acknowledged, so what a test saw acknowledged was written before it fills the disk.
+fn fsync_always(config: &mut Config) {
+    config.fsync = FsyncPolicy::Always;
+}
+
 /// An offer whose record is longer than a page (4 KiB), so logging it always needs space
 /// the filler took.
 fn big_offer() -> Value {
@@ -143,7 +149,7 @@ async fn replayed(hub: &Hub, count: usize) -> Vec<u64> {
     let epoch = client.epoch();
     let body = json!({"topics": ["webchat:all"], "since": 0, "epoch": epoch});
     client.subscribe(json!("replay"), body).await;
-    client.events(count).await.iter().map(seq_of).collect()
+    client.event_seqs(count).await
 }
 
 fn assert_disk_full(reply: &Value) {
@@ -165,20 +171,12 @@ async fn a_full_disk_refuses_publishes_keeps_reads_and_resumes_by_itself() {
     let Some(disk) = Tmpfs::mount("a_full_disk_refuses_publishes") else {
         return;
     };
-    let hub = Hub::start_in(disk.data_dir(), |c| c.fsync = FsyncPolicy::Always).await;
+    let hub = Hub::start_in(disk.data_dir(), fsync_always).await;
     let mut watcher = hub.client().await;
     watcher.subscribe_to("live", &["webchat:all"], None).await;
     let mut publisher = hub.client().await;
     let mut acked = publish_offers(&mut publisher, 5).await;
-    assert_eq!(
-        watcher
-            .events(5)
-            .await
-            .iter()
-            .map(seq_of)
-            .collect::<Vec<_>>(),
-        acked
-    );
+    assert_eq!(watcher.event_seqs(5).await, acked);
 
     let filler = disk.fill();
     // This one cannot be logged: it waits, unacknowledged and undelivered, and the hub
@@ -209,15 +207,7 @@ async fn a_full_disk_refuses_publishes_keeps_reads_and_resumes_by_itself() {
     assert_eq!(seq_of(&watcher.next_event().await), waited);
     acked.push(waited);
     acked.extend(publish_offers(&mut other, 2).await);
-    assert_eq!(
-        watcher
-            .events(2)
-            .await
-            .iter()
-            .map(seq_of)
-            .collect::<Vec<_>>(),
-        acked[6..]
-    );
+    assert_eq!(watcher.event_seqs(2).await, acked[6..]);
 
     let hub = hub.restart().await;
     assert_eq!(history(&hub).await, acked, "nothing acknowledged is lost");
@@ -231,7 +221,7 @@ async fn a_restart_on_a_full_disk_comes_up_read_only_and_leaves_no_temp_file() {
     };
     let data_dir = disk.data_dir();
     let data_path = data_dir.path().to_owned();
-    let hub = Hub::start_in(data_dir, |c| c.fsync = FsyncPolicy::Always).await;
+    let hub = Hub::start_in(data_dir, fsync_always).await;
     let acked = publish_offers(&mut hub.client().await, 3).await;
     let filler = disk.fill();
     // The stop finds the disk full too (its final snapshot cannot be written).
@@ -259,8 +249,8 @@ async fn a_stop_while_the_disk_is_full_answers_the_waiting_publish_unavailable()
         return;
     };
     let data_dir = disk.data_dir();
-    let mut config = actionhub::Config::ephemeral(data_dir.path());
-    config.fsync = FsyncPolicy::Always;
+    let mut config = Config::ephemeral(data_dir.path());
+    fsync_always(&mut config);
     let running = actionhub::server::start(config).await.expect("hub starts");
     let hub = running.hub().clone();
     let publish = |hub: std::sync::Arc<actionhub::hub::Hub>| async move {
@@ -288,7 +278,7 @@ async fn a_stop_while_the_disk_is_full_answers_the_waiting_publish_unavailable()
     assert_eq!(refused.code.as_str(), "unavailable", "{refused:?}");
 
     fs::remove_file(&filler).unwrap();
-    let hub = Hub::start_in(data_dir, |c| c.fsync = FsyncPolicy::Always).await;
+    let hub = Hub::start_in(data_dir, fsync_always).await;
     assert_eq!(
         history(&hub).await,
         vec![acked],

@@ -2,10 +2,7 @@
 //! token cannot grow the hub), customers and profiles idle past their age are forgotten the
 //! same way after a restart, and the long reads page instead of scanning everything.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use actionhub::Config;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -23,21 +20,8 @@ fn with_tokens(config: &mut Config) {
 
 /// A WebSocket connected with a browser token for `customer`.
 async fn token_client(hub: &Hub, customer: &str) -> Client {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    let token = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &json!({"sub": customer, "exp": exp}),
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("sign");
-    let mut client = hub.raw_client().await;
-    let reply = client.connect_with(json!({"token": token})).await;
-    assert_type(&reply, "connected");
-    client
+    hub.client_with(json!({"token": token(SECRET, customer)}))
+        .await
 }
 
 /// The refusal must be `too_large` naming `limit` and the field that grew.

@@ -11,7 +11,7 @@ use actionhub::ingest::event::Event;
 use actionhub::store::recovery;
 use serde_json::json;
 
-use crate::support::uuid;
+use crate::support::{temp_files, uuid, wal_segments, Action, JsonExt, Visitor};
 
 /// Where the copies go: memory when the machine has it, so recovery's syncs cost nothing.
 fn scratch() -> tempfile::TempDir {
@@ -30,11 +30,9 @@ async fn crash_image(events: usize) -> (tempfile::TempDir, Vec<u64>) {
     config.fsync = FsyncPolicy::Always;
     let running = actionhub::server::start(config).await.expect("hub starts");
     for _ in 0..events {
-        let event = json!({
-            "actionId": uuid(), "actionState": "offered", "actionMediaType": "webchat",
-            "actionMapId": uuid(), "actionMapVersion": 1,
-            "customerId": uuid(), "sessionId": uuid(), "eventId": uuid(),
-        });
+        let event = Action::new("webchat")
+            .event("offered")
+            .with("eventId", json!(uuid()));
         let ack = running.hub().publish_one(Event::from_json(event)).await;
         ack.expect("published");
     }
@@ -64,10 +62,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// The only log segment of a data directory.
 fn segment(dir: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = fs::read_dir(dir.join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let mut segments = wal_segments(dir);
     assert_eq!(segments.len(), 1, "a small log is one segment");
     segments.pop().unwrap()
 }
@@ -170,24 +165,10 @@ async fn a_log_cut_at_every_offset_starts_with_the_whole_records_before_the_cut(
     }
 }
 
-/// Every `.tmp` file in a data directory and its snapshot directory.
-pub(crate) fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    [dir.to_path_buf(), dir.join("snapshots")]
-        .iter()
-        .filter_map(|d| fs::read_dir(d).ok())
-        .flatten()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
-        .collect()
-}
-
 async fn publish_pages(hub: &actionhub::hub::Hub, count: usize) -> Vec<u64> {
     let mut seqs = Vec::new();
     for _ in 0..count {
-        let event = json!({
-            "type": "page", "customerId": uuid(), "sessionId": uuid(), "eventId": uuid(),
-            "page": {"url": "https://example.test/"},
-        });
+        let event = Visitor::new().page().with("eventId", json!(uuid()));
         seqs.push(
             hub.publish_one(Event::from_json(event))
                 .await

@@ -1,17 +1,16 @@
 //! WebSocket faults (issue 11, items 3 to 5): clients that flood, never read, read slowly
 //! or are busy when the hub stops, and a replay of the whole retained history. Each test
 //! says which promise it holds the hub to; those that measure the hub's memory or send it
-//! SIGTERM run the release binary as a child process (see `restart`).
+//! SIGTERM run the release binary as a child process (`support::HubProcess`).
 
-use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::restart::HubProcess;
-use crate::support::{seq_of, Client, Http, Hub};
+use crate::support::{seq_of, Client, Http, Hub, HubProcess};
 
 /// A track event of about 3 KiB: a few thousand of them fill any socket buffer.
 fn bulky_track(customer: &str, i: usize) -> Value {
@@ -19,25 +18,26 @@ fn bulky_track(customer: &str, i: usize) -> Value {
         "properties": {"pad": "x".repeat(3000), "i": i}})
 }
 
+/// Publishes the bulky events numbered `numbers` of `customer` in one HTTP batch; returns
+/// their seqs.
+async fn publish_bulky_batch(http: &Http, customer: &str, numbers: Range<usize>) -> Vec<u64> {
+    let batch: Vec<Value> = numbers.map(|i| bulky_track(customer, i)).collect();
+    http.publish(&Value::Array(batch))
+        .await
+        .iter()
+        .map(seq_of)
+        .collect()
+}
+
 /// Publishes `total` bulky events in batches of 250 (under the 1 MiB body limit); returns their seqs.
 async fn publish_bulky(http: &Http, total: usize) -> Vec<u64> {
     let customer = crate::support::uuid();
     let mut seqs = Vec::with_capacity(total);
     for start in (0..total).step_by(250) {
-        let batch: Vec<Value> = (start..total.min(start + 250))
-            .map(|i| bulky_track(&customer, i))
-            .collect();
-        seqs.extend(http.publish(&Value::Array(batch)).await.iter().map(seq_of));
+        let numbers = start..total.min(start + 250);
+        seqs.extend(publish_bulky_batch(http, &customer, numbers).await);
     }
     seqs
-}
-
-/// The address of a hub process, for WebSocket clients.
-fn addr_of(hub: &HubProcess) -> SocketAddr {
-    let url = hub.url("");
-    url.trim_start_matches("http://")
-        .parse()
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
 /// A reader that keeps up only slowly, but within its queue's bound, is alive however much
@@ -49,8 +49,7 @@ async fn a_slow_reader_within_its_bound_is_never_dropped() {
     const TOTAL: usize = 3000;
     let hub = Hub::start_with(|c| c.ping_interval = Duration::from_millis(200)).await;
     // A small receive buffer keeps most of the ~9 MiB in the hub's queue.
-    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(hub.addr(), Some(4096)).await;
     reader.subscribe_to("slow", &["visitor:track"], None).await;
     let reading = tokio::spawn(async move {
         let mut received = Vec::with_capacity(TOTAL);
@@ -98,7 +97,6 @@ async fn read_until_close(client: &mut Client, pause: Option<Duration>) -> Optio
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
     const TOTAL: usize = 8000;
-    let dir = tempfile::tempdir().unwrap();
     let args = [
         "--ping-interval",
         "1s",
@@ -107,16 +105,13 @@ async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
         "--fsync",
         "never",
     ];
-    let hub = HubProcess::start(dir.path(), &args);
-    let addr = addr_of(&hub);
-    let mut slow = Client::open(addr, &[], Some(4096)).await;
-    slow.connect().await;
+    let hub = HubProcess::start_fresh(&args);
+    let addr = hub.addr();
+    let mut slow = Client::connected_to(addr, Some(4096)).await;
     slow.subscribe_to("slow", &["visitor:track"], None).await;
-    let mut fast = Client::open(addr, &[], None).await;
-    fast.connect().await;
+    let mut fast = Client::connected_to(addr, None).await;
     fast.subscribe_to("fast", &["all"], None).await;
-    let mut idle = Client::open(addr, &[], None).await;
-    idle.connect().await;
+    let mut idle = Client::connected_to(addr, None).await;
     idle.subscribe_to("idle", &["webchat:all"], None).await;
     publish_bulky(&Http::new(addr), TOTAL).await;
 
@@ -134,9 +129,7 @@ async fn sigterm_closes_busy_connections_with_1001_within_the_drain_deadline() {
     .map(|(mut client, pause)| {
         tokio::spawn(async move { read_until_close(&mut client, pause).await })
     });
-    let output = tokio::task::spawn_blocking(move || hub.stop())
-        .await
-        .expect("the hub stops cleanly");
+    let output = hub.stop_async().await;
     for (name, reader) in ["slow", "fast", "idle"].iter().zip(readers) {
         let code = reader.await.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(code, Some(1001), "{name} is told the hub is going away");
@@ -172,11 +165,9 @@ fn rss_bytes(pid: u32) -> u64 {
 async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
     const FLOOD: usize = 128 << 20;
     const GROWTH_LIMIT: u64 = 32 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(dir.path(), &["--fsync", "never"]);
-    let addr = addr_of(&hub);
-    let mut flooder = Client::open(addr, &[], Some(4096)).await;
-    flooder.connect().await;
+    let hub = HubProcess::start_fresh(&["--fsync", "never"]);
+    let addr = hub.addr();
+    let mut flooder = Client::connected_to(addr, Some(4096)).await;
     let before = rss_bytes(hub.pid());
 
     // Client pings with 125-byte payloads, masked with a zero key (RFC 6455 5.3 allows any
@@ -208,8 +199,7 @@ async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
     );
 
     // Nobody else notices.
-    let mut other = Client::open(addr, &[], None).await;
-    other.connect().await;
+    let mut other = Client::connected_to(addr, None).await;
     let pong = other.request(json!({"op": "ping"})).await;
     assert_eq!(pong["type"], json!("pong"), "{pong}");
 
@@ -229,9 +219,7 @@ async fn a_ping_flood_that_is_never_read_is_cut_off_and_memory_stays_flat() {
         close.is_none_or(|code| code == 4008),
         "closed with {close:?}"
     );
-    tokio::task::spawn_blocking(move || hub.stop())
-        .await
-        .unwrap();
+    hub.stop_async().await;
 }
 
 /// A replay to a reader that stops reading waits for it (item 4), and is not closed for
@@ -243,20 +231,21 @@ async fn a_replay_waits_for_a_reader_that_stops_reading() {
     const TOTAL: usize = 2000;
     let hub = Hub::start_with(|c| c.queue_capacity = 64).await;
     let acked = publish_bulky(&hub.http(), TOTAL).await;
-    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(hub.addr(), Some(4096)).await;
     let epoch = reader.epoch();
     let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": epoch});
     let subscribed = reader.subscribe(json!("r"), body).await;
     assert_eq!(subscribed["recovered"], json!(true), "{subscribed}");
     // The reader looks away for a while; the replay fills what it may and waits.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let received: Vec<u64> = reader.events(TOTAL).await.iter().map(seq_of).collect();
-    assert_eq!(received, acked, "the whole replay, in order, once");
+    assert_eq!(
+        reader.event_seqs(TOTAL).await,
+        acked,
+        "the whole replay, in order, once"
+    );
     // And it went live after the replay.
     let live = publish_bulky(&hub.http(), 3).await;
-    let received: Vec<u64> = reader.events(3).await.iter().map(seq_of).collect();
-    assert_eq!(received, live);
+    assert_eq!(reader.event_seqs(3).await, live);
     hub.shutdown().await;
 }
 
@@ -300,14 +289,12 @@ struct FrameHead<'a> {
 async fn a_million_event_replay_reaches_a_fast_reader_whole() {
     const TOTAL: usize = 1_000_000;
     const GROWTH_LIMIT: u64 = 64 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(dir.path(), &["--fsync", "never"]);
-    let addr = addr_of(&hub);
+    let hub = HubProcess::start_fresh(&["--fsync", "never"]);
+    let addr = hub.addr();
     let acked = publish_many(Http::new(addr), TOTAL).await;
     assert_eq!(acked.len(), TOTAL);
 
-    let mut reader = Client::open(addr, &[], None).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(addr, None).await;
     let epoch = reader.epoch();
     let before = rss_bytes(hub.pid());
     let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": epoch});
@@ -339,9 +326,7 @@ async fn a_million_event_replay_reaches_a_fast_reader_whole() {
         "the hub grew by {} MiB during the replay",
         grown >> 20
     );
-    tokio::task::spawn_blocking(move || hub.stop())
-        .await
-        .unwrap();
+    hub.stop_async().await;
 }
 
 /// A reader that never reads is cut off (4008) once its queue is full, and nobody else
@@ -355,11 +340,9 @@ async fn a_reader_that_never_reads_is_cut_off_and_others_get_everything() {
     let hub = Hub::start_with(|c| c.queue_capacity = 1024).await;
     let http = hub.http();
     let mut acked = publish_bulky(&http, HISTORY).await;
-    let mut never = Client::open(hub.addr(), &[], Some(4096)).await;
-    never.connect().await;
+    let mut never = Client::connected_to(hub.addr(), Some(4096)).await;
     never.subscribe_to("never", &["visitor:track"], None).await;
-    let mut reader = Client::open(hub.addr(), &[], Some(4096)).await;
-    reader.connect().await;
+    let mut reader = Client::connected_to(hub.addr(), Some(4096)).await;
     let body = json!({"topics": ["visitor:track"], "since": 0, "epoch": reader.epoch()});
     reader.subscribe(json!("replay"), body).await;
     let (progress, mut read_so_far) = tokio::sync::watch::channel(0usize);
@@ -384,10 +367,7 @@ async fn a_reader_that_never_reads_is_cut_off_and_others_get_everything() {
             std::panic::resume_unwind(failure.into_panic());
         }
         let customer = crate::support::uuid();
-        let batch: Vec<Value> = (start..start + BATCH)
-            .map(|i| bulky_track(&customer, i))
-            .collect();
-        acked.extend(http.publish(&Value::Array(batch)).await.iter().map(seq_of));
+        acked.extend(publish_bulky_batch(&http, &customer, start..start + BATCH).await);
     }
     let received = reading.await.expect("the reader gets everything");
     assert_eq!(

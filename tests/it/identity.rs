@@ -440,7 +440,7 @@ async fn a_user_id_on_a_second_customer_merges_the_profiles() {
         }
     }
     // Two customers: no order between them is promised.
-    let mut delivered: Vec<u64> = by_user.events(2).await.iter().map(seq_of).collect();
+    let mut delivered: Vec<u64> = by_user.event_seqs(2).await;
     delivered.sort_unstable();
     assert_eq!(delivered, expected_seqs);
     by_user.expect_no_frame().await;

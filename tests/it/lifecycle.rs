@@ -65,6 +65,19 @@ impl Lifecycle {
         states
     }
 
+    /// Every (from, to) pair of two different states, `from` first the new action (`""`)
+    /// and then each state in the order of [`Lifecycle::states`].
+    fn pairs(&self) -> Vec<(&'static str, &'static str)> {
+        let states = self.states();
+        let froms = std::iter::once("").chain(states.iter().copied());
+        froms
+            .flat_map(|from| {
+                let tos = states.iter().copied().filter(move |&to| to != from);
+                tos.map(move |to| (from, to))
+            })
+            .collect()
+    }
+
     /// The shortest path of states from a new action to `target` (breadth first).
     fn path_to(&self, target: &str) -> Vec<&'static str> {
         let mut came_from: HashMap<&str, &str> = HashMap::new();
@@ -103,6 +116,16 @@ impl Lifecycle {
     }
 }
 
+/// A publisher, and a subscriber to every topic of both tables.
+async fn publisher_and_subscriber(hub: &Hub) -> (Client, Client) {
+    let publisher = hub.client().await;
+    let mut subscriber = hub.client().await;
+    subscriber
+        .subscribe_to("lifecycles", &["webchat:all", "contentoffer:all"], None)
+        .await;
+    (publisher, subscriber)
+}
+
 /// Publishes `state` for `action` and checks both the reply and, for an accepted event,
 /// its delivery to `subscriber`.
 async fn report(
@@ -131,28 +154,32 @@ async fn report(
     }
 }
 
+/// A new action of `lifecycle` brought to `state` by its shortest path, each step
+/// [`report`]ed and checked.
+async fn action_in(
+    publisher: &mut Client,
+    subscriber: &mut Client,
+    lifecycle: &Lifecycle,
+    state: &str,
+) -> Action {
+    let action = Action::new(lifecycle.media);
+    for step in lifecycle.path_to(state) {
+        report(publisher, subscriber, &action, step, None).await;
+    }
+    action
+}
+
 /// Every (from, to) pair of both tables, each on a fresh action: allowed transitions are
 /// published and delivered under the right topic, the others refused with the right code.
 #[tokio::test]
 async fn every_transition_of_both_tables_is_allowed_or_refused_as_the_table_says() {
     let hub = Hub::start().await;
-    let mut publisher = hub.client().await;
-    let mut subscriber = hub.client().await;
-    subscriber
-        .subscribe_to("lifecycles", &["webchat:all", "contentoffer:all"], None)
-        .await;
+    let (mut publisher, mut subscriber) = publisher_and_subscriber(&hub).await;
     for lifecycle in [WEBCHAT, CONTENTOFFER] {
-        let states = lifecycle.states();
-        let froms = std::iter::once("").chain(states.iter().copied());
-        for from in froms {
-            for &to in states.iter().filter(|&&to| to != from) {
-                let action = Action::new(lifecycle.media);
-                for step in lifecycle.path_to(from) {
-                    report(&mut publisher, &mut subscriber, &action, step, None).await;
-                }
-                let expected = lifecycle.expected(from, to);
-                report(&mut publisher, &mut subscriber, &action, to, expected).await;
-            }
+        for (from, to) in lifecycle.pairs() {
+            let action = action_in(&mut publisher, &mut subscriber, &lifecycle, from).await;
+            let expected = lifecycle.expected(from, to);
+            report(&mut publisher, &mut subscriber, &action, to, expected).await;
         }
     }
     subscriber.expect_no_frame().await;
@@ -166,35 +193,30 @@ async fn every_transition_of_both_tables_is_allowed_or_refused_as_the_table_says
 #[tokio::test]
 async fn a_report_in_a_new_session_is_decided_after_the_session_ends() {
     let hub = Hub::start().await;
-    let mut publisher = hub.client().await;
-    let mut subscriber = hub.client().await;
-    subscriber
-        .subscribe_to("lifecycles", &["webchat:all", "contentoffer:all"], None)
-        .await;
+    let (mut publisher, mut subscriber) = publisher_and_subscriber(&hub).await;
     for lifecycle in [WEBCHAT, CONTENTOFFER] {
-        let states = lifecycle.states();
-        for &from in &states {
-            for &to in states.iter().filter(|&&to| to != from) {
-                let action = Action::new(lifecycle.media);
-                for step in lifecycle.path_to(from) {
-                    report(&mut publisher, &mut subscriber, &action, step, None).await;
-                }
-                let moved = Action {
-                    session_id: crate::support::uuid(),
-                    ..action.clone()
-                };
-                let expected = match from {
-                    "offered" => Some("action_terminal"),
-                    _ => lifecycle.expected(from, to),
-                };
-                report(&mut publisher, &mut subscriber, &moved, to, expected).await;
-                let (_, view) = hub
-                    .http()
-                    .get(&format!("/v1/actions/{}", action.action_id))
-                    .await;
-                let now = if expected.is_none() { to } else { from };
-                assert_eq!(view["actionState"], json!(now), "{from} -> {to}: {view}");
-            }
+        // A new action has no session to replace.
+        let pairs = lifecycle
+            .pairs()
+            .into_iter()
+            .filter(|(from, _)| !from.is_empty());
+        for (from, to) in pairs {
+            let action = action_in(&mut publisher, &mut subscriber, &lifecycle, from).await;
+            let moved = Action {
+                session_id: crate::support::uuid(),
+                ..action.clone()
+            };
+            let expected = match from {
+                "offered" => Some("action_terminal"),
+                _ => lifecycle.expected(from, to),
+            };
+            report(&mut publisher, &mut subscriber, &moved, to, expected).await;
+            let (_, view) = hub
+                .http()
+                .get(&format!("/v1/actions/{}", action.action_id))
+                .await;
+            let now = if expected.is_none() { to } else { from };
+            assert_eq!(view["actionState"], json!(now), "{from} -> {to}: {view}");
         }
     }
     // Nothing else was published: no ignored event before or after a report.
@@ -243,11 +265,7 @@ async fn the_current_state_again_with_a_new_event_id_is_refused() {
 #[tokio::test]
 async fn duplicates_are_acknowledged_with_the_original_seq_and_not_fanned_out() {
     let hub = Hub::start().await;
-    let mut publisher = hub.client().await;
-    let mut subscriber = hub.client().await;
-    subscriber
-        .subscribe_to("all", &["webchat:all", "contentoffer:all"], None)
-        .await;
+    let (mut publisher, mut subscriber) = publisher_and_subscriber(&hub).await;
     let action = Action::new("webchat");
     let offered = publisher
         .publish_ok(action.event("offered").with("eventId", json!("e-1")))
@@ -410,11 +428,7 @@ async fn invalid_lifecycle_events_are_refused_naming_the_field() {
 #[tokio::test]
 async fn valid_variations_are_accepted() {
     let hub = Hub::start().await;
-    let mut publisher = hub.client().await;
-    let mut subscriber = hub.client().await;
-    subscriber
-        .subscribe_to("s", &["webchat:all", "contentoffer:all"], None)
-        .await;
+    let (mut publisher, mut subscriber) = publisher_and_subscriber(&hub).await;
     let errored = Action::new("webchat");
     let upper = Action::new("contentoffer");
     let cases: Vec<(Value, &str)> = vec![

@@ -7,12 +7,33 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::support::Hub;
+
+/// The load generator, its output captured; it is killed should the test stop waiting.
+fn loadgen() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_actionhub-loadgen"));
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// The lines of the generator's JSON report whose `phase` is `phase`, in order.
+fn report_lines(stdout: &str, phase: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["phase"] == phase)
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_load_run_loses_nothing_and_keeps_order() {
     let hub = Hub::start().await;
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_actionhub-loadgen"))
+    let run = loadgen()
         .args(["--addr", &hub.addr().to_string()])
         .args(["--subscribers", "40", "--customers", "8", "--firehose", "2"])
         .args([
@@ -24,9 +45,6 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
             "1s",
         ])
         .arg("--check")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), run)
         .await
@@ -39,11 +57,7 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
         "load generator failed ({}):\n{stdout}\n{stderr}",
         output.status
     );
-    let steps: Vec<serde_json::Value> = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .filter(|line: &serde_json::Value| line["phase"] == "step")
-        .collect();
+    let steps = report_lines(&stdout, "step");
     assert_eq!(
         steps.len(),
         2,
@@ -60,18 +74,15 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
 /// Runs `actionhub-loadgen soak` with `flags` against the real hub binary, within a
 /// minute and a half; answers its exit code and its summary line. Should the generator
 /// not end in time, it is killed, and so is the hub it started (by the pid it wrote).
-async fn soak(flags: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+async fn soak(flags: &[&str]) -> (Option<i32>, Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let run_dir = dir.path().join("run");
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_actionhub-loadgen"))
+    let run = loadgen()
         .arg("soak")
         .args(["--hub-bin", env!("CARGO_BIN_EXE_actionhub")])
         .arg("--run-dir")
         .arg(&run_dir)
         .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .output();
     let output = match tokio::time::timeout(Duration::from_secs(90), run).await {
         Ok(output) => output.expect("the soak runs"),
@@ -86,10 +97,9 @@ async fn soak(flags: &[&str]) -> (Option<i32>, serde_json::Value, String) {
     };
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let summary = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["phase"] == "summary")
+    let summary = report_lines(&stdout, "summary")
+        .into_iter()
+        .next()
         .unwrap_or_else(|| panic!("no summary line:\n{stdout}\n{stderr}"));
     (output.status.code(), summary, format!("{stdout}\n{stderr}"))
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_error, assert_event, seq_of, Action, Client, Hub, Visitor};
+use crate::support::{assert_error, assert_event, Action, Client, Hub, Visitor};
 
 /// Publishes `count` new offered webchat actions of `visitor` and returns their seqs.
 /// One customer throughout, so the whole stream is in seq order (PROTOCOL.md promises
@@ -28,8 +28,7 @@ async fn resume(client: &mut Client, since: u64, epoch: &str) -> Value {
 
 /// Receives `seqs.len()` events and asserts they are exactly `seqs`, in order.
 async fn expect_seqs(client: &mut Client, seqs: &[u64]) {
-    let got: Vec<u64> = client.events(seqs.len()).await.iter().map(seq_of).collect();
-    assert_eq!(got, seqs);
+    assert_eq!(client.event_seqs(seqs.len()).await, seqs);
 }
 
 #[tokio::test]

@@ -4,144 +4,14 @@
 //! over HTTP. Every wait is bounded; children are killed when a test ends, however it ends.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// Longest wait for a hub to start or stop.
-const START_STOP_LIMIT: Duration = Duration::from_secs(30);
-
-/// One running `actionhub` process (the WebSocket fault tests run one too).
-pub(crate) struct HubProcess {
-    child: Child,
-    base: String,
-    output: Arc<Mutex<Vec<String>>>,
-}
-
-impl HubProcess {
-    pub(crate) fn start(dir: &Path, extra: &[&str]) -> HubProcess {
-        let (child, output, addr) = launch(dir, extra);
-        let Some(addr) = addr.recv_timeout(START_STOP_LIMIT).ok() else {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "the hub did not start:\n{}",
-                output.lock().unwrap().join("\n")
-            );
-        };
-        HubProcess {
-            child,
-            base: format!("http://{addr}"),
-            output,
-        }
-    }
-
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    pub(crate) fn stop(mut self) -> Vec<String> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success());
-        let exit = wait_bounded(&mut self.child);
-        let output = self.output.lock().unwrap().clone();
-        assert!(
-            exit.is_some_and(|s| s.success()),
-            "clean stop failed: {exit:?}\n{}",
-            output.join("\n")
-        );
-        output
-    }
-
-    /// SIGKILL: no drain, no final snapshot.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().join("\n")
-    }
-
-    /// The process id, for reading its memory from `/proc`.
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary; returns the child, its output lines, and where its address arrives.
-fn launch(dir: &Path, extra: &[&str]) -> (Child, Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_actionhub"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting actionhub");
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    for (stream, tx) in [
-        (Box::new(stdout) as Box<dyn std::io::Read + Send>, Some(tx)),
-        (Box::new(stderr), None),
-    ] {
-        let output = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if let Some(tx) = &tx {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if v["fields"]["message"] == "actionhub listening" {
-                            let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or("").to_string());
-                        }
-                    }
-                }
-                output.lock().unwrap().push(line);
-            }
-        });
-    }
-    (child, output, rx)
-}
-
-fn wait_bounded(child: &mut Child) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + START_STOP_LIMIT;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("waiting for the hub") {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    None
-}
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
+use crate::support::{launch, seq_of, uuid, wait_bounded, wal_segments, HubProcess};
 
 /// A customer with a session and a fresh action map, making events.
 struct Visitor {
@@ -229,7 +99,7 @@ impl Http {
 }
 
 fn seqs(events: &[Value]) -> Vec<u64> {
-    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+    events.iter().map(seq_of).collect()
 }
 
 /// The states of every action a test made, as the hub reports them.
@@ -244,13 +114,7 @@ async fn action_views(http: &Http, hub: &HubProcess, actions: &[String]) -> Vec<
 }
 
 fn newest_segment(dir: &Path) -> PathBuf {
-    let mut segments: Vec<PathBuf> = fs::read_dir(dir.join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    segments.sort();
-    segments.pop().expect("a log segment")
+    wal_segments(dir).pop().expect("a log segment")
 }
 
 #[tokio::test]
@@ -361,7 +225,7 @@ async fn sigkill_under_fsync_always_loses_no_acknowledged_event() {
         // A different kill point each round, 20 to 240 ms into the stream.
         tokio::time::sleep(Duration::from_millis(20 + (round * 37) % 220)).await;
         let _ = Command::new("kill")
-            .args(["-KILL", &hub.child.id().to_string()])
+            .args(["-KILL", &hub.pid().to_string()])
             .status();
         for task in tasks {
             acked.extend(task.await.unwrap());
@@ -643,11 +507,7 @@ async fn history_that_cannot_be_rebuilt_starts_a_new_epoch_after_the_old_seqs() 
     hub.stop();
     // Lose the snapshots and the oldest log segment: the state cannot be rebuilt.
     fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
-    let mut segments: Vec<PathBuf> = fs::read_dir(dir.path().join("wal"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    segments.sort();
+    let segments = wal_segments(dir.path());
     assert!(segments.len() > 2, "small segments roll over");
     fs::remove_file(&segments[0]).unwrap();
 

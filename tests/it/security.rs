@@ -4,7 +4,7 @@
 //! Every hub here has credentials configured (so it is not in open mode) unless a test
 //! says otherwise; the tokens are signed in the test with the same HS256 secrets.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use actionhub::Config;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -37,41 +37,17 @@ async fn secure_hub() -> Hub {
     Hub::start_with(secure).await
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-fn sign(secret: &str, claims: Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("sign")
-}
-
 /// A token for `customer`, valid for an hour, signed with the first secret.
 fn token_for(customer: &str) -> String {
-    sign(SECRET_1, json!({"sub": customer, "exp": now() + 3600}))
-}
-
-/// A WebSocket that connected with `fields` (`apiKey`/`token`), or panics.
-async fn connect(hub: &Hub, fields: Value) -> Client {
-    let mut client = hub.raw_client().await;
-    let reply = client.connect_with(fields.clone()).await;
-    assert_type(&reply, "connected");
-    client
+    token(SECRET_1, customer)
 }
 
 async fn key_client(hub: &Hub, key: &str) -> Client {
-    connect(hub, json!({"apiKey": key})).await
+    hub.client_with(json!({"apiKey": key})).await
 }
 
 async fn token_client(hub: &Hub, customer: &str) -> Client {
-    connect(hub, json!({"token": token_for(customer)})).await
+    hub.client_with(json!({"token": token_for(customer)})).await
 }
 
 /// Connecting with `fields` is refused with `code`, then the close `close`.
@@ -187,7 +163,7 @@ async fn connected_describes_the_principal() {
 async fn a_token_that_never_expires_in_practice_is_served() {
     let hub = secure_hub().await;
     let far = sign(SECRET_1, json!({"sub": uuid(), "exp": u64::MAX / 2}));
-    let mut client = connect(&hub, json!({"token": far})).await;
+    let mut client = hub.client_with(json!({"token": far})).await;
     assert_type(&client.request(json!({"op": "ping"})).await, "pong");
 }
 
@@ -195,7 +171,7 @@ async fn a_token_that_never_expires_in_practice_is_served() {
 async fn expired_early_and_forged_tokens_are_unauthorized() {
     let hub = secure_hub().await;
     let sub = uuid();
-    let t = now();
+    let t = unix_now();
     let cases = [
         ("expired", sign(SECRET_1, json!({"sub": sub, "exp": t - 5}))),
         (
@@ -240,8 +216,8 @@ async fn expired_early_and_forged_tokens_are_unauthorized() {
 async fn both_secrets_verify_and_minted_tokens_use_the_first() {
     let hub = secure_hub().await;
     let customer = uuid();
-    let old = sign(SECRET_2, json!({"sub": customer, "exp": now() + 600}));
-    connect(&hub, json!({"token": old})).await;
+    let old = sign(SECRET_2, json!({"sub": customer, "exp": unix_now() + 600}));
+    hub.client_with(json!({"token": old})).await;
     let http = hub.http_with(&[("x-api-key", PUBLISHER)]);
     let (status, minted) = http
         .post("/v1/tokens", &json!({"customerId": customer}))
@@ -264,7 +240,7 @@ async fn both_secrets_verify_and_minted_tokens_use_the_first() {
         &validation,
     )
     .is_err());
-    connect(&hub, json!({"token": token})).await;
+    hub.client_with(json!({"token": token})).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,7 +392,7 @@ async fn minting_checks_its_input() {
         "bad_request",
     );
     let session = uuid();
-    let before = now();
+    let before = unix_now();
     let (status, minted) = http
         .post(
             "/v1/tokens",
@@ -435,7 +411,7 @@ async fn minting_checks_its_input() {
     assert_eq!(claims["sid"], json!(session));
     let exp = claims["exp"].as_u64().expect("exp");
     assert!(
-        (before + 60..=now() + 60).contains(&exp),
+        (before + 60..=unix_now() + 60).contains(&exp),
         "exp {exp} is 60s on"
     );
     // A hub with keys but no secret cannot mint.
@@ -600,9 +576,9 @@ async fn a_token_publishes_only_its_customer_and_session() {
     // A session-bound token publishes only that session.
     let bound = sign(
         SECRET_1,
-        json!({"sub": c.a.customer_id, "sid": c.a.session_id, "exp": now() + 600}),
+        json!({"sub": c.a.customer_id, "sid": c.a.session_id, "exp": unix_now() + 600}),
     );
-    let mut session = connect(&hub, json!({"token": bound})).await;
+    let mut session = hub.client_with(json!({"token": bound})).await;
     assert_eq!(
         session.connected["scope"]["sessionId"],
         json!(c.a.session_id)
@@ -631,8 +607,8 @@ async fn a_token_publishes_only_its_customer_and_session() {
 #[tokio::test]
 async fn a_token_that_expires_closes_the_connection() {
     let hub = secure_hub().await;
-    let token = sign(SECRET_1, json!({"sub": uuid(), "exp": now() + 2}));
-    let mut client = connect(&hub, json!({"token": token})).await;
+    let token = sign(SECRET_1, json!({"sub": uuid(), "exp": unix_now() + 2}));
+    let mut client = hub.client_with(json!({"token": token})).await;
     let frame = bounded(WAIT, "the expiry error", client.recv()).await;
     assert_error(&frame, "unauthorized", None);
     client.closed_with(4001).await;
@@ -642,8 +618,8 @@ async fn a_token_that_expires_closes_the_connection() {
 async fn refresh_replaces_the_token_for_the_same_customer() {
     let hub = secure_hub().await;
     let customer = uuid();
-    let short = sign(SECRET_1, json!({"sub": customer, "exp": now() + 2}));
-    let mut client = connect(&hub, json!({"token": short})).await;
+    let short = sign(SECRET_1, json!({"sub": customer, "exp": unix_now() + 2}));
+    let mut client = hub.client_with(json!({"token": short})).await;
     let other = client
         .request(json!({"op": "refresh", "token": token_for(&uuid())}))
         .await;
@@ -652,7 +628,7 @@ async fn refresh_replaces_the_token_for_the_same_customer() {
         .request(json!({"op": "refresh", "token": "x.y.z"}))
         .await;
     assert_error(&bad, "unauthorized", None);
-    let long = sign(SECRET_2, json!({"sub": customer, "exp": now() + 600}));
+    let long = sign(SECRET_2, json!({"sub": customer, "exp": unix_now() + 600}));
     let reply = client
         .request(json!({"op": "refresh", "token": long}))
         .await;

@@ -319,6 +319,13 @@ mod tests {
     use super::*;
     use crate::workload::EventCycle;
 
+    /// A table of one customer, and the NATS target over it.
+    fn one_customer() -> (Arc<Customers>, Nats) {
+        let customers = Arc::new(Customers::new(1, 0, 0));
+        let nats = Nats::new(Arc::clone(&customers));
+        (customers, nats)
+    }
+
     fn published(nats: &Nats, customers: &Customers) -> (Vec<u8>, Vec<u8>) {
         let mut cycle =
             EventCycle::new(0, 1, customers.len(), uuid::Uuid::new_v4()).with_order_stamps(0);
@@ -329,8 +336,7 @@ mod tests {
 
     #[test]
     fn publish_frame_is_a_pub_on_the_event_subject() {
-        let customers = Arc::new(Customers::new(1, 0, 0));
-        let nats = Nats::new(Arc::clone(&customers));
+        let (customers, nats) = one_customer();
         let (frame, payload) = published(&nats, &customers);
         let expected_line = format!(
             "PUB wa.{}.webchat.offered {}\r\n",
@@ -380,8 +386,7 @@ mod tests {
 
     #[test]
     fn parses_a_stream_whole_or_cut_anywhere_into_frames() {
-        let customers = Arc::new(Customers::new(1, 0, 0));
-        let nats = Nats::new(Arc::clone(&customers));
+        let (customers, nats) = one_customer();
         let (_, payload) = published(&nats, &customers);
         let bytes = stream(&customers, &payload);
         let want = expected(&customers, &payload);
@@ -419,8 +424,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_and_a_foreign_payload_is_counted_apart() {
-        let customers = Arc::new(Customers::new(1, 0, 0));
-        let nats = Nats::new(Arc::clone(&customers));
+        let (_, nats) = one_customer();
         let mut decoder = nats.decoder();
         let mut out = Vec::new();
         assert!(decoder
