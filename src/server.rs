@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
-use crate::edge::ws::App;
+use crate::edge::app::App;
 use crate::hub::Hub;
 use crate::ids::Seq;
 use crate::store::log::{is_disk_full, Log};

@@ -27,11 +27,12 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::edge::app::App;
 use crate::edge::auth::{
     rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
 use crate::edge::limits::{too_deep, Limit};
-use crate::edge::ws::{self, App};
+use crate::edge::ws;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::selects;
 use crate::hub::retention::Record;

@@ -7,6 +7,7 @@
 //! - [`outbox`]: each connection's bounded queue and its socket's write half.
 //! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
 
+pub mod app;
 pub mod assets;
 pub mod auth;
 pub mod http;

@@ -19,8 +19,8 @@ use crate::ingest::event::MAX_OBJECT_BYTES;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::edge::app::App;
 use crate::edge::http::{blocking, events_page, json_body, list_query};
-use crate::edge::ws::App;
 use crate::error::HubError;
 use crate::hub::retention::Record;
 use crate::hub::Hub;

@@ -1,84 +1,36 @@
-//! The WebSocket endpoint `/v1/ws`: one task per connection.
-//!
-//! The handshake is done here (RFC 6455 section 4.2), so that the connection keeps its
-//! socket's write half: everything it sends goes through its [`Outbox`], which the
-//! pipeline thread writes events into directly (one write per connection per pass) and the
-//! task writes its replies into. tungstenite reads and parses the client's frames; its own
-//! writes (pongs, pings, close) go through the outbox too, so every frame keeps its place.
-//!
-//! The task reads client frames, answers them, runs any `since` replays a chunk at a time
-//! between the other work, pings, and takes over the writing when the socket is full. A
-//! write never blocks the hub: the fan-out only queues into the bounded outbox, and a
-//! connection told to close (slow consumer, shutdown) stops waiting on its socket at once.
-//!
-//! Security (PROTOCOL.md section 6) enters at two points: the upgrade, which counts the
-//! connection against the connection limits, and `connect`, which turns credentials into
-//! the connection's [`Principal`]. Every later op asks that principal (see
-//! [`crate::edge::auth`]); a token connection also has a publish token bucket and is closed with
-//! 4001 when its token expires unless a `refresh` replaced it.
+//! One task per connection: `connect`, then frames in and replies, events, pings and
+//! close codes out, all through the connection's outbox.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::io::ReadHalf;
-use tokio::sync::oneshot;
 use tokio::time::{sleep_until, timeout, Instant, Sleep};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, warn};
 
+use super::replay::{replay_room, snapshot_built, Replay, Snapshot, SNAPSHOT_FRAMES_QUEUED};
+use super::{socket_config, Handshake, Socket};
+use crate::edge::app::App;
 use crate::edge::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
-use crate::edge::limits::{too_deep, ConnectionLimits, ConnectionPermit, Limit, TokenBucket};
+use crate::edge::limits::{too_deep, Limit, TokenBucket};
 use crate::edge::outbox::{Duplex, Outbox, Trouble, WireFrame};
 use crate::error::{ErrorCode, HubError};
-use crate::hub::fanout::{selects, GoLive, Start};
-use crate::hub::retention::Record;
+use crate::hub::fanout::Start;
 use crate::hub::{new_sub, Hub};
-use crate::ids::{ConnId, Seq};
+use crate::ids::ConnId;
 use crate::ingest::protocol::{
     self, close, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
 };
 
-/// The client's frames, parsed by tungstenite; its writes go to the outbox.
-type Socket = WebSocketStream<Duplex<ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>>;
-
-/// WebSocket subprotocol of version 1.
-pub const SUBPROTOCOL: &str = "actionhub.v1";
-
-/// Replayed records examined per step, and sent per step at most (or a quarter of a
-/// smaller outbox); keeps one replay from starving the connection's live traffic.
-const REPLAY_SCAN_BUDGET: usize = 4096;
-const REPLAY_CHUNK: usize = 256;
-
-/// Frames one replay step sends at most.
-fn replay_chunk(capacity: usize) -> usize {
-    (capacity / 4).clamp(1, REPLAY_CHUNK)
-}
-
-/// The room in the outbox a replay step waits for: its chunk, and as much again for the
-/// last stretch that going live queues at once (or for the connection's live events).
-/// So a replay is paced by its reader and never overflows the outbox itself.
-fn replay_room(capacity: usize) -> usize {
-    (2 * replay_chunk(capacity)).min(capacity)
-}
-
-/// Snapshot frames (up to 1000 actions, about half a MiB each) queued at most at once: a
-/// snapshot waits until its earlier frames have nearly left, so what it holds in memory
-/// is a few frames, not the whole state.
-const SNAPSHOT_FRAMES_QUEUED: usize = 2;
 /// Publishes one connection may have waiting for acknowledgement; it stops reading beyond.
 const MAX_PENDING_PUBLISHES: usize = 1024;
 /// How long a closing handshake may take before the socket is dropped.
@@ -88,261 +40,45 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 /// Rate-limited publishes in a row (with no accepted publish between) after which a
 /// token connection is closed with 4029: it is not backing off.
-pub const RATE_LIMITED_CLOSE_AFTER: u32 = 20;
-
-/// What the router shares with every connection.
-#[derive(Clone)]
-pub struct App {
-    pub hub: Arc<Hub>,
-    pub shutdown: CancellationToken,
-    pub tracker: tokio_util::task::TaskTracker,
-    /// Credentials and origins, from the configuration.
-    pub auth: Arc<Auth>,
-    /// Open connections, in total and per client address.
-    pub connections: Arc<ConnectionLimits>,
-}
-
-impl App {
-    pub fn new(
-        hub: Arc<Hub>,
-        shutdown: CancellationToken,
-        tracker: tokio_util::task::TaskTracker,
-    ) -> App {
-        let config = &hub.config();
-        App {
-            auth: Arc::new(Auth::new(config)),
-            connections: Arc::new(ConnectionLimits::new(
-                config.max_connections,
-                config.max_connections_per_ip,
-            )),
-            hub,
-            shutdown,
-            tracker,
-        }
-    }
-}
-
-/// The client's address: the peer, or behind a trusted proxy the last `X-Forwarded-For`
-/// entry (the one the proxy itself appended; earlier ones are the client's to forge).
-pub fn client_ip(ctx: &App, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-    let forwarded = || {
-        let value = headers.get_all("x-forwarded-for").iter().next_back()?;
-        value.to_str().ok()?.rsplit(',').next()?.trim().parse().ok()
-    };
-    match ctx.hub.config().trust_forwarded_for {
-        true => forwarded().unwrap_or(peer.ip()),
-        false => peer.ip(),
-    }
-}
-
-/// What the upgrade request said that `connect` needs later.
-struct Handshake {
-    api_key: Option<String>,
-    origin: Option<String>,
-    /// Holds the connection's place under the connection limits until it ends.
-    _permit: ConnectionPermit,
-}
-
-/// Axum handler: the WebSocket handshake, connection limits, subprotocol, then hands the
-/// socket to a connection task. Credentials are checked at `connect`, since a browser can
-/// send its token only in a frame.
-pub async fn upgrade(
-    State(ctx): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut request: Request,
-) -> Response {
-    let headers = request.headers();
-    let accept = match handshake_accept(headers) {
-        Ok(accept) => accept,
-        // 426 names the version this endpoint speaks (RFC 6455 section 4.4).
-        Err((status, message)) => {
-            let version = [(header::SEC_WEBSOCKET_VERSION, "13")];
-            return (status, version, message).into_response();
-        }
-    };
-    let Some(on_upgrade) = request
-        .extensions_mut()
-        .remove::<hyper::upgrade::OnUpgrade>()
-    else {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            "this connection cannot be upgraded",
-        )
-            .into_response();
-    };
-    let headers = request.headers();
-    let permit = match ctx.connections.admit(client_ip(&ctx, peer, headers)) {
-        Ok(permit) => permit,
-        Err(limit) => return refuse_connection(&ctx.hub, limit),
-    };
-    let text = |name| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let handshake = Handshake {
-        api_key: text(crate::edge::http::API_KEY_HEADER),
-        origin: text(header::ORIGIN.as_str()),
-        _permit: permit,
-    };
-    let offers_ours = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL);
-    let tracker = ctx.tracker.clone();
-    let conn = ctx.hub.next_conn_id();
-    let span = tracing::debug_span!("conn", id = conn.0);
-    tracker.spawn(
-        async move {
-            match on_upgrade.await {
-                Ok(upgraded) => serve(ctx, conn, upgraded, handshake).await,
-                Err(e) => debug!(error = %e, "the upgrade did not complete"),
-            }
-        }
-        .instrument(span),
-    );
-    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
-    let out = response.headers_mut();
-    out.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    out.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    out.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    if offers_ours {
-        out.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
-    }
-    response
-}
-
-/// Checks an upgrade request (RFC 6455 section 4.2.1) and returns the
-/// `Sec-WebSocket-Accept` value for its key, or the status and reason to refuse with.
-fn handshake_accept(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'static str)> {
-    let has_token = |name: header::HeaderName, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    let upgrade_required = |message| (StatusCode::UPGRADE_REQUIRED, message);
-    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Err(upgrade_required("this endpoint takes a WebSocket upgrade"));
-    }
-    if headers.get(header::SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
-        return Err(upgrade_required("Sec-WebSocket-Version must be 13"));
-    }
-    let key = headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or((StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing"))?;
-    let accept = derive_accept_key(key.as_bytes());
-    Ok(HeaderValue::from_str(&accept).expect("base64 is a valid header value"))
-}
-
-/// A connection refused by a connection limit: 503 when the hub is full, 429 when this
-/// address holds too many; JSON error shape, with `Retry-After`.
-fn refuse_connection(hub: &Hub, limit: Limit) -> Response {
-    hub.metrics().limit_hit(limit);
-    let error = match limit {
-        Limit::ConnectionsPerIp => HubError::new(
-            ErrorCode::RateLimited,
-            "too many connections from this address",
-        ),
-        _ => HubError::new(
-            ErrorCode::Unavailable,
-            "the hub holds all the connections it may",
-        ),
-    };
-    let retry = crate::edge::limits::RETRY_AFTER.as_secs().to_string();
-    ([(header::RETRY_AFTER, retry)], error).into_response()
-}
-
+pub(super) const RATE_LIMITED_CLOSE_AFTER: u32 = 20;
 /// Why a connection's loop ended.
-enum Ending {
+pub(super) enum Ending {
     /// The peer closed or the socket failed; nothing more to send.
     Gone,
     /// The hub closes with this code and reason.
     Close(u16, &'static str),
 }
-
 type PendingReply = Pin<Box<dyn Future<Output = String> + Send>>;
-
-struct Connection {
-    hub: Arc<Hub>,
-    id: ConnId,
-    socket: Socket,
+pub(super) struct Connection {
+    pub(super) hub: Arc<Hub>,
+    pub(super) id: ConnId,
+    pub(super) socket: Socket,
     /// Everything this connection sends, in order; shared with the fan-out.
-    outbox: Arc<Outbox>,
-    shutdown: CancellationToken,
-    replays: VecDeque<Replay>,
-    pending: FuturesOrdered<PendingReply>,
-    bad_frames: u32,
+    pub(super) outbox: Arc<Outbox>,
+    pub(super) shutdown: CancellationToken,
+    pub(super) replays: VecDeque<Replay>,
+    pub(super) pending: FuturesOrdered<PendingReply>,
+    pub(super) bad_frames: u32,
     /// The last sign of life from the peer: a frame from it, or its reading what was
     /// queued for it (a busy reader's pong waits behind its queue).
-    last_heard: Instant,
+    pub(super) last_heard: Instant,
     /// The outbox's [`Outbox::drained`] count when the last ping looked at it.
-    drained_seen: u64,
-    auth: Arc<Auth>,
+    pub(super) drained_seen: u64,
+    pub(super) auth: Arc<Auth>,
     /// Who this connection acts as; every op asks it.
-    principal: Principal,
+    pub(super) principal: Principal,
     /// Publish rate of a token connection.
-    bucket: Option<TokenBucket>,
-    rate_limited_in_a_row: u32,
+    pub(super) bucket: Option<TokenBucket>,
+    pub(super) rate_limited_in_a_row: u32,
     /// Fires when a token connection's token expires.
-    expiry: Option<Pin<Box<Sleep>>>,
+    pub(super) expiry: Option<Pin<Box<Sleep>>>,
 }
-
-/// A `since` replay in progress, or a snapshot and the replay after it.
-struct Replay {
-    req: SubscribeRequest,
-    /// The last seq examined.
-    cursor: Seq,
-    /// A snapshot subscription's snapshot, sent ahead of its replay.
-    snapshot: Option<Snapshot>,
-}
-
-/// A snapshot on its way to the connection.
-enum Snapshot {
-    /// Being built on a blocking thread.
-    Building(oneshot::Receiver<Vec<WireFrame>>),
-    /// Built; its frames leave a few at a time, as the outbox drains.
-    Ready(VecDeque<WireFrame>),
-}
-
-impl Replay {
-    fn building(&self) -> bool {
-        matches!(self.snapshot, Some(Snapshot::Building(_)))
-    }
-}
-
-/// Completes when the first replay's snapshot is built; never when it is not building.
-async fn snapshot_built(
-    replays: &mut VecDeque<Replay>,
-) -> Result<Vec<WireFrame>, oneshot::error::RecvError> {
-    match replays.front_mut().and_then(|r| r.snapshot.as_mut()) {
-        Some(Snapshot::Building(built)) => built.await,
-        _ => std::future::pending().await,
-    }
-}
-
-/// tungstenite's settings: frame limits from the configuration, a 1 KiB read buffer, and
-/// no write buffer (the outbox is the buffer). The read buffer is most of an idle
-/// connection's memory; a larger frame grows it while it is read, and a publisher's
-/// pipelined frames cost a few more reads (within the noise of the ingest benchmark).
-fn socket_config(hub: &Hub) -> WebSocketConfig {
-    let limit = hub.config().max_frame_bytes;
-    WebSocketConfig::default()
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(limit))
-        .max_frame_size(Some(limit))
-}
-
-async fn serve(ctx: App, id: ConnId, upgraded: hyper::upgrade::Upgraded, handshake: Handshake) {
+pub(super) async fn serve(
+    ctx: App,
+    id: ConnId,
+    upgraded: hyper::upgrade::Upgraded,
+    handshake: Handshake,
+) {
     let hub = ctx.hub.clone();
     let (read, write) = tokio::io::split(TokioIo::new(upgraded));
     let outbox = Arc::new(Outbox::new(Box::new(write), hub.config().queue_capacity));
@@ -409,17 +145,14 @@ async fn serve(ctx: App, id: ConnId, upgraded: hyper::upgrade::Upgraded, handsha
     Box::pin(finish(&mut conn.socket, &conn.outbox, ending)).await;
     hub.metrics().connections.dec();
 }
-
 /// Longest a token's expiry is waited for; a later `exp` (a signer's mistake, or one
 /// chosen to overflow the clock) is treated as this far away.
 const MAX_TOKEN_WAIT: Duration = Duration::from_secs(366 * 24 * 3600);
-
 /// The tokio instant of a token expiry given in seconds since the Unix epoch.
 fn deadline(expires_at: u64) -> Instant {
     let wait = Duration::from_secs(expires_at.saturating_sub(now_secs()));
     Instant::now() + wait.min(MAX_TOKEN_WAIT)
 }
-
 /// Waits for `connect` and authenticates it; returns its `id` and the principal. A
 /// refused `connect` is answered with its error, and the connection ends with 4001/4003.
 async fn admit(
@@ -442,7 +175,6 @@ async fn admit(
     };
     Err(Ending::Close(code, reason))
 }
-
 /// Completes when the token expires; never on a connection without a token.
 async fn token_expiry(expiry: &mut Option<Pin<Box<Sleep>>>) {
     match expiry {
@@ -450,7 +182,6 @@ async fn token_expiry(expiry: &mut Option<Pin<Box<Sleep>>>) {
         None => std::future::pending().await,
     }
 }
-
 /// The connection's principal from its credentials: `token` or `apiKey` in `connect`, or
 /// the upgrade's `X-API-Key`. A token from a disallowed origin is refused with 4003.
 fn authenticate(
@@ -467,7 +198,6 @@ fn authenticate(
     }
     Ok(principal)
 }
-
 /// The refusal of a frame nested deeper than the limit, or None.
 fn depth_error(hub: &Hub, text: &str) -> Option<HubError> {
     let max = hub.config().max_json_depth;
@@ -479,7 +209,6 @@ fn depth_error(hub: &Hub, text: &str) -> Option<HubError> {
         "the frame nests arrays and objects deeper than {max}"
     )))
 }
-
 /// Waits for the `connect` frame; returns its `id` and request.
 async fn await_connect(
     hub: &Hub,
@@ -520,7 +249,6 @@ async fn await_connect(
         "the first frame must be connect",
     ))
 }
-
 /// Sends a close frame (unless the peer is gone) and waits briefly for the peer's close.
 /// A close does not wait long behind the queue: a slow consumer's queued frames are
 /// dropped at once, and at shutdown whatever has not left within [`SHUTDOWN_FLUSH`]. The
@@ -553,7 +281,6 @@ async fn finish(socket: &mut Socket, outbox: &Outbox, ending: Ending) {
     };
     let _ = timeout(CLOSE_GRACE, handshake).await;
 }
-
 impl Connection {
     async fn run(&mut self) -> Ending {
         let ping_every = self.hub.config().ping_interval;
@@ -597,7 +324,10 @@ impl Connection {
 
     /// Queues frames and writes what the socket takes now. Never waits: a full socket is
     /// the main loop's to drain, and an outbox past its bound is a slow consumer.
-    fn write(&mut self, frames: impl IntoIterator<Item = WireFrame>) -> Result<(), Ending> {
+    pub(super) fn write(
+        &mut self,
+        frames: impl IntoIterator<Item = WireFrame>,
+    ) -> Result<(), Ending> {
         match self
             .outbox
             .send(frames.into_iter().map(|f| f.wire().clone()))
@@ -877,93 +607,7 @@ impl Connection {
         self.outbox.flush();
         Ok(())
     }
-
-    /// The first replay's snapshot is built: its frames go out ahead of the replay.
-    fn snapshot_ready(
-        &mut self,
-        built: Result<Vec<WireFrame>, oneshot::error::RecvError>,
-    ) -> Result<(), Ending> {
-        let Ok(frames) = built else {
-            // The build's thread failed: the hub cannot keep its promise to this client.
-            return Err(Ending::Close(
-                close::INTERNAL,
-                "the snapshot could not be built",
-            ));
-        };
-        if let Some(replay) = self.replays.front_mut() {
-            replay.snapshot = Some(Snapshot::Ready(frames.into()));
-        }
-        Ok(())
-    }
-
-    /// Sends the next frames of the oldest replay: its snapshot's, then a chunk of the
-    /// history; when it has caught up with the fan-out, makes its subscription live. Runs
-    /// only when the outbox has room ([`replay_room`], or for a snapshot nearly all of it).
-    fn step_replay(&mut self) -> Result<(), Ending> {
-        let hub = self.hub.clone();
-        let chunk = replay_chunk(hub.config().queue_capacity);
-        let Some(replay) = self.replays.front_mut() else {
-            return Ok(());
-        };
-        if let Some(Snapshot::Ready(frames)) = &mut replay.snapshot {
-            let next: Vec<WireFrame> = frames
-                .drain(..SNAPSHOT_FRAMES_QUEUED.min(frames.len()))
-                .collect();
-            if frames.is_empty() {
-                replay.snapshot = None;
-            }
-            return self.write(next);
-        }
-        let (topics, filter) = (replay.req.topics, replay.req.filter.clone());
-        let keep = |r: &Record| selects(topics, &filter, r, hub.state());
-        let fell_behind = || {
-            Ending::Close(
-                close::SLOW_CONSUMER,
-                "replay fell behind the retained history",
-            )
-        };
-        let target = hub.fanout().watermark();
-        let cursor = replay.cursor;
-        let scanned = hub.with_history(|history| {
-            history.covers(cursor).then(|| {
-                let (records, last) = history.scan(cursor, target, REPLAY_SCAN_BUDGET, chunk, keep);
-                (records, last, history.count_between(last, target) < chunk)
-            })
-        });
-        let Some((records, last, caught_up)) = scanned else {
-            return Err(fell_behind());
-        };
-        replay.cursor = last;
-        let (sub, cursor) = (replay.req.sub.clone(), replay.cursor);
-        if replay.req.once && !records.is_empty() {
-            hub.fanout().unsubscribe(self.id, &sub);
-            self.replays.retain(|r| r.req.sub != sub);
-            return self.write([records[0].frame.clone()]);
-        }
-        // Queued before the subscription goes live, so before any live event of it.
-        self.write(records.iter().map(|r| r.frame.clone()))?;
-        if !caught_up {
-            return Ok(());
-        }
-        self.replays.pop_front();
-        let went = hub.fanout().go_live(self.id, &sub, |watermark| {
-            hub.with_history(|history| {
-                history.covers(cursor).then(|| {
-                    let (tail, _) = history.scan(cursor, watermark, usize::MAX, usize::MAX, keep);
-                    tail.iter().map(|r| r.frame.clone()).collect()
-                })
-            })
-        });
-        match went {
-            GoLive::FellBehind => Err(fell_behind()),
-            GoLive::Live | GoLive::Gone => {
-                self.outbox.flush();
-                Ok(())
-            }
-        }
-    }
 }
-
 /// Maps a read error to how the connection ends: an oversized frame closes with 4009.
 fn read_error(hub: &Hub, error: tungstenite::Error) -> Ending {
     use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
