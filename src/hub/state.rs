@@ -1932,6 +1932,7 @@ impl HubState {
 mod tests {
     use super::*;
     use crate::ingest::event::{Event, Published};
+    use serde_json::json;
 
     /// A deterministic mix of every kind of change: new customers and sessions, actions
     /// moving through states, sign-ins that merge profiles, traits, sessions ending.
@@ -2080,6 +2081,204 @@ mod tests {
                 fingerprint(&whole),
                 "the live state moved on"
             );
+        }
+    }
+
+    /// A small state with fixed ids and times, so the views' JSON is the same on every run:
+    /// two customers linked into one profile, a lone customer, ended and open sessions,
+    /// page and track activity, live and ended actions, and maps with and without offers.
+    fn pinned_state() -> (HubState, [CustomerId; 3], [ActionId; 4]) {
+        let id = |n: u32| format!("00000000-0000-4000-8000-{n:012x}");
+        let (c1, c2, c3) = (id(0xc1), id(0xc2), id(0xc3));
+        let (s1, s2, s3) = (id(0x51), id(0x52), id(0x53));
+        let (a1, a2, a3, a4) = (id(0xa1), id(0xa2), id(0xa3), id(0xa4));
+        let (m1, m2) = (id(0x01), id(0x02));
+        let at = |seq: u64| 1_767_225_600_000 + seq as i64 * 1_000 + 7;
+        let event = |json: Value| Body::from(Event::from_json(json).unwrap());
+        let lifecycle = |action: &str, state: &str, media: &str, map: &str, version: u32| {
+            let (customer, session) = match action {
+                a if a == a3 => (&c2, &s2),
+                a if a == a4 => (&c3, &s3),
+                _ => (&c1, &s1),
+            };
+            json!({
+                "actionId": action, "actionState": state, "actionMediaType": media,
+                "actionMapId": map, "actionMapVersion": version,
+                "customerId": customer, "sessionId": session,
+            })
+        };
+        let started = |customer: &str, session: &str, seq: u64| Body::SessionStarted {
+            customer_id: CustomerId::parse(customer).unwrap(),
+            session_id: SessionId::parse(session).unwrap(),
+            user_id: None,
+            started_at: at(seq),
+        };
+        let mut offered = lifecycle(&a1, "offered", "webchat", &m1, 1);
+        offered["data"] = json!({"z": 1, "a": "x"});
+        offered["eventId"] = json!("ev-1");
+        // The latest event of a live action carries `data` (keys unsorted, a float) and an
+        // `eventId`, so the views show them.
+        let mut offered_with_data = lifecycle(&a2, "offered", "contentoffer", &m2, 3);
+        offered_with_data["data"] = json!({"z": 1, "a": "x", "f": 1.5});
+        offered_with_data["eventId"] = json!("ev-2");
+        let mut errored = lifecycle(&a3, "errored", "webchat", &m1, 1);
+        errored["errorCode"] = json!(42);
+        errored["errorMessage"] = json!("boom");
+        let bodies = vec![
+            started(&c1, &s1, 1),
+            event(offered),
+            event(json!({"type": "page", "customerId": c1, "sessionId": s1,
+                "page": {"url": "https://example.test/", "title": "Home"}})),
+            event(json!({"type": "track", "customerId": c1, "sessionId": s1,
+                "name": "clicked", "properties": {"button": "buy"}})),
+            event(json!({"type": "track", "customerId": c1, "name": "scrolled"})),
+            event(lifecycle(&a1, "accepted", "webchat", &m1, 1)),
+            event(offered_with_data),
+            event(
+                json!({"type": "signin", "customerId": c1, "sessionId": s1, "userId": "u-1",
+                "traits": {"name": "Ada", "email": "ada@example.test"},
+                "channels": {"slack": "U1"}}),
+            ),
+            Body::SessionEnded {
+                customer_id: CustomerId::parse(&c1).unwrap(),
+                session_id: SessionId::parse(&s1).unwrap(),
+                user_id: Some("u-1".into()),
+                started_at: at(1),
+                ended_at: at(8),
+                pages_viewed: 1,
+                reason: EndReason::Signout,
+            },
+            started(&c2, &s2, 10),
+            event(
+                json!({"type": "identify", "customerId": c2, "sessionId": s2,
+                "userId": "u-1", "traits": {"plan": "pro"}}),
+            ),
+            event(lifecycle(&a3, "offered", "webchat", &m1, 1)),
+            event(errored),
+            started(&c3, &s3, 14),
+            event(json!({"type": "page", "customerId": c3, "sessionId": s3,
+                "page": {"url": "https://example.test/b"}})),
+            event(lifecycle(&a4, "qualified", "webchat", &m1, 2)),
+        ];
+        let state = HubState::default();
+        for (seq, body) in (1..).zip(bodies) {
+            state.apply(&Published {
+                seq: Seq(seq),
+                timestamp: at(seq),
+                body,
+            });
+        }
+        let customer = |id: &str| CustomerId::parse(id).unwrap();
+        let action = |id: &str| ActionId::parse(id).unwrap();
+        (
+            state,
+            [customer(&c1), customer(&c2), customer(&c3)],
+            [action(&a1), action(&a2), action(&a3), action(&a4)],
+        )
+    }
+
+    /// Every JSON view of [`pinned_state`], named, as the HTTP API and snapshot frames
+    /// write it.
+    fn pinned_views() -> Vec<(&'static str, String)> {
+        let (state, [c1, c2, c3], [a1, ..]) = pinned_state();
+        // The visitor API resolves any of a visitor's customers to its profile.
+        let visitor = state.resolve_visitor(&c2.to_string()).unwrap().unwrap();
+        let text = |v: Value| serde_json::to_string(&v).unwrap();
+        let snapshot_actions = |customers: Option<&[CustomerId]>, at: u64| {
+            let selected = state.select_actions(customers, Seq(at), |e| {
+                e.media == MediaType::Webchat || customers.is_none()
+            });
+            text(json!(selected
+                .into_iter()
+                .map(|(seq, view, customer)| json!([seq, view, customer]))
+                .collect::<Vec<_>>()))
+        };
+        vec![
+            ("action", text(state.action_view(a1, true).unwrap())),
+            ("customer c1", text(state.customer_view(c1).unwrap())),
+            ("customer c2", text(state.customer_view(c2).unwrap())),
+            ("action map stats", text(state.action_map_stats())),
+            ("visitor", text(state.visitor_view(visitor, false).unwrap())),
+            ("visitor lone", text(state.visitor_view(c3, false).unwrap())),
+            (
+                "visitor export",
+                text(state.visitor_view(c1, true).unwrap()),
+            ),
+            ("visitor sessions", text(state.visitor_sessions(c1).into())),
+            ("snapshot actions", snapshot_actions(None, 16)),
+            ("snapshot actions of c1", snapshot_actions(Some(&[c1]), 6)),
+            (
+                "snapshot customer",
+                text(state.customer_identity(c1).unwrap()),
+            ),
+            (
+                "snapshot customer lone",
+                text(state.customer_identity(c3).unwrap()),
+            ),
+        ]
+    }
+
+    /// The views' exact bytes, field order included: the console, the SDK and outside
+    /// clients read them. Captured from the views as they were written with `json!`.
+    const PINNED: &[(&str, &str)] = &[
+        (
+            "action",
+            r#"{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]}"#,
+        ),
+        (
+            "customer c1",
+            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"currentSessionId":null,"customerId":"00000000-0000-4000-8000-0000000000c1","firstSeen":"2026-01-01T00:00:01.007Z","identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:08.007Z","sessions":[{"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "customer c2",
+            r#"{"actions":[],"currentSessionId":"00000000-0000-4000-8000-000000000052","customerId":"00000000-0000-4000-8000-0000000000c2","firstSeen":"2026-01-01T00:00:10.007Z","identity":{"state":"recognized","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","sessions":[{"lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "action map stats",
+            r#"{"actionMaps":[{"acceptRate":0.5,"actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","counts":{"accepted":1,"errored":1,"offered":2}},{"acceptRate":null,"actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","counts":{"qualified":1}},{"acceptRate":0.0,"actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","counts":{"offered":1}}]}"#,
+        ),
+        (
+            "visitor",
+            r#"{"channels":{"slack":"U1"},"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"firstSeen":"2026-01-01T00:00:01.007Z","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"sessions":{"active":1,"total":2},"traits":{"email":"ada@example.test","name":"Ada","plan":"pro"},"userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "visitor lone",
+            r#"{"channels":{},"counts":{"actions":1,"customers":1,"liveActions":1,"pagesViewed":1,"sessions":1},"customers":["00000000-0000-4000-8000-0000000000c3"],"firstSeen":"2026-01-01T00:00:14.007Z","identified":false,"identity":{"state":"anonymous","userId":null},"lastSeen":"2026-01-01T00:00:16.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"}],"sessions":{"active":1,"total":1},"traits":{},"userIds":[],"visitorId":"00000000-0000-4000-8000-0000000000c3"}"#,
+        ),
+        (
+            "visitor export",
+            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"channels":{"slack":"U1"},"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"firstSeen":"2026-01-01T00:00:01.007Z","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"traits":{"email":"ada@example.test","name":"Ada","plan":"pro"},"userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "visitor sessions",
+            r#"[{"active":true,"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"},{"active":false,"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}]"#,
+        ),
+        (
+            "snapshot actions",
+            r#"[[6,{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},"00000000-0000-4000-8000-0000000000c1"],[7,{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"},"00000000-0000-4000-8000-0000000000c1"],[13,{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z"},"00000000-0000-4000-8000-0000000000c2"],[16,{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"},"00000000-0000-4000-8000-0000000000c3"]]"#,
+        ),
+        (
+            "snapshot actions of c1",
+            r#"[[6,{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},"00000000-0000-4000-8000-0000000000c1"]]"#,
+        ),
+        (
+            "snapshot customer",
+            r#"{"customerId":"00000000-0000-4000-8000-0000000000c1","identity":{"state":"authenticated","userId":"u-1"}}"#,
+        ),
+        (
+            "snapshot customer lone",
+            r#"{"customerId":"00000000-0000-4000-8000-0000000000c3","identity":{"state":"anonymous","userId":null}}"#,
+        ),
+    ];
+
+    #[test]
+    fn the_json_views_are_written_byte_for_byte_as_pinned() {
+        let views = pinned_views();
+        let names: Vec<&str> = views.iter().map(|(name, _)| *name).collect();
+        let pinned: Vec<&str> = PINNED.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, pinned);
+        for ((name, json), (_, expected)) in views.iter().zip(PINNED) {
+            assert_eq!(json, expected, "{name}");
         }
     }
 
