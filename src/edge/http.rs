@@ -31,6 +31,7 @@ use crate::edge::auth::{
     rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
 use crate::edge::limits::{too_deep, Limit};
+use crate::edge::views;
 use crate::edge::ws::{self, App};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::selects;
@@ -324,9 +325,7 @@ async fn get_action(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "actionId", ActionId::parse)?;
-    ctx.hub
-        .state
-        .action_view(id, true)
+    views::action(&ctx.hub.state, id)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no action {id}")))
 }
@@ -336,9 +335,7 @@ async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
-    ctx.hub
-        .state
-        .customer_view(id)
+    views::customer(&ctx.hub.state, id)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no customer {id}")))
 }
@@ -474,7 +471,7 @@ async fn get_customer_events(
 }
 
 async fn get_action_map_stats(State(ctx): State<App>) -> Json<Value> {
-    Json(ctx.hub.state.action_map_stats())
+    Json(views::action_maps(&ctx.hub.state))
 }
 
 async fn healthz() -> Json<Value> {

@@ -38,6 +38,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use crate::config::Config;
 use crate::edge::limits::Limit;
 use crate::edge::outbox::WireFrame;
+use crate::edge::views::SnapshotViews;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{selects, Fanout, FanoutStats, GoLive, NewSub, Start, Written};
 use crate::hub::retention::{Record, Retention};
