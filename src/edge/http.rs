@@ -32,6 +32,7 @@ use crate::edge::auth::{
     rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
 use crate::edge::limits::{too_deep, Limit};
+use crate::edge::views;
 use crate::edge::ws;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::selects;
@@ -325,9 +326,7 @@ async fn get_action(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "actionId", ActionId::parse)?;
-    ctx.hub
-        .state()
-        .action_view(id, true)
+    views::action(ctx.hub.state(), id)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no action {id}")))
 }
@@ -337,9 +336,7 @@ async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
-    ctx.hub
-        .state()
-        .customer_view(id)
+    views::customer(ctx.hub.state(), id)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no customer {id}")))
 }
@@ -472,7 +469,7 @@ async fn get_customer_events(
 }
 
 async fn get_action_map_stats(State(ctx): State<App>) -> Json<Value> {
-    Json(ctx.hub.state().action_map_stats())
+    Json(views::action_maps(ctx.hub.state()))
 }
 
 async fn healthz() -> Json<Value> {

@@ -1,7 +1,8 @@
 //! Where clients meet the hub: everything that owns a socket, a request or a credential.
 //!
 //! - [`ws`]: the WebSocket handshake and one task per connection.
-//! - [`http`]: the HTTP API and the router; [`visitors`]: its visitor endpoints.
+//! - [`http`]: the HTTP API and the router; [`visitors`]: its visitor endpoints;
+//!   [`views`]: the JSON views of state they answer with (and `snapshot` frames carry).
 //! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
 //!   [`limits`]: nesting depth, publish rate, connection counts.
 //! - [`outbox`]: each connection's bounded queue and its socket's write half.
@@ -13,5 +14,6 @@ pub mod auth;
 pub mod http;
 pub mod limits;
 pub mod outbox;
+pub mod views;
 pub mod visitors;
 pub mod ws;

@@ -3,7 +3,8 @@
 //! A visitor is a profile (customers known to be one person, linked through a userId or
 //! merged) or a customer no profile holds yet. `{id}` in these paths is any of the
 //! visitor's customerIds or `user:<userId>`. This module parses requests and shapes
-//! answers; the views come from [`crate::hub::state`], merges go through the sequencer.
+//! answers; the reads come from [`crate::hub::state`], shaped by [`crate::edge::views`];
+//! merges go through the sequencer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::edge::app::App;
 use crate::edge::http::{blocking, events_page, json_body, list_query};
+use crate::edge::views;
 use crate::error::HubError;
 use crate::hub::retention::Record;
 use crate::hub::Hub;
@@ -103,7 +105,7 @@ async fn list(
             .iter()
             .skip((page - 1).saturating_mul(limit))
             .take(limit)
-            .filter_map(|v| state.visitor_view(*v, false))
+            .filter_map(|v| views::visitor(state, *v))
             .collect();
         (visitors, all.len())
     })
@@ -118,9 +120,7 @@ async fn list(
 
 async fn view(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
-    ctx.hub
-        .state()
-        .visitor_view(visitor, false)
+    views::visitor(ctx.hub.state(), visitor)
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))
 }
@@ -130,9 +130,7 @@ async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<V
     let hub = ctx.hub.clone();
     // Every action and retained event of the visitor, parsed back: off the async workers.
     blocking(move || {
-        let mut export = hub
-            .state()
-            .visitor_view(visitor, true)
+        let mut export = views::visitor_export(hub.state(), visitor)
             .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))?;
         let events: Vec<Value> = visitor_events(&hub, visitor, crate::ids::Seq(0), usize::MAX)
             .iter()
@@ -149,7 +147,7 @@ async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<V
 
 async fn sessions(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
-    let sessions = ctx.hub.state().visitor_sessions(visitor);
+    let sessions = views::visitor_sessions(ctx.hub.state(), visitor);
     Ok(Json(json!({ "visitorId": visitor, "sessions": sessions })))
 }
 
@@ -192,7 +190,7 @@ async fn by_channel(
     let state = ctx.hub.state();
     state
         .visitor_by_channel(&channel, &user)
-        .and_then(|v| state.visitor_view(v, false))
+        .and_then(|v| views::visitor(state, v))
         .map(Json)
         .ok_or_else(|| HubError::not_found(format!("no visitor with {channel} id {user:?}")))
 }
@@ -219,11 +217,7 @@ async fn merge(
     }
     let (source, target) = (resolve(&ctx, &source)?, resolve(&ctx, &target)?);
     let ack = ctx.hub.merge_visitors(source, target).await?;
-    let visitor = ctx
-        .hub
-        .state()
-        .visitor_view(target, false)
-        .unwrap_or(Value::Null);
+    let visitor = views::visitor(ctx.hub.state(), target).unwrap_or(Value::Null);
     Ok(Json(json!({ "seq": ack.seq, "visitor": visitor })))
 }
 
@@ -278,9 +272,7 @@ async fn delete(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<V
 }
 
 fn fresh_view(ctx: &App, visitor: CustomerId) -> Result<Json<Value>, HubError> {
-    ctx.hub
-        .state()
-        .visitor_view(visitor, false)
+    views::visitor(ctx.hub.state(), visitor)
         .map(Json)
         .ok_or_else(|| HubError::not_found("the visitor is gone"))
 }

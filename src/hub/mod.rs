@@ -37,6 +37,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::Config;
 use crate::edge::outbox::WireFrame;
+use crate::edge::views::SnapshotViews;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{Fanout, FanoutStats, NewSub, Start};
 use crate::hub::retention::Retention;

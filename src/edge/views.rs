@@ -1,0 +1,630 @@
+//! The JSON views of the hub's state: what the HTTP API answers about actions, customers,
+//! action maps and visitors, and the actions and customers a `snapshot` frame carries
+//! (docs/protocol.md gives their shapes). The state's queries return typed copies; each
+//! view is a `Serialize` struct borrowing from them, and an action's fields are written by
+//! the event model's own lifecycle writer, so they stay the published event's.
+//!
+//! Every view leaves here as a `serde_json::Value` (see `json`): its map keeps keys in
+//! sorted order, which is the order these views have always been written in, byte for
+//! byte, since they were built as `json!` values (the tests below pin it). Nothing here
+//! writes to state.
+
+use std::collections::BTreeMap;
+
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::hub::state::{
+    Action, Activity, HubState, IdentityState, MapCounts, SessionInfo, Transition, Visitor,
+    VisitorSession,
+};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ingest::event::{
+    format_millis, serialize_lifecycle, LifecycleEvent, Millis, VisitorKind,
+};
+use crate::ingest::lifecycle::ActionState;
+
+/// `GET /v1/actions/{id}`: the action with its transitions.
+pub fn action(state: &HubState, id: ActionId) -> Option<Value> {
+    state.action(id).map(|a| json(ActionView::new(&a, true)))
+}
+
+/// `GET /v1/customers/{id}`: the customer, its sessions and its live actions.
+pub fn customer(state: &HubState, id: CustomerId) -> Option<Value> {
+    let customer = state.customer(id)?;
+    let live = state.live_actions(id);
+    Some(json(CustomerView {
+        customer_id: id,
+        identity: IdentityView::new(customer.identity, customer.user_id.as_deref()),
+        visitor_id: customer.visitor_id,
+        current_session_id: customer.current_session,
+        sessions: customer.sessions.iter().map(SessionView::new).collect(),
+        first_seen: Time(customer.first_seen),
+        last_seen: Time(customer.last_seen),
+        actions: live.iter().map(|a| ActionView::new(a, false)).collect(),
+    }))
+}
+
+/// `GET /v1/stats/action-maps`.
+pub fn action_maps(state: &HubState) -> Value {
+    let maps = state.map_counts();
+    json(ActionMapsView {
+        action_maps: maps.iter().map(ActionMapView::new).collect(),
+    })
+}
+
+/// `GET /v1/visitors/{id}` (and each visitor of the list).
+pub fn visitor(state: &HubState, id: CustomerId) -> Option<Value> {
+    state.visitor(id, false).map(|v| json(VisitorView::new(&v)))
+}
+
+/// The visitor view plus `sessionHistory` and every held action with its transitions, for
+/// `GET /v1/visitors/{id}/export` (which adds the retained events).
+pub fn visitor_export(state: &HubState, id: CustomerId) -> Option<Value> {
+    state.visitor(id, true).map(|v| json(VisitorView::new(&v)))
+}
+
+/// `GET /v1/visitors/{id}/sessions`: every session of the visitor, newest first.
+pub fn visitor_sessions(state: &HubState, id: CustomerId) -> Vec<Value> {
+    state
+        .visitor_sessions(id)
+        .iter()
+        .map(|s| json(VisitorSessionView::new(s, true)))
+        .collect()
+}
+
+/// The parts of a `snapshot` frame that show state, for the hub, which builds the frames
+/// (`protocol::snapshot` writes the frame around them).
+pub trait SnapshotViews {
+    /// The matching actions as of `at` (see [`HubState::actions_as_of`]), in seq order,
+    /// each as its view with its seq and customer.
+    fn select_actions(
+        &self,
+        customers: Option<&[CustomerId]>,
+        at: Seq,
+        keep: impl FnMut(&LifecycleEvent) -> bool,
+    ) -> Vec<(Seq, Value, CustomerId)>;
+
+    /// `{"customerId", "identity": {"state", "userId"}}`.
+    fn customer_identity(&self, customer: CustomerId) -> Option<Value>;
+}
+
+impl SnapshotViews for HubState {
+    fn select_actions(
+        &self,
+        customers: Option<&[CustomerId]>,
+        at: Seq,
+        keep: impl FnMut(&LifecycleEvent) -> bool,
+    ) -> Vec<(Seq, Value, CustomerId)> {
+        self.actions_as_of(customers, at, keep)
+            .iter()
+            .map(|a| {
+                let view = json(ActionView::new(a, false));
+                (a.last().seq, view, a.latest.customer_id)
+            })
+            .collect()
+    }
+
+    fn customer_identity(&self, customer: CustomerId) -> Option<Value> {
+        let (identity, user_id) = self.identity_and_user(customer)?;
+        Some(json(CustomerIdentityView {
+            customer_id: customer,
+            identity: IdentityView::new(identity, user_id.as_deref()),
+        }))
+    }
+}
+
+/// A view as the JSON value it is answered as, its keys sorted (see the module's doc).
+fn json(view: impl Serialize) -> Value {
+    serde_json::to_value(view).expect("views serialize")
+}
+
+/// A time as every view writes it: RFC 3339 with milliseconds, UTC.
+#[derive(Clone, Copy)]
+struct Time(Millis);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_millis(self.0))
+    }
+}
+
+/// A lifecycle event's fields, written by the event model's writer.
+struct Lifecycle<'a>(&'a LifecycleEvent);
+
+impl Serialize for Lifecycle<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        serialize_lifecycle(&mut map, self.0)?;
+        map.end()
+    }
+}
+
+/// An action: its latest lifecycle event plus that event's `seq` and `timestamp`, and
+/// maybe every state it entered.
+#[derive(Serialize)]
+struct ActionView<'a> {
+    #[serde(flatten)]
+    latest: Lifecycle<'a>,
+    seq: Seq,
+    timestamp: Time,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transitions: Option<Vec<TransitionView>>,
+}
+
+impl<'a> ActionView<'a> {
+    fn new(action: &'a Action, with_transitions: bool) -> Self {
+        let last = action.last();
+        ActionView {
+            latest: Lifecycle(&action.latest),
+            seq: last.seq,
+            timestamp: Time(last.timestamp),
+            transitions: with_transitions
+                .then(|| action.transitions.iter().map(TransitionView::new).collect()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TransitionView {
+    action_state: &'static str,
+    seq: Seq,
+    timestamp: Time,
+}
+
+impl TransitionView {
+    fn new(t: &Transition) -> Self {
+        TransitionView {
+            action_state: t.state.as_str(),
+            seq: t.seq,
+            timestamp: Time(t.timestamp),
+        }
+    }
+}
+
+/// `{"state", "userId"}`; `userId` is null when the customer has none.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityView<'a> {
+    state: &'static str,
+    user_id: Option<&'a str>,
+}
+
+impl<'a> IdentityView<'a> {
+    fn new(identity: IdentityState, user_id: Option<&'a str>) -> Self {
+        IdentityView {
+            state: identity.as_str(),
+            user_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CustomerIdentityView<'a> {
+    customer_id: CustomerId,
+    identity: IdentityView<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CustomerView<'a> {
+    customer_id: CustomerId,
+    identity: IdentityView<'a>,
+    visitor_id: Option<CustomerId>,
+    current_session_id: Option<SessionId>,
+    sessions: Vec<SessionView>,
+    first_seen: Time,
+    last_seen: Time,
+    actions: Vec<ActionView<'a>>,
+}
+
+/// A session; `endedAt` and `endReason` once it ended.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    session_id: SessionId,
+    started_at: Time,
+    last_seen_at: Time,
+    pages_viewed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended_at: Option<Time>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_reason: Option<&'static str>,
+}
+
+impl SessionView {
+    fn new(s: &SessionInfo) -> Self {
+        SessionView {
+            session_id: s.id,
+            started_at: Time(s.started_at),
+            last_seen_at: Time(s.last_seen),
+            pages_viewed: s.pages_viewed,
+            ended_at: s.ended.map(|(at, _)| Time(at)),
+            end_reason: s.ended.map(|(_, reason)| reason.as_str()),
+        }
+    }
+}
+
+/// A session of a visitor's customer, with its remembered activity; `active` in the
+/// sessions list, not in an export's history.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VisitorSessionView<'a> {
+    #[serde(flatten)]
+    session: SessionView,
+    customer_id: CustomerId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active: Option<bool>,
+    activity: Vec<ActivityView<'a>>,
+}
+
+impl<'a> VisitorSessionView<'a> {
+    fn new(s: &'a VisitorSession, with_active: bool) -> Self {
+        VisitorSessionView {
+            session: SessionView::new(&s.session),
+            customer_id: s.customer_id,
+            active: with_active.then_some(s.active),
+            activity: s.session.activity.iter().map(ActivityView::new).collect(),
+        }
+    }
+}
+
+/// A page view (`page`) or track event (`name`, and `properties` when it had some).
+#[derive(Serialize)]
+struct ActivityView<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    at: Time,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    properties: Option<&'a Value>,
+}
+
+impl<'a> ActivityView<'a> {
+    fn new(a: &'a Activity) -> Self {
+        let (page, name, properties) = match a.kind {
+            VisitorKind::Page => (Some(&a.detail), None, None),
+            _ => {
+                let properties = &a.detail["properties"];
+                (
+                    None,
+                    Some(&a.detail["name"]),
+                    Some(properties).filter(|p| !p.is_null()),
+                )
+            }
+        };
+        ActivityView {
+            kind: a.kind.as_str(),
+            at: Time(a.at),
+            page,
+            name,
+            properties,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionMapsView {
+    action_maps: Vec<ActionMapView>,
+}
+
+/// One (action map, version): how many actions reached each state, and the share of
+/// offered ones that were accepted (null before any offer).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionMapView {
+    action_map_id: ActionMapId,
+    action_map_version: u32,
+    action_media_type: &'static str,
+    counts: BTreeMap<&'static str, u64>,
+    accept_rate: Option<f64>,
+}
+
+impl ActionMapView {
+    fn new((&(id, version), m): (&(ActionMapId, u32), &MapCounts)) -> Self {
+        let reached = |state: ActionState| m.counts().get(&state).copied().unwrap_or(0);
+        let (offered, accepted) = (
+            reached(ActionState::Offered),
+            reached(ActionState::Accepted),
+        );
+        ActionMapView {
+            action_map_id: id,
+            action_map_version: version,
+            action_media_type: m.media().as_str(),
+            counts: m.counts().iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+            accept_rate: (offered > 0).then(|| accepted as f64 / offered as f64),
+        }
+    }
+}
+
+/// A visitor; an export adds `sessionHistory` and `actions`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VisitorView<'a> {
+    visitor_id: CustomerId,
+    identity: IdentityView<'a>,
+    identified: bool,
+    user_ids: &'a [String],
+    customers: &'a [CustomerId],
+    traits: &'a Map<String, Value>,
+    channels: &'a Map<String, Value>,
+    sessions: SessionCounts,
+    live_actions: Vec<ActionView<'a>>,
+    first_seen: Time,
+    last_seen: Time,
+    counts: VisitorCounts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_history: Option<Vec<VisitorSessionView<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actions: Option<Vec<ActionView<'a>>>,
+}
+
+#[derive(Serialize)]
+struct SessionCounts {
+    total: usize,
+    active: usize,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VisitorCounts {
+    customers: usize,
+    sessions: usize,
+    actions: usize,
+    live_actions: usize,
+    pages_viewed: u64,
+}
+
+impl<'a> VisitorView<'a> {
+    fn new(v: &'a Visitor) -> Self {
+        let history = v.history.as_ref();
+        VisitorView {
+            visitor_id: v.id,
+            identity: IdentityView::new(v.identity, v.user_id.as_deref()),
+            identified: !v.user_ids.is_empty(),
+            user_ids: &v.user_ids,
+            customers: &v.customers,
+            traits: &v.traits,
+            channels: &v.channels,
+            sessions: SessionCounts {
+                total: v.sessions,
+                active: v.active_sessions,
+            },
+            live_actions: v
+                .live_actions
+                .iter()
+                .map(|a| ActionView::new(a, false))
+                .collect(),
+            first_seen: Time(v.first_seen),
+            last_seen: Time(v.last_seen),
+            counts: VisitorCounts {
+                customers: v.customers.len(),
+                sessions: v.sessions,
+                actions: v.actions,
+                live_actions: v.live_actions.len(),
+                pages_viewed: v.pages_viewed,
+            },
+            session_history: history.map(|h| {
+                h.sessions
+                    .iter()
+                    .map(|s| VisitorSessionView::new(s, false))
+                    .collect()
+            }),
+            actions: history.map(|h| h.actions.iter().map(|a| ActionView::new(a, true)).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::event::{Body, EndReason, Event, Published};
+    use crate::ingest::lifecycle::MediaType;
+    use serde_json::json;
+
+    /// A small state with fixed ids and times, so the views' JSON is the same on every run:
+    /// two customers linked into one profile, a lone customer, ended and open sessions,
+    /// page and track activity, live and ended actions, and maps with and without offers.
+    fn pinned_state() -> (HubState, [CustomerId; 3], [ActionId; 4]) {
+        let id = |n: u32| format!("00000000-0000-4000-8000-{n:012x}");
+        let (c1, c2, c3) = (id(0xc1), id(0xc2), id(0xc3));
+        let (s1, s2, s3) = (id(0x51), id(0x52), id(0x53));
+        let (a1, a2, a3, a4) = (id(0xa1), id(0xa2), id(0xa3), id(0xa4));
+        let (m1, m2) = (id(0x01), id(0x02));
+        let at = |seq: u64| 1_767_225_600_000 + seq as i64 * 1_000 + 7;
+        let event = |json: Value| Body::from(Event::from_json(json).unwrap());
+        let lifecycle = |action: &str, state: &str, media: &str, map: &str, version: u32| {
+            let (customer, session) = match action {
+                a if a == a3 => (&c2, &s2),
+                a if a == a4 => (&c3, &s3),
+                _ => (&c1, &s1),
+            };
+            json!({
+                "actionId": action, "actionState": state, "actionMediaType": media,
+                "actionMapId": map, "actionMapVersion": version,
+                "customerId": customer, "sessionId": session,
+            })
+        };
+        let started = |customer: &str, session: &str, seq: u64| Body::SessionStarted {
+            customer_id: CustomerId::parse(customer).unwrap(),
+            session_id: SessionId::parse(session).unwrap(),
+            user_id: None,
+            started_at: at(seq),
+        };
+        let mut offered = lifecycle(&a1, "offered", "webchat", &m1, 1);
+        offered["data"] = json!({"z": 1, "a": "x"});
+        offered["eventId"] = json!("ev-1");
+        // The latest event of a live action carries `data` (keys unsorted, a float) and an
+        // `eventId`, so the views show them.
+        let mut offered_with_data = lifecycle(&a2, "offered", "contentoffer", &m2, 3);
+        offered_with_data["data"] = json!({"z": 1, "a": "x", "f": 1.5});
+        offered_with_data["eventId"] = json!("ev-2");
+        let mut errored = lifecycle(&a3, "errored", "webchat", &m1, 1);
+        errored["errorCode"] = json!(42);
+        errored["errorMessage"] = json!("boom");
+        let bodies = vec![
+            started(&c1, &s1, 1),
+            event(offered),
+            event(json!({"type": "page", "customerId": c1, "sessionId": s1,
+                "page": {"url": "https://example.test/", "title": "Home"}})),
+            event(json!({"type": "track", "customerId": c1, "sessionId": s1,
+                "name": "clicked", "properties": {"button": "buy"}})),
+            event(json!({"type": "track", "customerId": c1, "name": "scrolled"})),
+            event(lifecycle(&a1, "accepted", "webchat", &m1, 1)),
+            event(offered_with_data),
+            event(
+                json!({"type": "signin", "customerId": c1, "sessionId": s1, "userId": "u-1",
+                "traits": {"name": "Ada", "email": "ada@example.test"},
+                "channels": {"slack": "U1"}}),
+            ),
+            Body::SessionEnded {
+                customer_id: CustomerId::parse(&c1).unwrap(),
+                session_id: SessionId::parse(&s1).unwrap(),
+                user_id: Some("u-1".into()),
+                started_at: at(1),
+                ended_at: at(8),
+                pages_viewed: 1,
+                reason: EndReason::Signout,
+            },
+            started(&c2, &s2, 10),
+            event(
+                json!({"type": "identify", "customerId": c2, "sessionId": s2,
+                "userId": "u-1", "traits": {"plan": "pro"}}),
+            ),
+            event(lifecycle(&a3, "offered", "webchat", &m1, 1)),
+            event(errored),
+            started(&c3, &s3, 14),
+            event(json!({"type": "page", "customerId": c3, "sessionId": s3,
+                "page": {"url": "https://example.test/b"}})),
+            event(lifecycle(&a4, "qualified", "webchat", &m1, 2)),
+        ];
+        let state = HubState::default();
+        for (seq, body) in (1..).zip(bodies) {
+            state.apply(&Published {
+                seq: Seq(seq),
+                timestamp: at(seq),
+                body,
+            });
+        }
+        let customer = |id: &str| CustomerId::parse(id).unwrap();
+        let action = |id: &str| ActionId::parse(id).unwrap();
+        (
+            state,
+            [customer(&c1), customer(&c2), customer(&c3)],
+            [action(&a1), action(&a2), action(&a3), action(&a4)],
+        )
+    }
+
+    /// Every JSON view of [`pinned_state`], named, as the HTTP API and snapshot frames
+    /// write it.
+    fn pinned_views() -> Vec<(&'static str, String)> {
+        let (state, [c1, c2, c3], [a1, ..]) = pinned_state();
+        // The visitor API resolves any of a visitor's customers to its profile.
+        let v = state.resolve_visitor(&c2.to_string()).unwrap().unwrap();
+        let text = |v: Value| serde_json::to_string(&v).unwrap();
+        let snapshot_actions = |customers: Option<&[CustomerId]>, at: u64| {
+            let selected = state.select_actions(customers, Seq(at), |e| {
+                e.media == MediaType::Webchat || customers.is_none()
+            });
+            text(json!(selected
+                .into_iter()
+                .map(|(seq, view, customer)| json!([seq, view, customer]))
+                .collect::<Vec<_>>()))
+        };
+        vec![
+            ("action", text(action(&state, a1).unwrap())),
+            ("customer c1", text(customer(&state, c1).unwrap())),
+            ("customer c2", text(customer(&state, c2).unwrap())),
+            ("action map stats", text(action_maps(&state))),
+            ("visitor", text(visitor(&state, v).unwrap())),
+            ("visitor lone", text(visitor(&state, c3).unwrap())),
+            ("visitor export", text(visitor_export(&state, c1).unwrap())),
+            (
+                "visitor sessions",
+                text(visitor_sessions(&state, c1).into()),
+            ),
+            ("snapshot actions", snapshot_actions(None, 16)),
+            ("snapshot actions of c1", snapshot_actions(Some(&[c1]), 6)),
+            (
+                "snapshot customer",
+                text(state.customer_identity(c1).unwrap()),
+            ),
+            (
+                "snapshot customer lone",
+                text(state.customer_identity(c3).unwrap()),
+            ),
+        ]
+    }
+
+    /// The views' exact bytes, field order included: the console, the SDK and outside
+    /// clients read them. Captured from the views as they were written with `json!`, in
+    /// `hub/state.rs`, before they moved here.
+    const PINNED: &[(&str, &str)] = &[
+        (
+            "action",
+            r#"{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]}"#,
+        ),
+        (
+            "customer c1",
+            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"currentSessionId":null,"customerId":"00000000-0000-4000-8000-0000000000c1","firstSeen":"2026-01-01T00:00:01.007Z","identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:08.007Z","sessions":[{"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "customer c2",
+            r#"{"actions":[],"currentSessionId":"00000000-0000-4000-8000-000000000052","customerId":"00000000-0000-4000-8000-0000000000c2","firstSeen":"2026-01-01T00:00:10.007Z","identity":{"state":"recognized","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","sessions":[{"lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "action map stats",
+            r#"{"actionMaps":[{"acceptRate":0.5,"actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","counts":{"accepted":1,"errored":1,"offered":2}},{"acceptRate":null,"actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","counts":{"qualified":1}},{"acceptRate":0.0,"actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","counts":{"offered":1}}]}"#,
+        ),
+        (
+            "visitor",
+            r#"{"channels":{"slack":"U1"},"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"firstSeen":"2026-01-01T00:00:01.007Z","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"sessions":{"active":1,"total":2},"traits":{"email":"ada@example.test","name":"Ada","plan":"pro"},"userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "visitor lone",
+            r#"{"channels":{},"counts":{"actions":1,"customers":1,"liveActions":1,"pagesViewed":1,"sessions":1},"customers":["00000000-0000-4000-8000-0000000000c3"],"firstSeen":"2026-01-01T00:00:14.007Z","identified":false,"identity":{"state":"anonymous","userId":null},"lastSeen":"2026-01-01T00:00:16.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"}],"sessions":{"active":1,"total":1},"traits":{},"userIds":[],"visitorId":"00000000-0000-4000-8000-0000000000c3"}"#,
+        ),
+        (
+            "visitor export",
+            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"channels":{"slack":"U1"},"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"firstSeen":"2026-01-01T00:00:01.007Z","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"traits":{"email":"ada@example.test","name":"Ada","plan":"pro"},"userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+        ),
+        (
+            "visitor sessions",
+            r#"[{"active":true,"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"},{"active":false,"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}]"#,
+        ),
+        (
+            "snapshot actions",
+            r#"[[6,{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},"00000000-0000-4000-8000-0000000000c1"],[7,{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"},"00000000-0000-4000-8000-0000000000c1"],[13,{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z"},"00000000-0000-4000-8000-0000000000c2"],[16,{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"},"00000000-0000-4000-8000-0000000000c3"]]"#,
+        ),
+        (
+            "snapshot actions of c1",
+            r#"[[6,{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},"00000000-0000-4000-8000-0000000000c1"]]"#,
+        ),
+        (
+            "snapshot customer",
+            r#"{"customerId":"00000000-0000-4000-8000-0000000000c1","identity":{"state":"authenticated","userId":"u-1"}}"#,
+        ),
+        (
+            "snapshot customer lone",
+            r#"{"customerId":"00000000-0000-4000-8000-0000000000c3","identity":{"state":"anonymous","userId":null}}"#,
+        ),
+    ];
+
+    #[test]
+    fn the_json_views_are_written_byte_for_byte_as_pinned() {
+        let views = pinned_views();
+        let names: Vec<&str> = views.iter().map(|(name, _)| *name).collect();
+        let pinned: Vec<&str> = PINNED.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, pinned);
+        for ((name, json), (_, expected)) in views.iter().zip(PINNED) {
+            assert_eq!(json, expected, "{name}");
+        }
+    }
+}

@@ -1,0 +1,507 @@
+//! The one way state changes: [`HubState::apply`] folds a published event in, and
+//! [`HubState::apply_admin`] a visitor change that is not an event ([`AdminOp`]). Both
+//! depend only on the state and their input, so replaying the log in seq order rebuilds
+//! the state exactly. Every change saves its entity's snapshot preimage first and stamps
+//! the entity with the seq that changed it (see `copy_on_write.rs`).
+//!
+//! The sweeper's eviction of old actions ([`HubState::evict_actions`]) is the one other
+//! change; ARCHITECTURE.md ("State is a fold of events") says why replay still agrees.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::entities::{MAX_ACTIVITY_PER_SESSION, MAX_SESSIONS_PER_CUSTOMER};
+use super::recency::recency_key;
+use super::{
+    Action, Activity, Customer, HubState, IdentityState, MapCounts, Profile, SessionInfo,
+    Transition,
+};
+use crate::ids::{ActionId, CustomerId, Seq, SessionId};
+use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
+
+/// A change to visitors that is not an event: logged in order with the events and applied
+/// by [`HubState::apply_admin`] (so a replay repeats it), never delivered to subscribers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum AdminOp {
+    /// Merge attributes into a visitor's traits.
+    UpdateTraits {
+        visitor_id: CustomerId,
+        traits: Map<String, Value>,
+    },
+    /// Remove traits, channels and user ids; keep the action history.
+    Anonymize {
+        visitor_id: CustomerId,
+        customer_ids: Vec<CustomerId>,
+    },
+    /// Forget everything about the visitor's customers.
+    Delete {
+        visitor_id: CustomerId,
+        customer_ids: Vec<CustomerId>,
+    },
+    /// Forget customers idle past the visitor age (the sweeper's choice, so logged), with
+    /// their actions; a profile goes with its last customer. Their retained events stay
+    /// until retention drops them.
+    Evict { customer_ids: Vec<CustomerId> },
+}
+
+impl HubState {
+    /// Applies one published event. Deterministic: depends only on the state and the event.
+    pub fn apply(&self, p: &Published) {
+        // Only the event's own customer can change where it stands in the recency index.
+        let customer = p.body.customer_id();
+        let before = self.recency_of(customer);
+        self.apply_body(p);
+        let after = self.recency_of(customer);
+        self.recency.lock().update(customer, before, after);
+    }
+
+    fn apply_body(&self, p: &Published) {
+        let (at, seq) = (p.timestamp, p.seq);
+        match &p.body {
+            Body::Lifecycle(e) => {
+                self.touch(e.customer_id, Some(e.session_id), at, seq);
+                self.apply_lifecycle(e, seq, at);
+            }
+            Body::Visitor(e) => {
+                self.touch(e.customer_id, e.session_id, at, seq);
+                self.apply_visitor(e, at, seq);
+            }
+            Body::SessionStarted {
+                customer_id,
+                session_id,
+                started_at,
+                ..
+            } => {
+                self.touch(*customer_id, None, at, seq);
+                let mut c = self.customer_mut(*customer_id, seq).expect("touched above");
+                c.sessions.push_back(SessionInfo {
+                    id: *session_id,
+                    started_at: *started_at,
+                    last_seen: *started_at,
+                    ended: None,
+                    pages_viewed: 0,
+                    activity: VecDeque::new(),
+                });
+                while c.sessions.len() > MAX_SESSIONS_PER_CUSTOMER {
+                    c.sessions.pop_front();
+                }
+                c.current_session = Some(*session_id);
+            }
+            Body::SessionEnded {
+                customer_id,
+                session_id,
+                ended_at,
+                reason,
+                ..
+            } => {
+                if let Some(mut c) = self.customer_mut(*customer_id, seq) {
+                    if let Some(s) = c.sessions.iter_mut().find(|s| s.id == *session_id) {
+                        s.ended = Some((*ended_at, *reason));
+                    }
+                    if c.current_session == Some(*session_id) {
+                        c.current_session = None;
+                    }
+                }
+            }
+            // A merge caused by identify/signin/userinfo already happened when that event
+            // was applied, and this finds everyone in place; one asked for through the API
+            // happens here.
+            Body::Merged {
+                visitor_id,
+                merged_customer_ids,
+                ..
+            } => self.merge_into(*visitor_id, merged_customer_ids, seq),
+        }
+    }
+
+    /// Creates the customer if new, and marks it (and a known session) as seen.
+    fn touch(&self, customer: CustomerId, session: Option<SessionId>, at: Millis, seq: Seq) {
+        self.save_customer(customer);
+        let mut c = self.customers.entry(customer).or_insert_with(|| Customer {
+            identity: IdentityState::Anonymous,
+            user_id: None,
+            visitor_id: None,
+            sessions: VecDeque::new(),
+            current_session: None,
+            actions: Vec::new(),
+            first_seen: at,
+            last_seen: at,
+            stamp: seq,
+        });
+        c.stamp = seq;
+        c.last_seen = c.last_seen.max(at);
+        if let Some(s) = session.and_then(|id| c.sessions.iter_mut().find(|s| s.id == id)) {
+            s.last_seen = s.last_seen.max(at);
+        }
+    }
+
+    fn apply_lifecycle(&self, e: &LifecycleEvent, seq: Seq, at: Millis) {
+        let transition = Transition {
+            state: e.state,
+            seq,
+            timestamp: at,
+        };
+        self.save_action(e.action_id);
+        let is_new = match self.actions.get_mut(&e.action_id) {
+            Some(mut action) => {
+                action.latest = e.clone();
+                action.transitions.push(transition);
+                false
+            }
+            None => {
+                self.actions.insert(
+                    e.action_id,
+                    Action {
+                        latest: e.clone(),
+                        transitions: vec![transition],
+                    },
+                );
+                true
+            }
+        };
+        if is_new {
+            if let Some(mut c) = self.customer_mut(e.customer_id, seq) {
+                c.actions.push(e.action_id);
+            }
+        }
+        let mut maps = self.maps.lock();
+        let counts = maps
+            .entry((e.action_map_id, e.action_map_version))
+            .or_insert_with(|| MapCounts {
+                media: e.media,
+                counts: BTreeMap::new(),
+            });
+        *counts.counts.entry(e.state).or_default() += 1;
+    }
+
+    fn apply_visitor(&self, e: &VisitorEvent, at: Millis, seq: Seq) {
+        if matches!(e.kind, VisitorKind::Page | VisitorKind::Track) {
+            self.record_activity(e, at, seq);
+        }
+        {
+            let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
+                return;
+            };
+            let next = match e.kind {
+                VisitorKind::Signin => Some(IdentityState::Authenticated),
+                VisitorKind::Signout => Some(IdentityState::Anonymous),
+                VisitorKind::Userinfo => Some(IdentityState::Recognized),
+                VisitorKind::Identify if c.identity == IdentityState::Anonymous => {
+                    Some(IdentityState::Recognized)
+                }
+                _ => None,
+            };
+            if let Some(next) = next {
+                c.identity = next;
+            }
+            match e.kind {
+                VisitorKind::Signout => c.user_id = None,
+                VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo => {
+                    c.user_id = e.user_id.clone()
+                }
+                VisitorKind::Page | VisitorKind::Track => {}
+            }
+        }
+        if let (Some(user_id), true) = (
+            &e.user_id,
+            matches!(
+                e.kind,
+                VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
+            ),
+        ) {
+            let visitor = self.link(e.customer_id, user_id, seq);
+            let mut profile = self.profile_mut(visitor, seq).expect("linked above");
+            if let Some(traits) = &e.traits {
+                profile.traits.extend(traits.clone());
+            }
+            if let Some(channels) = &e.channels {
+                profile.channels.extend(channels.clone());
+            }
+        }
+    }
+
+    /// Applies a change that is not an event, logged after the event at `seq`.
+    /// Deterministic like [`HubState::apply`], and idempotent, so a replay that meets a change
+    /// a snapshot already holds may apply it again.
+    pub fn apply_admin(&self, op: &AdminOp, seq: Seq) {
+        match op {
+            AdminOp::UpdateTraits { visitor_id, traits } => {
+                self.merge_into(*visitor_id, &[], seq);
+                if let Some(mut p) = self.profile_mut(*visitor_id, seq) {
+                    p.traits.extend(traits.clone());
+                }
+            }
+            AdminOp::Anonymize {
+                visitor_id,
+                customer_ids,
+            } => {
+                let users = match self.profile_mut(*visitor_id, seq) {
+                    Some(mut p) => {
+                        p.traits.clear();
+                        p.channels.clear();
+                        std::mem::replace(&mut p.user_ids, Arc::from(Vec::<String>::new()))
+                    }
+                    None => Arc::from(Vec::<String>::new()),
+                };
+                for user in users.iter() {
+                    self.users.remove(user);
+                }
+                for id in customer_ids {
+                    if let Some(mut c) = self.customer_mut(*id, seq) {
+                        c.user_id = None;
+                        c.identity = IdentityState::Anonymous;
+                    }
+                }
+            }
+            AdminOp::Delete {
+                visitor_id,
+                customer_ids,
+            } => {
+                self.save_profile(*visitor_id);
+                if let Some((_, p)) = self.profiles.remove(visitor_id) {
+                    for user in p.user_ids.iter() {
+                        self.users.remove(user);
+                    }
+                }
+                for id in customer_ids {
+                    self.forget_customer(*id);
+                }
+            }
+            AdminOp::Evict { customer_ids } => {
+                for id in customer_ids {
+                    let Some(visitor) = self.forget_customer(*id) else {
+                        continue;
+                    };
+                    // A profile goes with its last customer.
+                    let emptied = match self.profile_mut(visitor, seq) {
+                        Some(mut p) => {
+                            p.customers.retain(|c| c != id);
+                            p.customers.is_empty()
+                        }
+                        None => false,
+                    };
+                    if emptied {
+                        self.save_profile(visitor);
+                        if let Some((_, p)) = self.profiles.remove(&visitor) {
+                            for user in p.user_ids.iter() {
+                                self.users.remove(user);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes a customer with its actions; returns its profile's visitor id, if it had one.
+    fn forget_customer(&self, id: CustomerId) -> Option<CustomerId> {
+        self.save_customer(id);
+        let (_, c) = self.customers.remove(&id)?;
+        self.recency.lock().update(id, Some(recency_key(&c)), None);
+        for action in &c.actions {
+            self.save_action(*action);
+            self.actions.remove(action);
+        }
+        c.visitor_id
+    }
+
+    /// Keeps a page view or track event in its session (a track event without a session
+    /// goes to the customer's open session, if any).
+    fn record_activity(&self, e: &VisitorEvent, at: Millis, seq: Seq) {
+        let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
+            return;
+        };
+        let Some(session) = e.session_id.or(c.current_session) else {
+            return;
+        };
+        let Some(s) = c.sessions.iter_mut().find(|s| s.id == session) else {
+            return;
+        };
+        let detail = match e.kind {
+            VisitorKind::Page => {
+                s.pages_viewed += 1;
+                Value::Object(e.page.clone().unwrap_or_default())
+            }
+            _ => json!({ "name": e.name, "properties": e.properties }),
+        };
+        s.activity.push_back(Activity {
+            at,
+            kind: e.kind,
+            detail,
+        });
+        while s.activity.len() > MAX_ACTIVITY_PER_SESSION {
+            s.activity.pop_front();
+        }
+    }
+
+    /// Links a customer to a user id's profile, merging profiles when the user id already
+    /// belongs to another one. Returns the customer's visitor id.
+    fn link(&self, customer: CustomerId, user_id: &str, seq: Seq) -> CustomerId {
+        let target = self.users.get(user_id).map(|v| *v);
+        let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
+        let visitor = match (target, mine) {
+            (Some(t), Some(m)) if t == m => return t,
+            (None, Some(m)) => {
+                self.add_user(m, user_id, seq);
+                return m;
+            }
+            (None, None) => {
+                self.save_profile(customer);
+                self.profiles.insert(
+                    customer,
+                    Profile {
+                        user_ids: Arc::from(vec![user_id.to_string()]),
+                        customers: vec![customer],
+                        traits: Map::new(),
+                        channels: Map::new(),
+                        stamp: seq,
+                    },
+                );
+                self.users.insert(user_id.to_string(), customer);
+                customer
+            }
+            (Some(t), None) => {
+                if let Some(mut p) = self.profile_mut(t, seq) {
+                    if !p.customers.contains(&customer) {
+                        p.customers.push(customer);
+                    }
+                }
+                t
+            }
+            (Some(t), Some(m)) => {
+                // Two profiles are one person: fold the customer's profile into the user's.
+                self.fold_profile(m, t, seq);
+                t
+            }
+        };
+        if let Some(mut c) = self.customer_mut(customer, seq) {
+            c.visitor_id = Some(visitor);
+        }
+        visitor
+    }
+
+    /// Puts every customer (and the profiles they belong to) into the profile `visitor`,
+    /// creating it if the visitor was a customer with no profile yet.
+    fn merge_into(&self, visitor: CustomerId, customers: &[CustomerId], seq: Seq) {
+        if !self.profiles.contains_key(&visitor) {
+            self.save_profile(visitor);
+            self.profiles.insert(
+                visitor,
+                Profile {
+                    user_ids: Arc::from(Vec::<String>::new()),
+                    customers: vec![visitor],
+                    traits: Map::new(),
+                    channels: Map::new(),
+                    stamp: seq,
+                },
+            );
+            if let Some(mut c) = self.customer_mut(visitor, seq) {
+                c.visitor_id = Some(visitor);
+            }
+        }
+        for &customer in customers {
+            let current = self.customers.get(&customer).and_then(|c| c.visitor_id);
+            match current {
+                Some(v) if v == visitor => {}
+                Some(other) => self.fold_profile(other, visitor, seq),
+                None => {
+                    if let Some(mut p) = self.profile_mut(visitor, seq) {
+                        if !p.customers.contains(&customer) {
+                            p.customers.push(customer);
+                        }
+                    }
+                    if let Some(mut c) = self.customer_mut(customer, seq) {
+                        c.visitor_id = Some(visitor);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves everything of profile `source` into profile `target` and forgets `source`.
+    fn fold_profile(&self, source: CustomerId, target: CustomerId, seq: Seq) {
+        self.save_profile(source);
+        let Some((_, source)) = self.profiles.remove(&source) else {
+            return;
+        };
+        for u in source.user_ids.iter() {
+            self.add_user(target, u, seq);
+        }
+        for c in &source.customers {
+            if let Some(mut cust) = self.customer_mut(*c, seq) {
+                cust.visitor_id = Some(target);
+            }
+        }
+        if let Some(mut p) = self.profile_mut(target, seq) {
+            for c in source.customers {
+                if !p.customers.contains(&c) {
+                    p.customers.push(c);
+                }
+            }
+            for (k, v) in source.traits {
+                p.traits.entry(k).or_insert(v);
+            }
+            for (k, v) in source.channels {
+                p.channels.entry(k).or_insert(v);
+            }
+        }
+    }
+
+    fn add_user(&self, visitor: CustomerId, user_id: &str, seq: Seq) {
+        if let Some(mut p) = self.profile_mut(visitor, seq) {
+            if !p.user_ids.iter().any(|u| u == user_id) {
+                let mut users = p.user_ids.to_vec();
+                users.push(user_id.to_string());
+                p.user_ids = users.into();
+            }
+        }
+        self.users.insert(user_id.to_string(), visitor);
+    }
+
+    // ---- the sweeper's eviction of old actions ----
+
+    /// The actions whose last event is older than `cutoff`: a scan that takes no lock
+    /// beyond one map shard at a time, so the sweeper runs it outside the sequencer lock.
+    pub fn actions_before(&self, cutoff: Millis) -> Vec<ActionId> {
+        self.actions
+            .iter()
+            .filter(|a| a.last().timestamp < cutoff)
+            .map(|a| *a.key())
+            .collect()
+    }
+
+    /// Forgets the given actions if their last event is still older than `cutoff`,
+    /// returning how many. Called under the sequencer lock. While a snapshot is being
+    /// written it forgets nothing (the sweeper tries again later): eviction is not an
+    /// event, so it has no seq to stamp the customers it changes with.
+    pub fn evict_actions(&self, ids: &[ActionId], cutoff: Millis) -> usize {
+        if self.snapshot_running() {
+            return 0;
+        }
+        let mut evicted: HashMap<CustomerId, HashSet<ActionId>> = HashMap::new();
+        for id in ids {
+            if let Some((_, action)) = self
+                .actions
+                .remove_if(id, |_, a| a.last().timestamp < cutoff)
+            {
+                evicted
+                    .entry(action.latest.customer_id)
+                    .or_default()
+                    .insert(*id);
+            }
+        }
+        // One pass over each customer's list, however many of its actions go.
+        let mut count = 0;
+        for (customer, gone) in evicted {
+            count += gone.len();
+            if let Some(mut c) = self.customers.get_mut(&customer) {
+                c.actions.retain(|a| !gone.contains(a));
+            }
+        }
+        count
+    }
+}

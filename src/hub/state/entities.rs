@@ -1,0 +1,140 @@
+//! What the state keeps: customers and their sessions, visitor profiles, actions and their
+//! transitions, and the per action-map counts. Plain data: [`HubState`](super::HubState)
+//! holds it in its maps, and only the fold (`apply.rs`) changes it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ingest::event::{EndReason, LifecycleEvent, Millis, VisitorKind};
+use crate::ingest::lifecycle::{ActionState, MediaType};
+
+/// Sessions remembered per customer; older ones are forgotten.
+pub(super) const MAX_SESSIONS_PER_CUSTOMER: usize = 32;
+/// Page views and track events remembered per session; older ones are forgotten.
+pub(super) const MAX_ACTIVITY_PER_SESSION: usize = 50;
+
+/// How sure the hub is of who a customer is, weakest first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum IdentityState {
+    Anonymous,
+    Recognized,
+    Authenticated,
+}
+
+impl IdentityState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityState::Anonymous => "anonymous",
+            IdentityState::Recognized => "recognized",
+            IdentityState::Authenticated => "authenticated",
+        }
+    }
+}
+
+/// One web session of a customer.
+#[derive(Clone, Debug)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub started_at: Millis,
+    pub last_seen: Millis,
+    pub ended: Option<(Millis, EndReason)>,
+    pub pages_viewed: u64,
+    /// The newest page views and track events, oldest first, at most
+    /// [`MAX_ACTIVITY_PER_SESSION`].
+    pub activity: VecDeque<Activity>,
+}
+
+/// One page view or custom event within a session.
+#[derive(Clone, Debug)]
+pub struct Activity {
+    pub at: Millis,
+    pub kind: VisitorKind,
+    /// The page (`page` events) or the event's name and properties (`track`), as the
+    /// event carried them.
+    pub detail: Value,
+}
+
+/// One browser identity.
+#[derive(Clone, Debug)]
+pub struct Customer {
+    pub identity: IdentityState,
+    /// The site's user id this customer last identified as.
+    pub user_id: Option<String>,
+    /// The visitor profile this customer belongs to, once linked to a user id.
+    pub visitor_id: Option<CustomerId>,
+    /// Newest last; at most [`MAX_SESSIONS_PER_CUSTOMER`].
+    pub sessions: VecDeque<SessionInfo>,
+    /// The open session, if any.
+    pub current_session: Option<SessionId>,
+    /// Actions of this customer still held in state.
+    pub actions: Vec<ActionId>,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    /// The seq of the event that last changed this customer (for snapshots).
+    pub stamp: Seq,
+}
+
+/// One visitor: the customers (browsers) known to be the same person.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub user_ids: Arc<[String]>,
+    pub customers: Vec<CustomerId>,
+    pub traits: Map<String, Value>,
+    pub channels: Map<String, Value>,
+    /// The seq of the event that last changed this profile (for snapshots).
+    pub stamp: Seq,
+}
+
+/// A state an action entered, with the event that put it there.
+#[derive(Clone, Copy, Debug)]
+pub struct Transition {
+    pub state: ActionState,
+    pub seq: Seq,
+    pub timestamp: Millis,
+}
+
+/// One web action.
+#[derive(Clone, Debug)]
+pub struct Action {
+    /// The latest lifecycle event, as published.
+    pub latest: LifecycleEvent,
+    pub transitions: Vec<Transition>,
+}
+
+impl Action {
+    pub fn last(&self) -> Transition {
+        *self
+            .transitions
+            .last()
+            .expect("an action has at least one transition")
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.latest.media.is_terminal(self.latest.state)
+    }
+}
+
+/// The per-map counters, as a snapshot copies them.
+pub type SnapshotMaps = BTreeMap<(ActionMapId, u32), MapCounts>;
+
+/// Per (action map, version) counts of actions that reached each state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapCounts {
+    pub(super) media: MediaType,
+    pub(super) counts: BTreeMap<ActionState, u64>,
+}
+
+impl MapCounts {
+    /// The media type of the map's actions.
+    pub fn media(&self) -> MediaType {
+        self.media
+    }
+
+    /// How many actions reached each state.
+    pub fn counts(&self) -> &BTreeMap<ActionState, u64> {
+        &self.counts
+    }
+}

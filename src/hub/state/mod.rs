@@ -1,0 +1,213 @@
+//! The hub's in-memory state: customers (identity, sessions), visitor profiles, actions
+//! (current state and transitions), and per action-map counters.
+//!
+//! The state changes only through [`HubState::apply`], which takes a published event and is
+//! deterministic: applying the same events in seq order always builds the same state, so a
+//! log replay rebuilds it. Only the sequencer calls `apply` (under its lock); HTTP handlers,
+//! snapshots and the fan-out read concurrently through the methods here, which never hold a
+//! map entry while touching another entry of the same map.
+//!
+//! One concept a file: `entities.rs` (what is kept), `apply.rs` (the fold, the only writer,
+//! and the sweeper's eviction), `recency.rs` (customers by when they were last seen),
+//! `copy_on_write.rs` (a snapshot's preimages, and restoring from one), `encoding.rs` (the
+//! entities in a snapshot file), `profile_limits.rs` (what one visitor profile may hold),
+//! `queries.rs` (the reads the edge turns into views). This file holds the maps and the
+//! reads the sequencer decides with. No JSON shape a client sees is written here: the
+//! queries return typed copies, and `edge::views` shapes them.
+
+mod apply;
+mod copy_on_write;
+mod encoding;
+mod entities;
+mod profile_limits;
+mod queries;
+mod recency;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ingest::event::LifecycleEvent;
+use crate::ingest::lifecycle::{ActionState, MediaType};
+
+pub use apply::AdminOp;
+pub use copy_on_write::SnapshotItem;
+pub use entities::{
+    Action, Activity, Customer, IdentityState, MapCounts, Profile, SessionInfo, SnapshotMaps,
+    Transition,
+};
+pub use profile_limits::{
+    ProfileFull, MAX_CUSTOMERS_PER_PROFILE, MAX_PROFILE_OBJECT_BYTES, MAX_USER_IDS_PER_PROFILE,
+};
+pub use queries::{Visitor, VisitorHistory, VisitorSession};
+
+use copy_on_write::CopyOnWrite;
+use recency::Recency;
+
+/// Everything the hub knows, in memory.
+#[derive(Default)]
+pub struct HubState {
+    actions: DashMap<ActionId, Action>,
+    customers: DashMap<CustomerId, Customer>,
+    /// Profiles by visitor id.
+    profiles: DashMap<CustomerId, Profile>,
+    /// userId -> visitor id.
+    users: DashMap<String, CustomerId>,
+    maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
+    /// The preimages of a snapshot being written (see [`HubState::begin_snapshot`]).
+    cow: Mutex<Option<CopyOnWrite>>,
+    /// Whether `cow` is set: one atomic load on every change when no snapshot runs.
+    cow_on: AtomicBool,
+    /// Customers ordered by when they were last seen and by when their open session was,
+    /// so the sweeper and the visitor list never scan every customer. A leaf lock: nothing
+    /// is taken while it is held.
+    recency: Mutex<Recency>,
+}
+
+/// What the sequencer needs to know of an action to check a new report against it.
+#[derive(Clone, Copy, Debug)]
+pub struct ActionHead {
+    pub media: MediaType,
+    pub action_map_id: ActionMapId,
+    pub action_map_version: u32,
+    pub customer_id: CustomerId,
+    pub session_id: SessionId,
+    pub state: ActionState,
+    pub seq: Seq,
+}
+
+/// Whether a session is new to a customer, and which open session it would replace.
+#[derive(Debug)]
+pub enum SessionStatus {
+    Known,
+    New { replaces: Option<SessionInfo> },
+}
+
+/// The reads the sequencer decides with.
+impl HubState {
+    pub fn action_head(&self, id: ActionId) -> Option<ActionHead> {
+        self.actions.get(&id).map(|a| ActionHead {
+            media: a.latest.media,
+            action_map_id: a.latest.action_map_id,
+            action_map_version: a.latest.action_map_version,
+            customer_id: a.latest.customer_id,
+            session_id: a.latest.session_id,
+            state: a.latest.state,
+            seq: a.last().seq,
+        })
+    }
+
+    /// Whether the customer has seen this session before, and its open session if another.
+    pub fn session_status(&self, customer: CustomerId, session: SessionId) -> SessionStatus {
+        let Some(c) = self.customers.get(&customer) else {
+            return SessionStatus::New { replaces: None };
+        };
+        if c.sessions.iter().any(|s| s.id == session) {
+            return SessionStatus::Known;
+        }
+        let replaces = c
+            .current_session
+            .and_then(|open| c.sessions.iter().find(|s| s.id == open).cloned());
+        SessionStatus::New { replaces }
+    }
+
+    /// The customer's open session, if it is `session`.
+    pub fn open_session(&self, customer: CustomerId, session: SessionId) -> Option<SessionInfo> {
+        let c = self.customers.get(&customer)?;
+        if c.current_session != Some(session) {
+            return None;
+        }
+        c.sessions.iter().find(|s| s.id == session).cloned()
+    }
+
+    pub fn user_of(&self, customer: CustomerId) -> Option<String> {
+        self.customers
+            .get(&customer)
+            .and_then(|c| c.user_id.clone())
+    }
+
+    pub fn identity_of(&self, customer: CustomerId) -> Option<IdentityState> {
+        self.customers.get(&customer).map(|c| c.identity)
+    }
+
+    /// The `offered` actions of a session, as the events that would move them to `ignored`.
+    pub fn offered_actions(&self, customer: CustomerId, session: SessionId) -> Vec<LifecycleEvent> {
+        let ids = match self.customers.get(&customer) {
+            Some(c) => c.actions.clone(),
+            None => return Vec::new(),
+        };
+        let mut offered: Vec<(Seq, LifecycleEvent)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let a = self.actions.get(&id)?;
+                (a.latest.session_id == session && a.latest.state == ActionState::Offered)
+                    .then(|| (a.last().seq, a.latest.clone()))
+            })
+            .collect();
+        offered.sort_by_key(|(seq, _)| *seq);
+        offered.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// If linking `customer` to `user_id` would merge it with other customers: the profile's
+    /// visitor id and every customer it would then hold.
+    pub fn merge_preview(
+        &self,
+        customer: CustomerId,
+        user_id: &str,
+    ) -> Option<(CustomerId, Vec<CustomerId>)> {
+        let target = *self.users.get(user_id)?;
+        let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
+        if mine == Some(target) {
+            return None;
+        }
+        let mut customers = self.profiles.get(&target)?.customers.clone();
+        let joining = match mine {
+            Some(other) => self
+                .profiles
+                .get(&other)
+                .map(|p| p.customers.clone())
+                .unwrap_or_default(),
+            None => vec![customer],
+        };
+        for c in joining {
+            if !customers.contains(&c) {
+                customers.push(c);
+            }
+        }
+        Some((target, customers))
+    }
+
+    /// The user ids linked to a customer's profile (for `where.userId`).
+    pub fn linked_users(&self, customer: CustomerId) -> Option<Arc<[String]>> {
+        let visitor = self.customers.get(&customer)?.visitor_id?;
+        self.profiles.get(&visitor).map(|p| p.user_ids.clone())
+    }
+
+    /// The customers of the profile a user id belongs to.
+    pub fn customers_of_user(&self, user_id: &str) -> Vec<CustomerId> {
+        let Some(visitor) = self.users.get(user_id).map(|v| *v) else {
+            return Vec::new();
+        };
+        self.profiles
+            .get(&visitor)
+            .map(|p| p.customers.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn action_count(&self) -> usize {
+        self.actions.len()
+    }
+
+    /// The distinct customers among some (deduplicated, in first-seen order).
+    pub fn distinct(customers: impl IntoIterator<Item = CustomerId>) -> Vec<CustomerId> {
+        let mut seen = HashSet::new();
+        customers.into_iter().filter(|c| seen.insert(*c)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
