@@ -2,137 +2,155 @@
 //! command-line flags, in rising order of precedence.
 //!
 //! This module owns every tunable and its default. It does no IO beyond reading the config
-//! file, and it refuses combinations that would be unsafe (open mode on a public address)
-//! before anything binds.
+//! file and the environment, and it refuses combinations that would be unsafe (open mode on
+//! a public address) before anything binds.
+//!
+//! Each setting is declared once, in the `settings!` list below: a doc comment, a name, a
+//! type and a default. From that one declaration the macro makes the [`Config`] field, its
+//! default and its row of `SETTINGS`, the table that the file key (`retention_events`), the
+//! environment variable (`ACTIONHUB_RETENTION_EVENTS`), the flag (`--retention-events`),
+//! `--help` and `--print-config` are all derived from; so a setting cannot exist without
+//! every source. How a type is written in those sources (a duration as `30s`, API keys as
+//! `key=scope+scope`) is said once per type, by `SettingValue`.
+//!
+//! Why a macro rather than `figment`: figment would merge the sources, but the struct, its
+//! defaults and a clap struct of optional flags would still be three declarations of each
+//! setting. Its environment provider also reads every `ACTIONHUB_*` variable and guesses a
+//! type from the text, so an unrelated variable (the JS tests set `ACTIONHUB_BIN`) would be
+//! refused as an unknown key, and a data directory or secret of only digits would arrive as
+//! a number and be refused. Clap still parses the flags and writes `--help`, from the table.
 
+use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use serde::Deserialize;
+use clap::{Arg, ArgAction};
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::edge::auth::{ApiKeys, JwtSecrets};
 
-/// Every setting of a running hub, after defaults, file, environment and flags are merged.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Address the HTTP and WebSocket listener binds to.
-    pub listen: SocketAddr,
-    /// Directory for the write-ahead log and snapshots.
-    pub data_dir: PathBuf,
-    /// `text` for people, `json` for log shippers.
-    pub log_format: LogFormat,
-    /// Retained history, by count: serves `since` replay and `GET /v1/events`.
-    pub retention_events: usize,
-    /// Retained history, by age; also how long ended actions stay in snapshots.
-    #[serde(with = "humantime_serde_compat")]
-    pub retention_age: Duration,
-    /// Outbound frames one connection may have queued before it is closed as slow (4008).
-    pub queue_capacity: usize,
-    /// Largest client frame accepted, in bytes (larger closes with 4009).
-    pub max_frame_bytes: usize,
-    /// Largest HTTP request body, in bytes (larger is 413 `too_large`).
-    pub max_body_bytes: usize,
-    /// Most events in one `POST /v1/events` batch.
-    pub max_batch_events: usize,
-    /// Bad frames in a row before a connection is closed with 4000 (never fewer than 5).
-    pub max_bad_frames: u32,
-    /// How long a new WebSocket has to send `connect`.
-    #[serde(with = "humantime_serde_compat")]
-    pub connect_timeout: Duration,
-    /// Interval of WebSocket-level pings; a peer silent for two intervals is dropped.
-    #[serde(with = "humantime_serde_compat")]
-    pub ping_interval: Duration,
-    /// A session with no event for this long is ended with reason `idle`.
-    #[serde(with = "humantime_serde_compat")]
-    pub session_idle_timeout: Duration,
-    /// A customer not seen for this long is forgotten, with its actions; a visitor profile
-    /// goes with its last customer (their events stay in the history as retention says).
-    #[serde(with = "humantime_serde_compat")]
-    pub visitor_idle_age: Duration,
-    /// Whether the hub moves a session's still-`offered` actions to `ignored` when it ends.
-    pub auto_ignore_on_session_end: bool,
-    /// Most subscriptions one connection may hold.
-    pub max_subscriptions_per_connection: usize,
-    /// When a logged event is made durable (README, "Durability").
-    pub fsync: FsyncPolicy,
-    /// Longest time between syncs under `fsync = "interval"`.
-    #[serde(with = "humantime_serde_compat")]
-    pub fsync_interval: Duration,
-    /// A snapshot of the state is written at least this often (when anything changed).
-    #[serde(with = "humantime_serde_compat")]
-    pub snapshot_interval: Duration,
-    /// ... and after this many events since the last one.
-    pub snapshot_every_events: u64,
-    /// Size at which a write-ahead log segment is closed and a new one started.
-    pub wal_segment_bytes: u64,
-    /// API keys and their scopes, kept only hashed. With neither keys nor secrets the hub
-    /// runs in open development mode.
-    pub api_keys: ApiKeys,
-    /// HS256 secrets of browser tokens: the first signs, every one verifies (rotation).
-    pub jwt_secrets: JwtSecrets,
-    /// Clock skew forgiven on a token's `exp` and `nbf`.
-    #[serde(with = "humantime_serde_compat")]
-    pub jwt_leeway: Duration,
-    /// Origins that browser (token) connections and CORS requests may come from. Empty:
-    /// any origin for tokens, and no CORS headers.
-    pub allowed_origins: Vec<String>,
-    /// Most open WebSocket connections; more are refused at the upgrade with 503.
-    pub max_connections: usize,
-    /// Most open WebSocket connections from one client address; more get 429.
-    pub max_connections_per_ip: usize,
-    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy).
-    pub trust_forwarded_for: bool,
-    /// Publishes a second one token connection may make, on average.
-    pub publish_rate: u32,
-    /// Publishes a token connection may make at once before the rate applies.
-    pub publish_burst: u32,
-    /// Deepest nesting of arrays and objects in a frame or request body.
-    pub max_json_depth: usize,
+/// Declares every setting: `doc comment, name: Type = default;`. See the module doc.
+macro_rules! settings {
+    ($($(#[doc = $doc:literal])+ $name:ident: $ty:ty = $default:expr;)+) => {
+        /// Every setting of a running hub, after defaults, file, environment and flags are
+        /// merged.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $(
+                $(#[doc = $doc])+
+                #[serde(deserialize_with = "SettingValue::from_file")]
+                pub $name: $ty,
+            )+
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config { $($name: $default,)+ }
+            }
+        }
+
+        /// Every setting, in the order declared: what the merge, `--help` and
+        /// `--print-config` walk.
+        const SETTINGS: &[Setting] = &[$(Setting {
+            name: stringify!($name),
+            doc: &[$($doc),+],
+            value_name: <$ty as SettingValue>::VALUE_NAME,
+            repeats: <$ty as SettingValue>::REPEATS,
+            set: |config, text| {
+                config.$name = SettingValue::parse(text)?;
+                Ok(())
+            },
+            show: |config| SettingValue::show(&config.$name),
+            #[cfg(test)]
+            samples: <$ty as SettingValue>::SAMPLES,
+            #[cfg(test)]
+            debug: |config| format!("{:?}", config.$name),
+        }),+];
+    };
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir: PathBuf::from("./data"),
-            log_format: LogFormat::Text,
-            retention_events: 1_000_000,
-            retention_age: Duration::from_secs(24 * 3600),
-            queue_capacity: 8192,
-            max_frame_bytes: 64 * 1024,
-            max_body_bytes: 1024 * 1024,
-            max_batch_events: 1000,
-            max_bad_frames: 10,
-            connect_timeout: Duration::from_secs(10),
-            ping_interval: Duration::from_secs(30),
-            session_idle_timeout: Duration::from_secs(30 * 60),
-            visitor_idle_age: Duration::from_secs(30 * 24 * 3600),
-            auto_ignore_on_session_end: true,
-            max_subscriptions_per_connection: 256,
-            fsync: FsyncPolicy::Interval,
-            fsync_interval: Duration::from_millis(100),
-            snapshot_interval: Duration::from_secs(60),
-            snapshot_every_events: 1_000_000,
-            wal_segment_bytes: 64 * 1024 * 1024,
-            api_keys: ApiKeys::default(),
-            jwt_secrets: JwtSecrets::default(),
-            jwt_leeway: Duration::from_secs(30),
-            allowed_origins: Vec::new(),
-            max_connections: 10_000,
-            max_connections_per_ip: 1_000,
-            trust_forwarded_for: false,
-            publish_rate: 50,
-            publish_burst: 100,
-            max_json_depth: 32,
-        }
-    }
+settings! {
+    /// Address the HTTP and WebSocket listener binds to. Open mode (no API keys or JWT
+    /// secrets) refuses any address that is not loopback.
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+    /// Directory for the write-ahead log and snapshots.
+    data_dir: PathBuf = PathBuf::from("./data");
+    /// Log line format: `text` for people, `json` for log shippers.
+    log_format: LogFormat = LogFormat::Text;
+    /// Events kept in the replayable history, which serves `since` replay and
+    /// `GET /v1/events`.
+    retention_events: usize = 1_000_000;
+    /// Age of the oldest event kept in the history; also how long ended actions stay in
+    /// snapshots.
+    retention_age: Duration = Duration::from_secs(24 * 3600);
+    /// Outbound frames one connection may have queued before it is closed as slow (4008).
+    queue_capacity: usize = 8192;
+    /// Largest client WebSocket frame accepted, in bytes (larger closes with 4009).
+    max_frame_bytes: usize = 64 * 1024;
+    /// Largest HTTP request body, in bytes (larger is 413 `too_large`).
+    max_body_bytes: usize = 1024 * 1024;
+    /// Most events in one `POST /v1/events` batch.
+    max_batch_events: usize = 1000;
+    /// Bad frames in a row before a connection is closed with 4000 (never fewer than 5).
+    max_bad_frames: u32 = 10;
+    /// How long a new WebSocket has to send `connect`.
+    connect_timeout: Duration = Duration::from_secs(10);
+    /// Interval of WebSocket-level pings; a peer silent for two intervals is dropped.
+    ping_interval: Duration = Duration::from_secs(30);
+    /// A session with no event for this long is ended with reason `idle`.
+    session_idle_timeout: Duration = Duration::from_secs(30 * 60);
+    /// A customer not seen for this long is forgotten, with its actions; a visitor profile
+    /// goes with its last customer (their events stay in the history as retention says).
+    visitor_idle_age: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// Whether the hub moves a session's still-`offered` actions to `ignored` when it ends.
+    auto_ignore_on_session_end: bool = true;
+    /// Most subscriptions one connection may hold.
+    max_subscriptions_per_connection: usize = 256;
+    /// When a logged event is made durable: `always` (before it is acknowledged),
+    /// `interval` or `never` (README, "Durability").
+    fsync: FsyncPolicy = FsyncPolicy::Interval;
+    /// Longest time between syncs under `fsync = "interval"`.
+    fsync_interval: Duration = Duration::from_millis(100);
+    /// A snapshot of the state is written at least this often (when anything changed).
+    snapshot_interval: Duration = Duration::from_secs(60);
+    /// A snapshot is also written after this many events since the last one.
+    snapshot_every_events: u64 = 1_000_000;
+    /// Size at which a write-ahead log segment is closed and a new one started, in bytes.
+    wal_segment_bytes: u64 = 64 * 1024 * 1024;
+    /// API keys and their scopes, kept only hashed: `key1=publish+subscribe,key2=admin`,
+    /// or in the file a table `key = "publish+subscribe"`; a key may be given hashed as
+    /// `sha256:<hex>`. Prefer the environment or the file to the flag. With neither keys
+    /// nor JWT secrets the hub runs in open development mode.
+    api_keys: ApiKeys = ApiKeys::default();
+    /// HS256 secrets of browser tokens, `current,previous`, each at least 32 bytes: the
+    /// first signs, every one verifies (rotation).
+    jwt_secrets: JwtSecrets = JwtSecrets::default();
+    /// Clock skew forgiven on a token's `exp` and `nbf`.
+    jwt_leeway: Duration = Duration::from_secs(30);
+    /// Origins that browser (token) connections and CORS requests may come from (a list
+    /// in the file, comma-separated elsewhere). None: any origin for tokens, and no CORS
+    /// headers.
+    allowed_origins: Vec<String> = Vec::new();
+    /// Most open WebSocket connections; more are refused at the upgrade with 503.
+    max_connections: usize = 10_000;
+    /// Most open WebSocket connections from one client address; more get 429.
+    max_connections_per_ip: usize = 1_000;
+    /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy).
+    trust_forwarded_for: bool = false;
+    /// Publishes a second one token connection may make, on average.
+    publish_rate: u32 = 50;
+    /// Publishes a token connection may make at once before the rate applies.
+    publish_burst: u32 = 100;
+    /// Deepest nesting of arrays and objects in a frame or request body.
+    max_json_depth: usize = 32;
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -142,7 +160,7 @@ pub enum LogFormat {
 }
 
 /// When an appended event is synced to disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FsyncPolicy {
     /// Before the publish is acknowledged or the event delivered (group commit).
@@ -153,242 +171,464 @@ pub enum FsyncPolicy {
     Never,
 }
 
-/// Command-line flags. Each also reads an `ACTIONHUB_*` environment variable; each
-/// overrides the config file, which overrides the built-in default.
-#[derive(Debug, Parser)]
-#[command(
-    name = "actionhub",
-    version,
-    about = "A realtime web-action event hub."
-)]
-pub struct Cli {
-    /// TOML file with any of the settings below (snake_case keys, e.g. `retention_events`).
-    #[arg(long, env = "ACTIONHUB_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080]. Open mode (no keys configured)
-    /// refuses any address that is not loopback.
-    #[arg(long, env = "ACTIONHUB_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Directory for the log and snapshots [default: ./data].
-    #[arg(long, env = "ACTIONHUB_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Log line format [default: text].
-    #[arg(long, env = "ACTIONHUB_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Events kept in the replayable history [default: 1000000].
-    #[arg(long, env = "ACTIONHUB_RETENTION_EVENTS", value_name = "N")]
-    pub retention_events: Option<usize>,
-    /// Age of the oldest event kept, e.g. `24h`, `90m` [default: 24h].
-    #[arg(long, env = "ACTIONHUB_RETENTION_AGE", value_parser = humantime::parse_duration)]
-    pub retention_age: Option<Duration>,
-    /// Outbound frames queued per connection before it is closed as slow (4008) [default: 8192].
-    #[arg(long, env = "ACTIONHUB_QUEUE_CAPACITY", value_name = "N")]
-    pub queue_capacity: Option<usize>,
-    /// Largest client WebSocket frame in bytes; larger closes with 4009 [default: 65536].
-    #[arg(long, env = "ACTIONHUB_MAX_FRAME_BYTES", value_name = "BYTES")]
-    pub max_frame_bytes: Option<usize>,
-    /// Largest HTTP body in bytes [default: 1048576].
-    #[arg(long, env = "ACTIONHUB_MAX_BODY_BYTES", value_name = "BYTES")]
-    pub max_body_bytes: Option<usize>,
-    /// Most events in one HTTP batch [default: 1000].
-    #[arg(long, env = "ACTIONHUB_MAX_BATCH_EVENTS", value_name = "N")]
-    pub max_batch_events: Option<usize>,
-    /// Bad frames in a row before a close with 4000; at least 5 [default: 10].
-    #[arg(long, env = "ACTIONHUB_MAX_BAD_FRAMES", value_name = "N")]
-    pub max_bad_frames: Option<u32>,
-    /// Time a new WebSocket has to send `connect` [default: 10s].
-    #[arg(long, env = "ACTIONHUB_CONNECT_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub connect_timeout: Option<Duration>,
-    /// WebSocket ping interval [default: 30s].
-    #[arg(long, env = "ACTIONHUB_PING_INTERVAL", value_parser = humantime::parse_duration)]
-    pub ping_interval: Option<Duration>,
-    /// Idle time after which a session ends with reason `idle` [default: 30m].
-    #[arg(long, env = "ACTIONHUB_SESSION_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
-    pub session_idle_timeout: Option<Duration>,
-    /// Idle time after which a customer (and a profile with its last customer) is
-    /// forgotten [default: 30days].
-    #[arg(long, env = "ACTIONHUB_VISITOR_IDLE_AGE", value_parser = humantime::parse_duration)]
-    pub visitor_idle_age: Option<Duration>,
-    /// Move a session's still-offered actions to `ignored` when it ends [default: true].
-    #[arg(
-        long,
-        env = "ACTIONHUB_AUTO_IGNORE_ON_SESSION_END",
-        value_name = "BOOL"
-    )]
-    pub auto_ignore_on_session_end: Option<bool>,
-    /// Most subscriptions per connection [default: 256].
-    #[arg(
-        long,
-        env = "ACTIONHUB_MAX_SUBSCRIPTIONS_PER_CONNECTION",
-        value_name = "N"
-    )]
-    pub max_subscriptions_per_connection: Option<usize>,
-    /// When logged events are synced: always, interval, never [default: interval].
-    #[arg(long, env = "ACTIONHUB_FSYNC", value_enum)]
-    pub fsync: Option<FsyncPolicy>,
-    /// Longest time between syncs under `--fsync interval` [default: 100ms].
-    #[arg(long, env = "ACTIONHUB_FSYNC_INTERVAL", value_parser = humantime::parse_duration)]
-    pub fsync_interval: Option<Duration>,
-    /// Time between state snapshots [default: 60s].
-    #[arg(long, env = "ACTIONHUB_SNAPSHOT_INTERVAL", value_parser = humantime::parse_duration)]
-    pub snapshot_interval: Option<Duration>,
-    /// Events after which a snapshot is written [default: 1000000].
-    #[arg(long, env = "ACTIONHUB_SNAPSHOT_EVERY_EVENTS", value_name = "N")]
-    pub snapshot_every_events: Option<u64>,
-    /// Size of a write-ahead log segment in bytes [default: 67108864].
-    #[arg(long, env = "ACTIONHUB_WAL_SEGMENT_BYTES", value_name = "BYTES")]
-    pub wal_segment_bytes: Option<u64>,
-    /// API keys and scopes, e.g. `key1=publish+subscribe,key2=admin`; a key may be given
-    /// hashed as `sha256:<hex>`. Prefer the environment or the file to the flag.
-    #[arg(
-        long,
-        env = "ACTIONHUB_API_KEYS",
-        value_name = "KEYS",
-        hide_env_values = true
-    )]
-    pub api_keys: Option<Secret>,
-    /// HS256 secrets of browser tokens, `current,previous`, each at least 32 bytes.
-    #[arg(
-        long,
-        env = "ACTIONHUB_JWT_SECRETS",
-        value_name = "SECRETS",
-        hide_env_values = true
-    )]
-    pub jwt_secrets: Option<Secret>,
-    /// Clock skew forgiven on token `exp`/`nbf` [default: 30s].
-    #[arg(long, env = "ACTIONHUB_JWT_LEEWAY", value_parser = humantime::parse_duration)]
-    pub jwt_leeway: Option<Duration>,
-    /// Origins allowed for browser tokens and CORS, comma-separated [default: any origin
-    /// for tokens, no CORS].
-    #[arg(
-        long,
-        env = "ACTIONHUB_ALLOWED_ORIGINS",
-        value_name = "ORIGINS",
-        value_delimiter = ','
-    )]
-    pub allowed_origins: Option<Vec<String>>,
-    /// Most open WebSocket connections [default: 10000].
-    #[arg(long, env = "ACTIONHUB_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Most open WebSocket connections per client address [default: 1000].
-    #[arg(long, env = "ACTIONHUB_MAX_CONNECTIONS_PER_IP", value_name = "N")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Trust the last X-Forwarded-For entry as the client address [default: false].
-    #[arg(long, env = "ACTIONHUB_TRUST_FORWARDED_FOR", value_name = "BOOL")]
-    pub trust_forwarded_for: Option<bool>,
-    /// Publishes per second per token connection [default: 50].
-    #[arg(long, env = "ACTIONHUB_PUBLISH_RATE", value_name = "N")]
-    pub publish_rate: Option<u32>,
-    /// Publish burst per token connection [default: 100].
-    #[arg(long, env = "ACTIONHUB_PUBLISH_BURST", value_name = "N")]
-    pub publish_burst: Option<u32>,
-    /// Deepest JSON nesting in a frame or body [default: 32].
-    #[arg(long, env = "ACTIONHUB_MAX_JSON_DEPTH", value_name = "N")]
-    pub max_json_depth: Option<usize>,
+/// One row of `SETTINGS`: a setting as the sources and the printer see it.
+struct Setting {
+    /// The field and file key, e.g. `retention_events`.
+    name: &'static str,
+    /// The doc comment, one entry a line.
+    doc: &'static [&'static str],
+    value_name: &'static str,
+    /// Whether the flag may be given more than once (its values are then joined by commas).
+    repeats: bool,
+    /// Sets the setting from its environment and flag form.
+    set: fn(&mut Config, &str) -> Result<(), String>,
+    /// The setting in its file form; `None` for a secret that is set.
+    show: fn(&Config) -> Option<toml::Value>,
+    #[cfg(test)]
+    samples: &'static [(&'static str, &'static str)],
+    #[cfg(test)]
+    debug: fn(&Config) -> String,
 }
 
-/// Text that holds credentials: printed redacted, and parsed in [`Config::from_cli`]
-/// rather than by clap, whose refusals quote the value (a key).
-#[derive(Clone)]
-pub struct Secret(String);
+impl Setting {
+    fn flag(&self) -> String {
+        self.name.replace('_', "-")
+    }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(redacted)")
+    fn env(&self) -> String {
+        format!("ACTIONHUB_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// The doc comment as one line.
+    fn prose(&self) -> String {
+        let words: Vec<&str> = self.doc.iter().map(|line| line.trim()).collect();
+        words.join(" ")
+    }
+
+    /// The default as `--help` writes it: bare text, `none` for an empty list.
+    fn default_text(&self) -> String {
+        match (self.show)(&Config::default()) {
+            Some(toml::Value::String(text)) => text,
+            Some(toml::Value::Array(items)) if items.is_empty() => "none".into(),
+            Some(value) => value.to_string(),
+            None => "none".into(),
+        }
+    }
+
+    fn arg(&self) -> Arg {
+        let help = format!(
+            "{} [env: {}] [default: {}]",
+            self.prose(),
+            self.env(),
+            self.default_text()
+        );
+        let action = if self.repeats {
+            ArgAction::Append
+        } else {
+            ArgAction::Set
+        };
+        Arg::new(self.name)
+            .long(self.flag())
+            .value_name(self.value_name)
+            .action(action)
+            .help(help)
     }
 }
 
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
+/// How a setting's type is written in each source. The environment and the flags share one
+/// text form; the file has TOML's own types (integers, lists, tables).
+trait SettingValue: Sized {
+    /// What `--help` shows after the flag.
+    const VALUE_NAME: &'static str;
+    /// A list whose flag may be repeated.
+    const REPEATS: bool = false;
+    /// Pairs of one value in its text form and in its file form, for the precedence test;
+    /// two at least, each different from the one before.
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)];
 
-    fn from_str(text: &str) -> Result<Secret, Self::Err> {
-        Ok(Secret(text.to_owned()))
+    /// Reads the environment and flag form. The message never quotes the text, which may
+    /// be a secret.
+    fn parse(text: &str) -> Result<Self, String>;
+
+    /// Reads the file form.
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error>;
+
+    /// The file form for `--print-config`; `None` keeps a secret from being printed.
+    fn show(&self) -> Option<toml::Value>;
+}
+
+/// The `FromStr` of a type, its error as text.
+fn parse_str<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| e.to_string())
+}
+
+macro_rules! integer_values {
+    ($($ty:ty),+) => {$(
+        impl SettingValue for $ty {
+            const VALUE_NAME: &'static str = "N";
+            #[cfg(test)]
+            const SAMPLES: &'static [(&'static str, &'static str)] =
+                &[("5001", "5001"), ("5002", "5002")];
+
+            fn parse(text: &str) -> Result<Self, String> {
+                parse_str(text)
+            }
+
+            fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <$ty as Deserialize>::deserialize(d)
+            }
+
+            fn show(&self) -> Option<toml::Value> {
+                // TOML integers end at i64::MAX, which is beyond any useful setting.
+                Some(toml::Value::Integer(i64::try_from(*self).unwrap_or(i64::MAX)))
+            }
+        }
+    )+};
+}
+
+integer_values!(usize, u32, u64);
+
+impl SettingValue for bool {
+    const VALUE_NAME: &'static str = "BOOL";
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] =
+        &[("true", "true"), ("false", "false")];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_str(text)
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        bool::deserialize(d)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::Boolean(*self))
+    }
+}
+
+impl SettingValue for SocketAddr {
+    const VALUE_NAME: &'static str = "ADDR";
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] = &[
+        ("127.0.0.1:5001", "\"127.0.0.1:5001\""),
+        ("[::1]:5002", "\"[::1]:5002\""),
+    ];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        parse_str(text)
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SocketAddr::deserialize(d)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.to_string()))
+    }
+}
+
+impl SettingValue for PathBuf {
+    const VALUE_NAME: &'static str = "DIR";
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] =
+        &[("/tmp/hub-a", "\"/tmp/hub-a\""), ("hub-b", "\"hub-b\"")];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PathBuf::deserialize(d)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.to_string_lossy().into_owned()))
+    }
+}
+
+/// Durations are written the same way everywhere: `"30s"`, `"24h"`, `"500ms"`.
+impl SettingValue for Duration {
+    const VALUE_NAME: &'static str = "DURATION";
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] =
+        &[("11s", "\"11s\""), ("12m", "\"12m\"")];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text).map_err(|e| e.to_string())
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Duration::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(
+            humantime::format_duration(*self).to_string(),
+        ))
+    }
+}
+
+/// Enums are written by their serde names in every source.
+macro_rules! named_values {
+    ($($ty:ty: $value_name:literal, $samples:expr;)+) => {$(
+        impl SettingValue for $ty {
+            const VALUE_NAME: &'static str = $value_name;
+            #[cfg(test)]
+            const SAMPLES: &'static [(&'static str, &'static str)] = $samples;
+
+            fn parse(text: &str) -> Result<Self, String> {
+                parse_name(text)
+            }
+
+            fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <$ty as Deserialize>::deserialize(d)
+            }
+
+            fn show(&self) -> Option<toml::Value> {
+                toml::Value::try_from(self).ok()
+            }
+        }
+    )+};
+}
+
+named_values! {
+    LogFormat: "text|json", &[("json", "\"json\""), ("text", "\"text\"")];
+    FsyncPolicy: "always|interval|never", &[("always", "\"always\""), ("never", "\"never\"")];
+}
+
+fn parse_name<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let name: serde::de::value::StrDeserializer<'_, serde::de::value::Error> =
+        text.into_deserializer();
+    T::deserialize(name).map_err(|e| e.to_string())
+}
+
+/// A list is comma-separated in the environment and in one flag, and the flag may also be
+/// repeated.
+impl SettingValue for Vec<String> {
+    const VALUE_NAME: &'static str = "LIST";
+    const REPEATS: bool = true;
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] = &[
+        ("https://a.example", "[\"https://a.example\"]"),
+        (
+            "https://a.example,https://b.example",
+            "[\"https://a.example\", \"https://b.example\"]",
+        ),
+    ];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.split(',').map(str::to_owned).collect())
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::deserialize(d)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        let items = self.iter().cloned().map(toml::Value::String).collect();
+        Some(toml::Value::Array(items))
+    }
+}
+
+/// Credentials are shown only when there are none.
+impl SettingValue for ApiKeys {
+    const VALUE_NAME: &'static str = "KEYS";
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] = &[
+        ("key-a=publish", "[\"key-a=publish\"]"),
+        (
+            "key-a=publish,key-b=subscribe+admin",
+            "[\"key-a=publish\", \"key-b=subscribe+admin\"]",
+        ),
+    ];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        ApiKeys::deserialize(d)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        self.is_empty().then(|| toml::Value::Array(Vec::new()))
+    }
+}
+
+impl SettingValue for JwtSecrets {
+    const VALUE_NAME: &'static str = "SECRETS";
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] = &[
+        (
+            "secret-a-0123456789abcdef0123456789",
+            "[\"secret-a-0123456789abcdef0123456789\"]",
+        ),
+        (
+            "secret-a-0123456789abcdef0123456789,secret-b-0123456789abcdef0123456789",
+            "\"secret-a-0123456789abcdef0123456789,secret-b-0123456789abcdef0123456789\"",
+        ),
+    ];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        JwtSecrets::deserialize(d)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        self.is_empty().then(|| toml::Value::Array(Vec::new()))
+    }
+}
+
+/// The variable that names the config file, like `--config`.
+const CONFIG_ENV: &str = "ACTIONHUB_CONFIG";
+
+/// The opening of `--print-config`'s output, and so of `actionhub.example.toml`.
+const TOML_HEADER: &str = "\
+# actionhub's configuration, as `actionhub --print-config` prints it: every setting and its
+# value; with no file, environment or flags, the defaults (actionhub.example.toml).
+#
+# Every key is optional. Precedence, lowest first: the defaults, this file (`--config FILE`
+# or ACTIONHUB_CONFIG), the ACTIONHUB_* environment variables, the flags. Durations are
+# written like \"500ms\", \"30s\", \"90m\", \"24h\". Secrets that are set are never printed.
+";
+
+/// The command line: `--config`, `--print-config` and a flag for every setting.
+fn command() -> clap::Command {
+    let command = clap::Command::new("actionhub")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("A realtime web-action event hub.")
+        .after_help(
+            "Each setting is also a key of the config file and an ACTIONHUB_* environment \
+             variable; flags override the environment, which overrides the file. \
+             `--print-config` shows the result.",
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help(format!(
+                    "TOML file with any of the settings below (snake_case keys, e.g. \
+                     `retention_events`; see actionhub.example.toml) [env: {CONFIG_ENV}]"
+                )),
+        )
+        .arg(
+            Arg::new("print-config")
+                .long("print-config")
+                .action(ArgAction::SetTrue)
+                .help("Print the effective configuration as TOML, secrets left out, and exit"),
+        );
+    SETTINGS
+        .iter()
+        .fold(command, |command, setting| command.arg(setting.arg()))
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The merged, validated configuration.
+    pub config: Config,
+    /// `--print-config`: print `config` (see [`Config::to_toml`]) instead of serving.
+    pub print_config: bool,
+}
+
+impl Invocation {
+    /// From this process's arguments and environment.
+    pub fn from_process() -> Result<Invocation, ConfigError> {
+        Invocation::parse(std::env::args_os(), |name| std::env::var_os(name))
+    }
+
+    /// Merges the defaults, the config file, the environment (`env` looks a variable up)
+    /// and the flags in `args` (the program name first), then validates the result.
+    pub fn parse<I, T>(
+        args: I,
+        env: impl Fn(&str) -> Option<OsString>,
+    ) -> Result<Invocation, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let flags = command().try_get_matches_from(args)?;
+        let file = match flags.get_one::<PathBuf>("config") {
+            Some(path) => Some(path.clone()),
+            None => env(CONFIG_ENV).map(PathBuf::from),
+        };
+        let mut config = match file {
+            Some(path) => Config::from_file(&path)?,
+            None => Config::default(),
+        };
+        for setting in SETTINGS {
+            let name = setting.env();
+            if let Some(value) = env(&name) {
+                let text = value
+                    .into_string()
+                    .map_err(|_| ConfigError::Invalid(format!("{name}: not UTF-8")))?;
+                (setting.set)(&mut config, &text)
+                    .map_err(|e| ConfigError::Invalid(format!("{name}: {e}")))?;
+            }
+        }
+        for setting in SETTINGS {
+            if let Some(values) = flags.get_many::<String>(setting.name) {
+                let text = values.map(String::as_str).collect::<Vec<_>>().join(",");
+                (setting.set)(&mut config, &text)
+                    .map_err(|e| ConfigError::Invalid(format!("--{}: {e}", setting.flag())))?;
+            }
+        }
+        config.validate()?;
+        Ok(Invocation {
+            config,
+            print_config: flags.get_flag("print-config"),
+        })
     }
 }
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The command line itself: an unknown flag, or `--help` and `--version`, whose text
+    /// this is. [`clap::Error::exit`] prints it the way clap does.
+    #[error(transparent)]
+    Args(#[from] clap::Error),
     #[error("cannot read config file {path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: toml::de::Error,
-    },
+    /// The message says where, but does not quote the file: its line may hold a secret.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Config {
-    /// Merges defaults, the config file named by `cli` (if any), and the flags/environment.
-    pub fn from_cli(mut cli: Cli) -> Result<Config, ConfigError> {
-        let mut config = match &cli.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(Secret(text)) = cli.api_keys.take() {
-            config.api_keys = text.parse().map_err(|e| {
-                ConfigError::Invalid(format!("ACTIONHUB_API_KEYS (--api-keys): {e}"))
-            })?;
-        }
-        if let Some(Secret(text)) = cli.jwt_secrets.take() {
-            config.jwt_secrets = text.parse().map_err(|e| {
-                ConfigError::Invalid(format!("ACTIONHUB_JWT_SECRETS (--jwt-secrets): {e}"))
-            })?;
-        }
-        macro_rules! override_with {
-            ($($field:ident),* $(,)?) => {
-                $(if let Some(value) = cli.$field { config.$field = value; })*
-            };
-        }
-        override_with!(
-            listen,
-            data_dir,
-            log_format,
-            retention_events,
-            retention_age,
-            queue_capacity,
-            max_frame_bytes,
-            max_body_bytes,
-            max_batch_events,
-            max_bad_frames,
-            connect_timeout,
-            ping_interval,
-            session_idle_timeout,
-            visitor_idle_age,
-            auto_ignore_on_session_end,
-            max_subscriptions_per_connection,
-            fsync,
-            fsync_interval,
-            snapshot_interval,
-            snapshot_every_events,
-            wal_segment_bytes,
-            jwt_leeway,
-            allowed_origins,
-            max_connections,
-            max_connections_per_ip,
-            trust_forwarded_for,
-            publish_rate,
-            publish_burst,
-            max_json_depth,
-        );
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Reads a TOML file on top of the defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
+        toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map(|before| before.matches('\n').count() + 1);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: match line {
+                    Some(line) => format!("line {line}: {}", e.message()),
+                    None => e.message().to_owned(),
+                },
+            }
         })
     }
 
@@ -400,6 +640,25 @@ impl Config {
             data_dir: data_dir.into(),
             ..Config::default()
         }
+    }
+
+    /// The configuration as a config file: every setting with its doc comment, its flag
+    /// and its variable. API keys and JWT secrets that are set are left out, so the text
+    /// may be shown and logged.
+    pub fn to_toml(&self) -> String {
+        let mut text = String::from(TOML_HEADER);
+        for setting in SETTINGS {
+            text.push('\n');
+            for line in setting.doc {
+                let _ = writeln!(text, "#{}", line.trim_end());
+            }
+            let _ = writeln!(text, "# --{}, {}", setting.flag(), setting.env());
+            let _ = match (setting.show)(self) {
+                Some(value) => writeln!(text, "{} = {value}", setting.name),
+                None => writeln!(text, "# {} is set; secrets are not printed", setting.name),
+            };
+        }
+        text
     }
 
     /// Refuses settings that cannot work or would be unsafe.
@@ -469,74 +728,228 @@ impl Config {
     }
 }
 
-/// Durations in the TOML file are written like the flags: `"30s"`, `"24h"`, `"500ms"`.
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
-    #[test]
-    fn flags_override_file_which_overrides_defaults() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Environment variables, by name and value.
+    type Vars<'a> = [(&'a str, &'a str)];
+
+    /// Parses `args` (after the program name) with the variables in `env` as the whole
+    /// environment.
+    fn parse(args: &[&str], env: &Vars<'_>) -> Result<Config, ConfigError> {
+        let env: HashMap<String, OsString> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), OsString::from(value)))
+            .collect();
+        let args = std::iter::once("actionhub").chain(args.iter().copied());
+        Invocation::parse(args, |name| env.get(name).cloned()).map(|i| i.config)
+    }
+
+    fn write_file(dir: &tempfile::TempDir, text: &str) -> String {
         let path = dir.path().join("hub.toml");
-        std::fs::write(&path, "retention_events = 5\nping_interval = \"5s\"\n").unwrap();
-        let cli = Cli::parse_from([
-            "actionhub",
-            "--config",
-            path.to_str().unwrap(),
-            "--retention-events",
-            "7",
-        ]);
-        let config = Config::from_cli(cli).unwrap();
-        assert_eq!(config.retention_events, 7);
-        assert_eq!(config.ping_interval, Duration::from_secs(5));
-        assert_eq!(config.max_frame_bytes, 64 * 1024);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// The first sample of `setting` whose value differs from `below`'s, as (text, file
+    /// form, the value's Debug).
+    fn sample_over(setting: &Setting, below: &str) -> (&'static str, &'static str, String) {
+        setting
+            .samples
+            .iter()
+            .map(|&(text, file)| {
+                let mut config = Config::default();
+                (setting.set)(&mut config, text).unwrap_or_else(|e| {
+                    panic!("sample {text:?} of {} does not parse: {e}", setting.name)
+                });
+                (text, file, (setting.debug)(&config))
+            })
+            .find(|(_, _, value)| value != below)
+            .unwrap_or_else(|| panic!("{} needs a sample other than {below}", setting.name))
+    }
+
+    /// Every setting, at once: a flag beats the environment, which beats the file, which
+    /// beats the default. Each layer gets a value unlike the one below it, so the winner is
+    /// told apart; a setting that one source cannot set fails here.
+    #[test]
+    fn every_setting_comes_from_file_env_and_flag_in_that_precedence() {
+        let mut file_text = String::new();
+        let mut env = vec![
+            // Other tools' variables share the prefix and are not settings.
+            ("ACTIONHUB_BIN".to_owned(), "/bin/false".to_owned()),
+        ];
+        let mut flags = Vec::new();
+        // Per setting, the Debug of its value in each layer: default, file, env, flag.
+        let mut expected: Vec<[String; 4]> = Vec::new();
+        for setting in SETTINGS {
+            let default = (setting.debug)(&Config::default());
+            let (_, file_form, file) = sample_over(setting, &default);
+            let (env_text, _, env_value) = sample_over(setting, &file);
+            let (flag_text, _, flag) = sample_over(setting, &env_value);
+            let _ = writeln!(file_text, "{} = {file_form}", setting.name);
+            env.push((setting.env(), env_text.to_owned()));
+            flags.push(format!("--{}={flag_text}", setting.flag()));
+            expected.push([default, file, env_value, flag]);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_file(&dir, &file_text);
+        let env: Vec<(&str, &str)> = env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let file_flag = ["--config", path.as_str()];
+        let all_flags = file_flag
+            .into_iter()
+            .chain(flags.iter().map(String::as_str))
+            .collect::<Vec<_>>();
+
+        let layers: [(&str, &[&str], &Vars<'_>); 4] = [
+            ("default", &[], &[]),
+            ("file", &file_flag, &[]),
+            ("env", &file_flag, &env),
+            ("flag", &all_flags, &env),
+        ];
+        for (layer, (winner, args, env)) in layers.into_iter().enumerate() {
+            let config = parse(args, env).unwrap_or_else(|e| panic!("{winner}: {e}"));
+            for (setting, values) in SETTINGS.iter().zip(&expected) {
+                assert_eq!(
+                    (setting.debug)(&config),
+                    values[layer],
+                    "{} should come from the {winner}",
+                    setting.name
+                );
+            }
+        }
     }
 
     #[test]
-    fn durability_settings_come_from_file_and_flags() {
+    fn the_config_file_can_come_from_the_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hub.toml");
-        std::fs::write(
-            &path,
-            "fsync = \"always\"\nfsync_interval = \"5ms\"\nsnapshot_every_events = 10\n",
+        let path = write_file(&dir, "retention_events = 5\n");
+        let config = parse(&[], &[(CONFIG_ENV, &path)]).unwrap();
+        assert_eq!(config.retention_events, 5);
+        let other = write_file(&dir, "retention_events = 6\n");
+        let config = parse(&["--config", &other], &[(CONFIG_ENV, "/nonexistent")]).unwrap();
+        assert_eq!(config.retention_events, 6);
+    }
+
+    #[test]
+    fn help_shows_every_setting_with_its_variable_and_default() {
+        // Unwrapped, so that a setting's line is one line whatever the help's width.
+        let help = command().term_width(0).render_help().to_string();
+        for setting in SETTINGS {
+            let flag = format!("--{} <{}>", setting.flag(), setting.value_name);
+            assert!(help.contains(&flag), "{flag} missing from --help:\n{help}");
+            let tail = format!(
+                "[env: {}] [default: {}]",
+                setting.env(),
+                setting.default_text()
+            );
+            assert!(help.contains(&tail), "{tail} missing from --help:\n{help}");
+        }
+        assert!(help.contains("[default: 1000000]"), "{help}");
+        assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
+    }
+
+    /// The shipped example is the defaults as `--print-config` prints them, so it lists
+    /// every setting and cannot drift.
+    #[test]
+    fn the_example_file_is_the_printed_defaults() {
+        let printed = Config::default().to_toml();
+        assert!(
+            printed == include_str!("../actionhub.example.toml"),
+            "actionhub.example.toml is stale; regenerate it with \
+             `env -i target/release/actionhub --print-config > actionhub.example.toml`"
+        );
+        let table: toml::Table = printed.parse().unwrap();
+        assert_eq!(table.len(), SETTINGS.len());
+        let reread: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(reread.to_toml(), printed);
+    }
+
+    #[test]
+    fn printed_settings_read_back_as_the_same_configuration() {
+        let config = parse(
+            &[
+                "--retention-age=90m",
+                "--fsync=never",
+                "--allowed-origins=https://a.example",
+                "--allowed-origins=https://b.example",
+                "--data-dir=/var/lib/hub",
+            ],
+            &[],
         )
         .unwrap();
-        let from_file = Config::from_file(&path).unwrap();
-        assert_eq!(from_file.fsync, FsyncPolicy::Always);
-        assert_eq!(from_file.fsync_interval, Duration::from_millis(5));
-        assert_eq!(from_file.snapshot_every_events, 10);
-        let cli = Cli::parse_from([
-            "actionhub",
-            "--config",
-            path.to_str().unwrap(),
-            "--fsync",
-            "never",
-            "--snapshot-interval",
-            "2s",
-        ]);
-        let config = Config::from_cli(cli).unwrap();
-        assert_eq!(config.fsync, FsyncPolicy::Never);
-        assert_eq!(config.snapshot_interval, Duration::from_secs(2));
-        assert_eq!(Config::default().fsync, FsyncPolicy::Interval);
+        assert_eq!(
+            config.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        let printed = config.to_toml();
+        let reread: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(reread.to_toml(), printed);
+        assert_eq!(reread.retention_age, Duration::from_secs(90 * 60));
+    }
+
+    #[test]
+    fn secrets_are_never_printed() {
+        let config = parse(
+            &["--jwt-secrets", "0123456789abcdef0123456789abcdef"],
+            &[("ACTIONHUB_API_KEYS", "k-hunter2=publish+subscribe,k2=admin")],
+        )
+        .unwrap();
+        assert_eq!(config.api_keys.len(), 2);
+        let printed = config.to_toml();
+        let debug = format!("{config:?}");
+        for text in [&printed, &debug] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(!text.contains("0123456789abcdef"), "{text}");
+        }
+        assert!(printed.contains("# api_keys is set; secrets are not printed"));
+        assert!(printed.contains("# jwt_secrets is set; secrets are not printed"));
+        let table: toml::Table = printed.parse().unwrap();
+        assert!(!table.contains_key("api_keys") && !table.contains_key("jwt_secrets"));
+    }
+
+    #[test]
+    fn a_refused_credential_is_named_but_not_quoted() {
+        let err = parse(&["--api-keys", "hunter2=root"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--api-keys:"), "{err}");
+        assert!(err.contains("root") && !err.contains("hunter2"), "{err}");
+        let err = parse(&[], &[("ACTIONHUB_JWT_SECRETS", "short-secret")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("ACTIONHUB_JWT_SECRETS:"), "{err}");
+        assert!(
+            err.contains("32 bytes") && !err.contains("short-secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let err = parse(&[], &[("ACTIONHUB_RETENTION_EVENTS", "many")]).unwrap_err();
+        assert!(
+            err.to_string().starts_with("ACTIONHUB_RETENTION_EVENTS:"),
+            "{err}"
+        );
+        let err = parse(&["--fsync", "sometimes"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--fsync:") && err.contains("interval"),
+            "{err}"
+        );
+        let err = parse(&["--retention-events", "5", "--retention-events", "6"], &[]);
+        assert!(matches!(err, Err(ConfigError::Args(_))), "{err:?}");
     }
 
     #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hub.toml");
-        std::fs::write(&path, "retention_event = 5\n").unwrap();
-        let err = Config::from_file(&path).unwrap_err().to_string();
+        let path = write_file(&dir, "retention_event = 5\n");
+        let err = Config::from_file(Path::new(&path)).unwrap_err().to_string();
         assert!(err.contains("retention_event"), "{err}");
     }
 
@@ -556,53 +969,36 @@ mod tests {
         };
         assert!(!with_keys.is_open_mode());
         assert!(with_keys.validate().is_ok());
+        let err = parse(&["--listen", "0.0.0.0:8080"], &[]).unwrap_err();
+        assert!(err.to_string().contains("loopback"), "{err}");
     }
 
     #[test]
     fn security_settings_come_from_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hub.toml");
-        std::fs::write(
-            &path,
+        let path = write_file(
+            &dir,
             "jwt_secrets = [\"0123456789abcdef0123456789abcdef\"]\n\
              allowed_origins = [\"https://shop.example\"]\n\
              max_json_depth = 16\n\
              publish_rate = 5\n\
              [api_keys]\n\
-             backend = \"publish+subscribe\"\n",
-        )
-        .unwrap();
-        let config = Config::from_file(&path).unwrap();
-        assert_eq!(config.api_keys.len(), 1);
+             backend = \"publish+subscribe\"\n\
+             \"sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\" = [\"subscribe\"]\n",
+        );
+        let config = Config::from_file(Path::new(&path)).unwrap();
+        assert_eq!(config.api_keys.len(), 2);
         assert_eq!(config.jwt_secrets.len(), 1);
         assert_eq!(config.allowed_origins, ["https://shop.example"]);
         assert_eq!((config.max_json_depth, config.publish_rate), (16, 5));
         assert!(!config.is_open_mode());
-        std::fs::write(&path, "jwt_secrets = [\"short\"]\n").unwrap();
-        let err = Config::from_file(&path).unwrap_err().to_string();
-        assert!(err.contains("32 bytes"), "{err}");
-    }
-
-    #[test]
-    fn credentials_come_from_the_environment_form() {
-        let cli = Cli::parse_from([
-            "actionhub",
-            "--api-keys",
-            "k1=publish+subscribe,k2=admin",
-            "--jwt-secrets",
-            "0123456789abcdef0123456789abcdef,fedcba9876543210fedcba9876543210",
-            "--allowed-origins",
-            "https://a.example,https://b.example",
-        ]);
-        let config = Config::from_cli(cli).unwrap();
-        assert_eq!(config.api_keys.len(), 2);
-        assert!(!config.jwt_secrets.is_empty());
-        assert_eq!(config.allowed_origins.len(), 2);
-        assert!(!format!("{config:?}").contains("k1"));
-        assert!(!format!("{config:?}").contains("0123456789abcdef"));
-        let cli = Cli::parse_from(["actionhub", "--api-keys", "hunter2=root"]);
-        let err = Config::from_cli(cli).unwrap_err().to_string();
-        assert!(err.contains("root") && !err.contains("hunter2"), "{err}");
+        let path = write_file(&dir, "max_json_depth = 16\njwt_secrets = [\"tooshort\"]\n");
+        let err = Config::from_file(Path::new(&path)).unwrap_err().to_string();
+        assert!(err.contains("line 2: each JWT secret"), "{err}");
+        assert!(
+            err.contains("32 bytes") && !err.contains("tooshort"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -612,5 +1008,6 @@ mod tests {
             ..Config::default()
         };
         assert!(config.validate().is_err());
+        assert!(parse(&["--max-bad-frames", "4"], &[]).is_err());
     }
 }

@@ -1,8 +1,7 @@
-//! The `actionhub` binary: parse configuration, start logging, serve until a signal.
+//! The `actionhub` binary: parse configuration, start logging, serve until a signal (or,
+//! with `--print-config`, print the configuration and exit).
 
-use clap::Parser;
-
-use actionhub::config::{Cli, Config, LogFormat};
+use actionhub::config::{ConfigError, Invocation, LogFormat};
 
 // Ingest is allocation-heavy (a parsed JSON tree per publish): glibc's malloc and free took
 // about a fifth of the hub's CPU under load. See docs/benchmarks.md.
@@ -10,7 +9,17 @@ use actionhub::config::{Cli, Config, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::from_cli(Cli::parse())?;
+    let invocation = match Invocation::from_process() {
+        Ok(invocation) => invocation,
+        // Help, version and usage errors are printed, and exit, the way clap does.
+        Err(ConfigError::Args(e)) => e.exit(),
+        Err(e) => return Err(e.into()),
+    };
+    if invocation.print_config {
+        print!("{}", invocation.config.to_toml());
+        return Ok(());
+    }
+    let config = invocation.config;
     init_tracing(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

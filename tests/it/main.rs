@@ -5,6 +5,7 @@
 
 mod support;
 
+mod config;
 mod durability;
 mod fanout;
 mod faults_disk;
