@@ -9,12 +9,13 @@
 //! byte, since they were built as `json!` values (the tests below pin it). Nothing here
 //! writes to state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::edge::outbox::WireFrame;
 use crate::hub::state::{
     Action, Activity, HubState, IdentityState, MapCounts, SessionInfo, Transition, Visitor,
     VisitorSession,
@@ -24,6 +25,8 @@ use crate::ingest::event::{
     format_millis, serialize_lifecycle, LifecycleEvent, Millis, VisitorKind,
 };
 use crate::ingest::lifecycle::ActionState;
+use crate::ingest::protocol::{self, SubscribeRequest};
+use crate::ingest::topic::{Filter, TopicSet};
 
 /// `GET /v1/actions/{id}`: the action with its transitions.
 pub fn action(state: &HubState, id: ActionId) -> Option<Value> {
@@ -74,45 +77,87 @@ pub fn visitor_sessions(state: &HubState, id: CustomerId) -> Vec<Value> {
         .collect()
 }
 
-/// The parts of a `snapshot` frame that show state, for the hub, which builds the frames
-/// (`protocol::snapshot` writes the frame around them).
-pub trait SnapshotViews {
-    /// The matching actions as of `at` (see [`HubState::actions_as_of`]), in seq order,
-    /// each as its view with its seq and customer.
-    fn select_actions(
-        &self,
-        customers: Option<&[CustomerId]>,
-        at: Seq,
-        keep: impl FnMut(&LifecycleEvent) -> bool,
-    ) -> Vec<(Seq, Value, CustomerId)>;
-
-    /// `{"customerId", "identity": {"state", "userId"}}`.
-    fn customer_identity(&self, customer: CustomerId) -> Option<Value>;
+/// Actions per `snapshot` frame: a big snapshot leaves as several frames of bounded size
+/// (about half a MiB each), so no single frame or write is as big as the whole state.
+const SNAPSHOT_CHUNK_ACTIONS: usize = 1000;
+/// The `snapshot` frames for a subscription (built by the hub on a blocking thread): its matching actions as of `at`, in
+/// chunks of at most [`SNAPSHOT_CHUNK_ACTIONS`], each with the customers of its
+/// actions not named before (the first also those the filter names); every frame but
+/// the last says `"more": true`.
+pub fn snapshot_frames(state: &HubState, req: &SubscribeRequest, at: Seq) -> Vec<WireFrame> {
+    let filter = &req.filter;
+    let narrowed: Option<Vec<CustomerId>> = match (&filter.customer_ids, &filter.user_ids) {
+        (Some(customers), _) => Some(customers.clone()),
+        (None, Some(users)) => Some(HubState::distinct(
+            users.iter().flat_map(|u| state.customers_of_user(u)),
+        )),
+        (None, None) => None,
+    };
+    let selected = select_actions(state, narrowed.as_deref(), at, |e| {
+        snapshot_matches(req.topics, filter, e, state)
+    });
+    let mut named = HashSet::new();
+    let mut customers_of = |first: Vec<CustomerId>, actions: &[(Seq, Value, CustomerId)]| {
+        let ids = first.into_iter().chain(actions.iter().map(|(_, _, c)| *c));
+        ids.filter(|c| named.insert(*c))
+            .filter_map(|c| customer_identity(state, c))
+            .collect::<Vec<Value>>()
+    };
+    let mut chunks: Vec<Vec<(Seq, Value, CustomerId)>> = Vec::new();
+    let mut selected = selected.into_iter().peekable();
+    while selected.peek().is_some() || chunks.is_empty() {
+        chunks.push(selected.by_ref().take(SNAPSHOT_CHUNK_ACTIONS).collect());
+    }
+    let mut first = narrowed.unwrap_or_default();
+    let last = chunks.len() - 1;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| {
+            let customers = customers_of(std::mem::take(&mut first), &chunk);
+            let actions = chunk.into_iter().map(|(_, view, _)| view).collect();
+            let frame = protocol::snapshot(&req.sub, at, actions, customers, i < last);
+            WireFrame::text(&frame)
+        })
+        .collect()
 }
 
-impl SnapshotViews for HubState {
-    fn select_actions(
-        &self,
-        customers: Option<&[CustomerId]>,
-        at: Seq,
-        keep: impl FnMut(&LifecycleEvent) -> bool,
-    ) -> Vec<(Seq, Value, CustomerId)> {
-        self.actions_as_of(customers, at, keep)
-            .iter()
-            .map(|a| {
-                let view = json(ActionView::new(a, false));
-                (a.last().seq, view, a.latest.customer_id)
-            })
-            .collect()
-    }
+/// Whether an action's latest event matches a subscription (for snapshots).
+fn snapshot_matches(
+    topics: TopicSet,
+    filter: &Filter,
+    e: &LifecycleEvent,
+    state: &HubState,
+) -> bool {
+    let keys = e.keys();
+    topics.contains(keys.topic) && filter.matches(&keys, || state.linked_users(e.customer_id))
+}
 
-    fn customer_identity(&self, customer: CustomerId) -> Option<Value> {
-        let (identity, user_id) = self.identity_and_user(customer)?;
-        Some(json(CustomerIdentityView {
-            customer_id: customer,
-            identity: IdentityView::new(identity, user_id.as_deref()),
-        }))
-    }
+/// The matching actions as of `at` (see [`HubState::actions_as_of`]), in seq order, each
+/// as its view with its seq and customer.
+fn select_actions(
+    state: &HubState,
+    customers: Option<&[CustomerId]>,
+    at: Seq,
+    keep: impl FnMut(&LifecycleEvent) -> bool,
+) -> Vec<(Seq, Value, CustomerId)> {
+    state
+        .actions_as_of(customers, at, keep)
+        .iter()
+        .map(|a| {
+            let view = json(ActionView::new(a, false));
+            (a.last().seq, view, a.latest.customer_id)
+        })
+        .collect()
+}
+
+/// `{"customerId", "identity": {"state", "userId"}}`, for a snapshot frame.
+fn customer_identity(state: &HubState, customer: CustomerId) -> Option<Value> {
+    let (identity, user_id) = state.identity_and_user(customer)?;
+    Some(json(CustomerIdentityView {
+        customer_id: customer,
+        identity: IdentityView::new(identity, user_id.as_deref()),
+    }))
 }
 
 /// A view as the JSON value it is answered as, its keys sorted (see the module's doc).
@@ -530,7 +575,7 @@ mod tests {
         let v = state.resolve_visitor(&c2.to_string()).unwrap().unwrap();
         let text = |v: Value| serde_json::to_string(&v).unwrap();
         let snapshot_actions = |customers: Option<&[CustomerId]>, at: u64| {
-            let selected = state.select_actions(customers, Seq(at), |e| {
+            let selected = select_actions(&state, customers, Seq(at), |e| {
                 e.media == MediaType::Webchat || customers.is_none()
             });
             text(json!(selected
@@ -554,11 +599,11 @@ mod tests {
             ("snapshot actions of c1", snapshot_actions(Some(&[c1]), 6)),
             (
                 "snapshot customer",
-                text(state.customer_identity(c1).unwrap()),
+                text(customer_identity(&state, c1).unwrap()),
             ),
             (
                 "snapshot customer lone",
-                text(state.customer_identity(c3).unwrap()),
+                text(customer_identity(&state, c3).unwrap()),
             ),
         ]
     }

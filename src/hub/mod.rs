@@ -26,7 +26,6 @@ pub mod retention;
 mod sequencer;
 pub mod state;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -37,16 +36,14 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::Config;
 use crate::edge::outbox::WireFrame;
-use crate::edge::views::SnapshotViews;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{Fanout, FanoutStats, NewSub, Start};
 use crate::hub::retention::Retention;
 use crate::hub::sequencer::{profile_full, redact, Dedupe, Redactions, Sequencer, Txn};
 use crate::hub::state::{AdminOp, HubState, SnapshotMaps};
 use crate::ids::{ConnId, CustomerId, Seq};
-use crate::ingest::event::{now_millis, Body, EndReason, Event, LifecycleEvent, Millis};
-use crate::ingest::protocol::{self, SubscribeRequest};
-use crate::ingest::topic::{Filter, TopicSet};
+use crate::ingest::event::{now_millis, Body, EndReason, Event, Millis};
+use crate::ingest::protocol::SubscribeRequest;
 use crate::metrics::Metrics;
 use crate::store::log::{Log, LogStatus};
 use crate::store::recovery::Restored;
@@ -59,10 +56,6 @@ const SWEEP_CHUNK: usize = 1024;
 const SWEEP_ROUNDS: usize = 64;
 /// Aged records dropped from the history per hold of the sequencer lock.
 const SWEEP_RECORDS: usize = 16_384;
-/// Actions per `snapshot` frame: a big snapshot leaves as several frames of bounded size
-/// (about half a MiB each), so no single frame or write is as big as the whole state.
-const SNAPSHOT_CHUNK_ACTIONS: usize = 1000;
-
 /// Events that may be between the sequencer and their acknowledgement at once; publishers
 /// wait for room beyond this, so the pipeline's queue stays bounded.
 const MAX_IN_FLIGHT_EVENTS: usize = 65_536;
@@ -634,11 +627,15 @@ impl Hub {
     /// them as its outbox has room and then replays the retained events after `at` like a
     /// `since` subscription, paced by its reader, before it goes live: every later change
     /// is an event after `at`, so nothing is missed and nothing sent twice.
+    ///
+    /// `build` writes the snapshot's frames from the state (the hub does not know their
+    /// JSON: see [`crate::edge::views::snapshot_frames`]).
     pub fn subscribe_with_snapshot(
         self: &Arc<Self>,
         conn: ConnId,
         req: &SubscribeRequest,
         subscribed: impl FnOnce(Seq) -> String,
+        build: fn(&HubState, &SubscribeRequest, Seq) -> Vec<WireFrame>,
     ) -> Result<(Seq, oneshot::Receiver<Vec<WireFrame>>), HubError> {
         let at = self.latest_seq();
         let start = self.fanout.subscribe(
@@ -652,51 +649,9 @@ impl Hub {
         let (tx, rx) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
             // The connection may have gone meanwhile; then nobody waits for it.
-            let _ = tx.send(hub.snapshot_frames(&req, at));
+            let _ = tx.send(build(&hub.state, &req, at));
         });
         Ok((start, rx))
-    }
-
-    /// The `snapshot` frames for a subscription: its matching actions as of `at`, in
-    /// chunks of at most [`SNAPSHOT_CHUNK_ACTIONS`], each with the customers of its
-    /// actions not named before (the first also those the filter names); every frame but
-    /// the last says `"more": true`.
-    fn snapshot_frames(&self, req: &SubscribeRequest, at: Seq) -> Vec<WireFrame> {
-        let filter = &req.filter;
-        let narrowed: Option<Vec<CustomerId>> = match (&filter.customer_ids, &filter.user_ids) {
-            (Some(customers), _) => Some(customers.clone()),
-            (None, Some(users)) => Some(HubState::distinct(
-                users.iter().flat_map(|u| self.state.customers_of_user(u)),
-            )),
-            (None, None) => None,
-        };
-        let selected = self.state.select_actions(narrowed.as_deref(), at, |e| {
-            snapshot_matches(req.topics, filter, e, &self.state)
-        });
-        let mut named = HashSet::new();
-        let mut customers_of = |first: Vec<CustomerId>, actions: &[(Seq, Value, CustomerId)]| {
-            let ids = first.into_iter().chain(actions.iter().map(|(_, _, c)| *c));
-            ids.filter(|c| named.insert(*c))
-                .filter_map(|c| self.state.customer_identity(c))
-                .collect::<Vec<Value>>()
-        };
-        let mut chunks: Vec<Vec<(Seq, Value, CustomerId)>> = Vec::new();
-        let mut selected = selected.into_iter().peekable();
-        while selected.peek().is_some() || chunks.is_empty() {
-            chunks.push(selected.by_ref().take(SNAPSHOT_CHUNK_ACTIONS).collect());
-        }
-        let mut first = narrowed.unwrap_or_default();
-        let last = chunks.len() - 1;
-        chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, chunk)| {
-                let customers = customers_of(std::mem::take(&mut first), &chunk);
-                let actions = chunk.into_iter().map(|(_, view, _)| view).collect();
-                let frame = protocol::snapshot(&req.sub, at, actions, customers, i < last);
-                WireFrame::text(&frame)
-            })
-            .collect()
     }
 
     /// Closes the pipeline's queue, so the thread ends after the batches already queued.
@@ -729,15 +684,4 @@ pub fn new_sub(req: &SubscribeRequest) -> NewSub {
         filter: req.filter.clone(),
         once: req.once,
     }
-}
-
-/// Whether an action's latest event matches a subscription (for snapshots).
-fn snapshot_matches(
-    topics: TopicSet,
-    filter: &Filter,
-    e: &LifecycleEvent,
-    state: &HubState,
-) -> bool {
-    let keys = e.keys();
-    topics.contains(keys.topic) && filter.matches(&keys, || state.linked_users(e.customer_id))
 }

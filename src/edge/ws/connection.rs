@@ -23,6 +23,7 @@ use crate::edge::app::App;
 use crate::edge::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
 use crate::edge::limits::{too_deep, Limit, TokenBucket};
 use crate::edge::outbox::{Duplex, Outbox, Trouble, WireFrame};
+use crate::edge::views;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::Start;
 use crate::hub::{new_sub, Hub};
@@ -588,9 +589,9 @@ impl Connection {
             return Ok(());
         }
         if req.snapshot {
-            let (at, built) = hub.subscribe_with_snapshot(self.id, &req, |start| {
-                protocol::subscribed(id, &req.sub, start, recovered)
-            })?;
+            let subscribed = |start| protocol::subscribed(id, &req.sub, start, recovered);
+            let (at, built) =
+                hub.subscribe_with_snapshot(self.id, &req, subscribed, views::snapshot_frames)?;
             self.outbox.flush();
             self.replays.push_back(Replay {
                 req,
