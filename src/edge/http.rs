@@ -321,14 +321,22 @@ fn parse_path_id<T>(
     parse(text).map_err(|_| HubError::bad_request(format!("{what} must be a UUIDv4, got {text:?}")))
 }
 
+/// The view of `{what} {id}`, or 404 naming it.
+pub(crate) fn found(
+    view: Option<Value>,
+    what: &str,
+    id: impl std::fmt::Display,
+) -> Result<Json<Value>, HubError> {
+    view.map(Json)
+        .ok_or_else(|| HubError::not_found(format!("no {what} {id}")))
+}
+
 async fn get_action(
     State(ctx): State<App>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "actionId", ActionId::parse)?;
-    views::action(ctx.hub.state(), id)
-        .map(Json)
-        .ok_or_else(|| HubError::not_found(format!("no action {id}")))
+    found(views::action(ctx.hub.state(), id), "action", id)
 }
 
 async fn get_customer(
@@ -336,9 +344,7 @@ async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
-    views::customer(ctx.hub.state(), id)
-        .map(Json)
-        .ok_or_else(|| HubError::not_found(format!("no customer {id}")))
+    found(views::customer(ctx.hub.state(), id), "customer", id)
 }
 
 /// Query parameters of the list endpoints, checked by name.

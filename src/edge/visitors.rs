@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::edge::app::App;
-use crate::edge::http::{blocking, events_page, json_body, list_query};
+use crate::edge::http::{blocking, events_page, found, json_body, list_query};
 use crate::edge::views;
 use crate::error::HubError;
 use crate::hub::retention::Record;
@@ -120,9 +120,7 @@ async fn list(
 
 async fn view(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
-    views::visitor(ctx.hub.state(), visitor)
-        .map(Json)
-        .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))
+    found(views::visitor(ctx.hub.state(), visitor), "visitor", id)
 }
 
 async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
