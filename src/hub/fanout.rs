@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::edge::outbox::{Outbox, Refused, WireFrame};
 use crate::error::HubError;
 use crate::hub::retention::Record;
-use crate::hub::state::State;
+use crate::hub::state::HubState;
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::ingest::protocol::SubId;
 use crate::ingest::topic::{Filter, Topic, TopicSet};

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::hub::retention::Record;
 use crate::hub::state::AdminOp;
-use crate::hub::state::State;
+use crate::hub::state::HubState;
 use crate::ids::Seq;
 use crate::ingest::event::Published;
 use crate::store::snapshot::{self, SnapshotError};
