@@ -78,15 +78,17 @@ fn validation(c: &mut Criterion) {
         "page": {"url": "https://shop.example/cart", "title": "Cart"},
     });
     let frame = json!({"op": "publish", "id": 12, "event": visitor}).to_string();
-    group.bench_function("parse_client_frame (a visitor event's publish frame)", |b| {
-        b.iter(|| publish(black_box(&frame)).expect("valid event"))
-    });
+    group.bench_function(
+        "parse_client_frame (a visitor event's publish frame)",
+        |b| b.iter(|| publish(black_box(&frame)).expect("valid event")),
+    );
     let mut refused = value.clone();
     refused["conversationId"] = json!("c-1");
     let frame = json!({"op": "publish", "id": 12, "event": refused}).to_string();
-    group.bench_function("parse_client_frame (a publish frame refused: unknown field)", |b| {
-        b.iter(|| publish(black_box(&frame)).expect_err("an unknown field"))
-    });
+    group.bench_function(
+        "parse_client_frame (a publish frame refused: unknown field)",
+        |b| b.iter(|| publish(black_box(&frame)).expect_err("an unknown field")),
+    );
     group.finish();
 }
 

@@ -41,7 +41,7 @@ use tracing::{debug, warn, Instrument};
 
 use crate::edge::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
 use crate::edge::limits::{too_deep, ConnectionLimits, ConnectionPermit, Limit, TokenBucket};
-use crate::edge::outbox::{Duplex, Outbox, Trouble, WireFrame};
+use crate::edge::outbox::{Duplex, Outbox, Trouble};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{selects, GoLive, Start};
 use crate::hub::retention::Record;
@@ -50,6 +50,7 @@ use crate::ids::{ConnId, Seq};
 use crate::ingest::protocol::{
     self, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
 };
+use crate::ingest::wire::WireFrame;
 
 /// The client's frames, parsed by tungstenite; its writes go to the outbox.
 type Socket = WebSocketStream<Duplex<ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>>;

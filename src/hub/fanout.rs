@@ -24,13 +24,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::edge::outbox::{Outbox, Refused, WireFrame};
+use crate::edge::outbox::{Outbox, Refused};
 use crate::error::HubError;
 use crate::hub::retention::Record;
 use crate::hub::state::HubState;
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::ingest::protocol::SubId;
 use crate::ingest::topic::{Filter, Topic, TopicSet};
+use crate::ingest::wire::WireFrame;
 
 /// The close code for a connection whose outbox overflowed.
 const SLOW_CONSUMER: u16 = 4008;

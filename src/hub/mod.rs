@@ -37,7 +37,6 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::Config;
 use crate::edge::limits::Limit;
-use crate::edge::outbox::WireFrame;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{selects, Fanout, FanoutStats, GoLive, NewSub, Start, Written};
 use crate::hub::retention::{Record, Retention};
@@ -51,6 +50,7 @@ use crate::ingest::event::{
 use crate::ingest::lifecycle::{ActionState, TransitionError};
 use crate::ingest::protocol::{self, SubscribeRequest};
 use crate::ingest::topic::{Filter, TopicSet};
+use crate::ingest::wire::WireFrame;
 use crate::metrics::Metrics;
 use crate::store::log::{is_disk_full, Log, LogStatus};
 use crate::store::recovery::Restored;
@@ -1335,7 +1335,7 @@ type Redactions = HashMap<Seq, (Arc<Record>, Option<Arc<Record>>)>;
 
 /// A record without the identity fields, or `None` when it holds none.
 fn redact(record: &Arc<Record>) -> Option<Arc<Record>> {
-    let redacted = crate::ingest::event::redact_identity(record)?;
+    let redacted = record.redact_identity();
     (redacted.frame.as_str() != record.frame.as_str()).then(|| Arc::new(redacted))
 }
 
