@@ -1,17 +1,19 @@
 //! Micro-benchmarks of one published event's path through the pure code: validation
-//! (`Event::from_json`; `Event::from_text`, for an event of an HTTP batch; a whole publish
-//! frame through `parse_client_frame`; the last two take a valid lifecycle event through
-//! the typed fast path, without a JSON tree), and the `event` frame every receiver gets
-//! (`Published::to_frame`).
+//! (`Event::from_json`, on a JSON tree; `Event::from_text`, for an event of an HTTP batch;
+//! a whole publish frame through `parse_client_frame`, of a lifecycle event, of a visitor
+//! event, and of a lifecycle event refused for an unknown field; the last four read the
+//! text into typed fields, without a JSON tree), and the `event` frame every receiver gets
+//! (`Published::to_frame`) and the log replays (`Published::from_frame`).
 //!
 //! Run with `cargo bench --bench event`; figures are in docs/benchmarks.md.
 
 use std::hint::black_box;
 use std::time::Duration;
 
+use actionhub::error::HubError;
 use actionhub::ids::Seq;
 use actionhub::ingest::event::{now_millis, Body, Event, Published};
-use actionhub::ingest::protocol::{parse_client_frame, Op};
+use actionhub::ingest::protocol::{parse_client_frame, ClientFrame, Op};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -29,6 +31,18 @@ fn lifecycle_event() -> Value {
         "sessionId": Uuid::new_v4(),
         "data": {"sentAtMicros": 1_790_000_000_000_000u64},
     })
+}
+
+/// The event of a publish frame, as `parse_client_frame` decides it.
+fn publish(frame: &str) -> Result<Event, HubError> {
+    match parse_client_frame(frame) {
+        Ok(ClientFrame {
+            op: Op::Publish { event },
+            ..
+        }) => event,
+        Ok(other) => panic!("parsed as {}", other.op.name()),
+        Err(e) => panic!("{:?}", e.error),
+    }
 }
 
 fn validation(c: &mut Criterion) {
@@ -55,14 +69,26 @@ fn validation(c: &mut Criterion) {
     );
     let frame = json!({"op": "publish", "id": 12, "event": value}).to_string();
     group.bench_function("parse_client_frame (a whole publish frame)", |b| {
-        b.iter(|| match parse_client_frame(black_box(&frame)) {
-            Ok(parsed) => match parsed.op {
-                Op::Publish { event } => event.expect("valid event"),
-                other => panic!("parsed as {}", other.name()),
-            },
-            Err(e) => panic!("{:?}", e.error),
-        })
+        b.iter(|| publish(black_box(&frame)).expect("valid event"))
     });
+    let visitor = json!({
+        "type": "page",
+        "customerId": Uuid::new_v4(),
+        "sessionId": Uuid::new_v4(),
+        "page": {"url": "https://shop.example/cart", "title": "Cart"},
+    });
+    let frame = json!({"op": "publish", "id": 12, "event": visitor}).to_string();
+    group.bench_function(
+        "parse_client_frame (a visitor event's publish frame)",
+        |b| b.iter(|| publish(black_box(&frame)).expect("valid event")),
+    );
+    let mut refused = value.clone();
+    refused["conversationId"] = json!("c-1");
+    let frame = json!({"op": "publish", "id": 12, "event": refused}).to_string();
+    group.bench_function(
+        "parse_client_frame (a publish frame refused: unknown field)",
+        |b| b.iter(|| publish(black_box(&frame)).expect_err("an unknown field")),
+    );
     group.finish();
 }
 
@@ -76,6 +102,10 @@ fn frame(c: &mut Criterion) {
     assert!(published.to_frame().starts_with(r#"{"type":"event""#));
     c.bench_function("event/to_frame (serialize the delivered frame)", |b| {
         b.iter(|| black_box(&published).to_frame())
+    });
+    let frame = published.to_frame();
+    c.bench_function("event/from_frame (read a logged frame back)", |b| {
+        b.iter(|| Published::from_frame(black_box(&frame)).expect("a frame it wrote"))
     });
 }
 

@@ -29,68 +29,9 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 /// Frames offered to one vectored write at most.
 const WRITE_BATCH: usize = 128;
-
-/// A complete server-to-client WebSocket text frame: header and JSON payload, encoded
-/// once and written as is to every connection that receives it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WireFrame {
-    /// The frame on the wire; empty for an erased record.
-    bytes: Bytes,
-}
-
-impl WireFrame {
-    /// Encodes `json` as an unmasked, final text frame.
-    pub fn text(json: &str) -> WireFrame {
-        let header = FrameHeader {
-            opcode: OpCode::Data(Data::Text),
-            ..FrameHeader::default()
-        };
-        let length = json.len() as u64;
-        let mut bytes = Vec::with_capacity(header.len(length) + json.len());
-        header
-            .format(length, &mut bytes)
-            .expect("writing to a Vec cannot fail");
-        bytes.extend_from_slice(json.as_bytes());
-        WireFrame {
-            bytes: bytes.into(),
-        }
-    }
-
-    /// The frame as written to the socket.
-    pub fn wire(&self) -> &Bytes {
-        &self.bytes
-    }
-
-    /// The JSON payload.
-    pub fn as_str(&self) -> &str {
-        let payload = &self.bytes[header_len(&self.bytes)..];
-        std::str::from_utf8(payload).expect("a text frame holds the UTF-8 it was made from")
-    }
-
-    /// The JSON payload's length in bytes.
-    pub fn len(&self) -> usize {
-        self.bytes.len() - header_len(&self.bytes)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-}
-
-/// The length of an unmasked frame header, read off its second byte (RFC 6455 5.2).
-fn header_len(frame: &[u8]) -> usize {
-    match frame.get(1).map(|b| b & 0x7f) {
-        None => 0,
-        Some(126) => 4,
-        Some(127) => 10,
-        Some(_) => 2,
-    }
-}
 
 /// Whether an unmasked frame is a close frame (opcode 8, RFC 6455 5.2).
 fn is_close(frame: &[u8]) -> bool {
@@ -418,27 +359,9 @@ impl<R: Unpin> AsyncWrite for Duplex<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::wire::WireFrame;
     use std::sync::Arc;
     use tokio::io::AsyncReadExt;
-
-    #[test]
-    fn a_text_frame_reads_back_its_json_at_every_length_format() {
-        for len in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
-            let json = "x".repeat(len);
-            let frame = WireFrame::text(&json);
-            assert_eq!(frame.as_str(), json);
-            assert_eq!(frame.len(), len);
-            assert_eq!(frame.wire()[0], 0x81, "final text frame");
-            let header = match len {
-                0..=125 => 2,
-                126..=65_535 => 4,
-                _ => 10,
-            };
-            assert_eq!(frame.wire().len(), header + len);
-        }
-        assert_eq!(WireFrame::default().as_str(), "");
-        assert!(WireFrame::default().is_empty());
-    }
 
     fn frame(n: usize) -> Bytes {
         WireFrame::text(&format!("{{\"n\":{n}}}")).wire().clone()

@@ -15,7 +15,6 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::edge::outbox::WireFrame;
 use crate::hub::state::{
     Action, Activity, HubState, IdentityState, MapCounts, SessionInfo, Transition, Visitor,
     VisitorSession,
@@ -27,6 +26,7 @@ use crate::ingest::event::{
 use crate::ingest::lifecycle::ActionState;
 use crate::ingest::protocol::{self, SubscribeRequest};
 use crate::ingest::topic::{Filter, TopicSet};
+use crate::ingest::wire::WireFrame;
 
 /// `GET /v1/actions/{id}`: the action with its transitions.
 pub fn action(state: &HubState, id: ActionId) -> Option<Value> {

@@ -24,13 +24,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::edge::outbox::{Outbox, Refused, WireFrame};
+use crate::edge::outbox::{Outbox, Refused};
 use crate::error::HubError;
 use crate::hub::retention::Record;
 use crate::hub::state::HubState;
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::ingest::protocol::{close, SubId};
 use crate::ingest::topic::{Filter, Topic, TopicSet};
+use crate::ingest::wire::WireFrame;
 
 /// Whether a subscription with these topics and filter wants this record. The one
 /// matching rule for live delivery, replay and HTTP history.

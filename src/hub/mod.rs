@@ -35,7 +35,6 @@ use serde_json::Value;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::Config;
-use crate::edge::outbox::WireFrame;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{Fanout, FanoutStats, NewSub, Start};
 use crate::hub::retention::Retention;
@@ -44,6 +43,7 @@ use crate::hub::state::{AdminOp, HubState, SnapshotMaps};
 use crate::ids::{ConnId, CustomerId, Seq};
 use crate::ingest::event::{now_millis, Body, EndReason, Event, Millis};
 use crate::ingest::protocol::SubscribeRequest;
+use crate::ingest::wire::WireFrame;
 use crate::metrics::Metrics;
 use crate::store::log::{Log, LogStatus};
 use crate::store::recovery::Restored;

@@ -9,10 +9,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::edge::outbox::WireFrame;
 use crate::ids::{CustomerId, Seq};
 use crate::ingest::event::Millis;
 use crate::ingest::topic::EventKeys;
+use crate::ingest::wire::{self, WireFrame};
 
 /// One accepted event, as everything downstream of the sequencer sees it.
 #[derive(Debug)]
@@ -42,6 +42,24 @@ impl Record {
     /// Whether this record was erased (reads and replays skip it).
     pub fn is_erased(&self) -> bool {
         self.frame.is_empty()
+    }
+
+    /// The record with the identity fields removed from its event, when it is a visitor
+    /// or session event that has any (lifecycle events, the action history, stay as they
+    /// are): what anonymizing keeps of a visitor's history.
+    pub fn redact_identity(&self) -> Record {
+        let family = self.keys.topic.as_str().split(':').next().unwrap_or("");
+        let redacted = match family {
+            "visitor" | "session" => wire::without_identity(self.frame.as_str()),
+            _ => None,
+        };
+        Record {
+            seq: self.seq,
+            timestamp: self.timestamp,
+            keys: self.keys.clone(),
+            event_id: self.event_id.clone(),
+            frame: redacted.map_or_else(|| self.frame.clone(), |json| WireFrame::text(&json)),
+        }
     }
 }
 

@@ -19,7 +19,6 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::edge::limits::Limit;
-use crate::edge::outbox::WireFrame;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
 use crate::hub::retention::Record;
@@ -30,6 +29,7 @@ use crate::ingest::event::{
     Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
 };
 use crate::ingest::lifecycle::{ActionState, TransitionError};
+use crate::ingest::wire::WireFrame;
 
 /// What only the sequencer touches, behind its lock.
 pub(super) struct Sequencer {
@@ -420,6 +420,6 @@ pub(super) type Redactions = HashMap<Seq, (Arc<Record>, Option<Arc<Record>>)>;
 
 /// A record without the identity fields, or `None` when it holds none.
 pub(super) fn redact(record: &Arc<Record>) -> Option<Arc<Record>> {
-    let redacted = crate::ingest::event::redact_identity(record)?;
+    let redacted = record.redact_identity();
     (redacted.frame.as_str() != record.frame.as_str()).then(|| Arc::new(redacted))
 }

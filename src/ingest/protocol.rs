@@ -3,15 +3,19 @@
 //!
 //! Only this module knows the JSON shape of frames (events know their own shape, in
 //! [`crate::ingest::event`]). Parsing is strict: unknown ops and unknown fields are `bad_request`,
-//! so a typo never passes silently. No IO, no state.
+//! so a typo never passes silently. A frame is read into typed fields the way an event is
+//! ([`crate::ingest::fields`]): a publish frame with its event, without a JSON tree, and its
+//! event validated as it is read. No IO, no state.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::error::HubError;
 use crate::ids::Seq;
-use crate::ingest::event::{present, Event, LifecycleFields};
+use crate::ingest::event::Event;
+use crate::ingest::fields::{fill, left, Named, Nested, Refuse, Slot, Unknown};
 use crate::ingest::topic::{Filter, TopicSet};
+use crate::ingest::validate::{not_an_object, present, EventInput, LifecycleFields};
 
 /// A client-chosen subscription id: a string or a non-negative integer, echoed as given.
 #[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize)]
@@ -24,12 +28,12 @@ pub enum SubId {
 const MAX_SUB_ID_CHARS: usize = 128;
 
 impl SubId {
-    fn parse(value: &Value) -> Result<SubId, HubError> {
-        match value {
-            Value::String(s) if !s.is_empty() && s.chars().count() <= MAX_SUB_ID_CHARS => {
-                Ok(SubId::Name(s.clone()))
+    fn parse(slot: Slot<'_>) -> Result<SubId, HubError> {
+        match slot {
+            Slot::Str(s) if !s.is_empty() && s.chars().count() <= MAX_SUB_ID_CHARS => {
+                Ok(SubId::Name(s.into_owned()))
             }
-            Value::Number(n) if n.as_u64().is_some() => Ok(SubId::Number(n.as_u64().unwrap_or(0))),
+            Slot::Number(n) if n.as_u64().is_some() => Ok(SubId::Number(n.as_u64().unwrap_or(0))),
             _ => Err(HubError::bad_request(format!(
                 "`sub` must be a string of 1 to {MAX_SUB_ID_CHARS} characters or a non-negative integer"
             ))),
@@ -109,36 +113,25 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
     if let Some(frame) = parse_lifecycle_publish(text) {
         return Ok(frame);
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
-        id: None,
-        error: HubError::bad_request(format!("frame is not valid JSON: {e}")),
-    })?;
-    let Value::Object(mut fields) = value else {
-        return Err(FrameError {
-            id: None,
-            error: HubError::bad_request("a frame must be a JSON object"),
-        });
+    let mut frame = match serde_json::from_str::<Nested<FrameInput>>(text) {
+        Ok(Nested::Object(frame)) => frame,
+        // Not an object, not JSON, an unknown field or a key given twice: the tree decides
+        // (and keeps the last of a repeated key).
+        _ => {
+            let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
+                id: None,
+                error: HubError::bad_request(format!("frame is not valid JSON: {e}")),
+            })?;
+            let Value::Object(object) = value else {
+                return Err(FrameError {
+                    id: None,
+                    error: HubError::bad_request("a frame must be a JSON object"),
+                });
+            };
+            Box::new(FrameInput::from_tree(object))
+        }
     };
-    let id = match fields.remove("id") {
-        None => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| FrameError {
-            id: None,
-            error: HubError::bad_request("`id` must be an unsigned integer"),
-        })?),
-    };
-    let fail = |error: HubError| FrameError { id, error };
-    let op_name = match fields.remove("op") {
-        Some(Value::String(op)) => op,
-        Some(_) => return Err(fail(HubError::bad_request("`op` must be a string"))),
-        None => return Err(fail(HubError::bad_request("a frame needs `op`"))),
-    };
-    let op = parse_op(&op_name, &mut fields).map_err(fail)?;
-    if let Some(field) = fields.keys().next() {
-        return Err(fail(HubError::bad_request(format!(
-            "unknown field `{field}` for op {op_name:?}"
-        ))));
-    }
-    Ok(ClientFrame { id, op })
+    frame.decide()
 }
 
 /// A publish frame of a lifecycle event, the frame most clients send most often.
@@ -154,8 +147,9 @@ struct LifecyclePublish<'a> {
 }
 
 /// The fast path of [`parse_client_frame`]: a valid publish of a lifecycle event, read
-/// straight into typed fields. None for anything else, including every frame that would
-/// be refused, so that the general path alone decides and words refusals.
+/// straight into typed fields borrowed from the text and validated by the event's rules.
+/// None for anything else, including every frame that would be refused, so that the
+/// general path alone decides and words refusals.
 fn parse_lifecycle_publish(text: &str) -> Option<ClientFrame> {
     let frame: LifecyclePublish = serde_json::from_str(text).ok()?;
     if frame.op != "publish" {
@@ -170,109 +164,203 @@ fn parse_lifecycle_publish(text: &str) -> Option<ClientFrame> {
     })
 }
 
-fn parse_op(op: &str, fields: &mut Map<String, Value>) -> Result<Op, HubError> {
-    match op {
-        "connect" => Ok(Op::Connect(ConnectRequest {
-            token: optional_string(fields, "token")?,
-            api_key: optional_string(fields, "apiKey")?,
-            client: fields.remove("client"),
-        })),
-        "subscribe" => parse_subscribe(fields).map(Op::Subscribe),
-        "unsubscribe" => {
-            let sub = fields
-                .remove("sub")
-                .ok_or_else(|| HubError::bad_request("unsubscribe needs `sub`"))?;
-            Ok(Op::Unsubscribe {
-                sub: SubId::parse(&sub)?,
-            })
+/// Every field a client frame may have, whatever its op, as it arrived.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    rename_all = "camelCase",
+    bound(deserialize = "'de: 'a")
+)]
+struct FrameInput<'a> {
+    id: Slot<'a>,
+    op: Slot<'a>,
+    // connect and refresh
+    token: Slot<'a>,
+    api_key: Slot<'a>,
+    client: Slot<'a>,
+    // subscribe and unsubscribe
+    sub: Slot<'a>,
+    topics: Slot<'a>,
+    #[serde(rename = "where")]
+    filter: Slot<'a>,
+    once: Slot<'a>,
+    snapshot: Slot<'a>,
+    since: Slot<'a>,
+    epoch: Slot<'a>,
+    // publish
+    event: Nested<EventInput<'a>>,
+    /// The keys a tree's frame has beyond these (from text, such a frame is read as a tree).
+    #[serde(skip)]
+    unknown: Unknown,
+}
+
+/// A frame's refusals are `bad_request`; the message names the field.
+const BAD_REQUEST: Refuse = |_, message| HubError::bad_request(message);
+
+impl<'a> FrameInput<'a> {
+    /// Each slot with the name of its field, and the unknown keys.
+    fn slots(&mut self) -> ([Named<'_, 'a>; 12], &mut Unknown) {
+        let slots = [
+            ("id", &mut self.id),
+            ("op", &mut self.op),
+            ("token", &mut self.token),
+            ("apiKey", &mut self.api_key),
+            ("client", &mut self.client),
+            ("sub", &mut self.sub),
+            ("topics", &mut self.topics),
+            ("where", &mut self.filter),
+            ("once", &mut self.once),
+            ("snapshot", &mut self.snapshot),
+            ("since", &mut self.since),
+            ("epoch", &mut self.epoch),
+        ];
+        (slots, &mut self.unknown)
+    }
+
+    /// The fields of a JSON tree's frame, as they are in the tree.
+    fn from_tree(mut object: Map<String, Value>) -> FrameInput<'a> {
+        let mut frame = FrameInput {
+            event: match object.remove("event") {
+                None => Nested::Absent,
+                Some(Value::Object(event)) => {
+                    Nested::Object(Box::new(EventInput::from_tree(event)))
+                }
+                Some(_) => Nested::Other,
+            },
+            ..FrameInput::default()
+        };
+        let (mut slots, unknown) = frame.slots();
+        fill(object, &mut slots, unknown);
+        frame
+    }
+
+    /// The first field, in sorted order, that the op did not take.
+    fn unknown_field(&mut self) -> Option<&str> {
+        let event = (!matches!(self.event, Nested::Absent)).then_some("event");
+        let (slots, unknown) = self.slots();
+        unknown.first(left(&slots).chain(event))
+    }
+
+    fn decide(&mut self) -> Result<ClientFrame, FrameError> {
+        let id = match self.id.take() {
+            Slot::Absent => None,
+            id => Some(id.as_u64().ok_or_else(|| FrameError {
+                id: None,
+                error: HubError::bad_request("`id` must be an unsigned integer"),
+            })?),
+        };
+        let fail = |error: HubError| FrameError { id, error };
+        let op_name = match self.op.take() {
+            Slot::Str(op) => op,
+            Slot::Absent => return Err(fail(HubError::bad_request("a frame needs `op`"))),
+            _ => return Err(fail(HubError::bad_request("`op` must be a string"))),
+        };
+        let op = self.op(&op_name).map_err(fail)?;
+        if let Some(field) = self.unknown_field() {
+            return Err(fail(HubError::bad_request(format!(
+                "unknown field `{field}` for op {op_name:?}"
+            ))));
         }
-        "publish" => {
-            let event = fields
-                .remove("event")
-                .ok_or_else(|| HubError::bad_request("publish needs `event`"))?;
-            Ok(Op::Publish {
-                event: Event::from_json(event),
-            })
+        Ok(ClientFrame { id, op })
+    }
+
+    /// Reads the op's fields, taking each.
+    fn op(&mut self, op: &str) -> Result<Op, HubError> {
+        match op {
+            "connect" => Ok(Op::Connect(ConnectRequest {
+                token: optional_string(self.token.take(), "token")?,
+                api_key: optional_string(self.api_key.take(), "apiKey")?,
+                client: self.client.take().into_value(),
+            })),
+            "subscribe" => self.subscribe().map(Op::Subscribe),
+            "unsubscribe" => Ok(Op::Unsubscribe {
+                sub: needed(self.sub.take(), "unsubscribe needs `sub`").and_then(SubId::parse)?,
+            }),
+            "publish" => {
+                let event = match &mut self.event {
+                    Nested::Absent => return Err(HubError::bad_request("publish needs `event`")),
+                    Nested::Object(event) => event.decide(),
+                    Nested::Other => Err(not_an_object()),
+                };
+                self.event = Nested::Absent;
+                Ok(Op::Publish { event })
+            }
+            "refresh" => {
+                let token = optional_string(self.token.take(), "token")?
+                    .ok_or_else(|| HubError::bad_request("refresh needs `token`"))?;
+                Ok(Op::Refresh { token })
+            }
+            "ping" => Ok(Op::Ping),
+            other => Err(HubError::bad_request(format!(
+                "unknown op {other:?}; ops are connect, subscribe, unsubscribe, publish, refresh, ping"
+            ))),
         }
-        "refresh" => {
-            let token = optional_string(fields, "token")?
-                .ok_or_else(|| HubError::bad_request("refresh needs `token`"))?;
-            Ok(Op::Refresh { token })
-        }
-        "ping" => Ok(Op::Ping),
-        other => Err(HubError::bad_request(format!(
-            "unknown op {other:?}; ops are connect, subscribe, unsubscribe, publish, refresh, ping"
-        ))),
+    }
+
+    fn subscribe(&mut self) -> Result<SubscribeRequest, HubError> {
+        let sub = needed(self.sub.take(), "subscribe needs `sub`").and_then(SubId::parse)?;
+        let topics = match self.topics.take() {
+            Slot::Array(list) => {
+                let names: Option<Vec<&str>> = list.iter().map(Value::as_str).collect();
+                let names = names
+                    .ok_or_else(|| HubError::bad_request("`topics` must be a list of strings"))?;
+                TopicSet::parse_patterns(names).map_err(HubError::bad_request)?
+            }
+            Slot::Absent => return Err(HubError::bad_request("subscribe needs `topics`")),
+            _ => return Err(HubError::bad_request("`topics` must be a list of patterns")),
+        };
+        let filter = match self.filter.take() {
+            Slot::Absent | Slot::Null => Filter::default(),
+            filter => {
+                let filter = filter.into_value().unwrap_or_default();
+                Filter::parse(&filter).map_err(HubError::bad_request)?
+            }
+        };
+        let once = self.once.take().optional_bool("once", BAD_REQUEST)?;
+        let snapshot = self
+            .snapshot
+            .take()
+            .optional_bool("snapshot", BAD_REQUEST)?;
+        let since = match self.since.take() {
+            Slot::Absent | Slot::Null => None,
+            since => Some(Seq(since.as_u64().ok_or_else(|| {
+                HubError::bad_request("`since` must be a non-negative integer seq")
+            })?)),
+        };
+        let epoch = optional_string(self.epoch.take(), "epoch")?;
+        let since =
+            match (since, epoch) {
+                (Some(seq), Some(epoch)) => Some((seq, epoch)),
+                (Some(_), None) => return Err(HubError::bad_request(
+                    "`since` needs `epoch`, from the `connected` frame of the history it counts in",
+                )),
+                (None, Some(_)) => return Err(HubError::bad_request("`epoch` goes with `since`")),
+                (None, None) => None,
+            };
+        Ok(SubscribeRequest {
+            sub,
+            topics,
+            filter,
+            once,
+            since,
+            snapshot,
+        })
     }
 }
 
-fn optional_string(
-    fields: &mut Map<String, Value>,
-    name: &str,
-) -> Result<Option<String>, HubError> {
-    match fields.remove(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(HubError::bad_request(format!("`{name}` must be a string"))),
+/// The field's value, present (`null` included), or the refusal `missing`.
+fn needed<'a>(slot: Slot<'a>, missing: &str) -> Result<Slot<'a>, HubError> {
+    match slot.is_present() {
+        true => Ok(slot),
+        false => Err(HubError::bad_request(missing)),
     }
 }
 
-fn optional_bool(fields: &mut Map<String, Value>, name: &str) -> Result<bool, HubError> {
-    match fields.remove(name) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(b),
-        Some(_) => Err(HubError::bad_request(format!(
-            "`{name}` must be true or false"
-        ))),
-    }
-}
-
-fn parse_subscribe(fields: &mut Map<String, Value>) -> Result<SubscribeRequest, HubError> {
-    let sub = fields
-        .remove("sub")
-        .ok_or_else(|| HubError::bad_request("subscribe needs `sub`"))?;
-    let sub = SubId::parse(&sub)?;
-    let topics = match fields.remove("topics") {
-        Some(Value::Array(list)) => {
-            let names: Option<Vec<&str>> = list.iter().map(Value::as_str).collect();
-            let names =
-                names.ok_or_else(|| HubError::bad_request("`topics` must be a list of strings"))?;
-            TopicSet::parse_patterns(names).map_err(HubError::bad_request)?
-        }
-        Some(_) => return Err(HubError::bad_request("`topics` must be a list of patterns")),
-        None => return Err(HubError::bad_request("subscribe needs `topics`")),
-    };
-    let filter = match fields.remove("where") {
-        None | Some(Value::Null) => Filter::default(),
-        Some(value) => Filter::parse(&value).map_err(HubError::bad_request)?,
-    };
-    let once = optional_bool(fields, "once")?;
-    let snapshot = optional_bool(fields, "snapshot")?;
-    let since = match fields.remove("since") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(Seq(v.as_u64().ok_or_else(|| {
-            HubError::bad_request("`since` must be a non-negative integer seq")
-        })?)),
-    };
-    let epoch = optional_string(fields, "epoch")?;
-    let since = match (since, epoch) {
-        (Some(seq), Some(epoch)) => Some((seq, epoch)),
-        (Some(_), None) => {
-            return Err(HubError::bad_request(
-                "`since` needs `epoch`, from the `connected` frame of the history it counts in",
-            ))
-        }
-        (None, Some(_)) => return Err(HubError::bad_request("`epoch` goes with `since`")),
-        (None, None) => None,
-    };
-    Ok(SubscribeRequest {
-        sub,
-        topics,
-        filter,
-        once,
-        since,
-        snapshot,
-    })
+fn optional_string(slot: Slot<'_>, name: &str) -> Result<Option<String>, HubError> {
+    Ok(slot
+        .optional_str(name, BAD_REQUEST)?
+        .map(|s| s.into_owned()))
 }
 
 /// Writes a reply frame: `type`, the echoed `id`, then the given fields.
@@ -524,5 +612,38 @@ mod tests {
         );
         let frame: Value = serde_json::from_str(&pong(None)).unwrap();
         assert_eq!(frame, json!({"type":"pong"}));
+    }
+
+    #[test]
+    fn every_field_is_named_as_serde_reads_it() {
+        let mut names = FrameInput::default();
+        let names: Vec<_> = names.slots().0.map(|(name, _)| name).into();
+        for name in names.into_iter().chain(["event"]) {
+            let text = json!({ name: 1 }).to_string();
+            let from_text: FrameInput = serde_json::from_str(&text).unwrap();
+            let from_tree = FrameInput::from_tree(json!({ name: 1 }).as_object().unwrap().clone());
+            for mut frame in [from_text, from_tree] {
+                assert_eq!(frame.unknown.first([]), None, "{name}");
+                let (slots, _) = frame.slots();
+                let taken = match name {
+                    "event" => !matches!(frame.event, Nested::Absent),
+                    _ => left(&slots).eq([name]),
+                };
+                assert!(taken, "{name}");
+            }
+        }
+        assert_eq!(FrameInput::default().unknown_field(), None);
+    }
+
+    #[test]
+    fn a_key_given_twice_counts_once_the_last() {
+        let (id, event) = published_event(&lifecycle_publish(r#","id":4,"id":5"#, ""));
+        assert_eq!(id, Some(5));
+        assert!(event.is_ok());
+        let (_, event) = published_event(&lifecycle_publish("", r#","eventId":"a","eventId":"b""#));
+        let Ok(Event::Lifecycle(event)) = event else {
+            panic!("{event:?}")
+        };
+        assert_eq!(event.event_id.as_deref(), Some("b"));
     }
 }

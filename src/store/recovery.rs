@@ -307,10 +307,7 @@ fn forget_in_history(history: &mut VecDeque<Arc<Record>>, op: &AdminOp) {
         }
         let replacement = match erase {
             true => Record::erased(slot.seq, slot.timestamp),
-            false => match crate::ingest::event::redact_identity(slot) {
-                Some(redacted) => redacted,
-                None => continue,
-            },
+            false => slot.redact_identity(),
         };
         *slot = Arc::new(replacement);
     }

@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::FsyncPolicy;
-use crate::edge::outbox::WireFrame;
 use crate::hub::retention::Record;
 use crate::hub::state::AdminOp;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
 use crate::ingest::event::Millis;
 use crate::ingest::topic::{EventKeys, Topic};
+use crate::ingest::wire::WireFrame;
 use crate::store::codec::{Dec, DecodeError, Enc};
 use crate::store::log::Log;
 

@@ -22,7 +22,7 @@ use super::{socket_config, Handshake, Socket};
 use crate::edge::app::App;
 use crate::edge::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
 use crate::edge::limits::{too_deep, Limit, TokenBucket};
-use crate::edge::outbox::{Duplex, Outbox, Trouble, WireFrame};
+use crate::edge::outbox::{Duplex, Outbox, Trouble};
 use crate::edge::views;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::Start;
@@ -31,6 +31,7 @@ use crate::ids::ConnId;
 use crate::ingest::protocol::{
     self, close, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
 };
+use crate::ingest::wire::WireFrame;
 
 /// Publishes one connection may have waiting for acknowledgement; it stops reading beyond.
 const MAX_PENDING_PUBLISHES: usize = 1024;

@@ -6,11 +6,11 @@ use std::collections::VecDeque;
 use tokio::sync::oneshot;
 
 use super::connection::{Connection, Ending};
-use crate::edge::outbox::WireFrame;
 use crate::hub::fanout::{selects, GoLive};
 use crate::hub::retention::Record;
 use crate::ids::Seq;
 use crate::ingest::protocol::{close, SubscribeRequest};
+use crate::ingest::wire::WireFrame;
 
 /// Replayed records examined per step, and sent per step at most (or a quarter of a
 /// smaller outbox); keeps one replay from starving the connection's live traffic.

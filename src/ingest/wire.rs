@@ -1,0 +1,520 @@
+//! The wire format of events: the `event` frame every receiver gets, written once
+//! ([`Published::to_frame`], as a complete WebSocket frame, [`WireFrame`]), and read back
+//! from the log ([`Published::from_frame`]). The two halves of one format, side by side:
+//! what `Serialize for Published` writes, `from_frame` reads.
+//!
+//! Pure: the frame's bytes are made here, and written to sockets by the edge's outboxes.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::de::Error as _;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+use crate::ids::{CustomerId, Seq, SessionId};
+use crate::ingest::event::{
+    format_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published,
+};
+
+/// A complete server-to-client WebSocket text frame: header and JSON payload, encoded
+/// once and written as is to every connection that receives it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WireFrame {
+    /// The frame on the wire; empty for an erased record.
+    bytes: Bytes,
+}
+
+impl WireFrame {
+    /// Encodes `json` as an unmasked, final text frame.
+    pub fn text(json: &str) -> WireFrame {
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        let length = json.len() as u64;
+        let mut bytes = Vec::with_capacity(header.len(length) + json.len());
+        header
+            .format(length, &mut bytes)
+            .expect("writing to a Vec cannot fail");
+        bytes.extend_from_slice(json.as_bytes());
+        WireFrame {
+            bytes: bytes.into(),
+        }
+    }
+
+    /// The frame as written to the socket.
+    pub fn wire(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The JSON payload.
+    pub fn as_str(&self) -> &str {
+        let payload = &self.bytes[header_len(&self.bytes)..];
+        std::str::from_utf8(payload).expect("a text frame holds the UTF-8 it was made from")
+    }
+
+    /// The JSON payload's length in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - header_len(&self.bytes)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// The length of an unmasked frame header, read off its second byte (RFC 6455 5.2).
+fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1).map(|b| b & 0x7f) {
+        None => 0,
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+    }
+}
+
+impl Published {
+    /// The delivered `event` frame, serialized once and shared by every receiver.
+    pub fn to_frame(&self) -> String {
+        #[derive(Serialize)]
+        struct Frame<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            seq: Seq,
+            topic: &'static str,
+            event: &'a Published,
+        }
+        serde_json::to_string(&Frame {
+            kind: "event",
+            seq: self.seq,
+            topic: self.body.topic().as_str(),
+            event: self,
+        })
+        .expect("events serialize to JSON")
+    }
+}
+
+/// Writes `key: value` when the value is present.
+fn entry_opt<M: SerializeMap, T: Serialize>(
+    map: &mut M,
+    key: &str,
+    value: &Option<T>,
+) -> Result<(), M::Error> {
+    match value {
+        Some(v) => map.serialize_entry(key, v),
+        None => Ok(()),
+    }
+}
+
+/// Writes the fields of a lifecycle event in the spec's order.
+pub fn serialize_lifecycle<M: SerializeMap>(
+    map: &mut M,
+    e: &LifecycleEvent,
+) -> Result<(), M::Error> {
+    map.serialize_entry("actionId", &e.action_id)?;
+    map.serialize_entry("actionState", e.state.as_str())?;
+    map.serialize_entry("actionMediaType", e.media.as_str())?;
+    map.serialize_entry("actionMapId", &e.action_map_id)?;
+    map.serialize_entry("actionMapVersion", &e.action_map_version)?;
+    map.serialize_entry("customerId", &e.customer_id)?;
+    map.serialize_entry("customerIdType", "cookie")?;
+    map.serialize_entry("sessionId", &e.session_id)?;
+    entry_opt(map, "errorCode", &e.error_code)?;
+    entry_opt(map, "errorMessage", &e.error_message)?;
+    entry_opt(map, "eventId", &e.event_id)?;
+    entry_opt(map, "data", &e.data)
+}
+
+impl Serialize for Published {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        match &self.body {
+            Body::Lifecycle(e) => serialize_lifecycle(&mut map, e)?,
+            Body::Visitor(e) => {
+                map.serialize_entry("type", e.kind.as_str())?;
+                map.serialize_entry("customerId", &e.customer_id)?;
+                entry_opt(&mut map, "sessionId", &e.session_id)?;
+                entry_opt(&mut map, "userId", &e.user_id)?;
+                entry_opt(&mut map, "traits", &e.traits)?;
+                entry_opt(&mut map, "channels", &e.channels)?;
+                entry_opt(&mut map, "page", &e.page)?;
+                entry_opt(&mut map, "name", &e.name)?;
+                entry_opt(&mut map, "properties", &e.properties)?;
+                entry_opt(&mut map, "eventId", &e.event_id)?;
+            }
+            Body::SessionStarted {
+                customer_id,
+                session_id,
+                user_id,
+                started_at,
+            } => {
+                map.serialize_entry("customerId", customer_id)?;
+                map.serialize_entry("sessionId", session_id)?;
+                entry_opt(&mut map, "userId", user_id)?;
+                map.serialize_entry("startedAt", &format_millis(*started_at))?;
+            }
+            Body::SessionEnded {
+                customer_id,
+                session_id,
+                user_id,
+                started_at,
+                ended_at,
+                pages_viewed,
+                reason,
+            } => {
+                map.serialize_entry("customerId", customer_id)?;
+                map.serialize_entry("sessionId", session_id)?;
+                entry_opt(&mut map, "userId", user_id)?;
+                map.serialize_entry("startedAt", &format_millis(*started_at))?;
+                map.serialize_entry("endedAt", &format_millis(*ended_at))?;
+                map.serialize_entry("durationMs", &(ended_at - started_at).max(0))?;
+                map.serialize_entry("pagesViewed", pages_viewed)?;
+                map.serialize_entry("reason", reason.as_str())?;
+            }
+            Body::Merged {
+                customer_id,
+                visitor_id,
+                user_id,
+                merged_customer_ids,
+            } => {
+                map.serialize_entry("customerId", customer_id)?;
+                map.serialize_entry("visitorId", visitor_id)?;
+                entry_opt(&mut map, "userId", user_id)?;
+                map.serialize_entry("mergedCustomerIds", merged_customer_ids)?;
+            }
+        }
+        map.serialize_entry("seq", &self.seq)?;
+        map.serialize_entry("topic", self.body.topic().as_str())?;
+        map.serialize_entry("timestamp", &format_millis(self.timestamp))?;
+        map.end()
+    }
+}
+
+/// The identity fields an anonymization removes from retained visitor and session events.
+const IDENTITY_FIELDS: [&str; 3] = ["userId", "traits", "channels"];
+
+/// An `event` frame written again without its event's identity fields, or None when it is
+/// not an event frame.
+pub fn without_identity(frame: &str) -> Option<String> {
+    let mut frame = serde_json::from_str::<Value>(frame).ok()?;
+    let event = frame.get_mut("event").and_then(Value::as_object_mut)?;
+    for field in IDENTITY_FIELDS {
+        event.remove(field);
+    }
+    Some(frame.to_string())
+}
+
+/// Why a stored event frame could not be read back (the log or a snapshot is damaged, or
+/// was written by a release whose events this one does not understand).
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable event frame: {0}")]
+pub struct FrameError(String);
+
+impl Published {
+    /// Reads an `event` frame written by [`Published::to_frame`] back into the event. The
+    /// inverse of serialization for every [`Body`]: the log replays events through it.
+    pub fn from_frame(frame: &str) -> Result<Published, FrameError> {
+        let Stored { seq, event: stamp } = read::<Stored<Stamp>>(frame)?;
+        let body = match stamp.topic.as_ref() {
+            "session:started" => {
+                let started = read::<Stored<SessionStarted>>(frame)?.event;
+                Body::SessionStarted {
+                    customer_id: started.customer_id,
+                    session_id: started.session_id,
+                    user_id: started.user_id,
+                    started_at: started.started_at,
+                }
+            }
+            "session:ended" => {
+                let ended = read::<Stored<SessionEnded>>(frame)?.event;
+                Body::SessionEnded {
+                    customer_id: ended.customer_id,
+                    session_id: ended.session_id,
+                    user_id: ended.user_id,
+                    started_at: ended.started_at,
+                    ended_at: ended.ended_at,
+                    pages_viewed: ended.pages_viewed,
+                    reason: ended.reason,
+                }
+            }
+            "visitor:merged" => {
+                let merged = read::<Stored<Merged>>(frame)?.event;
+                Body::Merged {
+                    customer_id: merged.customer_id,
+                    visitor_id: merged.visitor_id,
+                    user_id: merged.user_id,
+                    merged_customer_ids: merged.merged_customer_ids,
+                }
+            }
+            // Lifecycle and visitor events are what a client published: validation reads
+            // them back exactly (it accepted them once, and serialization only adds fields
+            // it knows, such as `customerIdType`).
+            _ => {
+                let mut event = read::<Stored<Map<String, Value>>>(frame)?.event;
+                for added in ["seq", "topic", "timestamp"] {
+                    event.remove(added);
+                }
+                Event::from_json(Value::Object(event))
+                    .map_err(|e| FrameError(e.message))?
+                    .into()
+            }
+        };
+        if body.topic().as_str() != stamp.topic {
+            return Err(FrameError("`topic` does not match the event".into()));
+        }
+        Ok(Published {
+            seq: Seq(seq),
+            timestamp: stamp.timestamp,
+            body,
+        })
+    }
+}
+
+fn read<'a, T: Deserialize<'a>>(frame: &'a str) -> Result<T, FrameError> {
+    serde_json::from_str(frame).map_err(|e| FrameError(e.to_string()))
+}
+
+/// An `event` frame as stored: its seq and its event, read as `T` (the frame's `type` and
+/// `topic` are skipped; the event's own `topic` says which body it holds).
+#[derive(Deserialize)]
+struct Stored<T> {
+    seq: u64,
+    event: T,
+}
+
+/// What every stored event has: its topic and receive time.
+#[derive(Deserialize)]
+struct Stamp<'a> {
+    #[serde(borrow)]
+    topic: Cow<'a, str>,
+    #[serde(deserialize_with = "rfc3339")]
+    timestamp: Millis,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionStarted {
+    customer_id: CustomerId,
+    session_id: SessionId,
+    user_id: Option<String>,
+    #[serde(deserialize_with = "rfc3339")]
+    started_at: Millis,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionEnded {
+    customer_id: CustomerId,
+    session_id: SessionId,
+    user_id: Option<String>,
+    #[serde(deserialize_with = "rfc3339")]
+    started_at: Millis,
+    #[serde(deserialize_with = "rfc3339")]
+    ended_at: Millis,
+    pages_viewed: u64,
+    #[serde(deserialize_with = "end_reason")]
+    reason: EndReason,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Merged {
+    customer_id: CustomerId,
+    visitor_id: CustomerId,
+    user_id: Option<String>,
+    merged_customer_ids: Vec<CustomerId>,
+}
+
+/// A timestamp as [`format_millis`] writes it.
+fn rfc3339<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Millis, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    chrono::DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| D::Error::custom(format!("{text:?} is not RFC 3339")))
+}
+
+fn end_reason<'de, D: Deserializer<'de>>(deserializer: D) -> Result<EndReason, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    EndReason::parse(&text).ok_or_else(|| D::Error::custom(format!("unknown reason {text:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::validate::tests::{lifecycle, with, A, C, M, S};
+    use serde_json::{json, Value};
+
+    #[test]
+    fn a_text_frame_reads_back_its_json_at_every_length_format() {
+        for len in [0, 1, 125, 126, 65_535, 65_536, 200_000] {
+            let json = "x".repeat(len);
+            let frame = WireFrame::text(&json);
+            assert_eq!(frame.as_str(), json);
+            assert_eq!(frame.len(), len);
+            assert_eq!(frame.wire()[0], 0x81, "final text frame");
+            let header = match len {
+                0..=125 => 2,
+                126..=65_535 => 4,
+                _ => 10,
+            };
+            assert_eq!(frame.wire().len(), header + len);
+        }
+        assert_eq!(WireFrame::default().as_str(), "");
+        assert!(WireFrame::default().is_empty());
+    }
+
+    #[test]
+    fn a_valid_lifecycle_event_round_trips() {
+        let event =
+            Event::from_json(with(lifecycle(), "data", json!({"conversationId": "x"}))).unwrap();
+        let published = Published {
+            seq: Seq(7),
+            timestamp: 1_700_000_000_123,
+            body: event.into(),
+        };
+        let json: Value = serde_json::to_value(&published).unwrap();
+        assert_eq!(json["customerIdType"], "cookie");
+        assert_eq!(json["seq"], 7);
+        assert_eq!(json["topic"], "webchat:offered");
+        assert_eq!(json["timestamp"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(json["data"]["conversationId"], "x");
+        let frame: Value = serde_json::from_str(&published.to_frame()).unwrap();
+        assert_eq!(frame["type"], "event");
+        assert_eq!(frame["event"], json);
+    }
+
+    #[test]
+    fn every_body_round_trips_through_its_frame() {
+        let (c, s) = (CustomerId::parse(C).unwrap(), SessionId::parse(S).unwrap());
+        let other = CustomerId::new_random();
+        let events = [
+            json!({"actionId": A, "actionState": "errored", "actionMediaType": "webchat",
+                   "actionMapId": M, "actionMapVersion": 3, "customerId": C, "sessionId": S,
+                   "errorCode": -2, "errorMessage": "boom", "eventId": "e-1",
+                   "data": {"nested": {"x": [1, 2.5, null, "é"]}}}),
+            lifecycle(),
+            with(
+                with(lifecycle(), "actionMediaType", json!("contentoffer")),
+                "actionState",
+                json!("qualified"),
+            ),
+            json!({"type": "identify", "customerId": C, "userId": "u1",
+                   "traits": {"name": "Ann"}, "channels": {"whatsapp": "1"}, "eventId": "x"}),
+            json!({"type": "signin", "customerId": C, "sessionId": S, "userId": "u1"}),
+            json!({"type": "signout", "customerId": C, "sessionId": S}),
+            json!({"type": "userinfo", "customerId": C, "sessionId": S, "userId": "u1"}),
+            json!({"type": "page", "customerId": C, "sessionId": S,
+                   "page": {"url": "https://x.example/", "title": "X"}}),
+            json!({"type": "track", "customerId": C, "name": "clicked",
+                   "properties": {"n": 1}}),
+        ];
+        let mut bodies: Vec<Body> = events
+            .into_iter()
+            .map(|e| Event::from_json(e).unwrap().into())
+            .collect();
+        bodies.extend([
+            Body::SessionStarted {
+                customer_id: c,
+                session_id: s,
+                user_id: None,
+                started_at: 1_700_000_000_001,
+            },
+            Body::SessionStarted {
+                customer_id: c,
+                session_id: s,
+                user_id: Some("u1".into()),
+                started_at: 1_700_000_000_001,
+            },
+            Body::SessionEnded {
+                customer_id: c,
+                session_id: s,
+                user_id: Some("u1".into()),
+                started_at: 1_700_000_000_001,
+                ended_at: 1_700_000_009_999,
+                pages_viewed: 4,
+                reason: EndReason::Idle,
+            },
+            Body::SessionEnded {
+                customer_id: c,
+                session_id: s,
+                user_id: None,
+                started_at: 5,
+                ended_at: 5,
+                pages_viewed: 0,
+                reason: EndReason::Replaced,
+            },
+            Body::Merged {
+                customer_id: c,
+                visitor_id: other,
+                user_id: Some("u1".into()),
+                merged_customer_ids: vec![other, c],
+            },
+        ]);
+        for (i, body) in bodies.into_iter().enumerate() {
+            let published = Published {
+                seq: Seq(i as u64 + 1),
+                timestamp: 1_700_000_000_123 + i as i64,
+                body,
+            };
+            let back = Published::from_frame(&published.to_frame())
+                .unwrap_or_else(|e| panic!("{}: {e}", published.to_frame()));
+            assert_eq!(back, published);
+        }
+        assert!(Published::from_frame("{\"type\":\"event\"}").is_err());
+    }
+
+    #[test]
+    fn a_damaged_frame_is_refused_saying_what_is_wrong() {
+        let started = Published {
+            seq: Seq(3),
+            timestamp: 1_700_000_000_000,
+            body: Body::SessionStarted {
+                customer_id: CustomerId::parse(C).unwrap(),
+                session_id: SessionId::parse(S).unwrap(),
+                user_id: None,
+                started_at: 1_700_000_000_000,
+            },
+        }
+        .to_frame();
+        let offered = Published {
+            seq: Seq(4),
+            timestamp: 1_700_000_000_000,
+            body: Event::from_json(lifecycle()).unwrap().into(),
+        }
+        .to_frame();
+        let cases = [
+            (
+                started.replacen(r#""seq":3,"#, "", 1),
+                "missing field `seq`",
+            ),
+            (
+                started.replace("customerId", "customerID"),
+                "missing field `customerId`",
+            ),
+            (
+                started.replace("session:started", "session:ended"),
+                "missing field `endedAt`",
+            ),
+            (started.replace(".000Z", "Z!"), "is not RFC 3339"),
+            (
+                offered.replace("webchat:offered", "webchat:accepted"),
+                "`topic` does not match the event",
+            ),
+            (
+                offered.replace(r#""actionState""#, r#""bogus":1,"actionState""#),
+                "unknown field `bogus`",
+            ),
+            ("null".into(), "invalid type"),
+        ];
+        for (frame, says) in cases {
+            let error = Published::from_frame(&frame)
+                .err()
+                .unwrap_or_else(|| panic!("{frame} read"));
+            assert!(error.to_string().contains(says), "{frame}: {error}");
+        }
+    }
+}
