@@ -19,6 +19,7 @@ use crate::config::{Config, ConfigError};
 use crate::edge::app::App;
 use crate::hub::Hub;
 use crate::ids::Seq;
+use crate::ingest::event::now_millis;
 use crate::store::log::{is_disk_full, Log};
 use crate::store::recovery::{self, RecoveryError};
 use crate::store::snapshot;
@@ -196,7 +197,9 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     running.shutdown().await
 }
 
-/// Ends idle sessions and ages out history, until shutdown.
+/// Ticks the hub with the clock's time, until shutdown: each tick ends idle sessions and
+/// ages out history, actions and idle customers (see [`Hub::sweep_at`]). The time is read
+/// here, at the edge, and passed in like any input's.
 async fn sweep(hub: Arc<Hub>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(hub.sweep_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -207,7 +210,8 @@ async fn sweep(hub: Arc<Hub>, shutdown: CancellationToken) {
                 // The sweep's work is chunked under the sequencer lock, but all of it is
                 // CPU; it runs beside the async workers, not on them.
                 let hub = hub.clone();
-                let _ = tokio::task::spawn_blocking(move || hub.sweep()).await;
+                let now = now_millis();
+                let _ = tokio::task::spawn_blocking(move || hub.sweep_at(now)).await;
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Where clients meet the hub: everything that owns a socket, a request or a credential.
 //!
+//! - [`app`]: what the router shares with every handler and connection.
 //! - [`ws`]: the WebSocket handshake and one task per connection.
 //! - [`http`]: the HTTP API and the router; [`visitors`]: its visitor endpoints;
 //!   [`views`]: the JSON views of state they answer with (and `snapshot` frames carry).

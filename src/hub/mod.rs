@@ -15,6 +15,13 @@
 //! The sequencer never waits on a subscriber: delivery only queues into bounded outboxes,
 //! and the writes after it never wait for a socket (see [`crate::edge::outbox`]).
 //!
+//! What the hub commits is a function of its state, the inputs in their order and the time
+//! each is decided at: every input has an `_at` form that takes that time (`publish_at`,
+//! `submit_at`, `administer_at`, `merge_visitors_at`, and `sweep_at`, the tick that ends
+//! idle sessions and ages state out); the plain forms read the clock. So two hubs fed the
+//! same inputs at the same times commit the same events and reach the same state, and a
+//! hub rebuilt from its log reaches it too.
+//!
 //! Lock order: sequencer, then fan-out index, then retention; an outbox's lock is a leaf
 //! (taken last, nothing taken under it). Nobody takes them in another order, and none is
 //! held across an `.await`. The fields are private so that the locks stay an inside
@@ -265,7 +272,8 @@ impl Hub {
     }
 
     /// Publishes events in order; each gets its own result. Returns once every accepted
-    /// event is logged and fanned out.
+    /// event is logged and fanned out. Decided at the clock's time (see
+    /// [`Hub::publish_at`]).
     pub async fn publish(
         &self,
         events: Vec<Result<Event, HubError>>,
@@ -273,15 +281,40 @@ impl Hub {
         self.submit(events).await.acknowledged().await
     }
 
+    /// [`Hub::publish`] decided at `now`: the time comes with the input, so two hubs fed
+    /// the same inputs commit the same events.
+    pub async fn publish_at(
+        &self,
+        events: Vec<Result<Event, HubError>>,
+        now: Millis,
+    ) -> Vec<Result<Ack, HubError>> {
+        self.submit_at(events, now).await.acknowledged().await
+    }
+
     /// Decides events now, in order, and returns what is left to wait for: the pipeline
     /// logging and fanning them out. A connection awaits several of these at once, so
     /// pipelined publishes share pipeline passes while their replies keep their order.
     pub async fn submit(&self, events: Vec<Result<Event, HubError>>) -> Submitted {
+        self.submit_when(events, now_millis).await
+    }
+
+    /// [`Hub::submit`] decided at `now`.
+    pub async fn submit_at(&self, events: Vec<Result<Event, HubError>>, now: Millis) -> Submitted {
+        self.submit_when(events, move || now).await
+    }
+
+    /// Decides events at the time `now` gives. It is asked only once the sequencer lock
+    /// is taken, so the clock's times follow the order of the seqs as closely as they can.
+    async fn submit_when(
+        &self,
+        events: Vec<Result<Event, HubError>>,
+        now: impl FnOnce() -> Millis,
+    ) -> Submitted {
         if let Some(refused) = self.refuse_while_full(events.len()) {
             return refused;
         }
         match self.room(events.len()).await {
-            Some(permit) => self.submit_with(permit, events),
+            Some(permit) => self.submit_with(permit, events, now),
             None => shut_out(events.len()),
         }
     }
@@ -297,7 +330,7 @@ impl Hub {
         }
         let permits = events.len().clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
         match self.in_flight.clone().try_acquire_many_owned(permits) {
-            Ok(permit) => Ok(self.submit_with(permit, events)),
+            Ok(permit) => Ok(self.submit_with(permit, events, now_millis)),
             Err(TryAcquireError::NoPermits) => Err(events),
             Err(TryAcquireError::Closed) => Ok(shut_out(events.len())),
         }
@@ -327,9 +360,10 @@ impl Hub {
         &self,
         permit: OwnedSemaphorePermit,
         events: Vec<Result<Event, HubError>>,
+        now: impl FnOnce() -> Millis,
     ) -> Submitted {
         let count = events.len();
-        let decided = self.sequence_with(permit, |txn| {
+        let decided = self.sequence_with(permit, now, |txn| {
             events
                 .into_iter()
                 .map(|event| event.and_then(|e| txn.decide(e)))
@@ -366,15 +400,17 @@ impl Hub {
             .ok()
     }
 
-    /// Waits for room in the pipeline, runs `decide` under the sequencer lock, and hands
-    /// whatever it committed to the pipeline. `None` when the hub is shutting down.
+    /// Waits for room in the pipeline, runs `decide` under the sequencer lock at the time
+    /// `now` gives, and hands whatever it committed to the pipeline. `None` when the hub
+    /// is shutting down.
     async fn sequence<R>(
         &self,
         events: usize,
+        now: impl FnOnce() -> Millis,
         decide: impl FnOnce(&mut Txn) -> R,
     ) -> Option<(R, Pending)> {
         let permit = self.room(events).await?;
-        self.sequence_with(permit, decide)
+        self.sequence_with(permit, now, decide)
     }
 
     /// Runs `decide` under the sequencer lock, with room in the pipeline already taken.
@@ -383,10 +419,11 @@ impl Hub {
     fn sequence_with<R>(
         &self,
         permit: OwnedSemaphorePermit,
+        now: impl FnOnce() -> Millis,
         decide: impl FnOnce(&mut Txn) -> R,
     ) -> Option<(R, Pending)> {
         let (done_tx, done_rx) = oneshot::channel();
-        let (result, sent) = self.hold(now_millis(), |txn| {
+        let (result, sent) = self.hold(now(), |txn| {
             if !txn.seq.is_open() {
                 return None;
             }
@@ -419,6 +456,25 @@ impl Hub {
         visitor: CustomerId,
         change: AdminChange,
     ) -> Result<(), HubError> {
+        self.administer_when(visitor, change, now_millis).await
+    }
+
+    /// [`Hub::administer`] decided at `now`.
+    pub async fn administer_at(
+        &self,
+        visitor: CustomerId,
+        change: AdminChange,
+        now: Millis,
+    ) -> Result<(), HubError> {
+        self.administer_when(visitor, change, move || now).await
+    }
+
+    async fn administer_when(
+        &self,
+        visitor: CustomerId,
+        change: AdminChange,
+        now: impl FnOnce() -> Millis,
+    ) -> Result<(), HubError> {
         self.check_writable(1)?;
         // Parsing frames is the slow part of anonymizing: done first, off the sequencer.
         let redactions = match change {
@@ -427,7 +483,7 @@ impl Hub {
         };
         let (tx, rx) = oneshot::channel();
         let decided = self
-            .sequence(1, |txn| {
+            .sequence(1, now, |txn| {
                 let customer_ids = self.state.visitor_customers(visitor);
                 if customer_ids.is_empty() {
                     return Err(HubError::not_found("no such visitor"));
@@ -492,9 +548,28 @@ impl Hub {
         source: CustomerId,
         target: CustomerId,
     ) -> Result<Ack, HubError> {
+        self.merge_visitors_when(source, target, now_millis).await
+    }
+
+    /// [`Hub::merge_visitors`] decided at `now`.
+    pub async fn merge_visitors_at(
+        &self,
+        source: CustomerId,
+        target: CustomerId,
+        now: Millis,
+    ) -> Result<Ack, HubError> {
+        self.merge_visitors_when(source, target, move || now).await
+    }
+
+    async fn merge_visitors_when(
+        &self,
+        source: CustomerId,
+        target: CustomerId,
+        now: impl FnOnce() -> Millis,
+    ) -> Result<Ack, HubError> {
         self.check_writable(1)?;
         let decided = self
-            .sequence(1, |txn| {
+            .sequence(1, now, |txn| {
                 if source == target {
                     return Err(HubError::bad_request("cannot merge a visitor into itself"));
                 }
@@ -539,13 +614,21 @@ impl Hub {
             .expect("one result per event")
     }
 
-    /// Ends idle sessions, drops history and actions past the retention age, and forgets
-    /// customers (and profiles) idle past the visitor age. Runs on a blocking thread. Each
-    /// step finds its work in an index (or, for actions, in a scan without the sequencer
-    /// lock) and does it a chunk per hold of the lock, so a publish waits for one chunk at
-    /// most; whatever a sweep leaves, the next one takes.
+    /// [`Hub::sweep_at`] at the clock's time.
     pub fn sweep(&self) {
-        let now = now_millis();
+        self.sweep_at(now_millis())
+    }
+
+    /// A tick at `now`: ends sessions idle since before it, drops history and actions past
+    /// the retention age, and forgets customers (and profiles) idle past the visitor age.
+    /// What it changes is decided from the state and `now` alone, and goes through the
+    /// sequencer like any input: the sessions it ends are events, and the actions and
+    /// customers it forgets are logged changes ([`AdminOp`]), so a replay repeats them.
+    ///
+    /// Runs on a blocking thread. Each step finds its work in an index (or, for actions, in
+    /// a scan without the sequencer lock) and does it a chunk per hold of the lock, so a
+    /// publish waits for one chunk at most; whatever a tick leaves, the next one takes.
+    pub fn sweep_at(&self, now: Millis) {
         let idle_cutoff = now - self.config.session_idle_timeout.as_millis() as Millis;
         for _ in 0..SWEEP_ROUNDS {
             let more = self.hold(now, |txn| {
@@ -576,11 +659,29 @@ impl Hub {
                 break;
             }
         }
-        // Find old actions without the lock; forget them under it, so a snapshot (which
-        // starts under the lock) never sees half an eviction.
+        // Old actions are found without the lock, in id order, and forgotten under it, a
+        // chunk a time: each chunk names those still old then, is applied with the
+        // copy-on-write rules of every change (so a snapshot may be running) and is logged.
         let age_cutoff = now - self.config.retention_age.as_millis() as Millis;
         for old in self.state.actions_before(age_cutoff).chunks(SWEEP_RECORDS) {
-            self.hold(now, |_| self.state.evict_actions(old, age_cutoff));
+            let go_on = self.hold(now, |txn| {
+                if !txn.seq.is_open() {
+                    return false;
+                }
+                let action_ids = self.state.still_before(old, age_cutoff);
+                if action_ids.is_empty() {
+                    return true;
+                }
+                let op = AdminOp::EvictActions {
+                    action_ids,
+                    cutoff: age_cutoff,
+                };
+                self.state.apply_admin(&op, txn.seq.last_seq);
+                txn.log_admin(op, None)
+            });
+            if !go_on {
+                break;
+            }
         }
         // Forgetting idle customers is the sweeper's choice, made with its clock, so it is
         // logged like a visitor change: recovery repeats it rather than deciding again.
@@ -614,7 +715,7 @@ impl Hub {
         (at, maps, held.elapsed())
     }
 
-    /// How often [`Hub::sweep`] should run.
+    /// How often [`Hub::sweep_at`] should run.
     pub fn sweep_interval(&self) -> Duration {
         (self.config.session_idle_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(5))

@@ -324,7 +324,9 @@ impl Txn<'_> {
     pub(super) fn forget_in_history(&mut self, op: &AdminOp, redactions: &Redactions) {
         let retention = &self.hub.retention;
         match op {
-            AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } => {}
+            AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } | AdminOp::EvictActions { .. } => {
+                // Nothing they change is in the history's frames.
+            }
             AdminOp::Anonymize { customer_ids, .. } => {
                 retention
                     .write()

@@ -297,7 +297,9 @@ enum Replay {
 /// when the change was made (an erased visitor's events never come back).
 fn forget_in_history(history: &mut VecDeque<Arc<Record>>, op: &AdminOp) {
     let (customers, erase) = match op {
-        AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } => return,
+        AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } | AdminOp::EvictActions { .. } => {
+            return
+        }
         AdminOp::Anonymize { customer_ids, .. } => (customer_ids, false),
         AdminOp::Delete { customer_ids, .. } => (customer_ids, true),
     };

@@ -6,6 +6,7 @@
 mod support;
 
 mod config;
+mod determinism;
 mod durability;
 mod fanout;
 mod faults_disk;

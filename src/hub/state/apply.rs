@@ -4,10 +4,11 @@
 //! the state exactly. Every change saves its entity's snapshot preimage first and stamps
 //! the entity with the seq that changed it (see `copy_on_write.rs`).
 //!
-//! The sweeper's eviction of old actions ([`HubState::evict_actions`]) is the one other
-//! change; ARCHITECTURE.md ("State is a fold of events") says why replay still agrees.
+//! What the sweeper forgets (customers idle past the visitor age, actions past the
+//! retention age) is its choice, made with the time of its tick, so it is an [`AdminOp`]
+//! too: logged, and repeated by a replay rather than decided again.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,14 @@ pub enum AdminOp {
     /// their actions; a profile goes with its last customer. Their retained events stay
     /// until retention drops them.
     Evict { customer_ids: Vec<CustomerId> },
+    /// Forget actions whose last event is older than `cutoff` (the sweeper's tick time
+    /// less the retention age, so logged). An action named here that has had an event
+    /// since `cutoff` stays, which keeps the change idempotent. Their retained events stay
+    /// until retention drops them.
+    EvictActions {
+        action_ids: Vec<ActionId>,
+        cutoff: Millis,
+    },
 }
 
 impl HubState {
@@ -294,6 +303,9 @@ impl HubState {
                     }
                 }
             }
+            AdminOp::EvictActions { action_ids, cutoff } => {
+                self.evict_actions(action_ids, *cutoff, seq)
+            }
         }
     }
 
@@ -464,44 +476,54 @@ impl HubState {
 
     // ---- the sweeper's eviction of old actions ----
 
-    /// The actions whose last event is older than `cutoff`: a scan that takes no lock
+    /// The actions whose last event is older than `cutoff`, in id order (so two hubs with
+    /// the same state name the same ones in the same chunks): a scan that takes no lock
     /// beyond one map shard at a time, so the sweeper runs it outside the sequencer lock.
     pub fn actions_before(&self, cutoff: Millis) -> Vec<ActionId> {
-        self.actions
+        let mut old: Vec<ActionId> = self
+            .actions
             .iter()
             .filter(|a| a.last().timestamp < cutoff)
             .map(|a| *a.key())
-            .collect()
+            .collect();
+        old.sort_unstable();
+        old
     }
 
-    /// Forgets the given actions if their last event is still older than `cutoff`,
-    /// returning how many. Called under the sequencer lock. While a snapshot is being
-    /// written it forgets nothing (the sweeper tries again later): eviction is not an
-    /// event, so it has no seq to stamp the customers it changes with.
-    pub fn evict_actions(&self, ids: &[ActionId], cutoff: Millis) -> usize {
-        if self.snapshot_running() {
-            return 0;
-        }
-        let mut evicted: HashMap<CustomerId, HashSet<ActionId>> = HashMap::new();
-        for id in ids {
-            if let Some((_, action)) = self
-                .actions
-                .remove_if(id, |_, a| a.last().timestamp < cutoff)
-            {
+    /// Those of `ids` whose last event is still older than `cutoff`, in their order: what
+    /// an [`AdminOp::EvictActions`] decided now would forget.
+    pub fn still_before(&self, ids: &[ActionId], cutoff: Millis) -> Vec<ActionId> {
+        let old = |id: &&ActionId| {
+            self.actions
+                .get(*id)
+                .is_some_and(|a| a.last().timestamp < cutoff)
+        };
+        ids.iter().filter(old).copied().collect()
+    }
+
+    /// Forgets the given actions whose last event is older than `cutoff`, and takes them
+    /// off their customers' lists, stamping those customers with `seq` (the change is
+    /// logged after the event at `seq`). Saves preimages like every other change, so it
+    /// may run while a snapshot is being written.
+    fn evict_actions(&self, ids: &[ActionId], cutoff: Millis, seq: Seq) {
+        // Customers in id order, so their changes are made in an order both hubs share.
+        let mut evicted: BTreeMap<CustomerId, HashSet<ActionId>> = BTreeMap::new();
+        for id in self.still_before(ids, cutoff) {
+            // Nothing else changes actions meanwhile (this runs under the sequencer lock,
+            // or in recovery's one thread), so an action found old above is old still.
+            self.save_action(id);
+            if let Some((_, action)) = self.actions.remove(&id) {
                 evicted
                     .entry(action.latest.customer_id)
                     .or_default()
-                    .insert(*id);
+                    .insert(id);
             }
         }
         // One pass over each customer's list, however many of its actions go.
-        let mut count = 0;
         for (customer, gone) in evicted {
-            count += gone.len();
-            if let Some(mut c) = self.customers.get_mut(&customer) {
+            if let Some(mut c) = self.customer_mut(customer, seq) {
                 c.actions.retain(|a| !gone.contains(a));
             }
         }
-        count
     }
 }

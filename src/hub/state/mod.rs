@@ -1,17 +1,18 @@
 //! The hub's in-memory state: customers (identity, sessions), visitor profiles, actions
 //! (current state and transitions), and per action-map counters.
 //!
-//! The state changes only through [`HubState::apply`], which takes a published event and is
-//! deterministic: applying the same events in seq order always builds the same state, so a
-//! log replay rebuilds it. Only the sequencer calls `apply` (under its lock); HTTP handlers,
+//! The state changes only through [`HubState::apply`], which takes a published event, and
+//! [`HubState::apply_admin`], which takes a logged change that is not one ([`AdminOp`]).
+//! Both are deterministic: applying the same log in order always builds the same state, so
+//! a replay rebuilds it. Only the sequencer calls them (under its lock); HTTP handlers,
 //! snapshots and the fan-out read concurrently through the methods here, which never hold a
 //! map entry while touching another entry of the same map.
 //!
-//! One concept a file: `entities.rs` (what is kept), `apply.rs` (the fold, the only writer,
-//! and the sweeper's eviction), `recency.rs` (customers by when they were last seen),
-//! `copy_on_write.rs` (a snapshot's preimages, and restoring from one), `encoding.rs` (the
-//! entities in a snapshot file), `profile_limits.rs` (what one visitor profile may hold),
-//! `queries.rs` (the reads the edge turns into views). This file holds the maps and the
+//! One concept a file: `entities.rs` (what is kept), `apply.rs` (the two writers),
+//! `recency.rs` (customers by when they were last seen), `copy_on_write.rs` (a snapshot's
+//! preimages, and restoring from one), `encoding.rs` (the entities in a snapshot file),
+//! `profile_limits.rs` (what one visitor profile may hold), `queries.rs` (the reads the
+//! edge turns into views). This file holds the maps and the
 //! reads the sequencer decides with. No JSON shape a client sees is written here: the
 //! queries return typed copies, and `edge::views` shapes them.
 

@@ -306,11 +306,13 @@ impl HubState {
         sessions
     }
 
-    /// The visitor whose profile holds `channels[channel] == user`.
+    /// The visitor whose profile holds `channels[channel] == user`; when several do, the
+    /// lowest visitor id, so the answer does not depend on the map's iteration order.
     pub fn visitor_by_channel(&self, channel: &str, user: &str) -> Option<CustomerId> {
         self.profiles
             .iter()
-            .find(|p| p.channels.get(channel).and_then(Value::as_str) == Some(user))
+            .filter(|p| p.channels.get(channel).and_then(Value::as_str) == Some(user))
             .map(|p| *p.key())
+            .min()
     }
 }
