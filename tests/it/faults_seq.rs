@@ -256,15 +256,7 @@ async fn a_big_snapshot_lets_publishes_through_and_joins_live_without_gap_or_dup
     const ACTIONS_EACH: usize = 1000;
     let hub = crate::support::Hub::start().await;
     let http = hub.http();
-    for _ in 0..VISITORS {
-        let visitor = Visitor::new();
-        let events: Vec<_> = (0..ACTIONS_EACH)
-            .map(|_| visitor.action("webchat").event("offered"))
-            .collect();
-        for result in http.publish(&Value::Array(events)).await {
-            assert_eq!(result["duplicate"], json!(false), "{result}");
-        }
-    }
+    offer_actions(&http, VISITORS, ACTIONS_EACH).await;
     let stop = Arc::new(AtomicBool::new(false));
     let busy = {
         let (mut publisher, stop) = (hub.client().await, stop.clone());
@@ -359,6 +351,20 @@ async fn a_big_snapshot_lets_publishes_through_and_joins_live_without_gap_or_dup
     );
 }
 
+/// Offers `each` new webchat actions for each of `visitors` new visitors, a batch a
+/// visitor, every one accepted.
+async fn offer_actions(http: &crate::support::Http, visitors: usize, each: usize) {
+    for _ in 0..visitors {
+        let visitor = Visitor::new();
+        let events: Vec<_> = (0..each)
+            .map(|_| visitor.action("webchat").event("offered"))
+            .collect();
+        for result in http.publish(&Value::Array(events)).await {
+            assert_eq!(result["duplicate"], json!(false), "{result}");
+        }
+    }
+}
+
 /// The seqs of the retained `webchat` events after `at` up to `last`, read page by page
 /// from `GET /v1/events`.
 async fn webchat_history(http: &crate::support::Http, at: u64, last: u64) -> Vec<u64> {
@@ -395,13 +401,7 @@ async fn a_snapshot_built_while_many_events_arrive_is_paced_by_a_small_outbox() 
     const ACTIONS_EACH: usize = 1000;
     let hub = crate::support::Hub::start_with(|c| c.queue_capacity = 64).await;
     let http = hub.http();
-    for _ in 0..VISITORS {
-        let visitor = Visitor::new();
-        let events: Vec<_> = (0..ACTIONS_EACH)
-            .map(|_| visitor.action("webchat").event("offered"))
-            .collect();
-        http.publish(&Value::Array(events)).await;
-    }
+    offer_actions(&http, VISITORS, ACTIONS_EACH).await;
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Arc::new(AtomicUsize::new(0));
     let busy = {
