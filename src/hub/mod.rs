@@ -424,11 +424,8 @@ impl Hub {
     ) -> Option<(R, Pending)> {
         let (done_tx, done_rx) = oneshot::channel();
         let (result, sent) = self.hold(now(), |txn| {
-            if !txn.seq.is_open() {
-                return None;
-            }
             let result = decide(txn);
-            Some((result, txn.hand_off(Some(done_tx))))
+            (result, txn.hand_off(Some(done_tx)))
         })?;
         let pending = Pending {
             done: sent.then_some(done_rx),
@@ -438,14 +435,18 @@ impl Hub {
     }
 
     /// Runs `f` under the sequencer lock, deciding at `now`. What it commits stays in the
-    /// sequencer's batch until a [`Txn::hand_off`].
-    fn hold<R>(&self, now: Millis, f: impl FnOnce(&mut Txn) -> R) -> R {
+    /// sequencer's batch until a [`Txn::hand_off`]. `None`, with `f` not run, once the
+    /// pipeline is closed: nothing committed then could be logged, whoever commits it.
+    fn hold<R>(&self, now: Millis, f: impl FnOnce(&mut Txn) -> R) -> Option<R> {
         let mut seq = self.sequencer.lock();
-        f(&mut Txn {
+        if !seq.is_open() {
+            return None;
+        }
+        Some(f(&mut Txn {
             hub: self,
             seq: &mut seq,
             now,
-        })
+        }))
     }
 
     /// Applies a visitor change that is not an event (traits update, anonymization,
@@ -632,10 +633,6 @@ impl Hub {
         let idle_cutoff = now - self.config.session_idle_timeout.as_millis() as Millis;
         for _ in 0..SWEEP_ROUNDS {
             let more = self.hold(now, |txn| {
-                // After the pipeline closed, nothing committed could be logged.
-                if !txn.seq.is_open() {
-                    return false;
-                }
                 let idle = self.state.idle_sessions(idle_cutoff, SWEEP_CHUNK);
                 let more = idle.len() == SWEEP_CHUNK;
                 for (customer, session) in idle {
@@ -644,7 +641,7 @@ impl Hub {
                 txn.hand_off(None);
                 more
             });
-            if !more {
+            if more != Some(true) {
                 break;
             }
         }
@@ -655,7 +652,7 @@ impl Hub {
                 evicted
             });
             // The records are freed here, without the lock.
-            if evicted.len() < SWEEP_RECORDS {
+            if evicted.is_none_or(|evicted| evicted.len() < SWEEP_RECORDS) {
                 break;
             }
         }
@@ -665,9 +662,6 @@ impl Hub {
         let age_cutoff = now - self.config.retention_age.as_millis() as Millis;
         for old in self.state.actions_before(age_cutoff).chunks(SWEEP_RECORDS) {
             let go_on = self.hold(now, |txn| {
-                if !txn.seq.is_open() {
-                    return false;
-                }
                 let action_ids = self.state.still_before(old, age_cutoff);
                 if action_ids.is_empty() {
                     return true;
@@ -679,7 +673,7 @@ impl Hub {
                 self.state.apply_admin(&op, txn.seq.last_seq);
                 txn.log_admin(op, None)
             });
-            if !go_on {
+            if go_on != Some(true) {
                 break;
             }
         }
@@ -689,7 +683,7 @@ impl Hub {
         for _ in 0..SWEEP_ROUNDS {
             let go_on = self.hold(now, |txn| {
                 let idle = self.state.idle_customers(visitor_cutoff, SWEEP_CHUNK);
-                if idle.is_empty() || !txn.seq.is_open() {
+                if idle.is_empty() {
                     return false;
                 }
                 let more = idle.len() == SWEEP_CHUNK;
@@ -697,7 +691,7 @@ impl Hub {
                 self.state.apply_admin(&op, txn.seq.last_seq);
                 txn.log_admin(op, None) && more
             });
-            if !go_on {
+            if go_on != Some(true) {
                 break;
             }
         }
