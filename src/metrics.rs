@@ -41,6 +41,10 @@ pub struct Metrics {
     pub snapshot_failures: Counter,
     /// 1 while the log can write, 0 while the disk is full and publishes are refused.
     pub log_writable: Gauge,
+    /// In a cluster: the stream sequence of the last message applied, and how many the
+    /// stream holds beyond it.
+    pub stream_applied: Gauge,
+    pub stream_lag: Gauge,
 }
 
 impl Default for Metrics {
@@ -51,7 +55,16 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("actionhub");
+        Metrics::of_node(None)
+    }
+
+    /// The metrics of a cluster node: every one labelled `node`, so one dashboard tells
+    /// the nodes apart.
+    pub fn of_node(node: Option<&str>) -> Metrics {
+        let labels = node
+            .map(|node| (std::borrow::Cow::Borrowed("node"), node.to_owned().into()))
+            .into_iter();
+        let mut registry = Registry::with_prefix_and_labels("actionhub", labels);
         let m = Metrics {
             registry: Registry::default(),
             connections: Gauge::default(),
@@ -68,6 +81,8 @@ impl Metrics {
             auth_refused: Counter::default(),
             snapshot_failures: Counter::default(),
             log_writable: Gauge::default(),
+            stream_applied: Gauge::default(),
+            stream_lag: Gauge::default(),
         };
         m.log_writable.set(1);
         registry.register(
@@ -136,6 +151,18 @@ impl Metrics {
             "1 while the log can write; 0 while the disk is full and publishes are refused",
             m.log_writable.clone(),
         );
+        if node.is_some() {
+            registry.register(
+                "stream_applied",
+                "Stream sequence of the last shared-stream message this node applied",
+                m.stream_applied.clone(),
+            );
+            registry.register(
+                "stream_lag",
+                "Shared-stream messages not yet applied by this node",
+                m.stream_lag.clone(),
+            );
+        }
         for limit in Limit::ALL {
             let _ = m.limits_hit.get_or_create(&LimitLabel {
                 limit: limit.as_str(),

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -489,13 +490,29 @@ async fn readyz(State(ctx): State<App>) -> Response {
         // Still ready while the disk is full: reads and subscriptions are served, and a
         // probe that took the hub out of service would cut those off too.
         let writable = !ctx.hub.log_status().is_full();
-        Json(json!({
+        let mut ready = json!({
             "status": "ready",
             "epoch": ctx.hub.epoch(),
             "seq": ctx.hub.latest_seq(),
             "writable": writable,
-        }))
-        .into_response()
+        });
+        if let (Some(node), Some(order)) = (ctx.hub.node(), ctx.hub.order_status()) {
+            let lag = order.lag.load(Ordering::Acquire);
+            if !order.caught_up.load(Ordering::Acquire) {
+                let applied = order.applied.load(Ordering::Acquire);
+                return HubError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "node {node} is catching up with the shared stream: applied up to \
+                         stream message {applied}, {lag} to go"
+                    ),
+                )
+                .into_response();
+            }
+            ready["node"] = node.into();
+            ready["lag"] = lag.into();
+        }
+        Json(ready).into_response()
     }
 }
 

@@ -28,6 +28,7 @@
 //! matter: callers get references and copies, never a guard.
 
 pub mod fanout;
+pub mod inputs;
 pub mod pipeline;
 pub mod retention;
 mod sequencer;
@@ -39,12 +40,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::config::Config;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{Fanout, FanoutStats, NewSub, Start};
-use crate::hub::retention::Retention;
+use crate::hub::inputs::{Applied, Input, OrderStatus, Outcome, Proposal};
+use crate::hub::retention::{Record, Retention};
 use crate::hub::sequencer::{profile_full, redact, Dedupe, Redactions, Sequencer, Txn};
 use crate::hub::state::{AdminOp, HubState, SnapshotMaps};
 use crate::ids::{ConnId, CustomerId, Seq};
@@ -82,32 +84,92 @@ pub enum AdminChange {
     Delete,
 }
 
-/// Publishes decided and queued, waiting for the pipeline.
+/// Publishes decided and queued, waiting for the pipeline, or proposed to the shared
+/// order and waiting to come back from it.
 pub struct Submitted {
+    /// One per event. While proposed: the refusals, with an `Ok` placeholder for each
+    /// event proposed, in order.
     results: Vec<Result<Ack, HubError>>,
-    pending: Option<Pending>,
+    waiting: Waiting,
+}
+
+enum Waiting {
+    Decided(Option<Pending>),
+    Proposed(Proposed),
 }
 
 impl Submitted {
     /// Waits until the accepted events are logged and fanned out; returns the results.
     pub async fn acknowledged(self) -> Vec<Result<Ack, HubError>> {
-        let logged = match self.pending {
+        let (mut results, pending) = match self.waiting {
+            Waiting::Decided(pending) => (self.results, pending),
+            Waiting::Proposed(proposed) => match proposed.applied().await {
+                Ok(Applied {
+                    outcome: Outcome::Published(decided),
+                    pending,
+                }) => {
+                    let mut results = self.results;
+                    let placeholders = results.iter_mut().filter(|r| r.is_ok());
+                    for (slot, result) in placeholders.zip(decided) {
+                        *slot = result;
+                    }
+                    (results, pending)
+                }
+                Ok(_) => unreachable!("a publish is answered with its results"),
+                Err(unordered) => {
+                    let results = self.results;
+                    let unknown = |r: Result<Ack, HubError>| r.and(Err(unordered.clone()));
+                    return results.into_iter().map(unknown).collect();
+                }
+            },
+        };
+        let logged = match pending {
             Some(pending) => pending.wait().await,
             None => true,
         };
-        if logged {
-            return self.results;
+        if !logged {
+            let not_logged = |r: Result<Ack, HubError>| r.and(Err(unlogged()));
+            results = results.into_iter().map(not_logged).collect();
         }
-        let not_logged = |r: Result<Ack, HubError>| r.and(Err(unlogged()));
-        self.results.into_iter().map(not_logged).collect()
+        results
+    }
+}
+
+/// An input proposed to the shared order, waiting (at most `timeout`) to be applied here.
+struct Proposed {
+    applied: oneshot::Receiver<Applied>,
+    timeout: Duration,
+}
+
+impl Proposed {
+    async fn applied(self) -> Result<Applied, HubError> {
+        match tokio::time::timeout(self.timeout, self.applied).await {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(_)) => Err(HubError::new(
+                ErrorCode::Unavailable,
+                "the shared stream did not take this, or the node stopped before it came back: \
+                 its outcome is unknown; publish again (with the same eventId, a retry is \
+                 answered `duplicate` if it was accepted)",
+            )),
+            Err(_) => Err(HubError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "the shared stream did not order this within {:?} (is a NATS server \
+                     down?): its outcome is unknown; publish again (with the same eventId, a \
+                     retry is answered `duplicate` if it was accepted)",
+                    self.timeout
+                ),
+            )),
+        }
     }
 }
 
 /// What was committed under the sequencer lock, on its way through the pipeline.
-struct Pending {
+pub(crate) struct Pending {
     done: Option<oneshot::Receiver<()>>,
-    /// Room in the pipeline, held until the events are through it.
-    _permit: OwnedSemaphorePermit,
+    /// Room in the pipeline, held until the events are through it (in a cluster, the
+    /// applier holds it for the whole stream message instead).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Pending {
@@ -120,6 +182,37 @@ impl Pending {
             None => true,
         }
     }
+
+    /// Nothing to wait for.
+    fn none() -> Pending {
+        Pending {
+            done: None,
+            _permit: None,
+        }
+    }
+}
+
+/// Waits for the pipeline; `unavailable` when it could not log what was committed.
+async fn wait_logged(pending: Option<Pending>) -> Result<(), HubError> {
+    let logged = match pending {
+        Some(pending) => pending.wait().await,
+        None => true,
+    };
+    match logged {
+        true => Ok(()),
+        false => Err(unlogged()),
+    }
+}
+
+/// Redacted copies of retained records, by seq (see [`Redactions`]).
+fn redactions_of(records: Vec<Arc<Record>>) -> Redactions {
+    records
+        .into_iter()
+        .map(|record| {
+            let redacted = redact(&record);
+            (record.seq, (record, redacted))
+        })
+        .collect()
 }
 
 fn shutting_down() -> HubError {
@@ -146,8 +239,29 @@ fn unlogged() -> HubError {
 fn shut_out(events: usize) -> Submitted {
     Submitted {
         results: (0..events).map(|_| Err(shutting_down())).collect(),
-        pending: None,
+        waiting: Waiting::Decided(None),
     }
+}
+
+/// Where the hub's inputs get their order.
+pub enum Order {
+    /// This hub's own sequencer lock: an input is decided as it takes the lock.
+    Local,
+    /// A stream shared by several nodes (see [`inputs`]): inputs are proposed to it and
+    /// decided as they come back.
+    Shared(SharedOrder),
+}
+
+/// How a node reaches the shared order.
+pub struct SharedOrder {
+    /// This node's name, shown to clients.
+    pub node: String,
+    /// Proposals to the stream. Bounded: proposers wait for room.
+    pub proposals: mpsc::Sender<Proposal>,
+    /// How long a proposal waits to come back before it is answered `unavailable`.
+    pub timeout: Duration,
+    /// How far this node has applied the order.
+    pub status: Arc<OrderStatus>,
 }
 
 /// The shared heart of a running hub.
@@ -164,6 +278,7 @@ pub struct Hub {
     sequencer: Mutex<Sequencer>,
     in_flight: Arc<Semaphore>,
     next_conn: AtomicU64,
+    order: Order,
 }
 
 impl Hub {
@@ -178,6 +293,16 @@ impl Hub {
         config: Arc<Config>,
         log: Box<dyn Log>,
         restored: Restored,
+    ) -> (Arc<Hub>, Pipeline) {
+        Hub::start_ordered(config, log, restored, Order::Local)
+    }
+
+    /// [`Hub::start_restored`] with the inputs ordered by `order`.
+    pub fn start_ordered(
+        config: Arc<Config>,
+        log: Box<dyn Log>,
+        restored: Restored,
+        order: Order,
     ) -> (Arc<Hub>, Pipeline) {
         let Restored {
             epoch,
@@ -200,7 +325,10 @@ impl Hub {
             dedupe.forget(&evicted);
         }
         retention.skip_to(last_seq);
-        let metrics = Metrics::new();
+        let metrics = Metrics::of_node(match &order {
+            Order::Local => None,
+            Order::Shared(shared) => Some(&shared.node),
+        });
         let stats = FanoutStats {
             deliveries: metrics.deliveries.clone(),
             overflows: metrics.slow_consumers_closed.clone(),
@@ -217,6 +345,7 @@ impl Hub {
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT_EVENTS)),
             next_conn: AtomicU64::new(1),
             config,
+            order,
         });
         let worker = hub.clone();
         let thread = std::thread::Builder::new()
@@ -224,6 +353,22 @@ impl Hub {
             .spawn(move || worker.run_pipeline(rx, log))
             .expect("spawning the pipeline thread");
         (hub, Pipeline(Some(thread)))
+    }
+
+    /// This node's name in a cluster; `None` on its own.
+    pub fn node(&self) -> Option<&str> {
+        match &self.order {
+            Order::Local => None,
+            Order::Shared(shared) => Some(&shared.node),
+        }
+    }
+
+    /// How far this node has applied the shared order; `None` on its own.
+    pub fn order_status(&self) -> Option<&OrderStatus> {
+        match &self.order {
+            Order::Local => None,
+            Order::Shared(shared) => Some(&shared.status),
+        }
     }
 
     /// The configuration the hub was started with.
@@ -313,10 +458,81 @@ impl Hub {
         if let Some(refused) = self.refuse_while_full(events.len()) {
             return refused;
         }
+        if let Order::Shared(shared) = &self.order {
+            return self
+                .propose_events(shared, events, |input| async {
+                    shared.proposals.send(input).await.map_err(|_| ())
+                })
+                .await;
+        }
         match self.room(events.len()).await {
             Some(permit) => self.submit_with(permit, events, now),
             None => shut_out(events.len()),
         }
+    }
+
+    /// Proposes the valid events to the shared order through `send`, keeping the refusals
+    /// in their places.
+    async fn propose_events<F: std::future::Future<Output = Result<(), ()>>>(
+        &self,
+        shared: &SharedOrder,
+        events: Vec<Result<Event, HubError>>,
+        send: impl FnOnce(Proposal) -> F,
+    ) -> Submitted {
+        let count = events.len();
+        let mut results = Vec::with_capacity(count);
+        let mut valid = Vec::with_capacity(count);
+        for event in events {
+            match event {
+                Ok(event) => {
+                    valid.push(Ok(event));
+                    results.push(Ok(Ack {
+                        seq: Seq(0),
+                        duplicate: false,
+                    }));
+                }
+                Err(refused) => {
+                    self.metrics.refused(refused.code);
+                    results.push(Err(refused));
+                }
+            }
+        }
+        if valid.is_empty() {
+            return Submitted {
+                results,
+                waiting: Waiting::Decided(None),
+            };
+        }
+        let (reply, applied) = oneshot::channel();
+        let proposal = Proposal {
+            input: Input::Publish(valid),
+            reply,
+        };
+        if send(proposal).await.is_err() {
+            return shut_out(count);
+        }
+        Submitted {
+            results,
+            waiting: Waiting::Proposed(Proposed {
+                applied,
+                timeout: shared.timeout,
+            }),
+        }
+    }
+
+    /// Proposes one input that is not a publish and waits for it to be applied here.
+    async fn propose(&self, shared: &SharedOrder, input: Input) -> Result<Applied, HubError> {
+        let (reply, applied) = oneshot::channel();
+        let proposal = Proposal { input, reply };
+        if shared.proposals.send(proposal).await.is_err() {
+            return Err(shutting_down());
+        }
+        Proposed {
+            applied,
+            timeout: shared.timeout,
+        }
+        .applied()
+        .await
     }
 
     /// [`Hub::submit`] without waiting: gives the events back when the pipeline has no
@@ -327,6 +543,21 @@ impl Hub {
     ) -> Result<Submitted, Vec<Result<Event, HubError>>> {
         if let Some(refused) = self.refuse_while_full(events.len()) {
             return Ok(refused);
+        }
+        if let Order::Shared(shared) = &self.order {
+            // Proposing only queues the input, so this never waits: a full queue gives
+            // the events back, as a full pipeline does.
+            let permit = match shared.proposals.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => return Err(events),
+                Err(mpsc::error::TrySendError::Closed(())) => return Ok(shut_out(events.len())),
+            };
+            let submitted = self.propose_events(shared, events, |proposal| async move {
+                permit.send(proposal);
+                Ok(())
+            });
+            return Ok(futures_util::FutureExt::now_or_never(submitted)
+                .expect("proposing with a reserved slot does not wait"));
         }
         let permits = events.len().clamp(1, MAX_IN_FLIGHT_EVENTS) as u32;
         match self.in_flight.clone().try_acquire_many_owned(permits) {
@@ -352,7 +583,7 @@ impl Hub {
     fn refuse_while_full(&self, events: usize) -> Option<Submitted> {
         self.check_writable(events).err().map(|refused| Submitted {
             results: (0..events).map(|_| Err(refused.clone())).collect(),
-            pending: None,
+            waiting: Waiting::Decided(None),
         })
     }
 
@@ -363,15 +594,26 @@ impl Hub {
         now: impl FnOnce() -> Millis,
     ) -> Submitted {
         let count = events.len();
-        let decided = self.sequence_with(permit, now, |txn| {
-            events
-                .into_iter()
-                .map(|event| event.and_then(|e| txn.decide(e)))
-                .collect::<Vec<_>>()
-        });
+        let decided = self.sequence_with(permit, now, |txn| self.decide_events(txn, events));
         let Some((results, pending)) = decided else {
             return shut_out(count);
         };
+        Submitted {
+            results,
+            waiting: Waiting::Decided(Some(pending)),
+        }
+    }
+
+    /// Decides events in order, each with its own result, and counts the outcomes.
+    fn decide_events(
+        &self,
+        txn: &mut Txn,
+        events: impl IntoIterator<Item = Result<Event, HubError>>,
+    ) -> Vec<Result<Ack, HubError>> {
+        let results: Vec<_> = events
+            .into_iter()
+            .map(|event| event.and_then(|e| txn.decide(e)))
+            .collect();
         for result in &results {
             match result {
                 Ok(Ack {
@@ -383,10 +625,7 @@ impl Hub {
                 Err(e) => self.metrics.refused(e.code),
             }
         }
-        Submitted {
-            results,
-            pending: Some(pending),
-        }
+        results
     }
 
     /// Waits for room in the pipeline for `events` events; `None` when the hub is shutting
@@ -429,7 +668,7 @@ impl Hub {
         })?;
         let pending = Pending {
             done: sent.then_some(done_rx),
-            _permit: permit,
+            _permit: Some(permit),
         };
         Some((result, pending))
     }
@@ -477,6 +716,18 @@ impl Hub {
         now: impl FnOnce() -> Millis,
     ) -> Result<(), HubError> {
         self.check_writable(1)?;
+        if let Order::Shared(shared) = &self.order {
+            let applied = self
+                .propose(shared, Input::Admin { visitor, change })
+                .await?;
+            return match applied.outcome {
+                Outcome::Administered(result) => {
+                    wait_logged(applied.pending).await?;
+                    result
+                }
+                _ => unreachable!("a visitor change is answered with its outcome"),
+            };
+        }
         // Parsing frames is the slow part of anonymizing: done first, off the sequencer.
         let redactions = match change {
             AdminChange::Anonymize => self.redactions(visitor).await,
@@ -485,35 +736,7 @@ impl Hub {
         let (tx, rx) = oneshot::channel();
         let decided = self
             .sequence(1, now, |txn| {
-                let customer_ids = self.state.visitor_customers(visitor);
-                if customer_ids.is_empty() {
-                    return Err(HubError::not_found("no such visitor"));
-                }
-                if let AdminChange::UpdateTraits(traits) = &change {
-                    self.state
-                        .check_traits_growth(visitor, traits)
-                        .map_err(|full| profile_full(self, full))?;
-                }
-                let op = match change {
-                    AdminChange::UpdateTraits(traits) => AdminOp::UpdateTraits {
-                        visitor_id: visitor,
-                        traits,
-                    },
-                    AdminChange::Anonymize => AdminOp::Anonymize {
-                        visitor_id: visitor,
-                        customer_ids,
-                    },
-                    AdminChange::Delete => AdminOp::Delete {
-                        visitor_id: visitor,
-                        customer_ids,
-                    },
-                };
-                self.state.apply_admin(&op, txn.seq.last_seq);
-                txn.forget_in_history(&op, &redactions);
-                match txn.log_admin(op, Some(tx)) {
-                    true => Ok(()),
-                    false => Err(shutting_down()),
-                }
+                self.decide_admin(txn, visitor, change, &redactions, tx)
             })
             .await;
         let (result, pending) = decided.ok_or_else(shutting_down)?;
@@ -525,21 +748,54 @@ impl Hub {
         }
     }
 
+    /// Decides a visitor change, applies it, redacts or erases the history it names (with
+    /// `redactions` made beforehand), and logs it; `done` hears when it is logged.
+    fn decide_admin(
+        &self,
+        txn: &mut Txn,
+        visitor: CustomerId,
+        change: AdminChange,
+        redactions: &Redactions,
+        done: oneshot::Sender<()>,
+    ) -> Result<(), HubError> {
+        let customer_ids = self.state.visitor_customers(visitor);
+        if customer_ids.is_empty() {
+            return Err(HubError::not_found("no such visitor"));
+        }
+        if let AdminChange::UpdateTraits(traits) = &change {
+            self.state
+                .check_traits_growth(visitor, traits)
+                .map_err(|full| profile_full(self, full))?;
+        }
+        let op = match change {
+            AdminChange::UpdateTraits(traits) => AdminOp::UpdateTraits {
+                visitor_id: visitor,
+                traits,
+            },
+            AdminChange::Anonymize => AdminOp::Anonymize {
+                visitor_id: visitor,
+                customer_ids,
+            },
+            AdminChange::Delete => AdminOp::Delete {
+                visitor_id: visitor,
+                customer_ids,
+            },
+        };
+        self.state.apply_admin(&op, txn.seq.last_seq);
+        txn.forget_in_history(&op, redactions);
+        match txn.log_admin(op, Some(done)) {
+            true => Ok(()),
+            false => Err(shutting_down()),
+        }
+    }
+
     /// Redacted copies of the visitor's retained events, made on a blocking thread.
     async fn redactions(&self, visitor: CustomerId) -> Redactions {
         let customers = self.state.visitor_customers(visitor);
         let records = self.retention.read().records_of(&customers);
-        tokio::task::spawn_blocking(move || {
-            records
-                .into_iter()
-                .map(|record| {
-                    let redacted = redact(&record);
-                    (record.seq, (record, redacted))
-                })
-                .collect()
-        })
-        .await
-        .unwrap_or_default()
+        tokio::task::spawn_blocking(move || redactions_of(records))
+            .await
+            .unwrap_or_default()
     }
 
     /// Merges visitor `source` into visitor `target` (both resolved visitor ids), publishing
@@ -569,42 +825,136 @@ impl Hub {
         now: impl FnOnce() -> Millis,
     ) -> Result<Ack, HubError> {
         self.check_writable(1)?;
+        if let Order::Shared(shared) = &self.order {
+            let applied = self
+                .propose(shared, Input::Merge { source, target })
+                .await?;
+            return match applied.outcome {
+                Outcome::Merged(result) => {
+                    wait_logged(applied.pending).await?;
+                    result
+                }
+                _ => unreachable!("a merge is answered with its outcome"),
+            };
+        }
         let decided = self
-            .sequence(1, now, |txn| {
-                if source == target {
-                    return Err(HubError::bad_request("cannot merge a visitor into itself"));
-                }
-                let from = self.state.visitor_customers(source);
-                let mut all = self.state.visitor_customers(target);
-                if from.is_empty() || all.is_empty() {
-                    return Err(HubError::not_found("no such visitor"));
-                }
-                self.state
-                    .check_merge_growth(source, target)
-                    .map_err(|full| profile_full(self, full))?;
-                let first = from[0];
-                all.extend(
-                    from.into_iter()
-                        .filter(|c| !all.contains(c))
-                        .collect::<Vec<_>>(),
-                );
-                let body = Body::Merged {
-                    customer_id: first,
-                    visitor_id: target,
-                    user_id: None,
-                    merged_customer_ids: all,
-                };
-                Ok(txn.commit(body))
-            })
+            .sequence(1, now, |txn| self.decide_merge(txn, source, target))
             .await;
         let (result, pending) = decided.ok_or_else(shutting_down)?;
         if !pending.wait().await {
             return Err(unlogged());
         }
-        result.map(|seq| Ack {
-            seq,
+        result
+    }
+
+    /// Decides a merge of visitor `source` into `target` and commits `visitor:merged`.
+    fn decide_merge(
+        &self,
+        txn: &mut Txn,
+        source: CustomerId,
+        target: CustomerId,
+    ) -> Result<Ack, HubError> {
+        if source == target {
+            return Err(HubError::bad_request("cannot merge a visitor into itself"));
+        }
+        let from = self.state.visitor_customers(source);
+        let mut all = self.state.visitor_customers(target);
+        if from.is_empty() || all.is_empty() {
+            return Err(HubError::not_found("no such visitor"));
+        }
+        self.state
+            .check_merge_growth(source, target)
+            .map_err(|full| profile_full(self, full))?;
+        let first = from[0];
+        all.extend(
+            from.into_iter()
+                .filter(|c| !all.contains(c))
+                .collect::<Vec<_>>(),
+        );
+        let body = Body::Merged {
+            customer_id: first,
+            visitor_id: target,
+            user_id: None,
+            merged_customer_ids: all,
+        };
+        Ok(Ack {
+            seq: txn.commit(body),
             duplicate: false,
         })
+    }
+
+    /// For a cluster's applier: applies inputs as they came back from the shared order,
+    /// in that order, at `now` (the time the order stamped on them, never the clock), and
+    /// answers the ones proposed here through their replies. Every node applies the same
+    /// inputs at the same times, so every node commits the same events with the same seqs
+    /// and frames. Returns false once the pipeline is closed.
+    ///
+    /// Room in the pipeline is taken for all of them at once and held until the pipeline
+    /// is through them, so an applier catching up never runs far ahead of fan-out.
+    pub async fn apply_ordered(
+        &self,
+        inputs: Vec<(Input, Option<oneshot::Sender<Applied>>)>,
+        now: Millis,
+    ) -> bool {
+        let weight = inputs.iter().map(|(input, _)| input.weight()).sum();
+        let Some(permit) = self.room(weight).await else {
+            return false;
+        };
+        for (input, reply) in inputs {
+            let applied = match input {
+                Input::Publish(events) => self.hold(now, |txn| {
+                    let results = self.decide_events(txn, events);
+                    (Outcome::Published(results), txn.hand_off_pending())
+                }),
+                Input::Admin { visitor, change } => {
+                    // The applier is the only one deciding, so nothing changes the
+                    // history between these copies and the hold below.
+                    let redactions = match change {
+                        AdminChange::Anonymize => {
+                            let customers = self.state.visitor_customers(visitor);
+                            redactions_of(self.retention.read().records_of(&customers))
+                        }
+                        _ => Redactions::new(),
+                    };
+                    let (done, logged) = oneshot::channel();
+                    self.hold(now, |txn| {
+                        let result = self.decide_admin(txn, visitor, change, &redactions, done);
+                        let pending = Pending {
+                            done: Some(logged),
+                            _permit: None,
+                        };
+                        (Outcome::Administered(result), pending)
+                    })
+                }
+                Input::Merge { source, target } => self.hold(now, |txn| {
+                    let result = self.decide_merge(txn, source, target);
+                    (Outcome::Merged(result), txn.hand_off_pending())
+                }),
+                Input::Tick => {
+                    self.sweep_at(now);
+                    Some((Outcome::Ticked, Pending::none()))
+                }
+            };
+            let Some((outcome, pending)) = applied else {
+                return false;
+            };
+            if let Some(reply) = reply {
+                // The proposer may have given up waiting; the input stands all the same.
+                let _ = reply.send(Applied {
+                    outcome,
+                    pending: Some(pending),
+                });
+            }
+        }
+        let (through, passed) = oneshot::channel();
+        if self.hold(now, |txn| txn.mark(through)).is_none() {
+            return false;
+        }
+        tokio::spawn(async move {
+            let _ = passed.await;
+            drop(permit);
+        });
+        true
     }
 
     /// Publishes one event.
@@ -613,6 +963,23 @@ impl Hub {
             .await
             .pop()
             .expect("one result per event")
+    }
+
+    /// In a cluster, the sweeper's tick (see [`Hub::sweep_at`]) proposed to the shared
+    /// order, which gives it its time; returns once it is applied here. On its own, the
+    /// hub sweeps at the clock's time.
+    pub async fn propose_tick(self: &Arc<Self>) -> Result<(), HubError> {
+        match &self.order {
+            Order::Shared(shared) => self.propose(shared, Input::Tick).await.map(|_| ()),
+            Order::Local => {
+                let hub = self.clone();
+                tokio::task::spawn_blocking(move || hub.sweep())
+                    .await
+                    .map_err(|e| {
+                        HubError::new(ErrorCode::Internal, format!("the sweep failed: {e}"))
+                    })
+            }
+        }
     }
 
     /// [`Hub::sweep_at`] at the clock's time.
@@ -768,6 +1135,13 @@ impl Hub {
         self.metrics
             .retained_events
             .set(self.retention.read().len() as i64);
+        if let Some(order) = self.order_status() {
+            let applied = order.applied.load(Ordering::Acquire);
+            self.metrics.stream_applied.set(applied as i64);
+            self.metrics
+                .stream_lag
+                .set(order.lag.load(Ordering::Acquire) as i64);
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
 use crate::hub::retention::Record;
 use crate::hub::state::{ActionHead, AdminOp, ProfileFull, SessionInfo, SessionStatus};
-use crate::hub::{Ack, Hub};
+use crate::hub::{Ack, Hub, Pending};
 use crate::ids::{CustomerId, Seq};
 use crate::ingest::event::{
     Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
@@ -85,6 +85,27 @@ impl Txn<'_> {
             done,
         };
         self.send(batch)
+    }
+
+    /// [`Txn::hand_off`], and what is left to wait for.
+    pub(super) fn hand_off_pending(&mut self) -> Pending {
+        let (done, logged) = oneshot::channel();
+        let sent = self.hand_off(Some(done));
+        Pending {
+            done: sent.then_some(logged),
+            _permit: None,
+        }
+    }
+
+    /// Sends a mark down the pipeline, after everything committed so far: `done` hears
+    /// when the pipeline is through all of it. False when the pipeline is closed.
+    pub(super) fn mark(&mut self, done: oneshot::Sender<()>) -> bool {
+        debug_assert!(self.seq.batch.is_empty(), "events are handed off first");
+        self.send(Batch {
+            records: Vec::new(),
+            admin: None,
+            done: Some(done),
+        })
     }
 
     /// Sends a visitor change that is not an event down the pipeline, after the events

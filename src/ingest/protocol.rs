@@ -376,12 +376,20 @@ fn reply(kind: &str, id: Option<u64>, fields: Value) -> String {
     Value::Object(object).to_string()
 }
 
-pub fn connected(id: Option<u64>, conn_id: &str, epoch: &str, seq: Seq, scope: Value) -> String {
-    reply(
-        "connected",
-        id,
-        json!({ "connId": conn_id, "epoch": epoch, "seq": seq, "scope": scope }),
-    )
+/// The answer to `connect`; `node` names the cluster node that answers, in cluster mode.
+pub fn connected(
+    id: Option<u64>,
+    conn_id: &str,
+    epoch: &str,
+    seq: Seq,
+    scope: Value,
+    node: Option<&str>,
+) -> String {
+    let mut fields = json!({ "connId": conn_id, "epoch": epoch, "seq": seq, "scope": scope });
+    if let Some(node) = node {
+        fields["node"] = node.into();
+    }
+    reply("connected", id, fields)
 }
 
 pub fn subscribed(id: Option<u64>, sub: &SubId, seq: Seq, recovered: Option<bool>) -> String {

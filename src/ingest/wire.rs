@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use crate::ids::{CustomerId, Seq, SessionId};
 use crate::ingest::event::{
-    format_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published,
+    format_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published, VisitorEvent,
 };
 
 /// A complete server-to-client WebSocket text frame: header and JSON payload, encoded
@@ -129,23 +129,39 @@ pub fn serialize_lifecycle<M: SerializeMap>(
     entry_opt(map, "data", &e.data)
 }
 
+/// Writes the fields of a visitor event in the spec's order.
+fn serialize_visitor<M: SerializeMap>(map: &mut M, e: &VisitorEvent) -> Result<(), M::Error> {
+    map.serialize_entry("type", e.kind.as_str())?;
+    map.serialize_entry("customerId", &e.customer_id)?;
+    entry_opt(map, "sessionId", &e.session_id)?;
+    entry_opt(map, "userId", &e.user_id)?;
+    entry_opt(map, "traits", &e.traits)?;
+    entry_opt(map, "channels", &e.channels)?;
+    entry_opt(map, "page", &e.page)?;
+    entry_opt(map, "name", &e.name)?;
+    entry_opt(map, "properties", &e.properties)?;
+    entry_opt(map, "eventId", &e.event_id)
+}
+
+/// A client's event as it published it (the fields validation reads back to the same
+/// event): what a cluster node proposes to the shared stream.
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Event::Lifecycle(e) => serialize_lifecycle(&mut map, e)?,
+            Event::Visitor(e) => serialize_visitor(&mut map, e)?,
+        }
+        map.end()
+    }
+}
+
 impl Serialize for Published {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         match &self.body {
             Body::Lifecycle(e) => serialize_lifecycle(&mut map, e)?,
-            Body::Visitor(e) => {
-                map.serialize_entry("type", e.kind.as_str())?;
-                map.serialize_entry("customerId", &e.customer_id)?;
-                entry_opt(&mut map, "sessionId", &e.session_id)?;
-                entry_opt(&mut map, "userId", &e.user_id)?;
-                entry_opt(&mut map, "traits", &e.traits)?;
-                entry_opt(&mut map, "channels", &e.channels)?;
-                entry_opt(&mut map, "page", &e.page)?;
-                entry_opt(&mut map, "name", &e.name)?;
-                entry_opt(&mut map, "properties", &e.properties)?;
-                entry_opt(&mut map, "eventId", &e.event_id)?;
-            }
+            Body::Visitor(e) => serialize_visitor(&mut map, e)?,
             Body::SessionStarted {
                 customer_id,
                 session_id,

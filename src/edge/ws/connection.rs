@@ -120,6 +120,7 @@ pub(super) async fn serve(
         hub.epoch(),
         hub.latest_seq(),
         principal.scope_json(),
+        hub.node(),
     );
     // Queued before the fan-out knows the connection, so it is the first frame.
     let _ = outbox.send([WireFrame::text(&connected).wire().clone()]);
