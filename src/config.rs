@@ -147,6 +147,20 @@ settings! {
     publish_burst: u32 = 100;
     /// Deepest nesting of arrays and objects in a frame or request body.
     max_json_depth: usize = 32;
+    /// NATS server URLs (`nats://host:port`, several for a NATS cluster). When set, the
+    /// hub runs in cluster mode: a JetStream stream is the log and the source of order,
+    /// shared by every node, and the data directory keeps only this node's own files.
+    nats: Vec<String> = Vec::new();
+    /// This node's name in cluster mode, shown as `node` in `connected` and `/readyz` and
+    /// in logs and metrics. Empty: the host name and the listen port.
+    node_name: String = String::new();
+    /// The JetStream stream the cluster's nodes share (created when missing).
+    nats_stream: String = "actionhub".to_owned();
+    /// How many NATS servers keep a copy of the stream (3 for a 3-server NATS cluster).
+    nats_replicas: usize = 1;
+    /// How long a publish in cluster mode waits for the stream to order it (during a NATS
+    /// leader election, say) before it is refused `unavailable`.
+    nats_timeout: Duration = Duration::from_secs(10);
 }
 
 /// How log lines are written.
@@ -349,6 +363,25 @@ impl SettingValue for PathBuf {
 
     fn show(&self) -> Option<toml::Value> {
         Some(toml::Value::String(self.to_string_lossy().into_owned()))
+    }
+}
+
+impl SettingValue for String {
+    const VALUE_NAME: &'static str = "NAME";
+    #[cfg(test)]
+    const SAMPLES: &'static [(&'static str, &'static str)] =
+        &[("name-a", "\"name-a\""), ("name-b", "\"name-b\"")];
+
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.to_owned())
+    }
+
+    fn from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)
+    }
+
+    fn show(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(self.clone()))
     }
 }
 
@@ -677,6 +710,7 @@ impl Config {
             ("max_connections_per_ip", self.max_connections_per_ip),
             ("publish_rate", self.publish_rate as usize),
             ("publish_burst", self.publish_burst as usize),
+            ("nats_replicas", self.nats_replicas),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -709,6 +743,27 @@ impl Config {
                 "ping_interval and connect_timeout must be longer than zero".into(),
             ));
         }
+        let stream_name_ok = !self.nats_stream.is_empty()
+            && self
+                .nats_stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !stream_name_ok {
+            return Err(ConfigError::Invalid(format!(
+                "nats_stream {:?} is not a stream name: use letters, digits, `-` and `_`",
+                self.nats_stream
+            )));
+        }
+        if self.nats.iter().any(|url| url.trim().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "nats holds an empty URL: write `nats://host:port[,nats://host:port...]`".into(),
+            ));
+        }
+        if self.nats_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "nats_timeout must be longer than zero".into(),
+            ));
+        }
         if self.is_open_mode() && !self.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
                 "refusing to listen on {}: no API keys or JWT secrets are configured, so the hub \
@@ -720,6 +775,24 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// Cluster mode: a NATS JetStream stream is the log and the source of order.
+    pub fn is_clustered(&self) -> bool {
+        !self.nats.is_empty()
+    }
+
+    /// This node's name: `node_name`, or the host name and the port it listens on.
+    pub fn node(&self, port: u16) -> String {
+        if !self.node_name.is_empty() {
+            return self.node_name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "actionhub".to_owned());
+        format!("{host}:{port}")
     }
 
     /// Open development mode: no credentials configured, everything allowed.

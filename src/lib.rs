@@ -14,10 +14,13 @@
 //!   state it keeps, the retained history and the subscription index.
 //! - [`store`]: durability: the log seam, the write-ahead log, snapshots, recovery and
 //!   their binary encoding.
+//! - [`cluster`]: cluster mode, where a NATS JetStream stream shared by several nodes
+//!   orders the hub's inputs instead of the sequencer's lock alone.
 //! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
+pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod error;

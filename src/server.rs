@@ -41,6 +41,8 @@ pub enum ServerError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -82,6 +84,10 @@ pub async fn start_with_log(
     let addr = listener
         .local_addr()
         .map_err(io("reading the bound address"))?;
+    if config.is_clustered() {
+        let (hub, pipeline, node) = crate::cluster::start(Arc::new(config), addr.port()).await?;
+        return Ok(serve(listener, hub, pipeline, Stopping::Cluster(node)));
+    }
     let data_dir = config.data_dir.clone();
     let (restored, wal, prepared) = {
         let config = config.clone();
@@ -114,12 +120,49 @@ pub async fn start_with_log(
             .spawn(move || snapshot::run(hub, data_dir, stop_rx, last))
             .map_err(io("starting the snapshot thread"))?
     };
+    let stopping = Stopping::Local {
+        stop_snapshots,
+        snapshotter,
+        data_dir,
+    };
+    Ok(serve(listener, hub, pipeline, stopping))
+}
+
+/// What stops after the connections have closed, besides the pipeline.
+enum Stopping {
+    /// One node: the snapshot thread, then a final snapshot.
+    Local {
+        stop_snapshots: std::sync::mpsc::SyncSender<()>,
+        snapshotter: std::thread::JoinHandle<Seq>,
+        data_dir: std::path::PathBuf,
+    },
+    /// A cluster node: its proposer, lease and applier.
+    Cluster(crate::cluster::Node),
+}
+
+/// Serves `hub` on `listener` in a background task until shutdown, then stops what
+/// `stopping` names and the pipeline.
+fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Arc<Hub>,
+    pipeline: crate::hub::Pipeline,
+    stopping: Stopping,
+) -> Running {
+    let addr = listener
+        .local_addr()
+        .expect("a bound listener has an address");
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let ctx = App::new(hub.clone(), shutdown.clone(), tracker.clone());
     let app = crate::edge::http::router(ctx);
-    tracker.spawn(sweep(hub.clone(), shutdown.clone()));
-    info!(%addr, epoch = %hub.epoch(), "actionhub listening");
+    // In a cluster the lease holder's ticks come through the stream instead.
+    if matches!(stopping, Stopping::Local { .. }) {
+        tracker.spawn(sweep(hub.clone(), shutdown.clone()));
+    }
+    match hub.node() {
+        Some(node) => info!(%addr, %node, epoch = %hub.epoch(), "actionhub listening"),
+        None => info!(%addr, epoch = %hub.epoch(), "actionhub listening"),
+    }
     if hub.config().is_open_mode() {
         warn!("open development mode: no API keys or JWT secrets are configured, so anyone who can reach {addr} may publish and subscribe");
     } else {
@@ -153,10 +196,24 @@ pub async fn start_with_log(
             {
                 warn!("some connections did not close within the drain deadline");
             }
+            let local = match stopping {
+                Stopping::Local {
+                    stop_snapshots,
+                    snapshotter,
+                    data_dir,
+                } => Some((stop_snapshots, snapshotter, data_dir)),
+                Stopping::Cluster(node) => {
+                    node.stop().await;
+                    None
+                }
+            };
             hub.close_pipeline();
             let final_hub = hub.clone();
             tokio::task::spawn_blocking(move || {
                 pipeline.join();
+                let Some((stop_snapshots, snapshotter, data_dir)) = local else {
+                    return;
+                };
                 let _ = stop_snapshots.send(());
                 let last = snapshotter.join().unwrap_or_default();
                 // A final snapshot, so the next start replays nothing. Without it the next
@@ -174,12 +231,12 @@ pub async fn start_with_log(
             Ok(())
         })
     };
-    Ok(Running {
+    Running {
         addr,
         hub,
         shutdown,
         task,
-    })
+    }
 }
 
 /// Serves until `signal` completes, then shuts down gracefully.

@@ -1,10 +1,11 @@
 //! The log the sequencer's accepted events go to before anyone hears of them.
 //!
-//! This is the seam DESIGN.md asks for: the pipeline hands each batch of records to a
-//! [`Log`] and fans the batch out only after `append` returns, so a durable log (the local
-//! write-ahead log, or a shared stream such as NATS JetStream) slots in without reshaping
-//! the sequencer or the fan-out. Each record's `frame` holds the event exactly as delivered,
-//! which is what a log needs to rebuild state by replaying it.
+//! The pipeline hands each batch of records to a [`Log`] and fans the batch out only after
+//! `append` returns, so a durable log slots in without reshaping the sequencer or the
+//! fan-out. Each record's `frame` holds the event exactly as delivered, which is what a
+//! log needs to rebuild state by replaying it. A cluster's shared stream is not a `Log`:
+//! it orders the inputs before the sequencer decides them (see `crate::hub::inputs`), and
+//! a cluster node logs to [`MemoryOnly`].
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -83,7 +83,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
     }
 }
 
-fn new_epoch() -> String {
+pub fn new_epoch() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 

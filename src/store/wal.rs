@@ -692,7 +692,9 @@ mod tests {
             keys: EventKeys {
                 topic: Topic::lifecycle(MediaType::Webchat, ActionState::Offered),
                 customer: CustomerId::new_random(),
-                other_customers: (seq % 2 == 0).then(|| vec![CustomerId::new_random()].into()),
+                other_customers: seq
+                    .is_multiple_of(2)
+                    .then(|| vec![CustomerId::new_random()].into()),
                 session: Some(SessionId::new_random()),
                 action: Some(ActionId::new_random()),
                 action_map: None,

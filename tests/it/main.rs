@@ -5,6 +5,7 @@
 
 mod support;
 
+mod cluster;
 mod config;
 mod determinism;
 mod durability;

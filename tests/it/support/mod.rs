@@ -16,6 +16,7 @@ mod events;
 mod frames;
 mod http;
 mod hub;
+pub(crate) mod nats;
 mod process;
 mod tokens;
 

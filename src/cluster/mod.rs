@@ -1,0 +1,196 @@
+//! Cluster mode: several hub nodes on one NATS JetStream stream, each answering exactly as
+//! one node would.
+//!
+//! The nodes form a replicated state machine over the stream. The stream carries the
+//! hub's inputs (validated publishes, visitor changes, merges, the sweeper's ticks; see
+//! [`crate::hub::inputs`]) in one order; every node reads every message back in that order
+//! and applies it with the same `decide`, at the time the stream stamped on it, so every
+//! node commits the same events with the same seqs, frames and state without asking the
+//! others. A node answers its client once the input has come back and been applied here.
+//! The sequencer, state, history and fan-out are the single node's own; only where the
+//! order comes from differs.
+//!
+//! - [`stream`]: the stream, created or checked, and the epoch it keeps.
+//! - [`proposer`]: this node's inputs into the stream, many to a message.
+//! - [`applier`]: the stream read back and applied, on a thread of its own.
+//! - [`lease`]: which node proposes the sweeper's ticks.
+//! - [`message`]: a stream message's JSON.
+//!
+//! Why a replicated state machine rather than optimistic writes per customer subject
+//! (`Nats-Expected-Last-Subject-Sequence`): the hub's rules reach across customers (a
+//! merge by user id, dedupe over the retention window), which per-subject expectations
+//! would need claim subjects for, and the server answers spurious "wrong last sequence"
+//! while a write to the subject is in flight. Here nothing is refused for a race: a
+//! conflict is decided by the stream's order, the way one node decides it by its lock.
+
+mod applier;
+mod lease;
+mod message;
+mod proposer;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull::OrderedConfig;
+use async_nats::jetstream::consumer::DeliverPolicy;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::hub::inputs::OrderStatus;
+use crate::hub::{Hub, Order, Pipeline, SharedOrder};
+use crate::store::log::MemoryOnly;
+use crate::store::recovery::Restored;
+
+/// Proposals queued for the proposer, at most; publishers wait for room beyond this.
+const PROPOSALS_QUEUED: usize = 16_384;
+/// How long a node waits at start for NATS to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for this node's proposals still in the stream to come back.
+const DRAIN_PROPOSALS: Duration = Duration::from_secs(2);
+
+/// Why a node could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach NATS at {urls}: {source}")]
+    Connect {
+        urls: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("stream {stream}: {problem}")]
+    Stream { stream: String, problem: String },
+    #[error("reading stream {stream}: {source}")]
+    Consume {
+        stream: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// A running node's cluster side, stopped with [`Node::stop`].
+pub struct Node {
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+    applier: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    waiting: Arc<proposer::Waiting>,
+}
+
+/// Joins the cluster: connects to NATS, finds or creates the stream, and starts a hub
+/// whose inputs are ordered by it, with this node's proposer, applier and sweeper lease.
+/// The hub starts empty and rebuilds its state from the stream's first message; `/readyz`
+/// says when it has caught up.
+pub async fn start(
+    config: Arc<Config>,
+    port: u16,
+) -> Result<(Arc<Hub>, Pipeline, Node), ClusterError> {
+    let node = config.node(port);
+    let urls = config.nats.join(",");
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("actionhub {node}"))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .connect(&config.nats[..])
+        .await
+        .map_err(|source| ClusterError::Connect {
+            urls: urls.clone(),
+            source,
+        })?;
+    let js = async_nats::jetstream::new(client.clone());
+    let (stream, epoch) = stream::ensure(&js, &config).await?;
+    let caught_up_at = stream.cached_info().state.last_sequence;
+    let consume_error = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Consume {
+        stream: config.nats_stream.clone(),
+        source,
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| consume_error(Box::new(e)))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| consume_error(Box::new(e)))?;
+    let lease_store = lease::bucket(&js, &config).await?;
+
+    let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
+    let status = Arc::new(OrderStatus::default());
+    let order = Order::Shared(SharedOrder {
+        node: node.clone(),
+        proposals,
+        timeout: config.nats_timeout,
+        status: status.clone(),
+    });
+    // Every node rebuilds from the stream, so the local data directory holds nothing yet.
+    let restored = Restored {
+        epoch,
+        ..Restored::empty()
+    };
+    let (hub, pipeline) = Hub::start_ordered(config.clone(), Box::new(MemoryOnly), restored, order);
+
+    // Names this process, so outcomes of its proposals come back to it and to no other,
+    // a restart of the same node included.
+    let origin = format!("{node}/{}", uuid::Uuid::new_v4().simple());
+    let waiting = Arc::new(proposer::Waiting::default());
+    let stop = CancellationToken::new();
+    let proposer = proposer::Proposer {
+        js: js.clone(),
+        subject: stream::subject(&config),
+        origin: origin.clone(),
+        waiting: waiting.clone(),
+        max_payload: client.server_info().max_payload,
+        timeout: config.nats_timeout,
+    };
+    let mut tasks = vec![tokio::spawn(proposer.run(queued, stop.clone()))];
+    tasks.push(tokio::spawn(lease::run(
+        hub.clone(),
+        lease_store,
+        origin.clone(),
+        stop.clone(),
+    )));
+    let applier = applier::Applier {
+        hub: hub.clone(),
+        messages,
+        origin,
+        waiting: waiting.clone(),
+        status,
+        caught_up_at,
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let applier_stop = stop.clone();
+    let applier = std::thread::Builder::new()
+        .name("actionhub-applier".into())
+        .spawn(move || applier.run(runtime, applier_stop))
+        .expect("spawning the applier thread");
+    tracing::info!(%node, stream = %config.nats_stream, epoch = %hub.epoch(), caught_up_at, "joined the cluster");
+    let node = Node {
+        hub: hub.clone(),
+        stop,
+        applier: Some(applier),
+        tasks,
+        waiting,
+    };
+    Ok((hub, pipeline, node))
+}
+
+impl Node {
+    /// Stops proposing, waits (briefly) for this node's proposals still in the stream to
+    /// come back and be answered, then stops reading the stream. The hub's pipeline is
+    /// closed after this, by the server.
+    pub async fn stop(mut self) {
+        let deadline = tokio::time::Instant::now() + DRAIN_PROPOSALS;
+        while self.waiting.len() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Some(applier) = self.applier.take() {
+            let _ = tokio::task::spawn_blocking(move || applier.join()).await;
+        }
+        tracing::debug!(seq = %self.hub.latest_seq(), "left the cluster");
+    }
+}

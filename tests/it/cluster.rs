@@ -1,0 +1,317 @@
+//! Cluster mode over a real `nats-server`: several hubs on one JetStream stream, each
+//! answering as one hub would (issue 13). Every node here is a real hub on its own port;
+//! the tests talk to them over WebSocket and HTTP only.
+
+use std::time::Duration;
+
+use actionhub::Config;
+use serde_json::{json, Value};
+
+use crate::support::nats::NatsServer;
+use crate::support::{bounded, seq_of, Action, Client, Hub, Visitor, WAIT};
+
+/// A node named `name` on the stream of `nats`, once it has caught up.
+async fn node(nats: &NatsServer, name: &str) -> Hub {
+    node_with(nats, name, |_| {}).await
+}
+
+async fn node_with(nats: &NatsServer, name: &str, tweak: impl FnOnce(&mut Config)) -> Hub {
+    let hub = Hub::start_with(|config| {
+        config.nats = vec![nats.url()];
+        config.node_name = name.to_owned();
+        tweak(config);
+    })
+    .await;
+    ready(&hub).await;
+    hub
+}
+
+/// Waits until the node's `/readyz` says ready, and returns what it says.
+async fn ready(hub: &Hub) -> Value {
+    let http = hub.http();
+    bounded(WAIT, "the node to catch up", async {
+        loop {
+            let (status, body) = http.get("/readyz").await;
+            if status == 200 {
+                return body;
+            }
+            assert_eq!(status, 503, "readyz answers 200 or 503: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// The retained history of a node, as the frames it would deliver, once it holds `count`.
+async fn history(hub: &Hub, count: usize) -> Vec<Value> {
+    let http = hub.http();
+    bounded(WAIT, "the node's history to converge", async {
+        loop {
+            let (status, body) = http.get("/v1/events?limit=1000").await;
+            assert_eq!(status, 200, "{body}");
+            let events = body["events"].as_array().cloned().unwrap_or_default();
+            if events.len() >= count {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn every_node_gives_every_event_the_same_seq_epoch_and_frame() {
+    let nats = NatsServer::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    assert_eq!(on_a.epoch(), on_b.epoch(), "one epoch for the cluster");
+    let mut seqs = Vec::new();
+    let visitor = Visitor::new();
+    for i in 0..20 {
+        let client = if i % 2 == 0 { &mut on_a } else { &mut on_b };
+        let action = visitor.action("webchat");
+        seqs.push(client.publish_ok(action.event("offered")).await);
+    }
+    // The first event also started the session, so the seqs are dense after it.
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let total = *seqs.last().unwrap() as usize;
+    let (on_a, on_b) = (history(&a, total).await, history(&b, total).await);
+    assert_eq!(on_a.len(), total);
+    assert_eq!(
+        on_a, on_b,
+        "the same events, seqs, timestamps and frames on every node"
+    );
+    // A `since` replay from either node yields the same frames, byte for byte.
+    let mut texts = Vec::new();
+    for hub in [&a, &b] {
+        let mut client = hub.client().await;
+        let epoch = client.epoch();
+        client
+            .subscribe(
+                json!("s"),
+                json!({"topics": ["all"], "since": 0, "epoch": epoch}),
+            )
+            .await;
+        let mut frames = Vec::new();
+        for _ in 0..total {
+            frames.push(client.recv_text().await);
+        }
+        texts.push(frames);
+    }
+    assert_eq!(texts[0], texts[1]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn connected_and_readyz_name_the_node() {
+    let nats = NatsServer::start();
+    let a = node(&nats, "node-a").await;
+    let mut client = Client::open(a.addr(), &[], None).await;
+    let connected = client.connect().await;
+    assert_eq!(connected["node"], json!("node-a"), "{connected}");
+    let ready = ready(&a).await;
+    assert_eq!(ready["node"], json!("node-a"), "{ready}");
+    assert_eq!(ready["status"], json!("ready"));
+    assert_eq!(ready["epoch"], json!(client.epoch()));
+    assert!(ready["lag"].is_u64(), "{ready}");
+    let (status, _, metrics) = a.http().get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("actionhub_stream_applied{node=\"node-a\"}"),
+        "{metrics}"
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn conflicting_reports_on_two_nodes_accept_exactly_one() {
+    let nats = NatsServer::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    let (mut on_a, mut on_b) = (a.client().await, b.client().await);
+    for _ in 0..10 {
+        let action = Action::new("contentoffer");
+        on_a.publish_ok(action.event("offered")).await;
+        // Both terminal: whichever the stream orders first wins, the other is refused as
+        // one node would refuse it.
+        let (accepted, rejected) = tokio::join!(
+            on_a.publish(action.event("accepted")),
+            on_b.publish(action.event("rejected")),
+        );
+        let outcomes = [&accepted, &rejected];
+        let won: Vec<_> = outcomes
+            .iter()
+            .filter(|r| r["type"] == "published")
+            .collect();
+        assert_eq!(won.len(), 1, "exactly one wins: {accepted} {rejected}");
+        let lost = outcomes.iter().find(|r| r["type"] == "error").unwrap();
+        assert_eq!(lost["code"], json!("action_terminal"), "{lost}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_retry_on_another_node_is_answered_duplicate_with_the_first_seq() {
+    let nats = NatsServer::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    let mut event = Visitor::new().page();
+    event["eventId"] = json!("retry-1");
+    let first = a.http().publish(&event).await;
+    let again = b.http().publish(&event).await;
+    assert_eq!(first[0]["duplicate"], json!(false), "{first:?}");
+    assert_eq!(again[0]["duplicate"], json!(true), "{again:?}");
+    assert_eq!(again[0]["seq"], first[0]["seq"]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_keeps_its_refusals_in_place() {
+    let nats = NatsServer::start();
+    let a = node(&nats, "a").await;
+    let action = Action::new("webchat");
+    let results = a
+        .http()
+        .publish(&json!([
+            action.event("offered"),
+            {"actionId": "not-a-uuid"},
+            action.event("ended"),
+            action.event("accepted"),
+        ]))
+        .await;
+    assert!(results[0]["seq"].is_u64(), "{results:?}");
+    assert_eq!(results[1]["error"]["code"], json!("invalid_event"));
+    assert_eq!(results[2]["error"]["code"], json!("invalid_transition"));
+    assert_eq!(seq_of(&results[3]), seq_of(&results[0]) + 1, "{results:?}");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_hubs_own_events_are_made_once_in_the_cluster() {
+    let nats = NatsServer::start();
+    let short_sessions = |config: &mut Config| {
+        config.session_idle_timeout = Duration::from_millis(400);
+    };
+    let a = node_with(&nats, "a", short_sessions).await;
+    let b = node_with(&nats, "b", short_sessions).await;
+    let visitor = Visitor::new();
+    // The same new session reported on both nodes at once starts it once.
+    let (http_a, http_b, page) = (a.http(), b.http(), visitor.page());
+    let (on_a, on_b) = tokio::join!(http_a.publish(&page), http_b.publish(&page));
+    assert!(on_a[0]["seq"].is_u64() && on_b[0]["seq"].is_u64());
+    // Two nodes sweep; one lease holder ends the idle session, once.
+    let ended = bounded(Duration::from_secs(20), "the idle session to end", async {
+        loop {
+            let (_, body) = b.http().get("/v1/events?topics=session:ended").await;
+            let events = body["events"].as_array().cloned().unwrap_or_default();
+            if !events.is_empty() {
+                return events;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // Let any second tick come through before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for hub in [&a, &b] {
+        let (_, body) = hub.http().get("/v1/events?topics=session:all").await;
+        let topics: Vec<&str> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["topic"].as_str().unwrap())
+            .collect();
+        assert_eq!(topics, ["session:started", "session:ended"], "{body}");
+    }
+    assert_eq!(ended[0]["event"]["reason"], json!("idle"));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_started_later_rebuilds_the_same_state_from_the_stream() {
+    let nats = NatsServer::start();
+    let a = node(&nats, "a").await;
+    let mut visitor = Visitor::new();
+    let action = visitor.action("webchat");
+    let http = a.http();
+    http.publish(&json!([
+        visitor.event("identify", "user-1"),
+        action.event("offered"),
+        action.event("accepted"),
+    ]))
+    .await;
+    visitor.new_session();
+    http.publish(&visitor.page()).await;
+    let path = format!("/v1/customers/{}", visitor.customer_id);
+    let (_, on_a) = http.get(&path).await;
+    let (_, action_on_a) = http.get(&format!("/v1/actions/{}", action.action_id)).await;
+    let total = history(&a, 1).await.len();
+
+    let b = node(&nats, "b").await;
+    assert_eq!(history(&b, total).await, history(&a, total).await);
+    assert_eq!(b.http().get(&path).await.1, on_a);
+    let action_path = format!("/v1/actions/{}", action.action_id);
+    assert_eq!(b.http().get(&action_path).await.1, action_on_a);
+    // And it decides as the others do: the action moves on from where the stream left it.
+    let mut on_b = b.client().await;
+    on_b.publish_ok(action.event("started")).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn visitor_changes_apply_on_every_node() {
+    let nats = NatsServer::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    let visitor = Visitor::new();
+    a.http().publish(&visitor.event("identify", "user-7")).await;
+    let path = format!("/v1/visitors/{}", visitor.customer_id);
+    let (status, _) = a
+        .http()
+        .put(&path, &json!({"attributes": {"plan": "premium"}}))
+        .await;
+    assert_eq!(status, 200);
+    let plan = bounded(WAIT, "the change to reach node b", async {
+        loop {
+            let (_, body) = b.http().get(&path).await;
+            if body["traits"]["plan"] == json!("premium") {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(plan["traits"]["plan"], json!("premium"));
+    let (status, _) = b.http().delete(&path).await;
+    assert_eq!(status, 200, "erased through node b");
+    let (status, _) = a.http().get(&path).await;
+    assert_eq!(status, 404, "and gone on node a");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_actionhub_did_not_make_is_refused_at_start() {
+    let nats = NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "actionhub".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::ephemeral(dir.path());
+    config.nats = vec![nats.url()];
+    let refused = actionhub::server::start(config)
+        .await
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("stream actionhub"), "{message}");
+    assert!(message.contains("not made by actionhub"), "{message}");
+}
