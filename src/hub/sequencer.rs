@@ -18,7 +18,6 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::edge::limits::Limit;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
 use crate::hub::retention::Record;
@@ -30,6 +29,7 @@ use crate::ingest::event::{
 };
 use crate::ingest::lifecycle::{ActionState, TransitionError};
 use crate::ingest::wire::WireFrame;
+use crate::metrics::Limit;
 
 /// What only the sequencer touches, behind its lock.
 pub(super) struct Sequencer {
