@@ -19,7 +19,7 @@ use crate::hub::state::{
     Action, Activity, HubState, IdentityState, MapCounts, SessionInfo, Transition, Visitor,
     VisitorSession,
 };
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId};
 use crate::ingest::event::{
     format_millis, serialize_lifecycle, LifecycleEvent, Millis, VisitorKind,
 };
@@ -39,7 +39,7 @@ pub fn customer(state: &HubState, id: CustomerId) -> Option<Value> {
     let live = state.live_actions(id);
     Some(json(CustomerView {
         customer_id: id,
-        identity: IdentityView::new(customer.identity, customer.user_id.as_deref()),
+        identity: IdentityView::new(customer.identity, customer.user_id.as_ref()),
         visitor_id: customer.visitor_id,
         current_session_id: customer.current_session,
         sessions: customer.sessions.iter().map(SessionView::new).collect(),
@@ -156,7 +156,7 @@ fn customer_identity(state: &HubState, customer: CustomerId) -> Option<Value> {
     let (identity, user_id) = state.identity_and_user(customer)?;
     Some(json(CustomerIdentityView {
         customer_id: customer,
-        identity: IdentityView::new(identity, user_id.as_deref()),
+        identity: IdentityView::new(identity, user_id.as_ref()),
     }))
 }
 
@@ -234,11 +234,11 @@ impl TransitionView {
 #[serde(rename_all = "camelCase")]
 struct IdentityView<'a> {
     state: &'static str,
-    user_id: Option<&'a str>,
+    user_id: Option<&'a UserId>,
 }
 
 impl<'a> IdentityView<'a> {
-    fn new(identity: IdentityState, user_id: Option<&'a str>) -> Self {
+    fn new(identity: IdentityState, user_id: Option<&'a UserId>) -> Self {
         IdentityView {
             state: identity.as_str(),
             user_id,
@@ -396,7 +396,7 @@ struct VisitorView<'a> {
     visitor_id: CustomerId,
     identity: IdentityView<'a>,
     identified: bool,
-    user_ids: &'a [String],
+    user_ids: &'a [UserId],
     customers: &'a [CustomerId],
     traits: &'a Map<String, Value>,
     channels: &'a Map<String, Value>,
@@ -432,7 +432,7 @@ impl<'a> VisitorView<'a> {
         let history = v.history.as_ref();
         VisitorView {
             visitor_id: v.id,
-            identity: IdentityView::new(v.identity, v.user_id.as_deref()),
+            identity: IdentityView::new(v.identity, v.user_id.as_ref()),
             identified: !v.user_ids.is_empty(),
             user_ids: &v.user_ids,
             customers: &v.customers,

@@ -168,9 +168,10 @@ impl Txn<'_> {
                     v.kind,
                     VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
                 );
-                let merge = v.user_id.as_deref().filter(|_| links).and_then(|user| {
-                    Some((user.to_string(), state.merge_preview(customer, user)?))
-                });
+                let merge =
+                    v.user_id.as_ref().filter(|_| links).and_then(|user| {
+                        Some((user.clone(), state.merge_preview(customer, user)?))
+                    });
                 let signout = (v.kind == VisitorKind::Signout)
                     .then_some(v.session_id)
                     .flatten();

@@ -20,7 +20,7 @@ use super::{
     Action, Activity, Customer, HubState, IdentityState, MapCounts, Profile, SessionInfo,
     Transition,
 };
-use crate::ids::{ActionId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, CustomerId, Seq, SessionId, UserId};
 use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
 
 /// A change to visitors that is not an event: logged in order with the events and applied
@@ -252,9 +252,9 @@ impl HubState {
                     Some(mut p) => {
                         p.traits.clear();
                         p.channels.clear();
-                        std::mem::replace(&mut p.user_ids, Arc::from(Vec::<String>::new()))
+                        std::mem::replace(&mut p.user_ids, Arc::from(Vec::<UserId>::new()))
                     }
-                    None => Arc::from(Vec::<String>::new()),
+                    None => Arc::from(Vec::<UserId>::new()),
                 };
                 for user in users.iter() {
                     self.users.remove(user);
@@ -352,7 +352,7 @@ impl HubState {
 
     /// Links a customer to a user id's profile, merging profiles when the user id already
     /// belongs to another one. Returns the customer's visitor id.
-    fn link(&self, customer: CustomerId, user_id: &str, seq: Seq) -> CustomerId {
+    fn link(&self, customer: CustomerId, user_id: &UserId, seq: Seq) -> CustomerId {
         let target = self.users.get(user_id).map(|v| *v);
         let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
         let visitor = match (target, mine) {
@@ -366,14 +366,14 @@ impl HubState {
                 self.profiles.insert(
                     customer,
                     Profile {
-                        user_ids: Arc::from(vec![user_id.to_string()]),
+                        user_ids: Arc::from(vec![user_id.clone()]),
                         customers: vec![customer],
                         traits: Map::new(),
                         channels: Map::new(),
                         stamp: seq,
                     },
                 );
-                self.users.insert(user_id.to_string(), customer);
+                self.users.insert(user_id.clone(), customer);
                 customer
             }
             (Some(t), None) => {
@@ -404,7 +404,7 @@ impl HubState {
             self.profiles.insert(
                 visitor,
                 Profile {
-                    user_ids: Arc::from(Vec::<String>::new()),
+                    user_ids: Arc::from(Vec::<UserId>::new()),
                     customers: vec![visitor],
                     traits: Map::new(),
                     channels: Map::new(),
@@ -463,15 +463,15 @@ impl HubState {
         }
     }
 
-    fn add_user(&self, visitor: CustomerId, user_id: &str, seq: Seq) {
+    fn add_user(&self, visitor: CustomerId, user_id: &UserId, seq: Seq) {
         if let Some(mut p) = self.profile_mut(visitor, seq) {
-            if !p.user_ids.iter().any(|u| u == user_id) {
+            if !p.user_ids.contains(user_id) {
                 let mut users = p.user_ids.to_vec();
-                users.push(user_id.to_string());
+                users.push(user_id.clone());
                 p.user_ids = users.into();
             }
         }
-        self.users.insert(user_id.to_string(), visitor);
+        self.users.insert(user_id.clone(), visitor);
     }
 
     // ---- the sweeper's eviction of old actions ----

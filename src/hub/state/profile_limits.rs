@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::HubState;
-use crate::ids::CustomerId;
+use crate::ids::{CustomerId, UserId};
 use crate::ingest::event::{VisitorEvent, VisitorKind};
 
 /// Most user ids one profile links. What a browser can make a profile hold is bounded, so
@@ -26,7 +26,7 @@ impl HubState {
             e.kind,
             VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
         );
-        let Some(user_id) = e.user_id.as_deref().filter(|_| links) else {
+        let Some(user_id) = e.user_id.as_ref().filter(|_| links) else {
             return Ok(());
         };
         let target = self.users.get(user_id).map(|v| *v);
@@ -107,16 +107,16 @@ pub struct ProfileFull {
 /// check the limits before the change is made.
 #[derive(Default)]
 struct Holdings {
-    user_ids: Vec<String>,
+    user_ids: Vec<UserId>,
     customers: Vec<CustomerId>,
     traits: Map<String, Value>,
     channels: Map<String, Value>,
 }
 
 impl Holdings {
-    fn add_user(&mut self, user_id: &str) {
-        if !self.user_ids.iter().any(|u| u == user_id) {
-            self.user_ids.push(user_id.to_string());
+    fn add_user(&mut self, user_id: &UserId) {
+        if !self.user_ids.contains(user_id) {
+            self.user_ids.push(user_id.clone());
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::{Action, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps};
-use crate::ids::{ActionId, CustomerId, Seq};
+use crate::ids::{ActionId, CustomerId, Seq, UserId};
 use crate::ingest::event::{LifecycleEvent, Millis};
 
 impl HubState {
@@ -86,7 +86,7 @@ impl HubState {
     pub fn identity_and_user(
         &self,
         customer: CustomerId,
-    ) -> Option<(IdentityState, Option<String>)> {
+    ) -> Option<(IdentityState, Option<UserId>)> {
         let c = self.customers.get(&customer)?;
         Some((c.identity, c.user_id.clone()))
     }
@@ -99,8 +99,8 @@ pub struct Visitor {
     /// The identity of its best-identified customer (authenticated over recognized over
     /// anonymous; the most recently seen among equals), and that customer's user id.
     pub identity: IdentityState,
-    pub user_id: Option<String>,
-    pub user_ids: Vec<String>,
+    pub user_id: Option<UserId>,
+    pub user_ids: Vec<UserId>,
     pub customers: Vec<CustomerId>,
     pub traits: Map<String, Value>,
     pub channels: Map<String, Value>,
@@ -168,7 +168,7 @@ impl HubState {
     pub fn visitors(&self, search: Option<&str>, identified: Option<bool>) -> Vec<CustomerId> {
         const CHUNK: usize = 4096;
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-        let wanted = |users: &[String], traits: Option<&Map<String, Value>>| {
+        let wanted = |users: &[UserId], traits: Option<&Map<String, Value>>| {
             if identified.is_some_and(|want| want == users.is_empty()) {
                 return false;
             }
@@ -183,7 +183,7 @@ impl HubState {
             };
             users
                 .iter()
-                .any(|u| u.to_lowercase().contains(needle.as_str()))
+                .any(|u| u.as_str().to_lowercase().contains(needle.as_str()))
                 || ["name", "email"]
                     .iter()
                     .any(|k| trait_text(k).is_some_and(|t| t.contains(needle.as_str())))
@@ -228,7 +228,7 @@ impl HubState {
             Some(p) => (p.user_ids.to_vec(), p.traits.clone(), p.channels.clone()),
             None => (Vec::new(), Map::new(), Map::new()),
         };
-        let mut latest: Option<(Millis, IdentityState, Option<String>)> = None;
+        let mut latest: Option<(Millis, IdentityState, Option<UserId>)> = None;
         let (mut first_seen, mut last_seen) = (Millis::MAX, Millis::MIN);
         let (mut sessions, mut active, mut pages) = (0usize, 0usize, 0u64);
         let mut session_list = Vec::new();
