@@ -1,5 +1,5 @@
-//! Named identifier types: customers, sessions, actions, action maps, the site's user ids,
-//! connections, seqs.
+//! Named identifier types: customers, visitors, sessions, actions, action maps, the site's
+//! user ids, connections, seqs.
 //!
 //! Ids arrive as strings; this module alone decides what a valid UUID id is (a UUID of
 //! version 4 in its hyphenated form) and how it is written back (lower case). A user id is
@@ -91,6 +91,32 @@ uuid_id!(
     /// The action map that triggered an action.
     ActionMapId
 );
+uuid_id!(
+    /// One visitor: a profile of customers known to be one person, or a customer no profile
+    /// holds yet. It is named by the customer it began with (see
+    /// [`VisitorId::of_first_customer`]).
+    VisitorId
+);
+
+impl VisitorId {
+    /// The visitor that begins with `customer`, named by its id. A lone customer is a visitor
+    /// under its own id, and the profile made for it (when it first links to a user id, or
+    /// a merge or a traits change needs one) keeps that id whoever joins or leaves later.
+    /// So the two ids coincide only for a visitor's first customer, and code that names a
+    /// visitor by a customer says so through this.
+    pub fn of_first_customer(customer: CustomerId) -> VisitorId {
+        VisitorId(customer.0)
+    }
+
+    /// The customer this visitor began with (the inverse of
+    /// [`VisitorId::of_first_customer`]). The visitor of a lone customer is that customer;
+    /// a profile may have outlived it (an evicted customer leaves its profile), so callers
+    /// look the customer up rather than assume it is still held.
+    pub fn first_customer(self) -> CustomerId {
+        CustomerId(self.0)
+    }
+}
+
 /// The site's own id for a signed-in user (`userId`), as the site gave it. It wraps the
 /// `String` the event arrived with, so naming it costs no allocation; it serializes as that
 /// string, and borrows as `str` so maps keyed by it are looked up with a `&str`.
@@ -175,6 +201,14 @@ mod tests {
         let map = std::collections::HashMap::from([(id.clone(), 1)]);
         assert_eq!(map.get("u-1"), Some(&1));
         assert_eq!(id.to_string(), "u-1");
+    }
+
+    #[test]
+    fn a_visitor_takes_the_id_of_its_first_customer() {
+        let customer = CustomerId::new_random();
+        let visitor = VisitorId::of_first_customer(customer);
+        assert_eq!(visitor.to_string(), customer.to_string());
+        assert_eq!(visitor.first_customer(), customer);
     }
 
     #[test]

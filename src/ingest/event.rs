@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::ingest::topic::{EventKeys, Topic, VISITOR_NAMES};
 pub use crate::ingest::wire::serialize_lifecycle;
@@ -245,7 +245,7 @@ pub enum Body {
     },
     Merged {
         customer_id: CustomerId,
-        visitor_id: CustomerId,
+        visitor_id: VisitorId,
         /// The user id whose link caused the merge; none for a merge asked for by the API.
         user_id: Option<UserId>,
         merged_customer_ids: Vec<CustomerId>,

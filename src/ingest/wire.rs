@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use crate::ids::{CustomerId, Seq, SessionId, UserId};
+use crate::ids::{CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
     format_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published,
 };
@@ -324,7 +324,7 @@ struct SessionEnded {
 #[serde(rename_all = "camelCase")]
 struct Merged {
     customer_id: CustomerId,
-    visitor_id: CustomerId,
+    visitor_id: VisitorId,
     user_id: Option<UserId>,
     merged_customer_ids: Vec<CustomerId>,
 }
@@ -449,7 +449,7 @@ mod tests {
             },
             Body::Merged {
                 customer_id: c,
-                visitor_id: other,
+                visitor_id: VisitorId::of_first_customer(other),
                 user_id: Some("u1".into()),
                 merged_customer_ids: vec![other, c],
             },
@@ -468,7 +468,7 @@ mod tests {
     }
 
     /// The frames that carry a user id or a visitor id, byte for byte: naming those ids
-    /// must not change what subscribers and the log receive.
+    /// (`UserId`, `VisitorId`) must not change what subscribers and the log receive.
     #[test]
     fn identity_frames_are_written_byte_for_byte_as_pinned() {
         let (c, s) = (CustomerId::parse(C).unwrap(), SessionId::parse(S).unwrap());
@@ -493,7 +493,7 @@ mod tests {
             },
             Body::Merged {
                 customer_id: c,
-                visitor_id: first,
+                visitor_id: VisitorId::of_first_customer(first),
                 user_id: Some("u1".into()),
                 merged_customer_ids: vec![first, c],
             },

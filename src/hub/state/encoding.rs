@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{
     Action, Activity, Customer, IdentityState, MapCounts, Profile, SessionInfo, Transition,
 };
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{EndReason, EventData, LifecycleEvent, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::store::codec::{Dec, DecodeError, Enc};
@@ -96,7 +96,7 @@ impl Customer {
             .get(d.u8()? as usize)
             .ok_or(DecodeError("unknown identity state"))?;
         let user_id = d.opt_str()?.map(UserId::from);
-        let visitor_id = d.opt_uuid()?.map(CustomerId);
+        let visitor_id = d.opt_uuid()?.map(VisitorId);
         let n = d.u32()?;
         let mut sessions = VecDeque::with_capacity(n as usize);
         for _ in 0..n {

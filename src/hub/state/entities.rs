@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{EndReason, LifecycleEvent, Millis, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
@@ -64,7 +64,7 @@ pub struct Customer {
     /// The site's user id this customer last identified as.
     pub user_id: Option<UserId>,
     /// The visitor profile this customer belongs to, once linked to a user id.
-    pub visitor_id: Option<CustomerId>,
+    pub visitor_id: Option<VisitorId>,
     /// Newest last; at most [`MAX_SESSIONS_PER_CUSTOMER`].
     pub sessions: VecDeque<SessionInfo>,
     /// The open session, if any.

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::LifecycleEvent;
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
@@ -55,9 +55,9 @@ pub struct HubState {
     actions: DashMap<ActionId, Action>,
     customers: DashMap<CustomerId, Customer>,
     /// Profiles by visitor id.
-    profiles: DashMap<CustomerId, Profile>,
+    profiles: DashMap<VisitorId, Profile>,
     /// userId -> visitor id.
-    users: DashMap<UserId, CustomerId>,
+    users: DashMap<UserId, VisitorId>,
     maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
     /// The preimages of a snapshot being written (see [`HubState::begin_snapshot`]).
     cow: Mutex<Option<CopyOnWrite>>,
@@ -159,7 +159,7 @@ impl HubState {
         &self,
         customer: CustomerId,
         user_id: &UserId,
-    ) -> Option<(CustomerId, Vec<CustomerId>)> {
+    ) -> Option<(VisitorId, Vec<CustomerId>)> {
         let target = *self.users.get(user_id)?;
         let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
         if mine == Some(target) {

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::HubState;
-use crate::ids::{CustomerId, UserId};
+use crate::ids::{CustomerId, UserId, VisitorId};
 use crate::ingest::event::{VisitorEvent, VisitorKind};
 
 /// Most user ids one profile links. What a browser can make a profile hold is bounded, so
@@ -57,8 +57,8 @@ impl HubState {
     /// Refuses merging visitor `source` into `target` past a profile's limits.
     pub fn check_merge_growth(
         &self,
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
     ) -> Result<(), ProfileFull> {
         self.holdings(target).folding(self.holdings(source)).check()
     }
@@ -66,7 +66,7 @@ impl HubState {
     /// Refuses merging `traits` into a visitor's traits past a profile's limits.
     pub fn check_traits_growth(
         &self,
-        visitor: CustomerId,
+        visitor: VisitorId,
         traits: &Map<String, Value>,
     ) -> Result<(), ProfileFull> {
         let mut after = self.holdings(visitor);
@@ -75,7 +75,7 @@ impl HubState {
     }
 
     /// A copy of what a visitor's profile holds (a lone customer: itself).
-    fn holdings(&self, visitor: CustomerId) -> Holdings {
+    fn holdings(&self, visitor: VisitorId) -> Holdings {
         match self.profiles.get(&visitor) {
             Some(p) => Holdings {
                 user_ids: p.user_ids.to_vec(),
@@ -84,7 +84,7 @@ impl HubState {
                 channels: p.channels.clone(),
             },
             None => Holdings {
-                customers: vec![visitor],
+                customers: vec![visitor.first_customer()],
                 ..Holdings::default()
             },
         }

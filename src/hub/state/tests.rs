@@ -194,7 +194,8 @@ fn entities_encode_and_decode_unchanged() {
 }
 
 /// The snapshot bytes of a customer and a profile that hold a user id and a visitor id,
-/// spelled out field by field: naming those ids must not change the snapshot format.
+/// spelled out field by field: naming those ids (`UserId`, `VisitorId`) must not change the
+/// snapshot format.
 #[test]
 fn identity_fields_encode_as_pinned() {
     let visitor = uuid::Uuid::from_u128(0xeeee_eeee_eeee_4eee_8eee_eeee_eeee_eeee);
@@ -202,7 +203,7 @@ fn identity_fields_encode_as_pinned() {
     let c = Customer {
         identity: IdentityState::Authenticated,
         user_id: Some(UserId::from("u1")),
-        visitor_id: Some(CustomerId(visitor)),
+        visitor_id: Some(VisitorId(visitor)),
         sessions: Default::default(),
         current_session: None,
         actions: Vec::new(),
