@@ -1,8 +1,11 @@
-//! Named identifier types: customers, sessions, actions, action maps, connections, seqs.
+//! Named identifier types: customers, visitors, sessions, actions, action maps, the site's
+//! user ids, connections, seqs.
 //!
-//! Ids arrive as strings; this module alone decides what a valid one is (a UUID of version 4
-//! in its hyphenated form) and how it is written back (lower case). It does no IO.
+//! Ids arrive as strings; this module alone decides what a valid UUID id is (a UUID of
+//! version 4 in its hyphenated form) and how it is written back (lower case). A user id is
+//! the site's own text, kept as it came (validation bounds its length). It does no IO.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -88,6 +91,69 @@ uuid_id!(
     /// The action map that triggered an action.
     ActionMapId
 );
+uuid_id!(
+    /// One visitor: a profile of customers known to be one person, or a customer no profile
+    /// holds yet. It is named by the customer it began with (see
+    /// [`VisitorId::of_first_customer`]).
+    VisitorId
+);
+
+impl VisitorId {
+    /// The visitor that begins with `customer`, named by its id. A lone customer is a visitor
+    /// under its own id, and the profile made for it (when it first links to a user id, or
+    /// a merge or a traits change needs one) keeps that id whoever joins or leaves later.
+    /// So the two ids coincide only for a visitor's first customer, and code that names a
+    /// visitor by a customer says so through this.
+    pub fn of_first_customer(customer: CustomerId) -> VisitorId {
+        VisitorId(customer.0)
+    }
+
+    /// The customer this visitor began with (the inverse of
+    /// [`VisitorId::of_first_customer`]). The visitor of a lone customer is that customer;
+    /// a profile may have outlived it (an evicted customer leaves its profile), so callers
+    /// look the customer up rather than assume it is still held.
+    pub fn first_customer(self) -> CustomerId {
+        CustomerId(self.0)
+    }
+}
+
+/// The site's own id for a signed-in user (`userId`), as the site gave it. It wraps the
+/// `String` the event arrived with, so naming it costs no allocation; it serializes as that
+/// string, and borrows as `str` so maps keyed by it are looked up with a `&str`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(String);
+
+impl UserId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for UserId {
+    fn from(text: String) -> UserId {
+        UserId(text)
+    }
+}
+
+impl From<&str> for UserId {
+    fn from(text: &str) -> UserId {
+        UserId(text.to_owned())
+    }
+}
+
+// `Hash` and `Eq` are the wrapped string's, as `Borrow` requires.
+impl Borrow<str> for UserId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The position of an accepted event in the hub's one history. Strictly increasing; 0 means
 /// "before the first event".
@@ -125,6 +191,24 @@ mod tests {
         assert!(CustomerId::parse("9f1c2a4e-3b7d-1c1e-8a2b-0123456789ab").is_err());
         assert!(CustomerId::parse("9f1c2a4e3b7d4c1e8a2b0123456789ab").is_err());
         assert!(CustomerId::parse("").is_err());
+    }
+
+    #[test]
+    fn a_user_id_is_its_string_on_the_wire_and_in_a_map() {
+        let id = UserId::from("u-1");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"u-1\"");
+        assert_eq!(serde_json::from_str::<UserId>("\"u-1\"").unwrap(), id);
+        let map = std::collections::HashMap::from([(id.clone(), 1)]);
+        assert_eq!(map.get("u-1"), Some(&1));
+        assert_eq!(id.to_string(), "u-1");
+    }
+
+    #[test]
+    fn a_visitor_takes_the_id_of_its_first_customer() {
+        let customer = CustomerId::new_random();
+        let visitor = VisitorId::of_first_customer(customer);
+        assert_eq!(visitor.to_string(), customer.to_string());
+        assert_eq!(visitor.first_customer(), customer);
     }
 
     #[test]

@@ -10,8 +10,56 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::edge::limits::Limit;
 use crate::error::ErrorCode;
+
+/// Every limit, as the `limit` label of the `limits_hit` metric. Defined beside the metric,
+/// not with the checks, so each layer that refuses past a limit (the edge's frame, request
+/// and connection limits, the sequencer's profile limits) counts it without depending on
+/// another layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Limit {
+    FrameSize,
+    Subscriptions,
+    Connections,
+    ConnectionsPerIp,
+    PublishRate,
+    BodySize,
+    BatchSize,
+    JsonDepth,
+    ConnectTimeout,
+    /// What one visitor profile holds (user ids, customers, traits, channels).
+    ProfileSize,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 10] = [
+        Limit::FrameSize,
+        Limit::Subscriptions,
+        Limit::Connections,
+        Limit::ConnectionsPerIp,
+        Limit::PublishRate,
+        Limit::BodySize,
+        Limit::BatchSize,
+        Limit::JsonDepth,
+        Limit::ConnectTimeout,
+        Limit::ProfileSize,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::FrameSize => "frame_size",
+            Limit::Subscriptions => "subscriptions",
+            Limit::Connections => "connections",
+            Limit::ConnectionsPerIp => "connections_per_ip",
+            Limit::PublishRate => "publish_rate",
+            Limit::BodySize => "body_size",
+            Limit::BatchSize => "batch_size",
+            Limit::JsonDepth => "json_depth",
+            Limit::ConnectTimeout => "connect_timeout",
+            Limit::ProfileSize => "profile_size",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {

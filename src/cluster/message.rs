@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::inputs::Input;
 use crate::hub::AdminChange;
-use crate::ids::CustomerId;
+use crate::ids::VisitorId;
 use crate::ingest::event::Event;
 
 /// The opening of a message, up to its first proposal.
@@ -88,12 +88,12 @@ struct WireProposalIn<'a> {
 enum WireInput<'a> {
     Publish(Vec<&'a Event>),
     Admin {
-        visitor: CustomerId,
+        visitor: VisitorId,
         change: WireChange<'a>,
     },
     Merge {
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
     },
     Tick,
 }
@@ -104,12 +104,12 @@ enum WireInputIn<'a> {
     #[serde(borrow)]
     Publish(Vec<&'a RawValue>),
     Admin {
-        visitor: CustomerId,
+        visitor: VisitorId,
         change: WireChangeIn,
     },
     Merge {
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
     },
     Tick,
 }
@@ -206,7 +206,8 @@ mod tests {
 
     #[test]
     fn a_message_reads_back_as_the_inputs_written() {
-        let customer = CustomerId(uuid::Uuid::new_v4());
+        let customer = uuid::Uuid::new_v4();
+        let visitor_id = VisitorId(customer);
         let event = Event::from_text(&format!(
             r#"{{"type":"page","customerId":"{customer}","sessionId":"{}","page":{{"url":"https://a.example/x?q=1"}},"eventId":"e-1"}}"#,
             uuid::Uuid::new_v4()
@@ -219,22 +220,22 @@ mod tests {
             (
                 2,
                 Input::Admin {
-                    visitor: customer,
+                    visitor: visitor_id,
                     change: AdminChange::UpdateTraits(traits.clone()),
                 },
             ),
             (
                 3,
                 Input::Admin {
-                    visitor: customer,
+                    visitor: visitor_id,
                     change: AdminChange::Delete,
                 },
             ),
             (
                 4,
                 Input::Merge {
-                    source: customer,
-                    target: customer,
+                    source: visitor_id,
+                    target: visitor_id,
                 },
             ),
             (5, Input::Tick),
@@ -254,9 +255,9 @@ mod tests {
             }, Input::Merge { source, target }, Input::Tick] => {
                 assert_eq!(events.len(), 1);
                 assert_eq!(events[0].as_ref().unwrap(), &event);
-                assert_eq!(*visitor, customer);
+                assert_eq!(*visitor, visitor_id);
                 assert_eq!(read_traits, &traits);
-                assert_eq!((*source, *target), (customer, customer));
+                assert_eq!((*source, *target), (visitor_id, visitor_id));
             }
             other => panic!("read back as {other:?}"),
         }

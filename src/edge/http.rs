@@ -32,7 +32,7 @@ use crate::edge::app::App;
 use crate::edge::auth::{
     rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
-use crate::edge::limits::{too_deep, Limit};
+use crate::edge::limits::too_deep;
 use crate::edge::views;
 use crate::edge::ws;
 use crate::error::{ErrorCode, HubError};
@@ -42,6 +42,7 @@ use crate::hub::Hub;
 use crate::ids::{ActionId, CustomerId, Seq, SessionId};
 use crate::ingest::event::Event;
 use crate::ingest::topic::{Filter, TopicSet};
+use crate::metrics::Limit;
 
 /// Default and largest page of a list.
 const DEFAULT_LIMIT: usize = 100;

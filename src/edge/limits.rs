@@ -15,51 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-/// Every limit, as the `limit` label of the `limits_hit` metric.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Limit {
-    FrameSize,
-    Subscriptions,
-    Connections,
-    ConnectionsPerIp,
-    PublishRate,
-    BodySize,
-    BatchSize,
-    JsonDepth,
-    ConnectTimeout,
-    /// What one visitor profile holds (user ids, customers, traits, channels).
-    ProfileSize,
-}
-
-impl Limit {
-    pub const ALL: [Limit; 10] = [
-        Limit::FrameSize,
-        Limit::Subscriptions,
-        Limit::Connections,
-        Limit::ConnectionsPerIp,
-        Limit::PublishRate,
-        Limit::BodySize,
-        Limit::BatchSize,
-        Limit::JsonDepth,
-        Limit::ConnectTimeout,
-        Limit::ProfileSize,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Limit::FrameSize => "frame_size",
-            Limit::Subscriptions => "subscriptions",
-            Limit::Connections => "connections",
-            Limit::ConnectionsPerIp => "connections_per_ip",
-            Limit::PublishRate => "publish_rate",
-            Limit::BodySize => "body_size",
-            Limit::BatchSize => "batch_size",
-            Limit::JsonDepth => "json_depth",
-            Limit::ConnectTimeout => "connect_timeout",
-            Limit::ProfileSize => "profile_size",
-        }
-    }
-}
+use crate::metrics::Limit;
 
 /// Whether JSON `text` nests arrays and objects deeper than `max`. A byte scan that
 /// runs before the real parse, so a deep document costs no recursion and no allocation.

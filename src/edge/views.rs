@@ -19,7 +19,7 @@ use crate::hub::state::{
     Action, Activity, HubState, IdentityState, MapCounts, SessionInfo, Transition, Visitor,
     VisitorSession,
 };
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
     format_millis, serialize_lifecycle, LifecycleEvent, Millis, VisitorKind,
 };
@@ -39,7 +39,7 @@ pub fn customer(state: &HubState, id: CustomerId) -> Option<Value> {
     let live = state.live_actions(id);
     Some(json(CustomerView {
         customer_id: id,
-        identity: IdentityView::new(customer.identity, customer.user_id.as_deref()),
+        identity: IdentityView::new(customer.identity, customer.user_id.as_ref()),
         visitor_id: customer.visitor_id,
         current_session_id: customer.current_session,
         sessions: customer.sessions.iter().map(SessionView::new).collect(),
@@ -58,18 +58,18 @@ pub fn action_maps(state: &HubState) -> Value {
 }
 
 /// `GET /v1/visitors/{id}` (and each visitor of the list).
-pub fn visitor(state: &HubState, id: CustomerId) -> Option<Value> {
+pub fn visitor(state: &HubState, id: VisitorId) -> Option<Value> {
     state.visitor(id, false).map(|v| json(VisitorView::new(&v)))
 }
 
 /// The visitor view plus `sessionHistory` and every held action with its transitions, for
 /// `GET /v1/visitors/{id}/export` (which adds the retained events).
-pub fn visitor_export(state: &HubState, id: CustomerId) -> Option<Value> {
+pub fn visitor_export(state: &HubState, id: VisitorId) -> Option<Value> {
     state.visitor(id, true).map(|v| json(VisitorView::new(&v)))
 }
 
 /// `GET /v1/visitors/{id}/sessions`: every session of the visitor, newest first.
-pub fn visitor_sessions(state: &HubState, id: CustomerId) -> Vec<Value> {
+pub fn visitor_sessions(state: &HubState, id: VisitorId) -> Vec<Value> {
     state
         .visitor_sessions(id)
         .iter()
@@ -156,7 +156,7 @@ fn customer_identity(state: &HubState, customer: CustomerId) -> Option<Value> {
     let (identity, user_id) = state.identity_and_user(customer)?;
     Some(json(CustomerIdentityView {
         customer_id: customer,
-        identity: IdentityView::new(identity, user_id.as_deref()),
+        identity: IdentityView::new(identity, user_id.as_ref()),
     }))
 }
 
@@ -234,11 +234,11 @@ impl TransitionView {
 #[serde(rename_all = "camelCase")]
 struct IdentityView<'a> {
     state: &'static str,
-    user_id: Option<&'a str>,
+    user_id: Option<&'a UserId>,
 }
 
 impl<'a> IdentityView<'a> {
-    fn new(identity: IdentityState, user_id: Option<&'a str>) -> Self {
+    fn new(identity: IdentityState, user_id: Option<&'a UserId>) -> Self {
         IdentityView {
             state: identity.as_str(),
             user_id,
@@ -258,7 +258,7 @@ struct CustomerIdentityView<'a> {
 struct CustomerView<'a> {
     customer_id: CustomerId,
     identity: IdentityView<'a>,
-    visitor_id: Option<CustomerId>,
+    visitor_id: Option<VisitorId>,
     current_session_id: Option<SessionId>,
     sessions: Vec<SessionView>,
     first_seen: Time,
@@ -393,10 +393,10 @@ impl ActionMapView {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct VisitorView<'a> {
-    visitor_id: CustomerId,
+    visitor_id: VisitorId,
     identity: IdentityView<'a>,
     identified: bool,
-    user_ids: &'a [String],
+    user_ids: &'a [UserId],
     customers: &'a [CustomerId],
     traits: &'a Map<String, Value>,
     channels: &'a Map<String, Value>,
@@ -432,7 +432,7 @@ impl<'a> VisitorView<'a> {
         let history = v.history.as_ref();
         VisitorView {
             visitor_id: v.id,
-            identity: IdentityView::new(v.identity, v.user_id.as_deref()),
+            identity: IdentityView::new(v.identity, v.user_id.as_ref()),
             identified: !v.user_ids.is_empty(),
             user_ids: &v.user_ids,
             customers: &v.customers,
@@ -571,8 +571,10 @@ mod tests {
     /// write it.
     fn pinned_views() -> Vec<(&'static str, String)> {
         let (state, [c1, c2, c3], [a1, ..]) = pinned_state();
-        // The visitor API resolves any of a visitor's customers to its profile.
+        // The visitor API resolves any of a visitor's customers to its profile; c1 began it,
+        // and c3 is a visitor on its own.
         let v = state.resolve_visitor(&c2.to_string()).unwrap().unwrap();
+        let visitor_of = VisitorId::of_first_customer;
         let text = |v: Value| serde_json::to_string(&v).unwrap();
         let snapshot_actions = |customers: Option<&[CustomerId]>, at: u64| {
             let selected = select_actions(&state, customers, Seq(at), |e| {
@@ -589,11 +591,17 @@ mod tests {
             ("customer c2", text(customer(&state, c2).unwrap())),
             ("action map stats", text(action_maps(&state))),
             ("visitor", text(visitor(&state, v).unwrap())),
-            ("visitor lone", text(visitor(&state, c3).unwrap())),
-            ("visitor export", text(visitor_export(&state, c1).unwrap())),
+            (
+                "visitor lone",
+                text(visitor(&state, visitor_of(c3)).unwrap()),
+            ),
+            (
+                "visitor export",
+                text(visitor_export(&state, visitor_of(c1)).unwrap()),
+            ),
             (
                 "visitor sessions",
-                text(visitor_sessions(&state, c1).into()),
+                text(visitor_sessions(&state, visitor_of(c1)).into()),
             ),
             ("snapshot actions", snapshot_actions(None, 16)),
             ("snapshot actions of c1", snapshot_actions(Some(&[c1]), 6)),

@@ -26,7 +26,7 @@ use crate::edge::views;
 use crate::error::HubError;
 use crate::hub::retention::Record;
 use crate::hub::Hub;
-use crate::ids::CustomerId;
+use crate::ids::VisitorId;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
@@ -48,7 +48,7 @@ pub fn routes() -> Router<App> {
 }
 
 /// Resolves a visitor `{id}`: 400 when malformed, 404 when unknown.
-fn resolve(ctx: &App, id: &str) -> Result<CustomerId, HubError> {
+fn resolve(ctx: &App, id: &str) -> Result<VisitorId, HubError> {
     ctx.hub
         .state()
         .resolve_visitor(id)
@@ -152,7 +152,7 @@ async fn sessions(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json
 /// The retained events of every customer of a visitor after `since`, in seq order.
 fn visitor_events(
     hub: &Hub,
-    visitor: CustomerId,
+    visitor: VisitorId,
     since: crate::ids::Seq,
     limit: usize,
 ) -> Vec<Arc<Record>> {
@@ -269,7 +269,7 @@ async fn delete(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<V
     Ok(Json(json!({ "deleted": visitor, "customers": customers })))
 }
 
-fn fresh_view(ctx: &App, visitor: CustomerId) -> Result<Json<Value>, HubError> {
+fn fresh_view(ctx: &App, visitor: VisitorId) -> Result<Json<Value>, HubError> {
     views::visitor(ctx.hub.state(), visitor)
         .map(Json)
         .ok_or_else(|| HubError::not_found("the visitor is gone"))

@@ -28,7 +28,7 @@ use crate::edge::outbox::{Outbox, Refused};
 use crate::error::HubError;
 use crate::hub::retention::Record;
 use crate::hub::state::HubState;
-use crate::ids::{ConnId, CustomerId, Seq};
+use crate::ids::{ConnId, CustomerId, Seq, UserId};
 use crate::ingest::protocol::{close, SubId};
 use crate::ingest::topic::{Filter, Topic, TopicSet};
 use crate::ingest::wire::WireFrame;
@@ -84,7 +84,7 @@ struct Index {
     subs: HashMap<u64, Sub>,
     next_sub: u64,
     by_customer: HashMap<CustomerId, Vec<u64>>,
-    by_user: HashMap<String, Vec<u64>>,
+    by_user: HashMap<UserId, Vec<u64>>,
     by_topic: HashMap<Topic, Vec<u64>>,
 }
 

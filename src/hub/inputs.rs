@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::error::HubError;
 use crate::hub::{Ack, AdminChange, Pending};
-use crate::ids::CustomerId;
+use crate::ids::VisitorId;
 use crate::ingest::event::Event;
 
 /// One input to order: everything that changes the hub is one of these.
@@ -27,13 +27,13 @@ pub enum Input {
     Publish(Vec<Result<Event, HubError>>),
     /// A visitor change that is not an event.
     Admin {
-        visitor: CustomerId,
+        visitor: VisitorId,
         change: AdminChange,
     },
     /// Merges visitor `source` into visitor `target`.
     Merge {
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
     },
     /// The sweeper's tick: ends idle sessions and ages state out, at the input's time.
     Tick,

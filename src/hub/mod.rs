@@ -49,7 +49,7 @@ use crate::hub::inputs::{Applied, Input, OrderStatus, Outcome, Proposal};
 use crate::hub::retention::{Record, Retention};
 use crate::hub::sequencer::{profile_full, redact, Dedupe, Redactions, Sequencer, Txn};
 use crate::hub::state::{AdminOp, HubState, SnapshotMaps};
-use crate::ids::{ConnId, CustomerId, Seq};
+use crate::ids::{ConnId, Seq, VisitorId};
 use crate::ingest::event::{now_millis, Body, EndReason, Event, Millis};
 use crate::ingest::protocol::SubscribeRequest;
 use crate::ingest::wire::WireFrame;
@@ -693,7 +693,7 @@ impl Hub {
     /// logs the change in order with the events. Returns once it is logged.
     pub async fn administer(
         &self,
-        visitor: CustomerId,
+        visitor: VisitorId,
         change: AdminChange,
     ) -> Result<(), HubError> {
         self.administer_when(visitor, change, now_millis).await
@@ -702,7 +702,7 @@ impl Hub {
     /// [`Hub::administer`] decided at `now`.
     pub async fn administer_at(
         &self,
-        visitor: CustomerId,
+        visitor: VisitorId,
         change: AdminChange,
         now: Millis,
     ) -> Result<(), HubError> {
@@ -711,7 +711,7 @@ impl Hub {
 
     async fn administer_when(
         &self,
-        visitor: CustomerId,
+        visitor: VisitorId,
         change: AdminChange,
         now: impl FnOnce() -> Millis,
     ) -> Result<(), HubError> {
@@ -753,7 +753,7 @@ impl Hub {
     fn decide_admin(
         &self,
         txn: &mut Txn,
-        visitor: CustomerId,
+        visitor: VisitorId,
         change: AdminChange,
         redactions: &Redactions,
         done: oneshot::Sender<()>,
@@ -790,7 +790,7 @@ impl Hub {
     }
 
     /// Redacted copies of the visitor's retained events, made on a blocking thread.
-    async fn redactions(&self, visitor: CustomerId) -> Redactions {
+    async fn redactions(&self, visitor: VisitorId) -> Redactions {
         let customers = self.state.visitor_customers(visitor);
         let records = self.retention.read().records_of(&customers);
         tokio::task::spawn_blocking(move || redactions_of(records))
@@ -802,8 +802,8 @@ impl Hub {
     /// `visitor:merged`. Refuses merging a visitor into itself and unknown visitors.
     pub async fn merge_visitors(
         &self,
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
     ) -> Result<Ack, HubError> {
         self.merge_visitors_when(source, target, now_millis).await
     }
@@ -811,8 +811,8 @@ impl Hub {
     /// [`Hub::merge_visitors`] decided at `now`.
     pub async fn merge_visitors_at(
         &self,
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
         now: Millis,
     ) -> Result<Ack, HubError> {
         self.merge_visitors_when(source, target, move || now).await
@@ -820,8 +820,8 @@ impl Hub {
 
     async fn merge_visitors_when(
         &self,
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
         now: impl FnOnce() -> Millis,
     ) -> Result<Ack, HubError> {
         self.check_writable(1)?;
@@ -851,8 +851,8 @@ impl Hub {
     fn decide_merge(
         &self,
         txn: &mut Txn,
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
     ) -> Result<Ack, HubError> {
         if source == target {
             return Err(HubError::bad_request("cannot merge a visitor into itself"));

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::edge::limits::Limit;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
 use crate::hub::retention::Record;
@@ -30,6 +29,7 @@ use crate::ingest::event::{
 };
 use crate::ingest::lifecycle::{ActionState, TransitionError};
 use crate::ingest::wire::WireFrame;
+use crate::metrics::Limit;
 
 /// What only the sequencer touches, behind its lock.
 pub(super) struct Sequencer {
@@ -189,9 +189,10 @@ impl Txn<'_> {
                     v.kind,
                     VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
                 );
-                let merge = v.user_id.as_deref().filter(|_| links).and_then(|user| {
-                    Some((user.to_string(), state.merge_preview(customer, user)?))
-                });
+                let merge =
+                    v.user_id.as_ref().filter(|_| links).and_then(|user| {
+                        Some((user.clone(), state.merge_preview(customer, user)?))
+                    });
                 let signout = (v.kind == VisitorKind::Signout)
                     .then_some(v.session_id)
                     .flatten();

@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::ingest::topic::{EventKeys, Topic, VISITOR_NAMES};
 pub use crate::ingest::wire::serialize_lifecycle;
@@ -97,7 +97,7 @@ pub struct VisitorEvent {
     pub kind: VisitorKind,
     pub customer_id: CustomerId,
     pub session_id: Option<SessionId>,
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     pub traits: Option<Map<String, Value>>,
     pub channels: Option<Map<String, Value>>,
     pub page: Option<Map<String, Value>>,
@@ -231,13 +231,13 @@ pub enum Body {
     SessionStarted {
         customer_id: CustomerId,
         session_id: SessionId,
-        user_id: Option<String>,
+        user_id: Option<UserId>,
         started_at: Millis,
     },
     SessionEnded {
         customer_id: CustomerId,
         session_id: SessionId,
-        user_id: Option<String>,
+        user_id: Option<UserId>,
         started_at: Millis,
         ended_at: Millis,
         pages_viewed: u64,
@@ -245,9 +245,9 @@ pub enum Body {
     },
     Merged {
         customer_id: CustomerId,
-        visitor_id: CustomerId,
+        visitor_id: VisitorId,
         /// The user id whose link caused the merge; none for a merge asked for by the API.
-        user_id: Option<String>,
+        user_id: Option<UserId>,
         merged_customer_ids: Vec<CustomerId>,
     },
 }

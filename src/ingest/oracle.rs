@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::error::HubError;
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId};
 use crate::ingest::event::{
     Event, EventData, LifecycleEvent, VisitorEvent, VisitorKind, MAX_EVENT_ID_CHARS,
     MAX_OBJECT_BYTES, MAX_TEXT_CHARS, MAX_USER_ID_CHARS,
@@ -151,7 +151,9 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
         true => Some(f.required_id("sessionId", SessionId::parse)?),
         false => None,
     };
-    let user_id = f.optional_text("userId", MAX_USER_ID_CHARS)?;
+    let user_id = f
+        .optional_text("userId", MAX_USER_ID_CHARS)?
+        .map(UserId::from);
     if kind.needs_user() && user_id.is_none() {
         return Err(HubError::invalid_field(
             "userId",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, SessionId, UserId};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
 /// The visitor family's names, in topic order.
@@ -216,7 +216,7 @@ pub struct Filter {
     pub action_ids: Option<Vec<ActionId>>,
     pub action_map_ids: Option<Vec<ActionMapId>>,
     pub action_map_versions: Option<Vec<u32>>,
-    pub user_ids: Option<Vec<String>>,
+    pub user_ids: Option<Vec<UserId>>,
 }
 
 fn allows<T: PartialEq>(allowed: &Option<Vec<T>>, value: Option<T>) -> bool {
@@ -271,7 +271,7 @@ impl Filter {
                         .map(|v| {
                             v.as_str()
                                 .filter(|s| !s.is_empty())
-                                .map(str::to_owned)
+                                .map(UserId::from)
                                 .ok_or_else(|| {
                                     format!(
                                         "`where.userId` values must be non-empty strings, got {v}"
@@ -320,7 +320,7 @@ impl Filter {
     pub fn matches(
         &self,
         keys: &EventKeys,
-        linked_users: impl FnOnce() -> Option<Arc<[String]>>,
+        linked_users: impl FnOnce() -> Option<Arc<[UserId]>>,
     ) -> bool {
         if let Some(customers) = &self.customer_ids {
             if !keys.customers().any(|c| customers.contains(&c)) {
@@ -447,7 +447,7 @@ mod tests {
         }
     }
 
-    fn no_users() -> Option<Arc<[String]>> {
+    fn no_users() -> Option<Arc<[UserId]>> {
         None
     }
 
@@ -486,9 +486,9 @@ mod tests {
     fn user_filter_uses_the_linked_users() {
         let keys = lifecycle_keys(C1);
         let filter = Filter::parse(&json!({"userId": ["alice"]})).unwrap();
-        let linked: Arc<[String]> = Arc::from(vec!["bob".to_string(), "alice".to_string()]);
+        let linked: Arc<[UserId]> = Arc::from(vec![UserId::from("bob"), UserId::from("alice")]);
         assert!(filter.matches(&keys, || Some(linked.clone())));
-        assert!(!filter.matches(&keys, || Some(Arc::from(vec!["bob".to_string()]))));
+        assert!(!filter.matches(&keys, || Some(Arc::from(vec![UserId::from("bob")]))));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::error::HubError;
-use crate::ids::{ActionId, ActionMapId, BadId, CustomerId, SessionId};
+use crate::ids::{ActionId, ActionMapId, BadId, CustomerId, SessionId, UserId};
 use crate::ingest::event::{
     Event, EventData, LifecycleEvent, VisitorEvent, VisitorKind, MAX_EVENT_ID_CHARS,
     MAX_OBJECT_BYTES, MAX_TEXT_CHARS, MAX_USER_ID_CHARS,
@@ -383,7 +383,7 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
         )?),
         false => None,
     };
-    let user_id = optional_text(f.user_id.take(), "userId", MAX_USER_ID_CHARS)?;
+    let user_id = optional_text(f.user_id.take(), "userId", MAX_USER_ID_CHARS)?.map(UserId::from);
     if kind.needs_user() && user_id.is_none() {
         return Err(invalid(
             "userId",

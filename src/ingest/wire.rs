@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use crate::ids::{CustomerId, Seq, SessionId};
+use crate::ids::{CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
     format_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published, VisitorEvent,
 };
@@ -316,7 +316,7 @@ struct Stamp<'a> {
 struct SessionStarted {
     customer_id: CustomerId,
     session_id: SessionId,
-    user_id: Option<String>,
+    user_id: Option<UserId>,
     #[serde(deserialize_with = "rfc3339")]
     started_at: Millis,
 }
@@ -326,7 +326,7 @@ struct SessionStarted {
 struct SessionEnded {
     customer_id: CustomerId,
     session_id: SessionId,
-    user_id: Option<String>,
+    user_id: Option<UserId>,
     #[serde(deserialize_with = "rfc3339")]
     started_at: Millis,
     #[serde(deserialize_with = "rfc3339")]
@@ -340,8 +340,8 @@ struct SessionEnded {
 #[serde(rename_all = "camelCase")]
 struct Merged {
     customer_id: CustomerId,
-    visitor_id: CustomerId,
-    user_id: Option<String>,
+    visitor_id: VisitorId,
+    user_id: Option<UserId>,
     merged_customer_ids: Vec<CustomerId>,
 }
 
@@ -465,7 +465,7 @@ mod tests {
             },
             Body::Merged {
                 customer_id: c,
-                visitor_id: other,
+                visitor_id: VisitorId::of_first_customer(other),
                 user_id: Some("u1".into()),
                 merged_customer_ids: vec![other, c],
             },
@@ -481,6 +481,53 @@ mod tests {
             assert_eq!(back, published);
         }
         assert!(Published::from_frame("{\"type\":\"event\"}").is_err());
+    }
+
+    /// The frames that carry a user id or a visitor id, byte for byte: naming those ids
+    /// (`UserId`, `VisitorId`) must not change what subscribers and the log receive.
+    #[test]
+    fn identity_frames_are_written_byte_for_byte_as_pinned() {
+        let (c, s) = (CustomerId::parse(C).unwrap(), SessionId::parse(S).unwrap());
+        let first = CustomerId::parse("eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee").unwrap();
+        let identify = json!({"type": "identify", "customerId": C, "userId": "u1"});
+        let bodies = [
+            Event::from_json(identify).unwrap().into(),
+            Body::SessionStarted {
+                customer_id: c,
+                session_id: s,
+                user_id: Some("u1".into()),
+                started_at: 1_700_000_000_001,
+            },
+            Body::SessionEnded {
+                customer_id: c,
+                session_id: s,
+                user_id: Some("u1".into()),
+                started_at: 1_700_000_000_001,
+                ended_at: 1_700_000_009_999,
+                pages_viewed: 4,
+                reason: EndReason::Idle,
+            },
+            Body::Merged {
+                customer_id: c,
+                visitor_id: VisitorId::of_first_customer(first),
+                user_id: Some("u1".into()),
+                merged_customer_ids: vec![first, c],
+            },
+        ];
+        let pinned = [
+            r#"{"type":"event","seq":1,"topic":"visitor:identify","event":{"type":"identify","customerId":"cccccccc-cccc-4ccc-8ccc-cccccccccccc","userId":"u1","seq":1,"topic":"visitor:identify","timestamp":"2023-11-14T22:13:20.123Z"}}"#,
+            r#"{"type":"event","seq":2,"topic":"session:started","event":{"customerId":"cccccccc-cccc-4ccc-8ccc-cccccccccccc","sessionId":"dddddddd-dddd-4ddd-8ddd-dddddddddddd","userId":"u1","startedAt":"2023-11-14T22:13:20.001Z","seq":2,"topic":"session:started","timestamp":"2023-11-14T22:13:20.123Z"}}"#,
+            r#"{"type":"event","seq":3,"topic":"session:ended","event":{"customerId":"cccccccc-cccc-4ccc-8ccc-cccccccccccc","sessionId":"dddddddd-dddd-4ddd-8ddd-dddddddddddd","userId":"u1","startedAt":"2023-11-14T22:13:20.001Z","endedAt":"2023-11-14T22:13:29.999Z","durationMs":9998,"pagesViewed":4,"reason":"idle","seq":3,"topic":"session:ended","timestamp":"2023-11-14T22:13:20.123Z"}}"#,
+            r#"{"type":"event","seq":4,"topic":"visitor:merged","event":{"customerId":"cccccccc-cccc-4ccc-8ccc-cccccccccccc","visitorId":"eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee","userId":"u1","mergedCustomerIds":["eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee","cccccccc-cccc-4ccc-8ccc-cccccccccccc"],"seq":4,"topic":"visitor:merged","timestamp":"2023-11-14T22:13:20.123Z"}}"#,
+        ];
+        for ((seq, body), expected) in (1..).zip(bodies).zip(pinned) {
+            let published = Published {
+                seq: Seq(seq),
+                timestamp: 1_700_000_000_123,
+                body,
+            };
+            assert_eq!(published.to_frame(), expected);
+        }
     }
 
     #[test]

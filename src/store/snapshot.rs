@@ -25,7 +25,7 @@ use tracing::{info, warn};
 
 use crate::hub::state::{Action, Customer, HubState, MapCounts, Profile, SnapshotItem};
 use crate::hub::Hub;
-use crate::ids::{CustomerId, Seq};
+use crate::ids::{CustomerId, Seq, VisitorId};
 use crate::ingest::event::now_millis;
 use crate::store::codec::{Dec, DecodeError, Enc};
 use crate::store::wal;
@@ -317,7 +317,7 @@ fn decode_chunk(state: &HubState, chunk: &[u8]) -> Result<(), DecodeError> {
     while !d.is_empty() {
         match d.u8()? {
             CUSTOMER => state.restore_customer(CustomerId(d.uuid()?), Customer::decode(&mut d)?),
-            PROFILE => state.restore_profile(CustomerId(d.uuid()?), Profile::decode(&mut d)?),
+            PROFILE => state.restore_profile(VisitorId(d.uuid()?), Profile::decode(&mut d)?),
             ACTION => state.restore_action(Action::decode(&mut d)?),
             _ => return Err(DecodeError("unknown entity tag")),
         }

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use actionhub::hub::{AdminChange, Hub, Pipeline};
-use actionhub::ids::{CustomerId, Seq};
+use actionhub::ids::{Seq, VisitorId};
 use actionhub::ingest::event::{Event, Millis};
 use actionhub::store::codec::Dec;
 use actionhub::store::{recovery, snapshot};
@@ -355,7 +355,7 @@ async fn feed(hub: &Hub, input: &Input, now: Millis, first: bool, dir: &std::pat
 }
 
 /// The visitor a customer belongs to, as the visitor API resolves it.
-fn resolve(hub: &Hub, n: usize) -> Option<CustomerId> {
+fn resolve(hub: &Hub, n: usize) -> Option<VisitorId> {
     hub.state()
         .resolve_visitor(&customer(n))
         .expect("a well-formed id")

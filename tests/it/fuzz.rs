@@ -341,7 +341,10 @@ proptest! {
             filter.action_ids.as_ref().map(|l| l.iter().map(ToString::to_string).collect::<Vec<_>>()),
             dedup(&actions)
         );
-        prop_assert_eq!(filter.user_ids, dedup(&users));
+        prop_assert_eq!(
+            filter.user_ids.as_ref().map(|l| l.iter().map(ToString::to_string).collect::<Vec<_>>()),
+            dedup(&users)
+        );
         prop_assert_eq!(filter.action_map_versions.is_some(), versions.is_some());
     }
 

@@ -21,7 +21,7 @@ use super::replay::{replay_room, snapshot_built, Replay, Snapshot, SNAPSHOT_FRAM
 use super::{socket_config, Handshake, Socket};
 use crate::edge::app::App;
 use crate::edge::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
-use crate::edge::limits::{too_deep, Limit, TokenBucket};
+use crate::edge::limits::{too_deep, TokenBucket};
 use crate::edge::outbox::{Duplex, Outbox, Trouble};
 use crate::edge::views;
 use crate::error::{ErrorCode, HubError};
@@ -32,6 +32,7 @@ use crate::ingest::protocol::{
     self, close, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
 };
 use crate::ingest::wire::WireFrame;
+use crate::metrics::Limit;
 
 /// Publishes one connection may have waiting for acknowledgement; it stops reading beyond.
 const MAX_PENDING_PUBLISHES: usize = 1024;

@@ -35,10 +35,11 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::{debug, Instrument};
 
 use crate::edge::app::{client_ip, App};
-use crate::edge::limits::{ConnectionPermit, Limit};
+use crate::edge::limits::ConnectionPermit;
 use crate::edge::outbox::Duplex;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::Hub;
+use crate::metrics::Limit;
 
 /// The client's frames, parsed by tungstenite; its writes go to the outbox.
 pub(super) type Socket = WebSocketStream<Duplex<ReadHalf<TokioIo<hyper::upgrade::Upgraded>>>>;

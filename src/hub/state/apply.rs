@@ -20,7 +20,7 @@ use super::{
     Action, Activity, Customer, HubState, IdentityState, MapCounts, Profile, SessionInfo,
     Transition,
 };
-use crate::ids::{ActionId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
 
 /// A change to visitors that is not an event: logged in order with the events and applied
@@ -30,17 +30,17 @@ use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent
 pub enum AdminOp {
     /// Merge attributes into a visitor's traits.
     UpdateTraits {
-        visitor_id: CustomerId,
+        visitor_id: VisitorId,
         traits: Map<String, Value>,
     },
     /// Remove traits, channels and user ids; keep the action history.
     Anonymize {
-        visitor_id: CustomerId,
+        visitor_id: VisitorId,
         customer_ids: Vec<CustomerId>,
     },
     /// Forget everything about the visitor's customers.
     Delete {
-        visitor_id: CustomerId,
+        visitor_id: VisitorId,
         customer_ids: Vec<CustomerId>,
     },
     /// Forget customers idle past the visitor age (the sweeper's choice, so logged), with
@@ -252,9 +252,9 @@ impl HubState {
                     Some(mut p) => {
                         p.traits.clear();
                         p.channels.clear();
-                        std::mem::replace(&mut p.user_ids, Arc::from(Vec::<String>::new()))
+                        std::mem::replace(&mut p.user_ids, Arc::from(Vec::<UserId>::new()))
                     }
-                    None => Arc::from(Vec::<String>::new()),
+                    None => Arc::from(Vec::<UserId>::new()),
                 };
                 for user in users.iter() {
                     self.users.remove(user);
@@ -310,7 +310,7 @@ impl HubState {
     }
 
     /// Removes a customer with its actions; returns its profile's visitor id, if it had one.
-    fn forget_customer(&self, id: CustomerId) -> Option<CustomerId> {
+    fn forget_customer(&self, id: CustomerId) -> Option<VisitorId> {
         self.save_customer(id);
         let (_, c) = self.customers.remove(&id)?;
         self.recency.lock().update(id, Some(recency_key(&c)), None);
@@ -352,7 +352,7 @@ impl HubState {
 
     /// Links a customer to a user id's profile, merging profiles when the user id already
     /// belongs to another one. Returns the customer's visitor id.
-    fn link(&self, customer: CustomerId, user_id: &str, seq: Seq) -> CustomerId {
+    fn link(&self, customer: CustomerId, user_id: &UserId, seq: Seq) -> VisitorId {
         let target = self.users.get(user_id).map(|v| *v);
         let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
         let visitor = match (target, mine) {
@@ -362,19 +362,21 @@ impl HubState {
                 return m;
             }
             (None, None) => {
-                self.save_profile(customer);
+                // The customer's first profile keeps the id it had as a lone visitor.
+                let visitor = VisitorId::of_first_customer(customer);
+                self.save_profile(visitor);
                 self.profiles.insert(
-                    customer,
+                    visitor,
                     Profile {
-                        user_ids: Arc::from(vec![user_id.to_string()]),
+                        user_ids: Arc::from(vec![user_id.clone()]),
                         customers: vec![customer],
                         traits: Map::new(),
                         channels: Map::new(),
                         stamp: seq,
                     },
                 );
-                self.users.insert(user_id.to_string(), customer);
-                customer
+                self.users.insert(user_id.clone(), visitor);
+                visitor
             }
             (Some(t), None) => {
                 if let Some(mut p) = self.profile_mut(t, seq) {
@@ -398,20 +400,22 @@ impl HubState {
 
     /// Puts every customer (and the profiles they belong to) into the profile `visitor`,
     /// creating it if the visitor was a customer with no profile yet.
-    fn merge_into(&self, visitor: CustomerId, customers: &[CustomerId], seq: Seq) {
+    fn merge_into(&self, visitor: VisitorId, customers: &[CustomerId], seq: Seq) {
         if !self.profiles.contains_key(&visitor) {
+            // A visitor without a profile is a lone customer; its profile starts with it.
+            let first = visitor.first_customer();
             self.save_profile(visitor);
             self.profiles.insert(
                 visitor,
                 Profile {
-                    user_ids: Arc::from(Vec::<String>::new()),
-                    customers: vec![visitor],
+                    user_ids: Arc::from(Vec::<UserId>::new()),
+                    customers: vec![first],
                     traits: Map::new(),
                     channels: Map::new(),
                     stamp: seq,
                 },
             );
-            if let Some(mut c) = self.customer_mut(visitor, seq) {
+            if let Some(mut c) = self.customer_mut(first, seq) {
                 c.visitor_id = Some(visitor);
             }
         }
@@ -435,7 +439,7 @@ impl HubState {
     }
 
     /// Moves everything of profile `source` into profile `target` and forgets `source`.
-    fn fold_profile(&self, source: CustomerId, target: CustomerId, seq: Seq) {
+    fn fold_profile(&self, source: VisitorId, target: VisitorId, seq: Seq) {
         self.save_profile(source);
         let Some((_, source)) = self.profiles.remove(&source) else {
             return;
@@ -463,15 +467,15 @@ impl HubState {
         }
     }
 
-    fn add_user(&self, visitor: CustomerId, user_id: &str, seq: Seq) {
+    fn add_user(&self, visitor: VisitorId, user_id: &UserId, seq: Seq) {
         if let Some(mut p) = self.profile_mut(visitor, seq) {
-            if !p.user_ids.iter().any(|u| u == user_id) {
+            if !p.user_ids.contains(user_id) {
                 let mut users = p.user_ids.to_vec();
-                users.push(user_id.to_string());
+                users.push(user_id.clone());
                 p.user_ids = users.into();
             }
         }
-        self.users.insert(user_id.to_string(), visitor);
+        self.users.insert(user_id.clone(), visitor);
     }
 
     // ---- the sweeper's eviction of old actions ----

@@ -22,7 +22,7 @@ use dashmap::DashMap;
 
 use super::recency::recency_key;
 use super::{Action, Customer, HubState, Profile, SnapshotMaps};
-use crate::ids::{ActionId, CustomerId, Seq};
+use crate::ids::{ActionId, CustomerId, Seq, VisitorId};
 
 /// Which keys of a map the snapshot walk has passed.
 #[derive(Clone, Copy)]
@@ -59,14 +59,14 @@ impl<K: Ord + Hash + Copy, V> Preimages<K, V> {
 pub(super) struct CopyOnWrite {
     at: Seq,
     customers: Preimages<CustomerId, Customer>,
-    profiles: Preimages<CustomerId, Profile>,
+    profiles: Preimages<VisitorId, Profile>,
     actions: Preimages<ActionId, Action>,
 }
 
 /// One entity of a snapshot, handed to the writer.
 pub enum SnapshotItem<'a> {
     Customer(CustomerId, &'a Customer),
-    Profile(CustomerId, &'a Profile),
+    Profile(VisitorId, &'a Profile),
     Action(&'a Action),
 }
 
@@ -115,7 +115,7 @@ impl HubState {
         self.save(&self.customers, id, |c| &mut c.customers, customer_stamp);
     }
 
-    pub(super) fn save_profile(&self, id: CustomerId) {
+    pub(super) fn save_profile(&self, id: VisitorId) {
         self.save(&self.profiles, id, |c| &mut c.profiles, profile_stamp);
     }
 
@@ -138,9 +138,9 @@ impl HubState {
     /// A profile to change for the event at `seq`, its preimage saved first.
     pub(super) fn profile_mut(
         &self,
-        id: CustomerId,
+        id: VisitorId,
         seq: Seq,
-    ) -> Option<dashmap::mapref::one::RefMut<'_, CustomerId, Profile>> {
+    ) -> Option<dashmap::mapref::one::RefMut<'_, VisitorId, Profile>> {
         self.save_profile(id);
         let mut p = self.profiles.get_mut(&id)?;
         p.stamp = seq;
@@ -258,7 +258,7 @@ impl HubState {
     }
 
     /// Restores a profile, and the user ids that point to it.
-    pub fn restore_profile(&self, id: CustomerId, p: Profile) {
+    pub fn restore_profile(&self, id: VisitorId, p: Profile) {
         for user in p.user_ids.iter() {
             self.users.insert(user.clone(), id);
         }

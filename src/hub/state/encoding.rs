@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::{
     Action, Activity, Customer, IdentityState, MapCounts, Profile, SessionInfo, Transition,
 };
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{EndReason, EventData, LifecycleEvent, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::store::codec::{Dec, DecodeError, Enc};
@@ -61,7 +61,7 @@ impl Customer {
             .iter()
             .position(|i| *i == self.identity)
             .unwrap_or(0) as u8);
-        e.opt_str(self.user_id.as_deref());
+        e.opt_str(self.user_id.as_ref().map(UserId::as_str));
         e.opt_uuid(self.visitor_id.map(|v| v.0));
         e.u32(self.sessions.len() as u32);
         for s in &self.sessions {
@@ -95,8 +95,8 @@ impl Customer {
         let identity = *IDENTITIES
             .get(d.u8()? as usize)
             .ok_or(DecodeError("unknown identity state"))?;
-        let user_id = d.opt_str()?.map(str::to_string);
-        let visitor_id = d.opt_uuid()?.map(CustomerId);
+        let user_id = d.opt_str()?.map(UserId::from);
+        let visitor_id = d.opt_uuid()?.map(VisitorId);
         let n = d.u32()?;
         let mut sessions = VecDeque::with_capacity(n as usize);
         for _ in 0..n {
@@ -159,7 +159,7 @@ impl Profile {
     pub fn encode(&self, e: &mut Enc) {
         e.u32(self.user_ids.len() as u32);
         for u in self.user_ids.iter() {
-            e.str(u);
+            e.str(u.as_str());
         }
         e.u32(self.customers.len() as u32);
         for c in &self.customers {
@@ -172,8 +172,8 @@ impl Profile {
 
     pub fn decode(d: &mut Dec<'_>) -> Result<Profile, DecodeError> {
         let n = d.u32()?;
-        let user_ids: Vec<String> = (0..n)
-            .map(|_| d.str().map(str::to_string))
+        let user_ids: Vec<UserId> = (0..n)
+            .map(|_| d.str().map(UserId::from))
             .collect::<Result<_, _>>()?;
         let n = d.u32()?;
         let customers = (0..n)

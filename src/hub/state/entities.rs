@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{EndReason, LifecycleEvent, Millis, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
@@ -62,9 +62,9 @@ pub struct Activity {
 pub struct Customer {
     pub identity: IdentityState,
     /// The site's user id this customer last identified as.
-    pub user_id: Option<String>,
+    pub user_id: Option<UserId>,
     /// The visitor profile this customer belongs to, once linked to a user id.
-    pub visitor_id: Option<CustomerId>,
+    pub visitor_id: Option<VisitorId>,
     /// Newest last; at most [`MAX_SESSIONS_PER_CUSTOMER`].
     pub sessions: VecDeque<SessionInfo>,
     /// The open session, if any.
@@ -80,7 +80,7 @@ pub struct Customer {
 /// One visitor: the customers (browsers) known to be the same person.
 #[derive(Clone, Debug)]
 pub struct Profile {
-    pub user_ids: Arc<[String]>,
+    pub user_ids: Arc<[UserId]>,
     pub customers: Vec<CustomerId>,
     pub traits: Map<String, Value>,
     pub channels: Map<String, Value>,

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::LifecycleEvent;
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
@@ -55,9 +55,9 @@ pub struct HubState {
     actions: DashMap<ActionId, Action>,
     customers: DashMap<CustomerId, Customer>,
     /// Profiles by visitor id.
-    profiles: DashMap<CustomerId, Profile>,
+    profiles: DashMap<VisitorId, Profile>,
     /// userId -> visitor id.
-    users: DashMap<String, CustomerId>,
+    users: DashMap<UserId, VisitorId>,
     maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
     /// The preimages of a snapshot being written (see [`HubState::begin_snapshot`]).
     cow: Mutex<Option<CopyOnWrite>>,
@@ -125,7 +125,7 @@ impl HubState {
         c.sessions.iter().find(|s| s.id == session).cloned()
     }
 
-    pub fn user_of(&self, customer: CustomerId) -> Option<String> {
+    pub fn user_of(&self, customer: CustomerId) -> Option<UserId> {
         self.customers
             .get(&customer)
             .and_then(|c| c.user_id.clone())
@@ -158,8 +158,8 @@ impl HubState {
     pub fn merge_preview(
         &self,
         customer: CustomerId,
-        user_id: &str,
-    ) -> Option<(CustomerId, Vec<CustomerId>)> {
+        user_id: &UserId,
+    ) -> Option<(VisitorId, Vec<CustomerId>)> {
         let target = *self.users.get(user_id)?;
         let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
         if mine == Some(target) {
@@ -183,13 +183,13 @@ impl HubState {
     }
 
     /// The user ids linked to a customer's profile (for `where.userId`).
-    pub fn linked_users(&self, customer: CustomerId) -> Option<Arc<[String]>> {
+    pub fn linked_users(&self, customer: CustomerId) -> Option<Arc<[UserId]>> {
         let visitor = self.customers.get(&customer)?.visitor_id?;
         self.profiles.get(&visitor).map(|p| p.user_ids.clone())
     }
 
     /// The customers of the profile a user id belongs to.
-    pub fn customers_of_user(&self, user_id: &str) -> Vec<CustomerId> {
+    pub fn customers_of_user(&self, user_id: &UserId) -> Vec<CustomerId> {
         let Some(visitor) = self.users.get(user_id).map(|v| *v) else {
             return Vec::new();
         };

@@ -6,7 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::HubState;
-use crate::ids::CustomerId;
+use crate::ids::{CustomerId, UserId, VisitorId};
 use crate::ingest::event::{VisitorEvent, VisitorKind};
 
 /// Most user ids one profile links. What a browser can make a profile hold is bounded, so
@@ -26,7 +26,7 @@ impl HubState {
             e.kind,
             VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
         );
-        let Some(user_id) = e.user_id.as_deref().filter(|_| links) else {
+        let Some(user_id) = e.user_id.as_ref().filter(|_| links) else {
             return Ok(());
         };
         let target = self.users.get(user_id).map(|v| *v);
@@ -57,8 +57,8 @@ impl HubState {
     /// Refuses merging visitor `source` into `target` past a profile's limits.
     pub fn check_merge_growth(
         &self,
-        source: CustomerId,
-        target: CustomerId,
+        source: VisitorId,
+        target: VisitorId,
     ) -> Result<(), ProfileFull> {
         self.holdings(target).folding(self.holdings(source)).check()
     }
@@ -66,7 +66,7 @@ impl HubState {
     /// Refuses merging `traits` into a visitor's traits past a profile's limits.
     pub fn check_traits_growth(
         &self,
-        visitor: CustomerId,
+        visitor: VisitorId,
         traits: &Map<String, Value>,
     ) -> Result<(), ProfileFull> {
         let mut after = self.holdings(visitor);
@@ -75,7 +75,7 @@ impl HubState {
     }
 
     /// A copy of what a visitor's profile holds (a lone customer: itself).
-    fn holdings(&self, visitor: CustomerId) -> Holdings {
+    fn holdings(&self, visitor: VisitorId) -> Holdings {
         match self.profiles.get(&visitor) {
             Some(p) => Holdings {
                 user_ids: p.user_ids.to_vec(),
@@ -84,7 +84,7 @@ impl HubState {
                 channels: p.channels.clone(),
             },
             None => Holdings {
-                customers: vec![visitor],
+                customers: vec![visitor.first_customer()],
                 ..Holdings::default()
             },
         }
@@ -107,16 +107,16 @@ pub struct ProfileFull {
 /// check the limits before the change is made.
 #[derive(Default)]
 struct Holdings {
-    user_ids: Vec<String>,
+    user_ids: Vec<UserId>,
     customers: Vec<CustomerId>,
     traits: Map<String, Value>,
     channels: Map<String, Value>,
 }
 
 impl Holdings {
-    fn add_user(&mut self, user_id: &str) {
-        if !self.user_ids.iter().any(|u| u == user_id) {
-            self.user_ids.push(user_id.to_string());
+    fn add_user(&mut self, user_id: &UserId) {
+        if !self.user_ids.contains(user_id) {
+            self.user_ids.push(user_id.clone());
         }
     }
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::{Action, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps};
-use crate::ids::{ActionId, CustomerId, Seq};
+use crate::ids::{ActionId, CustomerId, Seq, UserId, VisitorId};
 use crate::ingest::event::{LifecycleEvent, Millis};
 
 impl HubState {
@@ -86,7 +86,7 @@ impl HubState {
     pub fn identity_and_user(
         &self,
         customer: CustomerId,
-    ) -> Option<(IdentityState, Option<String>)> {
+    ) -> Option<(IdentityState, Option<UserId>)> {
         let c = self.customers.get(&customer)?;
         Some((c.identity, c.user_id.clone()))
     }
@@ -95,12 +95,12 @@ impl HubState {
 /// A visitor as the visitor API shows it, gathered from its profile and its customers.
 #[derive(Clone, Debug)]
 pub struct Visitor {
-    pub id: CustomerId,
+    pub id: VisitorId,
     /// The identity of its best-identified customer (authenticated over recognized over
     /// anonymous; the most recently seen among equals), and that customer's user id.
     pub identity: IdentityState,
-    pub user_id: Option<String>,
-    pub user_ids: Vec<String>,
+    pub user_id: Option<UserId>,
+    pub user_ids: Vec<UserId>,
     pub customers: Vec<CustomerId>,
     pub traits: Map<String, Value>,
     pub channels: Map<String, Value>,
@@ -136,26 +136,31 @@ pub struct VisitorSession {
 }
 
 /// The visitor API's reads. A visitor is a profile (customers known to be one person), or
-/// a customer no profile holds yet; either way its id is a customerId (see `visitorId`).
+/// a customer no profile holds yet; either way it is named by the customer it began with
+/// ([`VisitorId::of_first_customer`]).
 impl HubState {
     /// Resolves the `{id}` of the visitor API: any customerId of the visitor (its own id
     /// included), or `user:<userId>`. `Err` when the id is malformed.
-    pub fn resolve_visitor(&self, id: &str) -> Result<Option<CustomerId>, crate::ids::BadId> {
+    pub fn resolve_visitor(&self, id: &str) -> Result<Option<VisitorId>, crate::ids::BadId> {
         if let Some(user) = id.strip_prefix("user:") {
             return Ok(self.users.get(user).map(|v| *v));
         }
         let id = CustomerId::parse(id)?;
-        if self.profiles.contains_key(&id) {
-            return Ok(Some(id));
+        // The visitor's own id finds its profile even once that customer is forgotten (an
+        // evicted customer leaves its profile behind).
+        let own = VisitorId::of_first_customer(id);
+        if self.profiles.contains_key(&own) {
+            return Ok(Some(own));
         }
-        Ok(self.customers.get(&id).map(|c| c.visitor_id.unwrap_or(id)))
+        Ok(self.customers.get(&id).map(|c| c.visitor_id.unwrap_or(own)))
     }
 
     /// The customers of a visitor, the visitor's own id first when it is one of them.
-    pub fn visitor_customers(&self, visitor: CustomerId) -> Vec<CustomerId> {
+    pub fn visitor_customers(&self, visitor: VisitorId) -> Vec<CustomerId> {
+        let lone = visitor.first_customer();
         match self.profiles.get(&visitor) {
             Some(p) => p.customers.clone(),
-            None if self.customers.contains_key(&visitor) => vec![visitor],
+            None if self.customers.contains_key(&lone) => vec![lone],
             None => Vec::new(),
         }
     }
@@ -165,10 +170,10 @@ impl HubState {
     /// the recency index a chunk at a time (a visitor is as recent as its most recent
     /// customer, met first), so it never holds a lock for long; callers run it off the
     /// async workers, as it visits every customer.
-    pub fn visitors(&self, search: Option<&str>, identified: Option<bool>) -> Vec<CustomerId> {
+    pub fn visitors(&self, search: Option<&str>, identified: Option<bool>) -> Vec<VisitorId> {
         const CHUNK: usize = 4096;
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-        let wanted = |users: &[String], traits: Option<&Map<String, Value>>| {
+        let wanted = |users: &[UserId], traits: Option<&Map<String, Value>>| {
             if identified.is_some_and(|want| want == users.is_empty()) {
                 return false;
             }
@@ -183,7 +188,7 @@ impl HubState {
             };
             users
                 .iter()
-                .any(|u| u.to_lowercase().contains(needle.as_str()))
+                .any(|u| u.as_str().to_lowercase().contains(needle.as_str()))
                 || ["name", "email"]
                     .iter()
                     .any(|k| trait_text(k).is_some_and(|t| t.contains(needle.as_str())))
@@ -198,7 +203,10 @@ impl HubState {
             };
             cursor = Some(*last);
             for (_, id) in chunk {
-                let Some(visitor) = self.customers.get(&id).map(|c| c.visitor_id.unwrap_or(id))
+                let Some(visitor) = self
+                    .customers
+                    .get(&id)
+                    .map(|c| c.visitor_id.unwrap_or(VisitorId::of_first_customer(id)))
                 else {
                     continue;
                 };
@@ -219,7 +227,7 @@ impl HubState {
 
     /// A visitor for `GET /v1/visitors/{id}`; `history` adds every session and action, for
     /// exports.
-    pub fn visitor(&self, visitor: CustomerId, history: bool) -> Option<Visitor> {
+    pub fn visitor(&self, visitor: VisitorId, history: bool) -> Option<Visitor> {
         let customers = self.visitor_customers(visitor);
         if customers.is_empty() {
             return None;
@@ -228,7 +236,7 @@ impl HubState {
             Some(p) => (p.user_ids.to_vec(), p.traits.clone(), p.channels.clone()),
             None => (Vec::new(), Map::new(), Map::new()),
         };
-        let mut latest: Option<(Millis, IdentityState, Option<String>)> = None;
+        let mut latest: Option<(Millis, IdentityState, Option<UserId>)> = None;
         let (mut first_seen, mut last_seen) = (Millis::MAX, Millis::MIN);
         let (mut sessions, mut active, mut pages) = (0usize, 0usize, 0u64);
         let mut session_list = Vec::new();
@@ -290,7 +298,7 @@ impl HubState {
     }
 
     /// Every session of a visitor's customers, newest first.
-    pub fn visitor_sessions(&self, visitor: CustomerId) -> Vec<VisitorSession> {
+    pub fn visitor_sessions(&self, visitor: VisitorId) -> Vec<VisitorSession> {
         let mut sessions = Vec::new();
         for id in self.visitor_customers(visitor) {
             let Some(c) = self.customers.get(&id) else {
@@ -308,7 +316,7 @@ impl HubState {
 
     /// The visitor whose profile holds `channels[channel] == user`; when several do, the
     /// lowest visitor id, so the answer does not depend on the map's iteration order.
-    pub fn visitor_by_channel(&self, channel: &str, user: &str) -> Option<CustomerId> {
+    pub fn visitor_by_channel(&self, channel: &str, user: &str) -> Option<VisitorId> {
         self.profiles
             .iter()
             .filter(|p| p.channels.get(channel).and_then(Value::as_str) == Some(user))

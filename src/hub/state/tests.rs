@@ -192,3 +192,64 @@ fn entities_encode_and_decode_unchanged() {
     }
     assert!(d.is_empty());
 }
+
+/// The snapshot bytes of a customer and a profile that hold a user id and a visitor id,
+/// spelled out field by field: naming those ids (`UserId`, `VisitorId`) must not change the
+/// snapshot format.
+#[test]
+fn identity_fields_encode_as_pinned() {
+    let visitor = uuid::Uuid::from_u128(0xeeee_eeee_eeee_4eee_8eee_eeee_eeee_eeee);
+    let customer = uuid::Uuid::from_u128(0xcccc_cccc_cccc_4ccc_8ccc_cccc_cccc_cccc);
+    let c = Customer {
+        identity: IdentityState::Authenticated,
+        user_id: Some(UserId::from("u1")),
+        visitor_id: Some(VisitorId(visitor)),
+        sessions: Default::default(),
+        current_session: None,
+        actions: Vec::new(),
+        first_seen: 1,
+        last_seen: 2,
+        stamp: Seq(3),
+    };
+    let p = Profile {
+        user_ids: Arc::from(vec![UserId::from("u1")]),
+        customers: vec![CustomerId(customer)],
+        traits: serde_json::json!({"plan": "pro"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        channels: serde_json::Map::new(),
+        stamp: Seq(4),
+    };
+    let text = |t: &str| [&(t.len() as u32).to_le_bytes()[..], t.as_bytes()].concat();
+    let customer_bytes = [
+        &[2u8][..], // identity: authenticated
+        &[1],       // a user id follows
+        &text("u1"),
+        &[1], // a visitor id follows
+        visitor.as_bytes(),
+        &0u32.to_le_bytes(), // no sessions
+        &[0],                // no open session
+        &0u32.to_le_bytes(), // no actions
+        &1i64.to_le_bytes(), // first seen
+        &2i64.to_le_bytes(), // last seen
+        &3u64.to_le_bytes(), // stamp
+    ]
+    .concat();
+    let profile_bytes = [
+        &1u32.to_le_bytes()[..], // one user id follows
+        &text("u1"),
+        &1u32.to_le_bytes(), // one customer follows
+        customer.as_bytes(),
+        &text(r#"{"plan":"pro"}"#), // traits
+        &text("{}"),                // channels
+        &4u64.to_le_bytes(),        // stamp
+    ]
+    .concat();
+    let mut e = Enc::default();
+    c.encode(&mut e);
+    assert_eq!(e.buf, customer_bytes);
+    let mut e = Enc::default();
+    p.encode(&mut e);
+    assert_eq!(e.buf, profile_bytes);
+}
