@@ -471,3 +471,91 @@ proptest! {
         run(&inputs)?;
     }
 }
+
+/// A visitor event of `kind` for customer `customer` in its own session, as user `user`.
+fn identity(kind: &'static str, customer: usize, user: usize) -> Input {
+    Input::Publish(vec![Published::Visitor {
+        kind,
+        customer,
+        session: Session::Own,
+        user,
+        traits: None,
+        event_id: None,
+    }])
+}
+
+fn offered(action: usize) -> Input {
+    Input::Publish(vec![Published::Lifecycle {
+        action,
+        state: "offered",
+        customer: None,
+        media: None,
+        map: None,
+        session: Session::Own,
+        event_id: None,
+    }])
+}
+
+/// Found by the property above: a customer that identifies again after its whole profile
+/// was erased.
+#[test]
+fn identifying_again_after_an_erasure_links_a_new_profile() {
+    let inputs = [
+        (0, identity("identify", 2, 0)),
+        (0, offered(0)),
+        (91_819, identity("identify", 0, 0)),
+        (
+            86_863,
+            Input::Merge {
+                source: 0,
+                target: 0,
+            },
+        ),
+        (600, identity("identify", 0, 1)),
+        (719, Input::Tick),
+        (0, offered(0)),
+        (0, identity("identify", 2, 2)),
+        (
+            0,
+            Input::Administer {
+                visitor: 2,
+                change: Change::Delete,
+            },
+        ),
+        (0, identity("identify", 0, 0)),
+    ];
+    run(&inputs).unwrap();
+}
+
+/// Found by the property above: a rebuild replays the visitor changes logged at the
+/// snapshot's seq, and an attribute update replayed after its visitor was forgotten there
+/// must not bring the profile back.
+#[test]
+fn an_update_replayed_after_its_visitor_was_forgotten_leaves_no_profile() {
+    let inputs = [
+        (0, identity("identify", 0, 0)),
+        (
+            0,
+            Input::Publish(vec![Published::Lifecycle {
+                action: 0,
+                state: "qualified",
+                customer: None,
+                media: None,
+                map: None,
+                session: Session::Own,
+                event_id: None,
+            }]),
+        ),
+        (57_722, Input::Tick),
+        (
+            2_792,
+            Input::Administer {
+                visitor: 0,
+                change: Change::Traits(0, 0),
+            },
+        ),
+        (119_487, Input::Tick),
+        (0, Input::Snapshot),
+    ];
+    run(&inputs).unwrap();
+}

@@ -239,6 +239,11 @@ impl HubState {
     pub fn apply_admin(&self, op: &AdminOp, seq: Seq) {
         match op {
             AdminOp::UpdateTraits { visitor_id, traits } => {
+                // The sequencer took it only for a visitor there was; replayed after the
+                // visitor was forgotten at the same seq, it must not make a profile again.
+                if self.visitor_customers(*visitor_id).is_empty() {
+                    return;
+                }
                 self.merge_into(*visitor_id, &[], seq);
                 if let Some(mut p) = self.profile_mut(*visitor_id, seq) {
                     p.traits.extend(traits.clone());
@@ -354,12 +359,12 @@ impl HubState {
     /// belongs to another one. Returns the customer's visitor id.
     fn link(&self, customer: CustomerId, user_id: &UserId, seq: Seq) -> VisitorId {
         let target = self.users.get(user_id).map(|v| *v);
-        let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
+        let mine = self.profile_of(customer);
         let visitor = match (target, mine) {
-            (Some(t), Some(m)) if t == m => return t,
+            (Some(t), Some(m)) if t == m => t,
             (None, Some(m)) => {
                 self.add_user(m, user_id, seq);
-                return m;
+                m
             }
             (None, None) => {
                 // The customer's first profile keeps the id it had as a lone visitor.
@@ -378,22 +383,31 @@ impl HubState {
                 self.users.insert(user_id.clone(), visitor);
                 visitor
             }
-            (Some(t), None) => {
-                if let Some(mut p) = self.profile_mut(t, seq) {
-                    if !p.customers.contains(&customer) {
-                        p.customers.push(customer);
-                    }
-                }
-                t
-            }
+            (Some(t), None) => t,
             (Some(t), Some(m)) => {
                 // Two profiles are one person: fold the customer's profile into the user's.
                 self.fold_profile(m, t, seq);
                 t
             }
         };
-        if let Some(mut c) = self.customer_mut(customer, seq) {
-            c.visitor_id = Some(visitor);
+        // The customer is in the profile (again, when it was forgotten and came back).
+        let joining = self
+            .profiles
+            .get(&visitor)
+            .is_some_and(|p| !p.customers.contains(&customer));
+        if joining {
+            if let Some(mut p) = self.profile_mut(visitor, seq) {
+                p.customers.push(customer);
+            }
+        }
+        let linked = self
+            .customers
+            .get(&customer)
+            .is_some_and(|c| c.visitor_id == Some(visitor));
+        if !linked {
+            if let Some(mut c) = self.customer_mut(customer, seq) {
+                c.visitor_id = Some(visitor);
+            }
         }
         visitor
     }

@@ -153,6 +153,18 @@ impl HubState {
         offered.into_iter().map(|(_, e)| e).collect()
     }
 
+    /// The profile `customer` belongs to. That is the customer's own `visitor_id`, or, for
+    /// a customer forgotten (idle past the visitor age) and back again, the profile that
+    /// outlived it under its id with the profile's other customers: the cookie is the
+    /// same browser, and a new profile under that id would replace the one that is there.
+    pub(crate) fn profile_of(&self, customer: CustomerId) -> Option<VisitorId> {
+        let own = self.customers.get(&customer).and_then(|c| c.visitor_id);
+        own.or_else(|| {
+            let kept = VisitorId::of_first_customer(customer);
+            self.profiles.contains_key(&kept).then_some(kept)
+        })
+    }
+
     /// If linking `customer` to `user_id` would merge it with other customers: the profile's
     /// visitor id and every customer it would then hold.
     pub fn merge_preview(
@@ -161,7 +173,7 @@ impl HubState {
         user_id: &UserId,
     ) -> Option<(VisitorId, Vec<CustomerId>)> {
         let target = *self.users.get(user_id)?;
-        let mine = self.customers.get(&customer).and_then(|c| c.visitor_id);
+        let mine = self.profile_of(customer);
         if mine == Some(target) {
             return None;
         }

@@ -30,10 +30,7 @@ impl HubState {
             return Ok(());
         };
         let target = self.users.get(user_id).map(|v| *v);
-        let mine = self
-            .customers
-            .get(&e.customer_id)
-            .and_then(|c| c.visitor_id);
+        let mine = self.profile_of(e.customer_id);
         if target.is_some() && target == mine && e.traits.is_none() && e.channels.is_none() {
             return Ok(());
         }
