@@ -49,6 +49,15 @@ const PROPOSALS_QUEUED: usize = 16_384;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for this node's proposals still in the stream to come back.
 const DRAIN_PROPOSALS: Duration = Duration::from_secs(2);
+/// How long a request to JetStream (a publish's acknowledgement among them) may take
+/// before it is given up and sent again: short, so a message whose server died is
+/// resent to another within a leader election, not after it (resending is safe: the
+/// stream stores a message id once).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest pull the applier's consumer waits on. The consumer's heartbeat is half of
+/// it, and two missed heartbeats make it start again elsewhere: with 3 s, a consumer lost
+/// with its server is noticed in about 3 s instead of the client's default 30.
+const PULL_EXPIRES: Duration = Duration::from_secs(3);
 
 /// Why a node could not join the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +104,8 @@ pub async fn start(
             urls: urls.clone(),
             source,
         })?;
-    let js = async_nats::jetstream::new(client.clone());
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(REQUEST_TIMEOUT);
     let (stream, epoch) = stream::ensure(&js, &config).await?;
     let caught_up_at = stream.cached_info().state.last_sequence;
     let consume_error = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Consume {
@@ -105,6 +115,7 @@ pub async fn start(
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_policy: DeliverPolicy::All,
+            max_expires: PULL_EXPIRES,
             ..Default::default()
         })
         .await

@@ -7,8 +7,8 @@ use std::time::Duration;
 use actionhub::Config;
 use serde_json::{json, Value};
 
-use crate::support::nats::NatsServer;
-use crate::support::{bounded, seq_of, Action, Client, Hub, Visitor, WAIT};
+use crate::support::nats::{NatsCluster, NatsServer};
+use crate::support::{bounded, seq_of, Action, Client, Hub, HubProcess, Visitor, WAIT};
 
 /// A node named `name` on the stream of `nats`, once it has caught up.
 async fn node(nats: &NatsServer, name: &str) -> Hub {
@@ -16,8 +16,12 @@ async fn node(nats: &NatsServer, name: &str) -> Hub {
 }
 
 async fn node_with(nats: &NatsServer, name: &str, tweak: impl FnOnce(&mut Config)) -> Hub {
+    node_on(vec![nats.url()], name, tweak).await
+}
+
+async fn node_on(urls: Vec<String>, name: &str, tweak: impl FnOnce(&mut Config)) -> Hub {
     let hub = Hub::start_with(|config| {
-        config.nats = vec![nats.url()];
+        config.nats = urls;
         config.node_name = name.to_owned();
         tweak(config);
     })
@@ -314,4 +318,179 @@ async fn a_stream_actionhub_did_not_make_is_refused_at_start() {
     let message = refused.to_string();
     assert!(message.contains("stream actionhub"), "{message}");
     assert!(message.contains("not made by actionhub"), "{message}");
+}
+
+/// Publishes `count` page views of one visitor to the hub at `addr`, each with its own
+/// eventId (`<prefix>-<n>`), retrying one whose outcome is unknown (refused
+/// `unavailable`, or no answer in time) with the same eventId; answers each eventId with
+/// the seq it was acknowledged with.
+async fn publish_with_retries(
+    addr: std::net::SocketAddr,
+    prefix: &str,
+    count: usize,
+) -> Vec<(String, u64)> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let url = format!("http://{addr}/v1/events");
+    let visitor = Visitor::new();
+    let mut acked = Vec::new();
+    for i in 0..count {
+        let mut event = visitor.page();
+        let event_id = format!("{prefix}-{i}");
+        event["eventId"] = json!(event_id);
+        let seq = bounded(
+            Duration::from_secs(60),
+            "a publish to be acknowledged",
+            async {
+                loop {
+                    let Ok(answer) = http.post(&url).json(&event).send().await else {
+                        continue;
+                    };
+                    let body: Value = answer.json().await.unwrap();
+                    let result = &body["results"][0];
+                    if let Some(seq) = result["seq"].as_u64() {
+                        return seq;
+                    }
+                    assert_eq!(result["error"]["code"], json!("unavailable"), "{result}");
+                }
+            },
+        )
+        .await;
+        acked.push((event_id, seq));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    acked
+}
+
+/// The seqs of `event` frames `client` receives, until it has seen `last`.
+async fn seqs_until(client: &mut Client, last: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    bounded(
+        Duration::from_secs(30),
+        "the subscriber to see every event",
+        async {
+            while seqs.last().is_none_or(|seen| *seen < last) {
+                let frame = client.next_event().await;
+                seqs.push(seq_of(&frame));
+            }
+        },
+    )
+    .await;
+    seqs
+}
+
+/// Every retained event of `hub` with an eventId: eventId -> seqs it was given.
+async fn event_ids(hub: &Hub) -> std::collections::HashMap<String, Vec<u64>> {
+    let mut ids = std::collections::HashMap::<String, Vec<u64>>::new();
+    for event in history(hub, 1).await {
+        if let Some(id) = event["event"]["eventId"].as_str() {
+            ids.entry(id.to_owned()).or_default().push(seq_of(&event));
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_nats_server_dying_pauses_publishes_and_loses_nothing_acknowledged() {
+    let mut nats = NatsCluster::start();
+    let replicated = |config: &mut Config| config.nats_replicas = 3;
+    let a = node_on(nats.urls(), "a", replicated).await;
+    let b = node_on(nats.urls(), "b", replicated).await;
+    let mut watcher = b.client().await;
+    watcher.subscribe_to("all", &["all"], None).await;
+    let addr = a.addr();
+    let publishing = tokio::spawn(async move { publish_with_retries(addr, "e", 120).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leader = bounded(WAIT, "the stream's leader", async {
+        loop {
+            if let Some(leader) = nats.leader_of("actionhub").await {
+                return leader;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    nats.servers[leader].kill();
+    let acked = bounded(Duration::from_secs(90), "the publisher", publishing)
+        .await
+        .unwrap();
+    let last = acked.iter().map(|(_, seq)| *seq).max().unwrap();
+    // The live subscriber on the other node kept its stream: every seq, in order, once.
+    let seen = seqs_until(&mut watcher, last).await;
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap, no duplicate: {seen:?}"
+    );
+    // Every acknowledged event is there once, with the seq it was acknowledged with.
+    let ids = event_ids(&b).await;
+    for (event_id, seq) in &acked {
+        assert_eq!(ids.get(event_id), Some(&vec![*seq]), "{event_id}");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_killed_node_loses_nothing_and_its_clients_resume_on_another() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let killed = HubProcess::start(dir.path(), &["--nats", &url, "--node-name", "k"]);
+    let b = node(&nats, "b").await;
+    let mut on_killed = Client::connected_to(killed.addr(), None).await;
+    let epoch = on_killed.epoch();
+    on_killed.subscribe_to("all", &["all"], None).await;
+    // Acknowledged by the node about to die.
+    let acked = publish_with_retries(killed.addr(), "before", 10).await;
+    let last_seen = *seqs_until(&mut on_killed, acked.last().unwrap().1)
+        .await
+        .last()
+        .unwrap();
+    killed.kill();
+    // Published meanwhile on the other node.
+    let later = publish_with_retries(b.addr(), "after", 5).await;
+    // The client resumes on the other node from where it was: no gap, no duplicate.
+    let mut resumed = b.client().await;
+    let reply = resumed
+        .subscribe(
+            json!("all"),
+            json!({"topics": ["all"], "since": last_seen, "epoch": epoch}),
+        )
+        .await;
+    assert_eq!(reply["recovered"], json!(true), "{reply}");
+    let seen = seqs_until(&mut resumed, later.last().unwrap().1).await;
+    assert_eq!(seen[0], last_seen + 1, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+    let ids = event_ids(&b).await;
+    for (event_id, seq) in acked.iter().chain(&later) {
+        assert_eq!(ids.get(event_id), Some(&vec![*seq]), "{event_id}");
+    }
+    // The killed node starts again on its data directory and catches up.
+    let restarted = HubProcess::start(dir.path(), &["--nats", &url, "--node-name", "k"]);
+    let http = crate::support::Http::new(restarted.addr());
+    let total = history(&b, 1).await.len();
+    bounded(WAIT, "the restarted node to catch up", async {
+        loop {
+            let (status, _) = http.get("/readyz").await;
+            let (_, events) = http.get("/v1/events?limit=1000").await;
+            if status == 200
+                && events["events"]
+                    .as_array()
+                    .is_some_and(|e| e.len() == total)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (_, on_restarted) = http.get("/v1/events?limit=1000").await;
+    assert_eq!(
+        on_restarted["events"].as_array().unwrap(),
+        &history(&b, total).await
+    );
+    restarted.stop_async().await;
+    b.shutdown().await;
 }

@@ -13,9 +13,13 @@ use std::time::{Duration, Instant};
 const START_WAIT: Duration = Duration::from_secs(10);
 
 pub(crate) struct NatsServer {
-    child: Child,
+    child: Option<Child>,
     addr: SocketAddr,
-    _store: tempfile::TempDir,
+    /// The server's arguments, to start it again on the same store.
+    args: Vec<String>,
+    store: tempfile::TempDir,
+    /// The monitoring port (`/jsz`), when it has one.
+    http_port: Option<u16>,
 }
 
 fn binary() -> PathBuf {
@@ -40,14 +44,42 @@ fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a server with JetStream and waits until it accepts connections.
     pub(crate) fn start() -> NatsServer {
+        NatsServer::with_args(free_port(), Vec::new(), None)
+    }
+
+    fn with_args(port: u16, extra: Vec<String>, http_port: Option<u16>) -> NatsServer {
         let store = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let log = std::fs::File::create(store.path().join("nats.log")).expect("log file");
+        let mut args: Vec<String> = ["--jetstream", "--addr", "127.0.0.1", "--port"]
+            .map(String::from)
+            .into();
+        args.push(port.to_string());
+        args.push("--store_dir".into());
+        args.push(store.path().display().to_string());
+        if let Some(http) = http_port {
+            args.extend(["--http_port".into(), http.to_string()]);
+        }
+        args.extend(extra);
+        let mut server = NatsServer {
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            args,
+            store,
+            http_port,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server (again, on the same store) and waits until it listens.
+    pub(crate) fn restart(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.store.path().join("nats.log"))
+            .expect("log file");
         let child = Command::new(binary())
-            .args(["--jetstream", "--addr", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .arg("--store_dir")
-            .arg(store.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -58,24 +90,27 @@ impl NatsServer {
                     binary().display()
                 )
             });
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut server = NatsServer {
-            child,
-            addr,
-            _store: store,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + START_WAIT;
-        while TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = server.child.try_wait() {
+        while TcpStream::connect(self.addr).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("nats-server exited at start: {status}");
             }
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not listen on {addr} within {START_WAIT:?}"
+                "nats-server did not listen on {} within {START_WAIT:?}",
+                self.addr
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+    }
+
+    /// SIGKILL.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The URL a hub is given with `--nats`.
@@ -86,7 +121,76 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
+    }
+}
+
+/// Three servers in one NATS cluster, each with JetStream and a monitoring port.
+pub(crate) struct NatsCluster {
+    pub(crate) servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub(crate) fn start() -> NatsCluster {
+        let ports: Vec<(u16, u16, u16)> = (0..3)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let routes = ports
+            .iter()
+            .map(|(_, route, _)| format!("nats://127.0.0.1:{route}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let servers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (port, route, http))| {
+                let extra = vec![
+                    "--server_name".into(),
+                    format!("n{i}"),
+                    "--cluster_name".into(),
+                    "it".into(),
+                    "--cluster".into(),
+                    format!("nats://127.0.0.1:{route}"),
+                    "--routes".into(),
+                    routes.clone(),
+                ];
+                NatsServer::with_args(*port, extra, Some(*http))
+            })
+            .collect();
+        NatsCluster { servers }
+    }
+
+    /// Every server's URL, for `--nats`.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(NatsServer::url).collect()
+    }
+
+    /// The index of the server that leads stream `name`, as a running server reports it.
+    pub(crate) async fn leader_of(&self, name: &str) -> Option<usize> {
+        for server in self.servers.iter().filter(|s| s.child.is_some()) {
+            let url = format!(
+                "http://127.0.0.1:{}/jsz?streams=true&accounts=true",
+                server.http_port?
+            );
+            let Ok(answer) = reqwest::get(&url).await else {
+                continue;
+            };
+            let Ok(jsz) = answer.json::<serde_json::Value>().await else {
+                continue;
+            };
+            let streams = jsz["account_details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default());
+            for stream in streams {
+                if stream["name"] == name {
+                    if let Some(leader) = stream["cluster"]["leader"].as_str() {
+                        return leader.strip_prefix('n')?.parse().ok();
+                    }
+                }
+            }
+        }
+        None
     }
 }
