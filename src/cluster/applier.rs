@@ -1,7 +1,9 @@
 //! The applier: the shared stream read back in its order and applied, on every node.
 //!
 //! One thread reads the stream through an ordered consumer (which recreates itself after
-//! a gap or a lost server) and hands each message's inputs to [`Hub::apply_ordered`], at
+//! a gap or a lost server; and which this module starts again itself when it has gone
+//! quiet while the stream grew, see [`Reader`]) and hands each message's inputs to
+//! [`Hub::apply_ordered`], at
 //! the message's time: the time the stream stored it, never this node's clock, and never
 //! earlier than the message before it, so every node decides at the same times. Inputs
 //! this process proposed are answered through the ways back the proposer filed.
@@ -11,8 +13,11 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::Ordered;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::{stream, Message};
 use futures_util::StreamExt;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -23,9 +28,111 @@ use crate::hub::inputs::OrderStatus;
 use crate::hub::Hub;
 use crate::ingest::event::Millis;
 
+/// The longest pull the consumer waits on. The consumer's heartbeat is half of it, and two
+/// missed heartbeats make it start again elsewhere: with 3 s, a consumer lost with its
+/// server is noticed in about 3 s instead of the client's default 30.
+const PULL_EXPIRES: Duration = Duration::from_secs(3);
+/// How long the reader waits for a message before it asks whether the stream has more.
+const QUIET: Duration = PULL_EXPIRES;
+
+/// The stream read in order from a sequence on, through an ordered consumer that is
+/// started again when it stalls.
+///
+/// After a stream leader dies, a consumer can stay alive (its heartbeats keep coming, so
+/// the client library sees nothing wrong) yet deliver nothing for 20 s and more while the
+/// stream grows (seen in the NATS-server-kill test under load). So when no message has
+/// come for [`QUIET`], the reader asks the stream for its last sequence, and when that is
+/// past what was applied, it drops the consumer and starts a new one after it.
+pub(super) struct Reader {
+    stream: stream::Stream,
+    messages: Ordered,
+}
+
+impl Reader {
+    /// Reads `stream` from the message after `applied` (the first when 0).
+    pub(super) async fn open(
+        stream: stream::Stream,
+        applied: u64,
+    ) -> Result<Reader, async_nats::Error> {
+        let messages = Self::consume(&stream, applied).await?;
+        Ok(Reader { stream, messages })
+    }
+
+    async fn consume(stream: &stream::Stream, applied: u64) -> Result<Ordered, async_nats::Error> {
+        let deliver_policy = match applied {
+            0 => DeliverPolicy::All,
+            applied => DeliverPolicy::ByStartSequence {
+                start_sequence: applied + 1,
+            },
+        };
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy,
+                max_expires: PULL_EXPIRES,
+                ..Default::default()
+            })
+            .await?;
+        Ok(consumer.messages().await?)
+    }
+
+    /// The next message after `applied`, or `None` when `stop` is cancelled.
+    async fn next(&mut self, applied: u64, stop: &CancellationToken) -> Option<Message> {
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return None,
+                next = tokio::time::timeout(QUIET, self.messages.next()) => next,
+            };
+            match next {
+                Ok(Some(Ok(message))) => return Some(message),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(error = %e, "reading the shared stream failed; the consumer starts again where it was");
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        applied,
+                        "the shared stream's consumer ended; starting a new one"
+                    );
+                    self.restart(applied, stop).await;
+                }
+                Err(_quiet) => match self.stream.info().await {
+                    Ok(info) if info.state.last_sequence > applied => {
+                        let last = info.state.last_sequence;
+                        tracing::warn!(applied, last, "the shared stream's consumer went quiet behind the stream; starting a new one");
+                        self.restart(applied, stop).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the shared stream's state is not known now");
+                    }
+                },
+            }
+        }
+    }
+
+    /// Replaces the consumer with one that starts after `applied`, trying again (every
+    /// second) until it can or `stop` is cancelled.
+    async fn restart(&mut self, applied: u64, stop: &CancellationToken) {
+        while !stop.is_cancelled() {
+            match Self::consume(&self.stream, applied).await {
+                Ok(messages) => {
+                    self.messages = messages;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, applied, "starting a new consumer of the shared stream failed; trying again");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(super) struct Applier {
     pub(super) hub: Arc<Hub>,
-    pub(super) messages: Ordered,
+    pub(super) reader: Reader,
     /// This process's name in messages (see `Proposer::origin`).
     pub(super) origin: String,
     pub(super) waiting: Arc<Waiting>,
@@ -43,19 +150,9 @@ impl Applier {
             self.status.caught_up.store(true, Ordering::Release);
         }
         loop {
-            let next = runtime.block_on(async {
-                tokio::select! {
-                    _ = stop.cancelled() => None,
-                    next = self.messages.next() => next,
-                }
-            });
-            let message = match next {
-                None => return,
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "reading the shared stream failed; the consumer starts again where it was");
-                    continue;
-                }
+            let applied = self.status.applied.load(Ordering::Acquire);
+            let Some(message) = runtime.block_on(self.reader.next(applied, &stop)) else {
+                return;
             };
             let Ok(info) = message.info() else {
                 tracing::error!("a stream message without its stream sequence; skipped");

@@ -32,8 +32,6 @@ mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::OrderedConfig;
-use async_nats::jetstream::consumer::DeliverPolicy;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -54,10 +52,6 @@ const DRAIN_PROPOSALS: Duration = Duration::from_secs(2);
 /// resent to another within a leader election, not after it (resending is safe: the
 /// stream stores a message id once).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest pull the applier's consumer waits on. The consumer's heartbeat is half of
-/// it, and two missed heartbeats make it start again elsewhere: with 3 s, a consumer lost
-/// with its server is noticed in about 3 s instead of the client's default 30.
-const PULL_EXPIRES: Duration = Duration::from_secs(3);
 
 /// Why a node could not join the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -112,18 +106,9 @@ pub async fn start(
         stream: config.nats_stream.clone(),
         source,
     };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            max_expires: PULL_EXPIRES,
-            ..Default::default()
-        })
+    let reader = applier::Reader::open(stream, 0)
         .await
-        .map_err(|e| consume_error(Box::new(e)))?;
-    let messages = consumer
-        .messages()
-        .await
-        .map_err(|e| consume_error(Box::new(e)))?;
+        .map_err(consume_error)?;
     let lease_store = lease::bucket(&js, &config).await?;
 
     let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
@@ -163,7 +148,7 @@ pub async fn start(
     )));
     let applier = applier::Applier {
         hub: hub.clone(),
-        messages,
+        reader,
         origin,
         waiting: waiting.clone(),
         status,

@@ -373,16 +373,14 @@ async fn publish_with_retries(
 /// The seqs of `event` frames `client` receives, until it has seen `last`.
 async fn seqs_until(client: &mut Client, last: u64) -> Vec<u64> {
     let mut seqs = Vec::new();
-    bounded(
-        Duration::from_secs(30),
-        "the subscriber to see every event",
-        async {
-            while seqs.last().is_none_or(|seen| *seen < last) {
-                let frame = client.next_event().await;
-                seqs.push(seq_of(&frame));
-            }
-        },
-    )
+    let limit = Duration::from_secs(30);
+    bounded(limit, "the subscriber to see every event", async {
+        while seqs.last().is_none_or(|seen| *seen < last) {
+            let frame = client.recv_within(limit).await;
+            assert_eq!(frame["type"], json!("event"), "{frame}");
+            seqs.push(seq_of(&frame));
+        }
+    })
     .await;
     seqs
 }
