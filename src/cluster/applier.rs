@@ -1,7 +1,7 @@
 //! The applier: the shared stream read back in its order and applied, on every node.
 //!
 //! One thread reads the stream through an ordered consumer (which recreates itself after
-//! a gap or a lost server; and which this module starts again itself when it has gone
+//! a gap or a lost server; and which this module replaces when it fails, ends, or goes
 //! quiet while the stream grew, see [`Reader`]) and hands each message's inputs to
 //! [`Hub::apply_ordered`], at
 //! the message's time: the time the stream stored it, never this node's clock, and never
@@ -84,8 +84,12 @@ impl Reader {
             };
             match next {
                 Ok(Some(Ok(message))) => return Some(message),
+                // What the library could not mend itself (it recreates the consumer after
+                // a gap or missed heartbeats without saying so): polled again, a failed
+                // consumer can fail at once again, so it is replaced instead.
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(error = %e, "reading the shared stream failed; the consumer starts again where it was");
+                    tracing::warn!(error = %e, applied, "reading the shared stream failed; starting a new consumer");
+                    self.restart(applied, stop).await;
                 }
                 Ok(None) => {
                     tracing::warn!(
@@ -110,7 +114,8 @@ impl Reader {
     }
 
     /// Replaces the consumer with one that starts after `applied`, trying again (every
-    /// second) until it can or `stop` is cancelled.
+    /// second) until it can or `stop` is cancelled. The old one, an in-memory consumer of
+    /// one replica, is removed by the server after 30 s without a pull.
     async fn restart(&mut self, applied: u64, stop: &CancellationToken) {
         while !stop.is_cancelled() {
             match Self::consume(&self.stream, applied).await {
