@@ -56,6 +56,9 @@ struct Sub {
 
 struct Conn {
     outbox: Arc<Outbox>,
+    /// The one customer a browser token's connection acts for: it is sent the frames
+    /// [`Record::frame_for`] makes for it, which name no other customer.
+    viewer: Option<CustomerId>,
     /// The write round that last listed this connection's outbox (see [`Written`]).
     listed_in: u64,
     /// The last seq queued to this connection: one event goes to a connection once,
@@ -144,11 +147,13 @@ impl Fanout {
         self.index.lock().subs.len()
     }
 
-    pub fn add_connection(&self, conn: ConnId, outbox: Arc<Outbox>) {
+    /// Files a connection; `viewer` is the customer a browser token confines it to.
+    pub fn add_connection(&self, conn: ConnId, outbox: Arc<Outbox>, viewer: Option<CustomerId>) {
         self.index.lock().conns.insert(
             conn,
             Conn {
                 outbox,
+                viewer,
                 listed_in: 0,
                 last_seq: Seq(0),
                 subs: HashMap::new(),
@@ -275,7 +280,14 @@ impl Fanout {
                     continue;
                 }
                 conn.last_seq = record.seq;
-                match conn.outbox.push(record.frame.wire().clone()) {
+                let pushed = match conn.viewer {
+                    None => conn.outbox.push(record.frame.wire().clone()),
+                    Some(_) => match record.frame_for(conn.viewer) {
+                        Some(frame) => conn.outbox.push(frame.wire().clone()),
+                        None => continue,
+                    },
+                };
+                match pushed {
                     Ok(()) => {
                         delivered += 1;
                         if once {

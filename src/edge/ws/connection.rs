@@ -125,7 +125,11 @@ pub(super) async fn serve(
     );
     // Queued before the fan-out knows the connection, so it is the first frame.
     let _ = outbox.send([WireFrame::text(&connected).wire().clone()]);
-    hub.fanout().add_connection(id, outbox.clone());
+    hub.fanout().add_connection(
+        id,
+        outbox.clone(),
+        principal.token().map(|grant| grant.customer),
+    );
     let mut conn = Connection {
         hub: hub.clone(),
         id,
