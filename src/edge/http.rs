@@ -83,6 +83,7 @@ pub fn router(ctx: App) -> Router {
     let router = Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/events", post(post_events).get(get_events))
+        .route("/v1/events/stream", get(crate::edge::stream::get_stream))
         .route("/v1/tokens", post(post_tokens))
         .route("/v1/actions/{action_id}", get(get_action))
         .route("/v1/customers/{customer_id}", get(get_customer))

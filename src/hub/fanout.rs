@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
 use crate::edge::outbox::{Outbox, Refused};
 use crate::error::HubError;
@@ -115,6 +117,9 @@ pub struct Fanout {
     index: Mutex<Index>,
     /// The newest seq delivered (queued to every matching connection).
     watermark: AtomicU64,
+    /// Woken after each pass, for readers that follow the history rather than being
+    /// filed here (the HTTP event stream).
+    passes: Notify,
     pub stats: FanoutStats,
 }
 
@@ -131,12 +136,19 @@ impl Fanout {
         Fanout {
             index: Mutex::new(Index::default()),
             watermark: AtomicU64::new(start.0),
+            passes: Notify::new(),
             stats,
         }
     }
 
     pub fn watermark(&self) -> Seq {
         Seq(self.watermark.load(Ordering::Acquire))
+    }
+
+    /// Completes after the next pass has been delivered (the watermark moved). Create it
+    /// before reading the watermark: it is woken by any pass after its creation.
+    pub fn delivered(&self) -> Notified<'_> {
+        self.passes.notified()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -315,6 +327,7 @@ impl Fanout {
         }
         self.watermark.store(last.seq.0, Ordering::Release);
         drop(index);
+        self.passes.notify_waiters();
         self.stats.deliveries.inc_by(delivered);
     }
 }

@@ -24,5 +24,6 @@ mod loadgen;
 mod replay;
 mod restart;
 mod security;
+mod stream;
 mod visitors;
 mod ws_protocol;

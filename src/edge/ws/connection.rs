@@ -575,7 +575,7 @@ impl Connection {
         let recovered = req
             .since
             .as_ref()
-            .map(|(since, epoch)| *epoch == hub.epoch() && hub.with_history(|h| h.covers(*since)));
+            .map(|(since, epoch)| hub.can_resume(*since, epoch));
         let subscribed =
             |start| WireFrame::text(&protocol::subscribed(id, &req.sub, start, recovered));
         if let (Some(true), Some((since, _))) = (recovered, &req.since) {
