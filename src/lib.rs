@@ -16,7 +16,8 @@
 //!   their binary encoding.
 //! - [`cluster`]: cluster mode, where a NATS JetStream stream shared by several nodes
 //!   orders the hub's inputs instead of the sequencer's lock alone.
-//! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest.
+//! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest; [`tail`] is the
+//!   `actionhub tail` command, a client of the HTTP event stream.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
@@ -30,5 +31,6 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod tail;
 
 pub use config::Config;

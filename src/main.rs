@@ -1,5 +1,6 @@
 //! The `actionhub` binary: parse configuration, start logging, serve until a signal (or,
-//! with `--print-config`, print the configuration and exit).
+//! with `--print-config`, print the configuration and exit). `actionhub tail ...` runs
+//! the stream reader of [`actionhub::tail`] instead.
 
 use actionhub::config::{ConfigError, Invocation, LogFormat};
 
@@ -9,6 +10,10 @@ use actionhub::config::{ConfigError, Invocation, LogFormat};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("tail") {
+        return actionhub::tail::main(args.skip(1));
+    }
     let invocation = match Invocation::from_process() {
         Ok(invocation) => invocation,
         // Help, version and usage errors are printed, and exit, the way clap does.

@@ -25,5 +25,6 @@ mod replay;
 mod restart;
 mod security;
 mod stream;
+mod tail;
 mod visitors;
 mod ws_protocol;
