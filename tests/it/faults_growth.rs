@@ -18,12 +18,6 @@ fn with_tokens(config: &mut Config) {
     config.jwt_secrets = SECRET.parse().expect("secrets");
 }
 
-/// A WebSocket connected with a browser token for `customer`.
-async fn token_client(hub: &Hub, customer: &str) -> Client {
-    hub.client_with(json!({"token": token(SECRET, customer)}))
-        .await
-}
-
 /// The refusal must be `too_large` naming `limit` and the field that grew.
 fn assert_profile_full(reply: &Value, limit: &str, field: &str) {
     assert_error(reply, "too_large", Some(field));
@@ -31,20 +25,27 @@ fn assert_profile_full(reply: &Value, limit: &str, field: &str) {
 }
 
 #[tokio::test]
-async fn a_token_cannot_grow_its_profile_past_the_limits() {
+async fn a_profile_cannot_grow_past_its_limits_from_a_server_or_a_browser() {
     let hub = Hub::start_with(with_tokens).await;
     let visitor = Visitor::new();
-    let mut browser = token_client(&hub, &visitor.customer_id).await;
+    // User ids: a browser token links only the one it carries, so only a server can try
+    // to link more.
+    let mut server = hub.client_with(json!({"apiKey": ADMIN})).await;
     for n in 0..32 {
-        browser
+        server
             .publish_ok(visitor.event("identify", &format!("u-{n}")))
             .await;
     }
-    let refused = browser.publish(visitor.event("identify", "u-32")).await;
+    let refused = server.publish(visitor.event("identify", "u-32")).await;
     assert_profile_full(&refused, "userIdsPerProfile", "userId");
     // A user id the profile already links is no growth.
-    browser.publish_ok(visitor.event("identify", "u-7")).await;
+    server.publish_ok(visitor.event("identify", "u-7")).await;
 
+    let token = sign(
+        SECRET,
+        json!({"sub": visitor.customer_id, "uid": "u-0", "exp": unix_now() + 600}),
+    );
+    let mut browser = hub.client_with(json!({"token": token})).await;
     // Traits: each event's are at most 4 KiB, the profile's at most 16 KiB.
     let big = "x".repeat(3900);
     for n in 0..4 {
