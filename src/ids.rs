@@ -1,9 +1,10 @@
 //! Named identifier types: customers, visitors, sessions, actions, action maps, the site's
-//! user ids, connections, seqs.
+//! user ids, channel user ids, connections, seqs.
 //!
 //! Ids arrive as strings; this module alone decides what a valid UUID id is (a UUID of
 //! version 4 in its hyphenated form) and how it is written back (lower case). A user id is
-//! the site's own text, kept as it came (validation bounds its length). It does no IO.
+//! the site's own text, kept as it came (validation bounds its length), and so is a channel
+//! user id. It does no IO.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -152,6 +153,40 @@ impl Borrow<str> for UserId {
 impl fmt::Display for UserId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A visitor's id on a communication channel (`channels` of an identity event: WhatsApp,
+/// Telegram, ...): the channel's name and the id the channel gives the user, both as the
+/// site sent them and compared exactly. One names at most one visitor, as a `userId` does.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct ChannelUserId {
+    channel: String,
+    user: String,
+}
+
+impl ChannelUserId {
+    pub fn new(channel: &str, user: &str) -> ChannelUserId {
+        ChannelUserId {
+            channel: channel.to_owned(),
+            user: user.to_owned(),
+        }
+    }
+
+    /// The channel ids a `channels` object holds, in channel name order (the object's own
+    /// order). Validation admits only string ids; anything else names no one.
+    pub fn all_in(
+        channels: &serde_json::Map<String, serde_json::Value>,
+    ) -> impl Iterator<Item = ChannelUserId> + '_ {
+        channels
+            .iter()
+            .filter_map(|(channel, user)| Some(ChannelUserId::new(channel, user.as_str()?)))
+    }
+}
+
+impl fmt::Display for ChannelUserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} id {:?}", self.channel, self.user)
     }
 }
 

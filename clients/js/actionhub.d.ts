@@ -60,8 +60,11 @@ export interface VisitorEvent {
   type: VisitorType;
   customerId: string;
   sessionId?: string;
+  /** Required on signin and userinfo; identify needs `userId`, `channels`, or both. */
   userId?: string;
   traits?: Record<string, unknown>;
+  /** The visitor's ids on communication channels, e.g. `{ whatsapp: '10435685475' }`; each
+   * names one visitor. Only on identify, signin and userinfo (refused on the others). */
   channels?: Record<string, string>;
   page?: PageDetails;
   name?: string;

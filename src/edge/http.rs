@@ -147,12 +147,20 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     if public {
         return None;
     }
+    // The lookup by channel user id (`/v1/visitors/by-channel/{channel}/{id}`) is a visitor
+    // read like the others. Its last segment is the channel's id for the user, which may
+    // read `export` or `anonymize`: the suffix rules below are not for it.
+    let by_channel = path
+        .strip_prefix("/v1/visitors/by-channel/")
+        .is_some_and(|rest| rest.split('/').count() == 2);
     // The visitor changes PROTOCOL.md section 6 reserves for `admin` (exports, merges,
     // anonymization, deletes), and attribute updates, which it gives to `publish`.
     let visitor_admin = path == "/v1/visitors/merge"
         || (path.starts_with("/v1/visitors/")
+            && !by_channel
             && (path.ends_with("/export") || path.ends_with("/anonymize")));
     Some(match *method {
+        Method::GET | Method::HEAD if by_channel => Scope::Subscribe,
         _ if visitor_admin => Scope::Admin,
         Method::PUT if path.starts_with("/v1/visitors/") => Scope::Publish,
         Method::GET | Method::HEAD => Scope::Subscribe,
@@ -568,6 +576,27 @@ mod tests {
             (Method::POST, format!("{v}/anonymize"), Some(Admin)),
             (Method::POST, "/v1/visitors/merge".into(), Some(Admin)),
             (Method::DELETE, v.into(), Some(Admin)),
+            (
+                Method::GET,
+                "/v1/visitors/by-channel/whatsapp/10435685475".into(),
+                Some(Subscribe),
+            ),
+            (
+                Method::GET,
+                "/v1/visitors/by-channel/telegram/export".into(),
+                Some(Subscribe),
+            ),
+            (
+                Method::GET,
+                "/v1/visitors/by-channel/viber/anonymize".into(),
+                Some(Subscribe),
+            ),
+            // Not the lookup: the export of a visitor whose id is `by-channel`.
+            (
+                Method::GET,
+                "/v1/visitors/by-channel/export".into(),
+                Some(Admin),
+            ),
             (Method::GET, "/v1/unknown".into(), Some(Subscribe)),
         ];
         for (method, path, expected) in cases {

@@ -185,14 +185,13 @@ impl Txn<'_> {
         }
         let (merge, signout) = match &event {
             Event::Visitor(v) => {
-                let links = matches!(
-                    v.kind,
-                    VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
-                );
-                let merge =
-                    v.user_id.as_ref().filter(|_| links).and_then(|user| {
-                        Some((user.clone(), state.merge_preview(customer, user)?))
-                    });
+                // A userId or a channel user id that another profile holds links the
+                // customer to it (see `HubState::linking`): the same person.
+                let merge = v
+                    .links()
+                    .then(|| state.merge_preview(customer, v.user_id.as_ref(), v.channels.as_ref()))
+                    .flatten()
+                    .map(|preview| (v.user_id.clone(), preview));
                 let signout = (v.kind == VisitorKind::Signout)
                     .then_some(v.session_id)
                     .flatten();
@@ -205,7 +204,7 @@ impl Txn<'_> {
             self.commit(Body::Merged {
                 customer_id: customer,
                 visitor_id,
-                user_id: Some(user_id),
+                user_id,
                 merged_customer_ids: customers,
             });
         }

@@ -83,7 +83,15 @@ impl VisitorKind {
         !matches!(self, VisitorKind::Identify | VisitorKind::Track)
     }
 
+    /// Whether the event must carry `userId` (an `identify` may name its visitor through
+    /// `channels` instead).
     pub(crate) fn needs_user(self) -> bool {
+        matches!(self, VisitorKind::Signin | VisitorKind::Userinfo)
+    }
+
+    /// Whether the event links its customer to a visitor profile, through `userId` and
+    /// `channels` (the only events that may carry `channels`).
+    pub fn links(self) -> bool {
         matches!(
             self,
             VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
@@ -104,6 +112,14 @@ pub struct VisitorEvent {
     pub name: Option<String>,
     pub properties: Option<Map<String, Value>>,
     pub event_id: Option<String>,
+}
+
+impl VisitorEvent {
+    /// Whether the event links its customer to a visitor profile: an identity event that
+    /// names the visitor by `userId` or `channels`.
+    pub fn links(&self) -> bool {
+        self.kind.links() && (self.user_id.is_some() || self.channels.is_some())
+    }
 }
 
 impl Event {

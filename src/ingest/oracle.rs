@@ -196,6 +196,30 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
             format!("channels.{channel} must be a string (the user's id on that channel)"),
         ));
     }
+    // Issue 14's channel identities changed two rules on purpose; written out again here.
+    let linking = matches!(
+        kind,
+        VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
+    );
+    if channels.is_some() && !linking {
+        return Err(HubError::invalid_field(
+            "channels",
+            format!(
+                "a {} event may not carry `channels`; send them with identify, signin or \
+                 userinfo",
+                kind.as_str()
+            ),
+        ));
+    }
+    if kind == VisitorKind::Identify
+        && user_id.is_none()
+        && channels.as_ref().is_none_or(|c| c.is_empty())
+    {
+        return Err(HubError::invalid_field(
+            "userId",
+            "an identify event needs `userId` or a channel id in `channels`",
+        ));
+    }
     Ok(VisitorEvent {
         kind,
         customer_id,
@@ -634,6 +658,7 @@ fn event() -> impl Strategy<Value = Value> {
         json!({"type": "signout", "customerId": V4, "sessionId": V4}),
         json!({"type": "userinfo", "customerId": V4, "sessionId": V4, "userId": "u",
                "channels": {"whatsapp": "1"}}),
+        json!({"type": "identify", "customerId": V4, "channels": {"telegram": "67854257"}}),
         json!({"type": "page", "customerId": V4, "sessionId": V4,
                "page": {"url": "https://x.example/"}}),
         json!({"type": "track", "customerId": V4, "name": "n", "properties": {}, "eventId": "e"}),

@@ -415,6 +415,7 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
             format!("channels.{channel} must be a string (the user's id on that channel)"),
         ));
     }
+    identity_fields(kind, user_id.is_some(), channels.as_ref())?;
     let event = VisitorEvent {
         kind,
         customer_id,
@@ -429,6 +430,35 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
     };
     f.refuse_unknown()?;
     Ok(event)
+}
+
+/// The identity rules of a visitor event, once its `userId` and `channels` are read: only
+/// the events that link a visitor (identify, signin, userinfo) may carry `channels` (on
+/// any other the hub would have nothing to do with them, and it never drops what it
+/// accepted), and an `identify` names its visitor by `userId`, by channel ids, or both.
+fn identity_fields(
+    kind: VisitorKind,
+    has_user: bool,
+    channels: Option<&Map<String, Value>>,
+) -> Result<(), HubError> {
+    if channels.is_some() && !kind.links() {
+        return Err(invalid(
+            "channels",
+            format!(
+                "a {} event may not carry `channels`; send them with identify, signin or \
+                 userinfo",
+                kind.as_str()
+            ),
+        ));
+    }
+    let has_channels = channels.is_some_and(|c| !c.is_empty());
+    if kind == VisitorKind::Identify && !has_user && !has_channels {
+        return Err(invalid(
+            "userId",
+            "an identify event needs `userId` or a channel id in `channels`".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// An event's refusals are `invalid_event`, naming the field.
@@ -694,6 +724,13 @@ pub(crate) mod tests {
                 "channels",
                 json!({"whatsapp": "10435685475"}),
             ),
+            // A visitor who comes only through a channel has no site user id.
+            json!({"type": "identify", "customerId": C, "channels": {"telegram": "67854257"}}),
+            with(
+                with(base("signin"), "userId", json!("u1")),
+                "channels",
+                json!({"viber": "5dfjdg5lfg8dGjg0DF95+h=="}),
+            ),
         ];
         for value in ok {
             Event::from_json(value.clone()).unwrap_or_else(|e| panic!("{value}: {e:?}"));
@@ -733,6 +770,28 @@ pub(crate) mod tests {
                 "traits",
             ),
             (json!({"customerId": C}), "actionId"),
+            (json!({"type": "identify", "customerId": C}), "userId"),
+            (
+                json!({"type": "identify", "customerId": C, "channels": {}}),
+                "userId",
+            ),
+            // Only the events that link a visitor carry channels: never accepted and dropped.
+            (
+                with(
+                    with(base("page"), "page", json!({"url": "https://x.example/"})),
+                    "channels",
+                    json!({"whatsapp": "1"}),
+                ),
+                "channels",
+            ),
+            (
+                json!({"type": "track", "customerId": C, "name": "n", "channels": {"a": "1"}}),
+                "channels",
+            ),
+            (
+                with(base("signout"), "channels", json!({"a": "1"})),
+                "channels",
+            ),
         ];
         for (value, field) in refused {
             assert_eq!(refused_field(value.clone()), field, "{value}");

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use crate::ids::{CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
     format_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published, VisitorEvent,
+    VisitorKind,
 };
 
 /// A complete server-to-client WebSocket text frame: header and JSON payload, encoded
@@ -289,6 +290,18 @@ impl Published {
                 let mut event = read::<Stored<Map<String, Value>>>(frame)?.event;
                 for added in ["seq", "topic", "timestamp"] {
                     event.remove(added);
+                }
+                // Releases before channel identities accepted `channels` on every visitor
+                // event and applied them only on those that link; a log they wrote may hold
+                // them on the others, where they changed nothing. Dropped as they were then,
+                // such an event replays into the state it built.
+                if event
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .and_then(VisitorKind::parse)
+                    .is_some_and(|kind| !kind.links())
+                {
+                    event.remove("channels");
                 }
                 Event::from_json(Value::Object(event))
                     .map_err(|e| FrameError(e.message))?
@@ -595,5 +608,30 @@ mod tests {
                 .unwrap_or_else(|| panic!("{frame} read"));
             assert!(error.to_string().contains(says), "{frame}: {error}");
         }
+    }
+
+    /// A log written before channel identities may hold `channels` on a page, track or
+    /// signout event, which publishing now refuses: it still replays, without them, as it
+    /// applied then.
+    #[test]
+    fn an_older_frame_with_channels_where_they_were_dropped_reads_back_without_them() {
+        let page = json!({"type": "page", "customerId": C, "sessionId": S,
+                          "page": {"url": "https://x.example/"}});
+        let frame = Published {
+            seq: Seq(5),
+            timestamp: 1_700_000_000_000,
+            body: Event::from_json(page.clone()).unwrap().into(),
+        }
+        .to_frame();
+        let older = frame.replacen(
+            r#""type":"page""#,
+            r#""channels":{"whatsapp":"1"},"type":"page""#,
+            1,
+        );
+        assert_ne!(older, frame);
+        let read = Published::from_frame(&older).expect("an older frame reads back");
+        assert_eq!(read.to_frame(), frame);
+        let refused = Event::from_json(with(page, "channels", json!({"whatsapp": "1"})));
+        assert!(refused.is_err(), "published now, it is refused");
     }
 }

@@ -8,7 +8,7 @@ use actionhub::Config;
 use serde_json::{json, Value};
 
 use crate::support::nats::{NatsCluster, NatsServer};
-use crate::support::{bounded, seq_of, Action, Client, Hub, HubProcess, Visitor, WAIT};
+use crate::support::{bounded, seq_of, Action, Client, Hub, HubProcess, JsonExt, Visitor, WAIT};
 
 /// A node named `name` on the stream of `nats`, once it has caught up.
 async fn node(nats: &NatsServer, name: &str) -> Hub {
@@ -298,6 +298,48 @@ async fn visitor_changes_apply_on_every_node() {
         }
     })
     .await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_channel_id_claimed_on_two_nodes_names_one_visitor_on_both() {
+    let nats = NatsServer::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    let (chat, laptop) = (Visitor::new(), Visitor::new());
+    let whatsapp = json!({"whatsapp": "10435685475"});
+    let through_channel = chat
+        .event("identify", "")
+        .without("userId")
+        .with("channels", whatsapp.clone());
+    let first = a.http().publish(&through_channel).await;
+    assert!(first[0]["seq"].is_u64(), "{first:?}");
+    // Acknowledged on a, so earlier in the stream than anything b proposes next: b decides
+    // the second claim against the first.
+    let second = b
+        .http()
+        .publish(&laptop.event("identify", "u-1").with("channels", whatsapp))
+        .await;
+    assert!(second[0]["seq"].is_u64(), "{second:?}");
+    let path = "/v1/visitors/by-channel/whatsapp/10435685475";
+    let mut customers = vec![chat.customer_id.clone(), laptop.customer_id.clone()];
+    customers.sort();
+    for node in [&a, &b] {
+        let view = bounded(WAIT, "both claims to reach the node", async {
+            loop {
+                let (status, body) = node.http().get(path).await;
+                if status == 200 && body["customers"].as_array().is_some_and(|c| c.len() == 2) {
+                    return body;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert_eq!(view["visitorId"], json!(chat.customer_id), "{view}");
+        let mut held: Vec<String> = serde_json::from_value(view["customers"].clone()).unwrap();
+        held.sort();
+        assert_eq!(held, customers);
+    }
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -93,6 +93,45 @@ async fn a_profile_cannot_grow_past_its_limits_from_a_server_or_a_browser() {
 }
 
 #[tokio::test]
+async fn a_channel_claim_that_would_pass_a_profile_limit_is_refused_whole() {
+    let hub = Hub::start().await;
+    let http = hub.http();
+    let through = |browser: &Visitor, channels: Value| {
+        browser
+            .event("identify", "")
+            .without("userId")
+            .with("channels", channels)
+    };
+    // A hundred browsers, each claiming the same WhatsApp id: one visitor, full.
+    let browsers: Vec<Visitor> = (0..100).map(|_| Visitor::new()).collect();
+    let events: Vec<Value> = browsers
+        .iter()
+        .map(|b| through(b, json!({"whatsapp": "w-full"})))
+        .collect();
+    for result in http.publish(&Value::Array(events)).await {
+        assert!(result["seq"].is_u64(), "accepted: {result}");
+    }
+    let extra = Visitor::new();
+    let results = http
+        .publish(&json!([through(
+            &extra,
+            json!({"telegram": "t-extra", "whatsapp": "w-full"})
+        )]))
+        .await;
+    let refused = &results[0]["error"];
+    assert_eq!(refused["code"], json!("too_large"), "{refused}");
+    assert_eq!(refused["details"]["limit"], json!("customersPerProfile"));
+    // Refused whole: its other channel id names no one.
+    assert_http_error(
+        &http.get("/v1/visitors/by-channel/telegram/t-extra").await,
+        404,
+        "not_found",
+    );
+    let (_, view) = http.get("/v1/visitors/by-channel/whatsapp/w-full").await;
+    assert_eq!(view["customers"].as_array().map(Vec::len), Some(100));
+}
+
+#[tokio::test]
 async fn a_profile_holds_at_most_its_customers_and_merges_stay_inside_it() {
     let hub = Hub::start().await;
     let http = hub.http();

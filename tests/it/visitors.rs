@@ -188,6 +188,287 @@ async fn channel_identities_can_be_looked_up() {
     );
 }
 
+/// An `identify` that names its visitor through channels alone (no site user id).
+fn channel_identify(visitor: &Visitor, channels: Value) -> Value {
+    visitor
+        .event("identify", "")
+        .without("userId")
+        .with("channels", channels)
+}
+
+#[tokio::test]
+async fn a_visitor_who_comes_only_through_a_channel_is_created_and_found() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    publish_all(
+        &hub,
+        vec![channel_identify(&visitor, json!({"telegram": "67854257"}))],
+    )
+    .await;
+    let http = hub.http();
+    let (status, view) = http.get("/v1/visitors/by-channel/telegram/67854257").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["visitorId"], json!(visitor.customer_id));
+    assert_eq!(view["channels"], json!({"telegram": "67854257"}));
+    assert_eq!(view["userIds"], json!([]));
+    assert_eq!(
+        view["identity"],
+        json!({"state": "recognized", "userId": null}),
+        "identify recognizes an anonymous customer, whatever names it"
+    );
+    // The same view as the visitor's own.
+    let (_, own) = http
+        .get(&format!("/v1/visitors/{}", visitor.customer_id))
+        .await;
+    assert_eq!(view, own);
+    for other in [
+        "/v1/visitors/by-channel/telegram/1",
+        "/v1/visitors/by-channel/whatsapp/67854257",
+    ] {
+        assert_http_error(&http.get(other).await, 404, "not_found");
+    }
+    // Neither a user id nor a channel id: nothing names the visitor.
+    let results = http
+        .publish(&json!([visitor.event("identify", "").without("userId")]))
+        .await;
+    assert_eq!(results[0]["error"]["code"], json!("invalid_event"));
+    assert_eq!(results[0]["error"]["details"]["field"], json!("userId"));
+}
+
+#[tokio::test]
+async fn channels_on_events_that_do_not_link_are_refused_naming_the_field() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let channels = json!({"whatsapp": "10435685475"});
+    let events = vec![
+        visitor.page().with("channels", channels.clone()),
+        visitor
+            .event("track", "")
+            .with("channels", channels.clone()),
+        visitor
+            .event("signout", "")
+            .with("channels", channels.clone()),
+    ];
+    let results = hub.http().publish(&Value::Array(events)).await;
+    assert_eq!(results.len(), 3);
+    for result in &results {
+        assert_eq!(result["error"]["code"], json!("invalid_event"), "{result}");
+        assert_eq!(
+            result["error"]["details"]["field"],
+            json!("channels"),
+            "{result}"
+        );
+    }
+    assert_http_error(
+        &hub.http()
+            .get("/v1/visitors/by-channel/whatsapp/10435685475")
+            .await,
+        404,
+        "not_found",
+    );
+    // On the events that link a visitor they are applied.
+    publish_all(
+        &hub,
+        vec![visitor
+            .event("signin", "u-signin")
+            .with("channels", channels)],
+    )
+    .await;
+    let (status, view) = hub
+        .http()
+        .get("/v1/visitors/by-channel/whatsapp/10435685475")
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["userIds"], json!(["u-signin"]));
+}
+
+#[tokio::test]
+async fn a_second_claim_of_a_channel_id_merges_the_visitors_and_survives_a_restart() {
+    let hub = Hub::start().await;
+    let (chat, laptop, phone) = (Visitor::new(), Visitor::new(), Visitor::new());
+    let mut watcher = hub.client().await;
+    watcher
+        .subscribe(json!("merges"), json!({"topics": ["visitor:merged"]}))
+        .await;
+    // First known through WhatsApp alone, then as a signed-in site user on a laptop
+    // giving the same WhatsApp id: one person.
+    publish_all(
+        &hub,
+        vec![
+            channel_identify(&chat, json!({"whatsapp": "10435685475"})),
+            laptop.event("identify", "u-ann").with(
+                "channels",
+                json!({"whatsapp": "10435685475", "telegram": "7"}),
+            ),
+        ],
+    )
+    .await;
+    let merged = watcher.next_event().await;
+    let event = &merged["event"];
+    // `u-ann` is new, so the first profile the identify names is the WhatsApp id's: the
+    // laptop joins it, and the user id with it (docs/protocol.md, "Visitors").
+    assert_eq!(event["visitorId"], json!(chat.customer_id), "{merged}");
+    assert_eq!(event["customerId"], json!(laptop.customer_id));
+    assert_eq!(event["userId"], json!("u-ann"));
+    let mut named: Vec<String> = event["mergedCustomerIds"]
+        .as_array()
+        .expect("mergedCustomerIds")
+        .iter()
+        .map(|c| c.as_str().expect("id").to_owned())
+        .collect();
+    named.sort();
+    assert_eq!(
+        named,
+        sorted(vec![chat.customer_id.clone(), laptop.customer_id.clone()])
+    );
+    // A third browser through a channel id alone joins that visitor too; no user id in
+    // its merge event.
+    publish_all(
+        &hub,
+        vec![channel_identify(&phone, json!({"telegram": "7"}))],
+    )
+    .await;
+    let merged = watcher.next_event().await;
+    assert_eq!(merged["event"]["visitorId"], json!(chat.customer_id));
+    assert_eq!(merged["event"].get("userId"), None, "{merged}");
+    let everyone = sorted(vec![
+        chat.customer_id.clone(),
+        laptop.customer_id.clone(),
+        phone.customer_id.clone(),
+    ]);
+    let check = |hub: &Hub| {
+        let http = hub.http();
+        let everyone = everyone.clone();
+        let chat = chat.customer_id.clone();
+        async move {
+            for path in [
+                "/v1/visitors/by-channel/whatsapp/10435685475",
+                "/v1/visitors/by-channel/telegram/7",
+            ] {
+                let (status, view) = http.get(path).await;
+                assert_eq!(status, 200, "{path}: {view}");
+                assert_eq!(view["visitorId"], json!(chat), "{path}");
+                assert_eq!(view["userIds"], json!(["u-ann"]), "{path}");
+                assert_eq!(customers_of(&view), everyone, "{path}");
+                assert_eq!(
+                    view["channels"],
+                    json!({"whatsapp": "10435685475", "telegram": "7"})
+                );
+            }
+        }
+    };
+    check(&hub).await;
+    watcher.expect_no_frame().await;
+    drop(watcher);
+    // The index is rebuilt from what the hub keeps: the final snapshot.
+    let hub = hub.restart().await;
+    check(&hub).await;
+}
+
+#[tokio::test]
+async fn two_profiles_claiming_one_channel_id_become_the_user_ids_visitor() {
+    let hub = Hub::start().await;
+    let (ann, bob) = (Visitor::new(), Visitor::new());
+    let mut watcher = hub.client().await;
+    watcher
+        .subscribe(json!("merges"), json!({"topics": ["visitor:merged"]}))
+        .await;
+    publish_all(
+        &hub,
+        vec![
+            ann.event("identify", "u-ann")
+                .with("channels", json!({"whatsapp": "1"})),
+            bob.event("identify", "u-bob"),
+        ],
+    )
+    .await;
+    // Bob's profile claims Ann's id: both are one person. The profile Bob's user id
+    // belongs to comes first, so Ann's folds into it.
+    publish_all(
+        &hub,
+        vec![bob
+            .event("identify", "u-bob")
+            .with("channels", json!({"whatsapp": "1"}))],
+    )
+    .await;
+    let merged = watcher.next_event().await;
+    assert_eq!(
+        merged["event"]["visitorId"],
+        json!(bob.customer_id),
+        "{merged}"
+    );
+    assert_eq!(merged["event"]["userId"], json!("u-bob"));
+    let http = hub.http();
+    let (status, view) = http.get("/v1/visitors/by-channel/whatsapp/1").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["visitorId"], json!(bob.customer_id));
+    assert_eq!(
+        customers_of(&view),
+        sorted(vec![ann.customer_id.clone(), bob.customer_id.clone()])
+    );
+    let mut users: Vec<String> = serde_json::from_value(view["userIds"].clone()).unwrap();
+    users.sort();
+    assert_eq!(users, ["u-ann", "u-bob"]);
+    let (_, by_ann) = http.get("/v1/visitors/user:u-ann").await;
+    assert_eq!(by_ann["visitorId"], json!(bob.customer_id));
+    watcher.expect_no_frame().await;
+}
+
+#[tokio::test]
+async fn a_channel_id_names_one_visitor_until_it_is_replaced_or_erased() {
+    let hub = Hub::start().await;
+    let (ann, bob) = (Visitor::new(), Visitor::new());
+    publish_all(
+        &hub,
+        vec![
+            ann.event("identify", "u-ann")
+                .with("channels", json!({"whatsapp": "1"})),
+            // Ann's WhatsApp id changes: the old one names no one any more.
+            ann.event("identify", "u-ann")
+                .with("channels", json!({"whatsapp": "2"})),
+            bob.event("identify", "u-bob")
+                .with("channels", json!({"whatsapp": "1"})),
+        ],
+    )
+    .await;
+    let http = hub.http();
+    let owner = |path: &'static str| {
+        let http = &http;
+        async move {
+            let (status, view) = http.get(path).await;
+            (status, view["visitorId"].clone())
+        }
+    };
+    assert_eq!(
+        owner("/v1/visitors/by-channel/whatsapp/2").await,
+        (200, json!(ann.customer_id))
+    );
+    assert_eq!(
+        owner("/v1/visitors/by-channel/whatsapp/1").await,
+        (200, json!(bob.customer_id)),
+        "a freed id is claimed without a merge"
+    );
+    let (_, bob_view) = http.get("/v1/visitors/user:u-bob").await;
+    assert_eq!(customers_of(&bob_view), vec![bob.customer_id.clone()]);
+    let (status, _) = http.delete("/v1/visitors/user:u-bob").await;
+    assert_eq!(status, 200);
+    assert_http_error(
+        &http.get("/v1/visitors/by-channel/whatsapp/1").await,
+        404,
+        "not_found",
+    );
+    // After a restart, the log's replay agrees.
+    let hub = hub.restart().await;
+    let http = hub.http();
+    assert_http_error(
+        &http.get("/v1/visitors/by-channel/whatsapp/1").await,
+        404,
+        "not_found",
+    );
+    let (status, view) = http.get("/v1/visitors/by-channel/whatsapp/2").await;
+    assert_eq!((status, &view["visitorId"]), (200, &json!(ann.customer_id)));
+}
+
 #[tokio::test]
 async fn merging_through_the_api_publishes_and_links_both_ways() {
     let hub = Hub::start().await;

@@ -20,7 +20,7 @@ use super::{
     Action, Activity, Customer, HubState, IdentityState, MapCounts, Profile, SessionInfo,
     Transition,
 };
-use crate::ids::{ActionId, CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
 
 /// A change to visitors that is not an event: logged in order with the events and applied
@@ -209,26 +209,23 @@ impl HubState {
             }
             match e.kind {
                 VisitorKind::Signout => c.user_id = None,
-                VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo => {
+                // An identify through channels alone leaves the user id as it was.
+                VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
+                    if e.user_id.is_some() =>
+                {
                     c.user_id = e.user_id.clone()
                 }
-                VisitorKind::Page | VisitorKind::Track => {}
+                _ => {}
             }
         }
-        if let (Some(user_id), true) = (
-            &e.user_id,
-            matches!(
-                e.kind,
-                VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
-            ),
-        ) {
-            let visitor = self.link(e.customer_id, user_id, seq);
-            let mut profile = self.profile_mut(visitor, seq).expect("linked above");
+        if e.links() {
+            let visitor = self.link(e.customer_id, e.user_id.as_ref(), e.channels.as_ref(), seq);
             if let Some(traits) = &e.traits {
+                let mut profile = self.profile_mut(visitor, seq).expect("linked above");
                 profile.traits.extend(traits.clone());
             }
             if let Some(channels) = &e.channels {
-                profile.channels.extend(channels.clone());
+                self.add_channels(visitor, channels, seq);
             }
         }
     }
@@ -253,17 +250,20 @@ impl HubState {
                 visitor_id,
                 customer_ids,
             } => {
-                let users = match self.profile_mut(*visitor_id, seq) {
+                let (users, channels) = match self.profile_mut(*visitor_id, seq) {
                     Some(mut p) => {
                         p.traits.clear();
-                        p.channels.clear();
-                        std::mem::replace(&mut p.user_ids, Arc::from(Vec::<UserId>::new()))
+                        let channels = std::mem::take(&mut p.channels);
+                        let users =
+                            std::mem::replace(&mut p.user_ids, Arc::from(Vec::<UserId>::new()));
+                        (users, channels)
                     }
-                    None => Arc::from(Vec::<UserId>::new()),
+                    None => (Arc::from(Vec::<UserId>::new()), Map::new()),
                 };
                 for user in users.iter() {
                     self.users.remove(user);
                 }
+                self.unindex_channels(*visitor_id, ChannelUserId::all_in(&channels));
                 for id in customer_ids {
                     if let Some(mut c) = self.customer_mut(*id, seq) {
                         c.user_id = None;
@@ -275,12 +275,7 @@ impl HubState {
                 visitor_id,
                 customer_ids,
             } => {
-                self.save_profile(*visitor_id);
-                if let Some((_, p)) = self.profiles.remove(visitor_id) {
-                    for user in p.user_ids.iter() {
-                        self.users.remove(user);
-                    }
-                }
+                self.forget_profile(*visitor_id);
                 for id in customer_ids {
                     self.forget_customer(*id);
                 }
@@ -299,18 +294,24 @@ impl HubState {
                         None => false,
                     };
                     if emptied {
-                        self.save_profile(visitor);
-                        if let Some((_, p)) = self.profiles.remove(&visitor) {
-                            for user in p.user_ids.iter() {
-                                self.users.remove(user);
-                            }
-                        }
+                        self.forget_profile(visitor);
                     }
                 }
             }
             AdminOp::EvictActions { action_ids, cutoff } => {
                 self.evict_actions(action_ids, *cutoff, seq)
             }
+        }
+    }
+
+    /// Removes a profile, and the user ids and channel ids that named it.
+    fn forget_profile(&self, visitor: VisitorId) {
+        self.save_profile(visitor);
+        if let Some((_, p)) = self.profiles.remove(&visitor) {
+            for user in p.user_ids.iter() {
+                self.users.remove(user);
+            }
+            self.unindex_channels(visitor, ChannelUserId::all_in(&p.channels));
         }
     }
 
@@ -355,41 +356,41 @@ impl HubState {
         }
     }
 
-    /// Links a customer to a user id's profile, merging profiles when the user id already
-    /// belongs to another one. Returns the customer's visitor id.
-    fn link(&self, customer: CustomerId, user_id: &UserId, seq: Seq) -> VisitorId {
-        let target = self.users.get(user_id).map(|v| *v);
-        let mine = self.profile_of(customer);
-        let visitor = match (target, mine) {
-            (Some(t), Some(m)) if t == m => t,
-            (None, Some(m)) => {
-                self.add_user(m, user_id, seq);
-                m
+    /// Links a customer to the profile its identity event names (see
+    /// [`HubState::linking`]): starts it, or folds the other profiles the event names into
+    /// it, and gives it the user id. Returns the customer's visitor id.
+    fn link(
+        &self,
+        customer: CustomerId,
+        user_id: Option<&UserId>,
+        channels: Option<&Map<String, Value>>,
+        seq: Seq,
+    ) -> VisitorId {
+        let linking = self.linking(customer, user_id, channels);
+        let visitor = linking.target;
+        if !linking.exists {
+            // The customer's first profile keeps the id it had as a lone visitor.
+            self.save_profile(visitor);
+            self.profiles.insert(
+                visitor,
+                Profile {
+                    user_ids: Arc::from(Vec::<UserId>::new()),
+                    customers: vec![customer],
+                    traits: Map::new(),
+                    channels: Map::new(),
+                    stamp: seq,
+                },
+            );
+        }
+        // Profiles that are one person: fold them into the one the customer joins.
+        for source in linking.folds {
+            self.fold_profile(source, visitor, seq);
+        }
+        if let Some(user_id) = user_id {
+            if self.users.get(user_id).map(|v| *v) != Some(visitor) {
+                self.add_user(visitor, user_id, seq);
             }
-            (None, None) => {
-                // The customer's first profile keeps the id it had as a lone visitor.
-                let visitor = VisitorId::of_first_customer(customer);
-                self.save_profile(visitor);
-                self.profiles.insert(
-                    visitor,
-                    Profile {
-                        user_ids: Arc::from(vec![user_id.clone()]),
-                        customers: vec![customer],
-                        traits: Map::new(),
-                        channels: Map::new(),
-                        stamp: seq,
-                    },
-                );
-                self.users.insert(user_id.clone(), visitor);
-                visitor
-            }
-            (Some(t), None) => t,
-            (Some(t), Some(m)) => {
-                // Two profiles are one person: fold the customer's profile into the user's.
-                self.fold_profile(m, t, seq);
-                t
-            }
-        };
+        }
         // The customer is in the profile (again, when it was forgotten and came back).
         let joining = self
             .profiles
@@ -453,9 +454,9 @@ impl HubState {
     }
 
     /// Moves everything of profile `source` into profile `target` and forgets `source`.
-    fn fold_profile(&self, source: VisitorId, target: VisitorId, seq: Seq) {
-        self.save_profile(source);
-        let Some((_, source)) = self.profiles.remove(&source) else {
+    fn fold_profile(&self, source_id: VisitorId, target: VisitorId, seq: Seq) {
+        self.save_profile(source_id);
+        let Some((_, source)) = self.profiles.remove(&source_id) else {
             return;
         };
         for u in source.user_ids.iter() {
@@ -466,19 +467,31 @@ impl HubState {
                 cust.visitor_id = Some(target);
             }
         }
-        if let Some(mut p) = self.profile_mut(target, seq) {
-            for c in source.customers {
-                if !p.customers.contains(&c) {
-                    p.customers.push(c);
+        // The target's id wins on a channel both hold; the source's then names no one.
+        let (mut moved, mut dropped) = (Map::new(), Map::new());
+        match self.profile_mut(target, seq) {
+            Some(mut p) => {
+                for c in source.customers {
+                    if !p.customers.contains(&c) {
+                        p.customers.push(c);
+                    }
+                }
+                for (k, v) in source.traits {
+                    p.traits.entry(k).or_insert(v);
+                }
+                for (k, v) in source.channels {
+                    if p.channels.contains_key(&k) {
+                        dropped.insert(k, v);
+                    } else {
+                        p.channels.insert(k.clone(), v.clone());
+                        moved.insert(k, v);
+                    }
                 }
             }
-            for (k, v) in source.traits {
-                p.traits.entry(k).or_insert(v);
-            }
-            for (k, v) in source.channels {
-                p.channels.entry(k).or_insert(v);
-            }
+            None => dropped = source.channels,
         }
+        self.unindex_channels(source_id, ChannelUserId::all_in(&dropped));
+        self.index_channels(target, ChannelUserId::all_in(&moved));
     }
 
     fn add_user(&self, visitor: VisitorId, user_id: &UserId, seq: Seq) {

@@ -22,7 +22,7 @@ use dashmap::DashMap;
 
 use super::recency::recency_key;
 use super::{Action, Customer, HubState, Profile, SnapshotMaps};
-use crate::ids::{ActionId, CustomerId, Seq, VisitorId};
+use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, VisitorId};
 
 /// Which keys of a map the snapshot walk has passed.
 #[derive(Clone, Copy)]
@@ -257,11 +257,13 @@ impl HubState {
         self.customers.insert(id, c);
     }
 
-    /// Restores a profile, and the user ids that point to it.
+    /// Restores a profile, and the user ids and channel ids that point to it (the indexes
+    /// are derived from the profiles, so a snapshot does not hold them).
     pub fn restore_profile(&self, id: VisitorId, p: Profile) {
         for user in p.user_ids.iter() {
             self.users.insert(user.clone(), id);
         }
+        self.index_channels(id, ChannelUserId::all_in(&p.channels));
         self.profiles.insert(id, p);
     }
 

@@ -9,14 +9,17 @@
 //! map entry while touching another entry of the same map.
 //!
 //! One concept a file: `entities.rs` (what is kept), `apply.rs` (the two writers),
-//! `recency.rs` (customers by when they were last seen), `copy_on_write.rs` (a snapshot's
-//! preimages, and restoring from one), `encoding.rs` (the entities in a snapshot file),
-//! `profile_limits.rs` (what one visitor profile may hold), `queries.rs` (the reads the
-//! edge turns into views). This file holds the maps and the
-//! reads the sequencer decides with. No JSON shape a client sees is written here: the
-//! queries return typed copies, and `edge::views` shapes them.
+//! `channels.rs` (the visitor each channel user id names), `recency.rs` (customers by when
+//! they were last seen), `copy_on_write.rs` (a snapshot's preimages, and restoring from
+//! one), `encoding.rs` (the entities in a snapshot file), `profile_limits.rs` (what one
+//! visitor profile may hold), `queries.rs` (the reads the edge turns into views). This
+//! file holds the maps and the reads the sequencer decides with, among them the one rule
+//! of which profiles an identity event links ([`HubState::linking`]). No JSON shape a
+//! client sees is written here: the queries return typed copies, and `edge::views` shapes
+//! them.
 
 mod apply;
+mod channels;
 mod copy_on_write;
 mod encoding;
 mod entities;
@@ -30,8 +33,11 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use serde_json::{Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{
+    ActionId, ActionMapId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId,
+};
 use crate::ingest::event::LifecycleEvent;
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
@@ -58,6 +64,8 @@ pub struct HubState {
     profiles: DashMap<VisitorId, Profile>,
     /// userId -> visitor id.
     users: DashMap<UserId, VisitorId>,
+    /// Channel user id -> visitor id: the pairs of the profiles' `channels` (`channels.rs`).
+    channels: DashMap<ChannelUserId, VisitorId>,
     maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
     /// The preimages of a snapshot being written (see [`HubState::begin_snapshot`]).
     cow: Mutex<Option<CopyOnWrite>>,
@@ -79,6 +87,17 @@ pub struct ActionHead {
     pub session_id: SessionId,
     pub state: ActionState,
     pub seq: Seq,
+}
+
+/// The profiles an identity event links (see [`HubState::linking`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Linking {
+    /// The profile the customer ends in.
+    pub(crate) target: VisitorId,
+    /// Whether `target` is a profile already; if not, the event starts it.
+    pub(crate) exists: bool,
+    /// The other profiles the event folds into `target`, in the order it folds them.
+    pub(crate) folds: Vec<VisitorId>,
 }
 
 /// Whether a session is new to a customer, and which open session it would replace.
@@ -165,33 +184,77 @@ impl HubState {
         })
     }
 
-    /// If linking `customer` to `user_id` would merge it with other customers: the profile's
-    /// visitor id and every customer it would then hold.
+    /// What an identity event (identify, signin, userinfo) of `customer` with `user_id`
+    /// and `channels` does to profiles. The profiles it names, in this order: the one
+    /// `user_id` belongs to, those its channel ids belong to (in channel name order), and
+    /// the customer's own. The first is the one the customer ends in, and every other one
+    /// folds into it: a userId or a channel user id names one person, so two profiles that
+    /// hold it are one. Naming none, the customer starts a profile under its own id. A
+    /// function of the state alone, so the sequencer's decision and the fold agree.
+    pub(crate) fn linking(
+        &self,
+        customer: CustomerId,
+        user_id: Option<&UserId>,
+        channels: Option<&Map<String, Value>>,
+    ) -> Linking {
+        let by_user = user_id.and_then(|u| self.users.get(u).map(|v| *v));
+        let by_channel = channels
+            .into_iter()
+            .flat_map(ChannelUserId::all_in)
+            .filter_map(|id| self.channel_owner(&id));
+        let mut named: Vec<VisitorId> = Vec::new();
+        for visitor in by_user
+            .into_iter()
+            .chain(by_channel)
+            .chain(self.profile_of(customer))
+        {
+            if !named.contains(&visitor) {
+                named.push(visitor);
+            }
+        }
+        match named.split_first() {
+            Some((target, folds)) => Linking {
+                target: *target,
+                exists: true,
+                folds: folds.to_vec(),
+            },
+            None => Linking {
+                target: VisitorId::of_first_customer(customer),
+                exists: false,
+                folds: Vec::new(),
+            },
+        }
+    }
+
+    /// If an identity event of `customer` (see [`HubState::linking`]) would merge it with
+    /// other customers: the profile's visitor id and every customer it would then hold.
     pub fn merge_preview(
         &self,
         customer: CustomerId,
-        user_id: &UserId,
+        user_id: Option<&UserId>,
+        channels: Option<&Map<String, Value>>,
     ) -> Option<(VisitorId, Vec<CustomerId>)> {
-        let target = *self.users.get(user_id)?;
+        let linking = self.linking(customer, user_id, channels);
         let mine = self.profile_of(customer);
-        if mine == Some(target) {
+        let others = std::iter::once(linking.target)
+            .chain(linking.folds.iter().copied())
+            .any(|v| Some(v) != mine);
+        if !linking.exists || !others {
             return None;
         }
-        let mut customers = self.profiles.get(&target)?.customers.clone();
-        let joining = match mine {
-            Some(other) => self
-                .profiles
-                .get(&other)
+        let mut customers = self.profiles.get(&linking.target)?.customers.clone();
+        let folded = linking.folds.iter().flat_map(|f| {
+            self.profiles
+                .get(f)
                 .map(|p| p.customers.clone())
-                .unwrap_or_default(),
-            None => vec![customer],
-        };
-        for c in joining {
+                .unwrap_or_default()
+        });
+        for c in folded.chain([customer]) {
             if !customers.contains(&c) {
                 customers.push(c);
             }
         }
-        Some((target, customers))
+        Some((linking.target, customers))
     }
 
     /// The user ids linked to a customer's profile (for `where.userId`).

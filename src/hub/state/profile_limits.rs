@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::HubState;
 use crate::ids::{CustomerId, UserId, VisitorId};
-use crate::ingest::event::{VisitorEvent, VisitorKind};
+use crate::ingest::event::VisitorEvent;
 
 /// Most user ids one profile links. What a browser can make a profile hold is bounded, so
 /// one token cannot grow the hub, and every identify costs the same however old the
@@ -22,25 +22,32 @@ impl HubState {
     /// Refuses a visitor event that would make a profile hold more than its limits. Costs
     /// the same however old the profile is: what it copies is bounded by those limits.
     pub fn check_visitor_growth(&self, e: &VisitorEvent) -> Result<(), ProfileFull> {
-        let links = matches!(
-            e.kind,
-            VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
-        );
-        let Some(user_id) = e.user_id.as_ref().filter(|_| links) else {
+        if !e.links() {
             return Ok(());
-        };
-        let target = self.users.get(user_id).map(|v| *v);
+        }
+        let user_id = e.user_id.as_ref();
+        let linking = self.linking(e.customer_id, user_id, e.channels.as_ref());
         let mine = self.profile_of(e.customer_id);
-        if target.is_some() && target == mine && e.traits.is_none() && e.channels.is_none() {
+        let user_linked = user_id.is_none_or(|u| self.users.get(u).map(|v| *v) == mine);
+        let grows = !linking.folds.is_empty()
+            || Some(linking.target) != mine
+            || !user_linked
+            || e.traits.is_some()
+            || e.channels.is_some();
+        if !grows {
             return Ok(());
         }
         // What `link` and `apply_visitor` would make of it.
-        let mut after = match (target, mine) {
-            (Some(t), Some(m)) if t != m => self.holdings(t).folding(self.holdings(m)),
-            (Some(v), _) | (None, Some(v)) => self.holdings(v),
-            (None, None) => Holdings::default(),
+        let mut after = match linking.exists {
+            true => self.holdings(linking.target),
+            false => Holdings::default(),
         };
-        after.add_user(user_id);
+        for source in linking.folds {
+            after = after.folding(self.holdings(source));
+        }
+        if let Some(user_id) = user_id {
+            after.add_user(user_id);
+        }
         after.add_customer(e.customer_id);
         if let Some(traits) = &e.traits {
             after.traits.extend(traits.clone());

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use super::{Action, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps};
-use crate::ids::{ActionId, CustomerId, Seq, UserId, VisitorId};
+use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, UserId, VisitorId};
 use crate::ingest::event::{LifecycleEvent, Millis};
 
 impl HubState {
@@ -314,13 +314,8 @@ impl HubState {
         sessions
     }
 
-    /// The visitor whose profile holds `channels[channel] == user`; when several do, the
-    /// lowest visitor id, so the answer does not depend on the map's iteration order.
+    /// The visitor whose profile holds `channels[channel] == user` (at most one does).
     pub fn visitor_by_channel(&self, channel: &str, user: &str) -> Option<VisitorId> {
-        self.profiles
-            .iter()
-            .filter(|p| p.channels.get(channel).and_then(Value::as_str) == Some(user))
-            .map(|p| *p.key())
-            .min()
+        self.channel_owner(&ChannelUserId::new(channel, user))
     }
 }

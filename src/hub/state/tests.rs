@@ -2,6 +2,7 @@
 //! deterministic mix of events.
 
 use super::*;
+use crate::ids::ChannelUserId;
 use crate::ingest::event::{Body, EndReason, Event, Published};
 use crate::store::codec::{Dec, Enc};
 
@@ -38,13 +39,26 @@ fn events(n: u64) -> Vec<Published> {
                     Event::from_json(json).unwrap().into()
                 }
                 3 => {
-                    let json = serde_json::json!({
+                    let mut json = serde_json::json!({
                         "type": if seq % 4 == 0 { "identify" } else { "signin" },
                         "customerId": customers[c].to_string(),
                         "sessionId": sessions[s].to_string(),
                         "userId": format!("user-{}", i % 5),
                         "traits": {"seen": seq},
                     });
+                    // Channel ids too, some through channels alone: claims that meet.
+                    match i % 3 {
+                        0 => {
+                            json["channels"] =
+                                serde_json::json!({"whatsapp": format!("w{}", i % 4)})
+                        }
+                        1 if seq % 4 == 0 => {
+                            json.as_object_mut().unwrap().remove("userId");
+                            json["channels"] =
+                                serde_json::json!({"telegram": format!("t{}", i % 3)});
+                        }
+                        _ => {}
+                    }
                     Event::from_json(json).unwrap().into()
                 }
                 4 => Event::from_json(serde_json::json!({
@@ -90,6 +104,12 @@ fn fingerprint(state: &HubState) -> Vec<String> {
                 .users
                 .iter()
                 .map(|e| format!("u {} {:?}", e.key(), *e)),
+        )
+        .chain(
+            state
+                .channel_index()
+                .into_iter()
+                .map(|(id, v)| format!("ch {id} {v:?}")),
         )
         .collect();
     out.sort();
@@ -252,4 +272,175 @@ fn identity_fields_encode_as_pinned() {
     let mut e = Enc::default();
     p.encode(&mut e);
     assert_eq!(e.buf, profile_bytes);
+}
+
+/// The channel index as the profiles define it: every (channel, id) pair a profile holds.
+fn channels_of_profiles(state: &HubState) -> Vec<(ChannelUserId, VisitorId)> {
+    let mut all: Vec<_> = state
+        .profiles
+        .iter()
+        .flat_map(|p| {
+            let visitor = *p.key();
+            ChannelUserId::all_in(&p.channels)
+                .map(|id| (id, visitor))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn identify(customer: CustomerId, user: Option<&str>, channels: serde_json::Value) -> Body {
+    let mut json = serde_json::json!({
+        "type": "identify", "customerId": customer.to_string(), "channels": channels,
+    });
+    if let Some(user) = user {
+        json["userId"] = user.into();
+    }
+    Event::from_json(json).unwrap().into()
+}
+
+fn applied(state: &HubState, seq: u64, body: Body) {
+    state.apply(&Published {
+        seq: Seq(seq),
+        timestamp: seq as i64,
+        body,
+    });
+}
+
+#[test]
+fn the_channel_index_is_exactly_the_profiles_channel_ids() {
+    let state = HubState::default();
+    for p in events(600) {
+        state.apply(&p);
+        let index = state.channel_index();
+        assert_eq!(index, channels_of_profiles(&state), "after seq {}", p.seq);
+        // A channel user id names at most one visitor.
+        let mut ids: Vec<_> = index.iter().map(|(id, _)| id.clone()).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), index.len());
+    }
+    assert!(
+        !state.channel_index().is_empty(),
+        "the mix holds channel ids"
+    );
+    // Every change that forgets a profile's channels takes them out of the index too.
+    let visitors: Vec<VisitorId> = state.profiles.iter().map(|p| *p.key()).collect();
+    let customers = |v: VisitorId| state.visitor_customers(v);
+    let mut seq = 1000;
+    for (n, visitor) in visitors.into_iter().enumerate() {
+        let op = match n % 3 {
+            0 => AdminOp::Anonymize {
+                visitor_id: visitor,
+                customer_ids: customers(visitor),
+            },
+            1 => AdminOp::Delete {
+                visitor_id: visitor,
+                customer_ids: customers(visitor),
+            },
+            _ => AdminOp::Evict {
+                customer_ids: customers(visitor),
+            },
+        };
+        seq += 1;
+        state.apply_admin(&op, Seq(seq));
+        assert_eq!(
+            state.channel_index(),
+            channels_of_profiles(&state),
+            "{op:?}"
+        );
+    }
+    assert!(state.channel_index().is_empty());
+}
+
+#[test]
+fn a_second_claim_of_a_channel_id_merges_the_claimants() {
+    let state = HubState::default();
+    let (a, b, c) = (
+        CustomerId::new_random(),
+        CustomerId::new_random(),
+        CustomerId::new_random(),
+    );
+    let whatsapp = ChannelUserId::new("whatsapp", "10435685475");
+    // A visitor known only through a channel.
+    applied(
+        &state,
+        1,
+        identify(a, None, serde_json::json!({"whatsapp": "10435685475"})),
+    );
+    let first = state.channel_owner(&whatsapp).expect("indexed");
+    assert_eq!(first, VisitorId::of_first_customer(a));
+    assert_eq!(state.user_of(a), None);
+    assert_eq!(state.identity_of(a), Some(IdentityState::Recognized));
+    // Another customer, under a user id of its own, claims the same id: it is that person.
+    // The user id's profile is the one both end in; the channel's folds into it.
+    applied(
+        &state,
+        2,
+        identify(b, Some("bob"), serde_json::json!({"telegram": "1"})),
+    );
+    let bob = VisitorId::of_first_customer(b);
+    let preview = state.merge_preview(
+        b,
+        Some(&UserId::from("bob")),
+        serde_json::json!({"whatsapp": "10435685475"}).as_object(),
+    );
+    assert_eq!(preview, Some((bob, vec![b, a])));
+    applied(
+        &state,
+        3,
+        identify(
+            b,
+            Some("bob"),
+            serde_json::json!({"whatsapp": "10435685475"}),
+        ),
+    );
+    assert_eq!(state.channel_owner(&whatsapp), Some(bob));
+    assert_eq!(
+        state.channel_owner(&ChannelUserId::new("telegram", "1")),
+        Some(bob)
+    );
+    assert_eq!(state.visitor_customers(bob), vec![b, a]);
+    assert_eq!(state.profile_of(a), Some(bob));
+    assert_eq!(
+        state.profiles.len(),
+        1,
+        "the first claimant's profile folded in"
+    );
+    // Claimed again through channels alone, the id's visitor is the target.
+    let d = CustomerId::new_random();
+    let linking = state.linking(
+        d,
+        None,
+        serde_json::json!({"whatsapp": "10435685475"}).as_object(),
+    );
+    assert_eq!(
+        linking,
+        Linking {
+            target: bob,
+            exists: true,
+            folds: vec![]
+        }
+    );
+    // A user id's profile comes before a channel id's: `c`'s user id is the target.
+    applied(
+        &state,
+        4,
+        identify(c, Some("carol"), serde_json::json!({"viber": "v"})),
+    );
+    let carol = VisitorId::of_first_customer(c);
+    let linking = state.linking(
+        c,
+        Some(&UserId::from("carol")),
+        serde_json::json!({"whatsapp": "10435685475"}).as_object(),
+    );
+    assert_eq!(
+        linking,
+        Linking {
+            target: carol,
+            exists: true,
+            folds: vec![bob]
+        }
+    );
+    assert_eq!(channels_of_profiles(&state), state.channel_index());
 }
