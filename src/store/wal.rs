@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::FsyncPolicy;
-use crate::hub::retention::Record;
+use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::AdminOp;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
 use crate::ingest::event::Millis;
@@ -364,9 +364,13 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
     if d.remaining() != frame_len {
         return Err(DecodeError("the frame's length does not match the record"));
     }
-    let frame = std::str::from_utf8(&payload[payload.len() - frame_len..])
-        .map(WireFrame::text)
-        .map_err(|_| DecodeError("a frame is not UTF-8"))?;
+    // An erased record (see [`compact`]) keeps no frame at all.
+    let frame = match frame_len {
+        0 => WireFrame::default(),
+        _ => std::str::from_utf8(&payload[payload.len() - frame_len..])
+            .map(WireFrame::text)
+            .map_err(|_| DecodeError("a frame is not UTF-8"))?,
+    };
     Ok(Record {
         seq,
         timestamp,
@@ -382,6 +386,98 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
         event_id,
         frame,
     })
+}
+
+/// Rewrites the segments in `dir` so that nothing logged before one of `forgotten` (an
+/// anonymization or erasure, with the seq it was logged after) still holds what it forgets
+/// ([`Forgetting`]): an earlier event of the visitor's becomes its anonymized or erased
+/// record, with its seq, its time and the framing (length, crc) every record has, so replay,
+/// gap checks and the seq reservation read the log as before; an earlier attribute update
+/// loses its traits. The change's own record and everything after it stay as they are.
+///
+/// Crash-safe segment by segment: each is written whole to a temp file, synced, renamed
+/// over the original, and the directory synced ([`write_atomically`]). A crash between two
+/// segments leaves some rewritten and some not, which is still right: the change itself
+/// stays in the log, and a restart applies it again to the history it rebuilds. Damage
+/// in a segment (only a torn tail can be there, and recovery cuts it) is copied as it is.
+///
+/// The caller makes sure nobody appends meanwhile: the pipeline (through [`Log::compact`])
+/// or a hub whose pipeline has stopped. Returns the segments rewritten.
+pub fn compact(dir: &Path, forgotten: &[(Seq, AdminOp)]) -> io::Result<Vec<PathBuf>> {
+    // The changes not yet met in the log: each rewrites what comes before its own record.
+    let mut ahead: Vec<(Seq, &AdminOp, Forgetting<'_>)> = forgotten
+        .iter()
+        .filter_map(|(after, op)| Forgetting::of(op).map(|f| (*after, op, f)))
+        .collect();
+    let mut rewritten = Vec::new();
+    for (_, path) in segments(dir)? {
+        if ahead.is_empty() {
+            break;
+        }
+        let bytes = Bytes::from(fs::read(&path)?);
+        if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
+            continue;
+        }
+        let mut out = Enc::default();
+        out.buf.extend_from_slice(&bytes[..HEADER_BYTES as usize]);
+        let mut changed = false;
+        let mut previous = None;
+        let mut at = HEADER_BYTES as usize;
+        while at < bytes.len() {
+            let Ok((entry, used)) = read_entry(&bytes.slice(at..), previous) else {
+                out.buf.extend_from_slice(&bytes[at..]);
+                break;
+            };
+            let kept = &bytes[at..at + used];
+            at += used;
+            match entry {
+                Entry::Event(record) => {
+                    previous = Some(record.seq);
+                    let mut replaced: Option<Record> = None;
+                    for (after, _, forgetting) in &ahead {
+                        if record.seq <= *after {
+                            if let Some(r) = forgetting.record(replaced.as_ref().unwrap_or(&record))
+                            {
+                                replaced = Some(r);
+                            }
+                        }
+                    }
+                    match replaced {
+                        Some(r) => {
+                            encode_record(&mut out, &r);
+                            changed = true;
+                        }
+                        None => out.buf.extend_from_slice(kept),
+                    }
+                }
+                Entry::Admin { after, op } => {
+                    if let Some(met) = ahead.iter().position(|(a, o, _)| *a == after && **o == op) {
+                        ahead.remove(met);
+                        out.buf.extend_from_slice(kept);
+                        continue;
+                    }
+                    let mut replaced: Option<AdminOp> = None;
+                    for (_, _, forgetting) in &ahead {
+                        if let Some(o) = forgetting.admin(replaced.as_ref().unwrap_or(&op)) {
+                            replaced = Some(o);
+                        }
+                    }
+                    match replaced {
+                        Some(o) => {
+                            encode_admin(&mut out, after, &o);
+                            changed = true;
+                        }
+                        None => out.buf.extend_from_slice(kept),
+                    }
+                }
+            }
+        }
+        if changed {
+            write_atomically(&path, &out.buf)?;
+            rewritten.push(path);
+        }
+    }
+    Ok(rewritten)
 }
 
 /// Cuts a torn tail off, keeping the good records before it.
@@ -654,6 +750,21 @@ impl Log for Wal {
 
     fn prepare(&mut self) -> io::Result<()> {
         self.begin_batch(self.last_seq.next(), self.last_seq)
+    }
+
+    fn compact(&mut self, forgotten: &[(Seq, AdminOp)]) -> io::Result<()> {
+        compact(&self.dir, forgotten)?;
+        // The open segment is the newest; if it was rewritten, its name is a new file now,
+        // so appends go on there.
+        if self.file.is_some() {
+            if let Some((_, path)) = segments(&self.dir)?.pop() {
+                let file = OpenOptions::new().append(true).open(&path)?;
+                self.size = file.metadata()?.len();
+                self.file = Some(file);
+                self.dirty = false;
+            }
+        }
+        Ok(())
     }
 
     fn tick(&mut self) -> io::Result<()> {
