@@ -47,12 +47,13 @@ pub trait Log: Send + 'static {
         Ok(())
     }
 
-    /// Rewrites what the log holds from before each of `forgotten` (anonymizations and
-    /// erasures, with the seq each was logged after) so that it no longer holds what they
-    /// forget (see [`crate::store::wal::compact`]). Called on the pipeline's thread, between
-    /// appends, when the snapshot thread asks ([`LogStatus::compact`]). A log that keeps
-    /// nothing on disk has nothing to rewrite.
-    fn compact(&mut self, _forgotten: &[(Seq, AdminOp)]) -> io::Result<()> {
+    /// Rewrites what the log's segments from the one named `from` on hold from before each
+    /// of `forgotten` (anonymizations and erasures, with the seq each was logged after), so
+    /// that they no longer hold what those forget (see [`crate::store::wal::compact`]; the
+    /// snapshot thread did the older, closed segments itself). Called on the pipeline's
+    /// thread, between appends, when the snapshot thread asks ([`LogStatus::compact`]). A
+    /// log that keeps nothing on disk has nothing to rewrite.
+    fn compact(&mut self, _forgotten: &[(Seq, AdminOp)], _from: Seq) -> io::Result<()> {
         Ok(())
     }
 
@@ -85,7 +86,8 @@ pub struct LogStatus {
 enum Compaction {
     #[default]
     Idle,
-    Wanted(Vec<(Seq, AdminOp)>),
+    /// The changes, and the first segment to rewrite.
+    Wanted(Vec<(Seq, AdminOp)>, Seq),
     Running,
     Done(Result<(), String>),
 }
@@ -140,12 +142,12 @@ impl LogStatus {
     /// For the pipeline: runs the compaction someone asked for, if any, and reports how it
     /// went to them. A failure is theirs to handle (they try again later); the log goes on.
     pub fn compact_if_wanted(&self, log: &mut dyn Log) {
-        let forgotten = {
+        let (forgotten, from) = {
             let mut slot = self.compaction.lock();
             match std::mem::take(&mut *slot) {
-                Compaction::Wanted(forgotten) => {
+                Compaction::Wanted(forgotten, from) => {
                     *slot = Compaction::Running;
-                    forgotten
+                    (forgotten, from)
                 }
                 other => {
                     *slot = other;
@@ -153,15 +155,20 @@ impl LogStatus {
                 }
             }
         };
-        let result = log.compact(&forgotten).map_err(|e| e.to_string());
+        let result = log.compact(&forgotten, from).map_err(|e| e.to_string());
         *self.compaction.lock() = Compaction::Done(result);
     }
 
-    /// Asks the pipeline to compact the log for `forgotten` and waits (at most `limit`).
-    /// `Ok(false)` when the pipeline had stopped without taking it: nobody appends any
-    /// more, so the caller may rewrite the files itself.
-    pub fn compact(&self, forgotten: Vec<(Seq, AdminOp)>, limit: Duration) -> io::Result<bool> {
-        *self.compaction.lock() = Compaction::Wanted(forgotten);
+    /// Asks the pipeline to compact the log's segments from the one named `from` on for
+    /// `forgotten`, and waits (at most `limit`). `Ok(false)` when the pipeline had stopped
+    /// without taking it: nobody appends any more, so the caller may rewrite them itself.
+    pub fn compact(
+        &self,
+        forgotten: Vec<(Seq, AdminOp)>,
+        from: Seq,
+        limit: Duration,
+    ) -> io::Result<bool> {
+        *self.compaction.lock() = Compaction::Wanted(forgotten, from);
         let deadline = Instant::now() + limit;
         loop {
             {
@@ -172,11 +179,11 @@ impl LogStatus {
                         *slot = Compaction::Idle;
                         return result.map(|()| true).map_err(io::Error::other);
                     }
-                    Compaction::Wanted(_) if self.closed.load(Ordering::Acquire) => {
+                    Compaction::Wanted(..) if self.closed.load(Ordering::Acquire) => {
                         *slot = Compaction::Idle;
                         return Ok(false);
                     }
-                    Compaction::Wanted(_) if Instant::now() > deadline => {
+                    Compaction::Wanted(..) if Instant::now() > deadline => {
                         *slot = Compaction::Idle;
                         return Err(io::Error::other(format!(
                             "the log was not compacted within {limit:?}"

@@ -456,8 +456,19 @@ fn forget_on_disk(
     forgotten: &[(Seq, crate::hub::state::AdminOp)],
     kept: Seq,
 ) -> io::Result<()> {
-    if !hub.log_status().compact(forgotten.to_vec(), LOG_CATCH_UP)? {
-        wal::compact(&data_dir.join("wal"), forgotten)?;
+    // The closed segments are rewritten here, off the pipeline; only the newest one, which
+    // the pipeline appends to, is left to it, with the changes the older ones did not hold.
+    let wal_dir = data_dir.join("wal");
+    let newest = wal::segments(&wal_dir)?.last().map(|(first, _)| *first);
+    if let Some(newest) = newest {
+        let (left, _) = wal::compact(&wal_dir, forgotten, ..newest)?;
+        if !left.is_empty()
+            && !hub
+                .log_status()
+                .compact(left.clone(), newest, LOG_CATCH_UP)?
+        {
+            wal::compact(&wal_dir, &left, newest..)?;
+        }
     }
     for (seq, path) in list(data_dir)? {
         if seq != kept {

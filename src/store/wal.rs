@@ -23,6 +23,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -388,6 +389,9 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
     })
 }
 
+/// Anonymizations and erasures, each with the seq it was logged after, in log order.
+pub type Forgotten = Vec<(Seq, AdminOp)>;
+
 /// Rewrites the segments in `dir` so that nothing logged before one of `forgotten` (an
 /// anonymization or erasure, with the seq it was logged after) still holds what it forgets
 /// ([`Forgetting`]): an earlier event of the visitor's becomes its anonymized or erased
@@ -401,18 +405,28 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
 /// stays in the log, and a restart applies it again to the history it rebuilds. Damage
 /// in a segment (only a torn tail can be there, and recovery cuts it) is copied as it is.
 ///
-/// The caller makes sure nobody appends meanwhile: the pipeline (through [`Log::compact`])
-/// or a hub whose pipeline has stopped. Returns the segments rewritten.
-pub fn compact(dir: &Path, forgotten: &[(Seq, AdminOp)]) -> io::Result<Vec<PathBuf>> {
+/// Only the segments whose names `within` holds are read, oldest first: the snapshot
+/// thread rewrites those before the newest (nobody appends to them any more), and the
+/// pipeline, between its appends, the newest ([`Log::compact`]), or anyone once the
+/// pipeline has stopped. Returns the changes whose own record these segments did not
+/// hold (what comes after them still needs them), and the segments rewritten.
+pub fn compact(
+    dir: &Path,
+    forgotten: &[(Seq, AdminOp)],
+    within: impl RangeBounds<Seq>,
+) -> io::Result<(Forgotten, Vec<PathBuf>)> {
     // The changes not yet met in the log: each rewrites what comes before its own record.
     let mut ahead: Vec<(Seq, &AdminOp, Forgetting<'_>)> = forgotten
         .iter()
         .filter_map(|(after, op)| Forgetting::of(op).map(|f| (*after, op, f)))
         .collect();
     let mut rewritten = Vec::new();
-    for (_, path) in segments(dir)? {
+    for (first, path) in segments(dir)? {
         if ahead.is_empty() {
             break;
+        }
+        if !within.contains(&first) {
+            continue;
         }
         let bytes = Bytes::from(fs::read(&path)?);
         if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
@@ -477,7 +491,11 @@ pub fn compact(dir: &Path, forgotten: &[(Seq, AdminOp)]) -> io::Result<Vec<PathB
             rewritten.push(path);
         }
     }
-    Ok(rewritten)
+    let left = ahead
+        .into_iter()
+        .map(|(after, op, _)| (after, op.clone()))
+        .collect();
+    Ok((left, rewritten))
 }
 
 /// Cuts a torn tail off, keeping the good records before it.
@@ -752,8 +770,8 @@ impl Log for Wal {
         self.begin_batch(self.last_seq.next(), self.last_seq)
     }
 
-    fn compact(&mut self, forgotten: &[(Seq, AdminOp)]) -> io::Result<()> {
-        compact(&self.dir, forgotten)?;
+    fn compact(&mut self, forgotten: &[(Seq, AdminOp)], from: Seq) -> io::Result<()> {
+        compact(&self.dir, forgotten, from..)?;
         // The open segment is the newest; if it was rewritten, its name is a new file now,
         // so appends go on there.
         if self.file.is_some() {
@@ -858,6 +876,99 @@ mod tests {
         }
         wal.flush().unwrap();
         records
+    }
+
+    /// Compaction erases what was logged before an erasure about its customers, in the
+    /// closed segments and then the newest, and keeps every seq, every other record, the
+    /// erasure itself and what came after it.
+    #[test]
+    fn compaction_forgets_only_what_came_before_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = write(dir.path(), 1..=20, 1024);
+        let customers = vec![
+            written[4].keys.customer,
+            written[11].keys.customer,
+            CustomerId::new_random(),
+        ];
+        let op = AdminOp::Delete {
+            visitor_id: crate::ids::VisitorId::of_first_customer(customers[0]),
+            customer_ids: customers.clone(),
+        };
+        let mut wal = Wal::open(
+            dir.path(),
+            Seq(20),
+            FsyncPolicy::Always,
+            Duration::ZERO,
+            1024,
+        )
+        .unwrap();
+        wal.append_admin(&op).unwrap();
+        drop(wal);
+        written.extend(write(dir.path(), 21..=40, 1024));
+        // An event after the erasure about one of its customers is new, and stays.
+        let template = record(41, None);
+        let later = Arc::new(Record {
+            seq: template.seq,
+            timestamp: template.timestamp,
+            keys: EventKeys {
+                customer: customers[2],
+                ..template.keys.clone()
+            },
+            event_id: None,
+            frame: template.frame.clone(),
+        });
+        let mut wal = Wal::open(
+            dir.path(),
+            Seq(40),
+            FsyncPolicy::Always,
+            Duration::ZERO,
+            1024,
+        )
+        .unwrap();
+        wal.append(std::slice::from_ref(&later)).unwrap();
+        wal.flush().unwrap();
+        written.push(later);
+
+        let wal_dir = dir.path().join("wal");
+        let newest = segments(&wal_dir).unwrap().last().unwrap().0;
+        let forgotten = vec![(Seq(20), op.clone())];
+        let (left, rewritten) = compact(&wal_dir, &forgotten, ..newest).unwrap();
+        assert!(
+            left.is_empty(),
+            "the erasure's own record is in a closed segment"
+        );
+        assert_eq!(
+            rewritten.len(),
+            2,
+            "the segments of seqs 5 and 12: {rewritten:?}"
+        );
+        let (again, _) = compact(&wal_dir, &forgotten, newest..).unwrap();
+        assert_eq!(again, forgotten, "the newest segment does not hold it");
+
+        let mut admins = Vec::new();
+        let mut records = Vec::new();
+        let scan = scan(&wal_dir, |entry| match entry {
+            Entry::Event(r) => records.push(r),
+            Entry::Admin { after, op } => admins.push((after, op)),
+        })
+        .unwrap();
+        assert!(scan.torn.is_none());
+        assert_eq!(admins, forgotten, "the erasure stays in the log");
+        assert_eq!(records.len(), written.len());
+        for (read, was) in records.iter().zip(&written) {
+            match read.seq.0 {
+                5 | 12 => {
+                    assert!(read.is_erased(), "seq {} is erased", read.seq);
+                    assert_eq!((read.seq, read.timestamp), (was.seq, was.timestamp));
+                    assert!(read.event_id.is_none());
+                }
+                _ => assert!(same(read, was), "seq {} is as it was", read.seq),
+            }
+        }
+        let temp = fs::read_dir(&wal_dir)
+            .unwrap()
+            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "tmp"));
+        assert!(!temp, "every rewrite renamed its temp file");
     }
 
     #[test]
