@@ -438,8 +438,9 @@ pub fn take_and_prune(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
     Ok(written)
 }
 
-/// Makes the data directory forget what `forgotten` forgot: the log is compacted (by the
-/// pipeline, or here when it has stopped), and every snapshot but the one at `kept`, which
+/// Makes the data directory forget what `forgotten` forgot: the log is compacted (its
+/// closed segments here, the newest by the pipeline, or here too once it has stopped),
+/// and every snapshot but the one at `kept`, which
 /// holds the state after all of them, is deleted, since the older ones hold the visitors
 /// as they were. Until this is done, a restart still forgets them (the changes are in the
 /// log and are replayed); this is what empties the files.
