@@ -106,8 +106,12 @@ export interface ActionHubOptions {
   url?: string;
   /** A browser JWT for this customer. */
   token?: string;
-  /** Fetches a browser token from the site's backend; called before connecting, and again on expiry (close 4001). */
-  getToken?: (customerId: string) => TokenAnswer | Promise<TokenAnswer>;
+  /**
+   * Fetches a browser token from the site's backend; called before connecting, again on expiry (close 4001),
+   * and with `{userId}` when `identify`/`signin`/`userinfo` name a user the current token does not carry
+   * (a token links only its own `uid`): mint that token only for the user your login vouches for.
+   */
+  getToken?: (customerId: string, want: { userId?: string }) => TokenAnswer | Promise<TokenAnswer>;
   /** A server-side API key (never put one in a public page). */
   apiKey?: string;
   /** Overrides the cookie's customerId (UUIDv4), e.g. outside a browser. */
@@ -163,8 +167,8 @@ export interface CommandFunction {
   (command: 'on' | 'once', pattern: TopicPattern | TopicPattern[], where: Where, callback: Handler): ActionHub;
   (command: 'off', pattern?: TopicPattern | TopicPattern[], callback?: Handler): ActionHub;
   (command: 'action', mediaType: MediaType, options: ActionOptions): WebchatAction | ContentOfferAction;
-  (command: 'identify', userId: string, traits?: Record<string, unknown>): Promise<PublishResult>;
-  (command: 'signin' | 'userinfo', userId: string): Promise<PublishResult>;
+  (command: 'identify', userId?: string | null, traits?: Record<string, unknown>): Promise<PublishResult>;
+  (command: 'signin' | 'userinfo', userId?: string | null): Promise<PublishResult>;
   (command: 'signout'): Promise<PublishResult>;
   (command: 'page', details?: PageDetails): Promise<PublishResult>;
   (command: 'track', name: string, properties?: Record<string, unknown>): Promise<PublishResult>;
@@ -224,10 +228,13 @@ export class ActionHub {
   /** A web action of this page's customer and session, with one method per lifecycle state. */
   action(mediaType: 'webchat', options: ActionOptions): WebchatAction;
   action(mediaType: 'contentoffer', options: ActionOptions): ContentOfferAction;
-  identify(userId: string, traits?: Record<string, unknown>): Promise<PublishResult>;
-  signin(userId: string): Promise<PublishResult>;
+  /** The site user id the current browser token carries (its `uid` claim), or null. */
+  readonly tokenUserId: string | null;
+  /** Links this customer to the site's user; `userId` defaults to the token's. */
+  identify(userId?: string | null, traits?: Record<string, unknown>): Promise<PublishResult>;
+  signin(userId?: string | null): Promise<PublishResult>;
   signout(): Promise<PublishResult>;
-  userinfo(userId: string): Promise<PublishResult>;
+  userinfo(userId?: string | null): Promise<PublishResult>;
   /** A page view; url, title and referrer default to this page's. */
   page(details?: PageDetails): Promise<PublishResult>;
   track(name: string, properties?: Record<string, unknown>): Promise<PublishResult>;

@@ -21,9 +21,10 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::error::{ErrorCode, HubError};
-use crate::ids::{CustomerId, SessionId};
+use crate::ids::{CustomerId, SessionId, UserId};
 use crate::ingest::event::Event;
 use crate::ingest::topic::Filter;
+use crate::ingest::validate::is_user_id;
 
 /// Shortest JWT secret accepted, in bytes: HS256 wants a key at least as long as its hash.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -342,6 +343,9 @@ pub struct TokenGrant {
     pub customer: CustomerId,
     /// When present, publishes must carry this session.
     pub session: Option<SessionId>,
+    /// The site's user id the token vouches for (claim `uid`): the only one its
+    /// connection may link the customer to. None: it may link none.
+    pub user: Option<UserId>,
     /// Seconds since the Unix epoch, leeway included: the token is good until then.
     pub expires_at: u64,
 }
@@ -361,6 +365,15 @@ fn forbidden(message: impl Into<String>) -> HubError {
     HubError::new(ErrorCode::Forbidden, message)
 }
 
+/// A `forbidden` refusal naming the event field at fault in `details.field`, as
+/// `invalid_event` refusals do.
+fn forbidden_field(field: &str, message: impl Into<String>) -> HubError {
+    HubError {
+        details: Some(json!({ "field": field })),
+        ..forbidden(message)
+    }
+}
+
 impl Principal {
     /// The `scope` object of the `connected` frame.
     pub fn scope_json(&self) -> Value {
@@ -376,6 +389,9 @@ impl Principal {
                 });
                 if let Some(session) = grant.session {
                     scope["sessionId"] = session.to_string().into();
+                }
+                if let Some(user) = &grant.user {
+                    scope["userId"] = user.as_str().into();
                 }
                 scope
             }
@@ -422,7 +438,10 @@ impl Principal {
     }
 
     /// Checks that the principal may publish `event`: the `publish` scope, and for a
-    /// token, the token's customer and (when the token names one) session.
+    /// token, the token's customer and (when the token names one) session, and that it
+    /// claims no identity the token does not vouch for: a `userId` only when it is the
+    /// token's `uid`, and no `channels` at all (a browser could otherwise join any
+    /// visitor's profile by naming their user or channel id; servers link those with a key).
     pub fn check_publish(&self, event: &Event) -> Result<(), HubError> {
         self.require(Scope::Publish)?;
         let Principal::Token(grant) = self else {
@@ -439,6 +458,31 @@ impl Principal {
                     "this browser token is bound to one session; events must carry its sessionId",
                 ));
             }
+        }
+        let Event::Visitor(visitor) = event else {
+            return Ok(());
+        };
+        if let Some(user) = &visitor.user_id {
+            match &grant.user {
+                Some(uid) if uid == user => {}
+                Some(_) => {
+                    return Err(forbidden_field(
+                        "userId",
+                        "`userId` must be the user id this browser token carries (claim `uid`)",
+                    ))
+                }
+                None => return Err(forbidden_field(
+                    "userId",
+                    "this browser token carries no user id (claim `uid`), so it cannot link one; \
+                         mint the token with \"userId\" or link the user from the server",
+                )),
+            }
+        }
+        if visitor.channels.is_some() {
+            return Err(forbidden_field(
+                "channels",
+                "a browser token cannot claim channel identities; link them from the server",
+            ));
         }
         Ok(())
     }
@@ -460,6 +504,9 @@ struct Claims {
     nbf: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
+    /// The site's user id the token vouches for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
 }
@@ -578,9 +625,19 @@ impl Auth {
             .map(|sid| SessionId::parse(&sid))
             .transpose()
             .map_err(|_| AuthError::BadToken("`sid` must be a sessionId (UUIDv4)"))?;
+        let user = claims
+            .uid
+            .map(|uid| match is_user_id(&uid) {
+                true => Ok(UserId::from(uid)),
+                false => Err(AuthError::BadToken(
+                    "`uid` must be a userId of 1 to 256 characters",
+                )),
+            })
+            .transpose()?;
         Ok(Principal::Token(TokenGrant {
             customer,
             session,
+            user,
             expires_at: claims.exp.saturating_add(self.leeway),
         }))
     }
@@ -615,12 +672,13 @@ impl Auth {
         &self.origins
     }
 
-    /// Mints a token for `customer` (and `session`), valid for `ttl_secs` from now.
-    /// Returns the token and its expiry (seconds since the Unix epoch).
+    /// Mints a token for `customer` (and `session`, and the site's `user`), valid for
+    /// `ttl_secs` from now. Returns the token and its expiry (seconds since the Unix epoch).
     pub fn mint(
         &self,
         customer: CustomerId,
         session: Option<SessionId>,
+        user: Option<&UserId>,
         ttl_secs: u64,
     ) -> Result<(String, u64), AuthError> {
         let key = self.encoding.as_ref().ok_or(AuthError::NoSecrets)?;
@@ -630,6 +688,7 @@ impl Auth {
             exp: now + ttl_secs,
             nbf: None,
             sid: session.map(|s| s.to_string()),
+            uid: user.map(|u| u.as_str().to_owned()),
             iat: Some(now),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
@@ -722,7 +781,7 @@ mod tests {
             let principal = auth.token(&token).unwrap();
             assert_eq!(principal.token().unwrap().customer, customer);
         }
-        let (minted, _) = auth.mint(customer, None, 60).unwrap();
+        let (minted, _) = auth.mint(customer, None, None, 60).unwrap();
         let only_a = super::tests::auth("", SECRET_A);
         assert!(only_a.token(&minted).is_ok());
         let only_b = super::tests::auth("", SECRET_B);
@@ -796,6 +855,7 @@ mod tests {
         let token = Principal::Token(TokenGrant {
             customer: mine,
             session: None,
+            user: None,
             expires_at: 0,
         });
         let mut filter = Filter::default();
@@ -819,5 +879,63 @@ mod tests {
                 .code,
             ErrorCode::Forbidden
         );
+    }
+
+    #[test]
+    fn a_token_links_only_the_user_id_it_carries_and_no_channels() {
+        let customer = CustomerId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+        let session = uuid::Uuid::new_v4();
+        let token = |user: Option<&str>| {
+            Principal::Token(TokenGrant {
+                customer,
+                session: None,
+                user: user.map(UserId::from),
+                expires_at: 0,
+            })
+        };
+        let event = |fields: &str| {
+            let text = format!(r#"{{"customerId":"{customer}","sessionId":"{session}",{fields}}}"#);
+            Event::from_text(&text).unwrap()
+        };
+        let refused_field = |principal: &Principal, event: &Event| {
+            let e = principal.check_publish(event).unwrap_err();
+            assert_eq!(e.code, ErrorCode::Forbidden, "{e:?}");
+            e.details.unwrap()["field"].as_str().unwrap().to_owned()
+        };
+        let alice = token(Some("alice"));
+        for kind in ["identify", "signin", "userinfo"] {
+            let own = event(&format!(r#""type":"{kind}","userId":"alice""#));
+            let other = event(&format!(r#""type":"{kind}","userId":"bob""#));
+            assert_eq!(alice.check_publish(&own), Ok(()), "{kind}");
+            assert_eq!(refused_field(&alice, &other), "userId", "{kind}");
+            assert_eq!(refused_field(&token(None), &own), "userId", "{kind}");
+            assert_eq!(Principal::Open.check_publish(&other), Ok(()), "{kind}");
+        }
+        let channels = event(r#""type":"identify","userId":"alice","channels":{"whatsapp":"1"}"#);
+        assert_eq!(refused_field(&alice, &channels), "channels");
+        let page = event(r#""type":"page","page":{"url":"https://example.com/"}"#);
+        assert_eq!(token(None).check_publish(&page), Ok(()));
+        let signout = event(r#""type":"signout""#);
+        assert_eq!(token(None).check_publish(&signout), Ok(()));
+    }
+
+    #[test]
+    fn a_minted_token_carries_its_user_id() {
+        let auth = auth("", SECRET_A);
+        let customer = CustomerId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
+        let user = UserId::from("user-7");
+        let (minted, _) = auth.mint(customer, None, Some(&user), 60).unwrap();
+        let Principal::Token(grant) = auth.token(&minted).unwrap() else {
+            panic!("a token grants a token principal");
+        };
+        assert_eq!(grant.user, Some(user));
+        let now = now_secs();
+        for uid in [String::new(), "x".repeat(257)] {
+            let token = sign(
+                SECRET_A,
+                json!({"sub": customer.to_string(), "exp": now + 60, "uid": uid}),
+            );
+            assert!(matches!(auth.token(&token), Err(AuthError::BadToken(_))));
+        }
     }
 }

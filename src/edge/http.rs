@@ -39,9 +39,10 @@ use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::selects;
 use crate::hub::retention::Record;
 use crate::hub::Hub;
-use crate::ids::{ActionId, CustomerId, Seq, SessionId};
-use crate::ingest::event::Event;
+use crate::ids::{ActionId, CustomerId, Seq, SessionId, UserId};
+use crate::ingest::event::{Event, MAX_USER_ID_CHARS};
 use crate::ingest::topic::{Filter, TopicSet};
+use crate::ingest::validate::is_user_id;
 use crate::metrics::Limit;
 
 /// Default and largest page of a list.
@@ -82,6 +83,7 @@ pub fn router(ctx: App) -> Router {
     let router = Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/events", post(post_events).get(get_events))
+        .route("/v1/events/stream", get(crate::edge::stream::get_stream))
         .route("/v1/tokens", post(post_tokens))
         .route("/v1/actions/{action_id}", get(get_action))
         .route("/v1/customers/{customer_id}", get(get_customer))
@@ -262,25 +264,35 @@ async fn post_events(
     Ok(Json(json!({ "results": results })))
 }
 
-/// `POST /v1/tokens`: mints a browser token for a customer (and session).
+/// `POST /v1/tokens`: mints a browser token for a customer (and session, and the site's
+/// user id the page may link the customer to).
 async fn post_tokens(
     State(ctx): State<App>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
+    const FIELDS: &str = "customerId, sessionId, userId, ttlSeconds";
     let Value::Object(mut fields) = json_body(&ctx.hub, body)? else {
-        return Err(HubError::bad_request(
-            "body must be an object {\"customerId\", \"sessionId\"?, \"ttlSeconds\"?}",
-        ));
+        return Err(HubError::bad_request(format!(
+            "body must be an object of {FIELDS}"
+        )));
     };
-    let mut id_field = |name: &str| match fields.remove(name) {
+    let mut text_field = |name: &str| match fields.remove(name) {
         None | Some(Value::Null) => None,
         Some(value) => Some(value.as_str().map(str::to_owned).unwrap_or_default()),
     };
-    let customer =
-        id_field("customerId").ok_or_else(|| HubError::bad_request("`customerId` is required"))?;
+    let customer = text_field("customerId")
+        .ok_or_else(|| HubError::bad_request("`customerId` is required"))?;
     let customer = parse_body_id(&customer, "customerId", CustomerId::parse)?;
-    let session = id_field("sessionId")
+    let session = text_field("sessionId")
         .map(|s| parse_body_id(&s, "sessionId", SessionId::parse))
+        .transpose()?;
+    let user = text_field("userId")
+        .map(|u| match is_user_id(&u) {
+            true => Ok(UserId::from(u)),
+            false => Err(HubError::bad_request(format!(
+                "`userId` must be a string of 1 to {MAX_USER_ID_CHARS} characters"
+            ))),
+        })
         .transpose()?;
     let ttl = match fields.remove("ttlSeconds") {
         None | Some(Value::Null) => DEFAULT_TOKEN_TTL_SECS,
@@ -295,12 +307,12 @@ async fn post_tokens(
     };
     if let Some(unknown) = fields.keys().next() {
         return Err(HubError::bad_request(format!(
-            "unknown field {unknown:?}; the body takes customerId, sessionId, ttlSeconds"
+            "unknown field {unknown:?}; the body takes {FIELDS}"
         )));
     }
     let (token, expires_at) = ctx
         .auth
-        .mint(customer, session, ttl)
+        .mint(customer, session, user.as_ref(), ttl)
         .map_err(|e| HubError::new(ErrorCode::Unavailable, e.to_string()))?;
     Ok(Json(
         json!({ "token": token, "expiresAt": rfc3339(expires_at) }),

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod http;
 pub mod limits;
 pub mod outbox;
+pub mod stream;
 pub mod views;
 pub mod visitors;
 pub mod ws;

@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
 use crate::edge::outbox::{Outbox, Refused};
 use crate::error::HubError;
@@ -56,6 +58,9 @@ struct Sub {
 
 struct Conn {
     outbox: Arc<Outbox>,
+    /// The one customer a browser token's connection acts for: it is sent the frames
+    /// [`Record::frame_for`] makes for it, which name no other customer.
+    viewer: Option<CustomerId>,
     /// The write round that last listed this connection's outbox (see [`Written`]).
     listed_in: u64,
     /// The last seq queued to this connection: one event goes to a connection once,
@@ -112,6 +117,9 @@ pub struct Fanout {
     index: Mutex<Index>,
     /// The newest seq delivered (queued to every matching connection).
     watermark: AtomicU64,
+    /// Woken after each pass, for readers that follow the history rather than being
+    /// filed here (the HTTP event stream).
+    passes: Notify,
     pub stats: FanoutStats,
 }
 
@@ -128,12 +136,19 @@ impl Fanout {
         Fanout {
             index: Mutex::new(Index::default()),
             watermark: AtomicU64::new(start.0),
+            passes: Notify::new(),
             stats,
         }
     }
 
     pub fn watermark(&self) -> Seq {
         Seq(self.watermark.load(Ordering::Acquire))
+    }
+
+    /// Completes after the next pass has been delivered (the watermark moved). Create it
+    /// before reading the watermark: it is woken by any pass after its creation.
+    pub fn delivered(&self) -> Notified<'_> {
+        self.passes.notified()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -144,11 +159,13 @@ impl Fanout {
         self.index.lock().subs.len()
     }
 
-    pub fn add_connection(&self, conn: ConnId, outbox: Arc<Outbox>) {
+    /// Files a connection; `viewer` is the customer a browser token confines it to.
+    pub fn add_connection(&self, conn: ConnId, outbox: Arc<Outbox>, viewer: Option<CustomerId>) {
         self.index.lock().conns.insert(
             conn,
             Conn {
                 outbox,
+                viewer,
                 listed_in: 0,
                 last_seq: Seq(0),
                 subs: HashMap::new(),
@@ -275,7 +292,14 @@ impl Fanout {
                     continue;
                 }
                 conn.last_seq = record.seq;
-                match conn.outbox.push(record.frame.wire().clone()) {
+                let pushed = match conn.viewer {
+                    None => conn.outbox.push(record.frame.wire().clone()),
+                    Some(_) => match record.frame_for(conn.viewer) {
+                        Some(frame) => conn.outbox.push(frame.wire().clone()),
+                        None => continue,
+                    },
+                };
+                match pushed {
                     Ok(()) => {
                         delivered += 1;
                         if once {
@@ -303,6 +327,7 @@ impl Fanout {
         }
         self.watermark.store(last.seq.0, Ordering::Release);
         drop(index);
+        self.passes.notify_waiters();
         self.stats.deliveries.inc_by(delivered);
     }
 }

@@ -378,6 +378,13 @@ impl Hub {
 
     /// Names this history of seqs; kept in the data directory, new only when history is
     /// lost.
+    /// Whether a subscriber that last saw `since` in `epoch` can be sent every event after
+    /// it (same history, all of it still retained, not beyond the latest seq): the one
+    /// rule of a WebSocket `since` and of the HTTP stream's resume.
+    pub fn can_resume(&self, since: Seq, epoch: &str) -> bool {
+        epoch == self.epoch() && self.with_history(|h| h.covers(since))
+    }
+
     pub fn epoch(&self) -> &str {
         &self.epoch
     }

@@ -62,6 +62,19 @@ impl Record {
             frame: WireFrame::text(&json),
         })
     }
+    /// The frame a connection gets for this record: the shared bytes, except that a
+    /// connection confined to one customer (`viewer`, a browser token's) gets a
+    /// `visitor:merged` event in a copy that names no other customer (see
+    /// [`wire::confined_to`]). None: nothing may be sent (a frame that does not read back,
+    /// which the hub never writes).
+    pub fn frame_for(&self, viewer: Option<CustomerId>) -> Option<WireFrame> {
+        match viewer {
+            Some(viewer) if self.keys.other_customers.is_some() && !self.is_erased() => {
+                wire::confined_to(self.frame.as_str(), viewer).map(|json| WireFrame::text(&json))
+            }
+            _ => Some(self.frame.clone()),
+        }
+    }
 }
 
 /// What an anonymization or an erasure does to what was recorded before it: the one

@@ -476,6 +476,11 @@ fn optional_object(slot: Slot<'_>, field: &str) -> Result<Option<Map<String, Val
 }
 
 /// Whether a text field is non-empty and at most `max` characters.
+/// Whether `text` may be a `userId` (what a browser token's `uid` claim is held to too).
+pub fn is_user_id(text: &str) -> bool {
+    text_fits(text, MAX_USER_ID_CHARS)
+}
+
 fn text_fits(text: &str, max: usize) -> bool {
     !text.is_empty() && text.chars().count() <= max
 }

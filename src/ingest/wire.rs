@@ -261,6 +261,22 @@ fn serialize_published<M: SerializeMap>(map: &mut M, p: &Published) -> Result<()
     map.serialize_entry("timestamp", &format_millis(p.timestamp))
 }
 
+/// A `visitor:merged` frame as a browser confined to `viewer` may see it: the profile's
+/// other customers are other browsers' cookie ids, so the copy names only the viewer
+/// (`customerId` and `mergedCustomerIds` are the viewer, `visitorId` goes unless it is the
+/// viewer's own). None when it is not an event frame.
+pub fn confined_to(frame: &str, viewer: CustomerId) -> Option<String> {
+    let mut frame = serde_json::from_str::<Value>(frame).ok()?;
+    let event = frame.get_mut("event").and_then(Value::as_object_mut)?;
+    let viewer_id = Value::from(viewer.to_string());
+    if event.get("visitorId") != Some(&viewer_id) {
+        event.remove("visitorId");
+    }
+    event.insert("customerId".into(), viewer_id.clone());
+    event.insert("mergedCustomerIds".into(), Value::Array(vec![viewer_id]));
+    Some(frame.to_string())
+}
+
 /// Why a stored event frame could not be read back (the log or a snapshot is damaged, or
 /// was written by a release whose events this one does not understand).
 #[derive(Debug, thiserror::Error)]

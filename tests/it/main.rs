@@ -25,5 +25,6 @@ mod privacy;
 mod replay;
 mod restart;
 mod security;
+mod stream;
 mod visitors;
 mod ws_protocol;

@@ -601,6 +601,169 @@ async fn a_token_publishes_only_its_customer_and_session() {
     assert_eq!(b_action["actionState"], json!("offered"), "{b_action}");
 }
 
+/// A token for `customer` that vouches for the site's user `uid`.
+fn token_with_user(customer: &str, uid: &str) -> String {
+    sign(
+        SECRET_1,
+        json!({"sub": customer, "uid": uid, "exp": unix_now() + 600}),
+    )
+}
+
+/// The customers of the visitor profile of `user` (a reader's view).
+async fn customers_of_user(hub: &Hub, user: &str) -> Value {
+    let (status, view) = hub
+        .http_with(&[("x-api-key", READER)])
+        .get(&format!("/v1/visitors/user:{user}"))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    view["customers"].clone()
+}
+
+#[tokio::test]
+async fn a_token_links_only_the_user_id_it_carries() {
+    let hub = secure_hub().await;
+    let c = two_customers(&hub).await;
+    let b_customers = customers_of_user(&hub, "user-b").await;
+    // Without `uid`, a token links no user at all: not B's, not a new one.
+    let mut plain = token_client(&hub, &c.a.customer_id).await;
+    for kind in ["identify", "signin", "userinfo"] {
+        plain
+            .publish_refused(c.a.event(kind, "user-b"), "forbidden", Some("userId"))
+            .await;
+        plain
+            .publish_refused(c.a.event(kind, "user-a"), "forbidden", Some("userId"))
+            .await;
+    }
+    // With `uid`, only that user, and never channels.
+    let mut vouched = hub
+        .client_with(json!({"token": token_with_user(&c.a.customer_id, "user-a")}))
+        .await;
+    assert_eq!(vouched.connected["scope"]["userId"], json!("user-a"));
+    for kind in ["identify", "signin", "userinfo"] {
+        vouched
+            .publish_refused(c.a.event(kind, "user-b"), "forbidden", Some("userId"))
+            .await;
+    }
+    let with_channels =
+        c.a.event("identify", "user-a")
+            .with("channels", json!({"whatsapp": "10435685475"}));
+    vouched
+        .publish_refused(with_channels, "forbidden", Some("channels"))
+        .await;
+    vouched.publish_ok(c.a.event("identify", "user-a")).await;
+    // B's profile is exactly as it was; A's is its own.
+    assert_eq!(customers_of_user(&hub, "user-b").await, b_customers);
+    assert_eq!(
+        customers_of_user(&hub, "user-a").await,
+        json!([c.a.customer_id])
+    );
+    // A server with a key keeps full power.
+    let mut server = key_client(&hub, PUBLISHER).await;
+    server.publish_ok(c.a.event("identify", "user-b")).await;
+}
+
+#[tokio::test]
+async fn a_minted_token_carries_the_user_id_asked_for() {
+    let hub = secure_hub().await;
+    let http = hub.http_with(&[("x-api-key", PUBLISHER)]);
+    let customer = uuid();
+    for bad in [json!(""), json!(7), json!("x".repeat(257))] {
+        let answer = http
+            .post(
+                "/v1/tokens",
+                &json!({"customerId": customer, "userId": bad}),
+            )
+            .await;
+        assert_http_error(&answer, 400, "bad_request");
+    }
+    let (status, minted) = http
+        .post(
+            "/v1/tokens",
+            &json!({"customerId": customer, "userId": "user-7"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{minted}");
+    let token = minted["token"].as_str().expect("token");
+    let claims = jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_secret(SECRET_1.as_bytes()),
+        &Validation::new(Algorithm::HS256),
+    )
+    .expect("a JWT signed with the first secret")
+    .claims;
+    assert_eq!(claims["uid"], json!("user-7"));
+    let visitor = Visitor {
+        customer_id: customer,
+        session_id: uuid(),
+    };
+    let mut browser = hub.client_with(json!({"token": token})).await;
+    browser.publish_ok(visitor.event("signin", "user-7")).await;
+    browser
+        .publish_refused(
+            visitor.event("identify", "user-8"),
+            "forbidden",
+            Some("userId"),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn a_token_never_learns_the_other_customers_of_a_merged_profile() {
+    let hub = secure_hub().await;
+    let c = two_customers(&hub).await;
+    let mut a = token_client(&hub, &c.a.customer_id).await;
+    let epoch = a.epoch();
+    a.subscribe_to("live", &["visitor:merged"], None).await;
+    let mut server = key_client(&hub, BOTH).await;
+    server
+        .subscribe_to("server", &["visitor:merged"], None)
+        .await;
+    // The site links A to B's user from its server: both customers are one profile now.
+    let identify = server.publish_ok(c.a.event("identify", "user-b")).await;
+    let full = server.next_event().await;
+    let seq = identify + 1;
+    assert_event(&full, seq, "visitor:merged");
+    let mut merged: Vec<String> = full["event"]["mergedCustomerIds"]
+        .as_array()
+        .expect("mergedCustomerIds")
+        .iter()
+        .map(|c| c.as_str().expect("an id").to_owned())
+        .collect();
+    merged.sort();
+    let mut both = vec![c.a.customer_id.clone(), c.b.customer_id.clone()];
+    both.sort();
+    assert_eq!(merged, both, "the server sees the whole profile: {full}");
+    // A hears of it, live and replayed, without B's cookie id anywhere in the frame.
+    let live = a.next_event().await;
+    let replayed = {
+        a.subscribe(
+            json!("replay"),
+            json!({"topics": ["visitor:merged"], "since": 0, "epoch": epoch}),
+        )
+        .await;
+        a.next_event().await
+    };
+    for frame in [live, replayed] {
+        assert_event(&frame, seq, "visitor:merged");
+        assert_eq!(
+            frame["event"]["customerId"],
+            json!(c.a.customer_id),
+            "{frame}"
+        );
+        assert_eq!(
+            frame["event"]["mergedCustomerIds"],
+            json!([c.a.customer_id]),
+            "{frame}"
+        );
+        assert_eq!(frame["event"]["userId"], json!("user-b"), "{frame}");
+        assert!(
+            !frame.to_string().contains(&c.b.customer_id),
+            "B's customer id reached A's browser: {frame}"
+        );
+    }
+    a.expect_no_frame().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Token lifetime
 

@@ -109,14 +109,24 @@ function norm(v) {
   return typeof v === 'string' ? v.toLowerCase() : v;
 }
 
-function jwtExpiry(token) {
+// The claims of a JWT, read without verifying it (the hub verifies); {} when unreadable.
+function jwtClaims(token) {
   try {
     const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    const exp = JSON.parse(atob(part)).exp;
-    return typeof exp === 'number' ? exp * 1000 : Infinity;
+    const claims = JSON.parse(atob(part));
+    return claims && typeof claims === 'object' ? claims : {};
   } catch {
-    return Infinity;
+    return {};
   }
+}
+
+function jwtExpiry(token) {
+  const exp = jwtClaims(token).exp;
+  return typeof exp === 'number' ? exp * 1000 : Infinity;
+}
+
+function tokenAnswer(t) {
+  return t && typeof t === 'object' ? t.token : t;
 }
 
 function pageDetails() {
@@ -134,12 +144,15 @@ export class ActionHub {
     this.options = options;
     this.url = wsUrl(options.url);
     this._token = options.token || null;
+    this._tokenFetch = null; // the token fetch in flight, if any
+    this._connToken = null; // the token the live connection uses
     this._store = options.storage || (hasWindow ? sessionStore() : memoryStore());
     this._groups = new Map(); // key -> group: {key, patterns, where, sub, handlers: []}
     this._subs = new Map(); // server sub id -> group
     this._local = new Map(); // local event name -> Set of callbacks
     this._pending = new Map(); // frame id -> {resolve, reject, frame, publish}
-    this._queue = []; // publish entries waiting for a connection
+    this._queue = []; // publish entries waiting for a connection (or for a user's token)
+    this._holding = 0; // user tokens being fetched: publishes queue behind them, in order
     this._seen = new Set();
     this._users = new Map(); // customerId -> userId, learned from events, for `where.userId`
     this._nextId = 1;
@@ -167,6 +180,7 @@ export class ActionHub {
       this._cursor = null;
     }
 
+    this._tokenUser = this.tokenUserId; // the user a fetched token is asked for
     this._ready = new Promise((resolve) => (this._resolveReady = resolve));
     if (hasWindow && window.addEventListener) {
       this._online = () => this._ws || this._reconnectNow();
@@ -293,7 +307,7 @@ export class ActionHub {
     if (!ev.eventId) ev.eventId = uuid(); // makes retries after a lost connection safe
     return new Promise((resolve, reject) => {
       const entry = { frame: { op: 'publish', event: ev }, resolve, reject };
-      if (this._live) return this._sendEntry(entry);
+      if (this._live && !this._holding) return this._sendEntry(entry);
       const max = this.options.maxQueue ?? 100;
       if (this._queue.length >= max) {
         return reject(new ActionHubError('queue_full', `the offline publish queue holds at most ${max} events`));
@@ -341,14 +355,81 @@ export class ActionHub {
     return this.publish(this._base({ type, ...fields }));
   }
 
+  /** The site user id the current browser token vouches for (its `uid` claim), or null. */
+  get tokenUserId() {
+    const uid = this._token ? jwtClaims(this._token).uid : undefined;
+    return typeof uid === 'string' ? uid : null;
+  }
+
+  // identify, signin and userinfo link this customer to a user. A token connection may
+  // link only its token's `uid` (the hub refuses any other with `forbidden`), so a userId
+  // left out means the token's, and one the token does not carry is first asked of
+  // `getToken(customerId, {userId})` and swapped in (`refresh`) before the event leaves;
+  // publishes made meanwhile wait behind it, so the order the page called them in holds.
+  _link(type, userId, fields) {
+    if (userId === undefined || userId === null) userId = this.tokenUserId;
+    if (this.options.getToken && userId !== this.tokenUserId) {
+      this._hold(this._fetchToken(userId).then(() => this._awaitToken()));
+    }
+    return this._visitor(type, { userId, ...fields });
+  }
+
+  // Publishes wait (queued, in order) until `work` settles, then go out with its outcome
+  // in force; a failure is reported, and the events still go (the hub answers them).
+  _hold(work) {
+    this._holding++;
+    work
+      .then(() => this._refreshToken())
+      .catch((e) => this._emitError(e instanceof ActionHubError ? e : new ActionHubError('unavailable', String(e && e.message ? e.message : e))))
+      .finally(() => {
+        this._holding--;
+        if (this._live && !this._holding) this._sendQueued();
+      });
+  }
+
+  // One token fetch at a time is current: a later one supersedes an earlier (whose answer
+  // is dropped), so the token in force is always the one last asked for.
+  _fetchToken(userId) {
+    const fetch = Promise.resolve()
+      .then(() => this.options.getToken(this.customerId, userId ? { userId } : {}))
+      .then(
+        (t) => {
+          if (this._tokenFetch !== fetch) return;
+          this._tokenFetch = null;
+          this._token = tokenAnswer(t) || null;
+          this._tokenUser = userId || null;
+        },
+        (e) => {
+          if (this._tokenFetch === fetch) this._tokenFetch = null;
+          throw e;
+        },
+      );
+    this._tokenFetch = fetch;
+    return fetch;
+  }
+
+  /** Resolves once no token fetch is in flight (an error of a superseded one is not ours). */
+  async _awaitToken() {
+    while (this._tokenFetch) await this._tokenFetch.catch(() => {});
+  }
+
+  /** Swaps the live connection's token for the current one when they differ. */
+  async _refreshToken() {
+    if (!this._live || !this._token || this._connToken === this._token) return;
+    const token = this._token;
+    await this._request({ op: 'refresh', token });
+    this._connToken = token;
+  }
+
+  /** Links this customer to the site's user (default: the token's `uid`). */
   identify(userId, traits) {
-    return this._visitor('identify', traits ? { userId, traits } : { userId });
+    return this._link('identify', userId, traits ? { traits } : {});
   }
 
   /** Signs in: a new session starts (the old sessionId is never reused). */
   signin(userId) {
     this._setSession(uuid());
-    return this._visitor('signin', { userId });
+    return this._link('signin', userId, {});
   }
 
   /** Signs out: ends this session; the next event starts a fresh one. */
@@ -359,7 +440,7 @@ export class ActionHub {
   }
 
   userinfo(userId) {
-    return this._visitor('userinfo', { userId });
+    return this._link('userinfo', userId, {});
   }
 
   page(details) {
@@ -422,9 +503,12 @@ export class ActionHub {
     const o = this.options;
     let ws;
     try {
-      if (o.getToken && (!this._token || jwtExpiry(this._token) - Date.now() < TOKEN_MARGIN_MS)) {
-        const t = await o.getToken(this.customerId);
-        this._token = t && typeof t === 'object' ? t.token : t;
+      if (o.getToken && !this._tokenFetch && (!this._token || jwtExpiry(this._token) - Date.now() < TOKEN_MARGIN_MS)) {
+        this._fetchToken(this._tokenUser);
+      }
+      if (this._tokenFetch) {
+        await this._tokenFetch;
+        await this._awaitToken();
       }
       if (this._closed || this._ws) return;
       const WS = o.WebSocket || globalThis.WebSocket;
@@ -440,6 +524,7 @@ export class ActionHub {
       const frame = { op: 'connect', client: { name: 'actionhub-js', version: VERSION } };
       if (this._token) frame.token = this._token;
       else if (o.apiKey) frame.apiKey = o.apiKey;
+      this._connToken = this._token;
       this._request(frame, ws).then((reply) => {
         clearTimeout(timer);
         this._onConnected(reply);
@@ -465,9 +550,9 @@ export class ActionHub {
     this.epoch = reply.epoch;
     this.scope = reply.scope;
     for (const g of this._groups.values()) this._subscribe(g);
-    const queued = this._queue;
-    this._queue = [];
-    for (const e of queued) this._sendEntry(e);
+    // A user's token that arrived while connecting is swapped in before the queue leaves.
+    if (this._token !== this._connToken) this._hold(Promise.resolve());
+    else if (!this._holding) this._sendQueued();
     this._resolveReady();
     for (const w of this._waiters.splice(0)) w();
     this._emitLocal('connected', { connId: reply.connId, epoch: reply.epoch, seq: reply.seq });
@@ -526,6 +611,12 @@ export class ActionHub {
       this._pending.set(id, { resolve, reject });
       this._send({ ...frame, id }, ws);
     });
+  }
+
+  _sendQueued() {
+    const queued = this._queue;
+    this._queue = [];
+    for (const e of queued) this._sendEntry(e);
   }
 
   _sendEntry(entry) {

@@ -298,6 +298,60 @@ test('credentials: apiKey and getToken go in connect; getToken is asked again af
   assert.equal(tframes.filter((f) => f.op === 'connect')[1].token, 'tok-2');
 });
 
+test("a token links only its own user: signin with another user fetches that user's token first", async () => {
+  const secret = 'sdk-test-secret-0123456789abcdef0123456789';
+  const key = 'sdk-test-key';
+  const secured = await startHub({ args: ['--api-keys', `${key}=publish+subscribe`, '--jwt-secrets', secret] });
+  try {
+    const asked = [];
+    // The site's backend: mints a token for the customer (and the user its login vouches for).
+    const getToken = async (customerId, want = {}) => {
+      asked.push(want.userId ?? null);
+      const r = await fetch(`${secured.http}/v1/tokens`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': key },
+        body: JSON.stringify({ customerId, ...(want.userId ? { userId: want.userId } : {}) }),
+      });
+      assert.equal(r.status, 200);
+      return r.json();
+    };
+    const frames = [];
+    const c = new ActionHub({ url: secured.ws, backoff: { min: 50, max: 400 }, getToken, WebSocket: recordingSocket(frames) });
+    clients.push(c);
+    await c.ready();
+    assert.equal(c.tokenUserId, null);
+    // Called back to back: the signin waits for its user's token, the page view waits for
+    // the signin, and the hub takes both.
+    const signedIn = c.signin('user-9');
+    const viewed = c.page({ url: 'https://shop.example/after' });
+    const [signin, page] = await Promise.all([signedIn, viewed]);
+    assert.ok(page.seq > signin.seq, 'the page view left after the signin');
+    assert.deepEqual(asked, [null, 'user-9']);
+    assert.equal(c.tokenUserId, 'user-9');
+    assert.ok(frames.some((f) => f.op === 'refresh'), 'the live connection swapped its token');
+    // A userId left out is the token's.
+    await c.identify(undefined, { plan: 'gold' });
+    const r = await fetch(`${secured.http}/v1/customers/${c.customerId}`, { headers: { 'x-api-key': key } });
+    const view = await r.json();
+    assert.equal(view.identity.state, 'authenticated');
+    assert.equal(view.identity.userId, 'user-9');
+
+    // Without getToken, a token that does not carry the user is refused by the hub.
+    const minted = await getToken(uuid());
+    const plain = new ActionHub({ url: secured.ws, backoff: { min: 50, max: 400 }, token: minted.token, customerId: jwtSub(minted.token) });
+    clients.push(plain);
+    plain.on('error', () => {});
+    await plain.ready();
+    await assert.rejects(plain.identify('user-9'), (e) => e instanceof ActionHubError && e.code === 'forbidden' && e.details?.field === 'userId');
+  } finally {
+    await secured.dispose();
+  }
+});
+
+function jwtSub(token) {
+  return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub;
+}
+
 test('reconnects back off exponentially with jitter, up to the ceiling', async () => {
   const times = [];
   class Refused {

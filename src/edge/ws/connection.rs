@@ -125,7 +125,11 @@ pub(super) async fn serve(
     );
     // Queued before the fan-out knows the connection, so it is the first frame.
     let _ = outbox.send([WireFrame::text(&connected).wire().clone()]);
-    hub.fanout().add_connection(id, outbox.clone());
+    hub.fanout().add_connection(
+        id,
+        outbox.clone(),
+        principal.token().map(|grant| grant.customer),
+    );
     let mut conn = Connection {
         hub: hub.clone(),
         id,
@@ -571,7 +575,7 @@ impl Connection {
         let recovered = req
             .since
             .as_ref()
-            .map(|(since, epoch)| *epoch == hub.epoch() && hub.with_history(|h| h.covers(*since)));
+            .map(|(since, epoch)| hub.can_resume(*since, epoch));
         let subscribed =
             |start| WireFrame::text(&protocol::subscribed(id, &req.sub, start, recovered));
         if let (Some(true), Some((since, _))) = (recovered, &req.since) {

@@ -157,7 +157,8 @@ fn handshake_accept(headers: &HeaderMap) -> Result<HeaderValue, (StatusCode, &'s
 
 /// A connection refused by a connection limit: 503 when the hub is full, 429 when this
 /// address holds too many; JSON error shape, with `Retry-After`.
-fn refuse_connection(hub: &Hub, limit: Limit) -> Response {
+/// An HTTP event stream is refused alike.
+pub(crate) fn refuse_connection(hub: &Hub, limit: Limit) -> Response {
     hub.metrics().limit_hit(limit);
     let error = match limit {
         Limit::ConnectionsPerIp => HubError::new(

@@ -106,6 +106,7 @@ impl Connection {
             return self.write(next);
         }
         let (topics, filter) = (replay.req.topics, replay.req.filter.clone());
+        let viewer = self.principal.token().map(|grant| grant.customer);
         let keep = |r: &Record| selects(topics, &filter, r, hub.state());
         let fell_behind = || {
             Ending::Close(
@@ -129,10 +130,10 @@ impl Connection {
         if replay.req.once && !records.is_empty() {
             hub.fanout().unsubscribe(self.id, &sub);
             self.replays.retain(|r| r.req.sub != sub);
-            return self.write([records[0].frame.clone()]);
+            return self.write(records[0].frame_for(viewer));
         }
         // Queued before the subscription goes live, so before any live event of it.
-        self.write(records.iter().map(|r| r.frame.clone()))?;
+        self.write(records.iter().filter_map(|r| r.frame_for(viewer)))?;
         if !caught_up {
             return Ok(());
         }
@@ -141,7 +142,7 @@ impl Connection {
             hub.with_history(|history| {
                 history.covers(cursor).then(|| {
                     let (tail, _) = history.scan(cursor, watermark, usize::MAX, usize::MAX, keep);
-                    tail.iter().map(|r| r.frame.clone()).collect()
+                    tail.iter().filter_map(|r| r.frame_for(viewer)).collect()
                 })
             })
         });
