@@ -219,7 +219,7 @@ fn serve(
                 // A final snapshot, so the next start replays nothing. Without it the next
                 // start replays the log, which the pipeline has flushed: a warning, not an
                 // unclean stop.
-                if final_hub.latest_seq() > last || last == Seq(0) {
+                if final_hub.latest_seq() > last || last == Seq(0) || final_hub.has_forgotten() {
                     if let Err(e) = snapshot::take_and_prune(&final_hub, &data_dir) {
                         final_hub.metrics().snapshot_failures.inc();
                         warn!(error = %e, "the final snapshot failed; the next start replays the log");

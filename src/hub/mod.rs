@@ -1083,6 +1083,26 @@ impl Hub {
         (at, maps, held.elapsed())
     }
 
+    /// Takes the anonymizations and erasures decided so far, each with the seq it was
+    /// logged after, for the log's compaction (see [`crate::store::snapshot`]). Taken
+    /// before a snapshot begins, every one of them is in that snapshot.
+    pub fn take_forgotten(&self) -> Vec<(Seq, AdminOp)> {
+        std::mem::take(&mut self.sequencer.lock().forgotten)
+    }
+
+    /// Gives back what [`Hub::take_forgotten`] took when the compaction could not be done,
+    /// so the next snapshot tries again.
+    pub fn return_forgotten(&self, mut taken: Vec<(Seq, AdminOp)>) {
+        let mut seq = self.sequencer.lock();
+        taken.append(&mut seq.forgotten);
+        seq.forgotten = taken;
+    }
+
+    /// Whether an anonymization or erasure waits for the log's compaction.
+    pub fn has_forgotten(&self) -> bool {
+        !self.sequencer.lock().forgotten.is_empty()
+    }
+
     /// How often [`Hub::sweep_at`] should run.
     pub fn sweep_interval(&self) -> Duration {
         (self.config.session_idle_timeout / 4)

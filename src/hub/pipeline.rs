@@ -103,6 +103,7 @@ impl Hub {
                                 self.log_status.sync_if_wanted(log, appended)
                             });
                         abandoned = !synced;
+                        self.log_status.compact_if_wanted(log);
                         continue;
                     }
                     Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
@@ -141,6 +142,8 @@ impl Hub {
             abandoned = !self.log_or_wait("syncing the log", log, &mut written, |log| {
                 self.log_status.sync_if_wanted(log, appended)
             });
+            // Between appends, so the rewrite never races one (see `Log::compact`).
+            self.log_status.compact_if_wanted(log);
             self.fanout.deliver(&records, &self.state, &mut written);
             records.clear();
             for done in dones.drain(..) {

@@ -4,12 +4,14 @@
 //! across an unclean restart that skipped reserved seqs), so a record is found by binary
 //! search; a per-customer index of seqs serves customer histories without a scan.
 //! Only the sequencer appends (under its lock); readers take the surrounding `RwLock` for
-//! short, bounded scans and copy out shared records.
+//! short, bounded scans and copy out shared records. What an anonymization or erasure
+//! makes of earlier records ([`Forgetting`]) is decided here for every copy of them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::ids::{CustomerId, Seq};
+use crate::hub::state::AdminOp;
+use crate::ids::{CustomerId, Seq, VisitorId};
 use crate::ingest::event::Millis;
 use crate::ingest::topic::EventKeys;
 use crate::ingest::wire::{self, WireFrame};
@@ -44,24 +46,22 @@ impl Record {
         self.frame.is_empty()
     }
 
-    /// The record with the identity fields removed from its event, when it is a visitor
-    /// or session event that has any (lifecycle events, the action history, stay as they
-    /// are): what anonymizing keeps of a visitor's history.
-    pub fn redact_identity(&self) -> Record {
-        let family = self.keys.topic.as_str().split(':').next().unwrap_or("");
-        let redacted = match family {
-            "visitor" | "session" => wire::without_identity(self.frame.as_str()),
-            _ => None,
-        };
-        Record {
+    /// The record as anonymizing keeps it: its frame rewritten by the one rule
+    /// ([`wire::anonymized`]), its seq, time, filter keys and eventId as they were. None
+    /// when that changes nothing (an erased record, or one anonymized already).
+    pub fn anonymized(&self) -> Option<Record> {
+        if self.is_erased() {
+            return None;
+        }
+        let json = wire::anonymized(self.frame.as_str())?;
+        (json != self.frame.as_str()).then(|| Record {
             seq: self.seq,
             timestamp: self.timestamp,
             keys: self.keys.clone(),
             event_id: self.event_id.clone(),
-            frame: redacted.map_or_else(|| self.frame.clone(), |json| WireFrame::text(&json)),
-        }
+            frame: WireFrame::text(&json),
+        })
     }
-
     /// The frame a connection gets for this record: the shared bytes, except that a
     /// connection confined to one customer (`viewer`, a browser token's) gets a
     /// `visitor:merged` event in a copy that names no other customer (see
@@ -73,6 +73,89 @@ impl Record {
                 wire::confined_to(self.frame.as_str(), viewer).map(|json| WireFrame::text(&json))
             }
             _ => Some(self.frame.clone()),
+        }
+    }
+}
+
+/// What an anonymization or an erasure does to what was recorded before it: the one
+/// description the live history, a restart's rebuilt history and the log's compaction all
+/// follow. Anonymizing rewrites each record about the visitor's customers as
+/// [`Record::anonymized`]; erasing leaves only its seq and time ([`Record::erased`]); both
+/// empty the traits of the visitor's earlier attribute updates.
+#[derive(Clone, Copy, Debug)]
+pub struct Forgetting<'a> {
+    visitor: VisitorId,
+    customers: &'a [CustomerId],
+    erase: bool,
+}
+
+impl<'a> Forgetting<'a> {
+    /// What `op` forgets, when it is an anonymization or an erasure.
+    pub fn of(op: &'a AdminOp) -> Option<Forgetting<'a>> {
+        match op {
+            AdminOp::Anonymize {
+                visitor_id,
+                customer_ids,
+            } => Some(Forgetting {
+                visitor: *visitor_id,
+                customers: customer_ids,
+                erase: false,
+            }),
+            AdminOp::Delete {
+                visitor_id,
+                customer_ids,
+            } => Some(Forgetting {
+                visitor: *visitor_id,
+                customers: customer_ids,
+                erase: true,
+            }),
+            AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } | AdminOp::EvictActions { .. } => {
+                None
+            }
+        }
+    }
+
+    pub fn customers(&self) -> &'a [CustomerId] {
+        self.customers
+    }
+
+    pub fn erases(&self) -> bool {
+        self.erase
+    }
+
+    /// Whether `record` is about one of the visitor's customers.
+    pub fn touches(&self, record: &Record) -> bool {
+        record.keys.customers().any(|c| self.customers.contains(&c))
+    }
+
+    /// What is kept of an earlier `record` of the visitor's, or None when it stays as it
+    /// is (it is about someone else, or was forgotten already).
+    pub fn record(&self, record: &Record) -> Option<Record> {
+        if !self.touches(record) {
+            return None;
+        }
+        match self.erase {
+            true => (!record.is_erased()).then(|| Record::erased(record.seq, record.timestamp)),
+            false => record.anonymized(),
+        }
+    }
+
+    /// What is kept of an earlier logged change, or None when it stays as it is: an
+    /// attribute update of the visitor (by its id, or by any of its customers' ids, which
+    /// it may have had before a merge) keeps its place and loses its traits.
+    pub fn admin(&self, op: &AdminOp) -> Option<AdminOp> {
+        match op {
+            AdminOp::UpdateTraits { visitor_id, traits }
+                if !traits.is_empty()
+                    && (*visitor_id == self.visitor
+                        || self.customers.contains(&visitor_id.first_customer())) =>
+            {
+                Some(AdminOp::UpdateTraits {
+                    visitor_id: *visitor_id,
+                    traits: Default::default(),
+                })
+            }
+            _ => None,
         }
     }
 }

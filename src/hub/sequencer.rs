@@ -20,9 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
-use crate::hub::retention::Record;
+use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::{ActionHead, AdminOp, ProfileFull, SessionInfo, SessionStatus};
-use crate::hub::{Ack, Hub, Pending};
+use crate::hub::{Ack, Hub, Order, Pending};
 use crate::ids::{CustomerId, Seq};
 use crate::ingest::event::{
     Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
@@ -41,6 +41,10 @@ pub(super) struct Sequencer {
     batch: Vec<Arc<Record>>,
     /// `None` once the pipeline is closed: nothing more may be committed.
     pipeline: Option<std_mpsc::Sender<Batch>>,
+    /// The anonymizations and erasures since the log was last compacted, each with the
+    /// seq it was logged after: the snapshot thread takes them (bounded by how many the
+    /// API is asked for in one snapshot interval).
+    pub(super) forgotten: Vec<(Seq, AdminOp)>,
 }
 
 impl Sequencer {
@@ -50,6 +54,7 @@ impl Sequencer {
             dedupe,
             batch: Vec::new(),
             pipeline: Some(pipeline),
+            forgotten: Vec::new(),
         }
     }
 
@@ -343,29 +348,27 @@ impl Txn<'_> {
     /// Anonymizing swaps in the copies redacted beforehand, and redacts here only what
     /// changed since (events that arrived, records another change replaced).
     pub(super) fn forget_in_history(&mut self, op: &AdminOp, redactions: &Redactions) {
-        let retention = &self.hub.retention;
-        match op {
-            AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } | AdminOp::EvictActions { .. } => {
-                // Nothing they change is in the history's frames.
-            }
-            AdminOp::Anonymize { customer_ids, .. } => {
-                retention
-                    .write()
-                    .rewrite_customers(customer_ids, false, |record| {
-                        match redactions.get(&record.seq) {
-                            Some((was, redacted)) if Arc::ptr_eq(was, record) => redacted.clone(),
-                            _ => redact(record),
-                        }
-                    });
-            }
-            AdminOp::Delete { customer_ids, .. } => {
-                retention
-                    .write()
-                    .rewrite_customers(customer_ids, true, |record| {
-                        Some(Arc::new(Record::erased(record.seq, record.timestamp)))
-                    });
-                self.seq.dedupe.forget_customers(customer_ids);
-            }
+        let Some(forgetting) = Forgetting::of(op) else {
+            // Nothing the other changes touch is in the history's frames.
+            return;
+        };
+        let customers = forgetting.customers();
+        self.hub
+            .retention
+            .write()
+            .rewrite_customers(customers, forgetting.erases(), |record| {
+                match redactions.get(&record.seq) {
+                    Some((was, redacted)) if Arc::ptr_eq(was, record) => redacted.clone(),
+                    _ => forgetting.record(record).map(Arc::new),
+                }
+            });
+        if forgetting.erases() {
+            self.seq.dedupe.forget_customers(customers);
+        }
+        // The log on disk still holds what was forgotten: the snapshot thread compacts it
+        // after the next snapshot. A cluster's stream is not this hub's to rewrite.
+        if matches!(self.hub.order, Order::Local) {
+            self.seq.forgotten.push((self.seq.last_seq, op.clone()));
         }
     }
 }
@@ -441,8 +444,7 @@ impl Dedupe {
 /// record as it was, its replacement when redacting changes it).
 pub(super) type Redactions = HashMap<Seq, (Arc<Record>, Option<Arc<Record>>)>;
 
-/// A record without the identity fields, or `None` when it holds none.
+/// A record as anonymizing keeps it, or `None` when that changes nothing.
 pub(super) fn redact(record: &Arc<Record>) -> Option<Arc<Record>> {
-    let redacted = record.redact_identity();
-    (redacted.frame.as_str() != record.frame.as_str()).then(|| Arc::new(redacted))
+    record.anonymized().map(Arc::new)
 }

@@ -342,3 +342,117 @@ pub struct Published {
     pub timestamp: Millis,
     pub body: Body,
 }
+
+// What anonymizing keeps of an event: the one rule, used for the live history, the
+// state, a restart's replay and the log's compaction alike (docs/protocol.md, "Visitors",
+// says it for clients). It keeps what says what happened and when (ids, topics, states,
+// timestamps, counts, page paths, track names, eventIds) and drops everything a person
+// typed or a page carried about them.
+
+impl Body {
+    /// The event as anonymizing keeps it. Idempotent: anonymizing twice changes nothing.
+    pub fn anonymized(&self) -> Body {
+        match self {
+            Body::Lifecycle(e) => Body::Lifecycle(e.anonymized()),
+            Body::Visitor(e) => Body::Visitor(e.anonymized()),
+            Body::SessionStarted {
+                customer_id,
+                session_id,
+                started_at,
+                ..
+            } => Body::SessionStarted {
+                customer_id: *customer_id,
+                session_id: *session_id,
+                user_id: None,
+                started_at: *started_at,
+            },
+            Body::SessionEnded {
+                customer_id,
+                session_id,
+                started_at,
+                ended_at,
+                pages_viewed,
+                reason,
+                ..
+            } => Body::SessionEnded {
+                customer_id: *customer_id,
+                session_id: *session_id,
+                user_id: None,
+                started_at: *started_at,
+                ended_at: *ended_at,
+                pages_viewed: *pages_viewed,
+                reason: *reason,
+            },
+            Body::Merged {
+                customer_id,
+                visitor_id,
+                merged_customer_ids,
+                ..
+            } => Body::Merged {
+                customer_id: *customer_id,
+                visitor_id: *visitor_id,
+                user_id: None,
+                merged_customer_ids: merged_customer_ids.clone(),
+            },
+        }
+    }
+}
+
+impl LifecycleEvent {
+    /// The report without its free text: `data` and `errorMessage` go (`errorCode`, a
+    /// number the site's code chose, stays with the state it explains).
+    pub fn anonymized(&self) -> LifecycleEvent {
+        LifecycleEvent {
+            error_message: None,
+            data: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl VisitorEvent {
+    /// The visitor event without anything about the person: `userId`, `traits`,
+    /// `channels` and `properties` go, and a page keeps only its URL's path
+    /// ([`anonymized_page`]). The kind, ids and a track event's `name` stay.
+    pub fn anonymized(&self) -> VisitorEvent {
+        VisitorEvent {
+            kind: self.kind,
+            customer_id: self.customer_id,
+            session_id: self.session_id,
+            user_id: None,
+            traits: None,
+            channels: None,
+            page: self.page.as_ref().and_then(anonymized_page),
+            name: self.name.clone(),
+            properties: None,
+            event_id: self.event_id.clone(),
+        }
+    }
+}
+
+/// A page as anonymizing keeps it: `{"url": ..}` with the URL cut to its scheme, host and
+/// path ([`url_path_only`]); its title, referrer and every other key go. None when the
+/// page had no URL (only page events need one), since nothing of it is kept then.
+pub fn anonymized_page(page: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let url = page.get("url")?.as_str()?;
+    let mut kept = Map::new();
+    kept.insert("url".into(), Value::String(url_path_only(url)));
+    Some(kept)
+}
+
+/// A URL without its query string, fragment and user info (`https://ann@x.example/a?q#f`
+/// becomes `https://x.example/a`): those are where sites leave emails, names and tokens.
+pub fn url_path_only(url: &str) -> String {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let url = &url[..end];
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let (scheme, rest) = url.split_at(scheme_end);
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}{host}{path}")
+}

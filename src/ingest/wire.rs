@@ -1,7 +1,8 @@
 //! The wire format of events: the `event` frame every receiver gets, written once
 //! ([`Published::to_frame`], as a complete WebSocket frame, [`WireFrame`]), and read back
 //! from the log ([`Published::from_frame`]). The two halves of one format, side by side:
-//! what `Serialize for Published` writes, `from_frame` reads.
+//! what `Serialize for Published` writes, `from_frame` reads; and [`anonymized`], the frame
+//! as anonymizing keeps it, which `from_frame` reads back too.
 //!
 //! Pure: the frame's bytes are made here, and written to sockets by the edge's outboxes.
 
@@ -81,22 +82,64 @@ fn header_len(frame: &[u8]) -> usize {
 impl Published {
     /// The delivered `event` frame, serialized once and shared by every receiver.
     pub fn to_frame(&self) -> String {
+        self.write_frame(false)
+    }
+
+    /// The frame of the event as anonymizing keeps it ([`Body::anonymized`]), marked
+    /// `"anonymized": true` so that a reader (and the log's replay) can tell.
+    pub fn to_anonymized_frame(&self) -> String {
+        Published {
+            body: self.body.anonymized(),
+            ..self.clone()
+        }
+        .write_frame(true)
+    }
+
+    fn write_frame(&self, anonymized: bool) -> String {
         #[derive(Serialize)]
         struct Frame<'a> {
             #[serde(rename = "type")]
             kind: &'static str,
             seq: Seq,
             topic: &'static str,
-            event: &'a Published,
+            event: EventOf<'a>,
         }
         serde_json::to_string(&Frame {
             kind: "event",
             seq: self.seq,
             topic: self.body.topic().as_str(),
-            event: self,
+            event: EventOf {
+                event: self,
+                anonymized,
+            },
         })
         .expect("events serialize to JSON")
     }
+}
+
+/// The event inside a frame: its fields, and the anonymized mark when it has one.
+struct EventOf<'a> {
+    event: &'a Published,
+    anonymized: bool,
+}
+
+impl Serialize for EventOf<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        serialize_published(&mut map, self.event)?;
+        if self.anonymized {
+            map.serialize_entry("anonymized", &true)?;
+        }
+        map.end()
+    }
+}
+
+/// An `event` frame as anonymizing keeps it (see [`Published::to_anonymized_frame`]), or
+/// None when it is not a readable event frame. The one rule every copy of an event is
+/// anonymized by: the live history, a restart's replay of it, and the log's compaction.
+pub fn anonymized(frame: &str) -> Option<String> {
+    let published = Published::from_frame(frame).ok()?;
+    Some(published.to_anonymized_frame())
 }
 
 /// Writes `key: value` when the value is present.
@@ -160,9 +203,17 @@ impl Serialize for Event {
 impl Serialize for Published {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        match &self.body {
-            Body::Lifecycle(e) => serialize_lifecycle(&mut map, e)?,
-            Body::Visitor(e) => serialize_visitor(&mut map, e)?,
+        serialize_published(&mut map, self)?;
+        map.end()
+    }
+}
+
+/// Writes the fields of a delivered event: its body's, then `seq`, `topic`, `timestamp`.
+fn serialize_published<M: SerializeMap>(map: &mut M, p: &Published) -> Result<(), M::Error> {
+    {
+        match &p.body {
+            Body::Lifecycle(e) => serialize_lifecycle(map, e)?,
+            Body::Visitor(e) => serialize_visitor(map, e)?,
             Body::SessionStarted {
                 customer_id,
                 session_id,
@@ -171,7 +222,7 @@ impl Serialize for Published {
             } => {
                 map.serialize_entry("customerId", customer_id)?;
                 map.serialize_entry("sessionId", session_id)?;
-                entry_opt(&mut map, "userId", user_id)?;
+                entry_opt(map, "userId", user_id)?;
                 map.serialize_entry("startedAt", &format_millis(*started_at))?;
             }
             Body::SessionEnded {
@@ -185,7 +236,7 @@ impl Serialize for Published {
             } => {
                 map.serialize_entry("customerId", customer_id)?;
                 map.serialize_entry("sessionId", session_id)?;
-                entry_opt(&mut map, "userId", user_id)?;
+                entry_opt(map, "userId", user_id)?;
                 map.serialize_entry("startedAt", &format_millis(*started_at))?;
                 map.serialize_entry("endedAt", &format_millis(*ended_at))?;
                 map.serialize_entry("durationMs", &(ended_at - started_at).max(0))?;
@@ -200,29 +251,14 @@ impl Serialize for Published {
             } => {
                 map.serialize_entry("customerId", customer_id)?;
                 map.serialize_entry("visitorId", visitor_id)?;
-                entry_opt(&mut map, "userId", user_id)?;
+                entry_opt(map, "userId", user_id)?;
                 map.serialize_entry("mergedCustomerIds", merged_customer_ids)?;
             }
         }
-        map.serialize_entry("seq", &self.seq)?;
-        map.serialize_entry("topic", self.body.topic().as_str())?;
-        map.serialize_entry("timestamp", &format_millis(self.timestamp))?;
-        map.end()
     }
-}
-
-/// The identity fields an anonymization removes from retained visitor and session events.
-const IDENTITY_FIELDS: [&str; 3] = ["userId", "traits", "channels"];
-
-/// An `event` frame written again without its event's identity fields, or None when it is
-/// not an event frame.
-pub fn without_identity(frame: &str) -> Option<String> {
-    let mut frame = serde_json::from_str::<Value>(frame).ok()?;
-    let event = frame.get_mut("event").and_then(Value::as_object_mut)?;
-    for field in IDENTITY_FIELDS {
-        event.remove(field);
-    }
-    Some(frame.to_string())
+    map.serialize_entry("seq", &p.seq)?;
+    map.serialize_entry("topic", p.body.topic().as_str())?;
+    map.serialize_entry("timestamp", &format_millis(p.timestamp))
 }
 
 /// A `visitor:merged` frame as a browser confined to `viewer` may see it: the profile's
@@ -286,9 +322,28 @@ impl Published {
             // Lifecycle and visitor events are what a client published: validation reads
             // them back exactly (it accepted them once, and serialization only adds fields
             // it knows, such as `customerIdType`).
+            // An anonymized visitor event may lack what validation asks a client for (an
+            // identify's `userId`): it is read as what anonymizing keeps.
+            _ if stamp.anonymized && stamp.topic.starts_with("visitor:") => {
+                let kept = read::<Stored<AnonymizedVisitor>>(frame)?.event;
+                let kind = VisitorKind::parse(&kept.kind)
+                    .ok_or_else(|| FrameError(format!("unknown visitor event {:?}", kept.kind)))?;
+                Body::Visitor(VisitorEvent {
+                    kind,
+                    customer_id: kept.customer_id,
+                    session_id: kept.session_id,
+                    user_id: None,
+                    traits: None,
+                    channels: None,
+                    page: kept.page,
+                    name: kept.name,
+                    properties: None,
+                    event_id: kept.event_id,
+                })
+            }
             _ => {
                 let mut event = read::<Stored<Map<String, Value>>>(frame)?.event;
-                for added in ["seq", "topic", "timestamp"] {
+                for added in ["seq", "topic", "timestamp", "anonymized"] {
                     event.remove(added);
                 }
                 // Releases before channel identities accepted `channels` on every visitor
@@ -338,6 +393,22 @@ struct Stamp<'a> {
     topic: Cow<'a, str>,
     #[serde(deserialize_with = "rfc3339")]
     timestamp: Millis,
+    /// Set on an event anonymizing rewrote ([`Published::to_anonymized_frame`]).
+    #[serde(default)]
+    anonymized: bool,
+}
+
+/// What an anonymized visitor event keeps ([`VisitorEvent::anonymized`]).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnonymizedVisitor {
+    #[serde(rename = "type")]
+    kind: String,
+    customer_id: CustomerId,
+    session_id: Option<SessionId>,
+    page: Option<Map<String, Value>>,
+    name: Option<String>,
+    event_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -557,6 +628,45 @@ mod tests {
             };
             assert_eq!(published.to_frame(), expected);
         }
+    }
+
+    /// Anonymizing keeps ids, states, times, page paths and track names, drops every
+    /// free-text field, reads back from the log, and changes nothing the second time.
+    #[test]
+    fn an_anonymized_frame_keeps_no_free_text_and_reads_back() {
+        let secret = "ann@example.com";
+        let events = [
+            json!({"actionId": A, "actionState": "errored", "actionMediaType": "webchat",
+                   "actionMapId": M, "actionMapVersion": 3, "customerId": C, "sessionId": S,
+                   "errorCode": 7, "errorMessage": secret, "data": {"x": secret}}),
+            json!({"type": "identify", "customerId": C, "userId": secret,
+                   "traits": {"email": secret}, "channels": {"whatsapp": secret}}),
+            json!({"type": "page", "customerId": C, "sessionId": S,
+                   "page": {"url": format!("https://{secret}@x.example/a/b?e={secret}#{secret}"),
+                            "title": secret, "referrer": secret, "other": secret}}),
+            json!({"type": "track", "customerId": C, "name": "clicked", "eventId": "e1",
+                   "properties": {"email": secret}}),
+        ];
+        for (i, event) in events.into_iter().enumerate() {
+            let published = Published {
+                seq: Seq(i as u64 + 1),
+                timestamp: 1_700_000_000_000,
+                body: Event::from_json(event).unwrap().into(),
+            };
+            let frame = anonymized(&published.to_frame()).unwrap();
+            assert!(!frame.contains(secret), "{frame}");
+            let json: Value = serde_json::from_str(&frame).unwrap();
+            assert_eq!(json["event"]["anonymized"], true);
+            assert_eq!(json["event"]["customerId"], C);
+            assert_eq!(anonymized(&frame).unwrap(), frame, "idempotent");
+            let back = Published::from_frame(&frame).unwrap();
+            assert_eq!(back.body, published.body.anonymized());
+        }
+        assert_eq!(
+            crate::ingest::event::url_path_only("https://a:b@x.example:8080/p/q?x#y"),
+            "https://x.example:8080/p/q"
+        );
+        assert_eq!(crate::ingest::event::url_path_only("/p?x"), "/p");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use crate::hub::retention::Record;
 use crate::hub::state::AdminOp;
 use crate::ids::Seq;
@@ -45,6 +47,16 @@ pub trait Log: Send + 'static {
         Ok(())
     }
 
+    /// Rewrites what the log's segments from the one named `from` on hold from before each
+    /// of `forgotten` (anonymizations and erasures, with the seq each was logged after), so
+    /// that they no longer hold what those forget (see [`crate::store::wal::compact`]; the
+    /// snapshot thread did the older, closed segments itself). Called on the pipeline's
+    /// thread, between appends, when the snapshot thread asks ([`LogStatus::compact`]). A
+    /// log that keeps nothing on disk has nothing to rewrite.
+    fn compact(&mut self, _forgotten: &[(Seq, AdminOp)], _from: Seq) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Makes everything appended so far durable (called at shutdown).
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -65,6 +77,19 @@ pub struct LogStatus {
     closed: AtomicBool,
     /// Set while the disk is full: the hub refuses publishes until the log can write again.
     full: AtomicBool,
+    /// A compaction the snapshot thread asks the pipeline for, and how it went.
+    compaction: Mutex<Compaction>,
+}
+
+/// Where a compaction asked of the pipeline stands.
+#[derive(Debug, Default)]
+enum Compaction {
+    #[default]
+    Idle,
+    /// The changes, and the first segment to rewrite.
+    Wanted(Vec<(Seq, AdminOp)>, Seq),
+    Running,
+    Done(Result<(), String>),
 }
 
 /// Whether an IO error says the disk (or the user's quota on it) is full: a condition that
@@ -84,6 +109,7 @@ impl LogStatus {
             wanted: AtomicU64::new(last_seq.0),
             closed: AtomicBool::new(false),
             full: AtomicBool::new(false),
+            compaction: Mutex::new(Compaction::Idle),
         }
     }
 
@@ -111,6 +137,63 @@ impl LogStatus {
             self.mark_durable(appended);
         }
         Ok(())
+    }
+
+    /// For the pipeline: runs the compaction someone asked for, if any, and reports how it
+    /// went to them. A failure is theirs to handle (they try again later); the log goes on.
+    pub fn compact_if_wanted(&self, log: &mut dyn Log) {
+        let (forgotten, from) = {
+            let mut slot = self.compaction.lock();
+            match std::mem::take(&mut *slot) {
+                Compaction::Wanted(forgotten, from) => {
+                    *slot = Compaction::Running;
+                    (forgotten, from)
+                }
+                other => {
+                    *slot = other;
+                    return;
+                }
+            }
+        };
+        let result = log.compact(&forgotten, from).map_err(|e| e.to_string());
+        *self.compaction.lock() = Compaction::Done(result);
+    }
+
+    /// Asks the pipeline to compact the log's segments from the one named `from` on for
+    /// `forgotten`, and waits (at most `limit`). `Ok(false)` when the pipeline had stopped
+    /// without taking it: nobody appends any more, so the caller may rewrite them itself.
+    pub fn compact(
+        &self,
+        forgotten: Vec<(Seq, AdminOp)>,
+        from: Seq,
+        limit: Duration,
+    ) -> io::Result<bool> {
+        *self.compaction.lock() = Compaction::Wanted(forgotten, from);
+        let deadline = Instant::now() + limit;
+        loop {
+            {
+                let mut slot = self.compaction.lock();
+                match &*slot {
+                    Compaction::Done(result) => {
+                        let result = result.clone();
+                        *slot = Compaction::Idle;
+                        return result.map(|()| true).map_err(io::Error::other);
+                    }
+                    Compaction::Wanted(..) if self.closed.load(Ordering::Acquire) => {
+                        *slot = Compaction::Idle;
+                        return Ok(false);
+                    }
+                    Compaction::Wanted(..) if Instant::now() > deadline => {
+                        *slot = Compaction::Idle;
+                        return Err(io::Error::other(format!(
+                            "the log was not compacted within {limit:?}"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// For the pipeline: everything up to `seq` is durable (after a sync or a flush).

@@ -21,7 +21,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::hub::retention::Record;
+use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::AdminOp;
 use crate::hub::state::HubState;
 use crate::ids::Seq;
@@ -293,25 +293,17 @@ enum Replay {
     },
 }
 
-/// Erases or redacts what the rebuilt history holds about a visitor, as the live hub did
-/// when the change was made (an erased visitor's events never come back).
+/// Erases or anonymizes what the rebuilt history holds about a visitor from before the
+/// change, as the live hub did when the change was made (an erased visitor's events never
+/// come back). Records the log's compaction rewrote already stay as they are.
 fn forget_in_history(history: &mut VecDeque<Arc<Record>>, op: &AdminOp) {
-    let (customers, erase) = match op {
-        AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } | AdminOp::EvictActions { .. } => {
-            return
-        }
-        AdminOp::Anonymize { customer_ids, .. } => (customer_ids, false),
-        AdminOp::Delete { customer_ids, .. } => (customer_ids, true),
+    let Some(forgetting) = Forgetting::of(op) else {
+        return;
     };
     for slot in history.iter_mut() {
-        if !slot.keys.customers().any(|c| customers.contains(&c)) {
-            continue;
+        if let Some(replacement) = forgetting.record(slot) {
+            *slot = Arc::new(replacement);
         }
-        let replacement = match erase {
-            true => Record::erased(slot.seq, slot.timestamp),
-            false => slot.redact_identity(),
-        };
-        *slot = Arc::new(replacement);
     }
 }
 
@@ -333,7 +325,9 @@ fn read_log(wal_dir: &Path, after: Seq, keep: usize) -> Result<ReadLog, Recovery
                 return;
             }
         };
-        if record.seq > after {
+        // An erased record (the log's compaction left it so) has nothing to replay: the
+        // erasure after it forgets its customer.
+        if record.seq > after && !record.is_erased() {
             match Published::from_frame(record.frame.as_str()) {
                 Ok(p) if p.seq == record.seq => replay.push(Replay::Event(p)),
                 Ok(_) => {
@@ -366,10 +360,15 @@ fn read_log(wal_dir: &Path, after: Seq, keep: usize) -> Result<ReadLog, Recovery
 }
 
 /// Removes the temp files a crash (or a failed write) left behind: snapshots never
-/// renamed, and the marker's and the seq reservation's replacements. Nothing reads them,
-/// and on a full disk they hold the space a restart needs.
+/// renamed, the marker's and the seq reservation's replacements, and log segments a
+/// compaction had not yet renamed over the originals (which still hold every record).
+/// Nothing reads them, and on a full disk they hold the space a restart needs.
 fn remove_orphan_temp_files(data_dir: &Path) {
-    for dir in [data_dir.to_path_buf(), snapshot::dir(data_dir)] {
+    for dir in [
+        data_dir.to_path_buf(),
+        snapshot::dir(data_dir),
+        data_dir.join("wal"),
+    ] {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };

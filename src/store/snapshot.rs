@@ -8,6 +8,9 @@
 //! snapshot or the new one, never half of one; a failed attempt removes its temp file and
 //! the next waits longer (see [`retry_delay`]). The newest two are kept; log segments that
 //! neither the older one nor the retained history needs are deleted after a snapshot.
+//! After a snapshot that follows an anonymization or erasure, the log is compacted and
+//! only that snapshot is kept (see [`forget_on_disk`]), so within one snapshot interval
+//! no file in the data directory holds what was forgotten.
 //!
 //! Format (version 1): magic, version (u32), seq, epoch, time written, the per-map
 //! counters, then chunks (tag 4, byte length u64) of tagged entities (1 customer,
@@ -371,7 +374,9 @@ pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) 
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return last,
         }
         let latest = hub.latest_seq();
-        let due = (since.elapsed() >= hub.config().snapshot_interval && latest > last)
+        // An anonymization or erasure is due too: its compaction follows a snapshot.
+        let due = (since.elapsed() >= hub.config().snapshot_interval
+            && (latest > last || hub.has_forgotten()))
             || latest.0.saturating_sub(last.0) >= hub.config().snapshot_every_events;
         if !due || Instant::now() < retry_at {
             continue;
@@ -398,9 +403,18 @@ pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) 
     }
 }
 
-/// Writes a snapshot, logs it, and prunes what it makes unnecessary.
+/// Writes a snapshot, logs it, compacts the log for the anonymizations and erasures
+/// before it, and prunes what it makes unnecessary.
 pub fn take_and_prune(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
-    let written = take(hub, data_dir)?;
+    // Taken before the snapshot begins, so every one of them is in it.
+    let forgotten = hub.take_forgotten();
+    let written = match take(hub, data_dir) {
+        Ok(written) => written,
+        Err(e) => {
+            hub.return_forgotten(forgotten);
+            return Err(e);
+        }
+    };
     info!(
         seq = written.seq.0,
         bytes = written.bytes,
@@ -409,9 +423,60 @@ pub fn take_and_prune(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
         took_ms = written.took.as_millis() as u64,
         "snapshot written"
     );
+    if !forgotten.is_empty() {
+        if let Err(e) = forget_on_disk(hub, data_dir, &forgotten, written.seq) {
+            hub.return_forgotten(forgotten);
+            return Err(e);
+        }
+        info!(
+            changes = forgotten.len(),
+            "the log no longer holds what was forgotten"
+        );
+    }
     let retained_from = hub.with_history(|h| h.first_seq());
     prune(data_dir, retained_from)?;
     Ok(written)
+}
+
+/// Makes the data directory forget what `forgotten` forgot: the log is compacted (its
+/// closed segments here, the newest by the pipeline, or here too once it has stopped),
+/// and every snapshot but the one at `kept`, which
+/// holds the state after all of them, is deleted, since the older ones hold the visitors
+/// as they were. Until this is done, a restart still forgets them (the changes are in the
+/// log and are replayed); this is what empties the files.
+///
+/// Why rewrite rather than encrypt each visitor's fields under a key erasure destroys
+/// (crypto-shredding): the log's frames are the delivered bytes, read back by replay and
+/// served to `since` subscribers without decoding; encrypting them would put a key lookup
+/// and a decryption on every one of those paths, and a key store that must itself be
+/// erased durably, while the rewrite costs one pass over the log per snapshot interval
+/// with an anonymization or erasure in it, and keeps the log format as it was.
+fn forget_on_disk(
+    hub: &Hub,
+    data_dir: &Path,
+    forgotten: &[(Seq, crate::hub::state::AdminOp)],
+    kept: Seq,
+) -> io::Result<()> {
+    // The closed segments are rewritten here, off the pipeline; only the newest one, which
+    // the pipeline appends to, is left to it, with the changes the older ones did not hold.
+    let wal_dir = data_dir.join("wal");
+    let newest = wal::segments(&wal_dir)?.last().map(|(first, _)| *first);
+    if let Some(newest) = newest {
+        let (left, _) = wal::compact(&wal_dir, forgotten, ..newest)?;
+        if !left.is_empty()
+            && !hub
+                .log_status()
+                .compact(left.clone(), newest, LOG_CATCH_UP)?
+        {
+            wal::compact(&wal_dir, &left, newest..)?;
+        }
+    }
+    for (seq, path) in list(data_dir)? {
+        if seq != kept {
+            fs::remove_file(path)?;
+        }
+    }
+    wal::sync_dir(&dir(data_dir))
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::config::FsyncPolicy;
-use crate::hub::retention::Record;
+use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::AdminOp;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
 use crate::ingest::event::Millis;
@@ -364,9 +365,13 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
     if d.remaining() != frame_len {
         return Err(DecodeError("the frame's length does not match the record"));
     }
-    let frame = std::str::from_utf8(&payload[payload.len() - frame_len..])
-        .map(WireFrame::text)
-        .map_err(|_| DecodeError("a frame is not UTF-8"))?;
+    // An erased record (see [`compact`]) keeps no frame at all.
+    let frame = match frame_len {
+        0 => WireFrame::default(),
+        _ => std::str::from_utf8(&payload[payload.len() - frame_len..])
+            .map(WireFrame::text)
+            .map_err(|_| DecodeError("a frame is not UTF-8"))?,
+    };
     Ok(Record {
         seq,
         timestamp,
@@ -382,6 +387,115 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
         event_id,
         frame,
     })
+}
+
+/// Anonymizations and erasures, each with the seq it was logged after, in log order.
+pub type Forgotten = Vec<(Seq, AdminOp)>;
+
+/// Rewrites the segments in `dir` so that nothing logged before one of `forgotten` (an
+/// anonymization or erasure, with the seq it was logged after) still holds what it forgets
+/// ([`Forgetting`]): an earlier event of the visitor's becomes its anonymized or erased
+/// record, with its seq, its time and the framing (length, crc) every record has, so replay,
+/// gap checks and the seq reservation read the log as before; an earlier attribute update
+/// loses its traits. The change's own record and everything after it stay as they are.
+///
+/// Crash-safe segment by segment: each is written whole to a temp file, synced, renamed
+/// over the original, and the directory synced ([`write_atomically`]). A crash between two
+/// segments leaves some rewritten and some not, which is still right: the change itself
+/// stays in the log, and a restart applies it again to the history it rebuilds. Damage
+/// in a segment (only a torn tail can be there, and recovery cuts it) is copied as it is.
+///
+/// Only the segments whose names `within` holds are read, oldest first: the snapshot
+/// thread rewrites those before the newest (nobody appends to them any more), and the
+/// pipeline, between its appends, the newest ([`Log::compact`]), or anyone once the
+/// pipeline has stopped. Returns the changes whose own record these segments did not
+/// hold (what comes after them still needs them), and the segments rewritten.
+pub fn compact(
+    dir: &Path,
+    forgotten: &[(Seq, AdminOp)],
+    within: impl RangeBounds<Seq>,
+) -> io::Result<(Forgotten, Vec<PathBuf>)> {
+    // The changes not yet met in the log: each rewrites what comes before its own record.
+    let mut ahead: Vec<(Seq, &AdminOp, Forgetting<'_>)> = forgotten
+        .iter()
+        .filter_map(|(after, op)| Forgetting::of(op).map(|f| (*after, op, f)))
+        .collect();
+    let mut rewritten = Vec::new();
+    for (first, path) in segments(dir)? {
+        if ahead.is_empty() {
+            break;
+        }
+        if !within.contains(&first) {
+            continue;
+        }
+        let bytes = Bytes::from(fs::read(&path)?);
+        if bytes.len() < HEADER_BYTES as usize || &bytes[..8] != MAGIC {
+            continue;
+        }
+        let mut out = Enc::default();
+        out.buf.extend_from_slice(&bytes[..HEADER_BYTES as usize]);
+        let mut changed = false;
+        let mut previous = None;
+        let mut at = HEADER_BYTES as usize;
+        while at < bytes.len() {
+            let Ok((entry, used)) = read_entry(&bytes.slice(at..), previous) else {
+                out.buf.extend_from_slice(&bytes[at..]);
+                break;
+            };
+            let kept = &bytes[at..at + used];
+            at += used;
+            match entry {
+                Entry::Event(record) => {
+                    previous = Some(record.seq);
+                    let mut replaced: Option<Record> = None;
+                    for (after, _, forgetting) in &ahead {
+                        if record.seq <= *after {
+                            if let Some(r) = forgetting.record(replaced.as_ref().unwrap_or(&record))
+                            {
+                                replaced = Some(r);
+                            }
+                        }
+                    }
+                    match replaced {
+                        Some(r) => {
+                            encode_record(&mut out, &r);
+                            changed = true;
+                        }
+                        None => out.buf.extend_from_slice(kept),
+                    }
+                }
+                Entry::Admin { after, op } => {
+                    if let Some(met) = ahead.iter().position(|(a, o, _)| *a == after && **o == op) {
+                        ahead.remove(met);
+                        out.buf.extend_from_slice(kept);
+                        continue;
+                    }
+                    let mut replaced: Option<AdminOp> = None;
+                    for (_, _, forgetting) in &ahead {
+                        if let Some(o) = forgetting.admin(replaced.as_ref().unwrap_or(&op)) {
+                            replaced = Some(o);
+                        }
+                    }
+                    match replaced {
+                        Some(o) => {
+                            encode_admin(&mut out, after, &o);
+                            changed = true;
+                        }
+                        None => out.buf.extend_from_slice(kept),
+                    }
+                }
+            }
+        }
+        if changed {
+            write_atomically(&path, &out.buf)?;
+            rewritten.push(path);
+        }
+    }
+    let left = ahead
+        .into_iter()
+        .map(|(after, op, _)| (after, op.clone()))
+        .collect();
+    Ok((left, rewritten))
 }
 
 /// Cuts a torn tail off, keeping the good records before it.
@@ -656,6 +770,21 @@ impl Log for Wal {
         self.begin_batch(self.last_seq.next(), self.last_seq)
     }
 
+    fn compact(&mut self, forgotten: &[(Seq, AdminOp)], from: Seq) -> io::Result<()> {
+        compact(&self.dir, forgotten, from..)?;
+        // The open segment is the newest; if it was rewritten, its name is a new file now,
+        // so appends go on there.
+        if self.file.is_some() {
+            if let Some((_, path)) = segments(&self.dir)?.pop() {
+                let file = OpenOptions::new().append(true).open(&path)?;
+                self.size = file.metadata()?.len();
+                self.file = Some(file);
+                self.dirty = false;
+            }
+        }
+        Ok(())
+    }
+
     fn tick(&mut self) -> io::Result<()> {
         if self.policy == FsyncPolicy::Interval && self.last_sync.elapsed() >= self.interval {
             self.sync_file()?;
@@ -747,6 +876,99 @@ mod tests {
         }
         wal.flush().unwrap();
         records
+    }
+
+    /// Compaction erases what was logged before an erasure about its customers, in the
+    /// closed segments and then the newest, and keeps every seq, every other record, the
+    /// erasure itself and what came after it.
+    #[test]
+    fn compaction_forgets_only_what_came_before_the_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut written = write(dir.path(), 1..=20, 1024);
+        let customers = vec![
+            written[4].keys.customer,
+            written[11].keys.customer,
+            CustomerId::new_random(),
+        ];
+        let op = AdminOp::Delete {
+            visitor_id: crate::ids::VisitorId::of_first_customer(customers[0]),
+            customer_ids: customers.clone(),
+        };
+        let mut wal = Wal::open(
+            dir.path(),
+            Seq(20),
+            FsyncPolicy::Always,
+            Duration::ZERO,
+            1024,
+        )
+        .unwrap();
+        wal.append_admin(&op).unwrap();
+        drop(wal);
+        written.extend(write(dir.path(), 21..=40, 1024));
+        // An event after the erasure about one of its customers is new, and stays.
+        let template = record(41, None);
+        let later = Arc::new(Record {
+            seq: template.seq,
+            timestamp: template.timestamp,
+            keys: EventKeys {
+                customer: customers[2],
+                ..template.keys.clone()
+            },
+            event_id: None,
+            frame: template.frame.clone(),
+        });
+        let mut wal = Wal::open(
+            dir.path(),
+            Seq(40),
+            FsyncPolicy::Always,
+            Duration::ZERO,
+            1024,
+        )
+        .unwrap();
+        wal.append(std::slice::from_ref(&later)).unwrap();
+        wal.flush().unwrap();
+        written.push(later);
+
+        let wal_dir = dir.path().join("wal");
+        let newest = segments(&wal_dir).unwrap().last().unwrap().0;
+        let forgotten = vec![(Seq(20), op.clone())];
+        let (left, rewritten) = compact(&wal_dir, &forgotten, ..newest).unwrap();
+        assert!(
+            left.is_empty(),
+            "the erasure's own record is in a closed segment"
+        );
+        assert_eq!(
+            rewritten.len(),
+            2,
+            "the segments of seqs 5 and 12: {rewritten:?}"
+        );
+        let (again, _) = compact(&wal_dir, &forgotten, newest..).unwrap();
+        assert_eq!(again, forgotten, "the newest segment does not hold it");
+
+        let mut admins = Vec::new();
+        let mut records = Vec::new();
+        let scan = scan(&wal_dir, |entry| match entry {
+            Entry::Event(r) => records.push(r),
+            Entry::Admin { after, op } => admins.push((after, op)),
+        })
+        .unwrap();
+        assert!(scan.torn.is_none());
+        assert_eq!(admins, forgotten, "the erasure stays in the log");
+        assert_eq!(records.len(), written.len());
+        for (read, was) in records.iter().zip(&written) {
+            match read.seq.0 {
+                5 | 12 => {
+                    assert!(read.is_erased(), "seq {} is erased", read.seq);
+                    assert_eq!((read.seq, read.timestamp), (was.seq, was.timestamp));
+                    assert!(read.event_id.is_none());
+                }
+                _ => assert!(same(read, was), "seq {} is as it was", read.seq),
+            }
+        }
+        let temp = fs::read_dir(&wal_dir)
+            .unwrap()
+            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "tmp"));
+        assert!(!temp, "every rewrite renamed its temp file");
     }
 
     #[test]

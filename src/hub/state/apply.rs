@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::entities::{MAX_ACTIVITY_PER_SESSION, MAX_SESSIONS_PER_CUSTOMER};
 use super::recency::recency_key;
@@ -265,9 +265,26 @@ impl HubState {
                 }
                 self.unindex_channels(*visitor_id, ChannelUserId::all_in(&channels));
                 for id in customer_ids {
-                    if let Some(mut c) = self.customer_mut(*id, seq) {
-                        c.user_id = None;
-                        c.identity = IdentityState::Anonymous;
+                    let actions = match self.customer_mut(*id, seq) {
+                        Some(mut c) => {
+                            c.user_id = None;
+                            c.identity = IdentityState::Anonymous;
+                            for session in c.sessions.iter_mut() {
+                                for activity in session.activity.iter_mut() {
+                                    activity.detail = activity.anonymized_detail();
+                                }
+                            }
+                            c.actions.clone()
+                        }
+                        None => Vec::new(),
+                    };
+                    // The actions keep their states and transitions; their latest report
+                    // loses its free text, as the history's copy of it does.
+                    for action in actions {
+                        self.save_action(action);
+                        if let Some(mut a) = self.actions.get_mut(&action) {
+                            a.latest = a.latest.anonymized();
+                        }
                     }
                 }
             }
@@ -339,17 +356,13 @@ impl HubState {
         let Some(s) = c.sessions.iter_mut().find(|s| s.id == session) else {
             return;
         };
-        let detail = match e.kind {
-            VisitorKind::Page => {
-                s.pages_viewed += 1;
-                Value::Object(e.page.clone().unwrap_or_default())
-            }
-            _ => json!({ "name": e.name, "properties": e.properties }),
-        };
+        if e.kind == VisitorKind::Page {
+            s.pages_viewed += 1;
+        }
         s.activity.push_back(Activity {
             at,
             kind: e.kind,
-            detail,
+            detail: Activity::detail_of(e),
         });
         while s.activity.len() > MAX_ACTIVITY_PER_SESSION {
             s.activity.pop_front();

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
-use crate::ingest::event::{EndReason, LifecycleEvent, Millis, VisitorKind};
+use crate::ingest::event::{EndReason, LifecycleEvent, Millis, VisitorEvent, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
 /// Sessions remembered per customer; older ones are forgotten.
@@ -55,6 +55,44 @@ pub struct Activity {
     /// The page (`page` events) or the event's name and properties (`track`), as the
     /// event carried them.
     pub detail: Value,
+}
+
+impl Activity {
+    /// What a session keeps of a page view or track event.
+    pub fn detail_of(e: &VisitorEvent) -> Value {
+        match e.kind {
+            VisitorKind::Page => Value::Object(e.page.clone().unwrap_or_default()),
+            _ => json!({ "name": e.name, "properties": e.properties }),
+        }
+    }
+
+    /// The detail as anonymizing keeps it: the detail of its event anonymized
+    /// ([`VisitorEvent::anonymized`]), so the session's copy follows the history's rule.
+    pub fn anonymized_detail(&self) -> Value {
+        let object = |v: &Value| v.as_object().cloned();
+        let (page, name, properties) = match self.kind {
+            VisitorKind::Page => (object(&self.detail), None, None),
+            _ => (
+                None,
+                self.detail["name"].as_str().map(str::to_owned),
+                object(&self.detail["properties"]),
+            ),
+        };
+        // The event again as far as the detail tells; its ids play no part in the rule.
+        let event = VisitorEvent {
+            kind: self.kind,
+            customer_id: CustomerId(uuid::Uuid::nil()),
+            session_id: None,
+            user_id: None,
+            traits: None,
+            channels: None,
+            page,
+            name,
+            properties,
+            event_id: None,
+        };
+        Activity::detail_of(&event.anonymized())
+    }
 }
 
 /// One browser identity.

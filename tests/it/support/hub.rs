@@ -75,6 +75,11 @@ impl Hub {
             .expect("hub shuts down cleanly");
     }
 
+    /// The hub's data directory.
+    pub(crate) fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
+    }
+
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
