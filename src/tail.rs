@@ -222,7 +222,8 @@ async fn current_epoch(
     if let Some(key) = &args.api_key {
         request = request.header("x-api-key", key);
     }
-    let page: Value = request.send().await?.error_for_status()?.json().await?;
+    let text = request.send().await?.error_for_status()?.text().await?;
+    let page: Value = serde_json::from_str(&text).context("the hub's answer is not JSON")?;
     page["epoch"]
         .as_str()
         .map(str::to_owned)
