@@ -203,6 +203,42 @@ async fn bad_stream_requests_are_refused_before_streaming() {
 }
 
 #[tokio::test]
+async fn a_reader_left_behind_by_the_history_is_cut_off_then_reset() {
+    // A short history and a reader that reads nothing while far more than the socket
+    // buffers hold is published.
+    let hub = Hub::start_with(|c| c.retention_events = 100).await;
+    let epoch = epoch_of(&hub).await;
+    let mut stream =
+        EventStream::open(hub.addr(), "/v1/events/stream?topics=visitor:page", &[]).await;
+    assert_eq!(stream.status, 200);
+    let visitor = Visitor::new();
+    let big = "x".repeat(3000);
+    let page = || {
+        let mut page = visitor.page();
+        page["page"]["title"] = json!(big);
+        page
+    };
+    for _ in 0..40 {
+        let batch = Value::Array((0..250).map(|_| page()).collect());
+        hub.http().publish(&batch).await;
+    }
+    // What it reads (if the history moved on before it was first written to, nothing) is
+    // a gap-free run of the history, then the end of the response: it is not held for.
+    let lines = stream.lines_to_end(Duration::from_secs(20)).await;
+    let seqs: Vec<u64> = lines.iter().map(seq_of).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap in what was sent: {seqs:?}"
+    );
+    let last = seqs.last().copied().unwrap_or(0);
+    assert!(last < 10_001, "cut off before the end: {last}");
+    // Coming back from its last seq, it is told to reset.
+    let query = format!("/v1/events/stream?topics=visitor:page&since={last}&epoch={epoch}");
+    let mut again = EventStream::open(hub.addr(), &query, &[]).await;
+    assert_eq!(again.next_line().await["type"], json!("reset"));
+}
+
+#[tokio::test]
 async fn shutdown_ends_open_streams() {
     let hub = Hub::start().await;
     let mut stream = EventStream::open(hub.addr(), "/v1/events/stream", &[]).await;

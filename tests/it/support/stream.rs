@@ -136,6 +136,24 @@ impl EventStream {
         }
     }
 
+    /// Every line left until the hub ends the response, as JSON; panics if it does not end
+    /// within `limit`.
+    pub(crate) async fn lines_to_end(&mut self, limit: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.until(b"\n", left).await {
+                Some(line) => lines.push(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("line is not JSON ({e}): {line}")),
+                ),
+                None if self.ended => return lines,
+                None => panic!("the stream did not end within {limit:?}"),
+            }
+        }
+    }
+
     /// Waits until the hub ends the response; panics if it does not within `limit`.
     pub(crate) async fn expect_end(&mut self, limit: Duration) {
         let deadline = tokio::time::Instant::now() + limit;
