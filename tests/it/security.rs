@@ -723,13 +723,7 @@ async fn a_token_never_learns_the_other_customers_of_a_merged_profile() {
     let full = server.next_event().await;
     let seq = identify + 1;
     assert_event(&full, seq, "visitor:merged");
-    let mut merged: Vec<String> = full["event"]["mergedCustomerIds"]
-        .as_array()
-        .expect("mergedCustomerIds")
-        .iter()
-        .map(|c| c.as_str().expect("an id").to_owned())
-        .collect();
-    merged.sort();
+    let merged = merged_customers(&full["event"]);
     let mut both = vec![c.a.customer_id.clone(), c.b.customer_id.clone()];
     both.sort();
     assert_eq!(merged, both, "the server sees the whole profile: {full}");

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_http_error, Hub, JsonExt, Visitor};
+use crate::support::{assert_http_error, merged_customers, Hub, JsonExt, Visitor};
 
 /// Publishes over HTTP and checks every event was accepted.
 async fn publish_all(hub: &Hub, events: Vec<Value>) {
@@ -310,15 +310,8 @@ async fn a_second_claim_of_a_channel_id_merges_the_visitors_and_survives_a_resta
     assert_eq!(event["visitorId"], json!(chat.customer_id), "{merged}");
     assert_eq!(event["customerId"], json!(laptop.customer_id));
     assert_eq!(event["userId"], json!("u-ann"));
-    let mut named: Vec<String> = event["mergedCustomerIds"]
-        .as_array()
-        .expect("mergedCustomerIds")
-        .iter()
-        .map(|c| c.as_str().expect("id").to_owned())
-        .collect();
-    named.sort();
     assert_eq!(
-        named,
+        merged_customers(event),
         sorted(vec![chat.customer_id.clone(), laptop.customer_id.clone()])
     );
     // A third browser through a channel id alone joins that visitor too; no user id in
@@ -489,15 +482,8 @@ async fn merging_through_the_api_publishes_and_links_both_ways() {
     let event = &merged["event"];
     assert_eq!(event["visitorId"], json!(target.customer_id));
     assert_eq!(event["customerId"], json!(source.customer_id));
-    let mut named: Vec<String> = event["mergedCustomerIds"]
-        .as_array()
-        .expect("mergedCustomerIds")
-        .iter()
-        .map(|c| c.as_str().expect("id").to_owned())
-        .collect();
-    named.sort();
     assert_eq!(
-        named,
+        merged_customers(event),
         sorted(vec![source.customer_id.clone(), target.customer_id.clone()])
     );
     let (_, from_source) = http

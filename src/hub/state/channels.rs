@@ -37,9 +37,7 @@ impl HubState {
             ChannelUserId::all_in(&replaced).collect()
         };
         self.unindex_channels(visitor, replaced);
-        for id in ChannelUserId::all_in(channels) {
-            self.channels.insert(id, visitor);
-        }
+        self.index_channels(visitor, ChannelUserId::all_in(channels));
     }
 
     /// Points channel ids that moved to another profile (a merge) at it.

@@ -70,3 +70,15 @@ pub(crate) fn topics(frames: &[Value]) -> Vec<String> {
         .map(|frame| frame["topic"].as_str().unwrap_or("<none>").to_owned())
         .collect()
 }
+
+/// The `mergedCustomerIds` of a `visitor:merged` event (the event object), sorted.
+pub(crate) fn merged_customers(event: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = event["mergedCustomerIds"]
+        .as_array()
+        .unwrap_or_else(|| panic!("mergedCustomerIds is a list: {event}"))
+        .iter()
+        .map(|c| c.as_str().expect("customer ids are strings").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
