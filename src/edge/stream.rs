@@ -128,12 +128,11 @@ pub async fn get_stream(
     headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, HubError> {
-    let epoch_param = match &query {
-        Ok(Query(params)) => params.get("epoch").cloned(),
-        Err(_) => None,
-    };
-    let since_given = matches!(&query, Ok(Query(params)) if params.contains_key("since"));
-    let q = list_query(query, &["since", "topics", "where", "epoch"])?;
+    let Query(params) =
+        query.map_err(|e| HubError::bad_request(format!("bad query string: {e}")))?;
+    let epoch_param = params.get("epoch").cloned();
+    let since_given = params.contains_key("since");
+    let q = list_query(Ok(Query(params)), &["since", "topics", "where", "epoch"])?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|v| {

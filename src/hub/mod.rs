@@ -376,8 +376,6 @@ impl Hub {
         &self.config
     }
 
-    /// Names this history of seqs; kept in the data directory, new only when history is
-    /// lost.
     /// Whether a subscriber that last saw `since` in `epoch` can be sent every event after
     /// it (same history, all of it still retained, not beyond the latest seq): the one
     /// rule of a WebSocket `since` and of the HTTP stream's resume.
@@ -385,6 +383,8 @@ impl Hub {
         epoch == self.epoch() && self.with_history(|h| h.covers(since))
     }
 
+    /// Names this history of seqs; kept in the data directory, new only when history is
+    /// lost.
     pub fn epoch(&self) -> &str {
         &self.epoch
     }

@@ -62,6 +62,7 @@ impl Record {
             frame: WireFrame::text(&json),
         })
     }
+
     /// The frame a connection gets for this record: the shared bytes, except that a
     /// connection confined to one customer (`viewer`, a browser token's) gets a
     /// `visitor:merged` event in a copy that names no other customer (see

@@ -210,50 +210,48 @@ impl Serialize for Published {
 
 /// Writes the fields of a delivered event: its body's, then `seq`, `topic`, `timestamp`.
 fn serialize_published<M: SerializeMap>(map: &mut M, p: &Published) -> Result<(), M::Error> {
-    {
-        match &p.body {
-            Body::Lifecycle(e) => serialize_lifecycle(map, e)?,
-            Body::Visitor(e) => serialize_visitor(map, e)?,
-            Body::SessionStarted {
-                customer_id,
-                session_id,
-                user_id,
-                started_at,
-            } => {
-                map.serialize_entry("customerId", customer_id)?;
-                map.serialize_entry("sessionId", session_id)?;
-                entry_opt(map, "userId", user_id)?;
-                map.serialize_entry("startedAt", &format_millis(*started_at))?;
-            }
-            Body::SessionEnded {
-                customer_id,
-                session_id,
-                user_id,
-                started_at,
-                ended_at,
-                pages_viewed,
-                reason,
-            } => {
-                map.serialize_entry("customerId", customer_id)?;
-                map.serialize_entry("sessionId", session_id)?;
-                entry_opt(map, "userId", user_id)?;
-                map.serialize_entry("startedAt", &format_millis(*started_at))?;
-                map.serialize_entry("endedAt", &format_millis(*ended_at))?;
-                map.serialize_entry("durationMs", &(ended_at - started_at).max(0))?;
-                map.serialize_entry("pagesViewed", pages_viewed)?;
-                map.serialize_entry("reason", reason.as_str())?;
-            }
-            Body::Merged {
-                customer_id,
-                visitor_id,
-                user_id,
-                merged_customer_ids,
-            } => {
-                map.serialize_entry("customerId", customer_id)?;
-                map.serialize_entry("visitorId", visitor_id)?;
-                entry_opt(map, "userId", user_id)?;
-                map.serialize_entry("mergedCustomerIds", merged_customer_ids)?;
-            }
+    match &p.body {
+        Body::Lifecycle(e) => serialize_lifecycle(map, e)?,
+        Body::Visitor(e) => serialize_visitor(map, e)?,
+        Body::SessionStarted {
+            customer_id,
+            session_id,
+            user_id,
+            started_at,
+        } => {
+            map.serialize_entry("customerId", customer_id)?;
+            map.serialize_entry("sessionId", session_id)?;
+            entry_opt(map, "userId", user_id)?;
+            map.serialize_entry("startedAt", &format_millis(*started_at))?;
+        }
+        Body::SessionEnded {
+            customer_id,
+            session_id,
+            user_id,
+            started_at,
+            ended_at,
+            pages_viewed,
+            reason,
+        } => {
+            map.serialize_entry("customerId", customer_id)?;
+            map.serialize_entry("sessionId", session_id)?;
+            entry_opt(map, "userId", user_id)?;
+            map.serialize_entry("startedAt", &format_millis(*started_at))?;
+            map.serialize_entry("endedAt", &format_millis(*ended_at))?;
+            map.serialize_entry("durationMs", &(ended_at - started_at).max(0))?;
+            map.serialize_entry("pagesViewed", pages_viewed)?;
+            map.serialize_entry("reason", reason.as_str())?;
+        }
+        Body::Merged {
+            customer_id,
+            visitor_id,
+            user_id,
+            merged_customer_ids,
+        } => {
+            map.serialize_entry("customerId", customer_id)?;
+            map.serialize_entry("visitorId", visitor_id)?;
+            entry_opt(map, "userId", user_id)?;
+            map.serialize_entry("mergedCustomerIds", merged_customer_ids)?;
         }
     }
     map.serialize_entry("seq", &p.seq)?;

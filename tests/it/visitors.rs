@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{assert_http_error, merged_customers, Hub, JsonExt, Visitor};
+use crate::support::{assert_http_error, merged_customers, sorted_ids, Hub, JsonExt, Visitor};
 
 /// Publishes over HTTP and checks every event was accepted.
 async fn publish_all(hub: &Hub, events: Vec<Value>) {
@@ -14,14 +14,7 @@ async fn publish_all(hub: &Hub, events: Vec<Value>) {
 }
 
 fn customers_of(view: &Value) -> Vec<String> {
-    let mut customers: Vec<String> = view["customers"]
-        .as_array()
-        .unwrap_or_else(|| panic!("customers is a list: {view}"))
-        .iter()
-        .map(|c| c.as_str().expect("customer ids are strings").to_owned())
-        .collect();
-    customers.sort();
-    customers
+    sorted_ids(&view["customers"])
 }
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {

@@ -383,17 +383,7 @@ impl HubState {
         let visitor = linking.target;
         if !linking.exists {
             // The customer's first profile keeps the id it had as a lone visitor.
-            self.save_profile(visitor);
-            self.profiles.insert(
-                visitor,
-                Profile {
-                    user_ids: Arc::from(Vec::<UserId>::new()),
-                    customers: vec![customer],
-                    traits: Map::new(),
-                    channels: Map::new(),
-                    stamp: seq,
-                },
-            );
+            self.start_profile(visitor, customer, seq);
         }
         // Profiles that are one person: fold them into the one the customer joins.
         for source in linking.folds {
@@ -426,23 +416,28 @@ impl HubState {
         visitor
     }
 
+    /// A new profile `visitor` holding `customer` alone, and nothing else yet.
+    fn start_profile(&self, visitor: VisitorId, customer: CustomerId, seq: Seq) {
+        self.save_profile(visitor);
+        self.profiles.insert(
+            visitor,
+            Profile {
+                user_ids: Arc::from(Vec::<UserId>::new()),
+                customers: vec![customer],
+                traits: Map::new(),
+                channels: Map::new(),
+                stamp: seq,
+            },
+        );
+    }
+
     /// Puts every customer (and the profiles they belong to) into the profile `visitor`,
     /// creating it if the visitor was a customer with no profile yet.
     fn merge_into(&self, visitor: VisitorId, customers: &[CustomerId], seq: Seq) {
         if !self.profiles.contains_key(&visitor) {
             // A visitor without a profile is a lone customer; its profile starts with it.
             let first = visitor.first_customer();
-            self.save_profile(visitor);
-            self.profiles.insert(
-                visitor,
-                Profile {
-                    user_ids: Arc::from(Vec::<UserId>::new()),
-                    customers: vec![first],
-                    traits: Map::new(),
-                    channels: Map::new(),
-                    stamp: seq,
-                },
-            );
+            self.start_profile(visitor, first, seq);
             if let Some(mut c) = self.customer_mut(first, seq) {
                 c.visitor_id = Some(visitor);
             }

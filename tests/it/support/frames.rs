@@ -71,14 +71,19 @@ pub(crate) fn topics(frames: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The `mergedCustomerIds` of a `visitor:merged` event (the event object), sorted.
-pub(crate) fn merged_customers(event: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = event["mergedCustomerIds"]
+/// A JSON list of ids (customer ids, user ids) as sorted strings.
+pub(crate) fn sorted_ids(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = list
         .as_array()
-        .unwrap_or_else(|| panic!("mergedCustomerIds is a list: {event}"))
+        .unwrap_or_else(|| panic!("a list of ids: {list}"))
         .iter()
-        .map(|c| c.as_str().expect("customer ids are strings").to_owned())
+        .map(|c| c.as_str().expect("ids are strings").to_owned())
         .collect();
     ids.sort();
     ids
+}
+
+/// The `mergedCustomerIds` of a `visitor:merged` event (the event object), sorted.
+pub(crate) fn merged_customers(event: &Value) -> Vec<String> {
+    sorted_ids(&event["mergedCustomerIds"])
 }

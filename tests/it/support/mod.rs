@@ -25,7 +25,8 @@ pub(crate) use client::Client;
 pub(crate) use data_dir::{temp_files, wal_segments};
 pub(crate) use events::{uuid, Action, JsonExt, Visitor, NOT_V4_UUID};
 pub(crate) use frames::{
-    assert_error, assert_event, assert_timestamp, assert_type, merged_customers, seq_of, topics,
+    assert_error, assert_event, assert_timestamp, assert_type, merged_customers, seq_of,
+    sorted_ids, topics,
 };
 pub(crate) use http::{assert_http_error, Http};
 pub(crate) use hub::Hub;
