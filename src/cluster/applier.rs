@@ -10,6 +10,12 @@
 //!
 //! A message that is not one (nothing a node wrote) is skipped with an error logged, by
 //! every node alike.
+//!
+//! Between two messages the applier takes the shared snapshot the lease holder asked for
+//! (see [`super::snapshots`]). A message that does not follow the last one applied means
+//! the stream lost what this node still needed (purged below a snapshot, or aged out): the
+//! applier stops there and the node reports not ready, as nothing could decide the
+//! missing messages again.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,13 +23,16 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::jetstream::{stream, Message};
 use futures_util::StreamExt;
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::message;
 use crate::cluster::proposer::Waiting;
+use crate::cluster::snapshots::{self, Capture, Snapshots};
 use crate::hub::inputs::OrderStatus;
 use crate::hub::Hub;
 use crate::ingest::event::Millis;
@@ -46,6 +55,14 @@ const QUIET: Duration = PULL_EXPIRES;
 pub(super) struct Reader {
     stream: stream::Stream,
     messages: Ordered,
+}
+
+/// What the reader came back with.
+enum Next {
+    Message(Box<Message>),
+    /// Woken between messages (a snapshot is asked for).
+    Woken,
+    Stopped,
 }
 
 impl Reader {
@@ -75,15 +92,16 @@ impl Reader {
         Ok(consumer.messages().await?)
     }
 
-    /// The next message after `applied`, or `None` when `stop` is cancelled.
-    async fn next(&mut self, applied: u64, stop: &CancellationToken) -> Option<Message> {
+    /// The next message after `applied`, or what came first: `stop`, or `wake`.
+    async fn next(&mut self, applied: u64, stop: &CancellationToken, wake: &Notify) -> Next {
         loop {
             let next = tokio::select! {
-                _ = stop.cancelled() => return None,
+                _ = stop.cancelled() => return Next::Stopped,
+                _ = wake.notified() => return Next::Woken,
                 next = tokio::time::timeout(QUIET, self.messages.next()) => next,
             };
             match next {
-                Ok(Some(Ok(message))) => return Some(message),
+                Ok(Some(Ok(message))) => return Next::Message(Box::new(message)),
                 // What the library could not mend itself (it recreates the consumer after
                 // a gap or missed heartbeats without saying so): polled again, a failed
                 // consumer can fail at once again, so it is replaced instead.
@@ -144,26 +162,61 @@ pub(super) struct Applier {
     pub(super) status: Arc<OrderStatus>,
     /// The stream's last sequence when the node started: applied, it is caught up.
     pub(super) caught_up_at: u64,
+    /// The last stream message the hub's starting state includes (0 for none: it starts
+    /// empty, before the first), and the time the applier had reached there.
+    pub(super) start: (u64, Millis),
+    pub(super) snapshots: Arc<Snapshots>,
+    pub(super) store: ObjectStore,
 }
 
 impl Applier {
     /// Applies messages until `stop` or until the hub's pipeline closes. Runs on its own
     /// thread: a sweep's tick is CPU work that must not sit on an async worker.
     pub(super) fn run(mut self, runtime: Handle, stop: CancellationToken) {
-        let mut last_time: Millis = 0;
-        if self.caught_up_at == 0 {
+        let (start, mut last_time) = self.start;
+        self.status.applied.store(start, Ordering::Release);
+        if self.caught_up_at <= start {
             self.status.caught_up.store(true, Ordering::Release);
         }
         loop {
             let applied = self.status.applied.load(Ordering::Acquire);
-            let Some(message) = runtime.block_on(self.reader.next(applied, &stop)) else {
-                return;
+            // Between two messages: the one place where state, history and the stream
+            // position agree, so the one place a shared snapshot is taken.
+            if self.snapshots.take_wanted(applied) {
+                let capture = Capture::take(&self.hub, applied, last_time);
+                runtime.spawn(snapshots::write(
+                    self.hub.clone(),
+                    self.store.clone(),
+                    self.reader.stream.clone(),
+                    self.snapshots.clone(),
+                    capture,
+                ));
+            }
+            let wake = &self.snapshots.wake;
+            let message = match runtime.block_on(self.reader.next(applied, &stop, wake)) {
+                Next::Message(message) => message,
+                Next::Woken => continue,
+                Next::Stopped => return,
             };
             let Ok(info) = message.info() else {
                 tracing::error!("a stream message without its stream sequence; skipped");
                 continue;
             };
             let (sequence, pending) = (info.stream_sequence, info.pending);
+            if sequence <= applied {
+                continue;
+            }
+            if sequence != applied + 1 {
+                // Messages this node never applied are gone (purged after a shared
+                // snapshot, or past the stream's age): nothing can decide them now.
+                tracing::error!(
+                    applied,
+                    next = sequence,
+                    "the shared stream no longer holds the messages after the last one this node applied; it stops applying and is not ready: restart it to start from the newest shared snapshot"
+                );
+                self.status.caught_up.store(false, Ordering::Release);
+                return;
+            }
             // The stream's clock, kept from going back (a new leader's clock may be behind).
             last_time = last_time.max(info.published.timestamp_millis());
             let inputs = match message::read(&message.payload) {
@@ -184,6 +237,13 @@ impl Applier {
             };
             if !runtime.block_on(self.hub.apply_ordered(inputs, last_time)) {
                 return;
+            }
+            // Nothing compacts a cluster node's log (the stream is its log): what was
+            // forgotten is taken so it does not pile up, and the next shared snapshot
+            // purges the stream below it.
+            if self.hub.has_forgotten() {
+                self.hub.take_forgotten();
+                self.snapshots.forgot();
             }
             self.status.applied.store(sequence, Ordering::Release);
             self.status.lag.store(pending, Ordering::Release);

@@ -1,5 +1,5 @@
 //! The sweeper's lease: one node at a time proposes the ticks that end idle sessions and
-//! age state out.
+//! age state out, and writes the shared snapshots (see [`super::snapshots`]).
 //!
 //! The lease is a key in a JetStream key-value bucket whose entries live [`LEASE_TTL`]:
 //! the holder writes it again every third of that (an update that names the revision it
@@ -17,6 +17,7 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::snapshots::Snapshots;
 use crate::cluster::ClusterError;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -52,13 +53,24 @@ pub(super) async fn bucket(js: &Context, config: &Config) -> Result<Store, Clust
     }
 }
 
-/// Holds the lease when it can and proposes a tick every sweep interval while it does,
-/// until `stop`; then gives the lease up, so another node takes it at once.
-pub(super) async fn run(hub: Arc<Hub>, store: Store, holder: String, stop: CancellationToken) {
+/// Holds the lease when it can and, while it does, proposes a tick every sweep interval
+/// and asks for a shared snapshot every snapshot interval, until `stop`; then gives the
+/// lease up, so another node takes it at once.
+pub(super) async fn run(
+    hub: Arc<Hub>,
+    store: Store,
+    holder: String,
+    snapshots: Arc<Snapshots>,
+    stop: CancellationToken,
+) {
     let mut renew = tokio::time::interval(LEASE_TTL / 3);
     let mut tick = tokio::time::interval(hub.sweep_interval());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first snapshot one interval after the start, as on a single node.
+    let every = hub.config().snapshot_interval;
+    let mut snapshot = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    for timer in [&mut renew, &mut tick, &mut snapshot] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     // The revision this node last wrote, while it holds the lease.
     let mut held: Option<u64> = None;
     loop {
@@ -82,6 +94,7 @@ pub(super) async fn run(hub: Arc<Hub>, store: Store, holder: String, stop: Cance
                     tracing::debug!(error = %e.message, "a sweeper tick was not applied");
                 }
             }
+            _ = snapshot.tick(), if held.is_some() => snapshots.want(),
         }
     }
     if let Some(revision) = held {

@@ -13,7 +13,9 @@
 //! - [`stream`]: the stream, created or checked, and the epoch it keeps.
 //! - [`proposer`]: this node's inputs into the stream, many to a message.
 //! - [`applier`]: the stream read back and applied, on a thread of its own.
-//! - [`lease`]: which node proposes the sweeper's ticks.
+//! - [`lease`]: which node proposes the sweeper's ticks and writes the shared snapshots.
+//! - [`snapshots`]: the state and history as of one message, shared through an object
+//!   store, for a node to start from when the stream no longer reaches back far enough.
 //! - [`message`]: a stream message's JSON.
 //!
 //! Why a replicated state machine rather than optimistic writes per customer subject
@@ -27,6 +29,7 @@ mod applier;
 mod lease;
 mod message;
 mod proposer;
+mod snapshots;
 mod stream;
 
 use std::sync::Arc;
@@ -101,12 +104,47 @@ pub async fn start(
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(REQUEST_TIMEOUT);
     let (stream, epoch) = stream::ensure(&js, &config).await?;
-    let caught_up_at = stream.cached_info().state.last_sequence;
+    let (first, caught_up_at) = {
+        let state = &stream.cached_info().state;
+        (state.first_sequence, state.last_sequence)
+    };
     let consume_error = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Consume {
         stream: config.nats_stream.clone(),
         source,
     };
-    let reader = applier::Reader::open(stream, 0)
+    let snapshot_store = snapshots::bucket(&js, &config).await?;
+    let loaded = snapshots::load(&snapshot_store, &config, &epoch)
+        .await
+        .map_err(consume_error)?;
+    // The stream position and time the hub starts at, and what it starts from.
+    let (start, restored) = match loaded {
+        Some(loaded) if loaded.stream_sequence + 1 >= first => {
+            tracing::info!(stream_sequence = loaded.stream_sequence, seq = %loaded.restored.last_seq, "starting from the shared snapshot");
+            ((loaded.stream_sequence, loaded.time), loaded.restored)
+        }
+        Some(loaded) => {
+            return Err(ClusterError::Stream {
+                stream: config.nats_stream.clone(),
+                problem: format!(
+                    "it starts at message {first}, and the newest shared snapshot holds only up \
+                     to message {}: the messages between are lost, so no node can rebuild the \
+                     state; delete the stream (a new epoch) to start again",
+                    loaded.stream_sequence
+                ),
+            })
+        }
+        None if first <= 1 => ((0, 0), Restored::empty()),
+        None => {
+            return Err(ClusterError::Stream {
+                stream: config.nats_stream.clone(),
+                problem: format!(
+                    "it no longer reaches back to its first message (it starts at {first}) and \
+                     no shared snapshot of epoch {epoch} exists to start from"
+                ),
+            })
+        }
+    };
+    let reader = applier::Reader::open(stream, start.0)
         .await
         .map_err(consume_error)?;
     let lease_store = lease::bucket(&js, &config).await?;
@@ -119,11 +157,9 @@ pub async fn start(
         timeout: config.nats_timeout,
         status: status.clone(),
     });
-    // Every node rebuilds from the stream, so the local data directory holds nothing yet.
-    let restored = Restored {
-        epoch,
-        ..Restored::empty()
-    };
+    // The stream is the log (and the shared snapshot the state it started from): the local
+    // data directory holds only a copy of the snapshot.
+    let restored = Restored { epoch, ..restored };
     let (hub, pipeline) = Hub::start_ordered(config.clone(), Box::new(MemoryOnly), restored, order);
 
     // Names this process, so outcomes of its proposals come back to it and to no other,
@@ -139,11 +175,13 @@ pub async fn start(
         max_payload: client.server_info().max_payload,
         timeout: config.nats_timeout,
     };
+    let snapshots = Arc::new(snapshots::Snapshots::starting_at(start.0));
     let mut tasks = vec![tokio::spawn(proposer.run(queued, stop.clone()))];
     tasks.push(tokio::spawn(lease::run(
         hub.clone(),
         lease_store,
         origin.clone(),
+        snapshots.clone(),
         stop.clone(),
     )));
     let applier = applier::Applier {
@@ -153,6 +191,9 @@ pub async fn start(
         waiting: waiting.clone(),
         status,
         caught_up_at,
+        start,
+        snapshots,
+        store: snapshot_store,
     };
     let runtime = tokio::runtime::Handle::current();
     let applier_stop = stop.clone();

@@ -1,6 +1,8 @@
 //! The stream the nodes share: created when missing, checked when present.
 //!
-//! Its name is `--nats-stream`; it takes one subject, `<name>.inputs`. The epoch, which
+//! Its name is `--nats-stream`; it takes one subject, `<name>.inputs`. It keeps messages
+//! for `--retention-age`: older inputs are in the shared snapshots (written every
+//! snapshot interval, far more often), so a node needs only what came after the newest. The epoch, which
 //! names this history of seqs, is kept in the stream's own metadata: the stream is the
 //! history, so a stream deleted and made again is a new epoch on every node at once, and
 //! nodes that share a stream share an epoch without asking each other.
@@ -43,6 +45,7 @@ pub(super) async fn ensure(
                 storage: StorageType::File,
                 num_replicas: config.nats_replicas,
                 duplicate_window: DUPLICATE_WINDOW,
+                max_age: config.retention_age,
                 description: Some(
                     "actionhub's inputs, in the order every node applies them".into(),
                 ),
@@ -96,15 +99,25 @@ fn check(stream: &Stream, config: &Config) -> Result<String, ClusterError> {
             found.num_replicas, config.nats_replicas, found.num_replicas
         )));
     }
-    let limited = found.max_age > Duration::ZERO || found.max_messages > 0 || found.max_bytes > 0;
-    if limited {
-        // Until nodes share snapshots, a new node rebuilds its state from the first
-        // message; a stream that drops old messages would leave it without them.
+    if found.max_messages > 0 || found.max_bytes > 0 {
+        // A count or size limit could drop messages no shared snapshot covers yet under a
+        // burst; the age limit drops only what the snapshots written since cover.
         return Err(refuse(
-            "it has age, message or size limits, and a node rebuilds its state from the \
-             stream's first message; remove the limits"
+            "it has a message or size limit, which could drop inputs no shared snapshot \
+             holds yet; remove them (the stream is bounded by age: --retention-age)"
                 .into(),
         ));
+    }
+    if found.max_age != config.retention_age {
+        return Err(refuse(format!(
+            "it keeps messages for {}, and this node's --retention-age is {}: start every \
+             node with the stream's, or change the stream's max age (`nats stream edit {} \
+             --max-age {}s`)",
+            humantime::format_duration(found.max_age),
+            humantime::format_duration(config.retention_age),
+            config.nats_stream,
+            config.retention_age.as_secs()
+        )));
     }
     Ok(epoch.clone())
 }

@@ -309,6 +309,7 @@ impl Hub {
             state,
             last_seq,
             history,
+            aged_at,
             ..
         } = restored;
         let mut retention = Retention::new(
@@ -316,7 +317,8 @@ impl Hub {
             config.retention_age.as_millis() as Millis,
         );
         let mut dedupe = Dedupe::default();
-        let now = now_millis();
+        // Nothing is aged out of a history that is to stay exactly as restored.
+        let now = aged_at.unwrap_or(Millis::MIN);
         for record in history {
             if let Some(event_id) = &record.event_id {
                 dedupe.insert(record.keys.customer, event_id.clone(), record.seq);

@@ -202,6 +202,11 @@ impl Retention {
         self.records.is_empty()
     }
 
+    /// The retained records, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Record>> {
+        self.records.iter()
+    }
+
     /// Whether every event after `since` is still retained.
     pub fn covers(&self, since: Seq) -> bool {
         since <= self.last_seq && since.next() >= self.first_seq()
@@ -230,7 +235,8 @@ impl Retention {
 
     /// Drops up to `max` records older than the age limit, oldest first.
     pub fn evict_aged(&mut self, now: Millis, max: usize) -> Vec<Arc<Record>> {
-        let cutoff = now - self.max_age_ms;
+        // Saturating: a restored history is taken in at the earliest time (nothing aged).
+        let cutoff = now.saturating_sub(self.max_age_ms);
         let mut evicted = Vec::new();
         while evicted.len() < max && self.records.front().is_some_and(|r| r.timestamp < cutoff) {
             evicted.extend(self.pop_front());

@@ -22,7 +22,7 @@ use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
 use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::{ActionHead, AdminOp, ProfileFull, SessionInfo, SessionStatus};
-use crate::hub::{Ack, Hub, Order, Pending};
+use crate::hub::{Ack, Hub, Pending};
 use crate::ids::{CustomerId, Seq};
 use crate::ingest::event::{
     Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
@@ -365,11 +365,10 @@ impl Txn<'_> {
         if forgetting.erases() {
             self.seq.dedupe.forget_customers(customers);
         }
-        // The log on disk still holds what was forgotten: the snapshot thread compacts it
-        // after the next snapshot. A cluster's stream is not this hub's to rewrite.
-        if matches!(self.hub.order, Order::Local) {
-            self.seq.forgotten.push((self.seq.last_seq, op.clone()));
-        }
+        // The log still holds what was forgotten: on one node the snapshot thread compacts
+        // it after the next snapshot; in a cluster the next shared snapshot purges the
+        // stream below itself (the applier takes these to know it should).
+        self.seq.forgotten.push((self.seq.last_seq, op.clone()));
     }
 }
 

@@ -25,7 +25,7 @@ use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::AdminOp;
 use crate::hub::state::HubState;
 use crate::ids::Seq;
-use crate::ingest::event::Published;
+use crate::ingest::event::{now_millis, Millis, Published};
 use crate::store::snapshot::{self, SnapshotError};
 use crate::store::wal::{self, Entry, Reservation, Wal, WalError};
 
@@ -43,6 +43,11 @@ pub struct Restored {
     pub history: Vec<Arc<Record>>,
     /// The seq of the snapshot it started from (0 for none).
     pub snapshot_seq: Seq,
+    /// The time the history is aged at as the hub takes it in: the clock's for a data
+    /// directory; `None` for a cluster's shared snapshot, whose history is exactly what
+    /// every node retained at that point of the stream (aged again here, this node would
+    /// forget eventIds the others still dedupe).
+    pub aged_at: Option<Millis>,
 }
 
 impl Restored {
@@ -54,6 +59,7 @@ impl Restored {
             last_seq: Seq(0),
             history: Vec::new(),
             snapshot_seq: Seq(0),
+            aged_at: Some(now_millis()),
         }
     }
 }
@@ -256,6 +262,7 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
             last_seq,
             history: history.into(),
             snapshot_seq: snap_seq,
+            aged_at: Some(now_millis()),
         },
         wal,
     ))

@@ -126,9 +126,21 @@ fn write(
 ) -> io::Result<(u64, u64)> {
     let dir = dir(data_dir);
     fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{:020}.snap", seq.0));
+    write_to(hub, &dir.join(format!("{:020}.snap", seq.0)), seq, maps)
+}
+
+/// Writes the state as of `seq`, a snapshot begun with [`Hub::begin_snapshot`], as the
+/// file `path` (through a temp file renamed once whole). A data directory's snapshots
+/// and a cluster's shared ones are written by this one function.
+pub fn write_to(
+    hub: &Hub,
+    path: &Path,
+    seq: Seq,
+    maps: &crate::hub::state::SnapshotMaps,
+) -> io::Result<(u64, u64)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let written = write_file(hub, &dir, &path, &tmp, seq, maps);
+    let written = write_file(hub, dir, path, &tmp, seq, maps);
     if written.is_err() {
         // A failed attempt takes its temp file with it: on a full disk each one would
         // otherwise hold on to the space the next one needs.
@@ -206,8 +218,11 @@ fn write_file(
     // The snapshot may not name a seq the log does not hold durably: after a power loss
     // the log could end before it, and replay after the snapshot would have a silent gap.
     // So the pipeline is asked to sync up to it (whatever the fsync policy), and the file
-    // is published only then.
-    hub.log_status().wait_durable(seq, LOG_CATCH_UP)?;
+    // is published only then. A cluster node's log is the shared stream, which stored each
+    // message before any node applied it: nothing to wait for.
+    if hub.node().is_none() {
+        hub.log_status().wait_durable(seq, LOG_CATCH_UP)?;
+    }
     let crc = out.crc.clone().finalize();
     out.file.write_all(&crc.to_le_bytes())?;
     let file = out.file.into_inner().map_err(|e| e.into_error())?;

@@ -576,6 +576,39 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Writes `records` as one log segment in `dir` (named by the first one's seq), the
+/// format [`scan`] reads: how a cluster's shared snapshot carries the retained history.
+/// Returns the file's size.
+pub fn write_segment(dir: &Path, records: &[Arc<Record>]) -> io::Result<u64> {
+    let first = records.first().map_or(Seq(0), |r| r.seq);
+    let path = dir.join(format!("{:020}.wal", first.0));
+    let tmp = path.with_extension("tmp");
+    let written = (|| {
+        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        out.write_all(MAGIC)?;
+        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        let mut enc = Enc::default();
+        let mut size = HEADER_BYTES;
+        for record in records {
+            encode_record(&mut enc, record);
+            if enc.buf.len() >= 1 << 20 {
+                out.write_all(&enc.buf)?;
+                size += enc.buf.len() as u64;
+                enc.buf.clear();
+            }
+        }
+        out.write_all(&enc.buf)?;
+        size += enc.buf.len() as u64;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        Ok(size)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Makes renames and new files in a directory durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

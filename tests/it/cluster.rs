@@ -542,3 +542,191 @@ async fn a_killed_node_loses_nothing_and_its_clients_resume_on_another() {
     restarted.stop_async().await;
     b.shutdown().await;
 }
+
+/// What the newest shared snapshot's `latest` object says, once one exists.
+async fn latest_snapshot(nats: &NatsServer) -> Option<Value> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let store = js.get_object_store("actionhub-snapshots").await.ok()?;
+    let mut object = store.get("latest").await.ok()?;
+    let mut text = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut text)
+        .await
+        .unwrap();
+    Some(serde_json::from_slice(&text).unwrap())
+}
+
+/// Waits until a shared snapshot holds every event up to `seq`; answers its `latest`.
+async fn snapshot_through(nats: &NatsServer, seq: u64) -> Value {
+    bounded(WAIT, "a shared snapshot to be written", async {
+        loop {
+            if let Some(latest) = latest_snapshot(nats).await {
+                if latest["seq"].as_u64().unwrap() >= seq {
+                    return latest;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+/// Every message the stream still holds, as text.
+async fn stream_messages(nats: &NatsServer) -> Vec<String> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("actionhub").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    for sequence in state.first_sequence..=state.last_sequence {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            out.push(String::from_utf8_lossy(&message.payload).into_owned());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_new_node_starts_from_the_shared_snapshot_when_the_stream_was_purged() {
+    let nats = NatsServer::start();
+    let a = node_with(&nats, "a", |c| {
+        c.snapshot_interval = Duration::from_millis(200)
+    })
+    .await;
+    let mut visitor = Visitor::new();
+    let action = visitor.action("webchat");
+    let mut offered = action.event("offered");
+    offered["eventId"] = json!("offer-1");
+    let http = a.http();
+    http.publish(&json!([
+        visitor.event("identify", "user-1"),
+        offered.clone(),
+        action.event("accepted"),
+    ]))
+    .await;
+    visitor.new_session();
+    http.publish(&visitor.page()).await;
+    let before = history(&a, 1).await;
+    let offered_seq = before
+        .iter()
+        .find(|e| e["topic"] == json!("webchat:offered"))
+        .map(seq_of)
+        .unwrap();
+    let last = seq_of(before.last().unwrap());
+
+    // Every message so far is in a snapshot; the stream forgets them.
+    let latest = snapshot_through(&nats, last).await;
+    let covered = latest["streamSequence"].as_u64().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("actionhub").await.unwrap();
+    stream.purge().sequence(covered + 1).await.unwrap();
+    // And one more after the purge, which only the stream holds.
+    a.client().await.publish_ok(action.event("started")).await;
+    let total = history(&a, before.len() + 1).await.len();
+
+    let b = node(&nats, "b").await;
+    assert_eq!(history(&b, total).await, history(&a, total).await);
+    let path = format!("/v1/customers/{}", visitor.customer_id);
+    assert_eq!(b.http().get(&path).await.1, a.http().get(&path).await.1);
+    let action_path = format!("/v1/actions/{}", action.action_id);
+    assert_eq!(
+        b.http().get(&action_path).await.1,
+        a.http().get(&action_path).await.1
+    );
+    // It decides as the others do, with the history it was given: a retry of an event
+    // from before the snapshot is a duplicate of it, and the action moves on.
+    let mut on_b = b.client().await;
+    let retried = on_b.publish(offered).await;
+    assert_eq!(retried["duplicate"], json!(true), "{retried}");
+    assert_eq!(retried["seq"].as_u64(), Some(offered_seq), "{retried}");
+    on_b.publish_ok(action.event("engaged")).await;
+    let converged = history(&a, total + 1).await;
+    assert_eq!(history(&b, total + 1).await, converged);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_purged_stream_with_no_snapshot_is_refused_at_start() {
+    let nats = NatsServer::start();
+    let a = node(&nats, "a").await;
+    a.http().publish(&Visitor::new().page()).await;
+    a.shutdown().await;
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.get_stream("actionhub")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::ephemeral(dir.path());
+    config.nats = vec![nats.url()];
+    let refused = actionhub::server::start(config)
+        .await
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("no longer reaches back"), "{message}");
+}
+
+#[tokio::test]
+async fn a_node_with_another_retention_age_than_the_stream_is_refused() {
+    let nats = NatsServer::start();
+    let a = node(&nats, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::ephemeral(dir.path());
+    config.nats = vec![nats.url()];
+    // Node a runs with the default.
+    config.retention_age *= 2;
+    let refused = actionhub::server::start(config)
+        .await
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(message.contains("--retention-age"), "{message}");
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn erased_personal_data_leaves_the_stream_within_a_snapshot_interval() {
+    let nats = NatsServer::start();
+    let a = node_with(&nats, "a", |c| {
+        c.snapshot_interval = Duration::from_millis(200)
+    })
+    .await;
+    let visitor = Visitor::new();
+    let email = format!("pii-{}@example.com", uuid::Uuid::new_v4().simple());
+    let mut identify = visitor.event("identify", "pii-user");
+    identify["traits"] = json!({ "email": email });
+    a.http().publish(&identify).await;
+    assert!(
+        stream_messages(&nats)
+            .await
+            .iter()
+            .any(|m| m.contains(&email)),
+        "the stream carries the identify"
+    );
+    let path = format!("/v1/visitors/{}", visitor.customer_id);
+    assert_eq!(a.http().delete(&path).await.0, 200);
+    bounded(WAIT, "the erased data to leave the stream", async {
+        while stream_messages(&nats)
+            .await
+            .iter()
+            .any(|m| m.contains(&email))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    // The snapshot the purge followed holds nothing of it either, and a node started
+    // from it knows no such visitor.
+    let b = node(&nats, "b").await;
+    assert_eq!(b.http().get(&path).await.0, 404);
+    let (_, events) = b.http().get("/v1/events?limit=1000").await;
+    assert!(!events.to_string().contains(&email), "{events}");
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -1,0 +1,380 @@
+//! Shared snapshots: the state and the retained history as of one stream message, kept in
+//! a JetStream object store (`<stream>-snapshots`), so that a node with an empty data
+//! directory joins, and a killed one comes back, when the stream no longer reaches back to
+//! its first message (it is bounded by age, and purged after a visitor is forgotten).
+//!
+//! The node holding the sweeper's lease asks its applier for one every
+//! `--snapshot-interval`. The applier takes it between two messages, where it alone
+//! decides, so state, history and stream position agree: it begins a state snapshot
+//! (copy-on-write, as a single node's), takes the list of retained records (shared, not
+//! copied), and notes the stream sequence and the time the next message may not go back
+//! before. A blocking task then writes the state in the data directory's snapshot format
+//! and the history as one log segment under `<data-dir>/cluster/`, and uploads both and,
+//! last, `latest`, which names them; older ones are deleted after it. A node starting up
+//! reads `latest`, downloads the pair, and reads the stream after its position.
+//!
+//! The history is part of what a node decides with (a retried eventId is a duplicate
+//! while its event is retained), so it travels with the state and is taken in exactly as
+//! it was, never aged again by the loading node's clock.
+//!
+//! After an anonymization or erasure, the first shared snapshot that follows it purges the
+//! stream below its position, so the inputs that carried the forgotten data leave NATS
+//! within one snapshot interval; the snapshot itself holds only what the change left.
+//!
+//! Two writers for a moment (the lease moving while a holder is paused) each write a
+//! consistent pair; `latest` names whichever finished last, and a writer deletes and
+//! purges only while `latest` names its own snapshot.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::object_store::{self, ObjectStore};
+use async_nats::jetstream::stream::{StorageType, Stream};
+use async_nats::jetstream::Context;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::cluster::ClusterError;
+use crate::config::Config;
+use crate::hub::retention::Record;
+use crate::hub::state::SnapshotMaps;
+use crate::hub::Hub;
+use crate::ids::Seq;
+use crate::ingest::event::Millis;
+use crate::store::recovery::Restored;
+use crate::store::{snapshot, wal};
+
+/// The object that names the newest snapshot.
+const LATEST: &str = "latest";
+
+/// The object store bucket of a stream's snapshots, made when missing.
+pub(super) async fn bucket(js: &Context, config: &Config) -> Result<ObjectStore, ClusterError> {
+    let name = format!("{}-snapshots", config.nats_stream);
+    if let Ok(store) = js.get_object_store(&name).await {
+        return Ok(store);
+    }
+    let wanted = object_store::Config {
+        bucket: name.clone(),
+        description: Some("actionhub's shared snapshots: state and history".into()),
+        storage: StorageType::File,
+        num_replicas: config.nats_replicas,
+        ..Default::default()
+    };
+    match js.create_object_store(wanted).await {
+        Ok(store) => Ok(store),
+        // Another node may have made it meanwhile.
+        Err(created) => js
+            .get_object_store(&name)
+            .await
+            .map_err(|_| ClusterError::Stream {
+                stream: name,
+                problem: format!("the snapshot bucket could not be found or created: {created}"),
+            }),
+    }
+}
+
+/// What `latest` says.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Latest {
+    epoch: String,
+    /// The last stream message the snapshot includes.
+    stream_sequence: u64,
+    /// The hub's last seq as of that message.
+    seq: u64,
+    /// The time of that message as the applier kept it (never going back).
+    time: Millis,
+    state: String,
+    history: String,
+}
+
+/// Shared between the lease (which asks for snapshots), the applier (which takes them)
+/// and the writer.
+#[derive(Default)]
+pub(super) struct Snapshots {
+    /// A snapshot is asked for; the applier takes it at its next message boundary.
+    wanted: AtomicBool,
+    /// Wakes an applier waiting for the stream, so a quiet stream is snapshotted too.
+    pub(super) wake: Notify,
+    /// A snapshot is being written: a state snapshot is one at a time.
+    writing: AtomicBool,
+    /// An anonymization or erasure was applied since the last snapshot that purged.
+    forgot: AtomicBool,
+    /// The stream sequence of the last snapshot written or loaded by this node.
+    last: AtomicU64,
+}
+
+impl Snapshots {
+    /// For a node whose state starts at message `start` (0: the stream's beginning).
+    pub(super) fn starting_at(start: u64) -> Snapshots {
+        Snapshots {
+            last: AtomicU64::new(start),
+            ..Snapshots::default()
+        }
+    }
+
+    /// Asks the applier for a snapshot.
+    pub(super) fn want(&self) {
+        self.wanted.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Notes that something was forgotten: the next snapshot purges the stream below it.
+    pub(super) fn forgot(&self) {
+        self.forgot.store(true, Ordering::Release);
+    }
+
+    /// Called by the applier between messages: whether to take a snapshot now (asked for,
+    /// none being written, and the stream moved on since the last one).
+    pub(super) fn take_wanted(&self, applied: u64) -> bool {
+        if !self.wanted.load(Ordering::Acquire) || self.writing.load(Ordering::Acquire) {
+            return false;
+        }
+        self.wanted.store(false, Ordering::Release);
+        if applied <= self.last.load(Ordering::Acquire) {
+            return false;
+        }
+        self.writing.store(true, Ordering::Release);
+        true
+    }
+}
+
+/// A snapshot taken between two messages, to be written and uploaded.
+pub(super) struct Capture {
+    pub(super) stream_sequence: u64,
+    pub(super) seq: Seq,
+    pub(super) maps: SnapshotMaps,
+    pub(super) history: Vec<Arc<Record>>,
+    pub(super) time: Millis,
+}
+
+impl Capture {
+    /// Begins a snapshot of `hub` as of the message at `stream_sequence`, which the caller
+    /// has just applied and before which it applies nothing else.
+    pub(super) fn take(hub: &Hub, stream_sequence: u64, time: Millis) -> Capture {
+        let (seq, maps, _) = hub.begin_snapshot();
+        let history = hub.with_history(|h| h.iter().cloned().collect());
+        Capture {
+            stream_sequence,
+            seq,
+            maps,
+            history,
+            time,
+        }
+    }
+}
+
+/// Where this node keeps its copies of shared snapshots: `<data-dir>/cluster/`.
+fn local_dir(config: &Config) -> PathBuf {
+    config.data_dir.join("cluster")
+}
+
+/// Writes `capture` and uploads it, then (while `latest` names it) deletes older
+/// snapshots and, when something was forgotten, purges the stream below it.
+pub(super) async fn write(
+    hub: Arc<Hub>,
+    store: ObjectStore,
+    stream: Stream,
+    snapshots: Arc<Snapshots>,
+    capture: Capture,
+) {
+    let started = Instant::now();
+    let purge = snapshots.forgot.swap(false, Ordering::AcqRel);
+    let at = capture.stream_sequence;
+    let result = write_and_upload(hub.clone(), &store, capture).await;
+    let result = match result {
+        Ok(latest) => finish(&store, &stream, &latest, purge)
+            .await
+            .map(|()| latest),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(latest) => {
+            snapshots.last.fetch_max(at, Ordering::AcqRel);
+            tracing::info!(
+                stream_sequence = at,
+                seq = latest.seq,
+                purged = purge,
+                took_ms = started.elapsed().as_millis() as u64,
+                "wrote the shared snapshot"
+            );
+        }
+        Err(e) => {
+            if purge {
+                snapshots.forgot();
+            }
+            tracing::warn!(error = %e, stream_sequence = at, "writing the shared snapshot failed; the next interval tries again");
+        }
+    }
+    snapshots.writing.store(false, Ordering::Release);
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+async fn write_and_upload(
+    hub: Arc<Hub>,
+    store: &ObjectStore,
+    capture: Capture,
+) -> Result<Latest, Failure> {
+    let dir = local_dir(hub.config());
+    let at = capture.stream_sequence;
+    let latest = Latest {
+        epoch: hub.epoch().to_owned(),
+        stream_sequence: at,
+        seq: capture.seq.0,
+        time: capture.time,
+        state: format!("state-{at}"),
+        history: format!("history-{at}"),
+    };
+    let (state_file, history_file) = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let written = write_files(&hub, &dir, &capture);
+            // The walk is over (or failed): the state stops keeping preimages.
+            hub.state().end_snapshot();
+            written
+        })
+        .await??
+    };
+    upload(store, &latest.state, &state_file).await?;
+    upload(store, &latest.history, &history_file).await?;
+    let text = serde_json::to_vec(&latest)?;
+    store.put(LATEST, &mut text.as_slice()).await?;
+    Ok(latest)
+}
+
+/// The state and the history as files under `dir` (which holds nothing else of worth).
+fn write_files(hub: &Hub, dir: &Path, capture: &Capture) -> std::io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let state = dir.join("state.snap");
+    snapshot::write_to(hub, &state, capture.seq, &capture.maps)?;
+    let history_dir = dir.join("history");
+    let _ = std::fs::remove_dir_all(&history_dir);
+    std::fs::create_dir_all(&history_dir)?;
+    wal::write_segment(&history_dir, &capture.history)?;
+    let segment = wal::segments(&history_dir)?
+        .pop()
+        .map(|(_, path)| path)
+        .ok_or_else(|| std::io::Error::other("the history segment was not written"))?;
+    Ok((state, segment))
+}
+
+async fn upload(store: &ObjectStore, name: &str, path: &Path) -> Result<(), Failure> {
+    let mut file = tokio::fs::File::open(path).await?;
+    store.put(name, &mut file).await?;
+    Ok(())
+}
+
+/// After `latest` is written: deletes the older snapshots and, when asked, purges the
+/// stream below this one. Both only while `latest` still names this snapshot.
+async fn finish(
+    store: &ObjectStore,
+    stream: &Stream,
+    ours: &Latest,
+    purge: bool,
+) -> Result<(), Failure> {
+    match read_latest(store).await? {
+        Some(latest) if latest.stream_sequence == ours.stream_sequence => {}
+        _ => return Ok(()),
+    }
+    let mut listed = store.list().await?;
+    let mut older = Vec::new();
+    while let Some(info) = listed.next().await {
+        let info = info?;
+        if info.name != LATEST && info.name != ours.state && info.name != ours.history {
+            older.push(info.name);
+        }
+    }
+    for name in older {
+        store.delete(&name).await?;
+    }
+    if purge {
+        // Keeps the messages after the snapshot; those at or before it are in it.
+        stream.purge().sequence(ours.stream_sequence + 1).await?;
+    }
+    Ok(())
+}
+
+async fn read_latest(store: &ObjectStore) -> Result<Option<Latest>, Failure> {
+    let mut object = match store.get(LATEST).await {
+        Ok(object) => object,
+        Err(e) if e.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut text = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut text).await?;
+    Ok(Some(serde_json::from_slice(&text)?))
+}
+
+/// The newest shared snapshot of this epoch, downloaded and read, as the hub starts from
+/// it: with the stream sequence it includes and the time its applier had reached.
+pub(super) struct Loaded {
+    pub(super) restored: Restored,
+    pub(super) stream_sequence: u64,
+    pub(super) time: Millis,
+}
+
+/// Reads the newest shared snapshot of `epoch`, if there is one.
+pub(super) async fn load(
+    store: &ObjectStore,
+    config: &Config,
+    epoch: &str,
+) -> Result<Option<Loaded>, Failure> {
+    let Some(latest) = read_latest(store).await? else {
+        return Ok(None);
+    };
+    if latest.epoch != epoch {
+        tracing::warn!(found = %latest.epoch, %epoch, "the shared snapshot is of another epoch (the stream was made again); not used");
+        return Ok(None);
+    }
+    let dir = local_dir(config);
+    let history_dir = dir.join("history");
+    let _ = tokio::fs::remove_dir_all(&history_dir).await;
+    tokio::fs::create_dir_all(&history_dir).await?;
+    let state_file = dir.join("state.snap");
+    download(store, &latest.state, &state_file).await?;
+    download(store, &latest.history, &history_dir.join("0.wal")).await?;
+    let loaded = tokio::task::spawn_blocking(move || -> Result<Restored, Failure> {
+        let state = snapshot::load(&state_file)?;
+        let mut history = Vec::new();
+        let scan = wal::scan(&history_dir, |entry| {
+            if let wal::Entry::Event(record) = entry {
+                history.push(Arc::new(record));
+            }
+        })?;
+        if let Some(torn) = scan.torn {
+            return Err(format!("the shared history is damaged: {}", torn.why).into());
+        }
+        Ok(Restored {
+            epoch: state.epoch,
+            state: state.state,
+            last_seq: state.seq,
+            history,
+            snapshot_seq: state.seq,
+            aged_at: None,
+        })
+    })
+    .await??;
+    if loaded.last_seq.0 != latest.seq {
+        return Err(format!(
+            "the shared snapshot's state is at seq {}, and `latest` names seq {}",
+            loaded.last_seq, latest.seq
+        )
+        .into());
+    }
+    Ok(Some(Loaded {
+        restored: loaded,
+        stream_sequence: latest.stream_sequence,
+        time: latest.time,
+    }))
+}
+
+async fn download(store: &ObjectStore, name: &str, path: &Path) -> Result<(), Failure> {
+    let mut object = store.get(name).await?;
+    let mut file = tokio::fs::File::create(path).await?;
+    tokio::io::copy(&mut object, &mut file).await?;
+    Ok(())
+}
