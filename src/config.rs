@@ -31,6 +31,7 @@ use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::edge::auth::{ApiKeys, JwtSecrets};
+use crate::edge::sinks::spec::{SinkConfig, SinkSpec};
 
 /// Declares every setting: `doc comment, name: Type = default;`. See the module doc.
 macro_rules! settings {
@@ -45,11 +46,16 @@ macro_rules! settings {
                 #[serde(deserialize_with = "SettingValue::from_file")]
                 pub $name: $ty,
             )+
+            /// Webhook sinks, the file's `[[sinks]]` tables (docs/protocol.md, "Webhook
+            /// sinks"). A list of tables has no flag or variable form, so it sits outside
+            /// the settings: from the file only.
+            #[serde(deserialize_with = "sinks_from_file")]
+            pub sinks: Vec<SinkConfig>,
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { $($name: $default,)+ }
+                Config { $($name: $default,)+ sinks: Vec::new() }
             }
         }
 
@@ -161,6 +167,27 @@ settings! {
     /// How long a publish in cluster mode waits for the stream to order it (during a NATS
     /// leader election, say) before it is refused `unavailable`.
     nats_timeout: Duration = Duration::from_secs(10);
+    /// How long one webhook request may take (connecting included) before it counts as
+    /// failed and is retried.
+    sink_timeout: Duration = Duration::from_secs(10);
+    /// Longest delay between retries of a webhook batch; delays double from 100ms up to
+    /// it, each a random part of that (full jitter).
+    sink_backoff_max: Duration = Duration::from_secs(30);
+    /// Failed attempts in a row of one webhook batch after which its sink is paused
+    /// (until `POST /v1/sinks/{id}/resume`).
+    sink_max_failures: u32 = 20;
+    /// How long one webhook batch may keep failing before its sink is paused.
+    sink_max_retry: Duration = Duration::from_secs(3600);
+}
+
+/// Reads `[[sinks]]` and checks each table, so that a bad one is refused at start with
+/// the line it is on.
+fn sinks_from_file<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SinkConfig>, D::Error> {
+    let sinks = Vec::<SinkConfig>::deserialize(d)?;
+    for sink in &sinks {
+        SinkSpec::from_config(sink).map_err(serde::de::Error::custom)?;
+    }
+    Ok(sinks)
 }
 
 /// How log lines are written.
@@ -534,6 +561,22 @@ const TOML_HEADER: &str = "\
 # written like \"500ms\", \"30s\", \"90m\", \"24h\". Secrets that are set are never printed.
 ";
 
+/// The closing of `--print-config`'s output when no sink is configured: how to add one.
+const SINKS_EXAMPLE: &str = "
+# Webhook sinks: each [[sinks]] table posts the events it selects to a URL, in signed
+# batches (docs/protocol.md, \"Webhook sinks\"). From this file only (no flag or
+# variable); `name` keys the sink's cursor in <data_dir>/sinks/, so keep it stable.
+#
+# [[sinks]]
+# name = \"analytics\"                     # 1 to 64 letters, digits, `-`, `_`
+# url = \"https://collector.example/hooks\"  # http or https
+# topics = [\"webchat:all\"]               # patterns, as in `subscribe`
+# where = { actionMapId = [\"9f1c2a4e-3b7d-4c1e-8a2b-0123456789ab\"] }  # optional
+# batch_size = 100                       # events a request at most, 1 to 1000
+# linger_ms = 1000                       # how long a batch waits to fill, 0 to 60000
+# secret = \"whsec_...\"                   # Standard Webhooks secret, whsec_<base64>
+";
+
 /// The command line: `--config`, `--print-config` and a flag for every setting.
 fn command() -> clap::Command {
     let command = clap::Command::new("actionhub")
@@ -691,6 +734,13 @@ impl Config {
                 None => writeln!(text, "# {} is set; secrets are not printed", setting.name),
             };
         }
+        match self.sinks.is_empty() {
+            true => text.push_str(SINKS_EXAMPLE),
+            false => self
+                .sinks
+                .iter()
+                .for_each(|sink| text.push_str(&sink.to_toml())),
+        }
         text
     }
 
@@ -758,6 +808,26 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "nats holds an empty URL: write `nats://host:port[,nats://host:port...]`".into(),
             ));
+        }
+        if self.sink_timeout.is_zero() || self.sink_max_retry.is_zero() {
+            return Err(ConfigError::Invalid(
+                "sink_timeout and sink_max_retry must be longer than zero".into(),
+            ));
+        }
+        if self.sink_backoff_max < Duration::from_millis(100) || self.sink_max_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "sink_backoff_max must be at least 100ms and sink_max_failures at least 1".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for sink in &self.sinks {
+            SinkSpec::from_config(sink).map_err(ConfigError::Invalid)?;
+            if !names.insert(sink.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "two [[sinks]] are named {:?}: a name keys a sink's cursor",
+                    sink.name
+                )));
+            }
         }
         if self.nats_timeout.is_zero() {
             return Err(ConfigError::Invalid(
@@ -1072,6 +1142,47 @@ mod tests {
             err.contains("32 bytes") && !err.contains("tooshort"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sinks_come_from_the_file_and_print_without_their_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = "[[sinks]]\nname = \"analytics\"\nurl = \"https://c.example/h\"\n\
+                    topics = [\"webchat:all\"]\n\
+                    where = { actionMapVersion = [2] }\nbatch_size = 50\n\
+                    secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
+        let path = write_file(&dir, &format!("retention_events = 5\n{sink}"));
+        let config = Config::from_file(Path::new(&path)).unwrap();
+        assert_eq!(config.sinks.len(), 1);
+        let printed = config.to_toml();
+        let debug = format!("{config:?}");
+        for text in [&printed, &debug] {
+            assert!(!text.contains("MfKQ9r8G"), "{text}");
+        }
+        assert!(printed.contains("[[sinks]]") && printed.contains("batch_size = 50"));
+        assert!(printed.contains("# secret is set; secrets are not printed"));
+        let bad = [
+            (
+                "batch_size = 50",
+                "batch_size = 0",
+                "`batch_size` must be 1 to 1000",
+            ),
+            (
+                "https://c.example/h",
+                "file:///etc",
+                "`url` must be http or https",
+            ),
+            ("webchat:all", "webchat:nope", "unknown topic name"),
+            ("batch_size = 50", "colour = 1", "unknown field `colour`"),
+        ];
+        for (from, to, expected) in bad {
+            let path = write_file(&dir, &sink.replace(from, to));
+            let err = Config::from_file(Path::new(&path)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{to}: {err}");
+        }
+        let twice = write_file(&dir, &format!("{sink}{sink}"));
+        let err = parse(&["--config", &twice], &[]).unwrap_err().to_string();
+        assert!(err.contains("two [[sinks]] are named"), "{err}");
     }
 
     #[test]

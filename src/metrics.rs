@@ -71,6 +71,12 @@ pub struct LimitLabel {
     pub limit: &'static str,
 }
 
+/// The `sink` label of the webhook sinks' metrics: the sink's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
 /// Every metric the hub exports.
 pub struct Metrics {
     registry: Registry,
@@ -93,6 +99,16 @@ pub struct Metrics {
     /// stream holds beyond it.
     pub stream_applied: Gauge,
     pub stream_lag: Gauge,
+    /// Per webhook sink: its cursor, how many seqs it is behind, whether it is paused,
+    /// its failures in a row (set at scrape time), and what it delivered and failed.
+    pub sink_cursor: Family<SinkLabel, Gauge>,
+    pub sink_lag: Family<SinkLabel, Gauge>,
+    pub sink_paused: Family<SinkLabel, Gauge>,
+    pub sink_consecutive_failures: Family<SinkLabel, Gauge>,
+    pub sink_events_delivered: Family<SinkLabel, Counter>,
+    pub sink_batches_acked: Family<SinkLabel, Counter>,
+    pub sink_failures: Family<SinkLabel, Counter>,
+    pub sink_gaps: Family<SinkLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,6 +147,14 @@ impl Metrics {
             log_writable: Gauge::default(),
             stream_applied: Gauge::default(),
             stream_lag: Gauge::default(),
+            sink_cursor: Family::default(),
+            sink_lag: Family::default(),
+            sink_paused: Family::default(),
+            sink_consecutive_failures: Family::default(),
+            sink_events_delivered: Family::default(),
+            sink_batches_acked: Family::default(),
+            sink_failures: Family::default(),
+            sink_gaps: Family::default(),
         };
         m.log_writable.set(1);
         registry.register(
@@ -211,6 +235,56 @@ impl Metrics {
                 m.stream_lag.clone(),
             );
         }
+        let sink_gauges = [
+            (
+                "sink_cursor",
+                "Seq up to which a webhook sink's receiver acknowledged",
+                &m.sink_cursor,
+            ),
+            (
+                "sink_lag",
+                "Seqs delivered by the hub past a webhook sink's cursor",
+                &m.sink_lag,
+            ),
+            (
+                "sink_paused",
+                "1 while a webhook sink is paused after repeated failures",
+                &m.sink_paused,
+            ),
+            (
+                "sink_consecutive_failures",
+                "Failed attempts in a row of a webhook sink's current batch",
+                &m.sink_consecutive_failures,
+            ),
+        ];
+        for (name, help, family) in sink_gauges {
+            registry.register(name, help, family.clone());
+        }
+        let sink_counters = [
+            (
+                "sink_events_delivered",
+                "Events a webhook sink's receiver acknowledged",
+                &m.sink_events_delivered,
+            ),
+            (
+                "sink_batches_acked",
+                "Batches a webhook sink's receiver acknowledged",
+                &m.sink_batches_acked,
+            ),
+            (
+                "sink_failures",
+                "Webhook requests that failed (non-2xx, timeout, no connection)",
+                &m.sink_failures,
+            ),
+            (
+                "sink_gaps",
+                "Gap records sent for events that left retention before delivery",
+                &m.sink_gaps,
+            ),
+        ];
+        for (name, help, family) in sink_counters {
+            registry.register(name, help, family.clone());
+        }
         for limit in Limit::ALL {
             let _ = m.limits_hit.get_or_create(&LimitLabel {
                 limit: limit.as_str(),
@@ -239,6 +313,26 @@ impl Metrics {
                 limit: limit.as_str(),
             })
             .inc();
+    }
+
+    /// Drops a deleted sink's series.
+    pub fn forget_sink(&self, label: &SinkLabel) {
+        for family in [
+            &self.sink_cursor,
+            &self.sink_lag,
+            &self.sink_paused,
+            &self.sink_consecutive_failures,
+        ] {
+            family.remove(label);
+        }
+        for family in [
+            &self.sink_events_delivered,
+            &self.sink_batches_acked,
+            &self.sink_failures,
+            &self.sink_gaps,
+        ] {
+            family.remove(label);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
 use crate::edge::app::App;
+use crate::edge::sinks::Sinks;
 use crate::hub::Hub;
 use crate::ids::Seq;
 use crate::ingest::event::now_millis;
@@ -43,6 +44,9 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    /// A webhook sink's file or definition, naming it.
+    #[error("webhook sinks: {0}")]
+    Sinks(String),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -86,7 +90,7 @@ pub async fn start_with_log(
         .map_err(io("reading the bound address"))?;
     if config.is_clustered() {
         let (hub, pipeline, node) = crate::cluster::start(Arc::new(config), addr.port()).await?;
-        return Ok(serve(listener, hub, pipeline, Stopping::Cluster(node)));
+        return serve(listener, hub, pipeline, Stopping::Cluster(node));
     }
     let data_dir = config.data_dir.clone();
     let (restored, wal, prepared) = {
@@ -125,7 +129,7 @@ pub async fn start_with_log(
         snapshotter,
         data_dir,
     };
-    Ok(serve(listener, hub, pipeline, stopping))
+    serve(listener, hub, pipeline, stopping)
 }
 
 /// What stops after the connections have closed, besides the pipeline.
@@ -140,20 +144,28 @@ enum Stopping {
     Cluster(crate::cluster::Node),
 }
 
-/// Serves `hub` on `listener` in a background task until shutdown, then stops what
-/// `stopping` names and the pipeline.
+/// Starts the webhook sinks and serves `hub` on `listener` in a background task until
+/// shutdown, then stops what `stopping` names and the pipeline.
 fn serve(
     listener: tokio::net::TcpListener,
     hub: Arc<Hub>,
     pipeline: crate::hub::Pipeline,
     stopping: Stopping,
-) -> Running {
+) -> Result<Running, ServerError> {
     let addr = listener
         .local_addr()
         .expect("a bound listener has an address");
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let ctx = App::new(hub.clone(), shutdown.clone(), tracker.clone());
+    // The sinks' tasks are tracked like connections, so shutdown waits for them too.
+    let sinks = match Sinks::start(hub.clone(), shutdown.clone(), tracker.clone()) {
+        Ok(sinks) => sinks,
+        Err(e) => {
+            hub.close_pipeline();
+            return Err(ServerError::Sinks(e));
+        }
+    };
+    let ctx = App::new(hub.clone(), shutdown.clone(), tracker.clone(), sinks);
     let app = crate::edge::http::router(ctx);
     // In a cluster the lease holder's ticks come through the stream instead.
     if matches!(stopping, Stopping::Local { .. }) {
@@ -231,12 +243,12 @@ fn serve(
             Ok(())
         })
     };
-    Running {
+    Ok(Running {
         addr,
         hub,
         shutdown,
         task,
-    }
+    })
 }
 
 /// Serves until `signal` completes, then shuts down gracefully.

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::edge::auth::Auth;
 use crate::edge::limits::ConnectionLimits;
+use crate::edge::sinks::Sinks;
 use crate::hub::Hub;
 
 /// What the router shares with every connection.
@@ -20,6 +21,8 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// Open connections, in total and per client address.
     pub connections: Arc<ConnectionLimits>,
+    /// The webhook sinks, for `/v1/sinks` and the metrics.
+    pub sinks: Arc<Sinks>,
 }
 
 impl App {
@@ -27,6 +30,7 @@ impl App {
         hub: Arc<Hub>,
         shutdown: CancellationToken,
         tracker: tokio_util::task::TaskTracker,
+        sinks: Arc<Sinks>,
     ) -> App {
         let config = &hub.config();
         App {
@@ -38,6 +42,7 @@ impl App {
             hub,
             shutdown,
             tracker,
+            sinks,
         }
     }
 }

@@ -97,6 +97,7 @@ pub fn router(ctx: App) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::edge::assets::routes())
         .merge(crate::edge::visitors::routes())
+        .merge(crate::edge::sinks::api::routes())
         .fallback(|| async { HubError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             let mut response =
@@ -155,11 +156,14 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         .is_some_and(|rest| rest.split('/').count() == 2);
     // The visitor changes PROTOCOL.md section 6 reserves for `admin` (exports, merges,
     // anonymization, deletes), and attribute updates, which it gives to `publish`.
+    // A sink forwards events anywhere: every sink endpoint, reads included, is `admin`'s.
+    let sinks = path == "/v1/sinks" || path.starts_with("/v1/sinks/");
     let visitor_admin = path == "/v1/visitors/merge"
         || (path.starts_with("/v1/visitors/")
             && !by_channel
             && (path.ends_with("/export") || path.ends_with("/anonymize")));
     Some(match *method {
+        _ if sinks => Scope::Admin,
         Method::GET | Method::HEAD if by_channel => Scope::Subscribe,
         _ if visitor_admin => Scope::Admin,
         Method::PUT if path.starts_with("/v1/visitors/") => Scope::Publish,
@@ -539,6 +543,7 @@ async fn readyz(State(ctx): State<App>) -> Response {
 
 async fn metrics(State(ctx): State<App>) -> Response {
     ctx.hub.refresh_gauges();
+    ctx.sinks.refresh_gauges();
     (
         [(
             header::CONTENT_TYPE,
@@ -597,6 +602,12 @@ mod tests {
                 "/v1/visitors/by-channel/export".into(),
                 Some(Admin),
             ),
+            (Method::POST, "/v1/sinks".into(), Some(Admin)),
+            (Method::GET, "/v1/sinks".into(), Some(Admin)),
+            (Method::GET, "/v1/sinks/a1".into(), Some(Admin)),
+            (Method::DELETE, "/v1/sinks/a1".into(), Some(Admin)),
+            (Method::POST, "/v1/sinks/a1/resume".into(), Some(Admin)),
+            (Method::GET, "/v1/sinksx".into(), Some(Subscribe)),
             (Method::GET, "/v1/unknown".into(), Some(Subscribe)),
         ];
         for (method, path, expected) in cases {

@@ -7,6 +7,8 @@
 //! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
 //!   [`limits`]: nesting depth, publish rate, connection counts.
 //! - [`outbox`]: each connection's bounded queue and its socket's write half.
+//! - [`stream`]: the event stream over plain HTTP; [`sinks`]: webhook sinks, which post
+//!   the events they select to receivers' URLs.
 //! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
 
 pub mod app;
@@ -15,6 +17,7 @@ pub mod auth;
 pub mod http;
 pub mod limits;
 pub mod outbox;
+pub mod sinks;
 pub mod stream;
 pub mod views;
 pub mod visitors;

@@ -25,6 +25,7 @@ mod privacy;
 mod replay;
 mod restart;
 mod security;
+mod sinks;
 mod stream;
 mod tail;
 mod visitors;

@@ -18,6 +18,7 @@ mod http;
 mod hub;
 pub(crate) mod nats;
 mod process;
+mod receiver;
 mod stream;
 mod tokens;
 
@@ -31,6 +32,7 @@ pub(crate) use frames::{
 pub(crate) use http::{assert_http_error, Http};
 pub(crate) use hub::Hub;
 pub(crate) use process::{launch, wait_bounded, HubProcess};
+pub(crate) use receiver::{Mode, Receiver};
 pub(crate) use stream::EventStream;
 pub(crate) use tokens::{sign, token, unix_now};
 
