@@ -115,6 +115,8 @@ export interface ActionHubOptions {
    * (a token links only its own `uid`): mint that token only for the user your login vouches for.
    */
   getToken?: (customerId: string, want: { userId?: string }) => TokenAnswer | Promise<TokenAnswer>;
+  /** The site's token endpoint: POSTed with `customerId` (and `userId`) query parameters and the page's cookies, it answers `{token, expiresAt}`. Used when `getToken` is not given. */
+  tokenUrl?: string;
   /** A server-side API key (never put one in a public page). */
   apiKey?: string;
   /** Overrides the cookie's customerId (UUIDv4), e.g. outside a browser. */
@@ -178,6 +180,9 @@ export interface CommandFunction {
   (command: 'publish', event: LifecycleEvent | VisitorEvent): Promise<PublishResult>;
   (command: 'snapshot', where?: Where): Promise<Snapshot>;
   (command: 'close'): void;
+  (command: 'pageview', options?: { location?: string; title?: string }): Promise<PublishResult>;
+  (command: 'record', name: string, properties?: Record<string, unknown>): Promise<PublishResult>;
+  (command: 'init' | 'load' | 'forms:track' | (string & {}), ...args: unknown[]): unknown;
   readonly hub: ActionHub;
 }
 
@@ -196,8 +201,6 @@ export class ActionHub {
   static readonly version: string;
   static readonly Error: typeof ActionHubError;
   static uuid(): string;
-  /** Returns the `ac` function, installs it as `window[name]` (default `ac`), and runs the calls queued on the stub's `q`. */
-  static commandQueue(hub: ActionHub, name?: string): CommandFunction;
   /** Pushes each matching event to the data layer as `{event: name, ...fields}`; returns a function that stops it. */
   static toDataLayer(hub: ActionHub, options?: DataLayerOptions): () => void;
 
@@ -235,9 +238,9 @@ export class ActionHub {
   readonly tokenUserId: string | null;
   /** Links this customer to the site's user; `userId` defaults to the token's. */
   identify(userId?: string | null, traits?: Record<string, unknown>): Promise<PublishResult>;
-  signin(userId?: string | null): Promise<PublishResult>;
+  signin(userId?: string | null, traits?: Record<string, unknown>): Promise<PublishResult>;
   signout(): Promise<PublishResult>;
-  userinfo(userId?: string | null): Promise<PublishResult>;
+  userinfo(userId?: string | null, traits?: Record<string, unknown>): Promise<PublishResult>;
   /** A page view; url, title and referrer default to this page's. */
   page(details?: PageDetails): Promise<PublishResult>;
   track(name: string, properties?: Record<string, unknown>): Promise<PublishResult>;
@@ -248,6 +251,26 @@ export class ActionHub {
 }
 
 export function uuid(): string;
+/** A `getToken` that POSTs to the site's token URL (see `ActionHubOptions.tokenUrl`). */
+export function tokenUrlGetter(url: string): NonNullable<ActionHubOptions['getToken']>;
+
+/** `ac(command, ...args)` on `hub`: on/once/off, pageview, record, and the client's methods; init, load, forms:track are noted no-ops. */
+export function acCommands(hub: ActionHub): CommandFunction;
+/** Installs `ac` as the page global `name` (unless another script owns it) and runs the stub's queued calls. */
+export function installAc(hub: ActionHub, name?: string): CommandFunction;
+export interface GtCommands { readonly hub: ActionHub; push(...commands: unknown[][]): number }
+export function gtCommands(hub: ActionHub): GtCommands;
+/** Installs `_gt` (unless another script owns it), reports the page entered, and runs the queued pushes. */
+export function installGt(hub: ActionHub, name?: string, options?: { pageEntered?: boolean }): GtCommands;
+export interface TransactionalFunction {
+  (command: 'identify', userId: string, traits?: Record<string, unknown>): void;
+  (command: 'update', attributes: Record<string, unknown>): void;
+  (command: 'trackPageView', page?: { page?: string; title?: string }): void;
+  (command: 'trackEvent', name: string, properties?: Record<string, unknown>): void;
+  readonly hub: ActionHub;
+}
+export function transactionalCommands(hub: ActionHub): TransactionalFunction;
+export function installTransactional(hub: ActionHub, name?: string): TransactionalFunction;
 export default ActionHub;
 
 declare global {

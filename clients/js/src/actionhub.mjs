@@ -129,6 +129,22 @@ function tokenAnswer(t) {
   return t && typeof t === 'object' ? t.token : t;
 }
 
+/**
+ * A `getToken` that asks the site's token endpoint: a POST with the customerId (and the user
+ * wanted, if any) as query parameters and the page's cookies, so the site's own login decides
+ * which user the token may carry. The answer is `{token, expiresAt}`, as `POST /v1/tokens`'s.
+ */
+export function tokenUrlGetter(url) {
+  return async (customerId, want = {}) => {
+    const u = new URL(url, hasWindow ? location.href : undefined);
+    u.searchParams.set('customerId', customerId);
+    if (want.userId) u.searchParams.set('userId', want.userId);
+    const r = await fetch(u, { method: 'POST', credentials: 'include', cache: 'no-store' });
+    if (!r.ok) throw new ActionHubError('unauthorized', `the token URL answered ${r.status}`);
+    return r.json();
+  };
+}
+
 function pageDetails() {
   if (!hasDocument) return {};
   const p = { url: location.href, title: document.title };
@@ -141,6 +157,7 @@ export class ActionHub {
    * @param {object} [options] see actionhub.d.ts
    */
   constructor(options = {}) {
+    if (options.tokenUrl && !options.getToken) options = { ...options, getToken: tokenUrlGetter(options.tokenUrl) };
     this.options = options;
     this.url = wsUrl(options.url);
     this._token = options.token || null;
@@ -427,9 +444,9 @@ export class ActionHub {
   }
 
   /** Signs in: a new session starts (the old sessionId is never reused). */
-  signin(userId) {
+  signin(userId, traits) {
     this._setSession(uuid());
-    return this._link('signin', userId, {});
+    return this._link('signin', userId, traits ? { traits } : {});
   }
 
   /** Signs out: ends this session; the next event starts a fresh one. */
@@ -439,8 +456,8 @@ export class ActionHub {
     return p;
   }
 
-  userinfo(userId) {
-    return this._link('userinfo', userId, {});
+  userinfo(userId, traits) {
+    return this._link('userinfo', userId, traits ? { traits } : {});
   }
 
   page(details) {
@@ -749,34 +766,6 @@ export class ActionHub {
   // ---- adapters ------------------------------------------------------------------------
 
   /**
-   * Returns an `ac(command, ...args)` function for snippet-style code, and runs the commands
-   * queued on the stub `window[name].q` before the SDK loaded. Installs it as `window[name]`.
-   */
-  static commandQueue(hub, name = 'ac') {
-    const ac = (command, ...args) => {
-      if (command === 'action') return hub.action(...args);
-      const fn = hub[command];
-      if (typeof fn !== 'function' || command.startsWith('_') || command === 'constructor') {
-        const err = new ActionHubError('bad_request', `unknown ac command ${JSON.stringify(command)}`);
-        hub._emitError(err);
-        return Promise.reject(err);
-      }
-      return fn.apply(hub, args);
-    };
-    ac.hub = hub;
-    if (hasWindow) {
-      const stub = window[name];
-      const queued = stub && Array.isArray(stub.q) ? stub.q : [];
-      window[name] = ac;
-      for (const args of queued) {
-        const r = ac(...Array.from(args));
-        if (r && typeof r.catch === 'function') r.catch(() => {});
-      }
-    }
-    return ac;
-  }
-
-  /**
    * Pushes each matching event to the data layer as `{event: name, ...fields}`. Returns a
    * function that stops it. The array is looked up at each push and never replaced, so a tag
    * manager's own `push` sees every event.
@@ -795,14 +784,5 @@ export class ActionHub {
 
 ActionHub.Error = ActionHubError;
 ActionHub.uuid = uuid;
-
-// `<script src="/sdk/actionhub.js" data-actionhub>` starts a hub client from the script's
-// own origin and serves snippet-style `ac(...)` calls, queued or not.
-if (hasDocument && document.currentScript && document.currentScript.hasAttribute('data-actionhub')) {
-  const d = document.currentScript.dataset;
-  window.actionhub = new ActionHub({ url: d.actionhub || undefined });
-  ActionHub.commandQueue(window.actionhub, d.global || 'ac');
-  if (d.datalayer !== undefined) ActionHub.toDataLayer(window.actionhub, d.datalayer ? { patterns: d.datalayer.split(',') } : {});
-}
 
 export default ActionHub;

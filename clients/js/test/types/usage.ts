@@ -1,5 +1,5 @@
 // A typed usage example: `tsc -p test/types` checks it against actionhub.d.ts.
-import ActionHub, { ActionHubError, type HubEvent, type PublishResult, type Snapshot } from '../../actionhub';
+import ActionHub, { ActionHubError, installAc, installGt, installTransactional, type HubEvent, type PublishResult, type Snapshot } from '../../actionhub';
 
 const hub = new ActionHub({
   url: 'https://hub.example.com',
@@ -45,7 +45,11 @@ flow().catch((e: unknown) => {
   if (e instanceof ActionHubError && e.code === 'queue_full') console.warn('offline too long');
 });
 
-const ac = ActionHub.commandQueue(hub);
+const ac = installAc(hub);
+ac('pageview');
+ac('record', 'product_added', { sku: 'A1' });
+installGt(hub).push(['sendSignIn', { userId: 'user-1' }]);
+installTransactional(hub)('update', { plan: 'gold' });
 ac('on', 'webchat:all', (e) => console.log(e.actionId));
 ac('page', { url: location.href });
 void ac('signin', 'user-1');
