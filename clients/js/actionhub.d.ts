@@ -164,7 +164,28 @@ export class ActionHubError extends Error {
   constructor(code: string, message?: string, details?: unknown);
 }
 
-export type LocalEvent = 'error' | 'connected' | 'disconnected';
+export type LocalEvent = 'error' | 'connecting' | 'connected' | 'disconnected' | 'closed' | 'subscribing' | 'subscribed' | 'unsubscribed';
+
+export type ConnectionState = 'connecting' | 'connected' | 'disconnected' | 'closed';
+export type SubscriptionState = 'subscribing' | 'subscribed' | 'unsubscribed';
+export interface SubscriptionInfo {
+  topics: TopicPattern[];
+  where: Where | null;
+  state: SubscriptionState;
+  /** Where it resumes from: the last seq it has all events up to, in `epoch`. */
+  position: { seq: number; epoch: string } | null;
+  /** Its last subscribe resumed from a position. */
+  wasRecovering?: boolean;
+  /** The hub replayed everything after the position (false: a snapshot came instead). */
+  recovered?: boolean;
+  reason?: string;
+}
+export interface HistoryPage {
+  events: HubEvent[];
+  /** Pass as `since` for the next page. */
+  next: number;
+  epoch: string;
+}
 
 /** Snippet-style entry point: `ac('on', 'webchat:all', cb)`, `ac('page')`, ... */
 export interface CommandFunction {
@@ -221,7 +242,10 @@ export class ActionHub {
   on(pattern: TopicPattern | TopicPattern[], where: Where, callback: Handler): this;
   on(event: 'error', callback: (error: ActionHubError) => void): this;
   on(event: 'connected', callback: (info: { connId: string; epoch: string; seq: number }) => void): this;
-  on(event: 'disconnected', callback: (info: { code: number; reason: string }) => void): this;
+  on(event: 'disconnected', callback: (info: { code: number; reason: string; reconnect: boolean }) => void): this;
+  on(event: 'connecting', callback: (info: { attempt: number }) => void): this;
+  on(event: 'closed', callback: (info: {}) => void): this;
+  on(event: 'subscribing' | 'subscribed' | 'unsubscribed', callback: (info: SubscriptionInfo) => void): this;
   /** As `on`, for the first matching event only. */
   once(pattern: TopicPattern | TopicPattern[], callback: Handler): this;
   once(pattern: TopicPattern | TopicPattern[], where: Where, callback: Handler): this;
@@ -246,6 +270,12 @@ export class ActionHub {
   track(name: string, properties?: Record<string, unknown>): Promise<PublishResult>;
   /** The current actions and customers matching `where`. */
   snapshot(where?: Where, topics?: TopicPattern[]): Promise<Snapshot>;
+  /** The retained history (GET /v1/events), filtered like a subscription. Needs an API key or open mode. */
+  history(query?: { topics?: TopicPattern | TopicPattern[]; where?: Where; since?: number; limit?: number }): Promise<HistoryPage>;
+  /** Each subscription's state and position. */
+  subscriptions(): SubscriptionInfo[];
+  /** The connection's state. */
+  readonly state: ConnectionState;
   /** Closes the connection for good; pending publishes reject with `closed`. */
   close(): void;
 }

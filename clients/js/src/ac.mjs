@@ -2,6 +2,13 @@
 // client: the web-action event methods (on/once/off), the tracking commands a page sends
 // (pageview, record), and the setup commands it may send that actionhub has no use for.
 import { install, noteOnce, settle, pageOf } from './dropin.mjs';
+/** @import { ActionHub } from './actionhub.mjs' */
+
+/**
+ * `ac(command, ...args)`: the commands of the table in README.md, each returning what the
+ * client's method returns (a promise for publishes, already handled), or undefined.
+ * @typedef {((command: string, ...args: any[]) => any) & {hub: ActionHub}} AcFunction
+ */
 
 // Commands a page sends that have nothing to do here: accepted, noted once each.
 const NOTES = {
@@ -12,8 +19,13 @@ const NOTES = {
 // The client's own methods, callable as commands too (`ac('identify', userId, traits)`).
 const METHODS = ['on', 'once', 'off', 'publish', 'action', 'identify', 'signin', 'signout', 'userinfo', 'page', 'track', 'snapshot', 'history', 'close'];
 
-/** An `ac(command, ...args)` function driving `hub`. Unknown commands warn once and return undefined. */
+/**
+ * An `ac(command, ...args)` function driving `hub`. Unknown commands warn once and return undefined.
+ * @param {ActionHub} hub
+ * @returns {AcFunction}
+ */
 export function acCommands(hub) {
+  /** @type {any} */
   const ac = (command, ...args) => {
     if (command === 'pageview') {
       // `ac('pageview', {location, title})`; without options, this page.
@@ -30,6 +42,10 @@ export function acCommands(hub) {
 }
 
 /** The options of the first `ac('init', orgId, options)` the stub `window[name]` queued, if any. */
+/**
+ * @param {string} [name]
+ * @returns {{hub?: string, tokenUrl?: string}}
+ */
 export function queuedInit(name = 'ac') {
   const stub = globalThis[name];
   const init = stub && Array.isArray(stub.q) && Array.from(stub.q).find((args) => args[0] === 'init');
@@ -40,9 +56,14 @@ export function queuedInit(name = 'ac') {
  * Installs `ac` as `window[name]` (unless another script owns it) and runs the calls the
  * snippet's stub queued, in order. Returns the `ac` function either way.
  */
+/**
+ * @param {ActionHub} hub
+ * @param {string} [name]
+ * @returns {AcFunction}
+ */
 export function installAc(hub, name = 'ac') {
   const ac = acCommands(hub);
   const queued = install(name, ac, (stub) => Array.from(stub.q || []));
-  for (const args of queued || []) ac(...Array.from(args));
+  for (const args of queued || []) ac.apply(null, args);
   return ac;
 }

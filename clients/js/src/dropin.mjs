@@ -9,24 +9,38 @@
 const OWN = '__actionhub';
 const hasWindow = typeof window !== 'undefined';
 
-/** Writes `message` to the console once per `key` on the page. */
+const noted = new Set();
+
+/**
+ * Writes `message` to the console once per `key` on the page.
+ * @param {string} key
+ * @param {string} message
+ * @param {'info' | 'warn'} [level]
+ */
 export function noteOnce(key, message, level = 'info') {
-  const seen = (noteOnce.seen = noteOnce.seen || new Set());
+  const seen = noted;
   if (seen.has(key) || typeof console === 'undefined') return;
   seen.add(key);
   console[level]('actionhub: ' + message);
 }
 
-/** Runs one command, sending a thrown error or a rejection to the hub's error handlers. */
+/**
+ * Runs one command, sending a thrown error or a rejection to the hub's error handlers.
+ * @template T
+ * @param {import('./actionhub.mjs').ActionHub} hub
+ * @param {() => T} run
+ * @returns {T | undefined}
+ */
 export function settle(hub, run) {
+  const report = (e) => /** @type {any} */ (hub)._emitError(e);
   let result;
   try {
     result = run();
   } catch (e) {
-    hub._emitError(e);
+    report(e);
     return undefined;
   }
-  if (result && typeof result.then === 'function') result.then(undefined, (e) => hub._emitError(e));
+  if (result && typeof result.then === 'function') result.then(undefined, report);
   return result;
 }
 
@@ -42,6 +56,12 @@ function isStub(value) {
  * Installs `api` as the page global `name` and returns what the stub there had queued (`queued(stub)`),
  * or null, leaving the global alone, when another script already owns it (said on the
  * console) or this SDK installed it already.
+ */
+/**
+ * @param {string} name
+ * @param {any} api
+ * @param {(stub: any) => any[]} queued
+ * @returns {any[] | null}
  */
 export function install(name, api, queued) {
   api[OWN] = true;
@@ -59,8 +79,13 @@ export function install(name, api, queued) {
   return current ? queued(current) : [];
 }
 
-/** The page's URL and title as a page view's details, with `overrides` applied. */
+/**
+ * A page view's details: `url` resolved against this page's, and `title`, when given.
+ * @param {string} [url]
+ * @param {string} [title]
+ */
 export function pageOf(url, title) {
+  /** @type {{url?: string, title?: string}} */
   const page = {};
   if (url) page.url = new URL(url, hasWindow ? location.href : undefined).href;
   if (title) page.title = title;

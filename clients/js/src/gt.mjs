@@ -2,8 +2,19 @@
 // actionhub client. Its system events map to visitor events (SignIn -> signin, UserInfo ->
 // userinfo, SignOut -> signout, PageEntered -> page), its business events to track events.
 import { install, noteOnce, settle, pageOf } from './dropin.mjs';
+/** @import { ActionHub } from './actionhub.mjs' */
+
+/**
+ * The `_gt` object: `push([command, options], ...)` runs each command and returns how many.
+ * @typedef {{hub: ActionHub, push(...commands: unknown[][]): number}} GtObject
+ */
 
 // The identity commands' options: `userId`, the rest are the visitor's traits.
+/**
+ * @param {ActionHub} hub
+ * @param {'signin' | 'userinfo'} type
+ * @param {any} [options]
+ */
 function identity(hub, type, options = {}) {
   const { userId, ...traits } = options;
   return hub[type](userId, Object.keys(traits).length ? traits : undefined);
@@ -38,7 +49,11 @@ function run(hub, item) {
   noteOnce('gt?' + command, `unknown _gt command ${JSON.stringify(command)} ignored`, 'warn');
 }
 
-/** A `_gt`-shaped object whose `push(...commands)` drives `hub`. */
+/**
+ * A `_gt`-shaped object whose `push(...commands)` drives `hub`.
+ * @param {ActionHub} hub
+ * @returns {GtObject}
+ */
 export function gtCommands(hub) {
   return {
     hub,
@@ -53,6 +68,12 @@ export function gtCommands(hub) {
  * Installs `_gt` as `window[name]` (unless another script owns it), reports the page entered
  * as Web Engagement's tracker does on load, then runs what the page pushed before the SDK
  * loaded, in order. Returns the `_gt` object either way.
+ */
+/**
+ * @param {ActionHub} hub
+ * @param {string} [name]
+ * @param {{pageEntered?: boolean}} [options] `pageEntered: false` leaves out the page view at load
+ * @returns {GtObject}
  */
 export function installGt(hub, name = '_gt', { pageEntered = true } = {}) {
   const gt = gtCommands(hub);

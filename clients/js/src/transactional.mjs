@@ -2,11 +2,29 @@
 // identify -> identify, update -> identify with the new traits (the hub keeps attributes as
 // the profile's traits), trackPageView -> page, trackEvent -> track.
 import { install, noteOnce, settle, pageOf } from './dropin.mjs';
+/** @import { ActionHub } from './actionhub.mjs' */
 
-/** A `TransactionalSupport(command, ...args)` function driving `hub`. */
+/**
+ * `TransactionalSupport(command, ...args)`; returns nothing, as the widget's does.
+ * @typedef {{
+ *   (command: 'identify', userId: string, traits?: Record<string, unknown>): void,
+ *   (command: 'update', attributes: Record<string, unknown>): void,
+ *   (command: 'trackPageView', page?: {page?: string, title?: string}): void,
+ *   (command: 'trackEvent', name: string, properties?: Record<string, unknown>): void,
+ *   (command: string, ...args: unknown[]): void,
+ *   hub: ActionHub,
+ * }} TransactionalFunction
+ */
+
+/**
+ * A `TransactionalSupport(command, ...args)` function driving `hub`.
+ * @param {ActionHub} hub
+ * @returns {TransactionalFunction}
+ */
 export function transactionalCommands(hub) {
   // The user `update` applies to: the last one identified, else the token's.
   let user = null;
+  /** @type {any} */
   const ts = (command, a, b) => {
     if (command === 'identify') {
       user = a;
@@ -27,9 +45,14 @@ export function transactionalCommands(hub) {
 }
 
 /** Installs it as `window[name]` (unless another script owns it) and runs the stub's queued calls. */
+/**
+ * @param {ActionHub} hub
+ * @param {string} [name]
+ * @returns {TransactionalFunction}
+ */
 export function installTransactional(hub, name = 'TransactionalSupport') {
   const ts = transactionalCommands(hub);
   const queued = install(name, ts, (stub) => Array.from(stub.q || []));
-  for (const args of queued || []) ts(...Array.from(args));
+  for (const args of queued || []) ts.apply(null, args);
   return ts;
 }
