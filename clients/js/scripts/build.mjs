@@ -9,6 +9,8 @@
 // Output is deterministic, so the committed dist/ matches a fresh build.
 import { build } from 'esbuild';
 import { gzipSync } from 'node:zlib';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -50,9 +52,38 @@ console.log(`SDK size: core (ActionHub alone) ${core} bytes min+gzip (budget ${B
 for (const adapter of ['installAc', 'installGt', 'installTransactional']) {
   console.log(`SDK size: + ${adapter} ${(await importing(['ActionHub', adapter])) - core} bytes`);
 }
-const all = gzipSync(await import('node:fs').then((fs) => fs.readFileSync(root + 'dist/actionhub.js')), { level: 9 }).length;
+const all = gzipSync(readFileSync(root + 'dist/actionhub.js'), { level: 9 }).length;
 console.log(`SDK size: dist/actionhub.js (classic script, everything) ${all} bytes min+gzip`);
 if (core > BUDGET) {
   console.error('SDK size: the core is over the 8 KB min+gzip budget');
   process.exit(1);
+}
+
+// The declarations, from src/'s JSDoc (tsconfig.json): tsc checks the code against its
+// types and writes dist/types. A class's underscored members are the SDK's internals; tsc
+// keeps JavaScript's in the declarations, so they are dropped here.
+execFileSync(root + 'node_modules/.bin/tsc', ['-p', root + 'tsconfig.json'], { stdio: 'inherit' });
+for (const file of readdirSync(root + 'dist/types')) {
+  const path = root + 'dist/types/' + file;
+  writeFileSync(path, withoutInternals(readFileSync(path, 'utf8')));
+}
+
+/** `text` without class members named `_...` (and their `@private` comments), however many lines each spans. */
+function withoutInternals(text) {
+  const out = [];
+  let depth = 0;
+  let skipping = false;
+  for (const line of text.split('\n')) {
+    if (!skipping && /^ {4}(\/\*\* @private \*\/|(private )?_\w+\??[;:(<])/.test(line)) skipping = true;
+    if (!skipping) {
+      out.push(line);
+      continue;
+    }
+    for (const ch of line) depth += '{(['.includes(ch) ? 1 : '})]'.includes(ch) ? -1 : 0;
+    if (depth <= 0 && line.trimEnd().endsWith(';')) {
+      skipping = false;
+      depth = 0;
+    }
+  }
+  return out.join('\n');
 }

@@ -3,11 +3,19 @@
 // (pageview, record), and the setup commands it may send that actionhub has no use for.
 import { install, noteOnce, settle, pageOf } from './dropin.mjs';
 /** @import { ActionHub } from './actionhub.mjs' */
+/** @import { EventOf, PublishResult, TopicPattern, Where } from './types.mjs' */
 
 /**
  * `ac(command, ...args)`: the commands of the table in README.md, each returning what the
  * client's method returns (a promise for publishes, already handled), or undefined.
- * @typedef {((command: string, ...args: any[]) => any) & {hub: ActionHub}} AcFunction
+ * @typedef {{
+ *   <P extends TopicPattern>(command: 'on' | 'once', pattern: P | P[], callback: (event: EventOf<P>) => void): ActionHub,
+ *   <P extends TopicPattern>(command: 'on' | 'once', pattern: P | P[], where: Where, callback: (event: EventOf<P>) => void): ActionHub,
+ *   (command: 'pageview', options?: {location?: string, title?: string}): Promise<PublishResult> | undefined,
+ *   (command: 'record', name: string, properties?: Record<string, unknown>): Promise<PublishResult> | undefined,
+ *   (command: string, ...args: any[]): any,
+ *   hub: ActionHub,
+ * }} AcFunction
  */
 
 // Commands a page sends that have nothing to do here: accepted, noted once each.
