@@ -215,7 +215,10 @@ test('a hub restart mid-stream loses and duplicates nothing on the page', { time
     } finally {
       await restarted.dispose();
     }
-    assert.deepEqual(problems, []);
+    // Chromium logs each reconnect attempt that finds the hub still down; those are expected
+    // while it restarts (full jitter may retry at once), anything else is a problem.
+    const refused = /^WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/v1\/ws' failed: .*ERR_CONNECTION_REFUSED$/;
+    assert.deepEqual(problems.filter((p) => !refused.test(p)), []);
   } finally {
     await context.close();
     await own.dispose();

@@ -49,7 +49,7 @@ async function importing(names) {
 
 const core = await importing(['ActionHub']);
 console.log(`SDK size: core (ActionHub alone) ${core} bytes min+gzip (budget ${BUDGET})`);
-for (const adapter of ['installAc', 'installGt', 'installTransactional']) {
+for (const adapter of ['installAc', 'installGt', 'installTransactional', 'attachGenesysWidgets']) {
   console.log(`SDK size: + ${adapter} ${(await importing(['ActionHub', adapter])) - core} bytes`);
 }
 const all = gzipSync(readFileSync(root + 'dist/actionhub.js'), { level: 9 }).length;
@@ -68,13 +68,17 @@ for (const file of readdirSync(root + 'dist/types')) {
   writeFileSync(path, withoutInternals(readFileSync(path, 'utf8')));
 }
 
-/** `text` without class members named `_...` (and their `@private` comments), however many lines each spans. */
+/** `text` without class members named `_...` (and their doc comments), however many lines each spans. */
 function withoutInternals(text) {
   const out = [];
   let depth = 0;
   let skipping = false;
   for (const line of text.split('\n')) {
-    if (!skipping && /^ {4}(\/\*\* @private \*\/|(private )?_\w+\??[;:(<])/.test(line)) skipping = true;
+    if (!skipping && /^ {4}(private )?_\w+\??[;:(<]/.test(line)) {
+      skipping = true;
+      // The member's own doc comment goes with it.
+      if (/^ {4}(\/\*\*.*)?\*\/$/.test(out.at(-1) || '')) while (out.length && !out.pop().startsWith('    /**'));
+    }
     if (!skipping) {
       out.push(line);
       continue;

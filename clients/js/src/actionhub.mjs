@@ -204,50 +204,38 @@ export class ActionHub {
     if (options.tokenUrl && !options.getToken) options = { ...options, getToken: tokenUrlGetter(options.tokenUrl) };
     this.options = options;
     this.url = wsUrl(options.url);
-    /** @private */
     this._token = options.token || null;
-    /** @private */
     this._tokenFetch = null; // the token fetch in flight, if any
-    /** @private */
     this._connToken = null; // the token the live connection uses
-    /** @private */
     this._store = options.storage || (hasWindow ? sessionStore() : memoryStore());
-    /** @private */
     this._groups = new Map(); // key -> group: {key, patterns, where, sub, handlers: []}
-    /** @private */
     this._subs = new Map(); // server sub id -> group
-    /** @private */
     this._local = new Map(); // local event name -> Set of callbacks
-    /** @private */
     this._pending = new Map(); // frame id -> {resolve, reject, frame, publish}
-    /** @private */
     this._queue = []; // publish entries waiting for a connection (or for a user's token)
-    /** @private */
     this._holding = 0; // user tokens being fetched: publishes queue behind them, in order
-    /** @private */
     this._seen = new Set();
-    /** @private */
     this._users = new Map(); // customerId -> userId, learned from events, for `where.userId`
-    /** @private */
     this._nextId = 1;
-    /** @private */
     this._waiters = []; // resolved at the next `connected`
-    /** @private */
     this._fromSnapshots = new Set();
-    /** @private */
     this._attempt = 0;
-    /** @private */
     this._closed = false;
-    /** @private */
     this._ws = null;
-    /** @private */
     this._live = false;
-    /** @private */
     this._cursor = null; // the highest {seq, epoch} this page has seen
-    /** The connection's state: `connecting`, `connected`, `disconnected` (waiting to reconnect) or `closed`. */
+    /**
+     * The connection's state: `connecting`, `connected`, `disconnected` (before the first
+     * connect, and waiting to reconnect) or `closed`.
+     * @type {import('./types.mjs').ConnectionState}
+     */
     this.state = 'disconnected';
+    /** @type {string | null} The hub's epoch, once connected. */
     this.epoch = null;
+    /** @type {string | null} */
     this.connId = null;
+    /** @type {{kind: 'open' | 'apiKey' | 'token', scopes: string[], customerId?: string, expiresAt?: string} | null} What the connection may do. */
+    this.scope = null;
 
     // Identity: the cookie's opaque customerId, the tab's sessionId.
     let cid = options.customerId || readCookie(COOKIE);
@@ -265,9 +253,7 @@ export class ActionHub {
       this._positions = {};
     }
 
-    /** @private */
     this._tokenUser = this.tokenUserId; // the user a fetched token is asked for
-    /** @private */
     this._ready = new Promise((resolve) => (this._resolveReady = resolve));
     if (hasWindow && window.addEventListener) {
       this._online = () => this._ws || this._reconnectNow();
@@ -286,7 +272,10 @@ export class ActionHub {
     return VERSION;
   }
 
-  /** The current web session's id. */
+  /**
+   * The current web session's id.
+   * @returns {string}
+   */
   get sessionId() {
     return this._sid;
   }
@@ -410,19 +399,16 @@ export class ActionHub {
     return [...this._groups.values()].map((g) => this._info(g));
   }
 
-  /** @private */
   _info(g) {
     const { patterns: topics, where, state, pos, wasRecovering, recovered } = g;
     return { topics, where, state, position: pos, wasRecovering, recovered };
   }
 
-  /** @private */
   _setSubState(g, state, extra) {
     g.state = state;
     this._emitLocal(state, { ...this._info(g), ...extra });
   }
 
-  /** @private */
   _add(pattern, where, callback, once) {
     if (typeof where === 'function') [where, callback] = [undefined, where];
     if (typeof callback !== 'function') throw new TypeError('actionhub: a callback function is required');
@@ -451,7 +437,6 @@ export class ActionHub {
 
   // A subscription the page ended (or the hub refused) forgets its position: a later `on`
   // of the same topics starts afresh instead of replaying what it missed meanwhile.
-  /** @private */
   _dropGroup(g, reason = 'off') {
     this._groups.delete(g.key);
     if (g.sub !== null) {
@@ -470,7 +455,6 @@ export class ActionHub {
   // could have carried move its position: another one's live events may be ahead of it.
   // The hub runs a connection's replays one at a time in subscribe order, so an event of
   // this replay also says every replay subscribed before it is over.
-  /** @private */
   _subscribe(g) {
     const sub = this._nextId++;
     g.sub = sub;
@@ -505,7 +489,6 @@ export class ActionHub {
   }
 
   /** Moves a subscription's position forward to `seq` of the current epoch, and stores it. */
-  /** @private */
   _move(g, seq) {
     if (typeof seq !== 'number' || !this.epoch) return;
     if (g.pos && g.pos.epoch === this.epoch && g.pos.seq >= seq) return;
@@ -514,7 +497,6 @@ export class ActionHub {
     this._savePositions();
   }
 
-  /** @private */
   _savePositions() {
     const ids = Object.keys(this._positions);
     // Bounded: the positions of live subscriptions first, then the newest others.
@@ -577,7 +559,6 @@ export class ActionHub {
     });
   }
 
-  /** @private */
   _base(extra) {
     return { customerId: this.customerId, sessionId: this._sid, ...extra };
   }
@@ -614,7 +595,6 @@ export class ActionHub {
     return action;
   }
 
-  /** @private */
   _report(action, actionState, data, extra) {
     const ev = this._base({
       actionId: action.actionId,
@@ -632,7 +612,6 @@ export class ActionHub {
     return this.publish(ev);
   }
 
-  /** @private */
   _visitor(type, fields) {
     return this.publish(this._base({ type, ...fields }));
   }
@@ -651,7 +630,6 @@ export class ActionHub {
   // left out means the token's, and one the token does not carry is first asked of
   // `getToken(customerId, {userId})` and swapped in (`refresh`) before the event leaves;
   // publishes made meanwhile wait behind it, so the order the page called them in holds.
-  /** @private */
   _link(type, userId, fields) {
     if (userId === undefined || userId === null) userId = this.tokenUserId;
     if (this.options.getToken && userId !== this.tokenUserId) {
@@ -662,7 +640,6 @@ export class ActionHub {
 
   // Publishes wait (queued, in order) until `work` settles, then go out with its outcome
   // in force; a failure is reported, and the events still go (the hub answers them).
-  /** @private */
   _hold(work) {
     this._holding++;
     work
@@ -676,7 +653,6 @@ export class ActionHub {
 
   // One token fetch at a time is current: a later one supersedes an earlier (whose answer
   // is dropped), so the token in force is always the one last asked for.
-  /** @private */
   _fetchToken(userId) {
     const fetch = Promise.resolve()
       .then(() => this.options.getToken(this.customerId, userId ? { userId } : {}))
@@ -692,25 +668,22 @@ export class ActionHub {
           throw e;
         },
       );
-    /** @private */
     this._tokenFetch = fetch;
     return fetch;
   }
 
   /** Resolves once no token fetch is in flight (an error of a superseded one is not ours). */
-  /** @private */
   async _awaitToken() {
     while (this._tokenFetch) await this._tokenFetch.catch(() => {});
   }
 
   /** Swaps the live connection's token for the current one when they differ. */
-  /** @private */
   async _refreshToken() {
     if (!this._live || !this._token || this._connToken === this._token) return;
     const token = this._token;
-    await this._request({ op: 'refresh', token });
-    /** @private */
+    const reply = await this._request({ op: 'refresh', token });
     this._connToken = token;
+    this._planRefresh(reply.expiresAt);
   }
 
   /**
@@ -814,26 +787,21 @@ export class ActionHub {
    */
   close() {
     if (this._closed) return;
-    /** @private */
     this._closed = true;
     clearTimeout(this._timer);
     clearTimeout(this._refreshTimer);
     if (hasWindow && this._online) window.removeEventListener('online', this._online);
     const err = new ActionHubError('closed', 'the hub client is closed');
     for (const e of this._queue) e.reject(err);
-    /** @private */
     this._queue = [];
     for (const p of this._pending.values()) p.reject(err);
     this._pending.clear();
     if (this._ws) this._ws.close(1000, 'closed by the page');
-    /** @private */
     this._ws = null;
-    /** @private */
     this._live = false;
     this._setState('closed', {});
   }
 
-  /** @private */
   _setState(state, info) {
     this.state = state;
     this._emitLocal(state, info);
@@ -841,7 +809,6 @@ export class ActionHub {
 
   // ---- the connection ------------------------------------------------------------------
 
-  /** @private */
   async _connect() {
     if (this._closed || this._ws || this.state === 'connecting') return;
     const o = this.options;
@@ -865,7 +832,6 @@ export class ActionHub {
       this._setState('disconnected', { code: 0, reason: 'no token or socket', reconnect: true });
       return this._scheduleReconnect();
     }
-    /** @private */
     this._ws = ws;
     const timer = setTimeout(() => ws.readyState <= 1 && ws.close(4000, 'connect timed out'), CONNECT_TIMEOUT_MS);
     ws.onopen = () => {
@@ -886,13 +852,9 @@ export class ActionHub {
     ws.onerror = () => {}; // the close that follows says what happened
   }
 
-  /** @private */
   _onConnected(reply) {
-    /** @private */
     this._live = true;
-    /** @private */
     this._attempt = 0;
-    /** @private */
     this._fromSnapshots = new Set();
     this.connId = reply.connId;
     if (this.epoch && this.epoch !== reply.epoch) {
@@ -902,7 +864,6 @@ export class ActionHub {
     }
     this.epoch = reply.epoch;
     this.scope = reply.scope;
-    /** @private */
     this._latest = reply.seq;
     for (const g of this._groups.values()) this._subscribe(g);
     // A user's token that arrived while connecting is swapped in before the queue leaves.
@@ -917,41 +878,32 @@ export class ActionHub {
   // A token connection refreshes its token ahead of `expiresAt`, on the same socket, so a
   // token's end never costs a reconnect. A refresh that fails is tried again (backoff)
   // until the token expires; then the hub closes with 4001 and the reconnect fetches one.
-  /** @private */
   _planRefresh(expiresAt) {
     clearTimeout(this._refreshTimer);
     const until = Date.parse(expiresAt) - Date.now();
     if (!this.options.getToken || !(until > 0)) return;
     const wait = until - Math.min(REFRESH_LEAD_MS, until / 3);
-    /** @private */
     this._refreshTimer = setTimeout(() => this._refreshAhead(expiresAt, 0), wait);
   }
 
-  /** @private */
   _refreshAhead(expiresAt, attempt) {
     if (!this._live || this._closed) return;
     const ws = this._ws;
     const fetched = this._tokenFetch || this._fetchToken(this._tokenUser);
     fetched
       .then(() => this._awaitToken())
-      .then(() => this._token && this._request({ op: 'refresh', token: this._token }).then((r) => ((this._connToken = this._token), r)))
-      .then(
-        (r) => r && this._planRefresh(r.expiresAt),
-        (e) => {
-          if (this._ws !== ws || this._closed) return;
-          this._emitError(e instanceof ActionHubError ? e : new ActionHubError('unauthorized', String(e && e.message)));
-          const retry = Math.min(30_000, 1000 * 2 ** attempt);
-          if (Date.now() + retry < Date.parse(expiresAt)) this._refreshTimer = setTimeout(() => this._refreshAhead(expiresAt, attempt + 1), retry);
-        },
-      );
+      .then(() => this._refreshToken())
+      .then(undefined, (e) => {
+        if (this._ws !== ws || this._closed) return;
+        this._emitError(e instanceof ActionHubError ? e : new ActionHubError('unauthorized', String(e && e.message)));
+        const retry = Math.min(30_000, 1000 * 2 ** attempt);
+        if (Date.now() + retry < Date.parse(expiresAt)) this._refreshTimer = setTimeout(() => this._refreshAhead(expiresAt, attempt + 1), retry);
+      });
   }
 
-  /** @private */
   _onClose(code, reason) {
     const wasLive = this._live;
-    /** @private */
     this._ws = null;
-    /** @private */
     this._live = false;
     clearTimeout(this._refreshTimer);
     const final = (code === 4001 && !this.options.getToken) || code === 4003;
@@ -969,7 +921,6 @@ export class ActionHub {
       else p.reject(new ActionHubError('disconnected', 'the connection closed'));
     }
     this._pending.clear();
-    /** @private */
     this._queue = retry.concat(this._queue);
     if (this._closed) return;
     if (code === 4001 && this.options.getToken) {
@@ -984,29 +935,24 @@ export class ActionHub {
 
   // Full jitter (a delay anywhere from 0 to the doubling ceiling): clients cut off together
   // by a restart spread out over the whole window instead of returning in a wave.
-  /** @private */
   _scheduleReconnect() {
     if (this._closed) return;
     const { min = 500, max = 30_000 } = this.options.backoff || {};
     const ceiling = Math.min(max, min * 2 ** this._attempt++);
     clearTimeout(this._timer);
-    /** @private */
     this._timer = setTimeout(() => this._connect(), Math.random() * ceiling);
   }
 
-  /** @private */
   _reconnectNow() {
     if (this._closed || this._ws) return;
     clearTimeout(this._timer);
     this._connect();
   }
 
-  /** @private */
   _send(frame, ws = this._ws) {
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(frame));
   }
 
-  /** @private */
   _request(frame, ws) {
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
@@ -1015,15 +961,12 @@ export class ActionHub {
     });
   }
 
-  /** @private */
   _sendQueued() {
     const queued = this._queue;
-    /** @private */
     this._queue = [];
     for (const e of queued) this._sendEntry(e);
   }
 
-  /** @private */
   _sendEntry(entry) {
     const id = this._nextId++;
     this._pending.set(id, { ...entry, publish: true });
@@ -1032,7 +975,6 @@ export class ActionHub {
 
   // ---- incoming frames -----------------------------------------------------------------
 
-  /** @private */
   _onFrame(text) {
     let f;
     try {
@@ -1053,7 +995,6 @@ export class ActionHub {
     else p.resolve(f);
   }
 
-  /** @private */
   _onSnapshot(f) {
     const one = this._snapshots && this._snapshots.get(f.sub);
     if (one) return one(f);
@@ -1078,13 +1019,11 @@ export class ActionHub {
     }
   }
 
-  /** @private */
   _remember(seq) {
     this._seen.add(seq);
     if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
   }
 
-  /** @private */
   _onEvent(ev) {
     if (!ev || typeof ev.seq !== 'number') return;
     if (!(this._latest >= ev.seq)) this._latest = ev.seq;
@@ -1109,13 +1048,11 @@ export class ActionHub {
   // replay has got that far. The hub runs a connection's replays one at a time in subscribe
   // order, so every replay subscribed before it is over; and its own is, once past the
   // latest seq the hub had when it subscribed.
-  /** @private */
   _reached(g, seq) {
     for (const other of this._groups.values()) if (other.order < g.order) other.catching = false;
     if (seq > g.horizon) g.catching = false;
   }
 
-  /** @private */
   _dispatch(ev, groups) {
     for (const g of groups) {
       for (const h of g.handlers.slice()) {
@@ -1133,7 +1070,6 @@ export class ActionHub {
   }
 
   // `lenient`: a field the event lacks here but the hub may know (a customer's user) matches.
-  /** @private */
   _whereMatches(where, ev, lenient) {
     return Object.keys(where).every((k) => {
       const list = [].concat(where[k]).map(norm);
@@ -1145,17 +1081,13 @@ export class ActionHub {
   }
 
   /** The page's highest seq seen (`hub.seq`); not a resume position. */
-  /** @private */
   _advance(seq) {
     if (typeof seq !== 'number' || !this.epoch) return;
     if (this._cursor && this._cursor.epoch === this.epoch && this._cursor.seq >= seq) return;
-    /** @private */
     this._cursor = { seq, epoch: this.epoch };
   }
 
-  /** @private */
   _setSession(sid) {
-    /** @private */
     this._sid = sid;
     try {
       this._store.setItem(SID_KEY, sid);
@@ -1164,7 +1096,6 @@ export class ActionHub {
     }
   }
 
-  /** @private */
   _emitLocal(name, value) {
     const set = this._local.get(name);
     if (!set) return false;
@@ -1178,7 +1109,6 @@ export class ActionHub {
     return set.size > 0;
   }
 
-  /** @private */
   _emitError(err) {
     if (!this._emitLocal('error', err) && typeof console !== 'undefined') console.warn('actionhub:', err.code, err.message);
   }

@@ -4,6 +4,7 @@ export { ActionHub, ActionHubError, uuid, tokenUrlGetter } from './actionhub.mjs
 export { acCommands, installAc } from './ac.mjs';
 export { gtCommands, installGt } from './gt.mjs';
 export { transactionalCommands, installTransactional } from './transactional.mjs';
+export { attachGenesysWidgets } from './genesys-widgets.mjs';
 export { default } from './actionhub.mjs';
 /** @typedef {import('./types.mjs').HubEvent} HubEvent */
 /** @typedef {import('./types.mjs').Topic} Topic */

@@ -50,12 +50,24 @@ export declare function tokenUrlGetter(url: string | URL): NonNullable<ActionHub
 export declare class ActionHub {
     options: ActionHubOptions;
     url: string;
-    /** The connection's state: `connecting`, `connected`, `disconnected` (waiting to reconnect) or `closed`. */
-    state: string;
-    epoch: any;
-    connId: any;
+    /**
+     * The connection's state: `connecting`, `connected`, `disconnected` (before the first
+     * connect, and waiting to reconnect) or `closed`.
+     * @type {import('./types.mjs').ConnectionState}
+     */
+    state: import('./types.mjs').ConnectionState;
+    /** @type {string | null} The hub's epoch, once connected. */
+    epoch: string | null;
+    /** @type {string | null} */
+    connId: string | null;
+    /** @type {{kind: 'open' | 'apiKey' | 'token', scopes: string[], customerId?: string, expiresAt?: string} | null} What the connection may do. */
+    scope: {
+        kind: 'open' | 'apiKey' | 'token';
+        scopes: string[];
+        customerId?: string;
+        expiresAt?: string;
+    } | null;
     customerId: string;
-    scope: any;
     /** @param {ActionHubOptions} [options] */
     constructor(options?: ActionHubOptions);
     /**
@@ -63,8 +75,11 @@ export declare class ActionHub {
      * @returns {string}
      */
     static get version(): string;
-    /** The current web session's id. */
-    get sessionId(): any;
+    /**
+     * The current web session's id.
+     * @returns {string}
+     */
+    get sessionId(): string;
     /** The highest seq this page has seen, or 0. */
     get seq(): number;
     /** Whether the connection is up and `connected` was received. */
@@ -271,7 +286,6 @@ export declare class ActionHub {
      * @returns {SubscriptionInfo[]}
      */
     subscriptions(): SubscriptionInfo[];
-    /** Moves a subscription's position forward to `seq` of the current epoch, and stores it. */
     /**
      * The retained history over HTTP (`GET /v1/events`), filtered like a subscription:
      * resolves `{events, next, epoch}`, each event as a handler receives it; pass `next` as
@@ -334,8 +348,6 @@ export declare class ActionHub {
      * @returns {string | null}
      */
     get tokenUserId(): string | null;
-    /** Resolves once no token fetch is in flight (an error of a superseded one is not ours). */
-    /** Swaps the live connection's token for the current one when they differ. */
     /**
      * Links this customer to the site's user (default: the token's `uid`).
      * @param {string | null} [userId]
@@ -387,7 +399,6 @@ export declare class ActionHub {
      * @returns {void}
      */
     close(): void;
-    /** The page's highest seq seen (`hub.seq`); not a resume position. */
     /**
      * Pushes each matching event to the data layer as `{event: name, ...fields}`. Returns a
      * function that stops it. The array is looked up at each push and never replaced, so a tag

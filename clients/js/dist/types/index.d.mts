@@ -2,6 +2,7 @@ export { ActionHub, ActionHubError, uuid, tokenUrlGetter } from './actionhub.mjs
 export { acCommands, installAc } from './ac.mjs';
 export { gtCommands, installGt } from './gt.mjs';
 export { transactionalCommands, installTransactional } from './transactional.mjs';
+export { attachGenesysWidgets } from './genesys-widgets.mjs';
 export { default } from './actionhub.mjs';
 export type HubEvent = import('./types.mjs').HubEvent;
 export type Topic = import('./types.mjs').Topic;
