@@ -1047,8 +1047,10 @@ export class ActionHub {
   // An event only `g` could have carried came through its own stream, in seq order: its
   // replay has got that far. The hub runs a connection's replays one at a time in subscribe
   // order, so every replay subscribed before it is over; and its own is, once past the
-  // latest seq the hub had when it subscribed.
+  // latest seq the hub had when it subscribed. A subscription that started live (no
+  // position) was never in that queue and says nothing about the others.
   _reached(g, seq) {
+    if (!g.wasRecovering) return;
     for (const other of this._groups.values()) if (other.order < g.order) other.catching = false;
     if (seq > g.horizon) g.catching = false;
   }
