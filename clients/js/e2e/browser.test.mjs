@@ -4,14 +4,11 @@
 // would on a real site.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
 import { startHub, post, getJson, until, uuid, lifecycle } from '../test/hub.mjs';
+import { launchBrowser, startSite, newPage as openPage } from './site.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
-const root = fileURLToPath(new URL('../../../', import.meta.url));
 const artifacts = fileURLToPath(new URL('../artifacts/', import.meta.url));
 
 let hub;
@@ -50,48 +47,19 @@ const pages = {
 };
 
 before(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`);
-  }
   hub = await startHub();
-  site = createServer((req, res) => {
-    const path = new URL(req.url, 'http://x').pathname;
-    if (path === '/favicon.ico') return res.writeHead(204).end();
-    if (pages[path]) {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      return res.end(pages[path].replaceAll('HUB', hub.http));
-    }
-    if (path === '/demo/') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      return res.end(readFileSync(root + 'examples/browser/index.html'));
-    }
-    res.writeHead(404).end();
-  });
-  await new Promise((r) => site.listen(0, '127.0.0.1', r));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    timeout: 30_000,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  site = await startSite({ hub: () => hub, pages });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
-  await new Promise((r) => (site ? site.close(r) : r()));
+  await site?.close();
   await hub?.dispose();
 });
 
-const siteUrl = (path) => `http://127.0.0.1:${site.address().port}${path}`;
-
-async function newPage() {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(String(e)));
-  page.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
-  return { context, page, problems };
-}
+const siteUrl = (path) => site.url(path);
+const newPage = () => openPage(browser);
 
 test("ac('on', ...) queued before the SDK loads receives events", { timeout: 30_000 }, async () => {
   const { context, page, problems } = await newPage();
@@ -247,7 +215,10 @@ test('a hub restart mid-stream loses and duplicates nothing on the page', { time
     } finally {
       await restarted.dispose();
     }
-    assert.deepEqual(problems, []);
+    // Chromium logs each reconnect attempt that finds the hub still down; those are expected
+    // while it restarts (full jitter may retry at once), anything else is a problem.
+    const refused = /^WebSocket connection to 'ws:\/\/127\.0\.0\.1:\d+\/v1\/ws' failed: .*ERR_CONNECTION_REFUSED$/;
+    assert.deepEqual(problems.filter((p) => !refused.test(p)), []);
   } finally {
     await context.close();
     await own.dispose();

@@ -3,8 +3,28 @@
 //
 // What lives where on the page:
 // - a first-party cookie holds only the opaque customerId (UUIDv4, SameSite=Lax, 1 year);
-// - sessionStorage holds the sessionId and the resume cursor {seq, epoch};
+// - sessionStorage holds the sessionId and each subscription's resume position {seq, epoch},
+//   keyed by a hash of its topics and filter (a filter may name a user);
 // - nothing else, and never personal data (userId and traits are sent, not stored).
+
+/** @import { ActionHubOptions, EventOf, HistoryPage, LifecycleEvent, LocalEvents, MediaType, PageDetails, PublishResult, Snapshot, SubscriptionInfo, TopicPattern, VisitorEvent, Where, WebchatState, ContentOfferState } from './types.mjs' */
+
+/**
+ * The object `hub.action()` returns: one method per lifecycle state, each publishing it.
+ * @template {MediaType} M
+ * @template {string} S
+ * @typedef {{readonly actionId: string, readonly actionMediaType: M, readonly actionMapId: string, readonly actionMapVersion: number,
+ *   errored(errorCode?: number, errorMessage?: string, data?: Record<string, unknown>): Promise<PublishResult>}
+ *   & {[K in Exclude<S, 'errored'>]: (data?: Record<string, unknown>) => Promise<PublishResult>}} Action
+ */
+/** @typedef {Action<'webchat', WebchatState>} WebchatAction */
+/** @typedef {Action<'contentoffer', ContentOfferState>} ContentOfferAction */
+/**
+ * @typedef {object} ActionOptions
+ * @property {string} actionMapId
+ * @property {number} [actionMapVersion] Default 1.
+ * @property {string} [actionId] Default: a new UUIDv4.
+ */
 
 const VERSION = '0.1.0';
 const SUBPROTOCOL = 'actionhub.v1';
@@ -16,32 +36,49 @@ const YEAR_SECONDS = 365 * 24 * 3600;
 const SEEN_LIMIT = 4096;
 // A token this close to expiry is fetched anew before connecting.
 const TOKEN_MARGIN_MS = 30_000;
+// A live connection's token is refreshed this long before it expires (a third of what is
+// left, for short-lived tokens), as docs/protocol.md advises.
+const REFRESH_LEAD_MS = 60_000;
+// Positions kept in sessionStorage: the most recently moved ones.
+const POSITIONS_KEPT = 32;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 const STATES = {
   webchat: ['qualified', 'offered', 'accepted', 'started', 'engaged', 'ended', 'rejected', 'ignored', 'timedout', 'errored'],
   contentoffer: ['qualified', 'offered', 'accepted', 'rejected', 'ignored', 'errored'],
 };
-// Local-only events: never a server subscription.
-const LOCAL = ['error', 'connected', 'disconnected'];
+// Local-only events: never a server subscription. The connection's states and each
+// subscription's have an event of their own name.
+const LOCAL = ['error', 'connecting', 'connected', 'disconnected', 'closed', 'subscribing', 'subscribed', 'unsubscribed'];
 const WHERE_FIELDS = ['customerId', 'sessionId', 'actionId', 'actionMapId', 'actionMapVersion', 'userId'];
 
 const hasWindow = typeof window !== 'undefined';
 const hasDocument = typeof document !== 'undefined';
 // The classic script remembers where it was loaded from, so the hub's address is a default.
-const SCRIPT_SRC = hasDocument && document.currentScript ? document.currentScript.src : '';
+const SCRIPT_SRC = hasDocument && document.currentScript ? /** @type {HTMLScriptElement} */ (document.currentScript).src : '';
 
 /** An error from the hub (its `code`) or from the SDK (`closed`, `queue_full`, ...). */
 export class ActionHubError extends Error {
+  /**
+   * @param {string} code the hub's protocol code, or the SDK's: `closed`, `queue_full`, `disconnected`, `handler`, `unavailable`
+   * @param {string} [message]
+   * @param {unknown} [details]
+   */
   constructor(code, message, details) {
     super(message || code);
     this.name = 'ActionHubError';
+    /** @readonly */
     this.code = code;
-    if (details !== undefined) this.details = details;
+    /** @type {unknown} */
+    this.details = details;
+    if (details === undefined) delete this.details;
   }
 }
 
-/** A random UUIDv4; works outside secure contexts, unlike crypto.randomUUID. */
+/**
+ * A random UUIDv4; works outside secure contexts, unlike crypto.randomUUID.
+ * @returns {string}
+ */
 export function uuid() {
   const b = crypto.getRandomValues(new Uint8Array(16));
   b[6] = (b[6] & 0x0f) | 0x40;
@@ -105,6 +142,13 @@ function topicMatches(patterns, topic) {
   });
 }
 
+// A short stable name for a subscription's key, so what is stored names no user.
+function hashKey(key) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return (h >>> 0).toString(36);
+}
+
 function norm(v) {
   return typeof v === 'string' ? v.toLowerCase() : v;
 }
@@ -129,6 +173,24 @@ function tokenAnswer(t) {
   return t && typeof t === 'object' ? t.token : t;
 }
 
+/**
+ * A `getToken` that asks the site's token endpoint: a POST with the customerId (and the user
+ * wanted, if any) as query parameters and the page's cookies, so the site's own login decides
+ * which user the token may carry. The answer is `{token, expiresAt}`, as `POST /v1/tokens`'s.
+ * @param {string | URL} url
+ * @returns {NonNullable<ActionHubOptions['getToken']>}
+ */
+export function tokenUrlGetter(url) {
+  return async (customerId, want = {}) => {
+    const u = new URL(url, hasWindow ? location.href : undefined);
+    u.searchParams.set('customerId', customerId);
+    if (want.userId) u.searchParams.set('userId', want.userId);
+    const r = await fetch(u, { method: 'POST', credentials: 'include', cache: 'no-store' });
+    if (!r.ok) throw new ActionHubError('unauthorized', `the token URL answered ${r.status}`);
+    return r.json();
+  };
+}
+
 function pageDetails() {
   if (!hasDocument) return {};
   const p = { url: location.href, title: document.title };
@@ -137,10 +199,9 @@ function pageDetails() {
 }
 
 export class ActionHub {
-  /**
-   * @param {object} [options] see actionhub.d.ts
-   */
+  /** @param {ActionHubOptions} [options] */
   constructor(options = {}) {
+    if (options.tokenUrl && !options.getToken) options = { ...options, getToken: tokenUrlGetter(options.tokenUrl) };
     this.options = options;
     this.url = wsUrl(options.url);
     this._token = options.token || null;
@@ -162,8 +223,19 @@ export class ActionHub {
     this._closed = false;
     this._ws = null;
     this._live = false;
+    this._cursor = null; // the highest {seq, epoch} this page has seen
+    /**
+     * The connection's state: `connecting`, `connected`, `disconnected` (before the first
+     * connect, and waiting to reconnect) or `closed`.
+     * @type {import('./types.mjs').ConnectionState}
+     */
+    this.state = 'disconnected';
+    /** @type {string | null} The hub's epoch, once connected. */
     this.epoch = null;
+    /** @type {string | null} */
     this.connId = null;
+    /** @type {{kind: 'open' | 'apiKey' | 'token', scopes: string[], customerId?: string, expiresAt?: string} | null} What the connection may do. */
+    this.scope = null;
 
     // Identity: the cookie's opaque customerId, the tab's sessionId.
     let cid = options.customerId || readCookie(COOKIE);
@@ -174,10 +246,11 @@ export class ActionHub {
     if (!sid || !UUID_RE.test(sid)) sid = uuid();
     this._setSession(sid);
     try {
-      const c = JSON.parse(this._store.getItem(CURSOR_KEY) || 'null');
-      this._cursor = c && typeof c.seq === 'number' && typeof c.epoch === 'string' ? c : null;
+      const stored = JSON.parse(this._store.getItem(CURSOR_KEY) || 'null');
+      // Earlier releases kept one {seq, epoch} for the tab; a position per subscription replaces it.
+      this._positions = stored && typeof stored === 'object' && !('seq' in stored) ? stored : {};
     } catch {
-      this._cursor = null;
+      this._positions = {};
     }
 
     this._tokenUser = this.tokenUserId; // the user a fetched token is asked for
@@ -186,20 +259,28 @@ export class ActionHub {
       this._online = () => this._ws || this._reconnectNow();
       window.addEventListener('online', this._online);
     }
-    if (options.autoConnect !== false) this._connect();
+    // Connecting starts after the constructor's caller has attached its handlers, so they
+    // see `connecting` too.
+    if (options.autoConnect !== false) Promise.resolve().then(() => this._connect());
   }
 
-  /** The SDK version. */
+  /**
+   * The SDK version.
+   * @returns {string}
+   */
   static get version() {
     return VERSION;
   }
 
-  /** The current web session's id. */
+  /**
+   * The current web session's id.
+   * @returns {string}
+   */
   get sessionId() {
     return this._sid;
   }
 
-  /** The last seq this tab has seen, or 0. */
+  /** The highest seq this page has seen, or 0. */
   get seq() {
     return this._cursor ? this._cursor.seq : 0;
   }
@@ -209,24 +290,92 @@ export class ActionHub {
     return this._live;
   }
 
-  /** Resolves once the first connection is established. */
+  /**
+   * Resolves once the first connection is established.
+   * @returns {Promise<void>}
+   */
   ready() {
     return this._ready;
   }
 
   // ---- subscriptions -------------------------------------------------------------------
 
+  /**
+   * @template {TopicPattern} P
+   * @overload
+   * @param {P | P[]} pattern
+   * @param {(event: EventOf<P>) => void} callback
+   * @returns {this}
+   */
+  /**
+   * @template {TopicPattern} P
+   * @overload
+   * @param {P | P[]} pattern
+   * @param {Where} where
+   * @param {(event: EventOf<P>) => void} callback
+   * @returns {this}
+   */
+  /**
+   * @template {keyof LocalEvents} K
+   * @overload
+   * @param {K} event
+   * @param {(value: LocalEvents[K]) => void} callback
+   * @returns {this}
+   */
+  /**
+   * Calls `callback` for each event matching `pattern` (and `where`), or for a local event.
+   * Handlers with the same pattern and filter share one server subscription.
+   * @param {any} pattern
+   * @param {any} [where]
+   * @param {any} [callback]
+   * @returns {this}
+   */
   on(pattern, where, callback) {
     return this._add(pattern, where, callback, false);
   }
 
+  /**
+   * @template {TopicPattern} P
+   * @overload
+   * @param {P | P[]} pattern
+   * @param {(event: EventOf<P>) => void} callback
+   * @returns {this}
+   */
+  /**
+   * @template {TopicPattern} P
+   * @overload
+   * @param {P | P[]} pattern
+   * @param {Where} where
+   * @param {(event: EventOf<P>) => void} callback
+   * @returns {this}
+   */
+  /**
+   * @template {keyof LocalEvents} K
+   * @overload
+   * @param {K} event
+   * @param {(value: LocalEvents[K]) => void} callback
+   * @returns {this}
+   */
+  /**
+   * As `on`, for the first matching event only.
+   * @param {any} pattern
+   * @param {any} [where]
+   * @param {any} [callback]
+   * @returns {this}
+   */
   once(pattern, where, callback) {
     return this._add(pattern, where, callback, true);
   }
 
+  /**
+   * Removes `callback` (or every handler) of `pattern` (or of every pattern).
+   * @param {TopicPattern | TopicPattern[] | keyof LocalEvents | Function} [pattern]
+   * @param {Function} [callback]
+   * @returns {this}
+   */
   off(pattern, callback) {
     if (typeof pattern === 'function') [pattern, callback] = [undefined, pattern];
-    if (LOCAL.includes(pattern)) {
+    if (LOCAL.includes(/** @type {any} */ (pattern))) {
       const set = this._local.get(pattern);
       if (set) for (const cb of [...set]) if (!callback || cb === callback || cb.original === callback) set.delete(cb);
       return this;
@@ -238,6 +387,26 @@ export class ActionHub {
       if (!g.handlers.length) this._dropGroup(g);
     }
     return this;
+  }
+
+  /**
+   * Each subscription's state: its topics and filter, `state` (`subscribing`, `subscribed`,
+   * `unsubscribed`), its position `{seq, epoch}`, and for the last subscribe whether it
+   * resumed (`wasRecovering`) and got everything after its position (`recovered`).
+   * @returns {SubscriptionInfo[]}
+   */
+  subscriptions() {
+    return [...this._groups.values()].map((g) => this._info(g));
+  }
+
+  _info(g) {
+    const { patterns: topics, where, state, pos, wasRecovering, recovered } = g;
+    return { topics, where, state, position: pos, wasRecovering, recovered };
+  }
+
+  _setSubState(g, state, extra) {
+    g.state = state;
+    this._emitLocal(state, { ...this._info(g), ...extra });
   }
 
   _add(pattern, where, callback, once) {
@@ -255,51 +424,125 @@ export class ActionHub {
     const key = patterns.join(',') + '|' + (where ? JSON.stringify(where) : '');
     let g = this._groups.get(key);
     if (!g) {
-      g = { key, patterns, where: where || null, sub: null, handlers: [] };
+      const id = hashKey(key);
+      const pos = this._positions[id];
+      g = { key, id, patterns, where: where || null, sub: null, handlers: [], pos: pos && pos.seq >= 0 && pos.epoch ? pos : null, order: 0 };
       this._groups.set(key, g);
+      this._setSubState(g, 'subscribing');
       if (this._live) this._subscribe(g);
     }
     g.handlers.push({ callback, once });
     return this;
   }
 
-  _dropGroup(g) {
+  // A subscription the page ended (or the hub refused) forgets its position: a later `on`
+  // of the same topics starts afresh instead of replaying what it missed meanwhile.
+  _dropGroup(g, reason = 'off') {
     this._groups.delete(g.key);
     if (g.sub !== null) {
       this._subs.delete(g.sub);
       if (this._live) this._send({ op: 'unsubscribe', sub: g.sub });
       g.sub = null;
     }
+    delete this._positions[g.id];
+    this._savePositions();
+    this._setSubState(g, 'unsubscribed', { reason });
   }
 
+  // A subscription with a position resumes from it: the hub replays what followed, or, when
+  // it cannot (history gone, another epoch), says `recovered: false` and sends a snapshot.
+  // Until its replay is known to be over (`catching`), only events no other subscription
+  // could have carried move its position: another one's live events may be ahead of it.
+  // The hub runs a connection's replays one at a time in subscribe order, so an event of
+  // this replay also says every replay subscribed before it is over.
   _subscribe(g) {
     const sub = this._nextId++;
     g.sub = sub;
+    g.order = sub;
+    g.horizon = this._latest;
     this._subs.set(sub, g);
     const frame = { op: 'subscribe', sub, topics: g.patterns };
     if (g.where) frame.where = g.where;
-    if (this._cursor) {
-      // Resume: replay after the last seq seen, or a snapshot when history is gone.
-      frame.since = this._cursor.seq;
-      frame.epoch = this._cursor.epoch;
+    g.wasRecovering = !!g.pos;
+    g.recovered = undefined;
+    g.catching = g.wasRecovering;
+    if (g.pos) {
+      frame.since = g.pos.seq;
+      frame.epoch = g.pos.epoch;
       frame.snapshot = true;
     }
-    g.resumeFrom = this._cursor;
+    g.resumeFrom = g.pos;
     this._request(frame).then(
       (reply) => {
-        if (reply.recovered === undefined && this._cursor === null) this._advance(reply.seq, this.epoch);
+        if (g.sub !== sub) return;
+        if (g.wasRecovering) g.recovered = reply.recovered === true;
+        else this._move(g, reply.seq);
+        this._advance(reply.seq);
+        this._setSubState(g, 'subscribed');
       },
       (err) => {
         if (err.code === 'closed' || err.code === 'disconnected') return;
-        this._dropGroup(g);
+        this._dropGroup(g, err.code);
         this._emitError(err);
       },
     );
   }
 
+  /** Moves a subscription's position forward to `seq` of the current epoch, and stores it. */
+  _move(g, seq) {
+    if (typeof seq !== 'number' || !this.epoch) return;
+    if (g.pos && g.pos.epoch === this.epoch && g.pos.seq >= seq) return;
+    g.pos = { seq, epoch: this.epoch };
+    this._positions[g.id] = g.pos;
+    this._savePositions();
+  }
+
+  _savePositions() {
+    const ids = Object.keys(this._positions);
+    // Bounded: the positions of live subscriptions first, then the newest others.
+    if (ids.length > POSITIONS_KEPT) {
+      const keep = new Set([...this._groups.values()].map((g) => g.id));
+      for (const id of ids) if (!keep.has(id) && Object.keys(this._positions).length > POSITIONS_KEPT) delete this._positions[id];
+    }
+    try {
+      this._store.setItem(CURSOR_KEY, JSON.stringify(this._positions));
+    } catch {
+      /* storage full or blocked: resume still works within this page */
+    }
+  }
+
+  /**
+   * The retained history over HTTP (`GET /v1/events`), filtered like a subscription:
+   * resolves `{events, next, epoch}`, each event as a handler receives it; pass `next` as
+   * `since` for the following page. The HTTP API takes API keys (or open mode), not tokens.
+   * @param {{topics?: TopicPattern | TopicPattern[], where?: Where, since?: number, limit?: number}} [query]
+   * @returns {Promise<HistoryPage>}
+   */
+  async history({ topics, where, since, limit } = {}) {
+    const u = new URL(this.url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = '/v1/events';
+    if (since !== undefined) u.searchParams.set('since', String(since));
+    if (limit !== undefined) u.searchParams.set('limit', String(limit));
+    if (topics) u.searchParams.set('topics', [].concat(topics).join(','));
+    if (where) u.searchParams.set('where', JSON.stringify(where));
+    const headers = this.options.apiKey ? { 'x-api-key': this.options.apiKey } : {};
+    const r = await fetch(u, { headers });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) {
+      const e = body.error || {};
+      throw new ActionHubError(e.code || 'unavailable', e.message || `GET /v1/events answered ${r.status}`, e.details);
+    }
+    return { events: body.events.map((f) => f.event), next: body.next, epoch: body.epoch };
+  }
+
   // ---- publishing ----------------------------------------------------------------------
 
-  /** Publishes one event; resolves with {seq, duplicate}. Queued while offline. */
+  /**
+   * Publishes one event; resolves with {seq, duplicate}. Queued while offline, retried safely by eventId.
+   * @param {LifecycleEvent | VisitorEvent} event
+   * @returns {Promise<PublishResult>}
+   */
   publish(event) {
     if (this._closed) return Promise.reject(new ActionHubError('closed', 'the hub client is closed'));
     if (!event || typeof event !== 'object') return Promise.reject(new ActionHubError('invalid_event', 'an event must be an object'));
@@ -320,10 +563,28 @@ export class ActionHub {
     return { customerId: this.customerId, sessionId: this._sid, ...extra };
   }
 
-  /** One method per lifecycle state of `mediaType`, each publishing that state. */
-  action(mediaType, { actionMapId, actionMapVersion = 1, actionId = uuid() } = {}) {
+  /**
+   * @overload
+   * @param {'webchat'} mediaType
+   * @param {ActionOptions} options
+   * @returns {WebchatAction}
+   */
+  /**
+   * @overload
+   * @param {'contentoffer'} mediaType
+   * @param {ActionOptions} options
+   * @returns {ContentOfferAction}
+   */
+  /**
+   * A web action of this page's customer and session, with one method per lifecycle state.
+   * @param {MediaType} mediaType
+   * @param {ActionOptions} options
+   * @returns {any}
+   */
+  action(mediaType, { actionMapId, actionMapVersion = 1, actionId = uuid() } = /** @type {any} */ ({})) {
     const states = STATES[mediaType];
     if (!states) throw new ActionHubError('invalid_event', `unknown media type ${JSON.stringify(mediaType)}; use webchat or contentoffer`);
+    /** @type {any} */
     const action = { actionId, actionMediaType: mediaType, actionMapId, actionMapVersion };
     for (const state of states) {
       action[state] =
@@ -355,7 +616,10 @@ export class ActionHub {
     return this.publish(this._base({ type, ...fields }));
   }
 
-  /** The site user id the current browser token vouches for (its `uid` claim), or null. */
+  /**
+   * The site user id the current browser token vouches for (its `uid` claim), or null.
+   * @returns {string | null}
+   */
   get tokenUserId() {
     const uid = this._token ? jwtClaims(this._token).uid : undefined;
     return typeof uid === 'string' ? uid : null;
@@ -417,41 +681,77 @@ export class ActionHub {
   async _refreshToken() {
     if (!this._live || !this._token || this._connToken === this._token) return;
     const token = this._token;
-    await this._request({ op: 'refresh', token });
+    const reply = await this._request({ op: 'refresh', token });
     this._connToken = token;
+    this._planRefresh(reply.expiresAt);
   }
 
-  /** Links this customer to the site's user (default: the token's `uid`). */
+  /**
+   * Links this customer to the site's user (default: the token's `uid`).
+   * @param {string | null} [userId]
+   * @param {Record<string, unknown>} [traits]
+   * @returns {Promise<PublishResult>}
+   */
   identify(userId, traits) {
     return this._link('identify', userId, traits ? { traits } : {});
   }
 
-  /** Signs in: a new session starts (the old sessionId is never reused). */
-  signin(userId) {
+  /**
+   * Signs in: a new session starts (the old sessionId is never reused).
+   * @param {string | null} [userId]
+   * @param {Record<string, unknown>} [traits]
+   * @returns {Promise<PublishResult>}
+   */
+  signin(userId, traits) {
     this._setSession(uuid());
-    return this._link('signin', userId, {});
+    return this._link('signin', userId, traits ? { traits } : {});
   }
 
-  /** Signs out: ends this session; the next event starts a fresh one. */
+  /**
+   * Signs out: ends this session; the next event starts a fresh one.
+   * @returns {Promise<PublishResult>}
+   */
   signout() {
     const p = this._visitor('signout', {});
     this._setSession(uuid());
     return p;
   }
 
-  userinfo(userId) {
-    return this._link('userinfo', userId, {});
+  /**
+   * A returning visitor the site recognizes.
+   * @param {string | null} [userId]
+   * @param {Record<string, unknown>} [traits]
+   * @returns {Promise<PublishResult>}
+   */
+  userinfo(userId, traits) {
+    return this._link('userinfo', userId, traits ? { traits } : {});
   }
 
+  /**
+   * A page view; url, title and referrer default to this page's.
+   * @param {PageDetails & Record<string, unknown>} [details]
+   * @returns {Promise<PublishResult>}
+   */
   page(details) {
     return this._visitor('page', { page: { ...pageDetails(), ...details } });
   }
 
+  /**
+   * A custom event.
+   * @param {string} name
+   * @param {Record<string, unknown>} [properties]
+   * @returns {Promise<PublishResult>}
+   */
   track(name, properties) {
     return this._visitor('track', properties ? { name, properties } : { name });
   }
 
-  /** The current actions and customers matching `where` (`topics` optional). */
+  /**
+   * The current actions and customers matching `where` (`topics` optional).
+   * @param {Where} [where]
+   * @param {TopicPattern[]} [topics]
+   * @returns {Promise<Snapshot>}
+   */
   snapshot(where, topics = ['all']) {
     const sub = 'snap-' + this._nextId++;
     return new Promise((resolve, reject) => {
@@ -481,10 +781,15 @@ export class ActionHub {
     });
   }
 
-  /** Closes the connection for good; pending publishes are rejected. */
+  /**
+   * Closes the connection for good; pending publishes are rejected.
+   * @returns {void}
+   */
   close() {
+    if (this._closed) return;
     this._closed = true;
     clearTimeout(this._timer);
+    clearTimeout(this._refreshTimer);
     if (hasWindow && this._online) window.removeEventListener('online', this._online);
     const err = new ActionHubError('closed', 'the hub client is closed');
     for (const e of this._queue) e.reject(err);
@@ -494,14 +799,21 @@ export class ActionHub {
     if (this._ws) this._ws.close(1000, 'closed by the page');
     this._ws = null;
     this._live = false;
+    this._setState('closed', {});
+  }
+
+  _setState(state, info) {
+    this.state = state;
+    this._emitLocal(state, info);
   }
 
   // ---- the connection ------------------------------------------------------------------
 
   async _connect() {
-    if (this._closed || this._ws) return;
+    if (this._closed || this._ws || this.state === 'connecting') return;
     const o = this.options;
     let ws;
+    this._setState('connecting', { attempt: this._attempt });
     try {
       if (o.getToken && !this._tokenFetch && (!this._token || jwtExpiry(this._token) - Date.now() < TOKEN_MARGIN_MS)) {
         this._fetchToken(this._tokenUser);
@@ -510,12 +822,14 @@ export class ActionHub {
         await this._tokenFetch;
         await this._awaitToken();
       }
-      if (this._closed || this._ws) return;
-      const WS = o.WebSocket || globalThis.WebSocket;
+      if (this._closed) return;
+      const WS = /** @type {typeof WebSocket} */ (o.WebSocket || globalThis.WebSocket);
       if (!WS) throw new ActionHubError('unavailable', 'no WebSocket implementation (Node 20 needs --experimental-websocket)');
       ws = new WS(this.url, SUBPROTOCOL);
     } catch (e) {
       this._emitError(e instanceof ActionHubError ? e : new ActionHubError('unavailable', String(e && e.message ? e.message : e)));
+      if (this._closed) return;
+      this._setState('disconnected', { code: 0, reason: 'no token or socket', reconnect: true });
       return this._scheduleReconnect();
     }
     this._ws = ws;
@@ -543,26 +857,61 @@ export class ActionHub {
     this._attempt = 0;
     this._fromSnapshots = new Set();
     this.connId = reply.connId;
-    if (this._cursor && this._cursor.epoch !== reply.epoch) {
+    if (this.epoch && this.epoch !== reply.epoch) {
       // A different history: its seqs are not comparable with the ones seen.
       this._seen.clear();
+      this._cursor = null;
     }
     this.epoch = reply.epoch;
     this.scope = reply.scope;
+    this._latest = reply.seq;
     for (const g of this._groups.values()) this._subscribe(g);
     // A user's token that arrived while connecting is swapped in before the queue leaves.
     if (this._token !== this._connToken) this._hold(Promise.resolve());
     else if (!this._holding) this._sendQueued();
-    this._resolveReady();
+    this._planRefresh(reply.scope && reply.scope.expiresAt);
+    this._resolveReady(undefined);
     for (const w of this._waiters.splice(0)) w();
-    this._emitLocal('connected', { connId: reply.connId, epoch: reply.epoch, seq: reply.seq });
+    this._setState('connected', { connId: reply.connId, epoch: reply.epoch, seq: reply.seq });
+  }
+
+  // A token connection refreshes its token ahead of `expiresAt`, on the same socket, so a
+  // token's end never costs a reconnect. A refresh that fails is tried again (backoff)
+  // until the token expires; then the hub closes with 4001 and the reconnect fetches one.
+  _planRefresh(expiresAt) {
+    clearTimeout(this._refreshTimer);
+    const until = Date.parse(expiresAt) - Date.now();
+    if (!this.options.getToken || !(until > 0)) return;
+    const wait = until - Math.min(REFRESH_LEAD_MS, until / 3);
+    this._refreshTimer = setTimeout(() => this._refreshAhead(expiresAt, 0), wait);
+  }
+
+  _refreshAhead(expiresAt, attempt) {
+    if (!this._live || this._closed) return;
+    const ws = this._ws;
+    const fetched = this._tokenFetch || this._fetchToken(this._tokenUser);
+    fetched
+      .then(() => this._awaitToken())
+      .then(() => this._refreshToken())
+      .then(undefined, (e) => {
+        if (this._ws !== ws || this._closed) return;
+        this._emitError(e instanceof ActionHubError ? e : new ActionHubError('unauthorized', String(e && e.message)));
+        const retry = Math.min(30_000, 1000 * 2 ** attempt);
+        if (Date.now() + retry < Date.parse(expiresAt)) this._refreshTimer = setTimeout(() => this._refreshAhead(expiresAt, attempt + 1), retry);
+      });
   }
 
   _onClose(code, reason) {
     const wasLive = this._live;
     this._ws = null;
     this._live = false;
-    for (const g of this._groups.values()) g.sub = null;
+    clearTimeout(this._refreshTimer);
+    const final = (code === 4001 && !this.options.getToken) || code === 4003;
+    if (!this._closed && (wasLive || this.state !== 'disconnected')) this._setState('disconnected', { code, reason, reconnect: !final });
+    for (const g of this._groups.values()) {
+      g.sub = null;
+      if (g.state !== 'subscribing') this._setSubState(g, 'subscribing', { reason: 'disconnected' });
+    }
     this._subs.clear();
     // Publishes in flight go back to the front of the queue, in order: their eventIds make
     // the retry safe. Other requests fail; subscriptions are redone on reconnect.
@@ -573,11 +922,10 @@ export class ActionHub {
     }
     this._pending.clear();
     this._queue = retry.concat(this._queue);
-    if (wasLive) this._emitLocal('disconnected', { code, reason });
     if (this._closed) return;
     if (code === 4001 && this.options.getToken) {
       this._token = null; // expired or revoked: fetch a new one
-    } else if (code === 4001 || code === 4003) {
+    } else if (final) {
       const err = new ActionHubError(code === 4001 ? 'unauthorized' : 'forbidden', reason || 'the hub refused this client');
       this._emitError(err);
       return this.close();
@@ -585,14 +933,14 @@ export class ActionHub {
     this._scheduleReconnect();
   }
 
+  // Full jitter (a delay anywhere from 0 to the doubling ceiling): clients cut off together
+  // by a restart spread out over the whole window instead of returning in a wave.
   _scheduleReconnect() {
     if (this._closed) return;
     const { min = 500, max = 30_000 } = this.options.backoff || {};
     const ceiling = Math.min(max, min * 2 ** this._attempt++);
-    // Full jitter between half and all of the ceiling, so a restarted hub is not stampeded.
-    const delay = ceiling / 2 + Math.random() * (ceiling / 2);
     clearTimeout(this._timer);
-    this._timer = setTimeout(() => this._connect(), delay);
+    this._timer = setTimeout(() => this._connect(), Math.random() * ceiling);
   }
 
   _reconnectNow() {
@@ -665,7 +1013,10 @@ export class ActionHub {
       this._dispatch({ ...a, topic: `${a.actionMediaType}:${a.actionState}` }, [g]);
     }
     // The position moves only once the last chunk is in, so a resume never skips the rest.
-    if (!f.more) this._advance(f.seq, this.epoch);
+    if (!f.more) {
+      this._move(g, f.seq);
+      this._advance(f.seq);
+    }
   }
 
   _remember(seq) {
@@ -675,22 +1026,41 @@ export class ActionHub {
 
   _onEvent(ev) {
     if (!ev || typeof ev.seq !== 'number') return;
+    if (!(this._latest >= ev.seq)) this._latest = ev.seq;
     if (this._seen.has(ev.seq)) return;
     this._remember(ev.seq);
     if (ev.userId && ev.customerId) this._users.set(ev.customerId, ev.userId);
     if (ev.mergedCustomerIds && ev.userId) for (const c of ev.mergedCustomerIds) this._users.set(c, ev.userId);
-    this._advance(ev.seq, this.epoch);
-    this._dispatch(ev, [...this._groups.values()].filter((g) => topicMatches(g.patterns, ev.topic)));
+    this._advance(ev.seq);
+    const topical = [...this._groups.values()].filter((g) => topicMatches(g.patterns, ev.topic));
+    // With one subscription of the topic, the hub filtered for us; with several, the hub
+    // does not say which carried the event, so `where` is checked here: strictly for who
+    // gets it, leniently (a userId link not yet seen may exist) for who may have carried it.
+    const several = topical.length > 1;
+    const matching = several ? topical.filter((g) => !g.where || this._whereMatches(g.where, ev)) : topical;
+    const carriers = several ? topical.filter((g) => !g.where || this._whereMatches(g.where, ev, true)) : topical;
+    if (carriers.length === 1) this._reached(carriers[0], ev.seq);
+    for (const g of matching) if (!g.catching || carriers.length === 1) this._move(g, ev.seq);
+    this._dispatch(ev, matching);
+  }
+
+  // An event only `g` could have carried came through its own stream, in seq order: its
+  // replay has got that far. The hub runs a connection's replays one at a time in subscribe
+  // order, so every replay subscribed before it is over; and its own is, once past the
+  // latest seq the hub had when it subscribed. A subscription that started live (no
+  // position) was never in that queue and says nothing about the others.
+  _reached(g, seq) {
+    if (!g.wasRecovering) return;
+    for (const other of this._groups.values()) if (other.order < g.order) other.catching = false;
+    if (seq > g.horizon) g.catching = false;
   }
 
   _dispatch(ev, groups) {
     for (const g of groups) {
-      // The hub filtered for us when one subscription alone could have delivered this.
-      if (groups.length > 1 && g.where && !this._whereMatches(g.where, ev)) continue;
       for (const h of g.handlers.slice()) {
         if (h.once) {
           g.handlers = g.handlers.filter((x) => x !== h);
-          if (!g.handlers.length) this._dropGroup(g);
+          if (!g.handlers.length) this._dropGroup(g, 'once');
         }
         try {
           h.callback({ ...ev });
@@ -701,23 +1071,22 @@ export class ActionHub {
     }
   }
 
-  _whereMatches(where, ev) {
+  // `lenient`: a field the event lacks here but the hub may know (a customer's user) matches.
+  _whereMatches(where, ev, lenient) {
     return Object.keys(where).every((k) => {
       const list = [].concat(where[k]).map(norm);
       const v = k === 'userId' ? ev.userId || this._users.get(ev.customerId) : ev[k];
-      return v !== undefined && list.includes(norm(v));
+      if (v === undefined) return lenient && k === 'userId';
+      // A merge event names its customers in mergedCustomerIds too.
+      return list.includes(norm(v)) || (k === 'customerId' && (ev.mergedCustomerIds || []).some((c) => list.includes(norm(c))));
     });
   }
 
-  _advance(seq, epoch) {
-    if (typeof seq !== 'number' || !epoch) return;
-    if (this._cursor && this._cursor.epoch === epoch && this._cursor.seq >= seq) return;
-    this._cursor = { seq, epoch };
-    try {
-      this._store.setItem(CURSOR_KEY, JSON.stringify(this._cursor));
-    } catch {
-      /* storage full or blocked: resume still works within this page */
-    }
+  /** The page's highest seq seen (`hub.seq`); not a resume position. */
+  _advance(seq) {
+    if (typeof seq !== 'number' || !this.epoch) return;
+    if (this._cursor && this._cursor.epoch === this.epoch && this._cursor.seq >= seq) return;
+    this._cursor = { seq, epoch: this.epoch };
   }
 
   _setSession(sid) {
@@ -749,43 +1118,21 @@ export class ActionHub {
   // ---- adapters ------------------------------------------------------------------------
 
   /**
-   * Returns an `ac(command, ...args)` function for snippet-style code, and runs the commands
-   * queued on the stub `window[name].q` before the SDK loaded. Installs it as `window[name]`.
-   */
-  static commandQueue(hub, name = 'ac') {
-    const ac = (command, ...args) => {
-      if (command === 'action') return hub.action(...args);
-      const fn = hub[command];
-      if (typeof fn !== 'function' || command.startsWith('_') || command === 'constructor') {
-        const err = new ActionHubError('bad_request', `unknown ac command ${JSON.stringify(command)}`);
-        hub._emitError(err);
-        return Promise.reject(err);
-      }
-      return fn.apply(hub, args);
-    };
-    ac.hub = hub;
-    if (hasWindow) {
-      const stub = window[name];
-      const queued = stub && Array.isArray(stub.q) ? stub.q : [];
-      window[name] = ac;
-      for (const args of queued) {
-        const r = ac(...Array.from(args));
-        if (r && typeof r.catch === 'function') r.catch(() => {});
-      }
-    }
-    return ac;
-  }
-
-  /**
    * Pushes each matching event to the data layer as `{event: name, ...fields}`. Returns a
    * function that stops it. The array is looked up at each push and never replaced, so a tag
    * manager's own `push` sees every event.
+   */
+  /**
+   * @param {ActionHub} hub
+   * @param {{patterns?: TopicPattern[], where?: Where, dataLayer?: {push(item: object): unknown}, eventName?: string | ((event: import('./types.mjs').HubEvent) => string)}} [options]
+   * @returns {() => void}
    */
   static toDataLayer(hub, { patterns = ['all'], where, dataLayer, eventName } = {}) {
     const name = typeof eventName === 'function' ? eventName : (e) => (eventName || 'actionhub') + '.' + e.topic;
     const push = (e) => {
       let dl = dataLayer;
-      if (!dl) dl = window.dataLayer = window.dataLayer || [];
+      const w = /** @type {any} */ (window);
+      if (!dl) dl = w.dataLayer = w.dataLayer || [];
       dl.push({ event: name(e), ...e });
     };
     hub.on(patterns, where, push);
@@ -795,14 +1142,5 @@ export class ActionHub {
 
 ActionHub.Error = ActionHubError;
 ActionHub.uuid = uuid;
-
-// `<script src="/sdk/actionhub.js" data-actionhub>` starts a hub client from the script's
-// own origin and serves snippet-style `ac(...)` calls, queued or not.
-if (hasDocument && document.currentScript && document.currentScript.hasAttribute('data-actionhub')) {
-  const d = document.currentScript.dataset;
-  window.actionhub = new ActionHub({ url: d.actionhub || undefined });
-  ActionHub.commandQueue(window.actionhub, d.global || 'ac');
-  if (d.datalayer !== undefined) ActionHub.toDataLayer(window.actionhub, d.datalayer ? { patterns: d.datalayer.split(',') } : {});
-}
 
 export default ActionHub;

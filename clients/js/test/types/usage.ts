@@ -1,5 +1,9 @@
-// A typed usage example: `tsc -p test/types` checks it against actionhub.d.ts.
-import ActionHub, { ActionHubError, type HubEvent, type PublishResult, type Snapshot } from '../../actionhub';
+// A typed usage example: `tsc -p test/types` checks it against the declarations the build
+// generates from src/'s JSDoc (dist/types), as a package user's editor would see them.
+import ActionHub, {
+  ActionHubError, installAc, installGt, installTransactional,
+  type HubEvent, type PublishResult, type Snapshot, type EventOf, type Topic, type WebchatEvent, type SubscriptionInfo,
+} from '../../dist/types/index.mjs';
 
 const hub = new ActionHub({
   url: 'https://hub.example.com',
@@ -10,12 +14,34 @@ const hub = new ActionHub({
   backoff: { min: 250, max: 10_000 },
 });
 
-hub.on('webchat:all', (e: HubEvent) => {
+hub.on('webchat:all', (e) => {
   const seq: number = e.seq;
-  const topic: string = e.topic;
-  console.log(seq, topic, e.actionState, e.timestamp);
+  // A pattern narrows the union: only web chat events reach this handler.
+  const topic: `webchat:${string}` = e.topic;
+  const chat: WebchatEvent = e;
+  console.log(seq, topic, chat.actionState, e.timestamp);
+  // @ts-expect-error a web chat event has no visitor `type`
+  console.log(e.type);
 });
-hub.once('contentoffer:accepted', { actionMapVersion: [2] }, (e) => console.log(e.actionId));
+hub.once('contentoffer:accepted', { actionMapVersion: [2] }, (e) => console.log(e.actionId, e.actionState));
+hub.on('all', (e: HubEvent) => {
+  // The union is discriminated by topic.
+  if (e.topic === 'visitor:track') console.log(e.name, e.properties);
+  else if (e.topic === 'session:ended') console.log(e.durationMs, e.reason);
+  else if (e.topic === 'visitor:merged') console.log(e.mergedCustomerIds);
+});
+hub.on(['visitor:signin', 'visitor:signout'], (e) => console.log(e.type, e.userId));
+const anyOffered: (e: EventOf<'all:offered'>) => void = (e) => console.log(e.actionMediaType);
+hub.on('all:offered', anyOffered);
+const t: Topic = 'webchat:engaged';
+// @ts-expect-error no such state
+const bad: Topic = 'webchat:bogus';
+// @ts-expect-error a typo in a pattern is a type error, not a subscription to nothing
+hub.on('webchat:offerd', () => {});
+hub.on('subscribed', (s: SubscriptionInfo) => console.log(s.recovered, s.wasRecovering, s.position?.seq));
+hub.on('disconnected', ({ code, reconnect }) => console.log(code, reconnect));
+console.log(t, bad, hub.state, hub.subscriptions().length);
+void hub.history({ topics: ['webchat:all'], since: 0 }).then((page) => page.events.map((e) => e.topic));
 hub.on('error', (err: ActionHubError) => console.warn(err.code, err.message));
 hub.on('disconnected', ({ code }) => console.log('closed', code));
 hub.off('webchat:all');
@@ -45,11 +71,15 @@ flow().catch((e: unknown) => {
   if (e instanceof ActionHubError && e.code === 'queue_full') console.warn('offline too long');
 });
 
-const ac = ActionHub.commandQueue(hub);
+const ac = installAc(hub);
+ac('pageview');
+ac('record', 'product_added', { sku: 'A1' });
+installGt(hub).push(['sendSignIn', { userId: 'user-1' }]);
+installTransactional(hub)('update', { plan: 'gold' });
 ac('on', 'webchat:all', (e) => console.log(e.actionId));
 ac('page', { url: location.href });
 void ac('signin', 'user-1');
 const stop: () => void = ActionHub.toDataLayer(hub, { patterns: ['webchat:all'], eventName: (e) => `ah_${e.topic}` });
 stop();
 hub.close();
-window.ActionHub?.version;
+console.log(ActionHub.version);
