@@ -16,7 +16,7 @@
 //!   their binary encoding.
 //! - [`cluster`]: cluster mode, where a NATS JetStream stream shared by several nodes
 //!   orders the hub's inputs instead of the sequencer's lock alone.
-//! - [`config`], [`server`], [`metrics`], [`error`], [`ids`]: the rest; [`tail`] is the
+//! - [`config`], [`server`], [`metrics`], [`logging`], [`error`], [`ids`]: the rest; [`tail`] is the
 //!   `actionhub tail` command, a client of the HTTP event stream.
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
@@ -28,6 +28,7 @@ pub mod error;
 pub mod hub;
 pub mod ids;
 pub mod ingest;
+pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod store;

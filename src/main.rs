@@ -2,7 +2,7 @@
 //! with `--print-config`, print the configuration and exit). `actionhub tail ...` runs
 //! the stream reader of [`actionhub::tail`] instead.
 
-use actionhub::config::{ConfigError, Invocation, LogFormat};
+use actionhub::config::{ConfigError, Invocation};
 
 // Ingest is allocation-heavy (a parsed JSON tree per publish): glibc's malloc and free took
 // about a fifth of the hub's CPU under load. See docs/benchmarks.md.
@@ -25,26 +25,15 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = invocation.config;
-    init_tracing(config.log_format);
+    let node = config
+        .is_clustered()
+        .then(|| config.node(config.listen.port()));
+    actionhub::logging::init(config.log_format, node);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(actionhub::server::run(config, shutdown_signal()))?;
     Ok(())
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only for a person at a terminal; log shippers get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

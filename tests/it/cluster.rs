@@ -481,6 +481,23 @@ async fn a_nats_server_dying_pauses_publishes_and_loses_nothing_acknowledged() {
 }
 
 #[tokio::test]
+async fn every_log_line_of_a_node_names_it() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(dir.path(), &["--nats", &url, "--node-name", "logged"]);
+    let lines = hub.stop_async().await;
+    let logged: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert!(logged.len() >= 3, "{lines:?}");
+    for line in &logged {
+        assert_eq!(line["node"], json!("logged"), "{line}");
+    }
+}
+
+#[tokio::test]
 async fn a_killed_node_loses_nothing_and_its_clients_resume_on_another() {
     let nats = NatsServer::start();
     let url = nats.url();
