@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -229,6 +230,7 @@ fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, HubErr
 
 async fn post_events(
     State(ctx): State<App>,
+    _: NoQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let body = checked_body(&ctx.hub, body)?;
@@ -276,6 +278,7 @@ async fn post_events(
 /// user id the page may link the customer to).
 async fn post_tokens(
     State(ctx): State<App>,
+    _: NoQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     const FIELDS: &str = "customerId, sessionId, userId, ttlSeconds";
@@ -355,6 +358,7 @@ pub(crate) fn found(
 
 async fn get_action(
     State(ctx): State<App>,
+    _: NoQuery,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "actionId", ActionId::parse)?;
@@ -363,6 +367,7 @@ async fn get_action(
 
 async fn get_customer(
     State(ctx): State<App>,
+    _: NoQuery,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
@@ -377,18 +382,45 @@ pub(crate) struct ListQuery {
     pub(crate) filter: Filter,
 }
 
+/// An endpoint's query parameters, refused (400, naming it) when one is not `allowed`: a
+/// misspelt or misplaced parameter is a mistake the caller should hear about, not a
+/// filter silently not applied.
+pub(crate) fn query_params(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, HubError> {
+    let Query(params) =
+        query.map_err(|e| HubError::bad_request(format!("bad query string: {e}")))?;
+    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let takes = match allowed {
+            [] => "no query parameters".to_owned(),
+            _ => allowed.join(", "),
+        };
+        return Err(HubError::bad_request(format!(
+            "unknown query parameter {unknown:?}; this endpoint takes {takes}"
+        )));
+    }
+    Ok(params)
+}
+
+/// The extractor of an endpoint that takes no query parameters: any is refused, as
+/// [`query_params`] refuses an unknown one.
+pub(crate) struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = HubError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HubError> {
+        let query = Query::<HashMap<String, String>>::from_request_parts(parts, state).await;
+        query_params(query, &[]).map(|_| NoQuery)
+    }
+}
+
 pub(crate) fn list_query(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<ListQuery, HubError> {
-    let Query(params) =
-        query.map_err(|e| HubError::bad_request(format!("bad query string: {e}")))?;
-    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(HubError::bad_request(format!(
-            "unknown query parameter {unknown:?}; this endpoint takes {}",
-            allowed.join(", ")
-        )));
-    }
+    let params = query_params(query, allowed)?;
     let number = |name: &str| -> Result<Option<u64>, HubError> {
         params
             .get(name)
@@ -496,7 +528,7 @@ async fn get_customer_events(
     Ok(events_page(&records, next, hub.epoch()))
 }
 
-async fn get_action_map_stats(State(ctx): State<App>) -> Json<Value> {
+async fn get_action_map_stats(State(ctx): State<App>, _: NoQuery) -> Json<Value> {
     Json(views::action_maps(ctx.hub.state()))
 }
 

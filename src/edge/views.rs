@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::hub::state::{
-    Action, Activity, HubState, IdentityState, MapCounts, SessionInfo, Transition, Visitor,
+    Action, Activity, HubState, IdentityState, MapCounts, MapKey, SessionInfo, Transition, Visitor,
     VisitorSession,
 };
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
@@ -360,7 +360,7 @@ struct ActionMapsView {
     action_maps: Vec<ActionMapView>,
 }
 
-/// One (action map, version): how many actions reached each state, and the share of
+/// One (action map, version, media type): how many actions reached each state, and the share of
 /// offered ones that were accepted (null before any offer).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -373,16 +373,16 @@ struct ActionMapView {
 }
 
 impl ActionMapView {
-    fn new((&(id, version), m): (&(ActionMapId, u32), &MapCounts)) -> Self {
+    fn new((key, m): (&MapKey, &MapCounts)) -> Self {
         let reached = |state: ActionState| m.counts().get(&state).copied().unwrap_or(0);
         let (offered, accepted) = (
             reached(ActionState::Offered),
             reached(ActionState::Accepted),
         );
         ActionMapView {
-            action_map_id: id,
-            action_map_version: version,
-            action_media_type: m.media().as_str(),
+            action_map_id: key.action_map_id,
+            action_map_version: key.action_map_version,
+            action_media_type: key.media.as_str(),
             counts: m.counts().iter().map(|(s, n)| (s.as_str(), *n)).collect(),
             accept_rate: (offered > 0).then(|| accepted as f64 / offered as f64),
         }

@@ -58,7 +58,7 @@ pub enum VisitorKind {
 }
 
 impl VisitorKind {
-    const ALL: [VisitorKind; 6] = [
+    pub(crate) const ALL: [VisitorKind; 6] = [
         VisitorKind::Identify,
         VisitorKind::Signin,
         VisitorKind::Signout,
@@ -77,6 +77,14 @@ impl VisitorKind {
 
     pub fn topic(self) -> Topic {
         Topic::visitor(self as usize)
+    }
+
+    /// The indefinite article before the kind's name in a message: "an identify event".
+    pub(crate) fn article(self) -> &'static str {
+        match self {
+            VisitorKind::Identify => "an",
+            _ => "a",
+        }
     }
 
     pub(crate) fn needs_session(self) -> bool {

@@ -87,7 +87,7 @@ fn lifecycle_from_fields(f: &mut Fields) -> Result<LifecycleEvent, HubError> {
         .ok_or_else(|| {
             HubError::invalid_field(
                 "actionMapVersion",
-                "actionMapVersion must be an integer >= 1",
+                format!("actionMapVersion must be an integer from 1 to {}", u32::MAX),
             )
         })? as u32;
     match f.optional_str("customerIdType")?.as_deref() {
@@ -157,7 +157,7 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
     if kind.needs_user() && user_id.is_none() {
         return Err(HubError::invalid_field(
             "userId",
-            format!("a {} event needs `userId`", kind.as_str()),
+            format!("{} {} event needs `userId`", kind.article(), kind.as_str()),
         ));
     }
     let name = f.optional_text("name", MAX_TEXT_CHARS)?;
@@ -205,8 +205,9 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
         return Err(HubError::invalid_field(
             "channels",
             format!(
-                "a {} event may not carry `channels`; send them with identify, signin or \
+                "{} {} event may not carry `channels`; send them with identify, signin or \
                  userinfo",
+                kind.article(),
                 kind.as_str()
             ),
         ));

@@ -242,7 +242,7 @@ fn map_version(version: Option<u64>) -> Result<u32, HubError> {
         .ok_or_else(|| {
             invalid(
                 "actionMapVersion",
-                "actionMapVersion must be an integer >= 1".into(),
+                format!("actionMapVersion must be an integer from 1 to {}", u32::MAX),
             )
         })
 }
@@ -387,7 +387,7 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
     if kind.needs_user() && user_id.is_none() {
         return Err(invalid(
             "userId",
-            format!("a {} event needs `userId`", kind.as_str()),
+            format!("{} {} event needs `userId`", kind.article(), kind.as_str()),
         ));
     }
     let name = optional_text(f.name.take(), "name", MAX_TEXT_CHARS)?;
@@ -445,8 +445,9 @@ fn identity_fields(
         return Err(invalid(
             "channels",
             format!(
-                "a {} event may not carry `channels`; send them with identify, signin or \
+                "{} {} event may not carry `channels`; send them with identify, signin or \
                  userinfo",
+                kind.article(),
                 kind.as_str()
             ),
         ));
@@ -556,6 +557,25 @@ pub(crate) mod tests {
     pub(crate) fn without(mut base: Value, field: &str) -> Value {
         base.as_object_mut().unwrap().remove(field);
         base
+    }
+
+    #[test]
+    fn a_refusal_names_each_visitor_kind_with_its_article() {
+        let named: Vec<String> = VisitorKind::ALL
+            .iter()
+            .map(|k| format!("{} {}", k.article(), k.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "an identify",
+                "a signin",
+                "a signout",
+                "a userinfo",
+                "a page",
+                "a track"
+            ]
+        );
     }
 
     #[test]

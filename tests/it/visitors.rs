@@ -790,3 +790,51 @@ async fn deleting_erases_state_and_history() {
         "not_found",
     );
 }
+
+#[tokio::test]
+async fn visitor_endpoints_refuse_unknown_query_parameters_by_name() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    publish_all(&hub, vec![visitor.page()]).await;
+    let http = hub.http();
+    let id = &visitor.customer_id;
+    let refused = |answer: &(u16, Value), what: &str| {
+        assert_http_error(answer, 400, "bad_request");
+        let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("\"bogus\""), "{what}: {message}");
+    };
+    for path in [
+        format!("/v1/visitors/{id}"),
+        format!("/v1/visitors/{id}/sessions"),
+        format!("/v1/visitors/{id}/export"),
+        format!("/v1/visitors/{id}/events"),
+        "/v1/visitors".to_owned(),
+        "/v1/visitors/by-channel/slack/U1".to_owned(),
+    ] {
+        refused(&http.get(&format!("{path}?bogus=1")).await, &path);
+    }
+    let body = json!({"attributes": {"plan": "pro"}});
+    refused(
+        &http.put(&format!("/v1/visitors/{id}?bogus=1"), &body).await,
+        "PUT",
+    );
+    refused(
+        &http
+            .post(&format!("/v1/visitors/{id}/anonymize?bogus=1"), &json!({}))
+            .await,
+        "anonymize",
+    );
+    refused(
+        &http.delete(&format!("/v1/visitors/{id}?bogus=1")).await,
+        "DELETE",
+    );
+    let merge = json!({"sourceVisitorId": id, "targetVisitorId": id});
+    refused(
+        &http.post("/v1/visitors/merge?bogus=1", &merge).await,
+        "merge",
+    );
+    // None of the refused changes happened.
+    let (status, view) = http.get(&format!("/v1/visitors/{id}")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["traits"], json!({}));
+}

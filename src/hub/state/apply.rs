@@ -17,8 +17,7 @@ use serde_json::{Map, Value};
 use super::entities::{MAX_ACTIVITY_PER_SESSION, MAX_SESSIONS_PER_CUSTOMER};
 use super::recency::recency_key;
 use super::{
-    Action, Activity, Customer, HubState, IdentityState, MapCounts, Profile, SessionInfo,
-    Transition,
+    Action, Activity, Customer, HubState, IdentityState, MapKey, Profile, SessionInfo, Transition,
 };
 use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
@@ -179,11 +178,12 @@ impl HubState {
         }
         let mut maps = self.maps.lock();
         let counts = maps
-            .entry((e.action_map_id, e.action_map_version))
-            .or_insert_with(|| MapCounts {
+            .entry(MapKey {
+                action_map_id: e.action_map_id,
+                action_map_version: e.action_map_version,
                 media: e.media,
-                counts: BTreeMap::new(),
-            });
+            })
+            .or_default();
         *counts.counts.entry(e.state).or_default() += 1;
     }
 

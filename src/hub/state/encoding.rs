@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{Map, Value};
 
 use super::{
-    Action, Activity, Customer, IdentityState, MapCounts, Profile, SessionInfo, Transition,
+    Action, Activity, Customer, IdentityState, MapCounts, MapKey, Profile, SessionInfo, Transition,
 };
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{EndReason, EventData, LifecycleEvent, VisitorKind};
@@ -16,10 +16,10 @@ use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::store::codec::{Dec, DecodeError, Enc};
 
 impl MapCounts {
-    pub fn encode(key: &(ActionMapId, u32), m: &MapCounts, e: &mut Enc) {
-        e.uuid(key.0 .0);
-        e.u32(key.1);
-        e.str(m.media.as_str());
+    pub fn encode(key: &MapKey, m: &MapCounts, e: &mut Enc) {
+        e.uuid(key.action_map_id.0);
+        e.u32(key.action_map_version);
+        e.str(key.media.as_str());
         e.u32(m.counts.len() as u32);
         for (state, n) in &m.counts {
             e.str(state.as_str());
@@ -27,16 +27,19 @@ impl MapCounts {
         }
     }
 
-    pub fn decode(d: &mut Dec<'_>) -> Result<((ActionMapId, u32), MapCounts), DecodeError> {
-        let key = (ActionMapId(d.uuid()?), d.u32()?);
-        let media = media(d)?;
+    pub fn decode(d: &mut Dec<'_>) -> Result<(MapKey, MapCounts), DecodeError> {
+        let key = MapKey {
+            action_map_id: ActionMapId(d.uuid()?),
+            action_map_version: d.u32()?,
+            media: media(d)?,
+        };
         let n = d.u32()?;
         let mut counts = BTreeMap::new();
         for _ in 0..n {
             let state = action_state(d)?;
             counts.insert(state, d.u64()?);
         }
-        Ok((key, MapCounts { media, counts }))
+        Ok((key, MapCounts { counts }))
     }
 }
 

@@ -156,21 +156,25 @@ impl Action {
 }
 
 /// The per-map counters, as a snapshot copies them.
-pub type SnapshotMaps = BTreeMap<(ActionMapId, u32), MapCounts>;
+pub type SnapshotMaps = BTreeMap<MapKey, MapCounts>;
 
-/// Per (action map, version) counts of actions that reached each state.
-#[derive(Clone, Debug, PartialEq)]
+/// What the per-map counters are kept by. The media type is part of it because one map id
+/// may serve actions of more than one kind, whose states differ: counted together, a
+/// content offer's row would show a webchat's `timedout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MapKey {
+    pub action_map_id: ActionMapId,
+    pub action_map_version: u32,
+    pub media: MediaType,
+}
+
+/// Per (action map, version, media type) counts of actions that reached each state.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MapCounts {
-    pub(super) media: MediaType,
     pub(super) counts: BTreeMap<ActionState, u64>,
 }
 
 impl MapCounts {
-    /// The media type of the map's actions.
-    pub fn media(&self) -> MediaType {
-        self.media
-    }
-
     /// How many actions reached each state.
     pub fn counts(&self) -> &BTreeMap<ActionState, u64> {
         &self.counts
