@@ -76,6 +76,8 @@ export interface PageDetails {
   url?: string;
   title?: string;
   referrer?: string;
+  /** The browser's IANA time zone; the hub shows the newest as the visitor's `location.timezone`. */
+  timezone?: string;
   [field: string]: unknown;
 }
 

@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +33,7 @@ use crate::edge::app::App;
 use crate::edge::auth::{
     rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
+use crate::edge::client_info;
 use crate::edge::limits::too_deep;
 use crate::edge::views;
 use crate::edge::ws;
@@ -231,6 +232,7 @@ fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, HubErr
 async fn post_events(
     State(ctx): State<App>,
     _: NoQuery,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let body = checked_body(&ctx.hub, body)?;
@@ -257,9 +259,14 @@ async fn post_events(
             ),
         ));
     }
+    let client = client_info::from_headers(ctx.hub.config(), &headers);
     let events = items
         .into_iter()
-        .map(|item| Event::from_text(item.get()))
+        .map(|item| {
+            let mut event = Event::from_text(item.get())?;
+            client_info::stamp(&mut event, &client)?;
+            Ok(event)
+        })
         .collect();
     let results: Vec<Value> = ctx
         .hub

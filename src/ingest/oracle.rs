@@ -221,6 +221,18 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
             "an identify event needs `userId` or a channel id in `channels`",
         ));
     }
+    // Issue 15 added `client`, the edge's stamp on page events, after these rules; its
+    // shape is read by the typed path's own rule.
+    let client = crate::ingest::validate::client(
+        f.0.remove("client")
+            .map_or(crate::ingest::fields::Slot::Absent, Into::into),
+    )?;
+    if client.is_some() && kind != VisitorKind::Page {
+        return Err(HubError::invalid_field(
+            "client",
+            "only a page event carries `client`",
+        ));
+    }
     Ok(VisitorEvent {
         kind,
         customer_id,
@@ -232,6 +244,7 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
         name,
         properties: f.optional_object("properties")?,
         event_id: f.event_id()?,
+        client: client.map(Box::new),
     })
 }
 

@@ -17,7 +17,8 @@ use serde_json::{Map, Value};
 use super::entities::{MAX_ACTIVITY_PER_SESSION, MAX_SESSIONS_PER_CUSTOMER};
 use super::recency::recency_key;
 use super::{
-    Action, Activity, Customer, HubState, IdentityState, MapKey, Profile, SessionInfo, Transition,
+    Action, Activity, ClientInfo, Customer, HubState, IdentityState, MapKey, Profile, SessionInfo,
+    Transition,
 };
 use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
@@ -138,6 +139,7 @@ impl HubState {
             actions: Vec::new(),
             first_seen: at,
             last_seen: at,
+            client: ClientInfo::default(),
             stamp: seq,
         });
         c.stamp = seq;
@@ -269,6 +271,8 @@ impl HubState {
                         Some(mut c) => {
                             c.user_id = None;
                             c.identity = IdentityState::Anonymous;
+                            // Its place and device are about the person too.
+                            c.client = ClientInfo::default();
                             for session in c.sessions.iter_mut() {
                                 for activity in session.activity.iter_mut() {
                                     activity.detail = activity.anonymized_detail();
@@ -350,6 +354,9 @@ impl HubState {
         let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
             return;
         };
+        if e.kind == VisitorKind::Page {
+            c.client.note(e);
+        }
         let Some(session) = e.session_id.or(c.current_session) else {
             return;
         };

@@ -44,7 +44,7 @@ use crate::ingest::lifecycle::{ActionState, MediaType};
 pub use apply::AdminOp;
 pub use copy_on_write::SnapshotItem;
 pub use entities::{
-    Action, Activity, Customer, IdentityState, MapCounts, MapKey, Profile, SessionInfo,
+    Action, Activity, ClientInfo, Customer, IdentityState, MapCounts, MapKey, Profile, SessionInfo,
     SnapshotMaps, Transition,
 };
 pub use profile_limits::{
