@@ -293,28 +293,73 @@ impl SessionView {
     }
 }
 
-/// A session of a visitor's customer, with its remembered activity; `active` in the
-/// sessions list, not in an export's history.
+/// A session of a visitor's customer, with its remembered activity, and the
+/// visitors-and-users reference's shape of a visit: `id`, `duration` and `pages` (with
+/// `timeOnPage`), `referrer`; `active` in the sessions list, not in an export's history.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct VisitorSessionView<'a> {
     #[serde(flatten)]
     session: SessionView,
+    id: SessionId,
     customer_id: CustomerId,
     #[serde(skip_serializing_if = "Option::is_none")]
     active: Option<bool>,
+    /// Seconds from its start to its end, or to its last event while it is open.
+    duration: i64,
+    pages: Vec<PageView<'a>>,
+    /// The `referrer` of its first remembered page view.
+    referrer: Option<&'a Value>,
     activity: Vec<ActivityView<'a>>,
 }
 
 impl<'a> VisitorSessionView<'a> {
     fn new(s: &'a VisitorSession, with_active: bool) -> Self {
+        let session = &s.session;
+        let end = session.ended.map_or(session.last_seen, |(at, _)| at);
+        let pages: Vec<&Activity> = session
+            .activity
+            .iter()
+            .filter(|a| a.kind == VisitorKind::Page)
+            .collect();
+        // A page view is left at the next one, or at the session's end.
+        let left_at = pages.iter().skip(1).map(|a| a.at).chain([end]);
         VisitorSessionView {
-            session: SessionView::new(&s.session),
+            session: SessionView::new(session),
+            id: session.id,
             customer_id: s.customer_id,
             active: with_active.then_some(s.active),
-            activity: s.session.activity.iter().map(ActivityView::new).collect(),
+            duration: seconds(end - session.started_at),
+            referrer: pages.first().and_then(|p| p.detail.get("referrer")),
+            pages: pages
+                .iter()
+                .zip(left_at)
+                .map(|(page, left)| PageView {
+                    url: page.detail.get("url"),
+                    title: page.detail.get("title"),
+                    viewed_at: Time(page.at),
+                    time_on_page: seconds(left - page.at),
+                })
+                .collect(),
+            activity: session.activity.iter().map(ActivityView::new).collect(),
         }
     }
+}
+
+/// Whole seconds of a span of milliseconds (never negative).
+fn seconds(span: Millis) -> i64 {
+    span.max(0) / 1000
+}
+
+/// A page view of a session: `{"url", "title", "viewedAt", "timeOnPage"}` (seconds until
+/// the next page view or the session's end).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageView<'a> {
+    url: Option<&'a Value>,
+    title: Option<&'a Value>,
+    viewed_at: Time,
+    time_on_page: i64,
 }
 
 /// A page view (`page`) or track event (`name`, and `properties` when it had some).
@@ -711,11 +756,11 @@ mod tests {
         ),
         (
             "visitor export",
-            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","duration":7,"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","id":"00000000-0000-4000-8000-000000000051","lastSeenAt":"2026-01-01T00:00:08.007Z","pages":[{"timeOnPage":5,"title":"Home","url":"https://example.test/","viewedAt":"2026-01-01T00:00:03.007Z"}],"pagesViewed":1,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","duration":3,"id":"00000000-0000-4000-8000-000000000052","lastSeenAt":"2026-01-01T00:00:13.007Z","pages":[],"pagesViewed":0,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
         ),
         (
             "visitor sessions",
-            r#"[{"active":true,"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"},{"active":false,"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}]"#,
+            r#"[{"active":true,"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","duration":3,"id":"00000000-0000-4000-8000-000000000052","lastSeenAt":"2026-01-01T00:00:13.007Z","pages":[],"pagesViewed":0,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"},{"active":false,"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","duration":7,"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","id":"00000000-0000-4000-8000-000000000051","lastSeenAt":"2026-01-01T00:00:08.007Z","pages":[{"timeOnPage":5,"title":"Home","url":"https://example.test/","viewedAt":"2026-01-01T00:00:03.007Z"}],"pagesViewed":1,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}]"#,
         ),
         (
             "snapshot actions",

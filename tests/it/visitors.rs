@@ -1036,3 +1036,62 @@ async fn the_hub_reads_no_geo_header_it_is_not_told_to_and_refuses_a_publishers_
     ws.publish_refused(forged, "invalid_event", Some("client"))
         .await;
 }
+
+#[tokio::test]
+async fn sessions_have_the_reference_shape_with_pages_and_time_on_them() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let page = |url: &str, title: &str, referrer: Option<&str>| {
+        let mut page = json!({"url": url, "title": title});
+        if let Some(referrer) = referrer {
+            page["referrer"] = json!(referrer);
+        }
+        visitor.page().with("page", page)
+    };
+    publish_all(
+        &hub,
+        vec![
+            page(
+                "https://shop.example/",
+                "Home",
+                Some("https://search.example/"),
+            ),
+            visitor.event("track", "").with("name", json!("scrolled")),
+            page("https://shop.example/pricing", "Pricing", None),
+            visitor.event("signout", ""),
+        ],
+    )
+    .await;
+    let (status, answer) = hub
+        .http()
+        .get(&format!("/v1/visitors/{}/sessions", visitor.customer_id))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let session = &answer["sessions"][0];
+    assert_eq!(session["id"], json!(visitor.session_id));
+    assert_eq!(session["pagesViewed"], json!(2));
+    assert_eq!(session["referrer"], json!("https://search.example/"));
+    assert!(session["endedAt"].is_string(), "signed out: {session}");
+    let pages = session["pages"].as_array().expect("pages");
+    let shown: Vec<(&Value, &Value)> = pages.iter().map(|p| (&p["url"], &p["title"])).collect();
+    assert_eq!(
+        shown,
+        [
+            (&json!("https://shop.example/"), &json!("Home")),
+            (&json!("https://shop.example/pricing"), &json!("Pricing")),
+        ],
+        "page views only, in order: {session}"
+    );
+    let duration = session["duration"].as_i64().expect("duration in seconds");
+    let on_pages: i64 = pages
+        .iter()
+        .map(|p| p["timeOnPage"].as_i64().expect("timeOnPage in seconds"))
+        .sum();
+    assert!(
+        (0..=duration).contains(&on_pages),
+        "the pages' time is within the visit's: {session}"
+    );
+    for p in pages {
+        assert!(p["viewedAt"].is_string(), "{p}");
+    }
+}
