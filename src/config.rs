@@ -147,6 +147,12 @@ settings! {
     max_connections_per_ip: usize = 1_000;
     /// Take the client address from the last `X-Forwarded-For` entry (behind a proxy).
     trust_forwarded_for: bool = false;
+    /// The request header a trusted proxy or CDN names the client's country in (e.g.
+    /// `CF-IPCountry`), shown as a visitor's `location.country`. Empty: none is read.
+    geo_country_header: String = String::new();
+    /// The request header a trusted proxy or CDN names the client's city in, shown as a
+    /// visitor's `location.city`. Empty: none is read.
+    geo_city_header: String = String::new();
     /// Publishes a second one token connection may make, on average.
     publish_rate: u32 = 50;
     /// Publishes a token connection may make at once before the rate applies.

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +33,7 @@ use crate::edge::app::App;
 use crate::edge::auth::{
     rfc3339, AuthError, Principal, Scope, DEFAULT_TOKEN_TTL_SECS, MAX_TOKEN_TTL_SECS,
 };
+use crate::edge::client_info;
 use crate::edge::limits::too_deep;
 use crate::edge::views;
 use crate::edge::ws;
@@ -233,6 +235,8 @@ fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, HubErr
 
 async fn post_events(
     State(ctx): State<App>,
+    _: NoQuery,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let body = checked_body(&ctx.hub, body)?;
@@ -259,9 +263,14 @@ async fn post_events(
             ),
         ));
     }
+    let client = client_info::from_headers(ctx.hub.config(), &headers);
     let events = items
         .into_iter()
-        .map(|item| Event::from_text(item.get()))
+        .map(|item| {
+            let mut event = Event::from_text(item.get())?;
+            client_info::stamp(&mut event, &client)?;
+            Ok(event)
+        })
         .collect();
     let results: Vec<Value> = ctx
         .hub
@@ -280,6 +289,7 @@ async fn post_events(
 /// user id the page may link the customer to).
 async fn post_tokens(
     State(ctx): State<App>,
+    _: NoQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     const FIELDS: &str = "customerId, sessionId, userId, ttlSeconds";
@@ -359,6 +369,7 @@ pub(crate) fn found(
 
 async fn get_action(
     State(ctx): State<App>,
+    _: NoQuery,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "actionId", ActionId::parse)?;
@@ -367,6 +378,7 @@ async fn get_action(
 
 async fn get_customer(
     State(ctx): State<App>,
+    _: NoQuery,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, HubError> {
     let id = parse_path_id(&id, "customerId", CustomerId::parse)?;
@@ -381,18 +393,45 @@ pub(crate) struct ListQuery {
     pub(crate) filter: Filter,
 }
 
+/// An endpoint's query parameters, refused (400, naming it) when one is not `allowed`: a
+/// misspelt or misplaced parameter is a mistake the caller should hear about, not a
+/// filter silently not applied.
+pub(crate) fn query_params(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<HashMap<String, String>, HubError> {
+    let Query(params) =
+        query.map_err(|e| HubError::bad_request(format!("bad query string: {e}")))?;
+    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        let takes = match allowed {
+            [] => "no query parameters".to_owned(),
+            _ => allowed.join(", "),
+        };
+        return Err(HubError::bad_request(format!(
+            "unknown query parameter {unknown:?}; this endpoint takes {takes}"
+        )));
+    }
+    Ok(params)
+}
+
+/// The extractor of an endpoint that takes no query parameters: any is refused, as
+/// [`query_params`] refuses an unknown one.
+pub(crate) struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = HubError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, HubError> {
+        let query = Query::<HashMap<String, String>>::from_request_parts(parts, state).await;
+        query_params(query, &[]).map(|_| NoQuery)
+    }
+}
+
 pub(crate) fn list_query(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<ListQuery, HubError> {
-    let Query(params) =
-        query.map_err(|e| HubError::bad_request(format!("bad query string: {e}")))?;
-    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(HubError::bad_request(format!(
-            "unknown query parameter {unknown:?}; this endpoint takes {}",
-            allowed.join(", ")
-        )));
-    }
+    let params = query_params(query, allowed)?;
     let number = |name: &str| -> Result<Option<u64>, HubError> {
         params
             .get(name)
@@ -500,7 +539,7 @@ async fn get_customer_events(
     Ok(events_page(&records, next, hub.epoch()))
 }
 
-async fn get_action_map_stats(State(ctx): State<App>) -> Json<Value> {
+async fn get_action_map_stats(State(ctx): State<App>, _: NoQuery) -> Json<Value> {
     Json(views::action_maps(ctx.hub.state()))
 }
 

@@ -16,12 +16,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::hub::state::{
-    Action, Activity, HubState, IdentityState, MapCounts, SessionInfo, Transition, Visitor,
+    Action, Activity, HubState, IdentityState, MapCounts, MapKey, SessionInfo, Transition, Visitor,
     VisitorSession,
 };
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
-    format_millis, serialize_lifecycle, LifecycleEvent, Millis, VisitorKind,
+    format_millis, serialize_lifecycle, LifecycleEvent, Millis, Software, VisitorKind,
 };
 use crate::ingest::lifecycle::ActionState;
 use crate::ingest::protocol::{self, SubscribeRequest};
@@ -293,28 +293,73 @@ impl SessionView {
     }
 }
 
-/// A session of a visitor's customer, with its remembered activity; `active` in the
-/// sessions list, not in an export's history.
+/// A session of a visitor's customer, with its remembered activity, and the
+/// visitors-and-users reference's shape of a visit: `id`, `duration` and `pages` (with
+/// `timeOnPage`), `referrer`; `active` in the sessions list, not in an export's history.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct VisitorSessionView<'a> {
     #[serde(flatten)]
     session: SessionView,
+    id: SessionId,
     customer_id: CustomerId,
     #[serde(skip_serializing_if = "Option::is_none")]
     active: Option<bool>,
+    /// Seconds from its start to its end, or to its last event while it is open.
+    duration: i64,
+    pages: Vec<PageView<'a>>,
+    /// The `referrer` of its first remembered page view.
+    referrer: Option<&'a Value>,
     activity: Vec<ActivityView<'a>>,
 }
 
 impl<'a> VisitorSessionView<'a> {
     fn new(s: &'a VisitorSession, with_active: bool) -> Self {
+        let session = &s.session;
+        let end = session.ended.map_or(session.last_seen, |(at, _)| at);
+        let pages: Vec<&Activity> = session
+            .activity
+            .iter()
+            .filter(|a| a.kind == VisitorKind::Page)
+            .collect();
+        // A page view is left at the next one, or at the session's end.
+        let left_at = pages.iter().skip(1).map(|a| a.at).chain([end]);
         VisitorSessionView {
-            session: SessionView::new(&s.session),
+            session: SessionView::new(session),
+            id: session.id,
             customer_id: s.customer_id,
             active: with_active.then_some(s.active),
-            activity: s.session.activity.iter().map(ActivityView::new).collect(),
+            duration: seconds(end - session.started_at),
+            referrer: pages.first().and_then(|p| p.detail.get("referrer")),
+            pages: pages
+                .iter()
+                .zip(left_at)
+                .map(|(page, left)| PageView {
+                    url: page.detail.get("url"),
+                    title: page.detail.get("title"),
+                    viewed_at: Time(page.at),
+                    time_on_page: seconds(left - page.at),
+                })
+                .collect(),
+            activity: session.activity.iter().map(ActivityView::new).collect(),
         }
     }
+}
+
+/// Whole seconds of a span of milliseconds (never negative).
+fn seconds(span: Millis) -> i64 {
+    span.max(0) / 1000
+}
+
+/// A page view of a session: `{"url", "title", "viewedAt", "timeOnPage"}` (seconds until
+/// the next page view or the session's end).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PageView<'a> {
+    url: Option<&'a Value>,
+    title: Option<&'a Value>,
+    viewed_at: Time,
+    time_on_page: i64,
 }
 
 /// A page view (`page`) or track event (`name`, and `properties` when it had some).
@@ -360,7 +405,7 @@ struct ActionMapsView {
     action_maps: Vec<ActionMapView>,
 }
 
-/// One (action map, version): how many actions reached each state, and the share of
+/// One (action map, version, media type): how many actions reached each state, and the share of
 /// offered ones that were accepted (null before any offer).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -373,42 +418,85 @@ struct ActionMapView {
 }
 
 impl ActionMapView {
-    fn new((&(id, version), m): (&(ActionMapId, u32), &MapCounts)) -> Self {
+    fn new((key, m): (&MapKey, &MapCounts)) -> Self {
         let reached = |state: ActionState| m.counts().get(&state).copied().unwrap_or(0);
         let (offered, accepted) = (
             reached(ActionState::Offered),
             reached(ActionState::Accepted),
         );
         ActionMapView {
-            action_map_id: id,
-            action_map_version: version,
-            action_media_type: m.media().as_str(),
+            action_map_id: key.action_map_id,
+            action_map_version: key.action_map_version,
+            action_media_type: key.media.as_str(),
             counts: m.counts().iter().map(|(s, n)| (s.as_str(), *n)).collect(),
             accept_rate: (offered > 0).then(|| accepted as f64 / offered as f64),
         }
     }
 }
 
-/// A visitor; an export adds `sessionHistory` and `actions`.
+/// The traits the visitor view shows as its own fields, under the visitors-and-users
+/// reference's names; every other trait is one of its custom `attributes`.
+const CONTACT_TRAITS: [&str; 4] = ["name", "email", "phone", "avatarUrl"];
+
+/// A visitor: the reference's profile (`id`, `userId`, the contact fields, `attributes`,
+/// `firstSeenAt`, `lastSeenAt`, `conversationCount`, `sessionCount`) beside the hub's own
+/// (`visitorId`, identity, customers, channels, sessions, live actions, counts); an
+/// export adds `sessionHistory` and `actions`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct VisitorView<'a> {
+    id: VisitorId,
     visitor_id: VisitorId,
+    user_id: Option<&'a UserId>,
+    name: Option<&'a Value>,
+    email: Option<&'a Value>,
+    phone: Option<&'a Value>,
+    avatar_url: Option<&'a Value>,
+    attributes: Map<String, Value>,
     identity: IdentityView<'a>,
     identified: bool,
     user_ids: &'a [UserId],
     customers: &'a [CustomerId],
-    traits: &'a Map<String, Value>,
     channels: &'a Map<String, Value>,
     sessions: SessionCounts,
     live_actions: Vec<ActionView<'a>>,
-    first_seen: Time,
-    last_seen: Time,
+    location: LocationView<'a>,
+    browser: Option<SoftwareView<'a>>,
+    os: Option<SoftwareView<'a>>,
+    first_seen_at: Time,
+    last_seen_at: Time,
+    conversation_count: usize,
+    session_count: usize,
     counts: VisitorCounts,
     #[serde(skip_serializing_if = "Option::is_none")]
     session_history: Option<Vec<VisitorSessionView<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     actions: Option<Vec<ActionView<'a>>>,
+}
+
+/// `{"city", "country", "timezone"}`, each null when never reported.
+#[derive(Serialize)]
+struct LocationView<'a> {
+    city: Option<&'a str>,
+    country: Option<&'a str>,
+    timezone: Option<&'a str>,
+}
+
+/// `{"name", "version"}` of a browser or an operating system; `version` null when the
+/// User-Agent gave none.
+#[derive(Serialize)]
+struct SoftwareView<'a> {
+    name: &'a str,
+    version: Option<&'a str>,
+}
+
+impl<'a> SoftwareView<'a> {
+    fn new(s: &'a Software) -> Self {
+        SoftwareView {
+            name: &s.name,
+            version: s.version.as_deref(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -430,13 +518,26 @@ struct VisitorCounts {
 impl<'a> VisitorView<'a> {
     fn new(v: &'a Visitor) -> Self {
         let history = v.history.as_ref();
+        let contact = |key: &str| v.traits.get(key);
+        let attributes = v
+            .traits
+            .iter()
+            .filter(|(key, _)| !CONTACT_TRAITS.contains(&key.as_str()))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
         VisitorView {
+            id: v.id,
             visitor_id: v.id,
+            user_id: v.user_id.as_ref(),
+            name: contact("name"),
+            email: contact("email"),
+            phone: contact("phone"),
+            avatar_url: contact("avatarUrl"),
+            attributes,
             identity: IdentityView::new(v.identity, v.user_id.as_ref()),
             identified: !v.user_ids.is_empty(),
             user_ids: &v.user_ids,
             customers: &v.customers,
-            traits: &v.traits,
             channels: &v.channels,
             sessions: SessionCounts {
                 total: v.sessions,
@@ -447,8 +548,17 @@ impl<'a> VisitorView<'a> {
                 .iter()
                 .map(|a| ActionView::new(a, false))
                 .collect(),
-            first_seen: Time(v.first_seen),
-            last_seen: Time(v.last_seen),
+            location: LocationView {
+                city: v.client.city.as_deref(),
+                country: v.client.country.as_deref(),
+                timezone: v.client.timezone.as_deref(),
+            },
+            browser: v.client.browser.as_ref().map(SoftwareView::new),
+            os: v.client.os.as_ref().map(SoftwareView::new),
+            first_seen_at: Time(v.first_seen),
+            last_seen_at: Time(v.last_seen),
+            conversation_count: v.conversations,
+            session_count: v.sessions,
             counts: VisitorCounts {
                 customers: v.customers.len(),
                 sessions: v.sessions,
@@ -638,19 +748,19 @@ mod tests {
         ),
         (
             "visitor",
-            r#"{"channels":{"slack":"U1"},"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"firstSeen":"2026-01-01T00:00:01.007Z","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"sessions":{"active":1,"total":2},"traits":{"email":"ada@example.test","name":"Ada","plan":"pro"},"userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+            r#"{"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
         ),
         (
             "visitor lone",
-            r#"{"channels":{},"counts":{"actions":1,"customers":1,"liveActions":1,"pagesViewed":1,"sessions":1},"customers":["00000000-0000-4000-8000-0000000000c3"],"firstSeen":"2026-01-01T00:00:14.007Z","identified":false,"identity":{"state":"anonymous","userId":null},"lastSeen":"2026-01-01T00:00:16.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"}],"sessions":{"active":1,"total":1},"traits":{},"userIds":[],"visitorId":"00000000-0000-4000-8000-0000000000c3"}"#,
+            r#"{"attributes":{},"avatarUrl":null,"browser":null,"channels":{},"conversationCount":0,"counts":{"actions":1,"customers":1,"liveActions":1,"pagesViewed":1,"sessions":1},"customers":["00000000-0000-4000-8000-0000000000c3"],"email":null,"firstSeenAt":"2026-01-01T00:00:14.007Z","id":"00000000-0000-4000-8000-0000000000c3","identified":false,"identity":{"state":"anonymous","userId":null},"lastSeenAt":"2026-01-01T00:00:16.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":null,"os":null,"phone":null,"sessionCount":1,"sessions":{"active":1,"total":1},"userId":null,"userIds":[],"visitorId":"00000000-0000-4000-8000-0000000000c3"}"#,
         ),
         (
             "visitor export",
-            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"channels":{"slack":"U1"},"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"firstSeen":"2026-01-01T00:00:01.007Z","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeen":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"traits":{"email":"ada@example.test","name":"Ada","plan":"pro"},"userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","duration":7,"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","id":"00000000-0000-4000-8000-000000000051","lastSeenAt":"2026-01-01T00:00:08.007Z","pages":[{"timeOnPage":5,"title":"Home","url":"https://example.test/","viewedAt":"2026-01-01T00:00:03.007Z"}],"pagesViewed":1,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","duration":3,"id":"00000000-0000-4000-8000-000000000052","lastSeenAt":"2026-01-01T00:00:13.007Z","pages":[],"pagesViewed":0,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
         ),
         (
             "visitor sessions",
-            r#"[{"active":true,"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","lastSeenAt":"2026-01-01T00:00:13.007Z","pagesViewed":0,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"},{"active":false,"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","lastSeenAt":"2026-01-01T00:00:08.007Z","pagesViewed":1,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}]"#,
+            r#"[{"active":true,"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","duration":3,"id":"00000000-0000-4000-8000-000000000052","lastSeenAt":"2026-01-01T00:00:13.007Z","pages":[],"pagesViewed":0,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"},{"active":false,"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","duration":7,"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","id":"00000000-0000-4000-8000-000000000051","lastSeenAt":"2026-01-01T00:00:08.007Z","pages":[{"timeOnPage":5,"title":"Home","url":"https://example.test/","viewedAt":"2026-01-01T00:00:03.007Z"}],"pagesViewed":1,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"}]"#,
         ),
         (
             "snapshot actions",
@@ -676,8 +786,14 @@ mod tests {
         let names: Vec<&str> = views.iter().map(|(name, _)| *name).collect();
         let pinned: Vec<&str> = PINNED.iter().map(|(name, _)| *name).collect();
         assert_eq!(names, pinned);
-        for ((name, json), (_, expected)) in views.iter().zip(PINNED) {
-            assert_eq!(json, expected, "{name}");
-        }
+        let differ: Vec<String> = views
+            .iter()
+            .zip(PINNED)
+            .filter(|((_, json), (_, expected))| json != expected)
+            .map(|((name, json), (_, expected))| {
+                format!("{name}\n got: {json}\n pinned: {expected}")
+            })
+            .collect();
+        assert!(differ.is_empty(), "{}", differ.join("\n"));
     }
 }

@@ -21,7 +21,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::edge::app::App;
-use crate::edge::http::{blocking, events_page, found, json_body, list_query};
+use crate::edge::http::{
+    blocking, events_page, found, json_body, list_query, query_params, NoQuery,
+};
 use crate::edge::views;
 use crate::error::HubError;
 use crate::hub::retention::Record;
@@ -64,15 +66,7 @@ async fn list(
     State(ctx): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, HubError> {
-    let Query(params) =
-        query.map_err(|e| HubError::bad_request(format!("bad query string: {e}")))?;
-    const ALLOWED: [&str; 4] = ["search", "identified", "page", "limit"];
-    if let Some(unknown) = params.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(HubError::bad_request(format!(
-            "unknown query parameter {unknown:?}; this endpoint takes {}",
-            ALLOWED.join(", ")
-        )));
-    }
+    let params = query_params(query, &["search", "identified", "page", "limit"])?;
     let identified = match params.get("identified").map(String::as_str) {
         None => None,
         Some("true") => Some(true),
@@ -118,12 +112,20 @@ async fn list(
     })))
 }
 
-async fn view(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
+async fn view(
+    State(ctx): State<App>,
+    Path(id): Path<String>,
+    _: NoQuery,
+) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     found(views::visitor(ctx.hub.state(), visitor), "visitor", id)
 }
 
-async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
+async fn export(
+    State(ctx): State<App>,
+    Path(id): Path<String>,
+    _: NoQuery,
+) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     let hub = ctx.hub.clone();
     // Every action and retained event of the visitor, parsed back: off the async workers.
@@ -143,7 +145,11 @@ async fn export(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<V
     .await?
 }
 
-async fn sessions(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
+async fn sessions(
+    State(ctx): State<App>,
+    Path(id): Path<String>,
+    _: NoQuery,
+) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     let sessions = views::visitor_sessions(ctx.hub.state(), visitor);
     Ok(Json(json!({ "visitorId": visitor, "sessions": sessions })))
@@ -184,6 +190,7 @@ async fn events(
 async fn by_channel(
     State(ctx): State<App>,
     Path((channel, user)): Path<(String, String)>,
+    _: NoQuery,
 ) -> Result<Json<Value>, HubError> {
     let state = ctx.hub.state();
     state
@@ -195,6 +202,7 @@ async fn by_channel(
 
 async fn merge(
     State(ctx): State<App>,
+    _: NoQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let value = json_body(&ctx.hub, body)?;
@@ -223,6 +231,7 @@ async fn merge(
 async fn update(
     State(ctx): State<App>,
     Path(id): Path<String>,
+    _: NoQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
@@ -255,6 +264,7 @@ async fn update(
 async fn anonymize(
     State(ctx): State<App>,
     Path(id): Path<String>,
+    _: NoQuery,
 ) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     ctx.hub.administer(visitor, AdminChange::Anonymize).await?;
@@ -262,7 +272,11 @@ async fn anonymize(
 }
 
 /// `DELETE /v1/visitors/{id}`: everything about the visitor goes, for good.
-async fn delete(State(ctx): State<App>, Path(id): Path<String>) -> Result<Json<Value>, HubError> {
+async fn delete(
+    State(ctx): State<App>,
+    Path(id): Path<String>,
+    _: NoQuery,
+) -> Result<Json<Value>, HubError> {
     let visitor = resolve(&ctx, &id)?;
     let customers = ctx.hub.state().visitor_customers(visitor);
     ctx.hub.administer(visitor, AdminChange::Delete).await?;

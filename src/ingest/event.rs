@@ -58,7 +58,7 @@ pub enum VisitorKind {
 }
 
 impl VisitorKind {
-    const ALL: [VisitorKind; 6] = [
+    pub(crate) const ALL: [VisitorKind; 6] = [
         VisitorKind::Identify,
         VisitorKind::Signin,
         VisitorKind::Signout,
@@ -77,6 +77,14 @@ impl VisitorKind {
 
     pub fn topic(self) -> Topic {
         Topic::visitor(self as usize)
+    }
+
+    /// The indefinite article before the kind's name in a message: "an identify event".
+    pub(crate) fn article(self) -> &'static str {
+        match self {
+            VisitorKind::Identify => "an",
+            _ => "a",
+        }
     }
 
     pub(crate) fn needs_session(self) -> bool {
@@ -112,7 +120,40 @@ pub struct VisitorEvent {
     pub name: Option<String>,
     pub properties: Option<Map<String, Value>>,
     pub event_id: Option<String>,
+    /// What the hub's edge found about the client that published a page event (never a
+    /// client's own word: the edge refuses a `client` it did not set). It travels in the
+    /// event so the log, a replay and every cluster node see the same. Boxed: most events
+    /// have none, and an event is moved often.
+    pub client: Option<Box<ClientContext>>,
 }
+
+/// A page event's `client`: the browser and operating system parsed from the User-Agent
+/// of the request or connection that published it, and the country and city the trusted
+/// proxy's headers named. Never the client's address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientContext {
+    pub browser: Option<Software>,
+    pub os: Option<Software>,
+    pub country: Option<String>,
+    pub city: Option<String>,
+}
+
+impl ClientContext {
+    pub fn is_empty(&self) -> bool {
+        *self == ClientContext::default()
+    }
+}
+
+/// A browser or an operating system: its name, and its version when the User-Agent gave
+/// one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Software {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// The longest text of a `client` field (a browser's name or version, a country, a city).
+pub const MAX_CLIENT_TEXT_CHARS: usize = 64;
 
 impl VisitorEvent {
     /// Whether the event links its customer to a visitor profile: an identity event that
@@ -412,7 +453,7 @@ impl LifecycleEvent {
 
 impl VisitorEvent {
     /// The visitor event without anything about the person: `userId`, `traits`,
-    /// `channels` and `properties` go, and a page keeps only its URL's path
+    /// `channels`, `properties` and `client` go, and a page keeps only its URL's path
     /// ([`anonymized_page`]). The kind, ids and a track event's `name` stay.
     pub fn anonymized(&self) -> VisitorEvent {
         VisitorEvent {
@@ -426,6 +467,7 @@ impl VisitorEvent {
             name: self.name.clone(),
             properties: None,
             event_id: self.event_id.clone(),
+            client: None,
         }
     }
 }

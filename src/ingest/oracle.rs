@@ -87,7 +87,7 @@ fn lifecycle_from_fields(f: &mut Fields) -> Result<LifecycleEvent, HubError> {
         .ok_or_else(|| {
             HubError::invalid_field(
                 "actionMapVersion",
-                "actionMapVersion must be an integer >= 1",
+                format!("actionMapVersion must be an integer from 1 to {}", u32::MAX),
             )
         })? as u32;
     match f.optional_str("customerIdType")?.as_deref() {
@@ -157,7 +157,7 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
     if kind.needs_user() && user_id.is_none() {
         return Err(HubError::invalid_field(
             "userId",
-            format!("a {} event needs `userId`", kind.as_str()),
+            format!("{} {} event needs `userId`", kind.article(), kind.as_str()),
         ));
     }
     let name = f.optional_text("name", MAX_TEXT_CHARS)?;
@@ -205,8 +205,9 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
         return Err(HubError::invalid_field(
             "channels",
             format!(
-                "a {} event may not carry `channels`; send them with identify, signin or \
+                "{} {} event may not carry `channels`; send them with identify, signin or \
                  userinfo",
+                kind.article(),
                 kind.as_str()
             ),
         ));
@@ -220,6 +221,18 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
             "an identify event needs `userId` or a channel id in `channels`",
         ));
     }
+    // Issue 15 added `client`, the edge's stamp on page events, after these rules; its
+    // shape is read by the typed path's own rule.
+    let client = crate::ingest::validate::client(
+        f.0.remove("client")
+            .map_or(crate::ingest::fields::Slot::Absent, Into::into),
+    )?;
+    if client.is_some() && kind != VisitorKind::Page {
+        return Err(HubError::invalid_field(
+            "client",
+            "only a page event carries `client`",
+        ));
+    }
     Ok(VisitorEvent {
         kind,
         customer_id,
@@ -231,6 +244,7 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
         name,
         properties: f.optional_object("properties")?,
         event_id: f.event_id()?,
+        client: client.map(Box::new),
     })
 }
 

@@ -259,7 +259,10 @@ impl Filter {
                                 .filter(|n| (1..=u32::MAX as u64).contains(n))
                                 .map(|n| n as u32)
                                 .ok_or_else(|| {
-                                    format!("`where.actionMapVersion` values must be integers >= 1, got {v}")
+                                    format!(
+                                        "`where.actionMapVersion` values must be integers from 1 to {}, got {v}",
+                                        u32::MAX
+                                    )
                                 })
                         })
                         .collect::<Result<_, _>>()?;

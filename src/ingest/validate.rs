@@ -21,8 +21,8 @@ use serde_json::{Map, Value};
 use crate::error::HubError;
 use crate::ids::{ActionId, ActionMapId, BadId, CustomerId, SessionId, UserId};
 use crate::ingest::event::{
-    Event, EventData, LifecycleEvent, VisitorEvent, VisitorKind, MAX_EVENT_ID_CHARS,
-    MAX_OBJECT_BYTES, MAX_TEXT_CHARS, MAX_USER_ID_CHARS,
+    ClientContext, Event, EventData, LifecycleEvent, Software, VisitorEvent, VisitorKind,
+    MAX_CLIENT_TEXT_CHARS, MAX_EVENT_ID_CHARS, MAX_OBJECT_BYTES, MAX_TEXT_CHARS, MAX_USER_ID_CHARS,
 };
 use crate::ingest::fields::{fill, left, Named, Nested, Refuse, Slot, Unknown};
 use crate::ingest::lifecycle::{ActionState, MediaType};
@@ -91,6 +91,7 @@ pub(crate) struct EventInput<'a> {
     channels: Slot<'a>,
     traits: Slot<'a>,
     properties: Slot<'a>,
+    client: Slot<'a>,
     // Both kinds'.
     customer_id: Slot<'a>,
     session_id: Slot<'a>,
@@ -102,7 +103,7 @@ pub(crate) struct EventInput<'a> {
 
 impl<'a> EventInput<'a> {
     /// Each slot with the name of its field, and the unknown keys.
-    fn slots(&mut self) -> ([Named<'_, 'a>; 19], &mut Unknown) {
+    fn slots(&mut self) -> ([Named<'_, 'a>; 20], &mut Unknown) {
         let slots = [
             ("actionId", &mut self.action_id),
             ("actionState", &mut self.action_state),
@@ -120,6 +121,7 @@ impl<'a> EventInput<'a> {
             ("channels", &mut self.channels),
             ("traits", &mut self.traits),
             ("properties", &mut self.properties),
+            ("client", &mut self.client),
             ("customerId", &mut self.customer_id),
             ("sessionId", &mut self.session_id),
             ("eventId", &mut self.event_id),
@@ -242,7 +244,7 @@ fn map_version(version: Option<u64>) -> Result<u32, HubError> {
         .ok_or_else(|| {
             invalid(
                 "actionMapVersion",
-                "actionMapVersion must be an integer >= 1".into(),
+                format!("actionMapVersion must be an integer from 1 to {}", u32::MAX),
             )
         })
 }
@@ -387,7 +389,7 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
     if kind.needs_user() && user_id.is_none() {
         return Err(invalid(
             "userId",
-            format!("a {} event needs `userId`", kind.as_str()),
+            format!("{} {} event needs `userId`", kind.article(), kind.as_str()),
         ));
     }
     let name = optional_text(f.name.take(), "name", MAX_TEXT_CHARS)?;
@@ -416,6 +418,13 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
         ));
     }
     identity_fields(kind, user_id.is_some(), channels.as_ref())?;
+    let client = client(f.client.take())?;
+    if client.is_some() && kind != VisitorKind::Page {
+        return Err(invalid(
+            "client",
+            "only a page event carries `client`".into(),
+        ));
+    }
     let event = VisitorEvent {
         kind,
         customer_id,
@@ -427,6 +436,7 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
         name,
         properties: optional_object(f.properties.take(), "properties")?,
         event_id: optional_text(f.event_id.take(), "eventId", MAX_EVENT_ID_CHARS)?,
+        client: client.map(Box::new),
     };
     f.refuse_unknown()?;
     Ok(event)
@@ -445,8 +455,9 @@ fn identity_fields(
         return Err(invalid(
             "channels",
             format!(
-                "a {} event may not carry `channels`; send them with identify, signin or \
+                "{} {} event may not carry `channels`; send them with identify, signin or \
                  userinfo",
+                kind.article(),
                 kind.as_str()
             ),
         ));
@@ -494,6 +505,50 @@ fn required_id<T>(
     parse: impl Fn(&str) -> Result<T, BadId>,
 ) -> Result<T, HubError> {
     id(field, &required_str(slot, field)?, parse)
+}
+
+/// A page event's `client`, as the hub's edge writes it (`{"browser": {"name",
+/// "version"?}?, "os": {..}?, "country"?, "city"?}`), or None. Read here so the log, a
+/// replay and a cluster node read it back through the one validation; the edge refuses
+/// it from clients (`edge::client_info`).
+pub(crate) fn client(slot: Slot<'_>) -> Result<Option<ClientContext>, HubError> {
+    let Some(object) = slot.optional_object("client", INVALID)? else {
+        return Ok(None);
+    };
+    let text = |field: &str, value: &Value| match value.as_str() {
+        Some(t) if text_fits(t, MAX_CLIENT_TEXT_CHARS) => Ok(t.to_owned()),
+        _ => Err(invalid(
+            field,
+            format!("`{field}` must be a string of 1 to {MAX_CLIENT_TEXT_CHARS} characters"),
+        )),
+    };
+    let software = |field: &str, value: &Value| {
+        let Some(object) = value.as_object() else {
+            return Err(invalid(field, format!("`{field}` must be an object")));
+        };
+        let mut name = None;
+        let mut version = None;
+        for (key, value) in object {
+            match key.as_str() {
+                "name" => name = Some(text(&format!("{field}.name"), value)?),
+                "version" => version = Some(text(&format!("{field}.version"), value)?),
+                other => return Err(invalid(field, format!("unknown field `{field}.{other}`"))),
+            }
+        }
+        let name = name.ok_or_else(|| invalid(field, format!("`{field}` needs `name`")))?;
+        Ok(Software { name, version })
+    };
+    let mut context = ClientContext::default();
+    for (key, value) in &object {
+        match key.as_str() {
+            "browser" => context.browser = Some(software("client.browser", value)?),
+            "os" => context.os = Some(software("client.os", value)?),
+            "country" => context.country = Some(text("client.country", value)?),
+            "city" => context.city = Some(text("client.city", value)?),
+            other => return Err(invalid("client", format!("unknown field `client.{other}`"))),
+        }
+    }
+    Ok(Some(context))
 }
 
 /// An object of at most [`MAX_OBJECT_BYTES`] as JSON, or None.
@@ -556,6 +611,25 @@ pub(crate) mod tests {
     pub(crate) fn without(mut base: Value, field: &str) -> Value {
         base.as_object_mut().unwrap().remove(field);
         base
+    }
+
+    #[test]
+    fn a_refusal_names_each_visitor_kind_with_its_article() {
+        let named: Vec<String> = VisitorKind::ALL
+            .iter()
+            .map(|k| format!("{} {}", k.article(), k.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "an identify",
+                "a signin",
+                "a signout",
+                "a userinfo",
+                "a page",
+                "a track"
+            ]
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use crate::ids::{CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
-    format_millis, Body, EndReason, Event, LifecycleEvent, Millis, Published, VisitorEvent,
-    VisitorKind,
+    format_millis, Body, ClientContext, EndReason, Event, LifecycleEvent, Millis, Published,
+    Software, VisitorEvent, VisitorKind,
 };
 
 /// A complete server-to-client WebSocket text frame: header and JSON payload, encoded
@@ -182,9 +182,43 @@ fn serialize_visitor<M: SerializeMap>(map: &mut M, e: &VisitorEvent) -> Result<(
     entry_opt(map, "traits", &e.traits)?;
     entry_opt(map, "channels", &e.channels)?;
     entry_opt(map, "page", &e.page)?;
+    if let Some(client) = &e.client {
+        map.serialize_entry("client", &ClientJson(client))?;
+    }
     entry_opt(map, "name", &e.name)?;
     entry_opt(map, "properties", &e.properties)?;
     entry_opt(map, "eventId", &e.event_id)
+}
+
+/// A page event's `client`: `{"browser": {"name", "version"?}?, "os": {..}?, "country"?,
+/// "city"?}`, what validation reads back.
+struct ClientJson<'a>(&'a ClientContext);
+
+impl Serialize for ClientJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(browser) = &c.browser {
+            map.serialize_entry("browser", &SoftwareJson(browser))?;
+        }
+        if let Some(os) = &c.os {
+            map.serialize_entry("os", &SoftwareJson(os))?;
+        }
+        entry_opt(&mut map, "country", &c.country)?;
+        entry_opt(&mut map, "city", &c.city)?;
+        map.end()
+    }
+}
+
+struct SoftwareJson<'a>(&'a Software);
+
+impl Serialize for SoftwareJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.0.name)?;
+        entry_opt(&mut map, "version", &self.0.version)?;
+        map.end()
+    }
 }
 
 /// A client's event as it published it (the fields validation reads back to the same
@@ -337,6 +371,7 @@ impl Published {
                     name: kept.name,
                     properties: None,
                     event_id: kept.event_id,
+                    client: None,
                 })
             }
             _ => {

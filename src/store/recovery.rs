@@ -289,9 +289,10 @@ struct ReadLog {
     replay: Vec<Replay>,
 }
 
-/// What the log holds after the snapshot, to apply in order.
+/// What the log holds after the snapshot, to apply in order (an event boxed: a whole
+/// log's worth is held at once, and most entries are far smaller than the largest).
 enum Replay {
-    Event(Published),
+    Event(Box<Published>),
     /// Applied again even when the snapshot holds it already: admin changes are idempotent,
     /// and one logged right at the snapshot's seq may or may not be in it.
     Admin {
@@ -336,7 +337,7 @@ fn read_log(wal_dir: &Path, after: Seq, keep: usize) -> Result<ReadLog, Recovery
         // erasure after it forgets its customer.
         if record.seq > after && !record.is_erased() {
             match Published::from_frame(record.frame.as_str()) {
-                Ok(p) if p.seq == record.seq => replay.push(Replay::Event(p)),
+                Ok(p) if p.seq == record.seq => replay.push(Replay::Event(Box::new(p))),
                 Ok(_) => {
                     failed = Some(RecoveryError::Replay {
                         seq: record.seq,

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::hub::state::{Action, Customer, HubState, MapCounts, Profile, SnapshotItem};
+use crate::hub::state::{Action, ClientInfo, Customer, HubState, MapCounts, Profile, SnapshotItem};
 use crate::hub::Hub;
 use crate::ids::{CustomerId, Seq, VisitorId};
 use crate::ingest::event::now_millis;
@@ -35,13 +35,16 @@ use crate::store::wal;
 
 const MAGIC: &[u8; 8] = b"AHUBSNP\0";
 /// The snapshot format this release writes; a higher one on disk is refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format 2 added the customers' client info (`CUSTOMER_WITH_CLIENT`); format 1 reads
+/// as ever.
+pub const FORMAT_VERSION: u32 = 2;
 /// Entity tags, and the chunk that holds them.
 const END: u8 = 0;
 const CUSTOMER: u8 = 1;
 const PROFILE: u8 = 2;
 const ACTION: u8 = 3;
 const CHUNK: u8 = 4;
+const CUSTOMER_WITH_CLIENT: u8 = 5;
 /// A chunk is closed once it holds this much (small in unit tests, to make many).
 const CHUNK_BYTES: usize = if cfg!(test) { 2048 } else { 4 << 20 };
 /// Threads that decode chunks at start-up (the log is read beside them).
@@ -193,9 +196,17 @@ fn write_file(
         let c = &mut chunk;
         match item {
             SnapshotItem::Customer(id, customer) => {
-                c.u8(CUSTOMER);
+                let with_client = !customer.client.is_empty();
+                c.u8(if with_client {
+                    CUSTOMER_WITH_CLIENT
+                } else {
+                    CUSTOMER
+                });
                 c.uuid(id.0);
                 customer.encode(c);
+                if with_client {
+                    customer.client.encode(c);
+                }
             }
             SnapshotItem::Profile(id, profile) => {
                 c.u8(PROFILE);
@@ -335,6 +346,12 @@ fn decode_chunk(state: &HubState, chunk: &[u8]) -> Result<(), DecodeError> {
     while !d.is_empty() {
         match d.u8()? {
             CUSTOMER => state.restore_customer(CustomerId(d.uuid()?), Customer::decode(&mut d)?),
+            CUSTOMER_WITH_CLIENT => {
+                let id = CustomerId(d.uuid()?);
+                let mut customer = Customer::decode(&mut d)?;
+                customer.client = ClientInfo::decode(&mut d)?;
+                state.restore_customer(id, customer)
+            }
             PROFILE => state.restore_profile(VisitorId(d.uuid()?), Profile::decode(&mut d)?),
             ACTION => state.restore_action(Action::decode(&mut d)?),
             _ => return Err(DecodeError("unknown entity tag")),

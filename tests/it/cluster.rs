@@ -280,14 +280,14 @@ async fn visitor_changes_apply_on_every_node() {
     let plan = bounded(WAIT, "the change to reach node b", async {
         loop {
             let (_, body) = b.http().get(&path).await;
-            if body["traits"]["plan"] == json!("premium") {
+            if body["attributes"]["plan"] == json!("premium") {
                 return body;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    assert_eq!(plan["traits"]["plan"], json!("premium"));
+    assert_eq!(plan["attributes"]["plan"], json!("premium"));
     let (status, _) = b.http().delete(&path).await;
     assert_eq!(status, 200, "erased through node b");
     // Node a applies it as the stream brings it (an ack promises read-your-writes on the

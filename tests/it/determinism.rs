@@ -3,7 +3,8 @@
 //!
 //! A random sequence of inputs (valid and invalid events of every kind for a few
 //! customers, sessions and actions; identify (by user id and by channel ids, which two
-//! customers often claim alike), sign-in and sign-out; visitor changes and
+//! customers often claim alike), sign-in and sign-out; page views with the client info
+//! the edge stamps and a time zone; visitor changes and
 //! merges; ticks that end idle sessions and age out actions and customers; snapshots) is
 //! fed with explicit times to two fresh hubs. They must answer every input alike and end
 //! with the same retained history and byte-identical state dumps (a snapshot's body, the
@@ -100,6 +101,19 @@ impl Session {
 
 const VISITOR_KINDS: [&str; 6] = ["identify", "signin", "signout", "userinfo", "page", "track"];
 
+/// What the edge stamps on page events as `client`, with the time zone the page sends: a
+/// full one and a partial one, so a later page view keeps what an earlier one said.
+static CLIENTS: std::sync::LazyLock<[(Value, &str); 2]> = std::sync::LazyLock::new(|| {
+    [
+        (
+            json!({"browser": {"name": "Chrome", "version": "120.0"},
+                   "os": {"name": "Windows 10"}, "country": "DE", "city": "Berlin"}),
+            "Europe/Berlin",
+        ),
+        (json!({"browser": {"name": "Firefox"}}), "America/New_York"),
+    ]
+});
+
 /// One event as published, valid or not.
 #[derive(Clone, Debug)]
 enum Published {
@@ -126,6 +140,9 @@ enum Published {
         channel: Option<(usize, usize)>,
         without_user: bool,
         event_id: Option<usize>,
+        /// One of [`CLIENTS`] as the edge would stamp it, with its page's time zone; on
+        /// events other than page views it is refused.
+        client: Option<usize>,
     },
     /// Refused before it reaches the sequencer.
     Malformed,
@@ -169,6 +186,7 @@ impl Published {
                 channel,
                 without_user,
                 event_id,
+                client,
             } => {
                 let mut e = json!({"type": kind, "customerId": customer(*c)});
                 if let Some(session) = session.id(*c) {
@@ -191,6 +209,13 @@ impl Published {
                 }
                 if let Some(n) = event_id {
                     e["eventId"] = json!(format!("v{n}"));
+                }
+                if let Some(n) = client {
+                    let (client, timezone) = &CLIENTS[*n];
+                    e["client"] = client.clone();
+                    if e["page"].is_object() {
+                        e["page"]["timezone"] = json!(timezone);
+                    }
                 }
                 e
             }
@@ -270,9 +295,10 @@ fn published() -> impl Strategy<Value = Published> {
         prop::option::of((0..CHANNELS.len(), 0..CHANNEL_IDS)),
         prop::bool::weighted(0.3),
         prop::option::of(0..EVENT_IDS),
+        prop::option::of(0..CLIENTS.len()),
     )
         .prop_map(
-            |(kind, customer, session, user, traits, channel, without_user, event_id)| {
+            |(kind, customer, session, user, traits, channel, without_user, event_id, client)| {
                 Published::Visitor {
                     kind,
                     customer,
@@ -282,6 +308,7 @@ fn published() -> impl Strategy<Value = Published> {
                     channel,
                     without_user,
                     event_id,
+                    client,
                 }
             },
         );
@@ -523,6 +550,7 @@ fn identity(kind: &'static str, customer: usize, user: usize) -> Input {
         channel: None,
         without_user: false,
         event_id: None,
+        client: None,
     }])
 }
 

@@ -80,9 +80,9 @@ async fn a_profile_cannot_grow_past_its_limits_from_a_server_or_a_browser() {
         .await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["userIds"].as_array().map(Vec::len), Some(32), "{view}");
-    assert_eq!(view["traits"]["t0"], json!("small"));
+    assert_eq!(view["attributes"]["t0"], json!("small"));
     assert!(
-        view["traits"].get("t4").is_none(),
+        view["attributes"].get("t4").is_none(),
         "refused traits are not kept"
     );
     let (_, _, metrics) = http.get_text("/metrics").await;

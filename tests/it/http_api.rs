@@ -413,6 +413,162 @@ async fn action_map_stats_count_states_reached_and_the_accept_rate() {
 }
 
 #[tokio::test]
+async fn action_map_stats_keep_the_media_types_of_one_map_apart() {
+    let hub = Hub::start().await;
+    let http = hub.http();
+    let map_id = uuid();
+    let chat = Action::new("webchat").on_map(&map_id, 2);
+    let offer = Action::new("contentoffer").on_map(&map_id, 2);
+    let events = [
+        chat.event("offered"),
+        chat.event("timedout"),
+        offer.event("offered"),
+        offer.event("accepted"),
+    ];
+    for result in http.publish(&Value::Array(events.to_vec())).await {
+        seq_of(&result);
+    }
+
+    let (status, stats) = http.get("/v1/stats/action-maps").await;
+    assert_eq!(status, 200, "{stats}");
+    let rows: Vec<(Value, Value)> = stats["actionMaps"]
+        .as_array()
+        .expect("actionMaps")
+        .iter()
+        .filter(|m| m["actionMapId"] == json!(map_id))
+        .map(|m| (m["actionMediaType"].clone(), m["counts"].clone()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (json!("webchat"), json!({"offered": 1, "timedout": 1})),
+            (json!("contentoffer"), json!({"offered": 1, "accepted": 1})),
+        ],
+        "one row per media type, each with only its own states: {stats}"
+    );
+}
+
+/// The event the README's short tour publishes, as its shell snippet would send it on one
+/// run: the here-document's text with each `name=$(new_id)` variable a fresh UUID.
+fn readme_tour_event() -> Value {
+    let readme = include_str!("../../README.md");
+    let tour = &readme[readme.find("## A short tour").expect("the tour")..];
+    let fresh: Vec<&str> = tour
+        .lines()
+        .find(|line| line.contains("=$(new_id)"))
+        .expect("the line that makes up the ids")
+        .split_whitespace()
+        .filter_map(|word| word.strip_suffix("=$(new_id)"))
+        .collect();
+    let body = tour.split("<<JSON\n").nth(1).expect("the here-document");
+    let mut body = body[..body.find("\nJSON\n").expect("its end")].to_owned();
+    for name in fresh {
+        body = body.replace(&format!("${name}"), &uuid());
+    }
+    assert!(
+        !body.contains('$'),
+        "every variable is made up by the tour: {body}"
+    );
+    serde_json::from_str(&body).expect("the tour's event is JSON")
+}
+
+#[tokio::test]
+async fn the_readme_tour_can_be_run_twice_on_the_same_hub() {
+    let hub = Hub::start().await;
+    let mut subscriber = hub.client().await;
+    subscriber
+        .subscribe_to("chats", &["webchat:all"], None)
+        .await;
+    for run in 0..2 {
+        let event = readme_tour_event();
+        let results = hub.http().publish(&event).await;
+        assert_eq!(results.len(), 1);
+        accepted(&results[0], false);
+        let heard = subscriber.next_event().await;
+        assert_eq!(heard["topic"], json!("webchat:offered"), "run {run}");
+        assert_eq!(heard["event"]["actionId"], event["actionId"], "run {run}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_give_the_real_bound_of_action_map_version() {
+    let hub = Hub::start().await;
+    let http = hub.http();
+    let too_big = Action::new("webchat")
+        .event("offered")
+        .with("actionMapVersion", json!(u64::from(u32::MAX) + 1));
+    let results = http.publish(&too_big).await;
+    refused(&results[0], "invalid_event");
+    assert_eq!(
+        results[0]["error"]["message"],
+        json!("actionMapVersion must be an integer from 1 to 4294967295"),
+        "{results:?}"
+    );
+    let answer = http
+        .get_query(
+            "/v1/events",
+            &[("where", json!({"actionMapVersion": [0]}).to_string())],
+        )
+        .await;
+    assert_http_error(&answer, 400, "bad_request");
+    let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("from 1 to 4294967295"), "{message}");
+}
+
+#[tokio::test]
+async fn refusals_name_an_identify_event_with_its_article() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let results = hub
+        .http()
+        .publish(&visitor.event("identify", "alice").without("userId"))
+        .await;
+    refused(&results[0], "invalid_event");
+    let message = results[0]["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("an identify event "), "{message}");
+}
+
+#[tokio::test]
+async fn endpoints_without_query_parameters_refuse_any_by_name() {
+    let hub = Hub::start().await;
+    let http = hub.http();
+    let action = Action::new("webchat");
+    let results = http.publish(&action.event("offered")).await;
+    accepted(&results[0], false);
+    let reads = [
+        format!("/v1/actions/{}", action.action_id),
+        format!("/v1/customers/{}", action.customer_id),
+        "/v1/stats/action-maps".to_owned(),
+    ];
+    for path in reads {
+        let answer = http.get(&format!("{path}?bogus=1")).await;
+        assert_http_error(&answer, 400, "bad_request");
+        let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("\"bogus\""), "{path}: {message}");
+        assert_eq!(http.get(&path).await.0, 200, "{path} without it");
+    }
+    let writes = [
+        ("/v1/events?bogus=1", action.event("accepted")),
+        (
+            "/v1/tokens?bogus=1",
+            json!({"customerId": action.customer_id}),
+        ),
+    ];
+    for (path, body) in writes {
+        let answer = http.post(path, &body).await;
+        assert_http_error(&answer, 400, "bad_request");
+        let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("\"bogus\""), "{path}: {message}");
+    }
+    let (_, state) = http.get(&format!("/v1/actions/{}", action.action_id)).await;
+    assert_eq!(
+        state["actionState"],
+        json!("offered"),
+        "the refused publish did nothing"
+    );
+}
+
+#[tokio::test]
 async fn probes_and_metrics_answer() {
     let hub = Hub::start().await;
     let http = hub.http();

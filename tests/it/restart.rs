@@ -670,10 +670,8 @@ async fn visitor_changes_survive_a_restart() {
     let hub = HubProcess::start(dir.path(), &[]);
     let (status, after) = http.get(&hub, "/v1/visitors/user:u-kept").await;
     assert_eq!(status, 200, "{after}");
-    assert_eq!(
-        after["traits"],
-        json!({"email": "u-kept@x.example", "plan": "premium"})
-    );
+    assert_eq!(after["email"], json!("u-kept@x.example"));
+    assert_eq!(after["attributes"], json!({"plan": "premium"}));
     assert_eq!(
         after["customers"], before["customers"],
         "the merge survived"
@@ -684,7 +682,7 @@ async fn visitor_changes_survive_a_restart() {
     let (_, anon) = http
         .get(&hub, &format!("/v1/visitors/{}", anonymous.customer))
         .await;
-    assert_eq!(anon["traits"], json!({}));
+    assert_eq!(anon["attributes"], json!({}));
     assert_eq!(anon["identity"]["state"], json!("anonymous"));
     hub.stop();
 }

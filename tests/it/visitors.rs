@@ -66,7 +66,9 @@ async fn a_user_on_two_browsers_is_one_visitor_from_either_id() {
         customers_of(&by_user),
         sorted(vec![laptop.customer_id.clone(), phone.customer_id.clone()])
     );
-    assert_eq!(by_user["traits"], traits);
+    assert_eq!(by_user["name"], json!("Alice Example"));
+    assert_eq!(by_user["email"], json!("alice@shop.example"));
+    assert_eq!(by_user["attributes"], json!({}));
     assert_eq!(by_user["userIds"], json!(["alice"]));
     assert_eq!(by_user["identified"], json!(true));
     // The visitor is as identified as its best-identified customer (the signed-in phone).
@@ -577,7 +579,8 @@ async fn an_export_holds_everything_about_the_visitor() {
     .await;
     let (status, export) = hub.http().get("/v1/visitors/user:u-export/export").await;
     assert_eq!(status, 200, "{export}");
-    assert_eq!(export["traits"], json!({"email": "e@x.example"}));
+    assert_eq!(export["email"], json!("e@x.example"));
+    assert_eq!(export["attributes"], json!({}));
     let actions = export["actions"]
         .as_array()
         .expect("actions, ended ones included");
@@ -654,10 +657,8 @@ async fn attributes_merge_into_traits() {
         )
         .await;
     assert_eq!(status, 200, "{view}");
-    assert_eq!(
-        view["traits"],
-        json!({"plan": "premium", "name": "Pat", "seats": 3})
-    );
+    assert_eq!(view["attributes"], json!({"plan": "premium", "seats": 3}));
+    assert_eq!(view["name"], json!("Pat"));
     // An anonymous visitor can carry attributes too.
     let anon = Visitor::new();
     publish_all(&hub, vec![anon.page()]).await;
@@ -666,7 +667,7 @@ async fn attributes_merge_into_traits() {
         .put(&path, &json!({"attributes": {"segment": "b"}}))
         .await;
     assert_eq!(status, 200, "{view}");
-    assert_eq!(view["traits"], json!({"segment": "b"}));
+    assert_eq!(view["attributes"], json!({"segment": "b"}));
     assert_eq!(view["identified"], json!(false));
     for bad in [json!({"traits": {}}), json!({"attributes": 5}), json!([1])] {
         assert_http_error(&http.put(&path, &bad).await, 400, "bad_request");
@@ -706,8 +707,8 @@ async fn anonymizing_removes_identity_and_keeps_the_action_history() {
     );
     assert_eq!(view["identified"], json!(false));
     assert_eq!(
-        (&view["traits"], &view["channels"]),
-        (&json!({}), &json!({}))
+        (&view["attributes"], &view["email"], &view["channels"]),
+        (&json!({}), &Value::Null, &json!({}))
     );
     assert_http_error(
         &http.get("/v1/visitors/user:u-anon").await,
@@ -789,4 +790,308 @@ async fn deleting_erases_state_and_history() {
         404,
         "not_found",
     );
+}
+
+#[tokio::test]
+async fn visitor_endpoints_refuse_unknown_query_parameters_by_name() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    publish_all(&hub, vec![visitor.page()]).await;
+    let http = hub.http();
+    let id = &visitor.customer_id;
+    let refused = |answer: &(u16, Value), what: &str| {
+        assert_http_error(answer, 400, "bad_request");
+        let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("\"bogus\""), "{what}: {message}");
+    };
+    for path in [
+        format!("/v1/visitors/{id}"),
+        format!("/v1/visitors/{id}/sessions"),
+        format!("/v1/visitors/{id}/export"),
+        format!("/v1/visitors/{id}/events"),
+        "/v1/visitors".to_owned(),
+        "/v1/visitors/by-channel/slack/U1".to_owned(),
+    ] {
+        refused(&http.get(&format!("{path}?bogus=1")).await, &path);
+    }
+    let body = json!({"attributes": {"plan": "pro"}});
+    refused(
+        &http.put(&format!("/v1/visitors/{id}?bogus=1"), &body).await,
+        "PUT",
+    );
+    refused(
+        &http
+            .post(&format!("/v1/visitors/{id}/anonymize?bogus=1"), &json!({}))
+            .await,
+        "anonymize",
+    );
+    refused(
+        &http.delete(&format!("/v1/visitors/{id}?bogus=1")).await,
+        "DELETE",
+    );
+    let merge = json!({"sourceVisitorId": id, "targetVisitorId": id});
+    refused(
+        &http.post("/v1/visitors/merge?bogus=1", &merge).await,
+        "merge",
+    );
+    // None of the refused changes happened.
+    let (status, view) = http.get(&format!("/v1/visitors/{id}")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["attributes"], json!({}));
+}
+
+#[tokio::test]
+async fn the_visitor_view_carries_the_reference_profile_under_its_names() {
+    let hub = Hub::start().await;
+    let mut visitor = Visitor::new();
+    let traits = json!({
+        "name": "Ada", "email": "ada@x.example", "phone": "+1 555 0100",
+        "avatarUrl": "https://x.example/ada.png", "plan": "premium", "seats": 3,
+    });
+    let (talked, only_offered) = (visitor.action("webchat"), visitor.action("webchat"));
+    let offer = visitor.action("contentoffer");
+    let mut events = vec![
+        visitor.event("identify", "u-ada").with("traits", traits),
+        talked.event("offered"),
+        talked.event("accepted"),
+        talked.event("started"),
+        only_offered.event("offered"),
+        offer.event("offered"),
+        offer.event("accepted"),
+    ];
+    visitor.new_session();
+    events.push(visitor.page());
+    publish_all(&hub, events).await;
+
+    let (status, view) = hub.http().get("/v1/visitors/user:u-ada").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["id"], json!(visitor.customer_id));
+    assert_eq!(view["id"], view["visitorId"]);
+    assert_eq!(view["userId"], json!("u-ada"));
+    let contact: Vec<&Value> = ["name", "email", "phone", "avatarUrl"]
+        .iter()
+        .map(|key| &view[*key])
+        .collect();
+    assert_eq!(
+        contact,
+        [
+            &json!("Ada"),
+            &json!("ada@x.example"),
+            &json!("+1 555 0100"),
+            &json!("https://x.example/ada.png")
+        ]
+    );
+    assert_eq!(view["attributes"], json!({"plan": "premium", "seats": 3}));
+    assert_eq!(
+        view["conversationCount"],
+        json!(1),
+        "only the started webchat"
+    );
+    assert_eq!(view["sessionCount"], json!(2));
+    assert!(view["firstSeenAt"].as_str() <= view["lastSeenAt"].as_str());
+    assert!(view["firstSeenAt"].is_string(), "{view}");
+    for old in ["traits", "firstSeen", "lastSeen"] {
+        assert!(
+            view.get(old).is_none(),
+            "one name per field: {old} in {view}"
+        );
+    }
+
+    // A visitor who never identified has the same fields, empty.
+    let anon = Visitor::new();
+    publish_all(&hub, vec![anon.page()]).await;
+    let (_, view) = hub
+        .http()
+        .get(&format!("/v1/visitors/{}", anon.customer_id))
+        .await;
+    for key in ["userId", "name", "email", "phone", "avatarUrl"] {
+        assert_eq!(view[key], Value::Null, "{key}: {view}");
+        assert!(view.get(key).is_some(), "{key} is present: {view}");
+    }
+    assert_eq!(
+        (&view["attributes"], &view["conversationCount"]),
+        (&json!({}), &json!(0))
+    );
+}
+
+const CHROME_ON_A_MAC: &str = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) \
+    AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+const FIREFOX_ON_WINDOWS: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0";
+
+#[tokio::test]
+async fn browser_system_and_place_come_from_the_page_views_request_and_survive_a_restart() {
+    let hub = Hub::start_with(|config| {
+        config.geo_country_header = "CF-IPCountry".into();
+        config.geo_city_header = "X-Geo-City".into();
+    })
+    .await;
+    let visitor = Visitor::new();
+    let page = visitor.page().with(
+        "page",
+        json!({"url": "https://shop.example/", "timezone": "America/New_York"}),
+    );
+    let behind_the_cdn = hub.http_with(&[
+        ("user-agent", CHROME_ON_A_MAC),
+        ("cf-ipcountry", "US"),
+        ("x-geo-city", "New York"),
+    ]);
+    for result in behind_the_cdn.publish(&page).await {
+        assert!(result["seq"].is_u64(), "refused: {result}");
+    }
+    let path = format!("/v1/visitors/{}", visitor.customer_id);
+    let expected = (
+        json!({"name": "Chrome", "version": "120.0.0.0"}),
+        json!({"name": "Mac OSX", "version": "10.15.7"}),
+        json!({"city": "New York", "country": "US", "timezone": "America/New_York"}),
+    );
+    let seen = |view: &Value| {
+        (
+            view["browser"].clone(),
+            view["os"].clone(),
+            view["location"].clone(),
+        )
+    };
+    let (status, view) = hub.http().get(&path).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(seen(&view), expected);
+    assert!(
+        !view.to_string().contains("127.0.0.1"),
+        "no address: {view}"
+    );
+
+    // A WebSocket's page views take the upgrade request's User-Agent; a page view that
+    // names no place keeps none.
+    let other = Visitor::new();
+    let mut ws = hub
+        .client_with_headers(&[("user-agent", FIREFOX_ON_WINDOWS)])
+        .await
+        .expect("upgrade");
+    ws.connect().await;
+    ws.publish_ok(other.page()).await;
+    let (_, view) = hub
+        .http()
+        .get(&format!("/v1/visitors/{}", other.customer_id))
+        .await;
+    assert_eq!(view["browser"]["name"], json!("Firefox"), "{view}");
+    assert_eq!(view["os"]["name"], json!("Windows 10"), "{view}");
+    assert_eq!(
+        view["location"],
+        json!({"city": null, "country": null, "timezone": null})
+    );
+
+    // The log and the snapshot carry it: a restart rebuilds the same profile.
+    let hub = hub.restart().await;
+    let (_, view) = hub.http().get(&path).await;
+    assert_eq!(seen(&view), expected, "after a restart");
+
+    // It is the person's: anonymizing takes it away.
+    let (status, view) = hub
+        .http()
+        .post(&format!("{path}/anonymize"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        (&view["browser"], &view["os"], &view["location"]),
+        (
+            &Value::Null,
+            &Value::Null,
+            &json!({"city": null, "country": null, "timezone": null})
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_hub_reads_no_geo_header_it_is_not_told_to_and_refuses_a_publishers_client() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let http = hub.http_with(&[("user-agent", "curl/8.5.0"), ("cf-ipcountry", "US")]);
+    for result in http.publish(&visitor.page()).await {
+        assert!(result["seq"].is_u64(), "refused: {result}");
+    }
+    let (_, view) = hub
+        .http()
+        .get(&format!("/v1/visitors/{}", visitor.customer_id))
+        .await;
+    assert_eq!(view["location"]["country"], Value::Null, "{view}");
+    assert_eq!(
+        view["browser"],
+        Value::Null,
+        "an HTTP library is no browser"
+    );
+
+    let forged = visitor.page().with("client", json!({"country": "FR"}));
+    let results = http.publish(&forged).await;
+    assert_eq!(
+        results[0]["error"]["code"],
+        json!("invalid_event"),
+        "{results:?}"
+    );
+    assert_eq!(
+        results[0]["error"]["details"]["field"],
+        json!("client"),
+        "{results:?}"
+    );
+    let mut ws = hub.client().await;
+    ws.publish_refused(forged, "invalid_event", Some("client"))
+        .await;
+}
+
+#[tokio::test]
+async fn sessions_have_the_reference_shape_with_pages_and_time_on_them() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let page = |url: &str, title: &str, referrer: Option<&str>| {
+        let mut page = json!({"url": url, "title": title});
+        if let Some(referrer) = referrer {
+            page["referrer"] = json!(referrer);
+        }
+        visitor.page().with("page", page)
+    };
+    publish_all(
+        &hub,
+        vec![
+            page(
+                "https://shop.example/",
+                "Home",
+                Some("https://search.example/"),
+            ),
+            visitor.event("track", "").with("name", json!("scrolled")),
+            page("https://shop.example/pricing", "Pricing", None),
+            visitor.event("signout", ""),
+        ],
+    )
+    .await;
+    let (status, answer) = hub
+        .http()
+        .get(&format!("/v1/visitors/{}/sessions", visitor.customer_id))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let session = &answer["sessions"][0];
+    assert_eq!(session["id"], json!(visitor.session_id));
+    assert_eq!(session["pagesViewed"], json!(2));
+    assert_eq!(session["referrer"], json!("https://search.example/"));
+    assert!(session["endedAt"].is_string(), "signed out: {session}");
+    let pages = session["pages"].as_array().expect("pages");
+    let shown: Vec<(&Value, &Value)> = pages.iter().map(|p| (&p["url"], &p["title"])).collect();
+    assert_eq!(
+        shown,
+        [
+            (&json!("https://shop.example/"), &json!("Home")),
+            (&json!("https://shop.example/pricing"), &json!("Pricing")),
+        ],
+        "page views only, in order: {session}"
+    );
+    let duration = session["duration"].as_i64().expect("duration in seconds");
+    let on_pages: i64 = pages
+        .iter()
+        .map(|p| p["timeOnPage"].as_i64().expect("timeOnPage in seconds"))
+        .sum();
+    assert!(
+        (0..=duration).contains(&on_pages),
+        "the pages' time is within the visit's: {session}"
+    );
+    for p in pages {
+        assert!(p["viewedAt"].is_string(), "{p}");
+    }
 }

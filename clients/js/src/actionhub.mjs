@@ -195,6 +195,9 @@ function pageDetails() {
   if (!hasDocument) return {};
   const p = { url: location.href, title: document.title };
   if (document.referrer) p.referrer = document.referrer;
+  // The visitor's time zone for its profile (`location.timezone`); never an address.
+  const zone = globalThis.Intl?.DateTimeFormat?.().resolvedOptions().timeZone;
+  if (zone) p.timezone = zone;
   return p;
 }
 

@@ -65,6 +65,8 @@
  * @property {string} [url]
  * @property {string} [title]
  * @property {string} [referrer]
+ * @property {string} [timezone] The browser's IANA time zone; the hub shows the newest as
+ *   the visitor's `location.timezone`.
  */
 
 /**

@@ -28,6 +28,7 @@ use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::Start;
 use crate::hub::{new_sub, Hub};
 use crate::ids::ConnId;
+use crate::ingest::event::ClientContext;
 use crate::ingest::protocol::{
     self, close, ClientFrame, ConnectRequest, FrameError, Op, SubscribeRequest,
 };
@@ -75,6 +76,8 @@ pub(super) struct Connection {
     pub(super) rate_limited_in_a_row: u32,
     /// Fires when a token connection's token expires.
     pub(super) expiry: Option<Pin<Box<Sleep>>>,
+    /// What the upgrade request said of the client, put into its page events.
+    pub(super) client: ClientContext,
 }
 pub(super) async fn serve(
     ctx: App,
@@ -146,6 +149,7 @@ pub(super) async fn serve(
         bucket,
         rate_limited_in_a_row: 0,
         expiry,
+        client: handshake.client.clone(),
     };
     let ending = conn.run().await;
     hub.fanout().remove_connection(id);
@@ -468,9 +472,10 @@ impl Connection {
                     return self.rate_limited(id);
                 }
                 self.rate_limited_in_a_row = 0;
-                let principal = &self.principal;
-                let event = event.and_then(|e| {
+                let (principal, client) = (&self.principal, &self.client);
+                let event = event.and_then(|mut e| {
                     principal.check_publish(&e)?;
+                    crate::edge::client_info::stamp(&mut e, client)?;
                     Ok(e)
                 });
                 // Waiting for room in the pipeline is rare; its future is boxed, so that

@@ -39,6 +39,7 @@ use crate::edge::limits::ConnectionPermit;
 use crate::edge::outbox::Duplex;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::Hub;
+use crate::ingest::event::ClientContext;
 use crate::metrics::Limit;
 
 /// The client's frames, parsed by tungstenite; its writes go to the outbox.
@@ -51,6 +52,8 @@ pub const SUBPROTOCOL: &str = "actionhub.v1";
 pub(super) struct Handshake {
     pub(super) api_key: Option<String>,
     pub(super) origin: Option<String>,
+    /// What the upgrade request says of the client, for its page events.
+    pub(super) client: ClientContext,
     /// Holds the connection's place under the connection limits until it ends.
     _permit: ConnectionPermit,
 }
@@ -96,6 +99,7 @@ pub async fn upgrade(
     let handshake = Handshake {
         api_key: text(crate::edge::http::API_KEY_HEADER),
         origin: text(header::ORIGIN.as_str()),
+        client: crate::edge::client_info::from_headers(ctx.hub.config(), headers),
         _permit: permit,
     };
     let offers_ours = headers

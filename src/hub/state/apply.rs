@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::entities::{MAX_ACTIVITY_PER_SESSION, MAX_SESSIONS_PER_CUSTOMER};
 use super::recency::recency_key;
 use super::{
-    Action, Activity, Customer, HubState, IdentityState, MapCounts, Profile, SessionInfo,
+    Action, Activity, ClientInfo, Customer, HubState, IdentityState, MapKey, Profile, SessionInfo,
     Transition,
 };
 use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId};
@@ -139,6 +139,7 @@ impl HubState {
             actions: Vec::new(),
             first_seen: at,
             last_seen: at,
+            client: ClientInfo::default(),
             stamp: seq,
         });
         c.stamp = seq;
@@ -179,11 +180,12 @@ impl HubState {
         }
         let mut maps = self.maps.lock();
         let counts = maps
-            .entry((e.action_map_id, e.action_map_version))
-            .or_insert_with(|| MapCounts {
+            .entry(MapKey {
+                action_map_id: e.action_map_id,
+                action_map_version: e.action_map_version,
                 media: e.media,
-                counts: BTreeMap::new(),
-            });
+            })
+            .or_default();
         *counts.counts.entry(e.state).or_default() += 1;
     }
 
@@ -269,6 +271,8 @@ impl HubState {
                         Some(mut c) => {
                             c.user_id = None;
                             c.identity = IdentityState::Anonymous;
+                            // Its place and device are about the person too.
+                            c.client = ClientInfo::default();
                             for session in c.sessions.iter_mut() {
                                 for activity in session.activity.iter_mut() {
                                     activity.detail = activity.anonymized_detail();
@@ -350,6 +354,9 @@ impl HubState {
         let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
             return;
         };
+        if e.kind == VisitorKind::Page {
+            c.client.note(e);
+        }
         let Some(session) = e.session_id.or(c.current_session) else {
             return;
         };

@@ -8,18 +8,19 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{Map, Value};
 
 use super::{
-    Action, Activity, Customer, IdentityState, MapCounts, Profile, SessionInfo, Transition,
+    Action, Activity, ClientInfo, Customer, IdentityState, MapCounts, MapKey, Profile, SessionInfo,
+    Transition,
 };
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
-use crate::ingest::event::{EndReason, EventData, LifecycleEvent, VisitorKind};
+use crate::ingest::event::{EndReason, EventData, LifecycleEvent, Software, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::store::codec::{Dec, DecodeError, Enc};
 
 impl MapCounts {
-    pub fn encode(key: &(ActionMapId, u32), m: &MapCounts, e: &mut Enc) {
-        e.uuid(key.0 .0);
-        e.u32(key.1);
-        e.str(m.media.as_str());
+    pub fn encode(key: &MapKey, m: &MapCounts, e: &mut Enc) {
+        e.uuid(key.action_map_id.0);
+        e.u32(key.action_map_version);
+        e.str(key.media.as_str());
         e.u32(m.counts.len() as u32);
         for (state, n) in &m.counts {
             e.str(state.as_str());
@@ -27,16 +28,19 @@ impl MapCounts {
         }
     }
 
-    pub fn decode(d: &mut Dec<'_>) -> Result<((ActionMapId, u32), MapCounts), DecodeError> {
-        let key = (ActionMapId(d.uuid()?), d.u32()?);
-        let media = media(d)?;
+    pub fn decode(d: &mut Dec<'_>) -> Result<(MapKey, MapCounts), DecodeError> {
+        let key = MapKey {
+            action_map_id: ActionMapId(d.uuid()?),
+            action_map_version: d.u32()?,
+            media: media(d)?,
+        };
         let n = d.u32()?;
         let mut counts = BTreeMap::new();
         for _ in 0..n {
             let state = action_state(d)?;
             counts.insert(state, d.u64()?);
         }
-        Ok((key, MapCounts { media, counts }))
+        Ok((key, MapCounts { counts }))
     }
 }
 
@@ -150,7 +154,45 @@ impl Customer {
             actions,
             first_seen: d.i64()?,
             last_seen: d.i64()?,
+            client: ClientInfo::default(),
             stamp: Seq(d.u64()?),
+        })
+    }
+}
+
+/// A customer's [`ClientInfo`], written after the customer only when it holds something
+/// (snapshot format 2), so a snapshot of format 1, which never has it, reads as before.
+impl ClientInfo {
+    pub fn encode(&self, e: &mut Enc) {
+        for software in [&self.browser, &self.os] {
+            e.bool(software.is_some());
+            if let Some(s) = software {
+                e.str(&s.name);
+                e.opt_str(s.version.as_deref());
+            }
+        }
+        e.opt_str(self.country.as_deref());
+        e.opt_str(self.city.as_deref());
+        e.opt_str(self.timezone.as_deref());
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<ClientInfo, DecodeError> {
+        let mut software = || -> Result<Option<Software>, DecodeError> {
+            Ok(match d.bool()? {
+                true => Some(Software {
+                    name: d.str()?.to_owned(),
+                    version: d.opt_str()?.map(str::to_owned),
+                }),
+                false => None,
+            })
+        };
+        let (browser, os) = (software()?, software()?);
+        Ok(ClientInfo {
+            browser,
+            os,
+            country: d.opt_str()?.map(str::to_owned),
+            city: d.opt_str()?.map(str::to_owned),
+            timezone: d.opt_str()?.map(str::to_owned),
         })
     }
 }

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
-use crate::ingest::event::{EndReason, LifecycleEvent, Millis, VisitorEvent, VisitorKind};
+use crate::ingest::event::{
+    EndReason, LifecycleEvent, Millis, Software, VisitorEvent, VisitorKind, MAX_CLIENT_TEXT_CHARS,
+};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
 /// Sessions remembered per customer; older ones are forgotten.
@@ -90,6 +92,7 @@ impl Activity {
             name,
             properties,
             event_id: None,
+            client: None,
         };
         Activity::detail_of(&event.anonymized())
     }
@@ -111,8 +114,54 @@ pub struct Customer {
     pub actions: Vec<ActionId>,
     pub first_seen: Millis,
     pub last_seen: Millis,
+    /// What its page views said of its browser, system and place.
+    pub client: ClientInfo,
     /// The seq of the event that last changed this customer (for snapshots).
     pub stamp: Seq,
+}
+
+/// What a customer's page views said of its browser, its operating system and where it
+/// is: each field the newest one reported (a page view that says nothing of one keeps
+/// the older). Kept per customer, as each is one browser; never an address.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientInfo {
+    pub browser: Option<Software>,
+    pub os: Option<Software>,
+    pub country: Option<String>,
+    pub city: Option<String>,
+    /// The IANA time zone the page sent as `page.timezone`.
+    pub timezone: Option<String>,
+}
+
+impl ClientInfo {
+    /// Takes what a page event reports: its `client` (set by the edge) and its
+    /// `page.timezone` (set by the browser; kept only when it is a short text, since a
+    /// page's other keys are the site's own).
+    pub(super) fn note(&mut self, e: &VisitorEvent) {
+        if let Some(client) = &e.client {
+            newer(&mut self.browser, &client.browser);
+            newer(&mut self.os, &client.os);
+            newer(&mut self.country, &client.country);
+            newer(&mut self.city, &client.city);
+        }
+        let timezone = e.page.as_ref().and_then(|p| p.get("timezone"));
+        if let Some(zone) = timezone.and_then(Value::as_str) {
+            if !zone.is_empty() && zone.chars().count() <= MAX_CLIENT_TEXT_CHARS {
+                self.timezone = Some(zone.to_owned());
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == ClientInfo::default()
+    }
+}
+
+/// Takes `new` over `old` when it says something.
+fn newer<T: Clone>(old: &mut Option<T>, new: &Option<T>) {
+    if new.is_some() {
+        old.clone_from(new);
+    }
 }
 
 /// One visitor: the customers (browsers) known to be the same person.
@@ -153,24 +202,38 @@ impl Action {
     pub fn is_terminal(&self) -> bool {
         self.latest.media.is_terminal(self.latest.state)
     }
+
+    /// Whether it is a webchat that reached `started`: an invitation that became a
+    /// conversation (the reference's `conversationCount` counts these).
+    pub fn is_conversation(&self) -> bool {
+        self.latest.media == MediaType::Webchat
+            && self
+                .transitions
+                .iter()
+                .any(|t| t.state == ActionState::Started)
+    }
 }
 
 /// The per-map counters, as a snapshot copies them.
-pub type SnapshotMaps = BTreeMap<(ActionMapId, u32), MapCounts>;
+pub type SnapshotMaps = BTreeMap<MapKey, MapCounts>;
 
-/// Per (action map, version) counts of actions that reached each state.
-#[derive(Clone, Debug, PartialEq)]
+/// What the per-map counters are kept by. The media type is part of it because one map id
+/// may serve actions of more than one kind, whose states differ: counted together, a
+/// content offer's row would show a webchat's `timedout`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MapKey {
+    pub action_map_id: ActionMapId,
+    pub action_map_version: u32,
+    pub media: MediaType,
+}
+
+/// Per (action map, version, media type) counts of actions that reached each state.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MapCounts {
-    pub(super) media: MediaType,
     pub(super) counts: BTreeMap<ActionState, u64>,
 }
 
 impl MapCounts {
-    /// The media type of the map's actions.
-    pub fn media(&self) -> MediaType {
-        self.media
-    }
-
     /// How many actions reached each state.
     pub fn counts(&self) -> &BTreeMap<ActionState, u64> {
         &self.counts

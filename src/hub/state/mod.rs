@@ -27,7 +27,7 @@ mod profile_limits;
 mod queries;
 mod recency;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -44,8 +44,8 @@ use crate::ingest::lifecycle::{ActionState, MediaType};
 pub use apply::AdminOp;
 pub use copy_on_write::SnapshotItem;
 pub use entities::{
-    Action, Activity, Customer, IdentityState, MapCounts, Profile, SessionInfo, SnapshotMaps,
-    Transition,
+    Action, Activity, ClientInfo, Customer, IdentityState, MapCounts, MapKey, Profile, SessionInfo,
+    SnapshotMaps, Transition,
 };
 pub use profile_limits::{
     ProfileFull, MAX_CUSTOMERS_PER_PROFILE, MAX_PROFILE_OBJECT_BYTES, MAX_USER_IDS_PER_PROFILE,
@@ -66,7 +66,7 @@ pub struct HubState {
     users: DashMap<UserId, VisitorId>,
     /// Channel user id -> visitor id: the pairs of the profiles' `channels` (`channels.rs`).
     channels: DashMap<ChannelUserId, VisitorId>,
-    maps: Mutex<BTreeMap<(ActionMapId, u32), MapCounts>>,
+    maps: Mutex<SnapshotMaps>,
     /// The preimages of a snapshot being written (see [`HubState::begin_snapshot`]).
     cow: Mutex<Option<CopyOnWrite>>,
     /// Whether `cow` is set: one atomic load on every change when no snapshot runs.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::{Action, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps};
+use super::{Action, ClientInfo, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps};
 use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, UserId, VisitorId};
 use crate::ingest::event::{LifecycleEvent, Millis};
 
@@ -110,9 +110,14 @@ pub struct Visitor {
     pub pages_viewed: u64,
     /// How many actions its customers hold, live or ended.
     pub actions: usize,
+    /// How many of those are webchats that reached `started`: its conversations.
+    pub conversations: usize,
     pub live_actions: Vec<Action>,
     pub first_seen: Millis,
     pub last_seen: Millis,
+    /// The client info of its most recently seen customer that has some: the browser
+    /// the person used last.
+    pub client: ClientInfo,
     /// Every session and held action, when asked for (exports).
     pub history: Option<VisitorHistory>,
 }
@@ -241,10 +246,14 @@ impl HubState {
         let (mut sessions, mut active, mut pages) = (0usize, 0usize, 0u64);
         let mut session_list = Vec::new();
         let mut action_ids = Vec::new();
+        let mut client: Option<(Millis, ClientInfo)> = None;
         for id in &customers {
             let Some(c) = self.customers.get(id) else {
                 continue;
             };
+            if !c.client.is_empty() && client.as_ref().is_none_or(|(seen, _)| c.last_seen > *seen) {
+                client = Some((c.last_seen, c.client.clone()));
+            }
             first_seen = first_seen.min(c.first_seen);
             last_seen = last_seen.max(c.last_seen);
             // The visitor is as identified as its best-identified customer.
@@ -271,6 +280,10 @@ impl HubState {
             .iter()
             .flat_map(|c| self.live_actions(*c))
             .collect();
+        let conversations = action_ids
+            .iter()
+            .filter(|id| self.actions.get(id).is_some_and(|a| a.is_conversation()))
+            .count();
         let history = history.then(|| VisitorHistory {
             sessions: session_list,
             actions: action_ids
@@ -290,9 +303,11 @@ impl HubState {
             active_sessions: active,
             pages_viewed: pages,
             actions: action_ids.len(),
+            conversations,
             live_actions,
             first_seen,
             last_seen,
+            client: client.map(|(_, info)| info).unwrap_or_default(),
             history,
         })
     }

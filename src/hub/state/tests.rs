@@ -229,6 +229,7 @@ fn identity_fields_encode_as_pinned() {
         actions: Vec::new(),
         first_seen: 1,
         last_seen: 2,
+        client: Default::default(),
         stamp: Seq(3),
     };
     let p = Profile {

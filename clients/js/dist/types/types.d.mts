@@ -48,6 +48,11 @@ export type PageDetails = {
     url?: string;
     title?: string;
     referrer?: string;
+    /**
+     * The browser's IANA time zone; the hub shows the newest as
+     * the visitor's `location.timezone`.
+     */
+    timezone?: string;
 };
 export type VisitorEvent = {
     type: VisitorType;
@@ -313,6 +318,8 @@ export type HistoryPage = {
  * @property {string} [url]
  * @property {string} [title]
  * @property {string} [referrer]
+ * @property {string} [timezone] The browser's IANA time zone; the hub shows the newest as
+ *   the visitor's `location.timezone`.
  */
 /**
  * A visitor event, as published.
