@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig};
 use async_nats::jetstream::consumer::DeliverPolicy;
-use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::jetstream::{stream, Message};
 use futures_util::StreamExt;
 use tokio::runtime::Handle;
@@ -166,7 +165,7 @@ pub(super) struct Applier {
     /// empty, before the first), and the time the applier had reached there.
     pub(super) start: (u64, Millis),
     pub(super) snapshots: Arc<Snapshots>,
-    pub(super) store: ObjectStore,
+    pub(super) store: snapshots::Bucket,
 }
 
 impl Applier {

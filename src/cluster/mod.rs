@@ -112,7 +112,7 @@ pub async fn start(
         stream: config.nats_stream.clone(),
         source,
     };
-    let snapshot_store = snapshots::bucket(&js, &config).await?;
+    let snapshot_store = snapshots::Bucket::new(&js, &config);
     let loaded = snapshots::load(&snapshot_store, &config, &epoch)
         .await
         .map_err(consume_error)?;

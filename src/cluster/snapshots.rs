@@ -37,7 +37,6 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::cluster::ClusterError;
 use crate::config::Config;
 use crate::hub::retention::Record;
 use crate::hub::state::SnapshotMaps;
@@ -50,29 +49,55 @@ use crate::store::{snapshot, wal};
 /// The object that names the newest snapshot.
 const LATEST: &str = "latest";
 
-/// The object store bucket of a stream's snapshots, made when missing.
-pub(super) async fn bucket(js: &Context, config: &Config) -> Result<ObjectStore, ClusterError> {
-    let name = format!("{}-snapshots", config.nats_stream);
-    if let Ok(store) = js.get_object_store(&name).await {
-        return Ok(store);
+/// The object store bucket of a stream's snapshots, `<stream>-snapshots`. The first
+/// snapshot writer makes it, not a starting node: a replicated bucket takes a leader
+/// election to make, which a node joining a cluster need not wait for.
+#[derive(Clone)]
+pub(super) struct Bucket {
+    js: Context,
+    wanted: object_store::Config,
+    store: Arc<tokio::sync::OnceCell<ObjectStore>>,
+}
+
+impl Bucket {
+    pub(super) fn new(js: &Context, config: &Config) -> Bucket {
+        Bucket {
+            js: js.clone(),
+            wanted: object_store::Config {
+                bucket: format!("{}-snapshots", config.nats_stream),
+                description: Some("actionhub's shared snapshots: state and history".into()),
+                storage: StorageType::File,
+                num_replicas: config.nats_replicas,
+                ..Default::default()
+            },
+            store: Arc::default(),
+        }
     }
-    let wanted = object_store::Config {
-        bucket: name.clone(),
-        description: Some("actionhub's shared snapshots: state and history".into()),
-        storage: StorageType::File,
-        num_replicas: config.nats_replicas,
-        ..Default::default()
-    };
-    match js.create_object_store(wanted).await {
-        Ok(store) => Ok(store),
-        // Another node may have made it meanwhile.
-        Err(created) => js
-            .get_object_store(&name)
-            .await
-            .map_err(|_| ClusterError::Stream {
-                stream: name,
-                problem: format!("the snapshot bucket could not be found or created: {created}"),
-            }),
+
+    /// The bucket if some node made it.
+    async fn existing(&self) -> Option<ObjectStore> {
+        if let Some(store) = self.store.get() {
+            return Some(store.clone());
+        }
+        let store = self.js.get_object_store(&self.wanted.bucket).await.ok()?;
+        Some(self.store.get_or_init(|| async { store }).await.clone())
+    }
+
+    /// The bucket, made when missing.
+    async fn made(&self) -> Result<ObjectStore, Failure> {
+        if let Some(store) = self.existing().await {
+            return Ok(store);
+        }
+        let store = match self.js.create_object_store(self.wanted.clone()).await {
+            Ok(store) => store,
+            // Another node may have made it meanwhile.
+            Err(created) => self
+                .js
+                .get_object_store(&self.wanted.bucket)
+                .await
+                .map_err(|_| format!("the snapshot bucket could not be made: {created}"))?,
+        };
+        Ok(self.store.get_or_init(|| async { store }).await.clone())
     }
 }
 
@@ -176,7 +201,7 @@ fn local_dir(config: &Config) -> PathBuf {
 /// snapshots and, when something was forgotten, purges the stream below it.
 pub(super) async fn write(
     hub: Arc<Hub>,
-    store: ObjectStore,
+    bucket: Bucket,
     stream: Stream,
     snapshots: Arc<Snapshots>,
     capture: Capture,
@@ -184,9 +209,17 @@ pub(super) async fn write(
     let started = Instant::now();
     let purge = snapshots.forgot.swap(false, Ordering::AcqRel);
     let at = capture.stream_sequence;
-    let result = write_and_upload(hub.clone(), &store, capture).await;
+    let result = match bucket.made().await {
+        Ok(store) => write_and_upload(hub.clone(), &store, capture).await,
+        Err(e) => {
+            // The walk was begun: it must end, or the state keeps preimages for ever.
+            hub.state().end_snapshot();
+            Err(e)
+        }
+    };
+    let store = bucket.existing().await;
     let result = match result {
-        Ok(latest) => finish(&store, &stream, &latest, purge)
+        Ok(latest) => finish(store.as_ref().expect("made above"), &stream, &latest, purge)
             .await
             .map(|()| latest),
         Err(e) => Err(e),
@@ -319,10 +352,14 @@ pub(super) struct Loaded {
 
 /// Reads the newest shared snapshot of `epoch`, if there is one.
 pub(super) async fn load(
-    store: &ObjectStore,
+    bucket: &Bucket,
     config: &Config,
     epoch: &str,
 ) -> Result<Option<Loaded>, Failure> {
+    let Some(store) = bucket.existing().await else {
+        return Ok(None);
+    };
+    let store = &store;
     let Some(latest) = read_latest(store).await? else {
         return Ok(None);
     };
