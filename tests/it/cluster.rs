@@ -30,6 +30,19 @@ async fn node_on(urls: Vec<String>, name: &str, tweak: impl FnOnce(&mut Config))
     hub
 }
 
+/// Starts a node on `nats` with `tweak`ed settings, which must refuse to start; answers why.
+async fn refused_at_start(nats: &NatsServer, tweak: impl FnOnce(&mut Config)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::ephemeral(dir.path());
+    config.nats = vec![nats.url()];
+    tweak(&mut config);
+    actionhub::server::start(config)
+        .await
+        .err()
+        .expect("refused")
+        .to_string()
+}
+
 /// Waits until the node's `/readyz` says ready, and returns what it says.
 async fn ready(hub: &Hub) -> Value {
     let http = hub.http();
@@ -356,14 +369,7 @@ async fn a_stream_actionhub_did_not_make_is_refused_at_start() {
     })
     .await
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::ephemeral(dir.path());
-    config.nats = vec![nats.url()];
-    let refused = actionhub::server::start(config)
-        .await
-        .err()
-        .expect("refused");
-    let message = refused.to_string();
+    let message = refused_at_start(&nats, |_| {}).await;
     assert!(message.contains("stream actionhub"), "{message}");
     assert!(message.contains("not made by actionhub"), "{message}");
 }
@@ -678,14 +684,7 @@ async fn a_purged_stream_with_no_snapshot_is_refused_at_start() {
         .purge()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::ephemeral(dir.path());
-    config.nats = vec![nats.url()];
-    let refused = actionhub::server::start(config)
-        .await
-        .err()
-        .expect("refused");
-    let message = refused.to_string();
+    let message = refused_at_start(&nats, |_| {}).await;
     assert!(message.contains("no longer reaches back"), "{message}");
 }
 
@@ -693,16 +692,11 @@ async fn a_purged_stream_with_no_snapshot_is_refused_at_start() {
 async fn a_node_with_another_retention_age_than_the_stream_is_refused() {
     let nats = NatsServer::start();
     let a = node(&nats, "a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::ephemeral(dir.path());
-    config.nats = vec![nats.url()];
-    // Node a runs with the default.
-    config.retention_age *= 2;
-    let refused = actionhub::server::start(config)
-        .await
-        .err()
-        .expect("refused");
-    let message = refused.to_string();
+    let message = refused_at_start(&nats, |config| {
+        // Node a runs with the default.
+        config.retention_age *= 2;
+    })
+    .await;
     assert!(message.contains("--retention-age"), "{message}");
     a.shutdown().await;
 }

@@ -95,7 +95,7 @@ test('Transactional Support: the widget snippet with only its script tag changed
   assert.equal(events[3].name, 'purchase_completed');
   const customerId = await page.evaluate(() => window.actionhub.customerId);
   const visitor = (await getJson(hub, `/v1/visitors/${customerId}`)).body;
-  assert.equal(visitor.traits.plan, 'enterprise');
+  assert.equal(visitor.attributes.plan, 'enterprise');
   assert.deepEqual(problems, []);
   await context.close();
 });

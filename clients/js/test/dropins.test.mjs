@@ -4,27 +4,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { ActionHub, acCommands, installAc, installGt, installTransactional } from '../src/index.mjs';
-import { startHub, getJson, until, uuid } from './hub.mjs';
+import { getJson, until, hubForTests } from './hub.mjs';
 
-let hub;
-const clients = [];
+const ctx = hubForTests(ActionHub);
+const client = () => ctx.client();
 const unhandled = [];
 const onUnhandled = (e) => unhandled.push(e);
-before(async () => {
-  hub = await startHub();
-  process.on('unhandledRejection', onUnhandled);
-});
-after(async () => {
-  process.off('unhandledRejection', onUnhandled);
-  for (const c of clients) c.close();
-  await hub?.dispose();
-});
-
-function client() {
-  const c = new ActionHub({ url: hub.ws, backoff: { min: 50, max: 400 } });
-  clients.push(c);
-  return c;
-}
+before(() => process.on('unhandledRejection', onUnhandled));
+after(() => process.off('unhandledRejection', onUnhandled));
 
 /** The console lines written while `run` runs, by level. */
 async function capturing(run) {
@@ -43,7 +30,7 @@ async function capturing(run) {
 /** The customer's events as the hub recorded them, once `n` are there. */
 async function recorded(customerId, n) {
   return until(async () => {
-    const { body } = await getJson(hub, `/v1/customers/${customerId}/events`);
+    const { body } = await getJson(ctx.hub, `/v1/customers/${customerId}/events`);
     const visitor = (body.events || []).map((f) => f.event).filter((e) => e.type);
     return visitor.length >= n && visitor;
   }, 5000, `${n} visitor events of ${customerId}`);
@@ -157,7 +144,7 @@ test('_gt: queued pushes replay after the page entered; SignIn, UserInfo, SignOu
     assert.deepEqual([events[3].name, events[3].properties], ['Checkout', { total: 10 }]);
     assert.equal(events[6].name, 'PageExited');
     assert.notEqual(c.sessionId, before, 'signout starts a fresh session');
-    const view = (await getJson(hub, `/v1/customers/${c.customerId}`)).body;
+    const view = (await getJson(ctx.hub, `/v1/customers/${c.customerId}`)).body;
     assert.equal(view.identity.state, 'anonymous');
   } finally {
     delete globalThis._gt;
@@ -189,7 +176,7 @@ test("TransactionalSupport: identify, update (identify with the known user), tra
   assert.deepEqual(events[1].traits, { plan: 'enterprise', monthlySpend: 2000 });
   assert.deepEqual(events[2].page, { url: 'https://shop.example/dashboard', title: 'User Dashboard' });
   assert.equal(events[3].name, 'purchase_completed');
-  const visitor = (await getJson(hub, `/v1/visitors/${c.customerId}`)).body;
-  assert.equal(visitor.traits.plan, 'enterprise');
-  assert.equal(visitor.traits.email, 'john@example.com');
+  const visitor = (await getJson(ctx.hub, `/v1/visitors/${c.customerId}`)).body;
+  assert.equal(visitor.attributes.plan, 'enterprise');
+  assert.equal(visitor.email, 'john@example.com');
 });

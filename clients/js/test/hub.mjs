@@ -1,5 +1,6 @@
 // Starts the real hub binary for a test: 127.0.0.1 only, a temp data dir, bounded in time,
 // and always stopped. Shared by the Node tests and the browser tests.
+import { before, after } from 'node:test';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -119,3 +120,48 @@ export function lifecycle(state, ids, extra = {}) {
     ...extra,
   };
 }
+
+/**
+ * One hub for a test file: started before its tests and stopped after them, with every
+ * SDK client `client()` made closed first. `ctx.hub` is the hub once it has started.
+ */
+export function hubForTests(ActionHub) {
+  const ctx = { hub: undefined, clients: [] };
+  before(async () => {
+    ctx.hub = await startHub();
+  });
+  after(async () => {
+    for (const c of ctx.clients) c.close();
+    await ctx.hub?.dispose();
+  });
+  ctx.client = (options = {}) => {
+    const c = new ActionHub({ url: ctx.hub.ws, backoff: { min: 50, max: 400 }, ...options });
+    ctx.clients.push(c);
+    return c;
+  };
+  return ctx;
+}
+
+/**
+ * A WebSocket that records the frames the SDK sends in `log`; `cut(frame, sockets)` true
+ * closes it on a received frame; while `log.offline` is set, connecting fails as on a
+ * network that is down.
+ */
+export function recordingSocket(log, cut = () => false) {
+  return class extends WebSocket {
+    constructor(...args) {
+      if (log.offline) throw new Error('offline');
+      super(...args);
+      log.sockets = (log.sockets || 0) + 1;
+      log.last = this;
+      this.addEventListener('message', (m) => cut(JSON.parse(m.data), log.sockets) && this.close());
+    }
+    send(data) {
+      log.push(JSON.parse(data));
+      super.send(data);
+    }
+  };
+}
+
+/** Fresh ids for one action of one customer's session. */
+export const actionIds = () => ({ actionId: uuid(), actionMapId: uuid(), customerId: uuid(), sessionId: uuid() });

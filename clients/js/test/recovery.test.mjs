@@ -2,48 +2,16 @@
 // is told whether a resume recovered everything, connection and subscription states are
 // announced, a token is refreshed before it expires without a reconnect, and history()
 // reads GET /v1/events.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ActionHub, ActionHubError } from '../src/index.mjs';
-import { startHub, post, until, uuid, lifecycle } from './hub.mjs';
+import { startHub, post, until, lifecycle, hubForTests, recordingSocket, actionIds } from './hub.mjs';
 
-let hub;
-const clients = [];
-before(async () => {
-  hub = await startHub();
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await hub?.dispose();
-});
+const ctx = hubForTests(ActionHub);
 
-/**
- * A WebSocket that records the frames the SDK sends; `cut(frame)` true closes it on a
- * received frame; while `log.offline` is set, connecting fails as on a network that is down.
- */
-function recordingSocket(log, cut = () => false) {
-  return class extends WebSocket {
-    constructor(...args) {
-      if (log.offline) throw new Error('offline');
-      super(...args);
-      log.sockets = (log.sockets || 0) + 1;
-      log.last = this;
-      this.addEventListener('message', (m) => cut(JSON.parse(m.data), log.sockets) && this.close());
-    }
-    send(data) {
-      log.push(JSON.parse(data));
-      super.send(data);
-    }
-  };
-}
+const client = ctx.client;
 
-function client(options = {}) {
-  const c = new ActionHub({ url: hub.ws, backoff: { min: 50, max: 400 }, ...options });
-  clients.push(c);
-  return c;
-}
-
-const ids = () => ({ actionId: uuid(), actionMapId: uuid(), customerId: uuid(), sessionId: uuid() });
+const ids = actionIds;
 const allSubscribed = (c) => c.subscriptions().every((s) => s.state === 'subscribed');
 
 test('each subscription resumes from its own position: a connection lost mid-replay skips nothing of it', async () => {
@@ -58,7 +26,7 @@ test('each subscription resumes from its own position: a connection lost mid-rep
   c.on('webchat:all', { customerId: [x.customerId] }, (e) => gotX.push(e.seq));
   c.on('all', { customerId: [y.customerId] }, (e) => gotY.push(e.seq));
   await until(() => c.connected && allSubscribed(c), 3000, 'subscribed');
-  const [first] = await post(hub, [lifecycle('offered', x)]);
+  const [first] = await post(ctx.hub, [lifecycle('offered', x)]);
   await until(() => gotX.length === 1, 3000, 'live event');
   const down = new Promise((r) => c.once('disconnected', r));
   frames.offline = true;
@@ -66,8 +34,8 @@ test('each subscription resumes from its own position: a connection lost mid-rep
   await down;
   // While the page is away: a long history for y (several replay chunks), then one event for x.
   const many = Array.from({ length: 300 }, (_, i) => ({ type: 'track', customerId: y.customerId, name: `t${i}` }));
-  const ys = (await post(hub, many)).map((r) => r.seq);
-  const [later] = await post(hub, [lifecycle('accepted', x)]);
+  const ys = (await post(ctx.hub, many)).map((r) => r.seq);
+  const [later] = await post(ctx.hub, [lifecycle('accepted', x)]);
   frames.offline = false;
   await until(() => frames.sockets === 3 && allSubscribed(c) && gotY.length === ys.length, 8000, 'the third connection replays the rest');
   assert.deepEqual(gotY, ys, "y's events, each once, in order");
@@ -126,7 +94,7 @@ test('a token is refreshed ahead of its expiry on the same connection', async ()
     };
     const frames = [];
     const c = new ActionHub({ url: secured.ws, backoff: { min: 50, max: 400 }, getToken, WebSocket: recordingSocket(frames) });
-    clients.push(c);
+    ctx.clients.push(c);
     const drops = [];
     c.on('disconnected', (d) => drops.push(d));
     const got = [];
@@ -148,7 +116,7 @@ test('a token is refreshed ahead of its expiry on the same connection', async ()
 test('history() reads GET /v1/events with the same filters, paged by next', async () => {
   const c = client();
   const x = ids();
-  const [a, b] = await post(hub, [lifecycle('offered', x), lifecycle('accepted', x), { type: 'track', customerId: x.customerId, name: 'other' }]);
+  const [a, b] = await post(ctx.hub, [lifecycle('offered', x), lifecycle('accepted', x), { type: 'track', customerId: x.customerId, name: 'other' }]);
   const all = await c.history({ topics: ['webchat:all'], where: { customerId: [x.customerId] } });
   assert.deepEqual(all.events.map((e) => [e.seq, e.topic]), [[a.seq, 'webchat:offered'], [b.seq, 'webchat:accepted']]);
   assert.equal(all.epoch, (await c.ready(), c.epoch));

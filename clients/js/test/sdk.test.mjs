@@ -1,42 +1,15 @@
 // SDK logic against a real hub (node --experimental-websocket --test).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { ActionHub, ActionHubError } from '../src/actionhub.mjs';
-import { startHub, post, getJson, until, uuid, lifecycle } from './hub.mjs';
+import { startHub, post, getJson, until, uuid, lifecycle, hubForTests, recordingSocket, actionIds } from './hub.mjs';
 
-let hub;
-const clients = [];
-before(async () => {
-  hub = await startHub();
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await hub?.dispose();
-});
+const ctx = hubForTests(ActionHub);
 
-/** A WebSocket that records every frame the SDK sends, and can be cut from outside. */
-function recordingSocket(log) {
-  return class extends WebSocket {
-    constructor(...args) {
-      super(...args);
-      log.sockets = (log.sockets || 0) + 1;
-      log.last = this;
-    }
-    send(data) {
-      log.push(JSON.parse(data));
-      super.send(data);
-    }
-  };
-}
+const client = ctx.client;
 
-function client(options = {}) {
-  const c = new ActionHub({ url: hub.ws, backoff: { min: 50, max: 400 }, ...options });
-  clients.push(c);
-  return c;
-}
-
-const ids = () => ({ actionId: uuid(), actionMapId: uuid(), customerId: uuid(), sessionId: uuid() });
+const ids = actionIds;
 
 test('on() delivers events with seq, topic and timestamp; one server subscription serves many handlers', async () => {
   const frames = [];
@@ -48,8 +21,8 @@ test('on() delivers events with seq, topic and timestamp; one server subscriptio
   await c.ready();
   await until(() => c._groups.get('webchat:all|').sub !== null && c._cursor !== null, 3000, 'subscribed');
   const x = ids();
-  const [r1] = await post(hub, [lifecycle('offered', x)]);
-  await post(hub, [{ type: 'track', customerId: x.customerId, name: 'not-a-webchat' }]);
+  const [r1] = await post(ctx.hub, [lifecycle('offered', x)]);
+  await post(ctx.hub, [{ type: 'track', customerId: x.customerId, name: 'not-a-webchat' }]);
   await until(() => a.length === 1 && b.length === 1, 3000, 'delivery');
   assert.equal(a[0].seq, r1.seq);
   assert.equal(a[0].topic, 'webchat:offered');
@@ -71,7 +44,7 @@ test('where filters per handler, even when subscriptions overlap', async () => {
   await c.ready();
   await until(() => [...c._groups.values()].every((g) => g.sub !== null) && c._cursor !== null, 3000, 'subscribed');
   await new Promise((r) => setTimeout(r, 100));
-  await post(hub, [lifecycle('offered', y), lifecycle('offered', x)]);
+  await post(ctx.hub, [lifecycle('offered', y), lifecycle('offered', x)]);
   await until(() => every.length === 2, 3000, 'both events');
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(onlyX, [x.customerId]);
@@ -89,14 +62,14 @@ test('once() fires once; off() removes handlers and the server subscription', as
   await new Promise((r) => setTimeout(r, 100));
   const x = { ...ids(), mediaType: 'contentoffer' };
   const y = { ...ids(), mediaType: 'contentoffer' };
-  await post(hub, [lifecycle('offered', x), lifecycle('offered', y)]);
+  await post(ctx.hub, [lifecycle('offered', x), lifecycle('offered', y)]);
   await until(() => got.length >= 1, 3000, 'once');
   await new Promise((r) => setTimeout(r, 150));
   assert.equal(got.length, 1, 'once fired exactly once');
   assert.ok(frames.some((f) => f.op === 'unsubscribe'), 'the once group was unsubscribed');
   c.off('contentoffer:accepted', kept);
   assert.equal(frames.filter((f) => f.op === 'unsubscribe').length, 2);
-  await post(hub, [lifecycle('accepted', x)]);
+  await post(ctx.hub, [lifecycle('accepted', x)]);
   await new Promise((r) => setTimeout(r, 150));
   assert.equal(got.length, 1);
 });
@@ -129,7 +102,7 @@ test('action() reports each lifecycle state with every id filled for the page cu
   await chat.engaged();
   await chat.ended();
   await assert.rejects(chat.engaged(), (e) => e.code === 'action_terminal');
-  const { body } = await getJson(hub, `/v1/actions/${chat.actionId}`);
+  const { body } = await getJson(ctx.hub, `/v1/actions/${chat.actionId}`);
   assert.equal(body.actionState, 'ended');
   assert.equal(body.customerId, customerId);
   assert.equal(body.sessionId, c.sessionId);
@@ -140,7 +113,7 @@ test('action() reports each lifecycle state with every id filled for the page cu
   assert.equal(offer.started, undefined, 'content offers have no started state');
   await offer.offered();
   await offer.errored(500, 'render failed');
-  const after = (await getJson(hub, `/v1/actions/${offer.actionId}`)).body;
+  const after = (await getJson(ctx.hub, `/v1/actions/${offer.actionId}`)).body;
   assert.equal(after.errorCode, 500);
   assert.equal(after.errorMessage, 'render failed');
   assert.throws(() => c.action('sms', { actionMapId: mapId }), ActionHubError);
@@ -152,10 +125,10 @@ test('visitor calls: identify, signin rotates the session, userinfo, page, track
   const first = c.sessionId;
   await c.page({ url: 'https://shop.example/', title: 'Shop' });
   await c.identify('user-7', { plan: 'gold' });
-  assert.equal((await getJson(hub, `/v1/customers/${customerId}`)).body.identity.state, 'recognized');
+  assert.equal((await getJson(ctx.hub, `/v1/customers/${customerId}`)).body.identity.state, 'recognized');
   await c.signin('user-7');
   assert.notEqual(c.sessionId, first, 'signin starts a new session');
-  let view = (await getJson(hub, `/v1/customers/${customerId}`)).body;
+  let view = (await getJson(ctx.hub, `/v1/customers/${customerId}`)).body;
   assert.equal(view.identity.state, 'authenticated');
   assert.equal(view.identity.userId, 'user-7');
   assert.equal(view.currentSessionId, c.sessionId);
@@ -163,12 +136,12 @@ test('visitor calls: identify, signin rotates the session, userinfo, page, track
   const signedIn = c.sessionId;
   await c.signout();
   assert.notEqual(c.sessionId, signedIn);
-  view = (await getJson(hub, `/v1/customers/${customerId}`)).body;
+  view = (await getJson(ctx.hub, `/v1/customers/${customerId}`)).body;
   assert.equal(view.identity.state, 'anonymous');
   await c.userinfo('user-7');
-  view = (await getJson(hub, `/v1/customers/${customerId}`)).body;
+  view = (await getJson(ctx.hub, `/v1/customers/${customerId}`)).body;
   assert.equal(view.identity.state, 'recognized');
-  const events = (await getJson(hub, `/v1/customers/${customerId}/events`)).body.events.map((f) => f.topic);
+  const events = (await getJson(ctx.hub, `/v1/customers/${customerId}/events`)).body.events.map((f) => f.topic);
   for (const t of ['visitor:page', 'visitor:identify', 'visitor:signin', 'visitor:track', 'visitor:signout', 'visitor:userinfo']) {
     assert.ok(events.includes(t), `${t} in ${events}`);
   }
@@ -177,7 +150,7 @@ test('visitor calls: identify, signin rotates the session, userinfo, page, track
 test('snapshot(where) returns the current actions and customers', async () => {
   const c = client();
   const x = ids();
-  await post(hub, [lifecycle('offered', x), lifecycle('accepted', x)]);
+  await post(ctx.hub, [lifecycle('offered', x), lifecycle('accepted', x)]);
   const snap = await c.snapshot({ customerId: [x.customerId] });
   assert.equal(snap.actions.length, 1);
   assert.equal(snap.actions[0].actionState, 'accepted');
@@ -202,12 +175,12 @@ test('reconnect resumes with since+epoch: nothing lost, nothing duplicated; offl
   c.on('webchat:all', { customerId: [x.customerId] }, (e) => seen.push(e.seq));
   await c.ready();
   await until(() => c._cursor !== null, 3000, 'subscribed');
-  const [r1] = await post(hub, [lifecycle('offered', x)]);
+  const [r1] = await post(ctx.hub, [lifecycle('offered', x)]);
   await until(() => seen.length === 1, 3000, 'first');
   const disconnected = new Promise((r) => c.once('disconnected', r));
   frames.last.close(); // the network drops
   await disconnected;
-  const [r2] = await post(hub, [lifecycle('accepted', x)]); // published while this tab was away
+  const [r2] = await post(ctx.hub, [lifecycle('accepted', x)]); // published while this tab was away
   const offline = c.publish(lifecycle('started', x)); // queued, then sent on reconnect
   const result = await offline;
   assert.equal(result.duplicate, false);
@@ -240,17 +213,17 @@ test('a new page in the same tab (same sessionStorage) resumes from the last seq
   first.on('webchat:all', { customerId: [x.customerId] }, (e) => seen1.push(e.seq));
   await first.ready();
   await until(() => first._cursor !== null, 3000, 'subscribed');
-  const [a] = await post(hub, [lifecycle('offered', x)]);
+  const [a] = await post(ctx.hub, [lifecycle('offered', x)]);
   await until(() => seen1.length === 1, 3000, 'first page event');
   const sid = first.sessionId;
   first.close(); // the page unloads
-  const [b] = await post(hub, [lifecycle('accepted', x)]); // between pages
+  const [b] = await post(ctx.hub, [lifecycle('accepted', x)]); // between pages
   const second = client({ storage, customerId: x.customerId });
   assert.equal(second.sessionId, sid, 'same tab, same session');
   const seen2 = [];
   second.on('webchat:all', { customerId: [x.customerId] }, (e) => seen2.push(e.seq));
   await until(() => seen2.length === 1, 3000, 'the event between pages');
-  const [c3] = await post(hub, [lifecycle('started', x)]);
+  const [c3] = await post(ctx.hub, [lifecycle('started', x)]);
   await until(() => seen2.length === 2, 3000, 'live after resume');
   assert.deepEqual(seen2, [b.seq, c3.seq]);
   assert.ok(a.seq < b.seq);
@@ -268,7 +241,7 @@ test('a position from another epoch falls back to a snapshot, delivered as curre
   const positions = JSON.parse(store.get('actionhub.cursor'));
   for (const id of Object.keys(positions)) positions[id] = { seq: 999999, epoch: 'gone' };
   store.set('actionhub.cursor', JSON.stringify(positions));
-  await post(hub, [lifecycle('offered', x), lifecycle('accepted', x)]);
+  await post(ctx.hub, [lifecycle('offered', x), lifecycle('accepted', x)]);
   const c = client({ storage });
   const seen = [];
   const subscribed = [];
@@ -330,7 +303,7 @@ test("a token links only its own user: signin with another user fetches that use
     };
     const frames = [];
     const c = new ActionHub({ url: secured.ws, backoff: { min: 50, max: 400 }, getToken, WebSocket: recordingSocket(frames) });
-    clients.push(c);
+    ctx.clients.push(c);
     await c.ready();
     assert.equal(c.tokenUserId, null);
     // Called back to back: the signin waits for its user's token, the page view waits for
@@ -352,7 +325,7 @@ test("a token links only its own user: signin with another user fetches that use
     // Without getToken, a token that does not carry the user is refused by the hub.
     const minted = await getToken(uuid());
     const plain = new ActionHub({ url: secured.ws, backoff: { min: 50, max: 400 }, token: minted.token, customerId: jwtSub(minted.token) });
-    clients.push(plain);
+    ctx.clients.push(plain);
     plain.on('error', () => {});
     await plain.ready();
     await assert.rejects(plain.identify('user-9'), (e) => e instanceof ActionHubError && e.code === 'forbidden' && e.details?.field === 'userId');
@@ -390,24 +363,24 @@ test('reconnects back off with full jitter: each delay anywhere below a doubling
   assert.equal(c.state, 'closed');
 });
 
-test('the hub serves the built SDK and the console from its binary, without credentials', async () => {
+test('the ctx.hub serves the built SDK and the console from its binary, without credentials', async () => {
   for (const [path, file] of [['/sdk/actionhub.mjs', 'dist/actionhub.mjs'], ['/sdk/actionhub.js', 'dist/actionhub.js']]) {
-    const r = await fetch(hub.http + path);
+    const r = await fetch(ctx.hub.http + path);
     assert.equal(r.status, 200);
     assert.equal(r.headers.get('content-type'), 'text/javascript; charset=utf-8');
     assert.equal(r.headers.get('access-control-allow-origin'), '*');
     const local = readFileSync(new URL('../' + file, import.meta.url), 'utf8');
-    assert.equal(await r.text(), local, `${path} is the current build (rebuild the hub after npm run build)`);
+    assert.equal(await r.text(), local, `${path} is the current build (rebuild the ctx.hub after npm run build)`);
   }
-  const page = await fetch(hub.http + '/console/');
+  const page = await fetch(ctx.hub.http + '/console/');
   assert.equal(page.status, 200);
   assert.match(page.headers.get('content-type'), /^text\/html/);
   assert.match(await page.text(), /actionhub/);
   for (const [path, type] of [['/console/app.js', /^text\/javascript/], ['/console/style.css', /^text\/css/]]) {
-    const r = await fetch(hub.http + path);
+    const r = await fetch(ctx.hub.http + path);
     assert.equal(r.status, 200, path);
     assert.match(r.headers.get('content-type'), type);
   }
-  const redirect = await fetch(hub.http + '/console', { redirect: 'manual' });
+  const redirect = await fetch(ctx.hub.http + '/console', { redirect: 'manual' });
   assert.equal(redirect.status, 308);
 });

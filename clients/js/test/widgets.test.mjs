@@ -2,20 +2,12 @@
 // widget's events: each maps to the offered action's next state, enriched from `started`
 // on with the conversationId, and a page reloaded mid-chat goes on with the same action
 // without reporting anything twice.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ActionHub, attachGenesysWidgets } from '../src/index.mjs';
-import { startHub, getJson, until, uuid } from './hub.mjs';
+import { getJson, until, uuid, hubForTests } from './hub.mjs';
 
-let hub;
-const clients = [];
-before(async () => {
-  hub = await startHub();
-});
-after(async () => {
-  for (const c of clients) c.close();
-  await hub?.dispose();
-});
+const ctx = hubForTests(ActionHub);
 
 /** A stand-in for CXBus: subscribe, command('WebChatService.getSessionData'), and emit. */
 function stubBus(session) {
@@ -29,7 +21,7 @@ function stubBus(session) {
 
 const transitions = async (actionId, n) =>
   until(async () => {
-    const { body } = await getJson(hub, `/v1/actions/${actionId}`);
+    const { body } = await getJson(ctx.hub, `/v1/actions/${actionId}`);
     return body.transitions && body.transitions.length >= n && body;
   }, 5000, `${n} transitions`);
 
@@ -38,8 +30,8 @@ test('widget events report the lifecycle; a reload mid-chat restores the same ac
   const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v), removeItem: (k) => store.delete(k) };
   const customerId = uuid();
   const session = {};
-  const page1 = new ActionHub({ url: hub.ws, storage, customerId });
-  clients.push(page1);
+  const page1 = new ActionHub({ url: ctx.hub.ws, storage, customerId });
+  ctx.clients.push(page1);
   const chat = page1.action('webchat', { actionMapId: uuid(), actionMapVersion: 2 });
   await chat.offered();
   const bus = stubBus(session);
@@ -51,8 +43,8 @@ test('widget events report the lifecycle; a reload mid-chat restores the same ac
   await transitions(chat.actionId, 3);
   page1.close(); // the page reloads mid-chat
 
-  const page2 = new ActionHub({ url: hub.ws, storage, customerId });
-  clients.push(page2);
+  const page2 = new ActionHub({ url: ctx.hub.ws, storage, customerId });
+  ctx.clients.push(page2);
   const errors = [];
   page2.on('error', (e) => errors.push(e));
   const bus2 = stubBus(session);
@@ -65,7 +57,7 @@ test('widget events report the lifecycle; a reload mid-chat restores the same ac
   const view = await transitions(chat.actionId, 5);
   assert.deepEqual(view.transitions.map((t) => t.actionState), ['offered', 'accepted', 'started', 'engaged', 'ended']);
   assert.equal(view.data?.conversationId, 'conv-42');
-  const events = (await getJson(hub, `/v1/customers/${customerId}/events`)).body.events.map((f) => f.event).filter((e) => e.actionId === chat.actionId);
+  const events = (await getJson(ctx.hub, `/v1/customers/${customerId}/events`)).body.events.map((f) => f.event).filter((e) => e.actionId === chat.actionId);
   assert.deepEqual(events.map((e) => [e.actionState, e.data?.conversationId]), [
     ['offered', undefined], ['accepted', undefined], ['started', 'conv-42'], ['engaged', 'conv-42'], ['ended', 'conv-42'],
   ]);
@@ -74,8 +66,8 @@ test('widget events report the lifecycle; a reload mid-chat restores the same ac
 });
 
 test('a cancelled form is rejected; a failed widget is errored', async () => {
-  const c = new ActionHub({ url: hub.ws });
-  clients.push(c);
+  const c = new ActionHub({ url: ctx.hub.ws });
+  ctx.clients.push(c);
   for (const [event, state] of [['WebChat.cancelled', 'rejected'], ['WebChat.failed', 'errored']]) {
     const chat = c.action('webchat', { actionMapId: uuid() });
     await chat.offered();
