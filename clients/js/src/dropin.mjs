@@ -18,9 +18,8 @@ const noted = new Set();
  * @param {'info' | 'warn'} [level]
  */
 export function noteOnce(key, message, level = 'info') {
-  const seen = noted;
-  if (seen.has(key) || typeof console === 'undefined') return;
-  seen.add(key);
+  if (noted.has(key) || typeof console === 'undefined') return;
+  noted.add(key);
   console[level]('actionhub: ' + message);
 }
 
@@ -53,11 +52,9 @@ function isStub(value) {
 }
 
 /**
- * Installs `api` as the page global `name` and returns what the stub there had queued (`queued(stub)`),
- * or null, leaving the global alone, when another script already owns it (said on the
- * console) or this SDK installed it already.
- */
-/**
+ * Installs `api` as the page global `name` and returns what the stub there had queued
+ * (`queued(stub)`), or null, leaving the global alone, when another script already owns it
+ * (said on the console) or this SDK installed it already.
  * @param {string} name
  * @param {any} api
  * @param {(stub: any) => any[]} queued

@@ -14,11 +14,9 @@ export declare function noteOnce(key: string, message: string, level?: 'info' | 
  */
 export declare function settle<T>(hub: import('./actionhub.mjs').ActionHub, run: () => T): T | undefined;
 /**
- * Installs `api` as the page global `name` and returns what the stub there had queued (`queued(stub)`),
- * or null, leaving the global alone, when another script already owns it (said on the
- * console) or this SDK installed it already.
- */
-/**
+ * Installs `api` as the page global `name` and returns what the stub there had queued
+ * (`queued(stub)`), or null, leaving the global alone, when another script already owns it
+ * (said on the console) or this SDK installed it already.
  * @param {string} name
  * @param {any} api
  * @param {(stub: any) => any[]} queued
