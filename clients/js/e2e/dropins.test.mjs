@@ -91,7 +91,10 @@ test('Transactional Support: the widget snippet with only its script tag changed
   assert.deepEqual(events.map((e) => e.type), ['identify', 'identify', 'page', 'track']);
   assert.deepEqual(events[1].traits, { plan: 'enterprise', monthlySpend: 2000 });
   assert.equal(events[1].userId, 'user-123');
-  assert.deepEqual(events[2].page, { url: site.url('/dashboard'), title: 'User Dashboard' });
+  // A browser's page view carries its time zone, for the visitor's profile.
+  const { timezone, ...shown } = events[2].page;
+  assert.deepEqual(shown, { url: site.url('/dashboard'), title: 'User Dashboard' });
+  assert.equal(timezone, await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone));
   assert.equal(events[3].name, 'purchase_completed');
   const customerId = await page.evaluate(() => window.actionhub.customerId);
   const visitor = (await getJson(hub, `/v1/visitors/${customerId}`)).body;
