@@ -51,3 +51,105 @@ fn the_hub_warns_when_max_connections_exceed_the_hard_limit() {
     assert_eq!(warning["fields"]["open_files"], 4096);
     assert_eq!(warning["fields"]["max_connections"], 5000);
 }
+
+/// The systemd unit as shipped.
+fn unit() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/systemd/actionhub.service"
+    );
+    std::fs::read_to_string(path).expect("reading contrib/systemd/actionhub.service")
+}
+
+/// The value of `key=` in the unit (its last setting, as systemd reads it).
+fn unit_setting(unit: &str, key: &str) -> String {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .next_back()
+        .unwrap_or_else(|| panic!("the unit sets no {key}="))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_systemd_unit_parses() {
+    let unit = unit();
+    // systemd checks that the binary exists, so the verified copy runs this build's.
+    let exec = unit_setting(&unit, "ExecStart");
+    let program = exec.split_whitespace().next().expect("a program");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("actionhub.service");
+    std::fs::write(
+        &copy,
+        unit.replace(program, env!("CARGO_BIN_EXE_actionhub")),
+    )
+    .expect("writing the unit's copy");
+    let output = match std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: systemd-analyze is not installed, so the unit was not verified");
+            return;
+        }
+        Err(e) => panic!("running systemd-analyze: {e}"),
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // An unknown key or a bad value is only a warning to systemd, naming the file.
+    let about_unit: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("actionhub.service"))
+        .collect();
+    assert!(
+        output.status.success() && about_unit.is_empty(),
+        "systemd-analyze verify: {:?}\n{stderr}",
+        output.status
+    );
+}
+
+#[test]
+fn the_systemd_unit_starts_the_hub_with_flags_it_accepts() {
+    let unit = unit();
+    assert_eq!(unit_setting(&unit, "Restart"), "on-failure");
+    let state = unit_setting(&unit, "StateDirectory");
+    let files: u64 = unit_setting(&unit, "LimitNOFILE")
+        .parse()
+        .expect("LimitNOFILE is a number");
+    let exec = unit_setting(&unit, "ExecStart");
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    let config_at = args
+        .iter()
+        .position(|a| *a == "--config")
+        .expect("--config");
+    assert_eq!(args[config_at + 1], "/etc/actionhub/actionhub.toml");
+    // The same flags, reading the shipped example instead of /etc.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/actionhub.example.toml");
+    let mut args = args.clone();
+    args[config_at + 1] = example;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_actionhub"))
+        .args(&args)
+        .arg("--print-config")
+        .env_clear()
+        .output()
+        .expect("running actionhub --print-config");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{args:?}: {:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config: toml::Table = stdout.parse().expect("--print-config prints TOML");
+    assert_eq!(
+        config["data_dir"].as_str(),
+        Some(format!("/var/lib/{state}").as_str()),
+        "the hub keeps its data in the unit's state directory"
+    );
+    let max_connections = config["max_connections"].as_integer().expect("a number") as u64;
+    assert!(
+        files >= max_connections + 256,
+        "LimitNOFILE={files} fits max_connections ({max_connections}) and the margin"
+    );
+}
