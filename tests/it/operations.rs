@@ -153,3 +153,54 @@ fn the_systemd_unit_starts_the_hub_with_flags_it_accepts() {
         "LimitNOFILE={files} fits max_connections ({max_connections}) and the margin"
     );
 }
+
+/// The access lines (JSON log records) of `output` about `path`.
+fn access_lines(output: &str, path: &str) -> Vec<serde_json::Value> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "http request" && v["span"]["path"] == path)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_request_makes_one_access_line_without_its_query_values() {
+    let hub = HubProcess::start_fresh(&[]);
+    let customer = crate::support::uuid();
+    let filter = format!("{{\"customerId\":[\"{customer}\"]}}");
+    let response = reqwest::Client::new()
+        .get(hub.url("/v1/events"))
+        .query(&[("limit", "5"), ("where", filter.as_str())])
+        .send()
+        .await
+        .expect("GET /v1/events");
+    assert_eq!(response.status(), 200);
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("the response carries its request id")
+        .to_str()
+        .expect("a text id")
+        .to_string();
+    // The line is written as the response starts; the reader thread may lag behind.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while access_lines(&hub.output(), "/v1/events").is_empty()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let output = hub.output();
+    let lines = access_lines(&output, "/v1/events");
+    assert_eq!(lines.len(), 1, "one access line:\n{output}");
+    let line = &lines[0];
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["fields"]["status"], 200);
+    assert!(line["fields"]["latency_ms"].as_f64().is_some(), "{line}");
+    assert_eq!(line["span"]["method"], "GET");
+    assert_eq!(line["span"]["query"], "limit,where");
+    assert_eq!(line["span"]["request_id"], request_id.as_str());
+    assert!(
+        !output.contains(&customer),
+        "a query value reached the log:\n{output}"
+    );
+}
