@@ -204,3 +204,68 @@ async fn a_request_makes_one_access_line_without_its_query_values() {
         "a query value reached the log:\n{output}"
     );
 }
+
+/// The value of the sample `name` (with its labels, as printed) in a scrape.
+fn sample(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{scrape}"))
+}
+
+#[tokio::test]
+async fn metrics_hold_histograms_build_info_and_process_metrics() {
+    let hub = HubProcess::start_fresh(&["--fsync", "always"]);
+    let client = reqwest::Client::new();
+    let visitor = crate::support::Visitor::new();
+    for _ in 0..5 {
+        let batch = serde_json::json!([visitor.page(), visitor.page()]);
+        let response = client
+            .post(hub.url("/v1/events"))
+            .json(&batch)
+            .send()
+            .await
+            .expect("publishing");
+        assert_eq!(response.status(), 200);
+    }
+    let scrape = client
+        .get(hub.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the scrape");
+    // Five publishes, each acknowledged after one or more passes: at least one pass, at
+    // most one a publish (a pass can take several), and every event in some pass.
+    let passes = sample(&scrape, "actionhub_pipeline_pass_events_count");
+    assert!((1.0..=5.0).contains(&passes), "{passes} passes");
+    let events = sample(&scrape, "actionhub_pipeline_pass_events_sum");
+    assert!(events >= 10.0, "{events} events in passes");
+    for histogram in ["publish_ack_seconds", "log_append_seconds"] {
+        let count = sample(&scrape, &format!("actionhub_{histogram}_count"));
+        assert!((1.0..=5.0).contains(&count), "{histogram}: {count}");
+        let sum = sample(&scrape, &format!("actionhub_{histogram}_sum"));
+        assert!(sum > 0.0 && sum < 10.0, "{histogram}: {sum} s");
+    }
+    for histogram in ["log_sync_seconds", "snapshot_seconds"] {
+        sample(&scrape, &format!("actionhub_{histogram}_count"));
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("actionhub_build_info{")
+                && l.contains(&format!("version=\"{version}\""))),
+        "{scrape}"
+    );
+    assert!(sample(&scrape, "process_cpu_seconds_total") > 0.0);
+    let rss = sample(&scrape, "process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 1e10, "{rss} bytes resident");
+    let fds = sample(&scrape, "process_open_fds");
+    let max = sample(&scrape, "process_max_fds");
+    assert!(fds >= 3.0 && fds < max, "{fds} of {max} descriptors");
+    assert!(scrape.ends_with("# EOF\n"), "one EOF, at the end");
+    assert_eq!(scrape.matches("# EOF").count(), 1);
+}
