@@ -2,12 +2,20 @@
 //!
 //! Counters are incremented where things happen (the sequencer, the fan-out, connections);
 //! gauges that mirror a size (subscriptions, latest seq, actions) are read at scrape time.
+//! Histograms are observed once per pipeline pass, snapshot or log sync, never per event,
+//! so the hot path pays nothing per event for them. The process's own metrics (CPU, memory,
+//! descriptors) are read from `/proc/self` at scrape time, under the unprefixed `process_`
+//! names every Prometheus process collector uses.
 
-use prometheus_client::encoding::text::encode;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::error::ErrorCode;
@@ -109,6 +117,25 @@ pub struct Metrics {
     pub sink_batches_acked: Family<SinkLabel, Counter>,
     pub sink_failures: Family<SinkLabel, Counter>,
     pub sink_gaps: Family<SinkLabel, Counter>,
+    /// Per pipeline pass: from the pass's oldest publish reaching the pipeline to its
+    /// acknowledgement (logged and fanned out), so the slowest publish of each pass.
+    pub publish_ack_seconds: Histogram,
+    /// Per pass: appending its records to the log (with `fsync = always`, their fsync too).
+    pub log_append_seconds: Histogram,
+    /// Each sync of the log that someone asked for (a snapshot, `fsync = interval`).
+    pub log_sync_seconds: Histogram,
+    /// Each snapshot written, from beginning it to its file being synced and pruned.
+    pub snapshot_seconds: Histogram,
+    /// Events (and visitor changes) per pipeline pass.
+    pub pipeline_pass_events: Histogram,
+    /// The `process_` metrics, registered apart from the `actionhub_` prefix.
+    process: ProcessMetrics,
+    process_registry: Registry,
+}
+
+/// Buckets for durations from 50 microseconds to about 26 seconds.
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.00005, 2.0, 20)
 }
 
 impl Default for Metrics {
@@ -155,8 +182,56 @@ impl Metrics {
             sink_batches_acked: Family::default(),
             sink_failures: Family::default(),
             sink_gaps: Family::default(),
+            publish_ack_seconds: Histogram::new(seconds_buckets()),
+            log_append_seconds: Histogram::new(seconds_buckets()),
+            log_sync_seconds: Histogram::new(seconds_buckets()),
+            snapshot_seconds: Histogram::new(seconds_buckets()),
+            pipeline_pass_events: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            process: ProcessMetrics::default(),
+            process_registry: Registry::default(),
         };
         m.log_writable.set(1);
+        registry.register(
+            "build",
+            "The hub's version (and git commit, when the build knew it)",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                (
+                    "git_sha",
+                    option_env!("ACTIONHUB_GIT_SHA").unwrap_or("unknown"),
+                ),
+            ]),
+        );
+        let histograms = [
+            (
+                "publish_ack_seconds",
+                "Publish-to-acknowledgement latency of the oldest publish of each pipeline pass",
+                &m.publish_ack_seconds,
+            ),
+            (
+                "log_append_seconds",
+                "Time to append a pipeline pass to the log (with fsync=always, its fsync too)",
+                &m.log_append_seconds,
+            ),
+            (
+                "log_sync_seconds",
+                "Time of each log sync asked for (snapshots, fsync=interval)",
+                &m.log_sync_seconds,
+            ),
+            (
+                "snapshot_seconds",
+                "Time to write, sync and prune a snapshot",
+                &m.snapshot_seconds,
+            ),
+            (
+                "pipeline_pass_events",
+                "Events and visitor changes per pipeline pass (one log append, one fan-out)",
+                &m.pipeline_pass_events,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            registry.register(name, help, histogram.clone());
+        }
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -296,7 +371,13 @@ impl Metrics {
                 code: code.as_str(),
             });
         }
-        Metrics { registry, ..m }
+        let (process, process_registry) = ProcessMetrics::registered();
+        Metrics {
+            registry,
+            process,
+            process_registry,
+            ..m
+        }
     }
 
     pub fn refused(&self, code: ErrorCode) {
@@ -337,8 +418,84 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        self.process.refresh();
         let mut text = String::new();
-        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        encode_registry(&mut text, &self.registry)
+            .and_then(|()| encode_registry(&mut text, &self.process_registry))
+            .and_then(|()| encode_eof(&mut text))
+            .expect("writing to a String cannot fail");
         text
+    }
+}
+
+/// The process's own metrics, set at each scrape from `/proc/self`.
+#[derive(Clone, Default)]
+struct ProcessMetrics {
+    cpu_seconds: Counter<f64, AtomicU64>,
+    resident_bytes: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+}
+
+impl ProcessMetrics {
+    /// A registry of them under the `process_` prefix.
+    fn registered() -> (ProcessMetrics, Registry) {
+        let m = ProcessMetrics::default();
+        let mut registry = Registry::with_prefix("process");
+        registry.register(
+            "cpu_seconds",
+            "User and system CPU time of the process",
+            m.cpu_seconds.clone(),
+        );
+        registry.register(
+            "resident_memory_bytes",
+            "Resident memory of the process",
+            m.resident_bytes.clone(),
+        );
+        registry.register(
+            "open_fds",
+            "Open file descriptors of the process",
+            m.open_fds.clone(),
+        );
+        registry.register(
+            "max_fds",
+            "The open-files soft limit of the process",
+            m.max_fds.clone(),
+        );
+        (m, registry)
+    }
+
+    /// Reads `/proc/self`; what cannot be read (another OS) is left as it was.
+    fn refresh(&self) {
+        // utime and stime, fields 14 and 15 of stat, counted after the command's closing
+        // parenthesis (the command may hold spaces), in the kernel ABI's fixed USER_HZ
+        // of 100 ticks a second.
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after_comm.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            if let (Some(user), Some(system)) = (ticks(11), ticks(12)) {
+                let seconds = (user + system) as f64 / 100.0;
+                let delta = seconds - self.cpu_seconds.get();
+                if delta > 0.0 {
+                    self.cpu_seconds.inc_by(delta);
+                }
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let rss_kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok());
+            if let Some(kib) = rss_kib {
+                self.resident_bytes.set(kib * 1024);
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds.set(fds.count() as i64);
+        }
+        if let Ok((soft, _)) = rlimit::Resource::NOFILE.get() {
+            self.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
+        }
     }
 }

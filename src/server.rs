@@ -258,12 +258,48 @@ pub async fn run(config: Config, signal: impl Future<Output = ()>) -> Result<(),
     // the default action (being killed without a final snapshot).
     let mut signal = std::pin::pin!(signal);
     let early = futures_util::FutureExt::now_or_never(signal.as_mut()).is_some();
+    raise_open_files_limit(config.max_connections);
     let running = start(config).await?;
     if !early {
         signal.await;
     }
     info!("shutting down");
     running.shutdown().await
+}
+
+/// Descriptors the hub holds besides its WebSocket connections: the listener, HTTP
+/// requests, the log's segments and the snapshot being written, the sinks' outbound
+/// sockets, cluster mode's NATS connection and the runtime's own.
+const FILES_MARGIN: u64 = 256;
+
+/// Raises the open-files soft limit to the hard limit, because every connection is a
+/// descriptor and the usual default soft limit (1024) is far below `max_connections`; a
+/// hub at its limit would fail accepts, not refuse them with 503. Warns when even the
+/// hard limit cannot fit `max_connections` and [`FILES_MARGIN`]. Only `run` calls it:
+/// the process's limit is the binary's business, not a test's that starts a hub inside.
+fn raise_open_files_limit(max_connections: usize) {
+    let needed = max_connections as u64 + FILES_MARGIN;
+    let (soft, hard) = match rlimit::increase_nofile_limit(u64::MAX)
+        .and_then(|soft| Ok((soft, rlimit::Resource::NOFILE.get()?.1)))
+    {
+        Ok(limits) => limits,
+        Err(e) => {
+            warn!(error = %e, "cannot read or raise the open-files limit");
+            return;
+        }
+    };
+    if soft < needed {
+        warn!(
+            open_files = soft,
+            hard_limit = hard,
+            max_connections,
+            needed,
+            "the open-files limit cannot fit max_connections: raise the hard limit \
+             (LimitNOFILE= in the systemd unit, or ulimit -Hn) or lower max_connections"
+        );
+    } else {
+        info!(open_files = soft, max_connections, "open-files limit");
+    }
 }
 
 /// Ticks the hub with the clock's time, until shutdown: each tick ends idle sessions and

@@ -8,7 +8,8 @@
 //! Credentials: once keys or secrets are configured, every request outside the public
 //! paths needs an `X-API-Key` whose scope [`required_scope`] names; [`authorize`], one
 //! middleware over the whole router, is the only place that checks. Browser tokens are for
-//! the WebSocket; HTTP takes keys only. CORS follows the origin allow-list.
+//! the WebSocket; HTTP takes keys only. CORS follows the origin allow-list. Every request
+//! gets a request id and one access line at info (`request_span`), outside all of it.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -28,6 +29,10 @@ use axum::{Json, Router};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::edge::app::App;
 use crate::edge::auth::{
@@ -114,7 +119,53 @@ pub fn router(ctx: App) -> Router {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    router.with_state(ctx)
+    // Outermost, so that refusals (credentials, CORS) are logged too. The request id is a
+    // client's `x-request-id` or a new UUID, sent back in the response.
+    router
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(
+                    |response: &Response, latency: Duration, _: &tracing::Span| {
+                        tracing::info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1e3,
+                            "http request"
+                        );
+                    },
+                )
+                // A 5xx is a real failure of the hub's; a 4xx is the client's and only
+                // its access line says so.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(ctx)
+}
+
+/// The span of a request's access line: method, path, request id, and the names of the
+/// query's parameters without their values, which can hold ids, filters or (sent by
+/// mistake) a credential.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default();
+    let query = request.uri().query().map(|query| {
+        query
+            .split('&')
+            .map(|pair| pair.split_once('=').map_or(pair, |(name, _)| name))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = request.uri().path(),
+        query = query.unwrap_or_default(),
+        request_id,
+    )
 }
 
 /// CORS for the allow-listed origins; none (same-origin only) without a list.

@@ -21,6 +21,7 @@ use crate::hub::fanout::Written;
 use crate::hub::retention::Record;
 use crate::hub::state::AdminOp;
 use crate::hub::Hub;
+use crate::ids::Seq;
 use crate::store::log::{is_disk_full, Log};
 
 /// How often an idle pipeline calls [`Log::tick`].
@@ -35,6 +36,8 @@ pub(super) struct Batch {
     /// A change that is not an event; such a batch holds no records.
     pub(super) admin: Option<Arc<AdminOp>>,
     pub(super) done: Option<oneshot::Sender<()>>,
+    /// When it was sent, for the publish-to-acknowledgement latency.
+    pub(super) sent_at: Instant,
 }
 
 /// The pipeline thread, joined at shutdown.
@@ -100,7 +103,7 @@ impl Hub {
                         let synced =
                             self.log_or_wait("syncing the log", log, &mut written, |log| {
                                 log.tick()?;
-                                self.log_status.sync_if_wanted(log, appended)
+                                self.synced_if_wanted(log, appended)
                             });
                         abandoned = !synced;
                         self.log_status.compact_if_wanted(log);
@@ -110,6 +113,9 @@ impl Hub {
                 },
             };
             let mut logged = 0;
+            // The pass's first batch is its oldest; its wait is the pass's longest.
+            let oldest = first.sent_at;
+            let appending = Instant::now();
             for batch in take_pass(first, &rx) {
                 records.extend(batch.records);
                 dones.extend(batch.done);
@@ -136,16 +142,28 @@ impl Hub {
                 dones.clear();
                 continue;
             }
+            let metrics = self.metrics();
+            if !records.is_empty() {
+                metrics
+                    .log_append_seconds
+                    .observe(appending.elapsed().as_secs_f64());
+                metrics.pipeline_pass_events.observe(records.len() as f64);
+            }
             if let Some(last) = records.last() {
                 appended = last.seq;
             }
             abandoned = !self.log_or_wait("syncing the log", log, &mut written, |log| {
-                self.log_status.sync_if_wanted(log, appended)
+                self.synced_if_wanted(log, appended)
             });
             // Between appends, so the rewrite never races one (see `Log::compact`).
             self.log_status.compact_if_wanted(log);
             self.fanout.deliver(&records, &self.state, &mut written);
             records.clear();
+            if !dones.is_empty() {
+                metrics
+                    .publish_ack_seconds
+                    .observe(oldest.elapsed().as_secs_f64());
+            }
             for done in dones.drain(..) {
                 let _ = done.send(());
             }
@@ -167,6 +185,18 @@ impl Hub {
             }
         }
         self.log_status.close();
+    }
+
+    /// [`LogStatus::sync_if_wanted`](crate::store::log::LogStatus::sync_if_wanted),
+    /// timing the sync when there was one.
+    fn synced_if_wanted(&self, log: &mut dyn Log, appended: Seq) -> std::io::Result<()> {
+        let (before, started) = (self.log_status.durable(), Instant::now());
+        self.log_status.sync_if_wanted(log, appended)?;
+        if self.log_status.durable() != before {
+            let seconds = started.elapsed().as_secs_f64();
+            self.metrics().log_sync_seconds.observe(seconds);
+        }
+        Ok(())
     }
 
     /// Runs `step` on the log until it succeeds. A full disk is waited out, retrying with a
@@ -294,7 +324,6 @@ fn take_pass(first: Batch, rx: &std_mpsc::Receiver<Batch>) -> Vec<Batch> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::Seq;
 
     fn batch(first_seq: u64, len: u64) -> Batch {
         Batch {
@@ -303,6 +332,7 @@ mod tests {
                 .collect(),
             admin: None,
             done: None,
+            sent_at: Instant::now(),
         }
     }
 

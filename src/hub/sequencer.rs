@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -88,6 +89,7 @@ impl Txn<'_> {
             records,
             admin: None,
             done,
+            sent_at: Instant::now(),
         };
         self.send(batch)
     }
@@ -110,6 +112,7 @@ impl Txn<'_> {
             records: Vec::new(),
             admin: None,
             done: Some(done),
+            sent_at: Instant::now(),
         })
     }
 
@@ -124,6 +127,7 @@ impl Txn<'_> {
             records: Vec::new(),
             admin: Some(Arc::new(op)),
             done,
+            sent_at: Instant::now(),
         };
         self.send(batch)
     }

@@ -416,6 +416,9 @@ pub fn run(hub: Arc<Hub>, data_dir: PathBuf, stop: Receiver<()>, mut last: Seq) 
         since = Instant::now();
         match take_and_prune(&hub, &data_dir) {
             Ok(written) => {
+                hub.metrics()
+                    .snapshot_seconds
+                    .observe(since.elapsed().as_secs_f64());
                 last = written.seq;
                 failures = 0;
             }

@@ -21,6 +21,7 @@ mod http_api;
 mod identity;
 mod lifecycle;
 mod loadgen;
+mod operations;
 mod privacy;
 mod replay;
 mod restart;

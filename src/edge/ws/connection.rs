@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::replay::{replay_room, snapshot_built, Replay, Snapshot, SNAPSHOT_FRAMES_QUEUED};
 use super::{socket_config, Handshake, Socket};
@@ -446,7 +446,9 @@ impl Connection {
         self.bad_frames += 1;
         self.reply_error(id, error)?;
         if self.bad_frames >= self.hub.config().max_bad_frames {
-            warn!(
+            // A client's misbehaviour, at debug so that a hostile one cannot flood the
+            // log; the close code tells the client, and its error replies count it.
+            debug!(
                 bad_frames = self.bad_frames,
                 "closing a connection that keeps sending bad frames"
             );
@@ -531,7 +533,8 @@ impl Connection {
         self.hub.metrics().limit_hit(Limit::PublishRate);
         self.rate_limited_in_a_row += 1;
         if self.rate_limited_in_a_row >= RATE_LIMITED_CLOSE_AFTER {
-            warn!("closing a token connection that keeps publishing over its rate");
+            // At debug, like bad frames: `limits_hit{limit="publish_rate"}` counts it.
+            debug!("closing a token connection that keeps publishing over its rate");
             return Err(Ending::Close(close::RATE_LIMITED, "publish rate exceeded"));
         }
         let error = HubError::new(

@@ -28,7 +28,13 @@ pub(crate) struct HubProcess {
 impl HubProcess {
     /// Starts the binary on `dir` with `extra` flags and waits until it listens.
     pub(crate) fn start(dir: &Path, extra: &[&str]) -> HubProcess {
-        let (child, output, addr) = launch(dir, extra);
+        HubProcess::start_under(&[], dir, extra)
+    }
+
+    /// [`HubProcess::start`] with the binary run by `wrapper` (a command that execs its
+    /// arguments, such as `prlimit --nofile=256:4096`), so the process id stays the hub's.
+    pub(crate) fn start_under(wrapper: &[&str], dir: &Path, extra: &[&str]) -> HubProcess {
+        let (child, output, addr) = launch_under(wrapper, dir, extra);
         let Some(addr) = addr.recv_timeout(START_STOP_LIMIT).ok() else {
             let mut child = child;
             let _ = child.kill();
@@ -119,7 +125,25 @@ pub(crate) type OutputLines = Arc<Mutex<Vec<String>>>;
 /// Starts the binary; returns the child, its output lines, and where its address arrives
 /// (nothing arrives from a hub that never listens).
 pub(crate) fn launch(dir: &Path, extra: &[&str]) -> (Child, OutputLines, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_actionhub"))
+    launch_under(&[], dir, extra)
+}
+
+/// [`launch`], run by `wrapper` (see [`HubProcess::start_under`]).
+fn launch_under(
+    wrapper: &[&str],
+    dir: &Path,
+    extra: &[&str],
+) -> (Child, OutputLines, mpsc::Receiver<String>) {
+    let binary = env!("CARGO_BIN_EXE_actionhub");
+    let mut command = match wrapper.split_first() {
+        None => Command::new(binary),
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary);
+            command
+        }
+    };
+    let mut child = command
         .args([
             "--listen",
             "127.0.0.1:0",
