@@ -88,6 +88,7 @@ pub(super) async fn run(
                     _ => {}
                 }
                 held = renewed;
+                snapshots.set_lease_held(held.is_some());
             }
             _ = tick.tick(), if held.is_some() => {
                 if let Err(e) = hub.propose_tick().await {

@@ -50,6 +50,8 @@ const PROPOSALS_QUEUED: usize = 16_384;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for this node's proposals still in the stream to come back.
 const DRAIN_PROPOSALS: Duration = Duration::from_secs(2);
+/// How long a clean stop waits for the lease holder's last shared snapshot.
+const FINAL_SNAPSHOT: Duration = Duration::from_secs(10);
 /// How long a request to JetStream (a publish's acknowledgement among them) may take
 /// before it is given up and sent again: short, so a message whose server died is
 /// resent to another within a leader election, not after it (resending is safe: the
@@ -80,6 +82,8 @@ pub struct Node {
     applier: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     waiting: Arc<proposer::Waiting>,
+    snapshots: Arc<snapshots::Snapshots>,
+    status: Arc<OrderStatus>,
 }
 
 /// Joins the cluster: connects to NATS, finds or creates the stream, and starts a hub
@@ -189,10 +193,10 @@ pub async fn start(
         reader,
         origin,
         waiting: waiting.clone(),
-        status,
+        status: status.clone(),
         caught_up_at,
         start,
-        snapshots,
+        snapshots: snapshots.clone(),
         store: snapshot_store,
     };
     let runtime = tokio::runtime::Handle::current();
@@ -208,6 +212,8 @@ pub async fn start(
         applier: Some(applier),
         tasks,
         waiting,
+        snapshots,
+        status,
     };
     Ok((hub, pipeline, node))
 }
@@ -221,6 +227,11 @@ impl Node {
         while self.waiting.len() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let applied = self
+            .status
+            .applied
+            .load(std::sync::atomic::Ordering::Acquire);
+        self.snapshots.write_final(applied, FINAL_SNAPSHOT).await;
         self.stop.cancel();
         for task in self.tasks.drain(..) {
             let _ = task.await;

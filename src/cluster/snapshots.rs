@@ -4,7 +4,7 @@
 //! its first message (it is bounded by age, and purged after a visitor is forgotten).
 //!
 //! The node holding the sweeper's lease asks its applier for one every
-//! `--snapshot-interval`. The applier takes it between two messages, where it alone
+//! `--snapshot-interval`, and once more at a clean stop. The applier takes it between two messages, where it alone
 //! decides, so state, history and stream position agree: it begins a state snapshot
 //! (copy-on-write, as a single node's), takes the list of retained records (shared, not
 //! copied), and notes the stream sequence and the time the next message may not go back
@@ -130,6 +130,8 @@ pub(super) struct Snapshots {
     forgot: AtomicBool,
     /// The stream sequence of the last snapshot written or loaded by this node.
     last: AtomicU64,
+    /// This node holds the lease, so it writes the snapshots.
+    lease_held: AtomicBool,
 }
 
 impl Snapshots {
@@ -145,6 +147,35 @@ impl Snapshots {
     pub(super) fn want(&self) {
         self.wanted.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    pub(super) fn set_lease_held(&self, held: bool) {
+        self.lease_held.store(held, Ordering::Release);
+    }
+
+    /// At a clean stop: the lease holder writes a last snapshot of everything applied (up
+    /// to `applied`), so that nodes started later begin from it; waits for it at most
+    /// `deadline`.
+    pub(super) async fn write_final(&self, applied: u64, deadline: std::time::Duration) {
+        if !self.lease_held.load(Ordering::Acquire) || self.last.load(Ordering::Acquire) >= applied
+        {
+            return;
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        while tokio::time::Instant::now() < until {
+            if self.last.load(Ordering::Acquire) >= applied {
+                return;
+            }
+            // Asked again after a write that was already running when this began.
+            if !self.writing.load(Ordering::Acquire) {
+                self.want();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        tracing::warn!(
+            applied,
+            "the last shared snapshot was not written before the stop"
+        );
     }
 
     /// Notes that something was forgotten: the next snapshot purges the stream below it.

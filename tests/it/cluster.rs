@@ -671,11 +671,46 @@ async fn a_new_node_starts_from_the_shared_snapshot_when_the_stream_was_purged()
 }
 
 #[tokio::test]
+async fn a_clean_stop_leaves_a_shared_snapshot_of_everything_applied() {
+    let nats = NatsServer::start();
+    // No interval's snapshot comes within the test: only the one the stop writes.
+    let a = node_with(&nats, "a", |c| {
+        c.snapshot_interval = Duration::from_secs(3600)
+    })
+    .await;
+    let visitor = Visitor::new();
+    a.http().publish(&visitor.page()).await;
+    let last = seq_of(history(&a, 1).await.last().unwrap());
+    // The node holds the sweeper's lease (it writes the snapshots) once its key is there.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let leases = async_nats::jetstream::new(client)
+        .get_key_value("actionhub-lease")
+        .await
+        .unwrap();
+    bounded(WAIT, "the node to hold the lease", async {
+        while leases.get("sweeper").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(latest_snapshot(&nats).await.is_none());
+    a.shutdown().await;
+    let latest = latest_snapshot(&nats)
+        .await
+        .expect("a snapshot at the stop");
+    assert!(latest["seq"].as_u64().unwrap() >= last, "{latest}");
+}
+
+#[tokio::test]
 async fn a_purged_stream_with_no_snapshot_is_refused_at_start() {
     let nats = NatsServer::start();
-    let a = node(&nats, "a").await;
-    a.http().publish(&Visitor::new().page()).await;
-    a.shutdown().await;
+    // Killed, so it leaves no snapshot behind (a clean stop writes one).
+    let dir = tempfile::tempdir().unwrap();
+    let killed = HubProcess::start(dir.path(), &["--nats", &nats.url()]);
+    crate::support::Http::new(killed.addr())
+        .publish(&Visitor::new().page())
+        .await;
+    killed.kill();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     js.get_stream("actionhub")
