@@ -360,8 +360,7 @@ async fn a_channel_id_claimed_on_two_nodes_names_one_visitor_on_both() {
 #[tokio::test]
 async fn a_stream_actionhub_did_not_make_is_refused_at_start() {
     let nats = NatsServer::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = nats.jetstream().await;
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "actionhub".into(),
         subjects: vec!["orders.>".into()],
@@ -568,8 +567,7 @@ async fn a_killed_node_loses_nothing_and_its_clients_resume_on_another() {
 
 /// What the newest shared snapshot's `latest` object says, once one exists.
 async fn latest_snapshot(nats: &NatsServer) -> Option<Value> {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = nats.jetstream().await;
     let store = js.get_object_store("actionhub-snapshots").await.ok()?;
     let mut object = store.get("latest").await.ok()?;
     let mut text = Vec::new();
@@ -596,8 +594,7 @@ async fn snapshot_through(nats: &NatsServer, seq: u64) -> Value {
 
 /// Every message the stream still holds, as text.
 async fn stream_messages(nats: &NatsServer) -> Vec<String> {
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = nats.jetstream().await;
     let mut stream = js.get_stream("actionhub").await.unwrap();
     let state = stream.info().await.unwrap().state.clone();
     let mut out = Vec::new();
@@ -640,8 +637,7 @@ async fn a_new_node_starts_from_the_shared_snapshot_when_the_stream_was_purged()
     // Every message so far is in a snapshot; the stream forgets them.
     let latest = snapshot_through(&nats, last).await;
     let covered = latest["streamSequence"].as_u64().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = nats.jetstream().await;
     let stream = js.get_stream("actionhub").await.unwrap();
     stream.purge().sequence(covered + 1).await.unwrap();
     // And one more after the purge, which only the stream holds.
@@ -682,8 +678,9 @@ async fn a_clean_stop_leaves_a_shared_snapshot_of_everything_applied() {
     a.http().publish(&visitor.page()).await;
     let last = seq_of(history(&a, 1).await.last().unwrap());
     // The node holds the sweeper's lease (it writes the snapshots) once its key is there.
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let leases = async_nats::jetstream::new(client)
+    let leases = nats
+        .jetstream()
+        .await
         .get_key_value("actionhub-lease")
         .await
         .unwrap();
@@ -711,8 +708,7 @@ async fn a_purged_stream_with_no_snapshot_is_refused_at_start() {
         .publish(&Visitor::new().page())
         .await;
     killed.kill();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = nats.jetstream().await;
     js.get_stream("actionhub")
         .await
         .unwrap()

@@ -117,6 +117,15 @@ impl NatsServer {
     pub(crate) fn url(&self) -> String {
         format!("nats://{}", self.addr)
     }
+
+    /// A JetStream client of this server, for a test to look at (or change) what the
+    /// hubs keep there: the stream, the lease, the shared snapshots.
+    pub(crate) async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.url())
+            .await
+            .expect("connecting to NATS");
+        async_nats::jetstream::new(client)
+    }
 }
 
 impl Drop for NatsServer {
