@@ -240,21 +240,12 @@ pub(super) async fn write(
     let started = Instant::now();
     let purge = snapshots.forgot.swap(false, Ordering::AcqRel);
     let at = capture.stream_sequence;
-    let result = match bucket.made().await {
-        Ok(store) => write_and_upload(hub.clone(), &store, capture).await,
-        Err(e) => {
-            // The walk was begun: it must end, or the state keeps preimages for ever.
-            hub.state().end_snapshot();
-            Err(e)
-        }
-    };
-    let store = bucket.existing().await;
-    let result = match result {
-        Ok(latest) => finish(store.as_ref().expect("made above"), &stream, &latest, purge)
-            .await
-            .map(|()| latest),
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let (store, latest) = write_and_upload(hub, &bucket, capture).await?;
+        finish(&store, &stream, &latest, purge).await?;
+        Ok::<_, Failure>(latest)
+    }
+    .await;
     match result {
         Ok(latest) => {
             snapshots.last.fetch_max(at, Ordering::AcqRel);
@@ -278,11 +269,13 @@ pub(super) async fn write(
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
+/// Writes the files (ending the walk the capture began, whatever happens) and then
+/// uploads them to the bucket, made when missing; answers the bucket and `latest`.
 async fn write_and_upload(
     hub: Arc<Hub>,
-    store: &ObjectStore,
+    bucket: &Bucket,
     capture: Capture,
-) -> Result<Latest, Failure> {
+) -> Result<(ObjectStore, Latest), Failure> {
     let dir = local_dir(hub.config());
     let at = capture.stream_sequence;
     let latest = Latest {
@@ -303,11 +296,12 @@ async fn write_and_upload(
         })
         .await??
     };
-    upload(store, &latest.state, &state_file).await?;
-    upload(store, &latest.history, &history_file).await?;
+    let store = bucket.made().await?;
+    upload(&store, &latest.state, &state_file).await?;
+    upload(&store, &latest.history, &history_file).await?;
     let text = serde_json::to_vec(&latest)?;
     store.put(LATEST, &mut text.as_slice()).await?;
-    Ok(latest)
+    Ok((store, latest))
 }
 
 /// The state and the history as files under `dir` (which holds nothing else of worth).

@@ -229,11 +229,8 @@ fn write_file(
     // The snapshot may not name a seq the log does not hold durably: after a power loss
     // the log could end before it, and replay after the snapshot would have a silent gap.
     // So the pipeline is asked to sync up to it (whatever the fsync policy), and the file
-    // is published only then. A cluster node's log is the shared stream, which stored each
-    // message before any node applied it: nothing to wait for.
-    if hub.node().is_none() {
-        hub.log_status().wait_durable(seq, LOG_CATCH_UP)?;
-    }
+    // is published only then.
+    hub.log_status().wait_durable(seq, LOG_CATCH_UP)?;
     let crc = out.crc.clone().finalize();
     out.file.write_all(&crc.to_le_bytes())?;
     let file = out.file.into_inner().map_err(|e| e.into_error())?;
