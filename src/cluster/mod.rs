@@ -88,8 +88,9 @@ pub struct Node {
 
 /// Joins the cluster: connects to NATS, finds or creates the stream, and starts a hub
 /// whose inputs are ordered by it, with this node's proposer, applier and sweeper lease.
-/// The hub starts empty and rebuilds its state from the stream's first message; `/readyz`
-/// says when it has caught up.
+/// The hub starts from the newest shared snapshot (or empty, from the stream's first
+/// message, when there is none) and applies the stream after it; `/readyz` says when it
+/// has caught up.
 pub async fn start(
     config: Arc<Config>,
     port: u16,
