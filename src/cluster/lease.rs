@@ -46,9 +46,9 @@ pub(super) async fn bucket(js: &Context, config: &Config) -> Result<Store, Clust
         Err(created) => js
             .get_key_value(&name)
             .await
-            .map_err(|_| ClusterError::Stream {
-                stream: name,
-                problem: format!("the lease bucket could not be found or created: {created}"),
+            .map_err(|found| ClusterError::Unreachable {
+                what: format!("the lease bucket {name}"),
+                problem: format!("finding it: {found}; creating it: {created}"),
             }),
     }
 }

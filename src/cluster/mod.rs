@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::hub::inputs::OrderStatus;
 use crate::hub::{Hub, Order, Pipeline, SharedOrder};
+use crate::ingest::event::Millis;
 use crate::store::log::MemoryOnly;
 use crate::store::recovery::Restored;
 
@@ -57,6 +58,11 @@ const FINAL_SNAPSHOT: Duration = Duration::from_secs(10);
 /// resent to another within a leader election, not after it (resending is safe: the
 /// stream stores a message id once).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node keeps trying to join while NATS cannot answer: longer than a stream
+/// leader's election (5-8 s measured here), so a node started during one waits it out.
+const JOIN_DEADLINE: Duration = Duration::from_secs(20);
+/// The pause between two tries to join.
+const JOIN_RETRY: Duration = Duration::from_millis(500);
 
 /// Why a node could not join the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +79,20 @@ pub enum ClusterError {
         stream: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// NATS did not answer, or answered that it cannot now (no stream leader): worth
+    /// asking again, unlike a refusal.
+    #[error("{what}: NATS could not answer: {problem}")]
+    Unreachable { what: String, problem: String },
+}
+
+impl ClusterError {
+    /// Whether asking again may succeed.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClusterError::Consume { .. } | ClusterError::Unreachable { .. }
+        )
+    }
 }
 
 /// A running node's cluster side, stopped with [`Node::stop`].
@@ -108,51 +128,15 @@ pub async fn start(
         })?;
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(REQUEST_TIMEOUT);
-    let (stream, epoch) = stream::ensure(&js, &config).await?;
-    let (first, caught_up_at) = {
-        let state = &stream.cached_info().state;
-        (state.first_sequence, state.last_sequence)
-    };
-    let consume_error = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Consume {
-        stream: config.nats_stream.clone(),
-        source,
-    };
-    let snapshot_store = snapshots::Bucket::new(&js, &config);
-    let loaded = snapshots::load(&snapshot_store, &config, &epoch)
-        .await
-        .map_err(consume_error)?;
-    // The stream position and time the hub starts at, and what it starts from.
-    let (start, restored) = match loaded {
-        Some(loaded) if loaded.stream_sequence + 1 >= first => {
-            tracing::info!(stream_sequence = loaded.stream_sequence, seq = %loaded.restored.last_seq, "starting from the shared snapshot");
-            ((loaded.stream_sequence, loaded.time), loaded.restored)
-        }
-        Some(loaded) => {
-            return Err(ClusterError::Stream {
-                stream: config.nats_stream.clone(),
-                problem: format!(
-                    "it starts at message {first}, and the newest shared snapshot holds only up \
-                     to message {}: the messages between are lost, so no node can rebuild the \
-                     state; delete the stream (a new epoch) to start again",
-                    loaded.stream_sequence
-                ),
-            })
-        }
-        None if first <= 1 => ((0, 0), Restored::empty()),
-        None => {
-            return Err(ClusterError::Stream {
-                stream: config.nats_stream.clone(),
-                problem: format!(
-                    "it no longer reaches back to its first message (it starts at {first}) and \
-                     no shared snapshot of epoch {epoch} exists to start from"
-                ),
-            })
-        }
-    };
-    let reader = applier::Reader::open(stream, start.0)
-        .await
-        .map_err(consume_error)?;
-    let lease_store = lease::bucket(&js, &config).await?;
+    let Joined {
+        epoch,
+        caught_up_at,
+        snapshot_store,
+        start,
+        restored,
+        reader,
+        lease_store,
+    } = join_within(&js, &config, JOIN_DEADLINE).await?;
 
     let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
     let status = Arc::new(OrderStatus::default());
@@ -217,6 +201,101 @@ pub async fn start(
         status,
     };
     Ok((hub, pipeline, node))
+}
+
+/// What a node found in NATS when it joined: where to start and what from.
+struct Joined {
+    epoch: String,
+    /// The stream's last message when the node joined: caught up once applied to there.
+    caught_up_at: u64,
+    snapshot_store: snapshots::Bucket,
+    /// The stream position and time the hub starts at.
+    start: (u64, Millis),
+    restored: Restored,
+    reader: applier::Reader,
+    lease_store: async_nats::jetstream::kv::Store,
+}
+
+/// [`join`], tried again while NATS cannot answer (a server restarting, a stream leader
+/// being elected) for at most `deadline`; a refusal (a stream with other settings, a gap
+/// no snapshot covers) is final at once.
+async fn join_within(
+    js: &async_nats::jetstream::Context,
+    config: &Config,
+    deadline: Duration,
+) -> Result<Joined, ClusterError> {
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        match join(js, config).await {
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < give_up => {
+                tracing::warn!(error = %e, "NATS did not answer while joining; trying again");
+                tokio::time::sleep(JOIN_RETRY).await;
+            }
+            joined => return joined,
+        }
+    }
+}
+
+/// Finds or creates the stream and the buckets, loads the newest shared snapshot and
+/// opens the stream after it.
+async fn join(
+    js: &async_nats::jetstream::Context,
+    config: &Config,
+) -> Result<Joined, ClusterError> {
+    let (stream, epoch) = stream::ensure(js, config).await?;
+    let (first, caught_up_at) = {
+        let state = &stream.cached_info().state;
+        (state.first_sequence, state.last_sequence)
+    };
+    let consume_error = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Consume {
+        stream: config.nats_stream.clone(),
+        source,
+    };
+    let snapshot_store = snapshots::Bucket::new(js, config);
+    let loaded = snapshots::load(&snapshot_store, config, &epoch)
+        .await
+        .map_err(consume_error)?;
+    // The stream position and time the hub starts at, and what it starts from.
+    let (start, restored) = match loaded {
+        Some(loaded) if loaded.stream_sequence + 1 >= first => {
+            tracing::info!(stream_sequence = loaded.stream_sequence, seq = %loaded.restored.last_seq, "starting from the shared snapshot");
+            ((loaded.stream_sequence, loaded.time), loaded.restored)
+        }
+        Some(loaded) => {
+            return Err(ClusterError::Stream {
+                stream: config.nats_stream.clone(),
+                problem: format!(
+                    "it starts at message {first}, and the newest shared snapshot holds only up \
+                     to message {}: the messages between are lost, so no node can rebuild the \
+                     state; delete the stream (a new epoch) to start again",
+                    loaded.stream_sequence
+                ),
+            })
+        }
+        None if first <= 1 => ((0, 0), Restored::empty()),
+        None => {
+            return Err(ClusterError::Stream {
+                stream: config.nats_stream.clone(),
+                problem: format!(
+                    "it no longer reaches back to its first message (it starts at {first}) and \
+                     no shared snapshot of epoch {epoch} exists to start from"
+                ),
+            })
+        }
+    };
+    let reader = applier::Reader::open(stream, start.0)
+        .await
+        .map_err(consume_error)?;
+    let lease_store = lease::bucket(js, config).await?;
+    Ok(Joined {
+        epoch,
+        caught_up_at,
+        snapshot_store,
+        start,
+        restored,
+        reader,
+        lease_store,
+    })
 }
 
 impl Node {

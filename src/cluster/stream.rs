@@ -61,9 +61,11 @@ pub(super) async fn ensure(
                 Err(created) => js
                     .get_stream(name)
                     .await
-                    .map_err(|_| ClusterError::Stream {
-                        stream: name.clone(),
-                        problem: format!("it could not be found or created: {created}"),
+                    // Neither found nor made: NATS could not answer (a stream with other
+                    // settings is found, and refused by `check` below).
+                    .map_err(|found| ClusterError::Unreachable {
+                        what: format!("stream {name}"),
+                        problem: format!("finding it: {found}; creating it: {created}"),
                     })?,
             }
         }

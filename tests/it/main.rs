@@ -6,6 +6,7 @@
 mod support;
 
 mod cluster;
+mod cluster_faults;
 mod config;
 mod determinism;
 mod durability;
