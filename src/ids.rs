@@ -209,6 +209,47 @@ impl fmt::Display for Seq {
     }
 }
 
+/// A segment, numbered by the hub in the order segments are created (the number comes from
+/// the state, so every node of a cluster gives the same segment the same id). Written
+/// `seg_<n>`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct SegmentId(pub u64);
+
+impl SegmentId {
+    /// Parses `seg_<n>` as [`SegmentId`]'s `Display` writes it.
+    pub fn parse(text: &str) -> Result<SegmentId, BadId> {
+        let digits = text.strip_prefix("seg_").ok_or(BadId)?;
+        if digits.is_empty()
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(BadId);
+        }
+        digits.parse().map(SegmentId).map_err(|_| BadId)
+    }
+}
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seg_{}", self.0)
+    }
+}
+
+impl Serialize for SegmentId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SegmentId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        SegmentId::parse(&text).map_err(|_| {
+            serde::de::Error::custom(format!("{text:?} is not a segment id (seg_<n>)"))
+        })
+    }
+}
+
 /// One WebSocket connection, for logs and for the fan-out index.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct ConnId(pub u64);

@@ -37,10 +37,12 @@ pub enum Limit {
     ConnectTimeout,
     /// What one visitor profile holds (user ids, customers, traits, channels).
     ProfileSize,
+    /// How many segments the hub holds (`hub::segments::MAX_SEGMENTS`).
+    Segments,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::FrameSize,
         Limit::Subscriptions,
         Limit::Connections,
@@ -51,6 +53,7 @@ impl Limit {
         Limit::JsonDepth,
         Limit::ConnectTimeout,
         Limit::ProfileSize,
+        Limit::Segments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl Limit {
             Limit::JsonDepth => "json_depth",
             Limit::ConnectTimeout => "connect_timeout",
             Limit::ProfileSize => "profile_size",
+            Limit::Segments => "segments",
         }
     }
 }

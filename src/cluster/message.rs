@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, HubError};
-use crate::hub::inputs::Input;
+use crate::hub::inputs::{Input, SegmentChange};
 use crate::hub::AdminChange;
 use crate::ids::VisitorId;
 use crate::ingest::event::Event;
@@ -96,6 +96,7 @@ enum WireInput<'a> {
         target: VisitorId,
     },
     Tick,
+    Segment(&'a SegmentChange),
 }
 
 #[derive(Deserialize)]
@@ -112,6 +113,7 @@ enum WireInputIn<'a> {
         target: VisitorId,
     },
     Tick,
+    Segment(SegmentChange),
 }
 
 #[derive(Serialize)]
@@ -148,6 +150,7 @@ impl<'a> From<&'a Input> for WireInput<'a> {
                 target: *target,
             },
             Input::Tick => WireInput::Tick,
+            Input::Segment(change) => WireInput::Segment(change),
         }
     }
 }
@@ -171,6 +174,7 @@ impl WireInputIn<'_> {
             },
             WireInputIn::Merge { source, target } => Input::Merge { source, target },
             WireInputIn::Tick => Input::Tick,
+            WireInputIn::Segment(change) => Input::Segment(change),
         }
     }
 }

@@ -104,6 +104,7 @@ pub fn router(ctx: App) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::edge::assets::routes())
         .merge(crate::edge::visitors::routes())
+        .merge(crate::edge::segments::routes())
         .merge(crate::edge::sinks::api::routes())
         .fallback(|| async { HubError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -221,6 +222,8 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     // anonymization, deletes), and attribute updates, which it gives to `publish`.
     // A sink forwards events anywhere: every sink endpoint, reads included, is `admin`'s.
     let sinks = path == "/v1/sinks" || path.starts_with("/v1/sinks/");
+    // Segments are read with `subscribe`; creating, changing and deleting one is `admin`'s.
+    let segments = path == "/v1/segments" || path.starts_with("/v1/segments/");
     let visitor_admin = path == "/v1/visitors/merge"
         || (path.starts_with("/v1/visitors/")
             && !by_channel
@@ -229,6 +232,8 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         _ if sinks => Scope::Admin,
         Method::GET | Method::HEAD if by_channel => Scope::Subscribe,
         _ if visitor_admin => Scope::Admin,
+        Method::GET | Method::HEAD if segments => Scope::Subscribe,
+        _ if segments => Scope::Admin,
         Method::PUT if path.starts_with("/v1/visitors/") => Scope::Publish,
         Method::GET | Method::HEAD => Scope::Subscribe,
         Method::POST => Scope::Publish,

@@ -3,6 +3,7 @@
 //! - [`app`]: what the router shares with every handler and connection.
 //! - [`ws`]: the WebSocket handshake and one task per connection.
 //! - [`http`]: the HTTP API and the router; [`visitors`]: its visitor endpoints;
+//!   [`segments`]: its segment endpoints;
 //!   [`views`]: the JSON views of state they answer with (and `snapshot` frames carry).
 //! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
 //!   [`limits`]: nesting depth, publish rate, connection counts.
@@ -18,6 +19,7 @@ pub mod client_info;
 pub mod http;
 pub mod limits;
 pub mod outbox;
+pub mod segments;
 pub mod sinks;
 pub mod stream;
 pub mod views;

@@ -77,6 +77,24 @@ async fn list(
             )))
         }
     };
+    let (page, limit) = page_params(&params)?;
+    let hub = ctx.hub.clone();
+    let search = params.get("search").cloned();
+    // The list visits every customer: off the async workers.
+    blocking(move || {
+        let state = hub.state();
+        visitor_page(
+            state,
+            &state.visitors(search.as_deref(), identified),
+            page,
+            limit,
+        )
+    })
+    .await
+}
+
+/// The `page` (from 1) and `limit` of a visitor list's query.
+pub(crate) fn page_params(params: &HashMap<String, String>) -> Result<(usize, usize), HubError> {
     let number = |name: &str, default: usize, max: usize| -> Result<usize, HubError> {
         match params.get(name) {
             None => Ok(default),
@@ -87,29 +105,31 @@ async fn list(
                 .ok_or_else(|| HubError::bad_request(format!("`{name}` must be 1 to {max}"))),
         }
     };
-    let page = number("page", 1, usize::MAX)?;
-    let limit = number("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let hub = ctx.hub.clone();
-    let search = params.get("search").cloned();
-    // The list visits every customer: off the async workers.
-    let (visitors, total) = blocking(move || {
-        let state = hub.state();
-        let all = state.visitors(search.as_deref(), identified);
-        let visitors: Vec<Value> = all
-            .iter()
-            .skip((page - 1).saturating_mul(limit))
-            .take(limit)
-            .filter_map(|v| views::visitor(state, *v))
-            .collect();
-        (visitors, all.len())
-    })
-    .await?;
-    Ok(Json(json!({
+    Ok((
+        number("page", 1, usize::MAX)?,
+        number("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+    ))
+}
+
+/// One page of a visitor list, `{"visitors", "total", "page", "limit"}`.
+pub(crate) fn visitor_page(
+    state: &crate::hub::state::HubState,
+    all: &[VisitorId],
+    page: usize,
+    limit: usize,
+) -> Json<Value> {
+    let visitors: Vec<Value> = all
+        .iter()
+        .skip((page - 1).saturating_mul(limit))
+        .take(limit)
+        .filter_map(|v| views::visitor(state, *v))
+        .collect();
+    Json(json!({
         "visitors": visitors,
-        "total": total,
+        "total": all.len(),
         "page": page,
         "limit": limit,
-    })))
+    }))
 }
 
 async fn view(

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use tokio::sync::oneshot;
 
 use crate::error::HubError;
+use crate::hub::segments::SegmentSpec;
 use crate::hub::{Ack, AdminChange, Pending};
-use crate::ids::VisitorId;
+use crate::ids::{SegmentId, VisitorId};
 use crate::ingest::event::Event;
 
 /// One input to order: everything that changes the hub is one of these.
@@ -37,6 +38,8 @@ pub enum Input {
     },
     /// The sweeper's tick: ends idle sessions and ages state out, at the input's time.
     Tick,
+    /// Creates, changes or deletes a segment.
+    Segment(SegmentChange),
 }
 
 impl Input {
@@ -44,9 +47,18 @@ impl Input {
     pub(super) fn weight(&self) -> usize {
         match self {
             Input::Publish(events) => events.len(),
-            Input::Admin { .. } | Input::Merge { .. } | Input::Tick => 1,
+            Input::Admin { .. } | Input::Merge { .. } | Input::Tick | Input::Segment(_) => 1,
         }
     }
+}
+
+/// A change to the segments, as the API asks for it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SegmentChange {
+    Create(SegmentSpec),
+    Update { id: SegmentId, spec: SegmentSpec },
+    Delete(SegmentId),
 }
 
 /// What deciding an input came to.
@@ -56,6 +68,8 @@ pub(super) enum Outcome {
     Administered(Result<(), HubError>),
     Merged(Result<Ack, HubError>),
     Ticked,
+    /// The segment created or changed (none for a deletion).
+    Segmented(Result<Option<SegmentId>, HubError>),
 }
 
 /// An applied input, for the one waiting for it: its outcome, and what is left to wait
@@ -76,6 +90,7 @@ impl Applied {
             Input::Admin { .. } => Outcome::Administered(Err(error)),
             Input::Merge { .. } => Outcome::Merged(Err(error)),
             Input::Tick => Outcome::Ticked,
+            Input::Segment(_) => Outcome::Segmented(Err(error)),
         };
         Applied {
             outcome,

@@ -31,6 +31,7 @@ pub mod fanout;
 pub mod inputs;
 pub mod pipeline;
 pub mod retention;
+pub mod segments;
 mod sequencer;
 pub mod state;
 
@@ -45,11 +46,12 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireErro
 use crate::config::Config;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{Fanout, FanoutStats, NewSub, Start};
-use crate::hub::inputs::{Applied, Input, OrderStatus, Outcome, Proposal};
+use crate::hub::inputs::{Applied, Input, OrderStatus, Outcome, Proposal, SegmentChange};
 use crate::hub::retention::{Record, Retention};
+use crate::hub::segments::{Segment, MAX_SEGMENTS};
 use crate::hub::sequencer::{profile_full, redact, Dedupe, Redactions, Sequencer, Txn};
 use crate::hub::state::{AdminOp, HubState, SnapshotMaps};
-use crate::ids::{ConnId, Seq, VisitorId};
+use crate::ids::{ConnId, SegmentId, Seq, VisitorId};
 use crate::ingest::event::{now_millis, Body, EndReason, Event, Millis};
 use crate::ingest::protocol::SubscribeRequest;
 use crate::ingest::wire::WireFrame;
@@ -180,6 +182,18 @@ impl Pending {
         match self.done {
             Some(done) => done.await.is_ok(),
             None => true,
+        }
+    }
+
+    /// These events, or when there are none, the change logged before them (`logged`):
+    /// the pipeline takes both in order, so the later one covers the earlier.
+    fn or_waiting(self, logged: oneshot::Receiver<()>) -> Pending {
+        match self.done {
+            Some(_) => self,
+            None => Pending {
+                done: Some(logged),
+                _permit: self._permit,
+            },
         }
     }
 
@@ -791,11 +805,140 @@ impl Hub {
             },
         };
         self.state.apply_admin(&op, txn.seq.last_seq);
+        // An erased visitor leaves its segments silently, in the fold; an updated or
+        // anonymized one is evaluated again.
+        if !matches!(op, AdminOp::Delete { .. }) && self.state.has_segments() {
+            txn.touch_visitor(visitor, visitor.first_customer());
+        }
         txn.forget_in_history(&op, redactions);
         match txn.log_admin(op, Some(done)) {
             true => Ok(()),
             false => Err(shutting_down()),
         }
+    }
+
+    /// Creates, changes or deletes a segment (see [`segments`]); returns the id of the
+    /// segment created or changed once the change and the memberships it moved are logged
+    /// and fanned out. Decided at the clock's time.
+    pub async fn change_segment(
+        &self,
+        change: SegmentChange,
+    ) -> Result<Option<SegmentId>, HubError> {
+        self.change_segment_when(change, now_millis).await
+    }
+
+    /// [`Hub::change_segment`] decided at `now`.
+    pub async fn change_segment_at(
+        &self,
+        change: SegmentChange,
+        now: Millis,
+    ) -> Result<Option<SegmentId>, HubError> {
+        self.change_segment_when(change, move || now).await
+    }
+
+    async fn change_segment_when(
+        &self,
+        change: SegmentChange,
+        now: impl FnOnce() -> Millis,
+    ) -> Result<Option<SegmentId>, HubError> {
+        self.check_writable(1)?;
+        if let Order::Shared(shared) = &self.order {
+            let applied = self.propose(shared, Input::Segment(change)).await?;
+            return match applied.outcome {
+                Outcome::Segmented(result) => {
+                    let created = result?;
+                    wait_logged(applied.pending).await?;
+                    Ok(created)
+                }
+                _ => unreachable!("a segment change is answered with its outcome"),
+            };
+        }
+        let (tx, rx) = oneshot::channel();
+        let decided = self
+            .sequence(1, now, |txn| self.decide_segment(txn, change, tx))
+            .await;
+        let (result, pending) = decided.ok_or_else(shutting_down)?;
+        let logged = pending.wait().await;
+        let result = result?;
+        match logged && rx.await.is_ok() {
+            true => Ok(result),
+            false => Err(unlogged()),
+        }
+    }
+
+    /// Decides a segment change: applies and logs its definition, then commits the
+    /// memberships it moves, a visitor at a time in id order (a new or changed segment is
+    /// evaluated against every visitor; a deleted one's members all leave). `done` hears
+    /// when the definition is logged.
+    fn decide_segment(
+        &self,
+        txn: &mut Txn,
+        change: SegmentChange,
+        done: oneshot::Sender<()>,
+    ) -> Result<Option<SegmentId>, HubError> {
+        let state = &self.state;
+        let missing = |id: SegmentId| HubError::not_found(format!("no segment {id}"));
+        let op = match change {
+            SegmentChange::Create(spec) => {
+                let (count, id) = state.with_segments(|s| (s.len(), s.next_id()));
+                if count >= MAX_SEGMENTS {
+                    self.metrics.limit_hit(crate::metrics::Limit::Segments);
+                    return Err(HubError::new(
+                        ErrorCode::TooLarge,
+                        format!("the hub holds at most {MAX_SEGMENTS} segments; delete one first"),
+                    ));
+                }
+                AdminOp::PutSegment {
+                    segment: Segment {
+                        id,
+                        spec,
+                        created_at: txn.now,
+                        updated_at: txn.now,
+                    },
+                }
+            }
+            SegmentChange::Update { id, spec } => {
+                let (old, _) = state.segment(id).ok_or_else(|| missing(id))?;
+                AdminOp::PutSegment {
+                    segment: Segment {
+                        id,
+                        spec,
+                        created_at: old.created_at,
+                        updated_at: txn.now,
+                    },
+                }
+            }
+            SegmentChange::Delete(id) => {
+                state.segment(id).ok_or_else(|| missing(id))?;
+                AdminOp::DeleteSegment { segment_id: id }
+            }
+        };
+        let (id, moves) = match &op {
+            AdminOp::PutSegment { segment } => (segment.id, None),
+            AdminOp::DeleteSegment { segment_id } => {
+                let leaving = state.segment_members(*segment_id);
+                (
+                    *segment_id,
+                    Some(leaving.into_iter().map(|v| (v, false)).collect()),
+                )
+            }
+            _ => unreachable!("a segment change is a segment op"),
+        };
+        state.apply_admin(&op, txn.seq.last_seq);
+        let created = matches!(op, AdminOp::PutSegment { .. }).then_some(id);
+        if !txn.log_admin(op, Some(done)) {
+            return Err(shutting_down());
+        }
+        let moves: Vec<(VisitorId, bool)> = moves.unwrap_or_else(|| state.segment_backfill(id));
+        for (visitor, entered) in moves {
+            txn.commit(Body::Segment {
+                entered,
+                segment_id: id,
+                visitor_id: visitor,
+                customer_id: visitor.first_customer(),
+            });
+        }
+        Ok(created)
     }
 
     /// Redacted copies of the visitor's retained events, made on a blocking thread.
@@ -928,11 +1071,16 @@ impl Hub {
                     let (done, logged) = oneshot::channel();
                     self.hold(now, |txn| {
                         let result = self.decide_admin(txn, visitor, change, &redactions, done);
-                        let pending = Pending {
-                            done: Some(logged),
-                            _permit: None,
-                        };
+                        let pending = txn.hand_off_pending().or_waiting(logged);
                         (Outcome::Administered(result), pending)
+                    })
+                }
+                Input::Segment(change) => {
+                    let (done, logged) = oneshot::channel();
+                    self.hold(now, |txn| {
+                        let result = self.decide_segment(txn, change, done);
+                        let pending = txn.hand_off_pending().or_waiting(logged);
+                        (Outcome::Segmented(result), pending)
                     })
                 }
                 Input::Merge { source, target } => self.hold(now, |txn| {
@@ -1042,12 +1190,24 @@ impl Hub {
                 if action_ids.is_empty() {
                     return true;
                 }
+                // Forgetting a visitor's old webchats changes its conversationCount.
+                if self.state.has_segments() {
+                    for id in &action_ids {
+                        if let Some(head) = self.state.action_head(*id) {
+                            let customer = head.customer_id;
+                            txn.touch_visitor(self.state.visitor_of(customer), customer);
+                        }
+                    }
+                }
                 let op = AdminOp::EvictActions {
                     action_ids,
                     cutoff: age_cutoff,
                 };
                 self.state.apply_admin(&op, txn.seq.last_seq);
-                txn.log_admin(op, None)
+                txn.log_admin(op, None) && {
+                    txn.hand_off(None);
+                    true
+                }
             });
             if go_on != Some(true) {
                 break;
@@ -1063,9 +1223,18 @@ impl Hub {
                     return false;
                 }
                 let more = idle.len() == SWEEP_CHUNK;
+                // A profile that keeps other customers changes; one that goes leaves its
+                // segments silently, in the fold.
+                if self.state.has_segments() {
+                    for customer in &idle {
+                        txn.touch_visitor(self.state.visitor_of(*customer), *customer);
+                    }
+                }
                 let op = AdminOp::Evict { customer_ids: idle };
                 self.state.apply_admin(&op, txn.seq.last_seq);
-                txn.log_admin(op, None) && more
+                let logged = txn.log_admin(op, None);
+                txn.hand_off(None);
+                logged && more
             });
             if go_on != Some(true) {
                 break;

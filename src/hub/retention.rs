@@ -110,9 +110,11 @@ impl<'a> Forgetting<'a> {
                 customers: customer_ids,
                 erase: true,
             }),
-            AdminOp::UpdateTraits { .. } | AdminOp::Evict { .. } | AdminOp::EvictActions { .. } => {
-                None
-            }
+            AdminOp::UpdateTraits { .. }
+            | AdminOp::Evict { .. }
+            | AdminOp::EvictActions { .. }
+            | AdminOp::PutSegment { .. }
+            | AdminOp::DeleteSegment { .. } => None,
         }
     }
 
@@ -397,6 +399,7 @@ mod tests {
                 action: None,
                 action_map: None,
                 action_map_version: None,
+                segment: None,
             },
             event_id: None,
             frame: WireFrame::text(&format!("{{\"seq\":{seq}}}")),

@@ -24,7 +24,7 @@ use crate::hub::pipeline::Batch;
 use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::{ActionHead, AdminOp, ProfileFull, SessionInfo, SessionStatus};
 use crate::hub::{Ack, Hub, Pending};
-use crate::ids::{CustomerId, Seq};
+use crate::ids::{CustomerId, Seq, VisitorId};
 use crate::ingest::event::{
     Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
 };
@@ -46,6 +46,10 @@ pub(super) struct Sequencer {
     /// seq it was logged after: the snapshot thread takes them (bounded by how many the
     /// API is asked for in one snapshot interval).
     pub(super) forgotten: Vec<(Seq, AdminOp)>,
+    /// The visitors changed by this hold of the lock, each with the customer whose change
+    /// it was, to evaluate against the segments before the hold hands its events off
+    /// ([`Txn::settle_segments`]). Empty when there are no segments.
+    touched: Vec<(VisitorId, CustomerId)>,
 }
 
 impl Sequencer {
@@ -56,6 +60,7 @@ impl Sequencer {
             batch: Vec::new(),
             pipeline: Some(pipeline),
             forgotten: Vec::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -81,6 +86,7 @@ impl Txn<'_> {
     /// Sends what this hold committed to the pipeline; false if there was nothing to send
     /// (or the pipeline is gone).
     pub(super) fn hand_off(&mut self, done: Option<oneshot::Sender<()>>) -> bool {
+        self.settle_segments();
         if self.seq.batch.is_empty() {
             return false;
         }
@@ -330,6 +336,7 @@ impl Txn<'_> {
             body,
         };
         hub.state.apply(&published);
+        self.touch_segments(&published.body);
         let customer = published.body.customer_id();
         let record = Arc::new(Record {
             seq: next,
@@ -346,6 +353,55 @@ impl Txn<'_> {
         self.seq.batch.push(record);
         hub.metrics.events_accepted.inc();
         next
+    }
+
+    /// Notes the visitors an event changed, for [`Txn::settle_segments`]: the visitor of
+    /// its customer, the customer alone (which an identity event may have linked into
+    /// another profile), and for a merge every visitor it folded.
+    fn touch_segments(&mut self, body: &Body) {
+        if matches!(body, Body::Segment { .. }) || !self.hub.state.has_segments() {
+            return;
+        }
+        let state = &self.hub.state;
+        let customer = body.customer_id();
+        self.touch_visitor(state.visitor_of(customer), customer);
+        self.touch_visitor(VisitorId::of_first_customer(customer), customer);
+        if let Body::Merged {
+            merged_customer_ids,
+            ..
+        } = body
+        {
+            for c in merged_customer_ids {
+                self.touch_visitor(VisitorId::of_first_customer(*c), customer);
+            }
+        }
+    }
+
+    /// Notes a visitor a change is about to move or just moved, for
+    /// [`Txn::settle_segments`].
+    pub(super) fn touch_visitor(&mut self, visitor: VisitorId, customer: CustomerId) {
+        if !self.seq.touched.iter().any(|(v, _)| *v == visitor) {
+            self.seq.touched.push((visitor, customer));
+        }
+    }
+
+    /// Evaluates the visitors this hold changed against the segments and commits a
+    /// `segment:entered` or `segment:left` for each membership that moved, in the order
+    /// the visitors were changed and then by segment id. Called before every hand-off, so
+    /// a hold of the lock never ends with a membership that its profile contradicts (what
+    /// a snapshot's rebuilt members rely on).
+    pub(super) fn settle_segments(&mut self) {
+        let touched = std::mem::take(&mut self.seq.touched);
+        for (visitor, customer) in touched {
+            for (segment_id, entered) in self.hub.state.segment_moves(visitor) {
+                self.commit(Body::Segment {
+                    entered,
+                    segment_id,
+                    visitor_id: visitor,
+                    customer_id: customer,
+                });
+            }
+        }
     }
 
     /// Erases (delete) or redacts (anonymize) the retained history of a visitor change.

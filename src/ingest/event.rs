@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::ingest::topic::{EventKeys, Topic, VISITOR_NAMES};
 pub use crate::ingest::wire::serialize_lifecycle;
@@ -201,6 +201,7 @@ impl LifecycleEvent {
             action: Some(self.action_id),
             action_map: Some(self.action_map_id),
             action_map_version: Some(self.action_map_version),
+            segment: None,
         }
     }
 }
@@ -307,6 +308,15 @@ pub enum Body {
         user_id: Option<UserId>,
         merged_customer_ids: Vec<CustomerId>,
     },
+    /// A visitor entered (`segment:entered`) or left (`segment:left`) a segment, as the
+    /// hub decided after the change that moved it. `customer_id` is the customer whose
+    /// change it was, or the visitor's first customer.
+    Segment {
+        entered: bool,
+        segment_id: SegmentId,
+        visitor_id: VisitorId,
+        customer_id: CustomerId,
+    },
 }
 
 impl Body {
@@ -317,6 +327,8 @@ impl Body {
             Body::SessionStarted { .. } => Topic::SESSION_STARTED,
             Body::SessionEnded { .. } => Topic::SESSION_ENDED,
             Body::Merged { .. } => Topic::VISITOR_MERGED,
+            Body::Segment { entered: true, .. } => Topic::SEGMENT_ENTERED,
+            Body::Segment { entered: false, .. } => Topic::SEGMENT_LEFT,
         }
     }
 
@@ -326,7 +338,8 @@ impl Body {
             Body::Visitor(e) => e.customer_id,
             Body::SessionStarted { customer_id, .. }
             | Body::SessionEnded { customer_id, .. }
-            | Body::Merged { customer_id, .. } => *customer_id,
+            | Body::Merged { customer_id, .. }
+            | Body::Segment { customer_id, .. } => *customer_id,
         }
     }
 
@@ -351,6 +364,7 @@ impl Body {
             action: None,
             action_map: None,
             action_map_version: None,
+            segment: None,
         };
         match self {
             Body::Lifecycle(_) => {}
@@ -362,6 +376,7 @@ impl Body {
                 merged_customer_ids,
                 ..
             } => keys.other_customers = Some(merged_customer_ids.as_slice().into()),
+            Body::Segment { segment_id, .. } => keys.segment = Some(*segment_id),
         }
         keys
     }
@@ -435,6 +450,8 @@ impl Body {
                 user_id: None,
                 merged_customer_ids: merged_customer_ids.clone(),
             },
+            // Ids only: nothing in it is about the person beyond who they are.
+            Body::Segment { .. } => self.clone(),
         }
     }
 }

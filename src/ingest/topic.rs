@@ -1,6 +1,6 @@
 //! Topics, topic patterns and `where` filters (PROTOCOL.md section 4).
 //!
-//! There are few topics (25), so a topic is a small index and a set of topics is a bitmask:
+//! There are few topics (27), so a topic is a small index and a set of topics is a bitmask:
 //! a subscription's patterns are expanded once, at subscribe time, and matching an event's
 //! topic is one AND. Filters match against an event's [`EventKeys`], which the sequencer
 //! computes once per event. Pure logic: no IO, no state.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, SessionId, UserId};
+use crate::ids::{ActionId, ActionMapId, CustomerId, SegmentId, SessionId, UserId};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
 /// The visitor family's names, in topic order.
@@ -23,7 +23,8 @@ const WEBCHAT_BASE: u8 = 0;
 const CONTENT_OFFER_BASE: u8 = 10;
 const VISITOR_BASE: u8 = 16;
 const SESSION_BASE: u8 = 23;
-const TOPIC_COUNT: u8 = 25;
+const SEGMENT_BASE: u8 = 25;
+const TOPIC_COUNT: u8 = 27;
 
 /// A concrete topic, `<family>:<name>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,12 +56,16 @@ static TOPIC_NAMES: [&str; TOPIC_COUNT as usize] = [
     "visitor:merged",
     "session:started",
     "session:ended",
+    "segment:entered",
+    "segment:left",
 ];
 
 impl Topic {
     pub const SESSION_STARTED: Topic = Topic(SESSION_BASE);
     pub const SESSION_ENDED: Topic = Topic(SESSION_BASE + 1);
     pub const VISITOR_MERGED: Topic = Topic(VISITOR_BASE + 6);
+    pub const SEGMENT_ENTERED: Topic = Topic(SEGMENT_BASE);
+    pub const SEGMENT_LEFT: Topic = Topic(SEGMENT_BASE + 1);
 
     /// The topic of a lifecycle event. `state` must belong to `media`.
     pub fn lifecycle(media: MediaType, state: ActionState) -> Topic {
@@ -143,7 +148,7 @@ impl TopicSet {
         if !known_family {
             return Err(format!(
                 "unknown topic family {family:?} in {pattern:?}; families are webchat, \
-                 contentoffer, visitor, session"
+                 contentoffer, visitor, session, segment"
             ));
         }
         let set = Topic::all()
@@ -184,6 +189,8 @@ pub struct EventKeys {
     pub action: Option<ActionId>,
     pub action_map: Option<ActionMapId>,
     pub action_map_version: Option<u32>,
+    /// The segment a `segment:*` event is about.
+    pub segment: Option<SegmentId>,
 }
 
 impl EventKeys {
@@ -198,6 +205,7 @@ impl EventKeys {
             action: None,
             action_map: None,
             action_map_version: None,
+            segment: None,
         }
     }
 
@@ -217,6 +225,7 @@ pub struct Filter {
     pub action_map_ids: Option<Vec<ActionMapId>>,
     pub action_map_versions: Option<Vec<u32>>,
     pub user_ids: Option<Vec<UserId>>,
+    pub segment_ids: Option<Vec<SegmentId>>,
 }
 
 fn allows<T: PartialEq>(allowed: &Option<Vec<T>>, value: Option<T>) -> bool {
@@ -284,10 +293,25 @@ impl Filter {
                         .collect::<Result<_, _>>()?;
                     filter.user_ids = Some(users);
                 }
+                "segmentId" => {
+                    let segments = list
+                        .iter()
+                        .map(|v| {
+                            v.as_str()
+                                .and_then(|s| SegmentId::parse(s).ok())
+                                .ok_or_else(|| {
+                                    format!(
+                                        "`where.segmentId` values must be segment ids (seg_<n>), got {v}"
+                                    )
+                                })
+                        })
+                        .collect::<Result<_, _>>()?;
+                    filter.segment_ids = Some(segments);
+                }
                 other => {
                     return Err(format!(
                         "unknown `where` field {other:?}; fields are customerId, sessionId, \
-                         actionId, actionMapId, actionMapVersion, userId"
+                         actionId, actionMapId, actionMapVersion, userId, segmentId"
                     ))
                 }
             }
@@ -316,6 +340,7 @@ impl Filter {
         unique(&mut self.action_map_ids);
         unique(&mut self.action_map_versions);
         unique(&mut self.user_ids);
+        unique(&mut self.segment_ids);
     }
 
     /// Whether an event with these keys passes. `linked_users` gives the userIds linked to
@@ -333,7 +358,8 @@ impl Filter {
         let fields_pass = allows(&self.session_ids, keys.session)
             && allows(&self.action_ids, keys.action)
             && allows(&self.action_map_ids, keys.action_map)
-            && allows(&self.action_map_versions, keys.action_map_version);
+            && allows(&self.action_map_versions, keys.action_map_version)
+            && allows(&self.segment_ids, keys.segment);
         if !fields_pass {
             return false;
         }
@@ -407,8 +433,9 @@ mod tests {
             ["webchat:started", "session:started"]
         );
         assert_eq!(set(&["contentoffer:all"]).len(), 6);
-        assert_eq!(set(&["all"]).len(), 25);
-        assert_eq!(set(&["all:all"]).len(), 25);
+        assert_eq!(set(&["all"]).len(), 27);
+        assert_eq!(set(&["all:all"]).len(), 27);
+        assert_eq!(set(&["segment:all"]), ["segment:entered", "segment:left"]);
         assert_eq!(
             set(&["session:all", "visitor:merged"]),
             ["visitor:merged", "session:started", "session:ended"]
@@ -447,6 +474,7 @@ mod tests {
             action: Some(ActionId::new_random()),
             action_map: Some(ActionMapId::parse(M1).unwrap()),
             action_map_version: Some(3),
+            segment: None,
         }
     }
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use crate::ids::{CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
     format_millis, Body, ClientContext, EndReason, Event, LifecycleEvent, Millis, Published,
     Software, VisitorEvent, VisitorKind,
@@ -287,6 +287,16 @@ fn serialize_published<M: SerializeMap>(map: &mut M, p: &Published) -> Result<()
             entry_opt(map, "userId", user_id)?;
             map.serialize_entry("mergedCustomerIds", merged_customer_ids)?;
         }
+        Body::Segment {
+            segment_id,
+            visitor_id,
+            customer_id,
+            ..
+        } => {
+            map.serialize_entry("segmentId", segment_id)?;
+            map.serialize_entry("visitorId", visitor_id)?;
+            map.serialize_entry("customerId", customer_id)?;
+        }
     }
     map.serialize_entry("seq", &p.seq)?;
     map.serialize_entry("topic", p.body.topic().as_str())?;
@@ -340,6 +350,15 @@ impl Published {
                     ended_at: ended.ended_at,
                     pages_viewed: ended.pages_viewed,
                     reason: ended.reason,
+                }
+            }
+            topic @ ("segment:entered" | "segment:left") => {
+                let moved = read::<Stored<SegmentMoved>>(frame)?.event;
+                Body::Segment {
+                    entered: topic == "segment:entered",
+                    segment_id: moved.segment_id,
+                    visitor_id: moved.visitor_id,
+                    customer_id: moved.customer_id,
                 }
             }
             "visitor:merged" => {
@@ -476,6 +495,14 @@ struct Merged {
     visitor_id: VisitorId,
     user_id: Option<UserId>,
     merged_customer_ids: Vec<CustomerId>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SegmentMoved {
+    segment_id: SegmentId,
+    visitor_id: VisitorId,
+    customer_id: CustomerId,
 }
 
 /// A timestamp as [`format_millis`] writes it.

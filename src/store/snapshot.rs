@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::hub::segments::Segment;
 use crate::hub::state::{Action, ClientInfo, Customer, HubState, MapCounts, Profile, SnapshotItem};
 use crate::hub::Hub;
 use crate::ids::{CustomerId, Seq, VisitorId};
@@ -35,9 +36,9 @@ use crate::store::wal;
 
 const MAGIC: &[u8; 8] = b"AHUBSNP\0";
 /// The snapshot format this release writes; a higher one on disk is refused.
-/// Format 2 added the customers' client info (`CUSTOMER_WITH_CLIENT`); format 1 reads
-/// as ever.
-pub const FORMAT_VERSION: u32 = 2;
+/// Format 2 added the customers' client info (`CUSTOMER_WITH_CLIENT`), format 3 the
+/// segment definitions (`SEGMENTS`); formats 1 and 2 read as ever.
+pub const FORMAT_VERSION: u32 = 3;
 /// Entity tags, and the chunk that holds them.
 const END: u8 = 0;
 const CUSTOMER: u8 = 1;
@@ -45,6 +46,8 @@ const PROFILE: u8 = 2;
 const ACTION: u8 = 3;
 const CHUNK: u8 = 4;
 const CUSTOMER_WITH_CLIENT: u8 = 5;
+/// The segment definitions (format 3): the next segment number, then each definition.
+const SEGMENTS: u8 = 6;
 /// A chunk is closed once it holds this much (small in unit tests, to make many).
 const CHUNK_BYTES: usize = if cfg!(test) { 2048 } else { 4 << 20 };
 /// Threads that decode chunks at start-up (the log is read beside them).
@@ -217,6 +220,14 @@ fn write_file(
                 c.u8(ACTION);
                 action.encode(c);
             }
+            SnapshotItem::Segments(next, defs) => {
+                c.u8(SEGMENTS);
+                c.u64(next);
+                c.u32(defs.len() as u32);
+                for segment in defs {
+                    c.str(&serde_json::to_string(segment).expect("a segment serializes"));
+                }
+            }
         }
         if chunk.buf.len() >= CHUNK_BYTES {
             flush(&mut chunk, &mut out)?;
@@ -335,6 +346,8 @@ fn decode(body: &[u8]) -> Result<(Seq, String, HubState), DecodeError> {
             .into_iter()
             .try_for_each(|w| w.join().expect("a chunk decoder does not panic"))
     })?;
+    // Members follow from the profiles and the definitions, so a snapshot holds none.
+    state.rebuild_segment_members();
     Ok((seq, epoch, state))
 }
 
@@ -351,6 +364,16 @@ fn decode_chunk(state: &HubState, chunk: &[u8]) -> Result<(), DecodeError> {
             }
             PROFILE => state.restore_profile(VisitorId(d.uuid()?), Profile::decode(&mut d)?),
             ACTION => state.restore_action(Action::decode(&mut d)?),
+            SEGMENTS => {
+                let next = d.u64()?;
+                let defs = (0..d.u32()?)
+                    .map(|_| {
+                        serde_json::from_str::<Segment>(d.str()?)
+                            .map_err(|_| DecodeError("an unreadable segment definition"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                state.restore_segments(next, defs)
+            }
             _ => return Err(DecodeError("unknown entity tag")),
         }
     }

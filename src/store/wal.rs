@@ -34,7 +34,7 @@ use crate::config::FsyncPolicy;
 use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::AdminOp;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
-use crate::ingest::event::Millis;
+use crate::ingest::event::{Millis, Published};
 use crate::ingest::topic::{EventKeys, Topic};
 use crate::ingest::wire::WireFrame;
 use crate::store::codec::{Dec, DecodeError, Enc};
@@ -372,6 +372,18 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
             .map(WireFrame::text)
             .map_err(|_| DecodeError("a frame is not UTF-8"))?,
     };
+    // A segment event's segment is read from its frame rather than kept in the record,
+    // so the record's layout stays the one every release reads.
+    let segment = match topic {
+        Topic::SEGMENT_ENTERED | Topic::SEGMENT_LEFT if !frame.is_empty() => {
+            Published::from_frame(frame.as_str())
+                .map_err(|_| DecodeError("a segment event's frame is unreadable"))?
+                .body
+                .keys()
+                .segment
+        }
+        _ => None,
+    };
     Ok(Record {
         seq,
         timestamp,
@@ -383,6 +395,7 @@ fn decode_record(payload: &Bytes) -> Result<Record, DecodeError> {
             action,
             action_map,
             action_map_version: has_version.then_some(version),
+            segment,
         },
         event_id,
         frame,
@@ -861,6 +874,7 @@ mod tests {
                 action: Some(ActionId::new_random()),
                 action_map: None,
                 action_map_version: Some(3),
+                segment: None,
             },
             event_id: event_id.map(Box::from),
             frame: WireFrame::text(&format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(50))),

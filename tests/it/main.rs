@@ -27,6 +27,7 @@ mod privacy;
 mod replay;
 mod restart;
 mod security;
+mod segments;
 mod sinks;
 mod stream;
 mod tail;

@@ -20,7 +20,10 @@ use super::{
     Action, Activity, ClientInfo, Customer, HubState, IdentityState, MapKey, Profile, SessionInfo,
     Transition,
 };
-use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::hub::segments::Segment;
+use crate::ids::{
+    ActionId, ChannelUserId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId,
+};
 use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
 
 /// A change to visitors that is not an event: logged in order with the events and applied
@@ -55,6 +58,11 @@ pub enum AdminOp {
         action_ids: Vec<ActionId>,
         cutoff: Millis,
     },
+    /// Create or replace a segment's definition (`hub::segments`). Who it holds changes
+    /// by the `segment:entered` and `segment:left` events decided after it.
+    PutSegment { segment: Segment },
+    /// Remove a segment and its memberships.
+    DeleteSegment { segment_id: SegmentId },
 }
 
 impl HubState {
@@ -124,6 +132,19 @@ impl HubState {
                 merged_customer_ids,
                 ..
             } => self.merge_into(*visitor_id, merged_customer_ids, seq),
+            // Changes no customer: the membership is the whole of it.
+            Body::Segment {
+                entered,
+                segment_id,
+                visitor_id,
+                ..
+            } => {
+                let mut segments = self.segments.write();
+                match entered {
+                    true => segments.enter(*segment_id, *visitor_id),
+                    false => segments.leave(*segment_id, *visitor_id),
+                }
+            }
         }
     }
 
@@ -322,12 +343,16 @@ impl HubState {
             AdminOp::EvictActions { action_ids, cutoff } => {
                 self.evict_actions(action_ids, *cutoff, seq)
             }
+            AdminOp::PutSegment { segment } => self.segments.write().put(segment.clone()),
+            AdminOp::DeleteSegment { segment_id } => self.segments.write().remove(*segment_id),
         }
     }
 
     /// Removes a profile, and the user ids and channel ids that named it.
     fn forget_profile(&self, visitor: VisitorId) {
         self.save_profile(visitor);
+        // A forgotten visitor leaves its segments without an event (docs/protocol.md).
+        self.segments.write().forget(visitor);
         if let Some((_, p)) = self.profiles.remove(&visitor) {
             for user in p.user_ids.iter() {
                 self.users.remove(user);
@@ -340,6 +365,10 @@ impl HubState {
     fn forget_customer(&self, id: CustomerId) -> Option<VisitorId> {
         self.save_customer(id);
         let (_, c) = self.customers.remove(&id)?;
+        let lone = VisitorId::of_first_customer(id);
+        if !self.profiles.contains_key(&lone) {
+            self.segments.write().forget(lone);
+        }
         self.recency.lock().update(id, Some(recency_key(&c)), None);
         for action in &c.actions {
             self.save_action(*action);

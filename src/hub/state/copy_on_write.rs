@@ -22,6 +22,7 @@ use dashmap::DashMap;
 
 use super::recency::recency_key;
 use super::{Action, Customer, HubState, Profile, SnapshotMaps};
+use crate::hub::segments::{Segment, Segments};
 use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, VisitorId};
 
 /// Which keys of a map the snapshot walk has passed.
@@ -61,6 +62,8 @@ pub(super) struct CopyOnWrite {
     customers: Preimages<CustomerId, Customer>,
     profiles: Preimages<VisitorId, Profile>,
     actions: Preimages<ActionId, Action>,
+    /// The segment definitions as of `at`: a thousand at most, copied whole at the start.
+    segments: (u64, Vec<Segment>),
 }
 
 /// One entity of a snapshot, handed to the writer.
@@ -68,6 +71,9 @@ pub enum SnapshotItem<'a> {
     Customer(CustomerId, &'a Customer),
     Profile(VisitorId, &'a Profile),
     Action(&'a Action),
+    /// Every segment definition and the number the next one gets (members are derived
+    /// from the profiles, so a snapshot does not hold them).
+    Segments(u64, &'a [Segment]),
 }
 
 fn customer_stamp(c: &Customer) -> Seq {
@@ -156,6 +162,7 @@ impl HubState {
             customers: Preimages::new(),
             profiles: Preimages::new(),
             actions: Preimages::new(),
+            segments: self.segments.read().definitions(),
         });
         self.cow_on.store(true, Ordering::Release);
         self.maps.lock().clone()
@@ -184,7 +191,15 @@ impl HubState {
             |c| &mut c.actions,
             action_stamp,
             &mut |_, v| emit(SnapshotItem::Action(v)),
-        )
+        )?;
+        let segments = {
+            let mut cow = self.cow.lock();
+            std::mem::take(&mut cow.as_mut().expect("a snapshot is running").segments)
+        };
+        if segments.1.is_empty() && segments.0 == 0 {
+            return Ok(());
+        }
+        emit(SnapshotItem::Segments(segments.0, &segments.1))
     }
 
     fn walk<K, V, E>(
@@ -265,6 +280,12 @@ impl HubState {
         }
         self.index_channels(id, ChannelUserId::all_in(&p.channels));
         self.profiles.insert(id, p);
+    }
+
+    /// Restores the segment definitions; their members follow from the profiles once
+    /// every entity is in ([`HubState::rebuild_segment_members`]).
+    pub fn restore_segments(&self, next: u64, defs: Vec<Segment>) {
+        *self.segments.write() = Segments::restored(next, defs);
     }
 
     pub fn restore_action(&self, a: Action) {

@@ -12,11 +12,12 @@
 //! `channels.rs` (the visitor each channel user id names), `recency.rs` (customers by when
 //! they were last seen), `copy_on_write.rs` (a snapshot's preimages, and restoring from
 //! one), `encoding.rs` (the entities in a snapshot file), `profile_limits.rs` (what one
-//! visitor profile may hold), `queries.rs` (the reads the edge turns into views). This
-//! file holds the maps and the reads the sequencer decides with, among them the one rule
-//! of which profiles an identity event links ([`HubState::linking`]). No JSON shape a
-//! client sees is written here: the queries return typed copies, and `edge::views` shapes
-//! them.
+//! visitor profile may hold), `queries.rs` (the reads the edge turns into views),
+//! `segments.rs` (the visitor a segment condition reads, and the segment table's reads).
+//! This file holds the maps and the reads the sequencer decides with, among them the one
+//! rule of which profiles an identity event links ([`HubState::linking`]). No JSON shape
+//! a client sees is written here: the queries return typed copies, and `edge::views`
+//! shapes them.
 
 mod apply;
 mod channels;
@@ -26,15 +27,17 @@ mod entities;
 mod profile_limits;
 mod queries;
 mod recency;
+mod segments;
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::{Map, Value};
 
+use crate::hub::segments::Segments;
 use crate::ids::{
     ActionId, ActionMapId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId,
 };
@@ -75,6 +78,9 @@ pub struct HubState {
     /// so the sweeper and the visitor list never scan every customer. A leaf lock: nothing
     /// is taken while it is held.
     recency: Mutex<Recency>,
+    /// The segments and their members (`hub::segments`). Changed only by the fold; a leaf
+    /// lock, like `recency`.
+    segments: RwLock<Segments>,
 }
 
 /// What the sequencer needs to know of an action to check a new report against it.

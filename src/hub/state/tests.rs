@@ -137,6 +137,7 @@ fn a_snapshot_holds_the_state_as_of_its_seq_while_changes_go_on() {
                 SnapshotItem::Customer(id, c) => customers.push((id, c.clone())),
                 SnapshotItem::Profile(id, p) => profiles.push((id, p.clone())),
                 SnapshotItem::Action(a) => actions.push(a.clone()),
+                SnapshotItem::Segments(..) => unreachable!("no segments here"),
             }
             for p in pending.by_ref().take(2) {
                 live.apply(p);

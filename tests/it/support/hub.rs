@@ -63,6 +63,14 @@ impl Hub {
         Hub::launch(self.config, self.data_dir).await
     }
 
+    /// Shuts down gracefully, removes the snapshots, and starts again on the same data
+    /// directory: the state comes back from the log alone.
+    pub(crate) async fn restart_from_log(mut self) -> Hub {
+        self.stop().await;
+        std::fs::remove_dir_all(self.data_dir.path().join("snapshots")).expect("snapshots");
+        Hub::launch(self.config, self.data_dir).await
+    }
+
     /// Graceful shutdown, bounded.
     pub(crate) async fn shutdown(mut self) {
         self.stop().await;
