@@ -6,6 +6,7 @@
 mod support;
 
 mod cluster;
+mod companies;
 mod config;
 mod determinism;
 mod durability;
