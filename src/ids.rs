@@ -156,6 +156,37 @@ impl fmt::Display for UserId {
     }
 }
 
+/// A company's id, as the site gave it in an identity event's `company.id` (or a
+/// visitor update's). Compared exactly; serializes as that string.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CompanyId(String);
+
+impl CompanyId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for CompanyId {
+    fn from(text: &str) -> CompanyId {
+        CompanyId(text.to_owned())
+    }
+}
+
+// `Hash` and `Eq` are the wrapped string's, as `Borrow` requires.
+impl Borrow<str> for CompanyId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CompanyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// A visitor's id on a communication channel (`channels` of an identity event: WhatsApp,
 /// Telegram, ...): the channel's name and the id the channel gives the user, both as the
 /// site sent them and compared exactly. One names at most one visitor, as a `userId` does.

@@ -120,6 +120,10 @@ enum WireInputIn<'a> {
 #[serde(rename_all = "camelCase")]
 enum WireChange<'a> {
     Traits(&'a Map<String, Value>),
+    Update {
+        traits: &'a Map<String, Value>,
+        company: &'a Map<String, Value>,
+    },
     Anonymize,
     Delete,
 }
@@ -128,6 +132,10 @@ enum WireChange<'a> {
 #[serde(rename_all = "camelCase")]
 enum WireChangeIn {
     Traits(Map<String, Value>),
+    Update {
+        traits: Map<String, Value>,
+        company: Map<String, Value>,
+    },
     Anonymize,
     Delete,
 }
@@ -140,7 +148,16 @@ impl<'a> From<&'a Input> for WireInput<'a> {
             Input::Admin { visitor, change } => WireInput::Admin {
                 visitor: *visitor,
                 change: match change {
-                    AdminChange::UpdateTraits(traits) => WireChange::Traits(traits),
+                    // A change without a company is written as releases before companies
+                    // wrote it, so they read it still.
+                    AdminChange::UpdateTraits {
+                        traits,
+                        company: None,
+                    } => WireChange::Traits(traits),
+                    AdminChange::UpdateTraits {
+                        traits,
+                        company: Some(company),
+                    } => WireChange::Update { traits, company },
                     AdminChange::Anonymize => WireChange::Anonymize,
                     AdminChange::Delete => WireChange::Delete,
                 },
@@ -167,7 +184,14 @@ impl WireInputIn<'_> {
             WireInputIn::Admin { visitor, change } => Input::Admin {
                 visitor,
                 change: match change {
-                    WireChangeIn::Traits(traits) => AdminChange::UpdateTraits(traits),
+                    WireChangeIn::Traits(traits) => AdminChange::UpdateTraits {
+                        traits,
+                        company: None,
+                    },
+                    WireChangeIn::Update { traits, company } => AdminChange::UpdateTraits {
+                        traits,
+                        company: Some(company),
+                    },
                     WireChangeIn::Anonymize => AdminChange::Anonymize,
                     WireChangeIn::Delete => AdminChange::Delete,
                 },
@@ -219,13 +243,18 @@ mod tests {
         .unwrap();
         let mut traits = Map::new();
         traits.insert("plan".into(), "premium".into());
+        let mut company = Map::new();
+        company.insert("id".into(), "acme".into());
         let inputs = vec![
             (1, Input::Publish(vec![Ok(event.clone())])),
             (
                 2,
                 Input::Admin {
                     visitor: visitor_id,
-                    change: AdminChange::UpdateTraits(traits.clone()),
+                    change: AdminChange::UpdateTraits {
+                        traits: traits.clone(),
+                        company: Some(company.clone()),
+                    },
                 },
             ),
             (
@@ -252,7 +281,11 @@ mod tests {
         match &inputs[..] {
             [Input::Publish(events), Input::Admin {
                 visitor,
-                change: AdminChange::UpdateTraits(read_traits),
+                change:
+                    AdminChange::UpdateTraits {
+                        traits: read_traits,
+                        company: Some(read_company),
+                    },
             }, Input::Admin {
                 change: AdminChange::Delete,
                 ..
@@ -261,6 +294,7 @@ mod tests {
                 assert_eq!(events[0].as_ref().unwrap(), &event);
                 assert_eq!(*visitor, visitor_id);
                 assert_eq!(read_traits, &traits);
+                assert_eq!(read_company, &company);
                 assert_eq!((*source, *target), (visitor_id, visitor_id));
             }
             other => panic!("read back as {other:?}"),

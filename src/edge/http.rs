@@ -105,6 +105,7 @@ pub fn router(ctx: App) -> Router {
         .merge(crate::edge::assets::routes())
         .merge(crate::edge::visitors::routes())
         .merge(crate::edge::segments::routes())
+        .merge(crate::edge::companies::routes())
         .merge(crate::edge::sinks::api::routes())
         .fallback(|| async { HubError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {

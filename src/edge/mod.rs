@@ -16,6 +16,7 @@ pub mod app;
 pub mod assets;
 pub mod auth;
 pub mod client_info;
+pub mod companies;
 pub mod http;
 pub mod limits;
 pub mod outbox;

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::edge::app::App;
 use crate::edge::http::{blocking, json_body, query_params, NoQuery};
-use crate::edge::visitors::{page_params, visitor_page};
+use crate::edge::visitors::{paging, visitor_page};
 use crate::error::HubError;
 use crate::hub::inputs::SegmentChange;
 use crate::hub::segments::{Segment, SegmentSpec};
@@ -121,7 +121,7 @@ async fn members(
 ) -> Result<Json<Value>, HubError> {
     let id = parse_id(&id)?;
     let params = query_params(query, &["page", "limit"])?;
-    let (page, limit) = page_params(&params)?;
+    let (page, limit) = paging(&params)?;
     if ctx.hub.state().segment(id).is_none() {
         return Err(HubError::not_found(format!("no segment {id}")));
     }

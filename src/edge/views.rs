@@ -16,10 +16,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::hub::state::{
-    Action, Activity, HubState, IdentityState, MapCounts, MapKey, SessionInfo, Transition, Visitor,
-    VisitorSession,
+    Action, Activity, Company, HubState, IdentityState, MapCounts, MapKey, SessionInfo, Transition,
+    Visitor, VisitorSession,
 };
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{ActionId, ActionMapId, CompanyId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
     format_millis, serialize_lifecycle, LifecycleEvent, Millis, Software, VisitorKind,
 };
@@ -55,6 +55,38 @@ pub fn action_maps(state: &HubState) -> Value {
     json(ActionMapsView {
         action_maps: maps.iter().map(ActionMapView::new).collect(),
     })
+}
+
+/// `GET /v1/companies/{id}` (and each company of the list).
+pub fn company(id: &CompanyId, company: &Company) -> Value {
+    json(CompanyView {
+        id,
+        name: company.name.as_deref(),
+        attributes: &company.attributes,
+        visitor_count: company.visitor_count,
+        first_seen_at: Time(company.first_seen),
+        last_seen_at: Time(company.last_seen),
+    })
+}
+
+/// A company: its id, name and attributes, how many visitors belong to it now, and when
+/// it was first named and last seen (itself or one of its visitors).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompanyView<'a> {
+    id: &'a CompanyId,
+    name: Option<&'a str>,
+    attributes: &'a Map<String, Value>,
+    visitor_count: u64,
+    first_seen_at: Time,
+    last_seen_at: Time,
+}
+
+/// A visitor's company in its view: `{"id", "name"}`.
+#[derive(Serialize)]
+struct MembershipView<'a> {
+    id: &'a CompanyId,
+    name: Option<&'a str>,
 }
 
 /// `GET /v1/visitors/{id}` (and each visitor of the list).
@@ -322,7 +354,8 @@ impl<'a> VisitorSessionView<'a> {
             .iter()
             .filter(|a| a.kind == VisitorKind::Page)
             .collect();
-        // A page view is left at the next one, or at the session's end.
+        // A page view is left at its exit when the page reported one, else at the next
+        // page view, or at the session's end.
         let left_at = pages.iter().skip(1).map(|a| a.at).chain([end]);
         VisitorSessionView {
             session: SessionView::new(session),
@@ -338,7 +371,7 @@ impl<'a> VisitorSessionView<'a> {
                     url: page.detail.get("url"),
                     title: page.detail.get("title"),
                     viewed_at: Time(page.at),
-                    time_on_page: seconds(left - page.at),
+                    time_on_page: seconds(page.exited_at.unwrap_or(left) - page.at),
                 })
                 .collect(),
             activity: session.activity.iter().map(ActivityView::new).collect(),
@@ -352,7 +385,7 @@ fn seconds(span: Millis) -> i64 {
 }
 
 /// A page view of a session: `{"url", "title", "viewedAt", "timeOnPage"}` (seconds until
-/// the next page view or the session's end).
+/// its exit, or else the next page view or the session's end).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PageView<'a> {
@@ -458,6 +491,7 @@ struct VisitorView<'a> {
     user_ids: &'a [UserId],
     customers: &'a [CustomerId],
     channels: &'a Map<String, Value>,
+    company: Option<MembershipView<'a>>,
     sessions: SessionCounts,
     live_actions: Vec<ActionView<'a>>,
     location: LocationView<'a>,
@@ -539,6 +573,10 @@ impl<'a> VisitorView<'a> {
             user_ids: &v.user_ids,
             customers: &v.customers,
             channels: &v.channels,
+            company: v.company.as_ref().map(|(id, name)| MembershipView {
+                id,
+                name: name.as_deref(),
+            }),
             sessions: SessionCounts {
                 total: v.sessions,
                 active: v.active_sessions,
@@ -748,15 +786,15 @@ mod tests {
         ),
         (
             "visitor",
-            r#"{"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+            r#"{"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"company":null,"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
         ),
         (
             "visitor lone",
-            r#"{"attributes":{},"avatarUrl":null,"browser":null,"channels":{},"conversationCount":0,"counts":{"actions":1,"customers":1,"liveActions":1,"pagesViewed":1,"sessions":1},"customers":["00000000-0000-4000-8000-0000000000c3"],"email":null,"firstSeenAt":"2026-01-01T00:00:14.007Z","id":"00000000-0000-4000-8000-0000000000c3","identified":false,"identity":{"state":"anonymous","userId":null},"lastSeenAt":"2026-01-01T00:00:16.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":null,"os":null,"phone":null,"sessionCount":1,"sessions":{"active":1,"total":1},"userId":null,"userIds":[],"visitorId":"00000000-0000-4000-8000-0000000000c3"}"#,
+            r#"{"attributes":{},"avatarUrl":null,"browser":null,"channels":{},"company":null,"conversationCount":0,"counts":{"actions":1,"customers":1,"liveActions":1,"pagesViewed":1,"sessions":1},"customers":["00000000-0000-4000-8000-0000000000c3"],"email":null,"firstSeenAt":"2026-01-01T00:00:14.007Z","id":"00000000-0000-4000-8000-0000000000c3","identified":false,"identity":{"state":"anonymous","userId":null},"lastSeenAt":"2026-01-01T00:00:16.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a4","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":2,"actionMediaType":"webchat","actionState":"qualified","customerId":"00000000-0000-4000-8000-0000000000c3","customerIdType":"cookie","seq":16,"sessionId":"00000000-0000-4000-8000-000000000053","timestamp":"2026-01-01T00:00:16.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":null,"os":null,"phone":null,"sessionCount":1,"sessions":{"active":1,"total":1},"userId":null,"userIds":[],"visitorId":"00000000-0000-4000-8000-0000000000c3"}"#,
         ),
         (
             "visitor export",
-            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","duration":7,"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","id":"00000000-0000-4000-8000-000000000051","lastSeenAt":"2026-01-01T00:00:08.007Z","pages":[{"timeOnPage":5,"title":"Home","url":"https://example.test/","viewedAt":"2026-01-01T00:00:03.007Z"}],"pagesViewed":1,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","duration":3,"id":"00000000-0000-4000-8000-000000000052","lastSeenAt":"2026-01-01T00:00:13.007Z","pages":[],"pagesViewed":0,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
+            r#"{"actions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z","transitions":[{"actionState":"offered","seq":2,"timestamp":"2026-01-01T00:00:02.007Z"},{"actionState":"accepted","seq":6,"timestamp":"2026-01-01T00:00:06.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z","transitions":[{"actionState":"offered","seq":7,"timestamp":"2026-01-01T00:00:07.007Z"}]},{"actionId":"00000000-0000-4000-8000-0000000000a3","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"errored","customerId":"00000000-0000-4000-8000-0000000000c2","customerIdType":"cookie","errorCode":42,"errorMessage":"boom","seq":13,"sessionId":"00000000-0000-4000-8000-000000000052","timestamp":"2026-01-01T00:00:13.007Z","transitions":[{"actionState":"offered","seq":12,"timestamp":"2026-01-01T00:00:12.007Z"},{"actionState":"errored","seq":13,"timestamp":"2026-01-01T00:00:13.007Z"}]}],"attributes":{"plan":"pro"},"avatarUrl":null,"browser":null,"channels":{"slack":"U1"},"company":null,"conversationCount":0,"counts":{"actions":3,"customers":2,"liveActions":2,"pagesViewed":1,"sessions":2},"customers":["00000000-0000-4000-8000-0000000000c1","00000000-0000-4000-8000-0000000000c2"],"email":"ada@example.test","firstSeenAt":"2026-01-01T00:00:01.007Z","id":"00000000-0000-4000-8000-0000000000c1","identified":true,"identity":{"state":"authenticated","userId":"u-1"},"lastSeenAt":"2026-01-01T00:00:13.007Z","liveActions":[{"actionId":"00000000-0000-4000-8000-0000000000a1","actionMapId":"00000000-0000-4000-8000-000000000001","actionMapVersion":1,"actionMediaType":"webchat","actionState":"accepted","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","seq":6,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:06.007Z"},{"actionId":"00000000-0000-4000-8000-0000000000a2","actionMapId":"00000000-0000-4000-8000-000000000002","actionMapVersion":3,"actionMediaType":"contentoffer","actionState":"offered","customerId":"00000000-0000-4000-8000-0000000000c1","customerIdType":"cookie","data":{"a":"x","f":1.5,"z":1},"eventId":"ev-2","seq":7,"sessionId":"00000000-0000-4000-8000-000000000051","timestamp":"2026-01-01T00:00:07.007Z"}],"location":{"city":null,"country":null,"timezone":null},"name":"Ada","os":null,"phone":null,"sessionCount":2,"sessionHistory":[{"activity":[{"at":"2026-01-01T00:00:03.007Z","page":{"title":"Home","url":"https://example.test/"},"type":"page"},{"at":"2026-01-01T00:00:04.007Z","name":"clicked","properties":{"button":"buy"},"type":"track"},{"at":"2026-01-01T00:00:05.007Z","name":"scrolled","type":"track"}],"customerId":"00000000-0000-4000-8000-0000000000c1","duration":7,"endReason":"signout","endedAt":"2026-01-01T00:00:08.007Z","id":"00000000-0000-4000-8000-000000000051","lastSeenAt":"2026-01-01T00:00:08.007Z","pages":[{"timeOnPage":5,"title":"Home","url":"https://example.test/","viewedAt":"2026-01-01T00:00:03.007Z"}],"pagesViewed":1,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000051","startedAt":"2026-01-01T00:00:01.007Z"},{"activity":[],"customerId":"00000000-0000-4000-8000-0000000000c2","duration":3,"id":"00000000-0000-4000-8000-000000000052","lastSeenAt":"2026-01-01T00:00:13.007Z","pages":[],"pagesViewed":0,"referrer":null,"sessionId":"00000000-0000-4000-8000-000000000052","startedAt":"2026-01-01T00:00:10.007Z"}],"sessions":{"active":1,"total":2},"userId":"u-1","userIds":["u-1"],"visitorId":"00000000-0000-4000-8000-0000000000c1"}"#,
         ),
         (
             "visitor sessions",

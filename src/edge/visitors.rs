@@ -66,7 +66,10 @@ async fn list(
     State(ctx): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, HubError> {
-    let params = query_params(query, &["search", "identified", "page", "limit"])?;
+    let params = query_params(
+        query,
+        &["search", "identified", "companyId", "page", "limit"],
+    )?;
     let identified = match params.get("identified").map(String::as_str) {
         None => None,
         Some("true") => Some(true),
@@ -77,41 +80,21 @@ async fn list(
             )))
         }
     };
-    let (page, limit) = page_params(&params)?;
+    let (page, limit) = paging(&params)?;
     let hub = ctx.hub.clone();
     let search = params.get("search").cloned();
+    let company = params.get("companyId").cloned();
     // The list visits every customer: off the async workers.
     blocking(move || {
         let state = hub.state();
-        visitor_page(
-            state,
-            &state.visitors(search.as_deref(), identified),
-            page,
-            limit,
-        )
+        let all = state.visitors(search.as_deref(), identified, company.as_deref());
+        visitor_page(state, &all, page, limit)
     })
     .await
 }
 
-/// The `page` (from 1) and `limit` of a visitor list's query.
-pub(crate) fn page_params(params: &HashMap<String, String>) -> Result<(usize, usize), HubError> {
-    let number = |name: &str, default: usize, max: usize| -> Result<usize, HubError> {
-        match params.get(name) {
-            None => Ok(default),
-            Some(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| HubError::bad_request(format!("`{name}` must be 1 to {max}"))),
-        }
-    };
-    Ok((
-        number("page", 1, usize::MAX)?,
-        number("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
-    ))
-}
-
-/// One page of a visitor list, `{"visitors", "total", "page", "limit"}`.
+/// One page of a visitor list, `{"visitors", "total", "page", "limit"}`, the shape of
+/// every visitor list (all visitors, a segment's members).
 pub(crate) fn visitor_page(
     state: &crate::hub::state::HubState,
     all: &[VisitorId],
@@ -130,6 +113,25 @@ pub(crate) fn visitor_page(
         "page": page,
         "limit": limit,
     }))
+}
+
+/// A list's `page` (from 1) and `limit` (1 to 1000, default 50), the same for every list
+/// of the visitor and company APIs.
+pub(crate) fn paging(params: &HashMap<String, String>) -> Result<(usize, usize), HubError> {
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, HubError> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| HubError::bad_request(format!("`{name}` must be 1 to {max}"))),
+        }
+    };
+    Ok((
+        number("page", 1, usize::MAX)?,
+        number("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+    ))
 }
 
 async fn view(
@@ -247,7 +249,8 @@ async fn merge(
     Ok(Json(json!({ "seq": ack.seq, "visitor": visitor })))
 }
 
-/// `PUT /v1/visitors/{id}` with `{"attributes": {...}}`: merges them into the traits.
+/// `PUT /v1/visitors/{id}` with `{"attributes": {...}, "company": {...}}` (either or
+/// both): merges the attributes into the traits and makes the visitor the company's.
 async fn update(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -258,25 +261,36 @@ async fn update(
     let value = json_body(&ctx.hub, body)?;
     let Value::Object(mut fields) = value else {
         return Err(HubError::bad_request(
-            "body must be {\"attributes\": {...}}",
+            "body must be {\"attributes\": {...}, \"company\": {...}}",
         ));
     };
-    let attributes = match fields.remove("attributes") {
-        Some(Value::Object(attributes)) => attributes,
-        _ => return Err(HubError::bad_request("`attributes` is required, an object")),
+    let mut object = |name: &str| match fields.remove(name) {
+        None => Ok(None),
+        Some(Value::Object(object)) => {
+            let size = serde_json::to_vec(&object).map_or(usize::MAX, |v| v.len());
+            match size > MAX_OBJECT_BYTES {
+                true => Err(HubError::bad_request(format!(
+                    "`{name}` is {size} bytes as JSON; the limit is {MAX_OBJECT_BYTES}"
+                ))),
+                false => Ok(Some(object)),
+            }
+        }
+        Some(_) => Err(HubError::bad_request(format!("`{name}` must be an object"))),
     };
+    let (attributes, company) = (object("attributes")?, object("company")?);
     if let Some(unknown) = fields.keys().next() {
         return Err(HubError::bad_request(format!("unknown field `{unknown}`")));
     }
-    let size = serde_json::to_vec(&attributes).map_or(usize::MAX, |v| v.len());
-    if size > MAX_OBJECT_BYTES {
-        return Err(HubError::bad_request(format!(
-            "`attributes` is {size} bytes as JSON; the limit is {MAX_OBJECT_BYTES}"
-        )));
+    if attributes.is_none() && company.is_none() {
+        return Err(HubError::bad_request(
+            "`attributes` or `company` is required, an object",
+        ));
     }
-    ctx.hub
-        .administer(visitor, AdminChange::UpdateTraits(attributes))
-        .await?;
+    let change = AdminChange::UpdateTraits {
+        traits: attributes.unwrap_or_default(),
+        company,
+    };
+    ctx.hub.administer(visitor, change).await?;
     fresh_view(&ctx, visitor)
 }
 

@@ -50,10 +50,11 @@ use crate::hub::inputs::{Applied, Input, OrderStatus, Outcome, Proposal, Segment
 use crate::hub::retention::{Record, Retention};
 use crate::hub::segments::{Segment, MAX_SEGMENTS};
 use crate::hub::sequencer::{profile_full, redact, Dedupe, Redactions, Sequencer, Txn};
-use crate::hub::state::{AdminOp, HubState, SnapshotMaps};
+use crate::hub::state::{AdminOp, CompanyChange, HubState, SnapshotMaps};
 use crate::ids::{ConnId, SegmentId, Seq, VisitorId};
 use crate::ingest::event::{now_millis, Body, EndReason, Event, Millis};
 use crate::ingest::protocol::SubscribeRequest;
+use crate::ingest::validate::company_of;
 use crate::ingest::wire::WireFrame;
 use crate::metrics::Metrics;
 use crate::store::log::{Log, LogStatus};
@@ -81,7 +82,12 @@ pub struct Ack {
 /// A visitor change that is not an event, as the API asks for it.
 #[derive(Debug)]
 pub enum AdminChange {
-    UpdateTraits(serde_json::Map<String, Value>),
+    /// Attributes to merge into the traits, and the company (`{"id", "name"?, ...}`,
+    /// checked by `ingest::validate::company_of`) the visitor belongs to from now on.
+    UpdateTraits {
+        traits: serde_json::Map<String, Value>,
+        company: Option<serde_json::Map<String, Value>>,
+    },
     Anonymize,
     Delete,
 }
@@ -785,15 +791,26 @@ impl Hub {
         if customer_ids.is_empty() {
             return Err(HubError::not_found("no such visitor"));
         }
-        if let AdminChange::UpdateTraits(traits) = &change {
+        if let AdminChange::UpdateTraits { traits, company } = &change {
             self.state
                 .check_traits_growth(visitor, traits)
                 .map_err(|full| profile_full(self, full))?;
+            let named = company.clone().map(company_of).transpose();
+            let named = named.map_err(|(_, message)| HubError::bad_request(message))?;
+            if let Some(company) = &named {
+                self.state
+                    .check_company_growth(company)
+                    .map_err(|full| profile_full(self, full))?;
+            }
         }
         let op = match change {
-            AdminChange::UpdateTraits(traits) => AdminOp::UpdateTraits {
+            AdminChange::UpdateTraits { traits, company } => AdminOp::UpdateTraits {
                 visitor_id: visitor,
                 traits,
+                company: company.map(|company| CompanyChange {
+                    at: txn.now,
+                    company,
+                }),
             },
             AdminChange::Anonymize => AdminOp::Anonymize {
                 visitor_id: visitor,

@@ -145,17 +145,21 @@ impl<'a> Forgetting<'a> {
 
     /// What is kept of an earlier logged change, or None when it stays as it is: an
     /// attribute update of the visitor (by its id, or by any of its customers' ids, which
-    /// it may have had before a merge) keeps its place and loses its traits.
+    /// it may have had before a merge) keeps its place and loses its traits and company.
     pub fn admin(&self, op: &AdminOp) -> Option<AdminOp> {
         match op {
-            AdminOp::UpdateTraits { visitor_id, traits }
-                if !traits.is_empty()
-                    && (*visitor_id == self.visitor
-                        || self.customers.contains(&visitor_id.first_customer())) =>
+            AdminOp::UpdateTraits {
+                visitor_id,
+                traits,
+                company,
+            } if (!traits.is_empty() || company.is_some())
+                && (*visitor_id == self.visitor
+                    || self.customers.contains(&visitor_id.first_customer())) =>
             {
                 Some(AdminOp::UpdateTraits {
                     visitor_id: *visitor_id,
                     traits: Default::default(),
+                    company: None,
                 })
             }
             _ => None,

@@ -809,6 +809,7 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .clone(),
+            company: None,
             sessions: 3,
             active_sessions: 1,
             pages_viewed: 7,

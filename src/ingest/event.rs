@@ -9,7 +9,9 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{
+    ActionId, ActionMapId, CompanyId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId,
+};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::ingest::topic::{EventKeys, Topic, VISITOR_NAMES};
 pub use crate::ingest::wire::serialize_lifecycle;
@@ -55,16 +57,23 @@ pub enum VisitorKind {
     Userinfo,
     Page,
     Track,
+    /// Merges `attributes` (and a `company`) into the customer's current visitor.
+    Update,
+    /// The page a `page` event reported was left or hidden (`pagehide`, or
+    /// `visibilitychange` to hidden): it closes that page view's time on page.
+    Exit,
 }
 
 impl VisitorKind {
-    pub(crate) const ALL: [VisitorKind; 6] = [
+    pub(crate) const ALL: [VisitorKind; 8] = [
         VisitorKind::Identify,
         VisitorKind::Signin,
         VisitorKind::Signout,
         VisitorKind::Userinfo,
         VisitorKind::Page,
         VisitorKind::Track,
+        VisitorKind::Update,
+        VisitorKind::Exit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,13 +91,16 @@ impl VisitorKind {
     /// The indefinite article before the kind's name in a message: "an identify event".
     pub(crate) fn article(self) -> &'static str {
         match self {
-            VisitorKind::Identify => "an",
+            VisitorKind::Identify | VisitorKind::Update | VisitorKind::Exit => "an",
             _ => "a",
         }
     }
 
     pub(crate) fn needs_session(self) -> bool {
-        !matches!(self, VisitorKind::Identify | VisitorKind::Track)
+        !matches!(
+            self,
+            VisitorKind::Identify | VisitorKind::Track | VisitorKind::Update
+        )
     }
 
     /// Whether the event must carry `userId` (an `identify` may name its visitor through
@@ -105,6 +117,12 @@ impl VisitorKind {
             VisitorKind::Identify | VisitorKind::Signin | VisitorKind::Userinfo
         )
     }
+
+    /// Whether the event may set the visitor's `company`: the events that set its
+    /// attributes (the identity events' `traits`, an update's `attributes`).
+    pub fn sets_company(self) -> bool {
+        self.links() || self == VisitorKind::Update
+    }
 }
 
 /// A report about the customer rather than an action.
@@ -120,12 +138,29 @@ pub struct VisitorEvent {
     pub name: Option<String>,
     pub properties: Option<Map<String, Value>>,
     pub event_id: Option<String>,
+    /// An `update` event's attributes, merged into the visitor's (the identity events
+    /// carry theirs as `traits`).
+    pub attributes: Option<Map<String, Value>>,
+    /// The company the visitor belongs to from now on (identity and update events).
+    pub company: Option<CompanyInfo>,
     /// What the hub's edge found about the client that published a page event (never a
     /// client's own word: the edge refuses a `client` it did not set). It travels in the
     /// event so the log, a replay and every cluster node see the same. Boxed: most events
     /// have none, and an event is moved often.
     pub client: Option<Box<ClientContext>>,
 }
+
+/// An event's `company`: `{"id", "name"?, ...}`, every other key one of the company's
+/// attributes. Bounded as a whole like `traits` ([`MAX_OBJECT_BYTES`] as JSON).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompanyInfo {
+    pub id: CompanyId,
+    pub name: Option<String>,
+    pub attributes: Map<String, Value>,
+}
+
+/// Longest `company.id`.
+pub const MAX_COMPANY_ID_CHARS: usize = 256;
 
 /// A page event's `client`: the browser and operating system parsed from the User-Agent
 /// of the request or connection that published it, and the country and city the trusted
@@ -470,7 +505,7 @@ impl LifecycleEvent {
 
 impl VisitorEvent {
     /// The visitor event without anything about the person: `userId`, `traits`,
-    /// `channels`, `properties` and `client` go, and a page keeps only its URL's path
+    /// `channels`, `properties`, `attributes`, `company` and `client` go, and a page keeps only its URL's path
     /// ([`anonymized_page`]). The kind, ids and a track event's `name` stay.
     pub fn anonymized(&self) -> VisitorEvent {
         VisitorEvent {
@@ -484,6 +519,8 @@ impl VisitorEvent {
             name: self.name.clone(),
             properties: None,
             event_id: self.event_id.clone(),
+            attributes: None,
+            company: None,
             client: None,
         }
     }

@@ -142,7 +142,7 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
             "type",
             format!(
                 "unknown visitor event type {type_text:?}; known: identify, signin, signout, \
-                 userinfo, page, track"
+                 userinfo, page, track, update, exit"
             ),
         )
     })?;
@@ -183,10 +183,15 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
         p.get("url")
             .is_some_and(|u| u.as_str().is_some_and(|s| !s.is_empty()))
     });
-    if kind == VisitorKind::Page && !has_url {
+    // Issue 15's page exits need the page they leave, as a page view does.
+    if matches!(kind, VisitorKind::Page | VisitorKind::Exit) && !has_url {
         return Err(HubError::invalid_field(
             "page.url",
-            "a page event needs `page.url`",
+            format!(
+                "{} {} event needs `page.url`",
+                kind.article(),
+                kind.as_str()
+            ),
         ));
     }
     let channels = f.optional_object("channels")?;
@@ -233,6 +238,14 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
             "only a page event carries `client`",
         ));
     }
+    // Issue 15's `update` event and companies came after it too, read by the typed
+    // path's own rule.
+    let slot = |value: Option<Value>| value.map_or(crate::ingest::fields::Slot::Absent, Into::into);
+    let (attributes, company) = crate::ingest::validate::attributes_and_company(
+        kind,
+        slot(f.0.remove("attributes")),
+        slot(f.0.remove("company")),
+    )?;
     Ok(VisitorEvent {
         kind,
         customer_id,
@@ -244,6 +257,8 @@ fn visitor_from_fields(f: &mut Fields) -> Result<VisitorEvent, HubError> {
         name,
         properties: f.optional_object("properties")?,
         event_id: f.event_id()?,
+        attributes,
+        company,
         client: client.map(Box::new),
     })
 }

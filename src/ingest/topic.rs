@@ -1,6 +1,6 @@
 //! Topics, topic patterns and `where` filters (PROTOCOL.md section 4).
 //!
-//! There are few topics (27), so a topic is a small index and a set of topics is a bitmask:
+//! There are few topics (29), so a topic is a small index and a set of topics is a bitmask:
 //! a subscription's patterns are expanded once, at subscribe time, and matching an event's
 //! topic is one AND. Filters match against an event's [`EventKeys`], which the sequencer
 //! computes once per event. Pure logic: no IO, no state.
@@ -14,17 +14,18 @@ use crate::ids::{ActionId, ActionMapId, CustomerId, SegmentId, SessionId, UserId
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
 /// The visitor family's names, in topic order.
-pub const VISITOR_NAMES: [&str; 7] = [
-    "identify", "signin", "signout", "userinfo", "page", "track", "merged",
+pub const VISITOR_NAMES: [&str; 9] = [
+    "identify", "signin", "signout", "userinfo", "page", "track", "update", "exit", "merged",
 ];
 
-/// Topic index layout: webchat states, then contentoffer states, then visitor, then session.
+/// Topic index layout: webchat states, then contentoffer states, then visitor, then session,
+/// then segment (29 of the set's 32 bits).
 const WEBCHAT_BASE: u8 = 0;
 const CONTENT_OFFER_BASE: u8 = 10;
 const VISITOR_BASE: u8 = 16;
-const SESSION_BASE: u8 = 23;
-const SEGMENT_BASE: u8 = 25;
-const TOPIC_COUNT: u8 = 27;
+const SESSION_BASE: u8 = 25;
+const SEGMENT_BASE: u8 = 27;
+const TOPIC_COUNT: u8 = 29;
 
 /// A concrete topic, `<family>:<name>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,6 +54,8 @@ static TOPIC_NAMES: [&str; TOPIC_COUNT as usize] = [
     "visitor:userinfo",
     "visitor:page",
     "visitor:track",
+    "visitor:update",
+    "visitor:exit",
     "visitor:merged",
     "session:started",
     "session:ended",
@@ -63,7 +66,7 @@ static TOPIC_NAMES: [&str; TOPIC_COUNT as usize] = [
 impl Topic {
     pub const SESSION_STARTED: Topic = Topic(SESSION_BASE);
     pub const SESSION_ENDED: Topic = Topic(SESSION_BASE + 1);
-    pub const VISITOR_MERGED: Topic = Topic(VISITOR_BASE + 6);
+    pub const VISITOR_MERGED: Topic = Topic(VISITOR_BASE + 8);
     pub const SEGMENT_ENTERED: Topic = Topic(SEGMENT_BASE);
     pub const SEGMENT_LEFT: Topic = Topic(SEGMENT_BASE + 1);
 
@@ -433,8 +436,8 @@ mod tests {
             ["webchat:started", "session:started"]
         );
         assert_eq!(set(&["contentoffer:all"]).len(), 6);
-        assert_eq!(set(&["all"]).len(), 27);
-        assert_eq!(set(&["all:all"]).len(), 27);
+        assert_eq!(set(&["all"]).len(), 29);
+        assert_eq!(set(&["all:all"]).len(), 29);
         assert_eq!(set(&["segment:all"]), ["segment:entered", "segment:left"]);
         assert_eq!(
             set(&["session:all", "visitor:merged"]),

@@ -19,10 +19,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::error::HubError;
-use crate::ids::{ActionId, ActionMapId, BadId, CustomerId, SessionId, UserId};
+use crate::ids::{ActionId, ActionMapId, BadId, CompanyId, CustomerId, SessionId, UserId};
 use crate::ingest::event::{
-    ClientContext, Event, EventData, LifecycleEvent, Software, VisitorEvent, VisitorKind,
-    MAX_CLIENT_TEXT_CHARS, MAX_EVENT_ID_CHARS, MAX_OBJECT_BYTES, MAX_TEXT_CHARS, MAX_USER_ID_CHARS,
+    ClientContext, CompanyInfo, Event, EventData, LifecycleEvent, Software, VisitorEvent,
+    VisitorKind, MAX_CLIENT_TEXT_CHARS, MAX_COMPANY_ID_CHARS, MAX_EVENT_ID_CHARS, MAX_OBJECT_BYTES,
+    MAX_TEXT_CHARS, MAX_USER_ID_CHARS,
 };
 use crate::ingest::fields::{fill, left, Named, Nested, Refuse, Slot, Unknown};
 use crate::ingest::lifecycle::{ActionState, MediaType};
@@ -91,6 +92,8 @@ pub(crate) struct EventInput<'a> {
     channels: Slot<'a>,
     traits: Slot<'a>,
     properties: Slot<'a>,
+    attributes: Slot<'a>,
+    company: Slot<'a>,
     client: Slot<'a>,
     // Both kinds'.
     customer_id: Slot<'a>,
@@ -103,7 +106,7 @@ pub(crate) struct EventInput<'a> {
 
 impl<'a> EventInput<'a> {
     /// Each slot with the name of its field, and the unknown keys.
-    fn slots(&mut self) -> ([Named<'_, 'a>; 20], &mut Unknown) {
+    fn slots(&mut self) -> ([Named<'_, 'a>; 22], &mut Unknown) {
         let slots = [
             ("actionId", &mut self.action_id),
             ("actionState", &mut self.action_state),
@@ -121,6 +124,8 @@ impl<'a> EventInput<'a> {
             ("channels", &mut self.channels),
             ("traits", &mut self.traits),
             ("properties", &mut self.properties),
+            ("attributes", &mut self.attributes),
+            ("company", &mut self.company),
             ("client", &mut self.client),
             ("customerId", &mut self.customer_id),
             ("sessionId", &mut self.session_id),
@@ -372,7 +377,7 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
             "type",
             format!(
                 "unknown visitor event type {type_text:?}; known: identify, signin, signout, \
-                 userinfo, page, track"
+                 userinfo, page, track, update, exit"
             ),
         )
     })?;
@@ -407,8 +412,15 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
         p.get("url")
             .is_some_and(|u| u.as_str().is_some_and(|s| !s.is_empty()))
     });
-    if kind == VisitorKind::Page && !has_url {
-        return Err(invalid("page.url", "a page event needs `page.url`".into()));
+    if matches!(kind, VisitorKind::Page | VisitorKind::Exit) && !has_url {
+        return Err(invalid(
+            "page.url",
+            format!(
+                "{} {} event needs `page.url`",
+                kind.article(),
+                kind.as_str()
+            ),
+        ));
     }
     let channels = optional_object(f.channels.take(), "channels")?;
     if let Some((channel, _)) = channels.iter().flatten().find(|(_, v)| !v.is_string()) {
@@ -425,6 +437,8 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
             "only a page event carries `client`".into(),
         ));
     }
+    let (attributes, company) =
+        attributes_and_company(kind, f.attributes.take(), f.company.take())?;
     let event = VisitorEvent {
         kind,
         customer_id,
@@ -436,6 +450,8 @@ fn visitor(f: &mut EventInput<'_>) -> Result<VisitorEvent, HubError> {
         name,
         properties: optional_object(f.properties.take(), "properties")?,
         event_id: optional_text(f.event_id.take(), "eventId", MAX_EVENT_ID_CHARS)?,
+        attributes,
+        company,
         client: client.map(Box::new),
     };
     f.refuse_unknown()?;
@@ -470,6 +486,92 @@ fn identity_fields(
         ));
     }
     Ok(())
+}
+
+/// An event's `attributes` and `company`, as [`attributes_and_company`] reads them.
+pub(crate) type AttributesAndCompany = (Option<Map<String, Value>>, Option<CompanyInfo>);
+
+/// An event's `attributes` and `company`, after the rules a client breaks by sending them
+/// where they do nothing: `attributes` belong to an `update` (which needs them; the
+/// identity events carry theirs as `traits`), and `company` to the events that set a
+/// visitor's attributes (identify, signin, userinfo, update).
+pub(crate) fn attributes_and_company(
+    kind: VisitorKind,
+    attributes: Slot<'_>,
+    company: Slot<'_>,
+) -> Result<AttributesAndCompany, HubError> {
+    let attributes = optional_object(attributes, "attributes")?;
+    match (kind == VisitorKind::Update, attributes.is_some()) {
+        (true, false) => {
+            return Err(invalid(
+                "attributes",
+                "an update event needs `attributes`".into(),
+            ))
+        }
+        (false, true) => {
+            return Err(invalid(
+                "attributes",
+                format!(
+                    "{} {} event may not carry `attributes`; send them with update (or as \
+                     `traits` of identify, signin or userinfo)",
+                    kind.article(),
+                    kind.as_str()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let Some(object) = optional_object(company, "company")? else {
+        return Ok((attributes, None));
+    };
+    if !kind.sets_company() {
+        return Err(invalid(
+            "company",
+            format!(
+                "{} {} event may not carry `company`; send it with identify, signin, userinfo \
+                 or update",
+                kind.article(),
+                kind.as_str()
+            ),
+        ));
+    }
+    company_of(object)
+        .map(|company| (attributes, Some(company)))
+        .map_err(|(field, message)| invalid(field, message))
+}
+
+/// A `company` object (already within its size) as its id, name and other attributes;
+/// refused naming `company.id` or `company.name`. The one rule for events and for
+/// `PUT /v1/visitors/{id}`, which words its refusal as a bad request.
+pub fn company_of(mut object: Map<String, Value>) -> Result<CompanyInfo, (&'static str, String)> {
+    let id = match object.remove("id") {
+        Some(Value::String(id)) if text_fits(&id, MAX_COMPANY_ID_CHARS) => {
+            CompanyId::from(id.as_str())
+        }
+        _ => {
+            return Err((
+                "company.id",
+                format!(
+                    "`company.id` is required, a string of 1 to {MAX_COMPANY_ID_CHARS} characters"
+                ),
+            ))
+        }
+    };
+    let name = match object.remove("name") {
+        None => None,
+        Some(Value::String(name)) if text_fits(&name, MAX_TEXT_CHARS) => Some(name),
+        Some(_) => {
+            return Err((
+                "company.name",
+                format!("`company.name` must be a string of 1 to {MAX_TEXT_CHARS} characters"),
+            ))
+        }
+    };
+    Ok(CompanyInfo {
+        id,
+        name,
+        attributes: object,
+    })
 }
 
 /// An event's refusals are `invalid_event`, naming the field.
@@ -627,7 +729,9 @@ pub(crate) mod tests {
                 "a signout",
                 "a userinfo",
                 "a page",
-                "a track"
+                "a track",
+                "an update",
+                "an exit"
             ]
         );
     }

@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 use crate::ids::{CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
-    format_millis, Body, ClientContext, EndReason, Event, LifecycleEvent, Millis, Published,
-    Software, VisitorEvent, VisitorKind,
+    format_millis, Body, ClientContext, CompanyInfo, EndReason, Event, LifecycleEvent, Millis,
+    Published, Software, VisitorEvent, VisitorKind,
 };
 
 /// A complete server-to-client WebSocket text frame: header and JSON payload, encoded
@@ -187,7 +187,27 @@ fn serialize_visitor<M: SerializeMap>(map: &mut M, e: &VisitorEvent) -> Result<(
     }
     entry_opt(map, "name", &e.name)?;
     entry_opt(map, "properties", &e.properties)?;
+    entry_opt(map, "attributes", &e.attributes)?;
+    if let Some(company) = &e.company {
+        map.serialize_entry("company", &CompanyJson(company))?;
+    }
     entry_opt(map, "eventId", &e.event_id)
+}
+
+/// An event's `company`: `{"id", "name"?, ...attributes}`, what validation reads back.
+struct CompanyJson<'a>(&'a CompanyInfo);
+
+impl Serialize for CompanyJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let c = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &c.id)?;
+        entry_opt(&mut map, "name", &c.name)?;
+        for (key, value) in &c.attributes {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 /// A page event's `client`: `{"browser": {"name", "version"?}?, "os": {..}?, "country"?,
@@ -390,6 +410,8 @@ impl Published {
                     name: kept.name,
                     properties: None,
                     event_id: kept.event_id,
+                    attributes: None,
+                    company: None,
                     client: None,
                 })
             }

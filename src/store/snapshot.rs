@@ -14,7 +14,7 @@
 //!
 //! Format (version 1): magic, version (u32), seq, epoch, time written, the per-map
 //! counters, then chunks (tag 4, byte length u64) of tagged entities (1 customer,
-//! 2 profile, 3 action) in the encoding of [`crate::store::codec`], then 0 (end), then a crc32 of
+//! 2 profile, 3 action, 5 customer with client info, 6 profile with company, 7 company) in the encoding of [`crate::store::codec`], then 0 (end), then a crc32 of
 //! everything before it. Chunks let start-up decode on several threads.
 
 use std::fs::{self, File};
@@ -27,7 +27,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::hub::segments::Segment;
-use crate::hub::state::{Action, ClientInfo, Customer, HubState, MapCounts, Profile, SnapshotItem};
+use crate::hub::state::{
+    decode_membership, encode_membership, Action, ClientInfo, Company, Customer, HubState,
+    MapCounts, Profile, SnapshotItem,
+};
 use crate::hub::Hub;
 use crate::ids::{CustomerId, Seq, VisitorId};
 use crate::ingest::event::now_millis;
@@ -36,8 +39,10 @@ use crate::store::wal;
 
 const MAGIC: &[u8; 8] = b"AHUBSNP\0";
 /// The snapshot format this release writes; a higher one on disk is refused.
-/// Format 2 added the customers' client info (`CUSTOMER_WITH_CLIENT`), format 3 the
-/// segment definitions (`SEGMENTS`); formats 1 and 2 read as ever.
+/// Format 2 added the customers' client info (`CUSTOMER_WITH_CLIENT`); format 3 the
+/// companies (`COMPANY`), a profile's membership (`PROFILE_WITH_COMPANY`), a page view's
+/// exit time (an activity kind of its own, see `hub::state`'s encoding) and the segment
+/// definitions (`SEGMENTS`). Formats 1 and 2 read as ever.
 pub const FORMAT_VERSION: u32 = 3;
 /// Entity tags, and the chunk that holds them.
 const END: u8 = 0;
@@ -46,8 +51,10 @@ const PROFILE: u8 = 2;
 const ACTION: u8 = 3;
 const CHUNK: u8 = 4;
 const CUSTOMER_WITH_CLIENT: u8 = 5;
+const PROFILE_WITH_COMPANY: u8 = 6;
+const COMPANY: u8 = 7;
 /// The segment definitions (format 3): the next segment number, then each definition.
-const SEGMENTS: u8 = 6;
+const SEGMENTS: u8 = 8;
 /// A chunk is closed once it holds this much (small in unit tests, to make many).
 const CHUNK_BYTES: usize = if cfg!(test) { 2048 } else { 4 << 20 };
 /// Threads that decode chunks at start-up (the log is read beside them).
@@ -212,9 +219,19 @@ fn write_file(
                 }
             }
             SnapshotItem::Profile(id, profile) => {
-                c.u8(PROFILE);
+                c.u8(match profile.company {
+                    Some(_) => PROFILE_WITH_COMPANY,
+                    None => PROFILE,
+                });
                 c.uuid(id.0);
                 profile.encode(c);
+                if let Some(company) = &profile.company {
+                    encode_membership(company, c);
+                }
+            }
+            SnapshotItem::Company(id, company) => {
+                c.u8(COMPANY);
+                company.encode(id, c);
             }
             SnapshotItem::Action(action) => {
                 c.u8(ACTION);
@@ -363,6 +380,16 @@ fn decode_chunk(state: &HubState, chunk: &[u8]) -> Result<(), DecodeError> {
                 state.restore_customer(id, customer)
             }
             PROFILE => state.restore_profile(VisitorId(d.uuid()?), Profile::decode(&mut d)?),
+            PROFILE_WITH_COMPANY => {
+                let id = VisitorId(d.uuid()?);
+                let mut profile = Profile::decode(&mut d)?;
+                profile.company = Some(decode_membership(&mut d)?);
+                state.restore_profile(id, profile)
+            }
+            COMPANY => {
+                let (id, company) = Company::decode(&mut d)?;
+                state.restore_company(id, company)
+            }
             ACTION => state.restore_action(Action::decode(&mut d)?),
             SEGMENTS => {
                 let next = d.u64()?;

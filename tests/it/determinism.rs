@@ -99,7 +99,9 @@ impl Session {
     }
 }
 
-const VISITOR_KINDS: [&str; 6] = ["identify", "signin", "signout", "userinfo", "page", "track"];
+const VISITOR_KINDS: [&str; 8] = [
+    "identify", "signin", "signout", "userinfo", "page", "track", "update", "exit",
+];
 
 /// What the edge stamps on page events as `client`, with the time zone the page sends: a
 /// full one and a partial one, so a later page view keeps what an earlier one said.
@@ -194,12 +196,19 @@ impl Published {
                 }
                 match *kind {
                     "identify" | "signin" | "userinfo" => e["userId"] = json!(format!("u{user}")),
-                    "page" => e["page"] = json!({"url": format!("https://shop.example/{user}")}),
+                    "page" | "exit" => {
+                        e["page"] = json!({"url": format!("https://shop.example/{user}")})
+                    }
+                    "update" => e["attributes"] = json!({ format!("a{user}"): user }),
                     "track" => e["name"] = json!("clicked"),
                     _ => {}
                 }
                 if let Some((key, value)) = traits {
                     e["traits"] = json!({ format!("t{key}"): value });
+                }
+                // Companies joined, replaced and left: refused where events may not set one.
+                if user % 2 == 0 {
+                    e["company"] = json!({"id": format!("co{}", user % 3), "name": kind});
                 }
                 if let Some((name, n)) = channel {
                     e["channels"] = json!({ CHANNELS[*name]: format!("c{n}") });
@@ -366,7 +375,11 @@ async fn feed(hub: &Hub, input: &Input, now: Millis, first: bool, dir: &std::pat
                 Change::Traits(key, value) => {
                     let mut traits = Map::new();
                     traits.insert(format!("t{key}"), json!(value));
-                    AdminChange::UpdateTraits(traits)
+                    // Every third one moves the visitor to a company too.
+                    let company = (value % 3 == 0)
+                        .then(|| json!({"id": format!("co{key}")}).as_object().cloned())
+                        .flatten();
+                    AdminChange::UpdateTraits { traits, company }
                 }
                 Change::Anonymize => AdminChange::Anonymize,
                 Change::Delete => AdminChange::Delete,

@@ -1095,3 +1095,183 @@ async fn sessions_have_the_reference_shape_with_pages_and_time_on_them() {
         assert!(p["viewedAt"].is_string(), "{p}");
     }
 }
+
+#[tokio::test]
+async fn an_update_event_merges_attributes_into_the_current_visitor() {
+    let hub = Hub::start().await;
+    let (known, anon) = (Visitor::new(), Visitor::new());
+    let mut watcher = hub.client().await;
+    watcher
+        .subscribe(json!("updates"), json!({"topics": ["visitor:update"]}))
+        .await;
+    publish_all(
+        &hub,
+        vec![
+            known
+                .event("identify", "u-upd")
+                .with("traits", json!({"plan": "free", "name": "Uma"})),
+            known
+                .event("update", "")
+                .with("attributes", json!({"plan": "pro", "seats": 5})),
+            // A lone browser's update starts its profile, unidentified.
+            anon.event("update", "")
+                .without("sessionId")
+                .with("attributes", json!({"ab": "b"})),
+        ],
+    )
+    .await;
+    let update = watcher.next_event().await;
+    assert_eq!(update["topic"], json!("visitor:update"), "{update}");
+    assert_eq!(
+        update["event"]["attributes"],
+        json!({"plan": "pro", "seats": 5})
+    );
+    let http = hub.http();
+    let (_, view) = http.get("/v1/visitors/user:u-upd").await;
+    assert_eq!(view["attributes"], json!({"plan": "pro", "seats": 5}));
+    assert_eq!(view["name"], json!("Uma"));
+    let (_, view) = http
+        .get(&format!("/v1/visitors/{}", anon.customer_id))
+        .await;
+    assert_eq!(view["attributes"], json!({"ab": "b"}));
+    assert_eq!(view["identified"], json!(false));
+    let mut client = hub.client().await;
+    for (event, field) in [
+        (known.event("update", ""), "attributes"),
+        (
+            known.event("update", "").with("attributes", json!([1])),
+            "attributes",
+        ),
+        (
+            known.page().with("attributes", json!({"a": 1})),
+            "attributes",
+        ),
+    ] {
+        client
+            .publish_refused(event, "invalid_event", Some(field))
+            .await;
+    }
+    // Bounded as the profile's traits are.
+    for n in 0..4 {
+        let attributes = json!({ format!("k{n}"): "x".repeat(3900) });
+        client
+            .publish_ok(known.event("update", "").with("attributes", attributes))
+            .await;
+    }
+    let refused = client
+        .publish_refused(
+            known
+                .event("update", "")
+                .with("attributes", json!({"k9": "x".repeat(3900)})),
+            "too_large",
+            Some("traits"),
+        )
+        .await;
+    assert_eq!(refused["details"]["limit"], json!("profileTraitsBytes"));
+}
+
+#[tokio::test]
+async fn a_browser_token_updates_its_own_visitor_only() {
+    const SECRET: &str = "update-secret-0123456789abcdef0123456";
+    let hub = Hub::start_with(|config| {
+        config.jwt_secrets = SECRET.parse().expect("secret");
+        config.api_keys = "pk-admin=admin+subscribe+publish".parse().expect("keys");
+    })
+    .await;
+    let (mine, theirs) = (Visitor::new(), Visitor::new());
+    let mut browser = hub
+        .client_with(json!({"token": crate::support::token(SECRET, &mine.customer_id)}))
+        .await;
+    browser
+        .publish_ok(
+            mine.event("update", "")
+                .with("attributes", json!({"theme": "dark"})),
+        )
+        .await;
+    browser
+        .publish_refused(
+            theirs
+                .event("update", "")
+                .with("attributes", json!({"theme": "dark"})),
+            "forbidden",
+            None,
+        )
+        .await;
+    let http = hub.http_with(&[("X-API-Key", "pk-admin")]);
+    let (_, view) = http
+        .get(&format!("/v1/visitors/{}", mine.customer_id))
+        .await;
+    assert_eq!(view["attributes"], json!({"theme": "dark"}));
+    let (status, _) = http
+        .get(&format!("/v1/visitors/{}", theirs.customer_id))
+        .await;
+    assert_eq!(status, 404, "the refused update made no visitor");
+}
+
+#[tokio::test]
+async fn a_page_exit_measures_the_time_on_page() {
+    let hub = Hub::start().await;
+    let visitor = Visitor::new();
+    let page = |url: &str| visitor.page().with("page", json!({"url": url}));
+    let exit = |url: &str| visitor.event("exit", "").with("page", json!({"url": url}));
+    let mut watcher = hub.client().await;
+    watcher
+        .subscribe(json!("exits"), json!({"topics": ["visitor:exit"]}))
+        .await;
+    publish_all(&hub, vec![page("https://shop.example/a")]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    publish_all(&hub, vec![exit("https://shop.example/a")]).await;
+    let reported = watcher.next_event().await;
+    assert_eq!(
+        reported["event"]["page"]["url"],
+        json!("https://shop.example/a")
+    );
+    // Away for a while: the next page view does not count as time on the page left.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    publish_all(
+        &hub,
+        vec![
+            page("https://shop.example/b"),
+            exit("https://shop.example/b"),
+        ],
+    )
+    .await;
+    let sessions_of = |hub: &Hub| {
+        let http = hub.http();
+        let path = format!("/v1/visitors/{}/sessions", visitor.customer_id);
+        async move { http.get(&path).await.1["sessions"][0]["pages"].clone() }
+    };
+    let pages = sessions_of(&hub).await;
+    let times: Vec<&Value> = pages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["timeOnPage"])
+        .collect();
+    assert_eq!(
+        times,
+        [&json!(1), &json!(0)],
+        "measured to the exits: {pages}"
+    );
+    // A page without an exit still closes at the next page view.
+    let hub = hub.restart().await;
+    assert_eq!(
+        sessions_of(&hub).await,
+        pages,
+        "the exits are kept across a restart"
+    );
+    let mut client = hub.client().await;
+    client
+        .publish_refused(visitor.event("exit", ""), "invalid_event", Some("page.url"))
+        .await;
+    client
+        .publish_refused(
+            visitor
+                .event("exit", "")
+                .without("sessionId")
+                .with("page", json!({"url": "u"})),
+            "invalid_event",
+            Some("sessionId"),
+        )
+        .await;
+}

@@ -44,6 +44,12 @@ const pages = {
     ActionHub.toDataLayer(hub, { patterns: ['webchat:all', 'contentoffer:all'], where: { customerId: [hub.customerId] } });
     hub.ready().then(() => (window.isReady = true));
   </script>`,
+  // A page that reports its own view and is then hidden and shown again.
+  '/exits.html': `<!doctype html><title>exits</title><script type="module">
+    import { ActionHub } from 'HUB/sdk/actionhub.mjs';
+    const hub = (window.hub = new ActionHub({ url: 'HUB' }));
+    hub.page().then(() => (window.viewed = true));
+  </script>`,
 };
 
 before(async () => {
@@ -280,6 +286,40 @@ test('the console shows a newly published action within 1 s among 1,000 live cus
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: artifacts + 'console.png' });
   console.log(`console screenshot: ${artifacts}console.png`);
+  assert.deepEqual(problems, []);
+  await context.close();
+});
+
+// Headless Chromium keeps every tab visible, so the test turns this one's visibility the
+// way a switch of tabs does: `document.visibilityState` changes, then `visibilitychange`
+// fires; the SDK's own listener and the page's real socket do the rest.
+function setVisibility(page, state) {
+  return page.evaluate((state) => {
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => state });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, state);
+}
+
+test('a page hidden and shown again reports its exit, and the sessions view measures its time on page', { timeout: 30_000 }, async () => {
+  const { context, page, problems } = await newPage();
+  await page.goto(siteUrl('/exits.html'));
+  await page.waitForFunction(() => window.viewed);
+  const customerId = await page.evaluate(() => window.hub.customerId);
+  await new Promise((r) => setTimeout(r, 1300));
+  await setVisibility(page, 'hidden');
+  const sessions = () => getJson(hub, `/v1/visitors/${customerId}/sessions`);
+  const exited = await until(async () => {
+    const { body } = await getJson(hub, `/v1/visitors/${customerId}/events`);
+    return body.events.map((frame) => frame.event).find((e) => e.type === 'exit');
+  });
+  assert.equal(exited.page.url, siteUrl('/exits.html'), 'the exit names the page left');
+  await setVisibility(page, 'visible');
+  // Time spent away after the exit is not time on the page.
+  await new Promise((r) => setTimeout(r, 1300));
+  const { body } = await sessions();
+  const [viewed] = body.sessions[0].pages;
+  assert.equal(viewed.url, siteUrl('/exits.html'));
+  assert.equal(viewed.timeOnPage, 1, `measured from the view to the exit: ${JSON.stringify(body.sessions[0])}`);
   assert.deepEqual(problems, []);
   await context.close();
 });

@@ -13,6 +13,7 @@ import { install, noteOnce, settle, pageOf } from './dropin.mjs';
  *   <P extends TopicPattern>(command: 'on' | 'once', pattern: P | P[], where: Where, callback: (event: EventOf<P>) => void): ActionHub,
  *   (command: 'pageview', options?: {location?: string, title?: string}): Promise<PublishResult> | undefined,
  *   (command: 'record', name: string, properties?: Record<string, unknown>): Promise<PublishResult> | undefined,
+ *   (command: 'update', attributes: Record<string, unknown>, company?: {id: string, name?: string} & Record<string, unknown>): Promise<PublishResult> | undefined,
  *   (command: string, ...args: any[]): any,
  *   hub: ActionHub,
  * }} AcFunction
@@ -25,7 +26,7 @@ const NOTES = {
   'forms:track': 'ac("forms:track") does nothing: actionhub does not track forms',
 };
 // The client's own methods, callable as commands too (`ac('identify', userId, traits)`).
-const METHODS = ['on', 'once', 'off', 'publish', 'action', 'identify', 'signin', 'signout', 'userinfo', 'page', 'track', 'snapshot', 'history', 'close'];
+const METHODS = ['on', 'once', 'off', 'publish', 'action', 'identify', 'signin', 'signout', 'userinfo', 'update', 'page', 'exit', 'track', 'snapshot', 'history', 'close'];
 
 /**
  * An `ac(command, ...args)` function driving `hub`. Unknown commands warn once and return undefined.

@@ -262,6 +262,16 @@ export class ActionHub {
       this._online = () => this._ws || this._reconnectNow();
       window.addEventListener('online', this._online);
     }
+    // Page exits: the page last reported is left when it is hidden or unloaded, so the
+    // hub measures its time on page (the open socket carries it: the SDK has no HTTP
+    // path a browser token may publish on). `pageExits: false` turns it off.
+    this._pageUrl = null;
+    if (hasDocument && hasWindow && window.addEventListener && options.pageExits !== false) {
+      this._hidden = () => document.visibilityState === 'hidden' && this._leave();
+      this._pagehide = () => this._leave();
+      document.addEventListener('visibilitychange', this._hidden);
+      window.addEventListener('pagehide', this._pagehide);
+    }
     // Connecting starts after the constructor's caller has attached its handlers, so they
     // see `connecting` too.
     if (options.autoConnect !== false) Promise.resolve().then(() => this._connect());
@@ -736,7 +746,36 @@ export class ActionHub {
    * @returns {Promise<PublishResult>}
    */
   page(details) {
-    return this._visitor('page', { page: { ...pageDetails(), ...details } });
+    const page = { ...pageDetails(), ...details };
+    if (typeof page.url === 'string') this._pageUrl = page.url;
+    return this._visitor('page', { page });
+  }
+
+  /**
+   * The page reported last (or `url`) was left or hidden: it ends its time on page. The
+   * SDK sends it by itself on `pagehide` and on `visibilitychange` to hidden.
+   * @param {string} [url]
+   * @returns {Promise<PublishResult>}
+   */
+  exit(url) {
+    return this._visitor('exit', { page: { url: url || this._pageUrl || (hasDocument ? location.href : '') } });
+  }
+
+  // Reports the exit of the page reported last, if any; a failure (a closed client, a
+  // full queue) is nobody's to handle as the page goes away.
+  _leave() {
+    if (this._pageUrl && !this._closed) this.exit(this._pageUrl).catch(() => {});
+  }
+
+  /**
+   * Merges attributes into this visitor's profile (the custom ones of its view), and with
+   * `company` (`{id, name?, ...}`) makes it that company's.
+   * @param {Record<string, unknown>} attributes
+   * @param {{id: string, name?: string} & Record<string, unknown>} [company]
+   * @returns {Promise<PublishResult>}
+   */
+  update(attributes, company) {
+    return this._visitor('update', company ? { attributes, company } : { attributes });
   }
 
   /**
@@ -794,6 +833,8 @@ export class ActionHub {
     clearTimeout(this._timer);
     clearTimeout(this._refreshTimer);
     if (hasWindow && this._online) window.removeEventListener('online', this._online);
+    if (this._hidden) document.removeEventListener('visibilitychange', this._hidden);
+    if (this._pagehide) window.removeEventListener('pagehide', this._pagehide);
     const err = new ActionHubError('closed', 'the hub client is closed');
     for (const e of this._queue) e.reject(err);
     this._queue = [];

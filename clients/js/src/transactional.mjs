@@ -1,6 +1,6 @@
 // The `TransactionalSupport(command, ...args)` widget API, on an actionhub client:
-// identify -> identify, update -> identify with the new traits (the hub keeps attributes as
-// the profile's traits), trackPageView -> page, trackEvent -> track.
+// identify -> identify, update -> update (the hub merges the attributes into the current
+// visitor, identified or not), trackPageView -> page, trackEvent -> track.
 import { install, noteOnce, settle, pageOf } from './dropin.mjs';
 /** @import { ActionHub } from './actionhub.mjs' */
 
@@ -22,20 +22,10 @@ import { install, noteOnce, settle, pageOf } from './dropin.mjs';
  * @returns {TransactionalFunction}
  */
 export function transactionalCommands(hub) {
-  // The user `update` applies to: the last one identified, else the token's.
-  let user = null;
   /** @type {any} */
   const ts = (command, a, b) => {
-    if (command === 'identify') {
-      user = a;
-      return void settle(hub, () => hub.identify(a, b));
-    }
-    if (command === 'update') {
-      // Attributes belong to a profile: the hub keeps them as traits, reached by a userId.
-      // Before any is known, a browser cannot set them (PUT /v1/visitors needs a server key).
-      if (user || hub.tokenUserId) return void settle(hub, () => hub.identify(user, a));
-      return noteOnce('ts:update', "TransactionalSupport('update') before 'identify' does nothing: attributes need a known user");
-    }
+    if (command === 'identify') return void settle(hub, () => hub.identify(a, b));
+    if (command === 'update') return void settle(hub, () => hub.update(a || {}));
     if (command === 'trackPageView') return void settle(hub, () => hub.page(pageOf(a && a.page, a && a.title)));
     if (command === 'trackEvent') return void settle(hub, () => hub.track(a, b));
     noteOnce('ts?' + command, `unknown TransactionalSupport command ${JSON.stringify(command)} ignored`, 'warn');

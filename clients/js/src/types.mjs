@@ -6,7 +6,7 @@
 /** @typedef {'qualified' | 'offered' | 'accepted' | 'started' | 'engaged' | 'ended' | 'rejected' | 'ignored' | 'timedout' | 'errored'} WebchatState */
 /** @typedef {'qualified' | 'offered' | 'accepted' | 'rejected' | 'ignored' | 'errored'} ContentOfferState */
 /** @typedef {WebchatState | ContentOfferState} ActionState */
-/** @typedef {'identify' | 'signin' | 'signout' | 'userinfo' | 'page' | 'track'} VisitorType */
+/** @typedef {'identify' | 'signin' | 'signout' | 'userinfo' | 'page' | 'track' | 'update' | 'exit'} VisitorType */
 
 /**
  * Every topic the hub publishes under: `webchat:${state}`, `contentoffer:${state}`,
@@ -81,6 +81,8 @@
  * @property {PageDetails & Record<string, unknown>} [page]
  * @property {string} [name]
  * @property {Record<string, unknown>} [properties]
+ * @property {Record<string, unknown>} [attributes] An update's attributes, merged into the visitor's (required on update, only there).
+ * @property {{id: string, name?: string} & Record<string, unknown>} [company] The company the visitor belongs to from now on; only on identify, signin, userinfo and update.
  * @property {string} [eventId]
  */
 
@@ -147,6 +149,7 @@
  * @property {number} [maxQueue] Publishes kept while offline; more are refused with `queue_full`. Default 100.
  * @property {{min?: number, max?: number}} [backoff] Reconnect delay ceiling in ms, doubling from `min` up to `max`, full jitter below it. Default 500..30000.
  * @property {boolean} [autoConnect] Connect at construction (default true).
+ * @property {boolean} [pageExits] Report an `exit` of the page last reported when it is hidden or left (default true).
  * @property {unknown} [WebSocket] A WebSocket constructor, for environments without a global one.
  */
 

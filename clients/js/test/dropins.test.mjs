@@ -151,12 +151,12 @@ test('_gt: queued pushes replay after the page entered; SignIn, UserInfo, SignOu
   }
 });
 
-test("TransactionalSupport: identify, update (identify with the known user), trackPageView, trackEvent", async () => {
+test("TransactionalSupport: identify, update (the hub's update event), trackPageView, trackEvent", async () => {
   const c = client();
   globalThis.TransactionalSupport = function () { (globalThis.TransactionalSupport.q = globalThis.TransactionalSupport.q || []).push(arguments); };
   const early = globalThis.TransactionalSupport;
   const lines = await capturing(async () => {
-    early('update', { plan: 'free' }); // before identify: nothing to update, noted
+    early('update', { plan: 'free' }); // before identify: the anonymous visitor's attributes
     early('identify', 'user-123', { name: 'John Doe', email: 'john@example.com' });
     try {
       const ts = installTransactional(c);
@@ -168,15 +168,17 @@ test("TransactionalSupport: identify, update (identify with the known user), tra
       delete globalThis.TransactionalSupport;
     }
   });
-  assert.equal(lines.info.length, 1, lines.info.join('\n'));
+  assert.equal(lines.info.length, 0, lines.info.join('\n'));
   assert.equal(lines.warn.length, 1, lines.warn.join('\n'));
-  const events = await recorded(c.customerId, 4);
-  assert.deepEqual(events.map((e) => e.type), ['identify', 'identify', 'page', 'track']);
+  const events = await recorded(c.customerId, 5);
+  assert.deepEqual(events.map((e) => e.type), ['update', 'identify', 'update', 'page', 'track']);
+  assert.deepEqual(events[0].attributes, { plan: 'free' });
   assert.equal(events[1].userId, 'user-123');
-  assert.deepEqual(events[1].traits, { plan: 'enterprise', monthlySpend: 2000 });
-  assert.deepEqual(events[2].page, { url: 'https://shop.example/dashboard', title: 'User Dashboard' });
-  assert.equal(events[3].name, 'purchase_completed');
+  assert.deepEqual(events[2].attributes, { plan: 'enterprise', monthlySpend: 2000 });
+  assert.deepEqual(events[3].page, { url: 'https://shop.example/dashboard', title: 'User Dashboard' });
+  assert.equal(events[4].name, 'purchase_completed');
   const visitor = (await getJson(ctx.hub, `/v1/visitors/${c.customerId}`)).body;
   assert.equal(visitor.attributes.plan, 'enterprise');
+  assert.equal(visitor.attributes.monthlySpend, 2000);
   assert.equal(visitor.email, 'john@example.com');
 });

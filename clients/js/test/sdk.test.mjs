@@ -384,3 +384,23 @@ test('the ctx.hub serves the built SDK and the console from its binary, without 
   const redirect = await fetch(ctx.hub.http + '/console', { redirect: 'manual' });
   assert.equal(redirect.status, 308);
 });
+
+test('update merges attributes and a company into the visitor; exit closes the page last reported', async () => {
+  const customerId = uuid();
+  const c = client({ customerId });
+  await c.update({ plan: 'trial' });
+  await c.identify('user-upd', { name: 'Una' });
+  await c.update({ plan: 'pro' }, { id: 'acme', name: 'Acme' });
+  const visitor = (await getJson(ctx.hub, `/v1/visitors/${customerId}`)).body;
+  assert.deepEqual(visitor.attributes, { plan: 'pro' });
+  assert.equal(visitor.name, 'Una');
+  assert.deepEqual(visitor.company, { id: 'acme', name: 'Acme' });
+  assert.equal((await getJson(ctx.hub, '/v1/companies/acme')).body.visitorCount, 1);
+  await c.page({ url: 'https://shop.example/a' });
+  await c.exit();
+  const { body } = await getJson(ctx.hub, `/v1/visitors/${customerId}/events`);
+  const exit = body.events.map((f) => f.event).find((e) => e.type === 'exit');
+  assert.deepEqual(exit.page, { url: 'https://shop.example/a' }, 'the page last reported');
+  assert.equal(exit.sessionId, c.sessionId);
+  await assert.rejects(c.update('not an object'), (e) => e instanceof ActionHubError && e.code === 'invalid_event');
+});

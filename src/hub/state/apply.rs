@@ -17,24 +17,30 @@ use serde_json::{Map, Value};
 use super::entities::{MAX_ACTIVITY_PER_SESSION, MAX_SESSIONS_PER_CUSTOMER};
 use super::recency::recency_key;
 use super::{
-    Action, Activity, ClientInfo, Customer, HubState, IdentityState, MapKey, Profile, SessionInfo,
-    Transition,
+    Action, Activity, ClientInfo, Company, Customer, HubState, IdentityState, MapKey, Profile,
+    SessionInfo, Transition,
 };
 use crate::hub::segments::Segment;
 use crate::ids::{
-    ActionId, ChannelUserId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId,
+    ActionId, ChannelUserId, CompanyId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId,
 };
-use crate::ingest::event::{Body, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind};
+use crate::ingest::event::{
+    Body, CompanyInfo, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind,
+};
+use crate::ingest::validate::company_of;
 
 /// A change to visitors that is not an event: logged in order with the events and applied
 /// by [`HubState::apply_admin`] (so a replay repeats it), never delivered to subscribers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum AdminOp {
-    /// Merge attributes into a visitor's traits.
+    /// Merge attributes into a visitor's traits, and make it a member of a company.
     UpdateTraits {
         visitor_id: VisitorId,
         traits: Map<String, Value>,
+        /// Absent from what releases before companies logged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        company: Option<CompanyChange>,
     },
     /// Remove traits, channels and user ids; keep the action history.
     Anonymize {
@@ -63,6 +69,15 @@ pub enum AdminOp {
     PutSegment { segment: Segment },
     /// Remove a segment and its memberships.
     DeleteSegment { segment_id: SegmentId },
+}
+
+/// The company a visitor change names, as the request gave it (`{"id", "name"?, ...}`,
+/// checked by `ingest::validate::company_of` before it is logged), with the time it was
+/// decided at: a company's first and last seen times come from its input, never a clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompanyChange {
+    pub at: Millis,
+    pub company: Map<String, Value>,
 }
 
 impl HubState {
@@ -168,6 +183,14 @@ impl HubState {
         if let Some(s) = session.and_then(|id| c.sessions.iter_mut().find(|s| s.id == id)) {
             s.last_seen = s.last_seen.max(at);
         }
+        let visitor = c.visitor_id;
+        drop(c);
+        // A company is seen when one of its visitors is: one lookup per event, so its
+        // `lastSeenAt` never needs a scan of its members.
+        let company = visitor.and_then(|v| self.profiles.get(&v).and_then(|p| p.company.clone()));
+        if let Some(mut company) = company.and_then(|id| self.company_mut(&id, seq)) {
+            company.last_seen = company.last_seen.max(at);
+        }
     }
 
     fn apply_lifecycle(&self, e: &LifecycleEvent, seq: Seq, at: Millis) {
@@ -211,8 +234,22 @@ impl HubState {
     }
 
     fn apply_visitor(&self, e: &VisitorEvent, at: Millis, seq: Seq) {
-        if matches!(e.kind, VisitorKind::Page | VisitorKind::Track) {
-            self.record_activity(e, at, seq);
+        match e.kind {
+            VisitorKind::Page | VisitorKind::Track => self.record_activity(e, at, seq),
+            VisitorKind::Exit => self.record_exit(e, at, seq),
+            VisitorKind::Update => {
+                let visitor = self.current_visitor(e.customer_id, seq);
+                if let Some(attributes) = &e.attributes {
+                    if let Some(mut profile) = self.profile_mut(visitor, seq) {
+                        profile.traits.extend(attributes.clone());
+                    }
+                }
+                if let Some(company) = &e.company {
+                    self.join_company(visitor, company, at, seq);
+                }
+                return;
+            }
+            _ => {}
         }
         {
             let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
@@ -250,6 +287,84 @@ impl HubState {
             if let Some(channels) = &e.channels {
                 self.add_channels(visitor, channels, seq);
             }
+            if let Some(company) = &e.company {
+                self.join_company(visitor, company, at, seq);
+            }
+        }
+    }
+
+    /// The profile of the customer's visitor, started (under the customer's own id) when
+    /// the customer is a lone visitor still: what an update changes.
+    fn current_visitor(&self, customer: CustomerId, seq: Seq) -> VisitorId {
+        let visitor = self
+            .profile_of(customer)
+            .unwrap_or(VisitorId::of_first_customer(customer));
+        self.merge_into(visitor, &[], seq);
+        visitor
+    }
+
+    /// Makes the profile `visitor` a member of `company` (its one company: a new one
+    /// replaces the old), creating the company or taking its newer name and attributes.
+    fn join_company(&self, visitor: VisitorId, company: &CompanyInfo, at: Millis, seq: Seq) {
+        self.save_company(&company.id);
+        {
+            let mut entry = self
+                .companies
+                .entry(company.id.clone())
+                .or_insert_with(|| Company {
+                    name: None,
+                    attributes: Map::new(),
+                    visitor_count: 0,
+                    first_seen: at,
+                    last_seen: at,
+                    stamp: seq,
+                });
+            if company.name.is_some() {
+                entry.name.clone_from(&company.name);
+            }
+            entry.attributes.extend(company.attributes.clone());
+            entry.first_seen = entry.first_seen.min(at);
+            entry.last_seen = entry.last_seen.max(at);
+            entry.stamp = seq;
+        }
+        let before = match self.profile_mut(visitor, seq) {
+            Some(mut p) => p.company.replace(company.id.clone()),
+            None => return,
+        };
+        if before.as_ref() != Some(&company.id) {
+            self.count_member(before.as_ref(), -1, seq);
+            self.count_member(Some(&company.id), 1, seq);
+        }
+    }
+
+    /// Moves a company's visitor count by one member joining or leaving.
+    fn count_member(&self, company: Option<&CompanyId>, change: i64, seq: Seq) {
+        if let Some(mut c) = company.and_then(|id| self.company_mut(id, seq)) {
+            c.visitor_count = c.visitor_count.saturating_add_signed(change);
+        }
+    }
+
+    /// Closes the newest remembered view of the exit's page in its session: its time on
+    /// page ends at the exit (the newest exit, when a page is hidden and shown again).
+    /// An exit of a page the session does not remember changes nothing but last seen.
+    fn record_exit(&self, e: &VisitorEvent, at: Millis, seq: Seq) {
+        let (Some(session), Some(url)) = (e.session_id, e.page.as_ref().and_then(|p| p.get("url")))
+        else {
+            return;
+        };
+        let Some(mut c) = self.customer_mut(e.customer_id, seq) else {
+            return;
+        };
+        let Some(s) = c.sessions.iter_mut().find(|s| s.id == session) else {
+            return;
+        };
+        let viewed = s
+            .activity
+            .iter_mut()
+            .rev()
+            .find(|a| a.kind == VisitorKind::Page && a.detail.get("url") == Some(url));
+        if let Some(page) = viewed.filter(|page| page.at <= at) {
+            page.exited_at = Some(at);
         }
     }
 
@@ -258,7 +373,11 @@ impl HubState {
     /// a snapshot already holds may apply it again.
     pub fn apply_admin(&self, op: &AdminOp, seq: Seq) {
         match op {
-            AdminOp::UpdateTraits { visitor_id, traits } => {
+            AdminOp::UpdateTraits {
+                visitor_id,
+                traits,
+                company,
+            } => {
                 // The sequencer took it only for a visitor there was; replayed after the
                 // visitor was forgotten at the same seq, it must not make a profile again.
                 if self.visitor_customers(*visitor_id).is_empty() {
@@ -268,21 +387,30 @@ impl HubState {
                 if let Some(mut p) = self.profile_mut(*visitor_id, seq) {
                     p.traits.extend(traits.clone());
                 }
+                // Checked before it was logged; one this release cannot read changes nothing.
+                let named = company
+                    .as_ref()
+                    .and_then(|c| Some((c.at, company_of(c.company.clone()).ok()?)));
+                if let Some((at, company)) = named {
+                    self.join_company(*visitor_id, &company, at, seq);
+                }
             }
             AdminOp::Anonymize {
                 visitor_id,
                 customer_ids,
             } => {
-                let (users, channels) = match self.profile_mut(*visitor_id, seq) {
+                let (users, channels, company) = match self.profile_mut(*visitor_id, seq) {
                     Some(mut p) => {
                         p.traits.clear();
                         let channels = std::mem::take(&mut p.channels);
                         let users =
                             std::mem::replace(&mut p.user_ids, Arc::from(Vec::<UserId>::new()));
-                        (users, channels)
+                        (users, channels, p.company.take())
                     }
-                    None => (Arc::from(Vec::<UserId>::new()), Map::new()),
+                    None => (Arc::from(Vec::<UserId>::new()), Map::new(), None),
                 };
+                // Where the person works is theirs too; the company stays, one member less.
+                self.count_member(company.as_ref(), -1, seq);
                 for user in users.iter() {
                     self.users.remove(user);
                 }
@@ -317,7 +445,7 @@ impl HubState {
                 visitor_id,
                 customer_ids,
             } => {
-                self.forget_profile(*visitor_id);
+                self.forget_profile(*visitor_id, seq);
                 for id in customer_ids {
                     self.forget_customer(*id);
                 }
@@ -336,7 +464,7 @@ impl HubState {
                         None => false,
                     };
                     if emptied {
-                        self.forget_profile(visitor);
+                        self.forget_profile(visitor, seq);
                     }
                 }
             }
@@ -348,8 +476,9 @@ impl HubState {
         }
     }
 
-    /// Removes a profile, and the user ids and channel ids that named it.
-    fn forget_profile(&self, visitor: VisitorId) {
+    /// Removes a profile, the user ids and channel ids that named it, and its company
+    /// membership (the company stays).
+    fn forget_profile(&self, visitor: VisitorId, seq: Seq) {
         self.save_profile(visitor);
         // A forgotten visitor leaves its segments without an event (docs/protocol.md).
         self.segments.write().forget(visitor);
@@ -358,6 +487,7 @@ impl HubState {
                 self.users.remove(user);
             }
             self.unindex_channels(visitor, ChannelUserId::all_in(&p.channels));
+            self.count_member(p.company.as_ref(), -1, seq);
         }
     }
 
@@ -398,6 +528,7 @@ impl HubState {
         s.activity.push_back(Activity {
             at,
             kind: e.kind,
+            exited_at: None,
             detail: Activity::detail_of(e),
         });
         while s.activity.len() > MAX_ACTIVITY_PER_SESSION {
@@ -462,6 +593,7 @@ impl HubState {
                 customers: vec![customer],
                 traits: Map::new(),
                 channels: Map::new(),
+                company: None,
                 stamp: seq,
             },
         );
@@ -513,8 +645,14 @@ impl HubState {
         }
         // The target's id wins on a channel both hold; the source's then names no one.
         let (mut moved, mut dropped) = (Map::new(), Map::new());
+        // The target's company wins too; the source's loses a member unless the target
+        // takes it over.
+        let mut left_company = source.company.clone();
         match self.profile_mut(target, seq) {
             Some(mut p) => {
+                if p.company.is_none() {
+                    p.company = left_company.take();
+                }
                 for c in source.customers {
                     if !p.customers.contains(&c) {
                         p.customers.push(c);
@@ -534,6 +672,7 @@ impl HubState {
             }
             None => dropped = source.channels,
         }
+        self.count_member(left_company.as_ref(), -1, seq);
         self.unindex_channels(source_id, ChannelUserId::all_in(&dropped));
         self.index_channels(target, ChannelUserId::all_in(&moved));
     }

@@ -21,12 +21,12 @@ use std::sync::atomic::Ordering;
 use dashmap::DashMap;
 
 use super::recency::recency_key;
-use super::{Action, Customer, HubState, Profile, SnapshotMaps};
+use super::{Action, Company, Customer, HubState, Profile, SnapshotMaps};
 use crate::hub::segments::{Segment, Segments};
-use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, VisitorId};
+use crate::ids::{ActionId, ChannelUserId, CompanyId, CustomerId, Seq, VisitorId};
 
 /// Which keys of a map the snapshot walk has passed.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Walked<K> {
     NotYet,
     Upto(K),
@@ -38,7 +38,7 @@ struct Preimages<K, V> {
     walked: Walked<K>,
 }
 
-impl<K: Ord + Hash + Copy, V> Preimages<K, V> {
+impl<K: Ord + Hash + Clone, V> Preimages<K, V> {
     fn new() -> Self {
         Preimages {
             saved: HashMap::new(),
@@ -62,6 +62,7 @@ pub(super) struct CopyOnWrite {
     customers: Preimages<CustomerId, Customer>,
     profiles: Preimages<VisitorId, Profile>,
     actions: Preimages<ActionId, Action>,
+    companies: Preimages<CompanyId, Company>,
     /// The segment definitions as of `at`: a thousand at most, copied whole at the start.
     segments: (u64, Vec<Segment>),
 }
@@ -71,6 +72,7 @@ pub enum SnapshotItem<'a> {
     Customer(CustomerId, &'a Customer),
     Profile(VisitorId, &'a Profile),
     Action(&'a Action),
+    Company(&'a CompanyId, &'a Company),
     /// Every segment definition and the number the next one gets (members are derived
     /// from the profiles, so a snapshot does not hold them).
     Segments(u64, &'a [Segment]),
@@ -88,6 +90,10 @@ fn action_stamp(a: &Action) -> Seq {
     a.last().seq
 }
 
+fn company_stamp(c: &Company) -> Seq {
+    c.stamp
+}
+
 impl HubState {
     /// Saves the preimage of `key` if a snapshot needs it. Must be called with no entry of
     /// any map held (the snapshot walk takes `cow`, then a map entry).
@@ -98,7 +104,7 @@ impl HubState {
         table: fn(&mut CopyOnWrite) -> &mut Preimages<K, V>,
         stamp: fn(&V) -> Seq,
     ) where
-        K: Ord + Hash + Copy,
+        K: Ord + Hash + Clone,
         V: Clone,
     {
         if !self.snapshot_running() {
@@ -112,7 +118,8 @@ impl HubState {
         let table = table(cow);
         if table.wants(&key) {
             if let Some(value) = map.get(&key).filter(|v| stamp(v) <= at) {
-                table.saved.insert(key, value.clone());
+                let value = value.clone();
+                table.saved.insert(key, value);
             }
         }
     }
@@ -127,6 +134,27 @@ impl HubState {
 
     pub(super) fn save_action(&self, id: ActionId) {
         self.save(&self.actions, id, |c| &mut c.actions, action_stamp);
+    }
+
+    pub(super) fn save_company(&self, id: &CompanyId) {
+        self.save(
+            &self.companies,
+            id.clone(),
+            |c| &mut c.companies,
+            company_stamp,
+        );
+    }
+
+    /// A company to change for the event at `seq`, its preimage saved first.
+    pub(super) fn company_mut(
+        &self,
+        id: &CompanyId,
+        seq: Seq,
+    ) -> Option<dashmap::mapref::one::RefMut<'_, CompanyId, Company>> {
+        self.save_company(id);
+        let mut c = self.companies.get_mut(id)?;
+        c.stamp = seq;
+        Some(c)
     }
 
     /// A customer to change for the event at `seq`, its preimage saved first.
@@ -162,6 +190,7 @@ impl HubState {
             customers: Preimages::new(),
             profiles: Preimages::new(),
             actions: Preimages::new(),
+            companies: Preimages::new(),
             segments: self.segments.read().definitions(),
         });
         self.cow_on.store(true, Ordering::Release);
@@ -192,6 +221,12 @@ impl HubState {
             action_stamp,
             &mut |_, v| emit(SnapshotItem::Action(v)),
         )?;
+        self.walk(
+            &self.companies,
+            |c| &mut c.companies,
+            company_stamp,
+            &mut |k, v| emit(SnapshotItem::Company(k, v)),
+        )?;
         let segments = {
             let mut cow = self.cow.lock();
             std::mem::take(&mut cow.as_mut().expect("a snapshot is running").segments)
@@ -210,11 +245,11 @@ impl HubState {
         emit: &mut impl FnMut(&K, &V) -> Result<(), E>,
     ) -> Result<(), E>
     where
-        K: Ord + Hash + Copy,
+        K: Ord + Hash + Clone,
         V: Clone,
     {
         // Collect the keys first: no map shard is held while anything is encoded.
-        let mut keys: Vec<K> = map.iter().map(|e| *e.key()).collect();
+        let mut keys: Vec<K> = map.iter().map(|e| e.key().clone()).collect();
         keys.sort_unstable();
         for key in keys {
             let value = {
@@ -226,7 +261,7 @@ impl HubState {
                     .saved
                     .remove(&key)
                     .or_else(|| map.get(&key).filter(|v| stamp(v) <= at).map(|v| v.clone()));
-                table.walked = Walked::Upto(key);
+                table.walked = Walked::Upto(key.clone());
                 value
             };
             if let Some(value) = value {
@@ -280,6 +315,10 @@ impl HubState {
         }
         self.index_channels(id, ChannelUserId::all_in(&p.channels));
         self.profiles.insert(id, p);
+    }
+
+    pub fn restore_company(&self, id: CompanyId, c: Company) {
+        self.companies.insert(id, c);
     }
 
     /// Restores the segment definitions; their members follow from the profiles once

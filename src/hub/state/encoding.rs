@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{Map, Value};
 
 use super::{
-    Action, Activity, ClientInfo, Customer, IdentityState, MapCounts, MapKey, Profile, SessionInfo,
-    Transition,
+    Action, Activity, ClientInfo, Company, Customer, IdentityState, MapCounts, MapKey, Profile,
+    SessionInfo, Transition,
 };
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{ActionId, ActionMapId, CompanyId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{EndReason, EventData, LifecycleEvent, Software, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::store::codec::{Dec, DecodeError, Enc};
@@ -59,6 +59,20 @@ const IDENTITIES: [IdentityState; 3] = [
     IdentityState::Authenticated,
 ];
 
+// An activity's kind byte. Formats 1 and 2 wrote a flag (1 a page view, 0 a track
+// event), which these values keep; format 3 added a page view with its exit time after it.
+const TRACK: u8 = 0;
+const PAGE: u8 = 1;
+const PAGE_EXITED: u8 = 2;
+
+fn activity_kind(a: &Activity) -> u8 {
+    match (a.kind, a.exited_at) {
+        (VisitorKind::Page, None) => PAGE,
+        (VisitorKind::Page, Some(_)) => PAGE_EXITED,
+        _ => TRACK,
+    }
+}
+
 impl Customer {
     pub fn encode(&self, e: &mut Enc) {
         e.u8(IDENTITIES
@@ -81,7 +95,10 @@ impl Customer {
             e.u32(s.activity.len() as u32);
             for a in &s.activity {
                 e.i64(a.at);
-                e.bool(a.kind == VisitorKind::Page);
+                e.u8(activity_kind(a));
+                if let Some(exited_at) = a.exited_at {
+                    e.i64(exited_at);
+                }
                 e.json(a.detail.as_object().unwrap_or(&Map::new()));
             }
         }
@@ -121,13 +138,16 @@ impl Customer {
             let mut activity = VecDeque::with_capacity(n as usize);
             for _ in 0..n {
                 let at = d.i64()?;
-                let kind = match d.bool()? {
-                    true => VisitorKind::Page,
-                    false => VisitorKind::Track,
+                let (kind, exited_at) = match d.u8()? {
+                    TRACK => (VisitorKind::Track, None),
+                    PAGE => (VisitorKind::Page, None),
+                    PAGE_EXITED => (VisitorKind::Page, Some(d.i64()?)),
+                    _ => return Err(DecodeError("unknown activity kind")),
                 };
                 activity.push_back(Activity {
                     at,
                     kind,
+                    exited_at,
                     detail: Value::Object(d.json()?),
                 });
             }
@@ -226,8 +246,46 @@ impl Profile {
             customers,
             traits: d.json()?,
             channels: d.json()?,
+            company: None,
             stamp: Seq(d.u64()?),
         })
+    }
+}
+
+/// A profile's company, written after the profile only when it has one (snapshot format
+/// 3), so a profile of an older format reads as before.
+pub fn encode_membership(company: &CompanyId, e: &mut Enc) {
+    e.str(company.as_str());
+}
+
+pub fn decode_membership(d: &mut Dec<'_>) -> Result<CompanyId, DecodeError> {
+    Ok(CompanyId::from(d.str()?))
+}
+
+impl Company {
+    pub fn encode(&self, id: &CompanyId, e: &mut Enc) {
+        e.str(id.as_str());
+        e.opt_str(self.name.as_deref());
+        e.json(&self.attributes);
+        e.u64(self.visitor_count);
+        e.i64(self.first_seen);
+        e.i64(self.last_seen);
+        e.u64(self.stamp.0);
+    }
+
+    pub fn decode(d: &mut Dec<'_>) -> Result<(CompanyId, Company), DecodeError> {
+        let id = CompanyId::from(d.str()?);
+        Ok((
+            id,
+            Company {
+                name: d.opt_str()?.map(str::to_owned),
+                attributes: d.json()?,
+                visitor_count: d.u64()?,
+                first_seen: d.i64()?,
+                last_seen: d.i64()?,
+                stamp: Seq(d.u64()?),
+            },
+        ))
     }
 }
 

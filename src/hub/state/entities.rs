@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
-use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId, UserId, VisitorId};
+use crate::ids::{ActionId, ActionMapId, CompanyId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
     EndReason, LifecycleEvent, Millis, Software, VisitorEvent, VisitorKind, MAX_CLIENT_TEXT_CHARS,
 };
@@ -54,6 +54,8 @@ pub struct SessionInfo {
 pub struct Activity {
     pub at: Millis,
     pub kind: VisitorKind,
+    /// When a page view's page was last left or hidden (its newest `exit`), if ever.
+    pub exited_at: Option<Millis>,
     /// The page (`page` events) or the event's name and properties (`track`), as the
     /// event carried them.
     pub detail: Value,
@@ -92,6 +94,8 @@ impl Activity {
             name,
             properties,
             event_id: None,
+            attributes: None,
+            company: None,
             client: None,
         };
         Activity::detail_of(&event.anonymized())
@@ -171,7 +175,33 @@ pub struct Profile {
     pub customers: Vec<CustomerId>,
     pub traits: Map<String, Value>,
     pub channels: Map<String, Value>,
+    /// The company the visitor belongs to: the newest one an identity event, an update or
+    /// the API named. Segments read it through [`Profile::company`].
+    pub company: Option<CompanyId>,
     /// The seq of the event that last changed this profile (for snapshots).
+    pub stamp: Seq,
+}
+
+impl Profile {
+    /// The visitor's company, if any.
+    pub fn company(&self) -> Option<&CompanyId> {
+        self.company.as_ref()
+    }
+}
+
+/// A company visitors belong to. It outlives its members: anonymizing or erasing a
+/// visitor takes only the membership, and the counts follow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Company {
+    pub name: Option<String>,
+    /// Every key but `id` and `name` its reports carried, newest value per key.
+    pub attributes: Map<String, Value>,
+    /// How many profiles name it now, kept as memberships change (never counted).
+    pub visitor_count: u64,
+    /// When it was first named, and when it or one of its visitors was last seen.
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    /// The seq of the event that last changed this company (for snapshots).
     pub stamp: Seq,
 }
 

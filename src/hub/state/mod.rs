@@ -39,16 +39,17 @@ use serde_json::{Map, Value};
 
 use crate::hub::segments::Segments;
 use crate::ids::{
-    ActionId, ActionMapId, ChannelUserId, CustomerId, Seq, SessionId, UserId, VisitorId,
+    ActionId, ActionMapId, ChannelUserId, CompanyId, CustomerId, Seq, SessionId, UserId, VisitorId,
 };
 use crate::ingest::event::LifecycleEvent;
 use crate::ingest::lifecycle::{ActionState, MediaType};
 
-pub use apply::AdminOp;
+pub use apply::{AdminOp, CompanyChange};
 pub use copy_on_write::SnapshotItem;
+pub use encoding::{decode_membership, encode_membership};
 pub use entities::{
-    Action, Activity, ClientInfo, Customer, IdentityState, MapCounts, MapKey, Profile, SessionInfo,
-    SnapshotMaps, Transition,
+    Action, Activity, ClientInfo, Company, Customer, IdentityState, MapCounts, MapKey, Profile,
+    SessionInfo, SnapshotMaps, Transition,
 };
 pub use profile_limits::{
     ProfileFull, MAX_CUSTOMERS_PER_PROFILE, MAX_PROFILE_OBJECT_BYTES, MAX_USER_IDS_PER_PROFILE,
@@ -69,6 +70,9 @@ pub struct HubState {
     users: DashMap<UserId, VisitorId>,
     /// Channel user id -> visitor id: the pairs of the profiles' `channels` (`channels.rs`).
     channels: DashMap<ChannelUserId, VisitorId>,
+    /// Companies by id, with their visitor counts (kept by the fold as memberships
+    /// change, and snapshotted with them).
+    companies: DashMap<CompanyId, Company>,
     maps: Mutex<SnapshotMaps>,
     /// The preimages of a snapshot being written (see [`HubState::begin_snapshot`]).
     cow: Mutex<Option<CopyOnWrite>>,

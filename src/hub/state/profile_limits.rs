@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::HubState;
 use crate::ids::{CustomerId, UserId, VisitorId};
-use crate::ingest::event::VisitorEvent;
+use crate::ingest::event::{CompanyInfo, VisitorEvent, VisitorKind};
 
 /// Most user ids one profile links. What a browser can make a profile hold is bounded, so
 /// one token cannot grow the hub, and every identify costs the same however old the
@@ -22,6 +22,16 @@ impl HubState {
     /// Refuses a visitor event that would make a profile hold more than its limits. Costs
     /// the same however old the profile is: what it copies is bounded by those limits.
     pub fn check_visitor_growth(&self, e: &VisitorEvent) -> Result<(), ProfileFull> {
+        if let Some(company) = &e.company {
+            self.check_company_growth(company)?;
+        }
+        if e.kind == VisitorKind::Update {
+            let visitor = self
+                .profile_of(e.customer_id)
+                .unwrap_or(VisitorId::of_first_customer(e.customer_id));
+            let attributes = e.attributes.clone().unwrap_or_default();
+            return self.check_traits_growth(visitor, &attributes);
+        }
         if !e.links() {
             return Ok(());
         }
@@ -76,6 +86,28 @@ impl HubState {
         let mut after = self.holdings(visitor);
         after.traits.extend(traits.clone());
         after.check()
+    }
+
+    /// Refuses a company report whose attributes, merged into the company's, would pass
+    /// [`MAX_PROFILE_OBJECT_BYTES`] as JSON: many visitors report one company, so what it
+    /// holds is bounded like a profile's traits.
+    pub fn check_company_growth(&self, company: &CompanyInfo) -> Result<(), ProfileFull> {
+        let mut attributes = self
+            .companies
+            .get(&company.id)
+            .map(|c| c.attributes.clone())
+            .unwrap_or_default();
+        attributes.extend(company.attributes.clone());
+        let would_be = json_len(&attributes);
+        match would_be > MAX_PROFILE_OBJECT_BYTES {
+            true => Err(ProfileFull {
+                limit: "companyAttributesBytes",
+                field: "company",
+                max: MAX_PROFILE_OBJECT_BYTES,
+                would_be,
+            }),
+            false => Ok(()),
+        }
     }
 
     /// A copy of what a visitor's profile holds (a lone customer: itself).
@@ -148,8 +180,6 @@ impl Holdings {
     }
 
     fn check(&self) -> Result<(), ProfileFull> {
-        let json_len =
-            |m: &Map<String, Value>| serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
         let held = [
             (
                 "userIdsPerProfile",
@@ -186,4 +216,9 @@ impl Holdings {
             None => Ok(()),
         }
     }
+}
+
+/// The size of an object as JSON, the measure of the byte limits.
+fn json_len(m: &Map<String, Value>) -> usize {
+    serde_json::to_vec(m).map_or(usize::MAX, |v| v.len())
 }

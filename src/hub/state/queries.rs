@@ -8,8 +8,10 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::{Action, ClientInfo, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps};
-use crate::ids::{ActionId, ChannelUserId, CustomerId, Seq, UserId, VisitorId};
+use super::{
+    Action, ClientInfo, Company, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps,
+};
+use crate::ids::{ActionId, ChannelUserId, CompanyId, CustomerId, Seq, UserId, VisitorId};
 use crate::ingest::event::{LifecycleEvent, Millis};
 
 impl HubState {
@@ -104,6 +106,8 @@ pub struct Visitor {
     pub customers: Vec<CustomerId>,
     pub traits: Map<String, Value>,
     pub channels: Map<String, Value>,
+    /// Its company's id and name.
+    pub company: Option<(CompanyId, Option<String>)>,
     /// Its customers' sessions held, and how many of them are open.
     pub sessions: usize,
     pub active_sessions: usize,
@@ -171,15 +175,26 @@ impl HubState {
     }
 
     /// Every visitor id, most recently seen first, narrowed by a case-insensitive search of
-    /// user ids and the `name` and `email` traits, and by whether it is identified. Walks
+    /// user ids and the `name` and `email` traits, by whether it is identified, and by the
+    /// company it belongs to. Walks
     /// the recency index a chunk at a time (a visitor is as recent as its most recent
     /// customer, met first), so it never holds a lock for long; callers run it off the
     /// async workers, as it visits every customer.
-    pub fn visitors(&self, search: Option<&str>, identified: Option<bool>) -> Vec<VisitorId> {
+    pub fn visitors(
+        &self,
+        search: Option<&str>,
+        identified: Option<bool>,
+        company: Option<&str>,
+    ) -> Vec<VisitorId> {
         const CHUNK: usize = 4096;
         let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
-        let wanted = |users: &[UserId], traits: Option<&Map<String, Value>>| {
+        let wanted = |users: &[UserId],
+                      traits: Option<&Map<String, Value>>,
+                      member_of: Option<&CompanyId>| {
             if identified.is_some_and(|want| want == users.is_empty()) {
+                return false;
+            }
+            if company.is_some_and(|want| member_of.map(CompanyId::as_str) != Some(want)) {
                 return false;
             }
             let Some(needle) = &needle else {
@@ -219,8 +234,8 @@ impl HubState {
                     continue;
                 }
                 let keep = match self.profiles.get(&visitor) {
-                    Some(p) => wanted(&p.user_ids, Some(&p.traits)),
-                    None => wanted(&[], None),
+                    Some(p) => wanted(&p.user_ids, Some(&p.traits), p.company()),
+                    None => wanted(&[], None, None),
                 };
                 if keep {
                     found.push(visitor);
@@ -237,10 +252,19 @@ impl HubState {
         if customers.is_empty() {
             return None;
         }
-        let (user_ids, traits, channels) = match self.profiles.get(&visitor) {
-            Some(p) => (p.user_ids.to_vec(), p.traits.clone(), p.channels.clone()),
-            None => (Vec::new(), Map::new(), Map::new()),
+        let (user_ids, traits, channels, company) = match self.profiles.get(&visitor) {
+            Some(p) => (
+                p.user_ids.to_vec(),
+                p.traits.clone(),
+                p.channels.clone(),
+                p.company.clone(),
+            ),
+            None => (Vec::new(), Map::new(), Map::new(), None),
         };
+        let company = company.map(|id| {
+            let name = self.companies.get(&id).and_then(|c| c.name.clone());
+            (id, name)
+        });
         let mut latest: Option<(Millis, IdentityState, Option<UserId>)> = None;
         let (mut first_seen, mut last_seen) = (Millis::MAX, Millis::MIN);
         let (mut sessions, mut active, mut pages) = (0usize, 0usize, 0u64);
@@ -299,6 +323,7 @@ impl HubState {
             customers,
             traits,
             channels,
+            company,
             sessions,
             active_sessions: active,
             pages_viewed: pages,
@@ -332,5 +357,31 @@ impl HubState {
     /// The visitor whose profile holds `channels[channel] == user` (at most one does).
     pub fn visitor_by_channel(&self, channel: &str, user: &str) -> Option<VisitorId> {
         self.channel_owner(&ChannelUserId::new(channel, user))
+    }
+}
+
+/// The companies API's reads.
+impl HubState {
+    pub fn company(&self, id: &str) -> Option<Company> {
+        self.companies.get(id).map(|c| c.clone())
+    }
+
+    /// Every company whose id or name holds `search` (case-insensitive), most recently
+    /// seen first, then by id. Visits every company: callers run it off the async workers.
+    pub fn companies(&self, search: Option<&str>) -> Vec<(CompanyId, Company)> {
+        let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+        let holds = |text: &str| {
+            needle
+                .as_ref()
+                .is_none_or(|n| text.to_lowercase().contains(n.as_str()))
+        };
+        let mut found: Vec<(CompanyId, Company)> = self
+            .companies
+            .iter()
+            .filter(|c| holds(c.key().as_str()) || c.name.as_deref().is_some_and(holds))
+            .map(|c| (c.key().clone(), c.value().clone()))
+            .collect();
+        found.sort_by(|(a_id, a), (b_id, b)| b.last_seen.cmp(&a.last_seen).then(a_id.cmp(b_id)));
+        found
     }
 }

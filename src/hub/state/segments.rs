@@ -44,7 +44,7 @@ impl HubState {
     /// The memberships of one segment every visitor as it is now moves, in visitor id
     /// order (a segment just created or changed). Visits every visitor.
     pub fn segment_backfill(&self, id: SegmentId) -> Vec<(VisitorId, bool)> {
-        let mut visitors = self.visitors(None, None);
+        let mut visitors = self.visitors(None, None, None);
         let members = self.segments.read().members(id);
         visitors.extend(members);
         visitors.sort_unstable();
@@ -85,7 +85,7 @@ impl HubState {
         if !self.has_segments() {
             return;
         }
-        for visitor in self.visitors(None, None) {
+        for visitor in self.visitors(None, None, None) {
             for (id, entered) in self.segment_moves(visitor) {
                 if entered {
                     self.segments.write().enter(id, visitor);

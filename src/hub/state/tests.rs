@@ -59,8 +59,27 @@ fn events(n: u64) -> Vec<Published> {
                         }
                         _ => {}
                     }
+                    // Companies joined and left again as profiles fold.
+                    if i.is_multiple_of(2) {
+                        json["company"] = serde_json::json!({
+                            "id": format!("co-{}", i % 3), "name": format!("Co {seq}"),
+                            "size": seq,
+                        });
+                    }
                     Event::from_json(json).unwrap().into()
                 }
+                4 if i.is_multiple_of(3) => Event::from_json(serde_json::json!({
+                    "type": "update", "customerId": customers[c].to_string(),
+                    "attributes": {"plan": seq}, "company": {"id": format!("co-{}", i % 4)},
+                }))
+                .unwrap()
+                .into(),
+                4 if i % 3 == 1 => Event::from_json(serde_json::json!({
+                    "type": "exit", "customerId": customers[c].to_string(),
+                    "sessionId": sessions[s].to_string(), "page": {"url": "https://x/"},
+                }))
+                .unwrap()
+                .into(),
                 4 => Event::from_json(serde_json::json!({
                     "type": "page", "customerId": customers[c].to_string(),
                     "sessionId": sessions[s].to_string(), "page": {"url": "https://x/"},
@@ -101,6 +120,12 @@ fn fingerprint(state: &HubState) -> Vec<String> {
         .chain(state.actions.iter().map(|e| format!("a {:?}", *e)))
         .chain(
             state
+                .companies
+                .iter()
+                .map(|e| format!("co {:?} {:?}", e.key(), *e)),
+        )
+        .chain(
+            state
                 .users
                 .iter()
                 .map(|e| format!("u {} {:?}", e.key(), *e)),
@@ -131,12 +156,14 @@ fn a_snapshot_holds_the_state_as_of_its_seq_while_changes_go_on() {
         let maps = live.begin_snapshot(Seq(split as u64));
         let mut pending = after.iter();
         let (mut customers, mut profiles, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+        let mut companies = Vec::new();
         // Apply two later events between every entity the walk hands out.
         live.walk_snapshot(&mut |item| {
             match item {
                 SnapshotItem::Customer(id, c) => customers.push((id, c.clone())),
                 SnapshotItem::Profile(id, p) => profiles.push((id, p.clone())),
                 SnapshotItem::Action(a) => actions.push(a.clone()),
+                SnapshotItem::Company(id, c) => companies.push((id.clone(), c.clone())),
                 SnapshotItem::Segments(..) => unreachable!("no segments here"),
             }
             for p in pending.by_ref().take(2) {
@@ -158,6 +185,9 @@ fn a_snapshot_holds_the_state_as_of_its_seq_while_changes_go_on() {
         }
         for a in actions {
             restored.restore_action(a);
+        }
+        for (id, c) in companies {
+            restored.restore_company(id, c);
         }
         assert_eq!(
             fingerprint(&restored),
@@ -188,9 +218,15 @@ fn entities_encode_and_decode_unchanged() {
     }
     for p in state.profiles.iter() {
         p.encode(&mut e);
+        if let Some(company) = &p.company {
+            super::encode_membership(company, &mut e);
+        }
     }
     for a in state.actions.iter() {
         a.encode(&mut e);
+    }
+    for c in state.companies.iter() {
+        c.encode(c.key(), &mut e);
     }
     let mut d = Dec::new(&e.buf);
     for c in state.customers.iter() {
@@ -200,16 +236,22 @@ fn entities_encode_and_decode_unchanged() {
         );
     }
     for p in state.profiles.iter() {
-        assert_eq!(
-            format!("{:?}", Profile::decode(&mut d).unwrap()),
-            format!("{:?}", *p)
-        );
+        let mut decoded = Profile::decode(&mut d).unwrap();
+        if p.company.is_some() {
+            decoded.company = Some(super::decode_membership(&mut d).unwrap());
+        }
+        assert_eq!(format!("{decoded:?}"), format!("{:?}", *p));
     }
     for a in state.actions.iter() {
         assert_eq!(
             format!("{:?}", Action::decode(&mut d).unwrap()),
             format!("{:?}", *a)
         );
+    }
+    assert!(!state.companies.is_empty(), "the events name companies");
+    for c in state.companies.iter() {
+        let (id, company) = super::Company::decode(&mut d).unwrap();
+        assert_eq!((&id, &company), (c.key(), c.value()));
     }
     assert!(d.is_empty());
 }
@@ -241,6 +283,7 @@ fn identity_fields_encode_as_pinned() {
             .unwrap()
             .clone(),
         channels: serde_json::Map::new(),
+        company: None,
         stamp: Seq(4),
     };
     let text = |t: &str| [&(t.len() as u32).to_le_bytes()[..], t.as_bytes()].concat();

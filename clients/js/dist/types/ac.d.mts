@@ -8,6 +8,10 @@ export type AcFunction = {
         title?: string;
     }): Promise<PublishResult> | undefined;
     (command: 'record', name: string, properties?: Record<string, unknown>): Promise<PublishResult> | undefined;
+    (command: 'update', attributes: Record<string, unknown>, company?: {
+        id: string;
+        name?: string;
+    } & Record<string, unknown>): Promise<PublishResult> | undefined;
     (command: string, ...args: any[]): any;
     hub: ActionHub;
 };

@@ -381,6 +381,24 @@ export declare class ActionHub {
      */
     page(details?: PageDetails & Record<string, unknown>): Promise<PublishResult>;
     /**
+     * The page reported last (or `url`) was left or hidden: it ends its time on page. The
+     * SDK sends it by itself on `pagehide` and on `visibilitychange` to hidden.
+     * @param {string} [url]
+     * @returns {Promise<PublishResult>}
+     */
+    exit(url?: string): Promise<PublishResult>;
+    /**
+     * Merges attributes into this visitor's profile (the custom ones of its view), and with
+     * `company` (`{id, name?, ...}`) makes it that company's.
+     * @param {Record<string, unknown>} attributes
+     * @param {{id: string, name?: string} & Record<string, unknown>} [company]
+     * @returns {Promise<PublishResult>}
+     */
+    update(attributes: Record<string, unknown>, company?: {
+        id: string;
+        name?: string;
+    } & Record<string, unknown>): Promise<PublishResult>;
+    /**
      * A custom event.
      * @param {string} name
      * @param {Record<string, unknown>} [properties]

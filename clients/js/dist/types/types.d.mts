@@ -2,7 +2,7 @@ export type MediaType = 'webchat' | 'contentoffer';
 export type WebchatState = 'qualified' | 'offered' | 'accepted' | 'started' | 'engaged' | 'ended' | 'rejected' | 'ignored' | 'timedout' | 'errored';
 export type ContentOfferState = 'qualified' | 'offered' | 'accepted' | 'rejected' | 'ignored' | 'errored';
 export type ActionState = WebchatState | ContentOfferState;
-export type VisitorType = 'identify' | 'signin' | 'signout' | 'userinfo' | 'page' | 'track';
+export type VisitorType = 'identify' | 'signin' | 'signout' | 'userinfo' | 'page' | 'track' | 'update' | 'exit';
 export type Topic = `webchat:${WebchatState}` | `contentoffer:${ContentOfferState}` | `visitor:${VisitorType | 'merged'}` | `session:${'started' | 'ended'}`;
 export type TopicPattern = Topic | `${'webchat' | 'contentoffer' | 'visitor' | 'session'}:all` | `all:${ActionState | VisitorType | 'merged' | 'started' | 'ended'}` | 'all' | 'all:all';
 export type TopicsOf<P extends string> = P extends 'all' | 'all:all' ? Topic : P extends `all:${infer N}` ? Extract<Topic, `${string}:${N}`> : P extends `${infer F}:all` ? Extract<Topic, `${F}:${string}`> : Extract<Topic, P>;
@@ -70,6 +70,17 @@ export type VisitorEvent = {
     page?: PageDetails & Record<string, unknown>;
     name?: string;
     properties?: Record<string, unknown>;
+    /**
+     * An update's attributes, merged into the visitor's (required on update, only there).
+     */
+    attributes?: Record<string, unknown>;
+    /**
+     * The company the visitor belongs to from now on; only on identify, signin, userinfo and update.
+     */
+    company?: {
+        id: string;
+        name?: string;
+    } & Record<string, unknown>;
     eventId?: string;
 };
 export type WebchatEvent = {
@@ -202,6 +213,10 @@ export type ActionHubOptions = {
      */
     autoConnect?: boolean;
     /**
+     * Report an `exit` of the page last reported when it is hidden or left (default true).
+     */
+    pageExits?: boolean;
+    /**
      * A WebSocket constructor, for environments without a global one.
      */
     WebSocket?: unknown;
@@ -266,7 +281,7 @@ export type HistoryPage = {
 /** @typedef {'qualified' | 'offered' | 'accepted' | 'started' | 'engaged' | 'ended' | 'rejected' | 'ignored' | 'timedout' | 'errored'} WebchatState */
 /** @typedef {'qualified' | 'offered' | 'accepted' | 'rejected' | 'ignored' | 'errored'} ContentOfferState */
 /** @typedef {WebchatState | ContentOfferState} ActionState */
-/** @typedef {'identify' | 'signin' | 'signout' | 'userinfo' | 'page' | 'track'} VisitorType */
+/** @typedef {'identify' | 'signin' | 'signout' | 'userinfo' | 'page' | 'track' | 'update' | 'exit'} VisitorType */
 /**
  * Every topic the hub publishes under: `webchat:${state}`, `contentoffer:${state}`,
  * `visitor:${type}` (and `visitor:merged`), `session:started`, `session:ended`.
@@ -333,6 +348,8 @@ export type HistoryPage = {
  * @property {PageDetails & Record<string, unknown>} [page]
  * @property {string} [name]
  * @property {Record<string, unknown>} [properties]
+ * @property {Record<string, unknown>} [attributes] An update's attributes, merged into the visitor's (required on update, only there).
+ * @property {{id: string, name?: string} & Record<string, unknown>} [company] The company the visitor belongs to from now on; only on identify, signin, userinfo and update.
  * @property {string} [eventId]
  */
 /**
@@ -392,6 +409,7 @@ export type HistoryPage = {
  * @property {number} [maxQueue] Publishes kept while offline; more are refused with `queue_full`. Default 100.
  * @property {{min?: number, max?: number}} [backoff] Reconnect delay ceiling in ms, doubling from `min` up to `max`, full jitter below it. Default 500..30000.
  * @property {boolean} [autoConnect] Connect at construction (default true).
+ * @property {boolean} [pageExits] Report an `exit` of the page last reported when it is hidden or left (default true).
  * @property {unknown} [WebSocket] A WebSocket constructor, for environments without a global one.
  */
 /** @typedef {'connecting' | 'connected' | 'disconnected' | 'closed'} ConnectionState */

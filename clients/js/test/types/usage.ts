@@ -27,6 +27,7 @@ hub.once('contentoffer:accepted', { actionMapVersion: [2] }, (e) => console.log(
 hub.on('all', (e: HubEvent) => {
   // The union is discriminated by topic.
   if (e.topic === 'visitor:track') console.log(e.name, e.properties);
+  else if (e.topic === 'visitor:update') console.log(e.attributes, e.company?.id);
   else if (e.topic === 'session:ended') console.log(e.durationMs, e.reason);
   else if (e.topic === 'visitor:merged') console.log(e.mergedCustomerIds);
 });
@@ -62,6 +63,10 @@ async function flow(): Promise<void> {
   await hub.page();
   await hub.track('added-to-cart', { sku: 'A1' });
   await hub.userinfo('user-1');
+  await hub.update({ plan: 'platinum' }, { id: 'acme', name: 'Acme', seats: 40 });
+  // @ts-expect-error a company needs its id
+  await hub.update({ plan: 'platinum' }, { name: 'Acme' });
+  await hub.exit();
   await hub.signout();
   const snap: Snapshot = await hub.snapshot({ customerId: [hub.customerId] });
   console.log(snap.actions.map((a) => a.actionState), hub.sessionId, hub.seq);
