@@ -791,6 +791,7 @@ impl Hub {
         if customer_ids.is_empty() {
             return Err(HubError::not_found("no such visitor"));
         }
+        let mut company_before = None;
         if let AdminChange::UpdateTraits { traits, company } = &change {
             self.state
                 .check_traits_growth(visitor, traits)
@@ -801,6 +802,10 @@ impl Hub {
                 self.state
                     .check_company_growth(company)
                     .map_err(|full| profile_full(self, full))?;
+                company_before = self
+                    .state
+                    .company_fields(&company.id)
+                    .map(|before| (company.id.clone(), before));
             }
         }
         let op = match change {
@@ -826,6 +831,9 @@ impl Hub {
         // anonymized one is evaluated again.
         if !matches!(op, AdminOp::Delete { .. }) && self.state.has_segments() {
             txn.touch_visitor(visitor, visitor.first_customer());
+        }
+        if let Some(company) = company_before {
+            txn.touch_company(company, visitor.first_customer());
         }
         txn.forget_in_history(&op, redactions);
         match txn.log_admin(op, Some(done)) {

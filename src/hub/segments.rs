@@ -10,8 +10,7 @@
 //! those events.
 //!
 //! Every field a condition may read is named in one table, [`field_of`], with the kind of
-//! value it holds; the kind decides the operators and values allowed. `company.*` is
-//! refused until visitors have companies.
+//! value it holds; the kind decides the operators and values allowed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -66,10 +65,25 @@ enum Field {
     OsName,
     LocationCountry,
     LocationTimezone,
+    /// The visitor's company: its id, its name, one of its attributes. A company is
+    /// shared, so a change to its name or attributes moves every member's memberships
+    /// (the sequencer evaluates them all again, `Txn::touch_company`).
+    CompanyId,
+    CompanyName,
+    CompanyAttribute(String),
 }
 
-/// The field table: a field's name to what it is and holds. A new field (a visitor's
-/// company, when visitors have one) is one more arm here and in [`Field::read`].
+impl Field {
+    fn of_company(&self) -> bool {
+        matches!(
+            self,
+            Field::CompanyId | Field::CompanyName | Field::CompanyAttribute(_)
+        )
+    }
+}
+
+/// The field table: a field's name to what it is and holds. A new field is one more arm
+/// here and in [`Field::read`].
 fn field_of(name: &str) -> Result<(Field, Kind), String> {
     const IDENTITY_STATES: &[&str] = &["anonymous", "recognized", "authenticated"];
     let fixed = match name {
@@ -87,6 +101,8 @@ fn field_of(name: &str) -> Result<(Field, Kind), String> {
         "os.name" => Some((Field::OsName, Kind::Text)),
         "location.country" => Some((Field::LocationCountry, Kind::Text)),
         "location.timezone" => Some((Field::LocationTimezone, Kind::Text)),
+        "company.id" => Some((Field::CompanyId, Kind::Text)),
+        "company.name" => Some((Field::CompanyName, Kind::Text)),
         _ => None,
     };
     if let Some(found) = fixed {
@@ -108,16 +124,14 @@ fn field_of(name: &str) -> Result<(Field, Kind), String> {
     if let Some(key) = keyed("channels.") {
         return Ok((Field::Channel(key), Kind::Text));
     }
-    if name == "company.id" || name.starts_with("company.") {
-        return Err(format!(
-            "`{name}`: company fields arrive with companies; this hub does not have them yet"
-        ));
+    if let Some(key) = keyed("company.") {
+        return Ok((Field::CompanyAttribute(key), Kind::Any));
     }
     Err(format!(
         "unknown field `{name}`; fields are attributes.<key>, userId, identified, \
          identity.state, name, email, phone, channels.<channel>, sessionCount, \
          conversationCount, firstSeenAt, lastSeenAt, browser.name, os.name, \
-         location.country, location.timezone"
+         location.country, location.timezone, company.id, company.name, company.<key>"
     ))
 }
 
@@ -150,6 +164,13 @@ impl Field {
             Field::OsName => text(v.client.os.as_ref().map(|o| o.name.as_str())),
             Field::LocationCountry => text(v.client.country.as_deref()),
             Field::LocationTimezone => text(v.client.timezone.as_deref()),
+            Field::CompanyId => text(v.company.as_ref().map(|(id, _)| id.as_str())),
+            Field::CompanyName => text(v.company.as_ref().and_then(|(_, n)| n.as_deref())),
+            Field::CompanyAttribute(key) => v
+                .company_attributes
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .map_or(Got::Missing, Got::Json),
         }
     }
 }
@@ -346,6 +367,11 @@ impl SegmentSpec {
             })
             .collect();
         json!({ "name": self.name, "conditions": conditions, "match": self.matching.as_str() })
+    }
+
+    /// Whether a condition reads the visitor's company.
+    pub fn reads_company(&self) -> bool {
+        self.conditions.iter().any(|c| c.field.of_company())
     }
 
     /// Whether the visitor belongs in the segment.
@@ -655,6 +681,12 @@ impl Segments {
         self.defs.is_empty()
     }
 
+    /// Whether a segment reads visitors' companies (then a company's change moves its
+    /// members).
+    pub fn read_company(&self) -> bool {
+        self.defs.values().any(|s| s.spec.reads_company())
+    }
+
     pub fn get(&self, id: SegmentId) -> Option<&Segment> {
         self.defs.get(&id)
     }
@@ -791,7 +823,7 @@ impl Segments {
 mod tests {
     use super::*;
     use crate::hub::state::{ClientInfo, IdentityState};
-    use crate::ids::{CustomerId, UserId};
+    use crate::ids::{CompanyId, CustomerId, UserId};
     use crate::ingest::event::Software;
 
     fn visitor() -> Visitor {
@@ -809,7 +841,8 @@ mod tests {
                 .as_object()
                 .unwrap()
                 .clone(),
-            company: None,
+            company: Some((CompanyId::from("acme"), Some("Acme Corp".into()))),
+            company_attributes: json!({"tier": "gold", "seats": 800}).as_object().cloned(),
             sessions: 3,
             active_sessions: 1,
             pages_viewed: 7,
@@ -897,6 +930,11 @@ mod tests {
             ("os.name", "exists", Value::Null, false),
             ("location.country", "equals", json!("NL"), true),
             ("location.timezone", "starts_with", json!("Europe/"), true),
+            ("company.id", "equals", json!("acme"), true),
+            ("company.name", "contains", json!("Acme"), true),
+            ("company.tier", "equals", json!("gold"), true),
+            ("company.seats", "gte", json!(500), true),
+            ("company.missing", "not_exists", Value::Null, true),
         ];
         for (field, operator, value, expected) in cases {
             let s = one(field, operator, value.clone())
@@ -931,8 +969,12 @@ mod tests {
                 "conditions[0].field",
             ),
             (
-                json!({"name": "s", "conditions": [{"field": "company.id", "operator": "equals", "value": "x"}]}),
+                json!({"name": "s", "conditions": [{"field": "company.", "operator": "equals", "value": "x"}]}),
                 "conditions[0].field",
+            ),
+            (
+                json!({"name": "s", "conditions": [{"field": "company.id", "operator": "gt", "value": 1}]}),
+                "conditions[0].operator",
             ),
             (
                 json!({"name": "s", "conditions": [{"field": "attributes.name", "operator": "exists"}]}),
@@ -980,10 +1022,6 @@ mod tests {
                 refused.message
             );
         }
-        let company = SegmentSpec::parse(&cases[5].0).unwrap_err();
-        assert!(company
-            .message
-            .contains("company fields arrive with companies"));
         let many: Vec<Value> = (0..=MAX_CONDITIONS)
             .map(|_| json!({"field": "userId", "operator": "exists"}))
             .collect();

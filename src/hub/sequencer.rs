@@ -22,11 +22,13 @@ use tokio::sync::oneshot;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
 use crate::hub::retention::{Forgetting, Record};
-use crate::hub::state::{ActionHead, AdminOp, ProfileFull, SessionInfo, SessionStatus};
+use crate::hub::state::{
+    ActionHead, AdminOp, CompanyFields, ProfileFull, SessionInfo, SessionStatus,
+};
 use crate::hub::{Ack, Hub, Pending};
-use crate::ids::{CustomerId, Seq, VisitorId};
+use crate::ids::{CompanyId, CustomerId, Seq, VisitorId};
 use crate::ingest::event::{
-    Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorKind,
+    Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind,
 };
 use crate::ingest::lifecycle::{ActionState, TransitionError};
 use crate::ingest::wire::WireFrame;
@@ -335,8 +337,12 @@ impl Txn<'_> {
             timestamp: self.now,
             body,
         };
+        let company = self.company_before(&published.body);
         hub.state.apply(&published);
         self.touch_segments(&published.body);
+        if let Some(company) = company {
+            self.touch_company(company, published.body.customer_id());
+        }
         let customer = published.body.customer_id();
         let record = Arc::new(Record {
             seq: next,
@@ -374,6 +380,40 @@ impl Txn<'_> {
             for c in merged_customer_ids {
                 self.touch_visitor(VisitorId::of_first_customer(*c), customer);
             }
+        }
+    }
+
+    /// The company an event names, with its fields before the event, when a segment reads
+    /// companies: for [`Txn::touch_company`] once the event is applied.
+    pub(super) fn company_before(&self, body: &Body) -> Option<(CompanyId, CompanyFields)> {
+        let Body::Visitor(VisitorEvent {
+            company: Some(company),
+            ..
+        }) = body
+        else {
+            return None;
+        };
+        let before = self.hub.state.company_fields(&company.id)?;
+        Some((company.id.clone(), before))
+    }
+
+    /// Notes every member of a company whose name or attributes an input just changed:
+    /// a segment that reads companies may hold them differently now, though their own
+    /// profiles did not change.
+    pub(super) fn touch_company(
+        &mut self,
+        (company, before): (CompanyId, CompanyFields),
+        customer: CustomerId,
+    ) {
+        let state = &self.hub.state;
+        if state
+            .company_fields(&company)
+            .is_some_and(|now| now == before)
+        {
+            return;
+        }
+        for visitor in state.company_members(&company) {
+            self.touch_visitor(visitor, customer);
         }
     }
 

@@ -55,6 +55,7 @@ pub use profile_limits::{
     ProfileFull, MAX_CUSTOMERS_PER_PROFILE, MAX_PROFILE_OBJECT_BYTES, MAX_USER_IDS_PER_PROFILE,
 };
 pub use queries::{Visitor, VisitorHistory, VisitorSession};
+pub use segments::CompanyFields;
 
 use copy_on_write::CopyOnWrite;
 use recency::Recency;

@@ -108,6 +108,9 @@ pub struct Visitor {
     pub channels: Map<String, Value>,
     /// Its company's id and name.
     pub company: Option<(CompanyId, Option<String>)>,
+    /// Its company's attributes, for the segment conditions that read them
+    /// (`HubState::segment_subject` fills them in); `None` in every other view.
+    pub company_attributes: Option<Map<String, Value>>,
     /// Its customers' sessions held, and how many of them are open.
     pub sessions: usize,
     pub active_sessions: usize,
@@ -324,6 +327,7 @@ impl HubState {
             traits,
             channels,
             company,
+            company_attributes: None,
             sessions,
             active_sessions: active,
             pages_viewed: pages,

@@ -2,9 +2,14 @@
 //! the reads of the segment table, and the members rebuilt after a restore. The table
 //! itself changes only in the fold (`apply.rs`).
 
+use serde_json::{Map, Value};
+
 use super::{HubState, Visitor};
 use crate::hub::segments::{Move, Segment, Segments};
-use crate::ids::{CustomerId, SegmentId, VisitorId};
+use crate::ids::{CompanyId, CustomerId, SegmentId, VisitorId};
+
+/// A company's name and attributes (`None` inside: no such company yet).
+pub type CompanyFields = Option<(Option<String>, Map<String, Value>)>;
 
 impl HubState {
     /// The visitor a customer's change is about: its profile, or the customer alone.
@@ -22,7 +27,41 @@ impl HubState {
                 return None;
             }
         }
-        self.visitor(visitor, false)
+        let mut subject = self.visitor(visitor, false)?;
+        if let Some((company, _)) = &subject.company {
+            if self.segments.read().read_company() {
+                subject.company_attributes =
+                    self.companies.get(company).map(|c| c.attributes.clone());
+            }
+        }
+        Some(subject)
+    }
+
+    /// A company's name and attributes now, when a segment reads companies: what the
+    /// sequencer compares before and after an input that names the company, to evaluate
+    /// its members again when they changed.
+    pub fn company_fields(&self, company: &CompanyId) -> Option<CompanyFields> {
+        if !self.segments.read().read_company() {
+            return None;
+        }
+        Some(
+            self.companies
+                .get(company)
+                .map(|c| (c.name.clone(), c.attributes.clone())),
+        )
+    }
+
+    /// The visitors who belong to a company now, in id order. Visits every profile: asked
+    /// only when a company's name or attributes change while a segment reads companies.
+    pub fn company_members(&self, company: &CompanyId) -> Vec<VisitorId> {
+        let mut members: Vec<VisitorId> = self
+            .profiles
+            .iter()
+            .filter(|p| p.company.as_ref() == Some(company))
+            .map(|p| *p.key())
+            .collect();
+        members.sort_unstable();
+        members
     }
 
     /// Whether there is any segment (when there is none, a change costs nothing here).
