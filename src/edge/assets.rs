@@ -22,6 +22,20 @@ struct Asset {
 }
 
 const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// A file of console/ served under /console/: the console's modules import one another by
+/// these paths, so a new module needs only its line in the table.
+macro_rules! console_file {
+    ($file:literal, $content_type:expr) => {
+        Asset {
+            path: concat!("/console/", $file),
+            content_type: $content_type,
+            body: include_bytes!(concat!("../../console/", $file)),
+            cross_origin: false,
+        }
+    };
+}
 
 const ASSETS: &[Asset] = &[
     Asset {
@@ -42,18 +56,20 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../console/index.html"),
         cross_origin: false,
     },
-    Asset {
-        path: "/console/app.js",
-        content_type: JS,
-        body: include_bytes!("../../console/app.js"),
-        cross_origin: false,
-    },
-    Asset {
-        path: "/console/style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../../console/style.css"),
-        cross_origin: false,
-    },
+    console_file!("app.js", JS),
+    console_file!("conn.js", JS),
+    console_file!("model.js", JS),
+    console_file!("util.js", JS),
+    console_file!("customers.js", JS),
+    console_file!("visitor.js", JS),
+    console_file!("funnels.js", JS),
+    console_file!("trends.js", JS),
+    console_file!("directory.js", JS),
+    console_file!("ops.js", JS),
+    console_file!("style.css", CSS),
+    // uPlot, copied from its npm package by clients/js/scripts/build.mjs.
+    console_file!("vendor/uplot.min.js", JS),
+    console_file!("vendor/uplot.min.css", CSS),
 ];
 
 /// The console may talk only to the hub that served it, and may not be framed.
@@ -111,10 +127,33 @@ mod tests {
             assert!(!asset.body.is_empty(), "{} is empty", asset.path);
             let expected = match asset.path.rsplit('.').next() {
                 Some("js" | "mjs") => JS,
-                Some("css") => "text/css; charset=utf-8",
+                Some("css") => CSS,
                 _ => "text/html; charset=utf-8",
             };
             assert_eq!(asset.content_type, expected, "{}", asset.path);
+        }
+    }
+
+    #[test]
+    fn every_file_the_console_loads_is_in_the_table() {
+        // A module or file missing from the table is a 404 only a browser would notice.
+        let served: std::collections::HashSet<_> = ASSETS.iter().map(|a| a.path).collect();
+        for asset in ASSETS.iter().filter(|a| a.path.starts_with("/console/")) {
+            let text = std::str::from_utf8(asset.body).expect("utf-8");
+            for quote in ["from './", "src=\"", "href=\""] {
+                for part in text.split(quote).skip(1) {
+                    let name = part.split(['\'', '"']).next().unwrap_or_default();
+                    if name.starts_with('#') || name.contains(':') || name.is_empty() {
+                        continue;
+                    }
+                    let path = format!("/console/{}", name.trim_start_matches("./"));
+                    assert!(
+                        served.contains(path.as_str()),
+                        "{} loads {path}, not served",
+                        asset.path
+                    );
+                }
+            }
         }
     }
 

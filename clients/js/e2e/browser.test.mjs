@@ -1,15 +1,11 @@
 // End-to-end in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core;
-// never a browser download). A real hub serves the SDK and the console; a small static
+// never a browser download). A real hub serves the SDK; a small static
 // server on another port plays the customer's website, so the SDK runs cross-origin as it
 // would on a real site.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { startHub, post, getJson, until, uuid, lifecycle } from '../test/hub.mjs';
 import { launchBrowser, startSite, newPage as openPage } from './site.mjs';
-
-const artifacts = fileURLToPath(new URL('../artifacts/', import.meta.url));
 
 let hub;
 let site;
@@ -229,65 +225,6 @@ test('a hub restart mid-stream loses and duplicates nothing on the page', { time
     await context.close();
     await own.dispose();
   }
-});
-
-test('the console shows a newly published action within 1 s among 1,000 live customers, and follows its state', { timeout: 60_000 }, async () => {
-  // 1,000 customers with live actions, a mix of identities and states.
-  const maps = [uuid(), uuid(), uuid()];
-  const batch = [];
-  for (let i = 0; i < 1000; i++) {
-    const ids = { actionId: uuid(), actionMapId: maps[i % 3], customerId: uuid(), sessionId: uuid(), mediaType: i % 3 === 2 ? 'contentoffer' : 'webchat', actionMapVersion: 1 + (i % 2) };
-    batch.push(lifecycle('offered', ids));
-    if (i % 4 === 1) batch.push(lifecycle('accepted', ids));
-    if (i % 4 === 1 && ids.mediaType === 'webchat') batch.push(lifecycle('started', ids));
-    if (i % 7 === 3 && i % 4 !== 1) batch.push(lifecycle('rejected', ids));
-    if (i % 9 === 0) batch.push({ type: 'signin', customerId: ids.customerId, sessionId: ids.sessionId, userId: `member-${i}` });
-    if (i % 11 === 5) batch.push({ type: 'userinfo', customerId: ids.customerId, sessionId: ids.sessionId, userId: `returning-${i}` });
-  }
-  for (let i = 0; i < batch.length; i += 1000) {
-    const results = await post(hub, batch.slice(i, i + 1000));
-    assert.ok(results.every((r) => r.seq), JSON.stringify(results.find((r) => r.error)));
-  }
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-  const page = await context.newPage();
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(String(e)));
-  await page.goto(`${hub.http}/console/`);
-  await page.waitForFunction(() => document.getElementById('status').dataset.state === 'live');
-  await page.waitForFunction(() => /\d{4} customers|1\d{3} customers|1000 customers/.test(document.getElementById('counts').textContent), null, { timeout: 10_000 });
-
-  const ids = { actionId: uuid(), actionMapId: maps[0], customerId: uuid(), sessionId: uuid() };
-  const t0 = Date.now();
-  await post(hub, [{ type: 'signin', customerId: ids.customerId, sessionId: ids.sessionId, userId: 'agent-test-visitor' }, lifecycle('offered', ids)]);
-  const chip = `[data-action-id="${ids.actionId}"] .state`;
-  await page.waitForSelector(chip, { timeout: 1000 });
-  const shownMs = Date.now() - t0;
-  console.log(`console showed the new action after ${shownMs} ms`);
-  assert.ok(shownMs < 1000, `shown after ${shownMs} ms`);
-  for (const state of ['accepted', 'started', 'engaged']) {
-    await post(hub, [lifecycle(state, ids)]);
-    await page.waitForFunction(([sel, s]) => document.querySelector(sel)?.textContent === s, [chip, state], { timeout: 1000 });
-  }
-  const row = await page.textContent(`tr[data-customer-id="${ids.customerId}"]`);
-  assert.match(row, /authenticated/);
-  assert.match(row, /agent-test-visitor/);
-  // Per action-map counts and accept rates.
-  await page.waitForFunction(() => document.querySelectorAll('#maps tbody tr').length >= 6, null, { timeout: 7000 });
-  assert.match(await page.textContent('#maps'), /%/);
-  // Filters: only content offers in state rejected.
-  await page.selectOption('#f-media', 'contentoffer');
-  await page.selectOption('#f-state', 'rejected');
-  const states = await page.$$eval('#customers .chip .state', (els) => [...new Set(els.map((e) => e.textContent))]);
-  assert.deepEqual(states, ['rejected']);
-  await page.selectOption('#f-media', '');
-  await page.selectOption('#f-state', '');
-  await page.click(`tr[data-customer-id="${ids.customerId}"]`);
-  await page.waitForFunction(() => document.querySelector('#detail-body .sessions li .mono'));
-  mkdirSync(artifacts, { recursive: true });
-  await page.screenshot({ path: artifacts + 'console.png' });
-  console.log(`console screenshot: ${artifacts}console.png`);
-  assert.deepEqual(problems, []);
-  await context.close();
 });
 
 // Headless Chromium keeps every tab visible, so the test turns this one's visibility the

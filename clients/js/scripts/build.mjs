@@ -6,11 +6,13 @@
 //   drop-ins its tag or URL asks for (src/script.mjs); served as /sdk/actionhub.js;
 // each minified with a source map. Then it measures, min+gzip, what a page that imports
 // only the client gets (the core, budget 8 KB) and what each adapter adds to it.
-// Output is deterministic, so the committed dist/ matches a fresh build.
+// Then it copies the console's charting library, uPlot (a devDependency, pinned in
+// package-lock.json), into console/vendor/, where the hub embeds it, and prints its size.
+// Output is deterministic, so the committed dist/ and console/vendor/ match a fresh build.
 import { build } from 'esbuild';
 import { gzipSync } from 'node:zlib';
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -57,6 +59,15 @@ console.log(`SDK size: dist/actionhub.js (classic script, everything) ${all} byt
 if (core > BUDGET) {
   console.error('SDK size: the core is over the 8 KB min+gzip budget');
   process.exit(1);
+}
+
+// uPlot as the package builds it (minified classic script setting window.uPlot, and its
+// stylesheet): copied, not rebundled, so the console serves the published bytes.
+const vendor = root + '../../console/vendor/';
+for (const [from, to] of [['uPlot.iife.min.js', 'uplot.min.js'], ['uPlot.min.css', 'uplot.min.css']]) {
+  copyFileSync(root + 'node_modules/uplot/dist/' + from, vendor + to);
+  const bytes = readFileSync(vendor + to);
+  console.log(`console: vendor/${to} ${bytes.length} bytes, ${gzipSync(bytes, { level: 9 }).length} min+gzip`);
 }
 
 // The declarations, from src/'s JSDoc (tsconfig.json): tsc checks the code against its
