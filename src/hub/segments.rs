@@ -709,6 +709,13 @@ impl Segments {
             .unwrap_or_default()
     }
 
+    /// The segments a visitor is in, in id order, with their names.
+    pub fn of(&self, visitor: VisitorId) -> Vec<(SegmentId, String)> {
+        let held = self.of_visitor.get(&visitor).into_iter().flatten();
+        held.filter_map(|id| Some((*id, self.defs.get(id)?.spec.name.clone())))
+            .collect()
+    }
+
     pub fn is_member(&self, id: SegmentId, visitor: VisitorId) -> bool {
         self.of_visitor
             .get(&visitor)
@@ -843,6 +850,7 @@ mod tests {
                 .clone(),
             company: Some((CompanyId::from("acme"), Some("Acme Corp".into()))),
             company_attributes: json!({"tier": "gold", "seats": 800}).as_object().cloned(),
+            segments: Vec::new(),
             sessions: 3,
             active_sessions: 1,
             pages_viewed: 7,

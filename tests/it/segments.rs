@@ -181,6 +181,11 @@ async fn visitors_enter_and_leave_live_through_a_segment_filter() {
         (json!(1), json!(10))
     );
     assert_eq!(members["visitors"][0]["id"], json!(ada.customer_id));
+    // Her own view names the segments she is in.
+    assert_eq!(
+        members["visitors"][0]["segments"],
+        json!([{"id": id, "name": "Premium Users"}, {"id": other["id"], "name": "Anyone"}]),
+    );
 
     // An attribute update through the API moves her out.
     let (status, _) = http

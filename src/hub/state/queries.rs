@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 use super::{
     Action, ClientInfo, Company, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps,
 };
-use crate::ids::{ActionId, ChannelUserId, CompanyId, CustomerId, Seq, UserId, VisitorId};
+use crate::ids::{
+    ActionId, ChannelUserId, CompanyId, CustomerId, SegmentId, Seq, UserId, VisitorId,
+};
 use crate::ingest::event::{LifecycleEvent, Millis};
 
 impl HubState {
@@ -111,6 +113,8 @@ pub struct Visitor {
     /// Its company's attributes, for the segment conditions that read them
     /// (`HubState::segment_subject` fills them in); `None` in every other view.
     pub company_attributes: Option<Map<String, Value>>,
+    /// The segments it is in now, in id order, with their names.
+    pub segments: Vec<(SegmentId, String)>,
     /// Its customers' sessions held, and how many of them are open.
     pub sessions: usize,
     pub active_sessions: usize,
@@ -328,6 +332,7 @@ impl HubState {
             channels,
             company,
             company_attributes: None,
+            segments: self.segments.read().of(visitor),
             sessions,
             active_sessions: active,
             pages_viewed: pages,
