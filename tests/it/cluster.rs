@@ -315,6 +315,60 @@ async fn visitor_changes_apply_on_every_node() {
     b.shutdown().await;
 }
 
+/// Segments and companies in a cluster: a segment made on one node has the same id on the
+/// other, a visitor changed through either enters it with one `segment:entered` whose seq
+/// and frame are the same on both, and the counts agree.
+#[tokio::test]
+async fn segments_and_companies_are_the_same_on_every_node() {
+    let nats = NatsServer::start();
+    let (a, b) = (node(&nats, "a").await, node(&nats, "b").await);
+    let definition = json!({"name": "Acme people", "conditions": [
+        {"field": "company.id", "operator": "equals", "value": "acme"}]});
+    let (status, made) = a.http().post("/v1/segments", &definition).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    let (ada, bob) = (Visitor::new(), Visitor::new());
+    for (node, visitor, user) in [(&a, &ada, "ada"), (&b, &bob, "bob")] {
+        let identify = visitor
+            .event("identify", user)
+            .with("company", json!({"id": "acme", "name": "Acme"}));
+        let answer = node.http().publish(&identify).await;
+        assert!(answer[0]["seq"].is_u64(), "{answer:?}");
+    }
+    let entered = |hub: &Hub| {
+        let http = hub.http();
+        async move {
+            bounded(WAIT, "both segment:entered events", async {
+                loop {
+                    let (_, body) = http
+                        .get("/v1/events?topics=segment:entered&limit=100")
+                        .await;
+                    let events = body["events"].as_array().cloned().unwrap_or_default();
+                    if events.len() >= 2 {
+                        return events;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+        }
+    };
+    let (on_a, on_b) = (entered(&a).await, entered(&b).await);
+    assert_eq!(on_a, on_b, "the same events, seqs and frames on both nodes");
+    assert_eq!(on_a.len(), 2);
+    for node in [&a, &b] {
+        let (_, segment) = node.http().get(&format!("/v1/segments/{id}")).await;
+        assert_eq!(segment["visitorCount"], json!(2), "{segment}");
+        let (_, company) = node.http().get("/v1/companies/acme").await;
+        assert_eq!(company["visitorCount"], json!(2), "{company}");
+    }
+    let (_, list_a) = a.http().get("/v1/segments").await;
+    let (_, list_b) = b.http().get("/v1/segments").await;
+    assert_eq!(list_a, list_b);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_channel_id_claimed_on_two_nodes_names_one_visitor_on_both() {
     let nats = NatsServer::start();
