@@ -6,6 +6,7 @@
 mod support;
 
 mod cluster;
+mod cluster_sinks;
 mod config;
 mod determinism;
 mod durability;
