@@ -90,7 +90,19 @@ pub async fn start_with_log(
         .map_err(io("reading the bound address"))?;
     if config.is_clustered() {
         let (hub, pipeline, node) = crate::cluster::start(Arc::new(config), addr.port()).await?;
-        return serve(listener, hub, pipeline, Stopping::Cluster(node));
+        let shared = node.sinks();
+        if let Err(e) = crate::edge::sinks::shared::check_config(&shared, hub.config()).await {
+            hub.close_pipeline();
+            node.stop().await;
+            return Err(ServerError::Sinks(e));
+        }
+        return serve(
+            listener,
+            hub,
+            pipeline,
+            Stopping::Cluster(node),
+            Some(shared),
+        );
     }
     let data_dir = config.data_dir.clone();
     let (restored, wal, prepared) = {
@@ -129,7 +141,7 @@ pub async fn start_with_log(
         snapshotter,
         data_dir,
     };
-    serve(listener, hub, pipeline, stopping)
+    serve(listener, hub, pipeline, stopping, None)
 }
 
 /// What stops after the connections have closed, besides the pipeline.
@@ -151,6 +163,7 @@ fn serve(
     hub: Arc<Hub>,
     pipeline: crate::hub::Pipeline,
     stopping: Stopping,
+    shared_sinks: Option<Arc<crate::cluster::sinks::SharedSinks>>,
 ) -> Result<Running, ServerError> {
     let addr = listener
         .local_addr()
@@ -158,7 +171,7 @@ fn serve(
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     // The sinks' tasks are tracked like connections, so shutdown waits for them too.
-    let sinks = match Sinks::start(hub.clone(), shutdown.clone(), tracker.clone()) {
+    let sinks = match Sinks::start(hub.clone(), shutdown.clone(), tracker.clone(), shared_sinks) {
         Ok(sinks) => sinks,
         Err(e) => {
             hub.close_pipeline();

@@ -1,5 +1,6 @@
 //! The sweeper's lease: one node at a time proposes the ticks that end idle sessions and
-//! age state out, and writes the shared snapshots (see [`super::snapshots`]).
+//! age state out, writes the shared snapshots (see [`super::snapshots`]) and delivers the
+//! webhook sinks (see [`super::sinks`]).
 //!
 //! The lease is a key in a JetStream key-value bucket whose entries live [`LEASE_TTL`]:
 //! the holder writes it again every third of that (an update that names the revision it
@@ -15,6 +16,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{self, Store};
 use async_nats::jetstream::Context;
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::snapshots::Snapshots;
@@ -61,6 +63,7 @@ pub(super) async fn run(
     store: Store,
     holder: String,
     snapshots: Arc<Snapshots>,
+    held_by_me: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     let mut renew = tokio::time::interval(LEASE_TTL / 3);
@@ -89,6 +92,7 @@ pub(super) async fn run(
                 }
                 held = renewed;
                 snapshots.set_lease_held(held.is_some());
+                held_by_me.send_if_modified(|was| std::mem::replace(was, held.is_some()) != held.is_some());
             }
             _ = tick.tick(), if held.is_some() => {
                 if let Err(e) = hub.propose_tick().await {
@@ -98,6 +102,7 @@ pub(super) async fn run(
             _ = snapshot.tick(), if held.is_some() => snapshots.want(),
         }
     }
+    held_by_me.send_replace(false);
     if let Some(revision) = held {
         let _ = store.delete_expect_revision(KEY, Some(revision)).await;
     }

@@ -16,6 +16,8 @@
 //! - [`lease`]: which node proposes the sweeper's ticks and writes the shared snapshots.
 //! - [`snapshots`]: the state and history as of one message, shared through an object
 //!   store, for a node to start from when the stream no longer reaches back far enough.
+//! - [`sinks`]: the webhook sinks' definitions, cursors and status, shared in a
+//!   key-value bucket; the lease holder delivers them.
 //! - [`message`]: a stream message's JSON.
 //!
 //! Why a replicated state machine rather than optimistic writes per customer subject
@@ -29,6 +31,7 @@ mod applier;
 mod lease;
 mod message;
 mod proposer;
+pub mod sinks;
 mod snapshots;
 mod stream;
 
@@ -104,6 +107,7 @@ pub struct Node {
     waiting: Arc<proposer::Waiting>,
     snapshots: Arc<snapshots::Snapshots>,
     status: Arc<OrderStatus>,
+    sinks: Arc<sinks::SharedSinks>,
 }
 
 /// Joins the cluster: connects to NATS, finds or creates the stream, and starts a hub
@@ -165,12 +169,20 @@ pub async fn start(
         timeout: config.nats_timeout,
     };
     let snapshots = Arc::new(snapshots::Snapshots::starting_at(start.0));
+    let (lease_held, lease_seen) = tokio::sync::watch::channel(false);
+    let sinks = Arc::new(sinks::SharedSinks::new(
+        &js,
+        &config,
+        node.clone(),
+        lease_seen,
+    ));
     let mut tasks = vec![tokio::spawn(proposer.run(queued, stop.clone()))];
     tasks.push(tokio::spawn(lease::run(
         hub.clone(),
         lease_store,
         origin.clone(),
         snapshots.clone(),
+        lease_held,
         stop.clone(),
     )));
     let applier = applier::Applier {
@@ -199,6 +211,7 @@ pub async fn start(
         waiting,
         snapshots,
         status,
+        sinks,
     };
     Ok((hub, pipeline, node))
 }
@@ -299,6 +312,11 @@ async fn join(
 }
 
 impl Node {
+    /// The webhook sinks' shared bucket, for the sinks' registry.
+    pub fn sinks(&self) -> Arc<sinks::SharedSinks> {
+        self.sinks.clone()
+    }
+
     /// Stops proposing, waits (briefly) for this node's proposals still in the stream to
     /// come back and be answered, then stops reading the stream. The hub's pipeline is
     /// closed after this, by the server.

@@ -7,6 +7,7 @@ mod support;
 
 mod cluster;
 mod cluster_faults;
+mod cluster_sinks;
 mod companies;
 mod config;
 mod determinism;

@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 /// Longest wait for a sink to deliver what was published (retries included).
-const DELIVERY_WAIT: Duration = Duration::from_secs(90);
+pub(crate) const DELIVERY_WAIT: Duration = Duration::from_secs(90);
 
 /// Retries quick enough for a test: 300 ms per request, at most 200 ms between tries.
-fn quick_retries(config: &mut Config) {
+pub(crate) fn quick_retries(config: &mut Config) {
     config.sink_timeout = Duration::from_millis(300);
     config.sink_backoff_max = Duration::from_millis(200);
     config.sink_max_failures = 1000;
@@ -26,7 +26,7 @@ fn quick_retries(config: &mut Config) {
 
 /// Publishes `count` webchat offers, every other one on `map` (the rest on other maps),
 /// plus page views, and answers the seqs of the events on `map`.
-async fn publish_mix(http: &Http, map: &str, count: usize) -> Vec<u64> {
+pub(crate) async fn publish_mix(http: &Http, map: &str, count: usize) -> Vec<u64> {
     let visitor = Visitor::new();
     let mut matching = Vec::new();
     let mut batch = Vec::new();
@@ -60,7 +60,7 @@ async fn publish_mix(http: &Http, map: &str, count: usize) -> Vec<u64> {
 }
 
 /// Waits until the receiver has accepted an event of every seq in `want`.
-async fn until_delivered(receiver: &Receiver, want: &[u64]) {
+pub(crate) async fn until_delivered(receiver: &Receiver, want: &[u64]) {
     let want: BTreeSet<u64> = want.iter().copied().collect();
     bounded(DELIVERY_WAIT, "the sink to deliver every event", async {
         loop {
@@ -126,7 +126,7 @@ async fn verify_signatures(receiver: &Receiver, secret: &str) {
 
 /// Every batch resent under a `webhook-id` is the same bytes, and the batches, once per
 /// id, carry the events in strictly rising seq order.
-fn assert_whole_batches_in_order(receiver: &Receiver) -> Vec<u64> {
+pub(crate) fn assert_whole_batches_in_order(receiver: &Receiver) -> Vec<u64> {
     let mut bodies: HashMap<String, String> = HashMap::new();
     let mut seqs = Vec::new();
     for request in receiver.received() {
@@ -145,7 +145,7 @@ fn assert_whole_batches_in_order(receiver: &Receiver) -> Vec<u64> {
     seqs
 }
 
-async fn create_sink(http: &Http, body: Value) -> Value {
+pub(crate) async fn create_sink(http: &Http, body: Value) -> Value {
     let (status, sink) = http.post("/v1/sinks", &body).await;
     assert_eq!(status, 201, "POST /v1/sinks: {sink}");
     assert!(

@@ -20,8 +20,9 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::cluster::sinks::SharedEntry;
 use crate::edge::sinks::spec::SinkSpec;
-use crate::edge::sinks::store::{self, SinkFile};
+use crate::edge::sinks::store::{self, Cursors, SinkFile};
 use crate::hub::fanout::selects;
 use crate::hub::retention::Record;
 use crate::hub::Hub;
@@ -45,8 +46,8 @@ pub struct Delivery {
     pub max_failures: u32,
     /// How long one batch may keep failing before the sink is paused.
     pub max_retry: Duration,
-    /// `<data-dir>/sinks`.
-    pub dir: std::path::PathBuf,
+    /// Where each sink's cursor is kept.
+    pub cursors: Cursors,
 }
 
 /// Where a sink stands, as `GET /v1/sinks` shows it.
@@ -62,6 +63,12 @@ pub struct Status {
     pub consecutive_failures: u32,
     pub last_error: Option<String>,
     pub delivered_events: u64,
+    /// In a cluster, the node delivering the sink (none on a single node, or before a
+    /// node has taken it).
+    pub node: Option<String>,
+    /// In a cluster, the end of the batch being delivered, as the bucket keeps it (see
+    /// `SharedEntry::in_flight`); not shown.
+    pub in_flight: Option<Seq>,
 }
 
 /// A sink: its definition, its status, and what stops and resumes its task.
@@ -75,6 +82,9 @@ pub struct Sink {
     resumed: Notify,
     /// Ends the task: the hub is shutting down, or the sink was deleted.
     pub(super) stop: CancellationToken,
+    /// In a cluster, whether this node's task delivers the sink (its status is then this
+    /// node's own, not the bucket's).
+    delivering: std::sync::atomic::AtomicBool,
     label: SinkLabel,
 }
 
@@ -119,11 +129,23 @@ impl Sink {
                 consecutive_failures: 0,
                 last_error: None,
                 delivered_events: 0,
+                node: None,
+                in_flight: None,
             }),
             resumed: Notify::new(),
             stop: CancellationToken::new(),
+            delivering: std::sync::atomic::AtomicBool::new(false),
             label,
         }
+    }
+
+    pub fn is_delivering(&self) -> bool {
+        self.delivering.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(super) fn set_delivering(&self, delivering: bool) {
+        self.delivering
+            .store(delivering, std::sync::atomic::Ordering::Release);
     }
 
     pub fn status(&self) -> Status {
@@ -143,6 +165,68 @@ impl Sink {
             epoch: status.epoch.clone(),
             paused: status.paused,
             definition: (!self.from_file).then(|| self.spec.to_stored()),
+        }
+    }
+
+    /// A sink as the cluster's bucket keeps it.
+    pub fn from_shared(entry: &SharedEntry, spec: SinkSpec) -> Sink {
+        let file = SinkFile {
+            id: entry.id.clone(),
+            cursor: entry.cursor,
+            epoch: entry.epoch.clone(),
+            paused: entry.paused,
+            definition: None,
+        };
+        let sink = Sink::new(entry.id.clone(), spec, entry.from_file, &file);
+        sink.adopt(entry, false);
+        sink
+    }
+
+    /// What the cluster's bucket keeps of this sink.
+    pub fn shared_entry(&self) -> SharedEntry {
+        let status = self.status.lock();
+        SharedEntry {
+            id: self.id.clone(),
+            from_file: self.from_file,
+            definition: self.spec.to_stored(),
+            cursor: status.cursor.0,
+            epoch: status.epoch.clone(),
+            paused: status.paused,
+            node: status.node.clone(),
+            last_status: status.last_status,
+            consecutive_failures: status.consecutive_failures,
+            last_error: status.last_error.clone(),
+            delivered_events: status.delivered_events,
+            in_flight: status.in_flight.map(|end| end.0),
+        }
+    }
+
+    /// Takes in the status another node wrote to the bucket. While this node delivers the
+    /// sink its own status is the truth, and only a resume asked on another node is taken.
+    pub fn adopt(&self, entry: &SharedEntry, delivering_here: bool) {
+        let mut status = self.status.lock();
+        let resumed = status.paused && !entry.paused;
+        if delivering_here {
+            if resumed {
+                status.paused = false;
+                status.consecutive_failures = 0;
+            }
+        } else {
+            *status = Status {
+                cursor: Seq(entry.cursor),
+                epoch: entry.epoch.clone(),
+                paused: entry.paused,
+                last_status: entry.last_status,
+                consecutive_failures: entry.consecutive_failures,
+                last_error: entry.last_error.clone(),
+                delivered_events: entry.delivered_events,
+                node: entry.node.clone(),
+                in_flight: entry.in_flight.map(Seq),
+            };
+        }
+        drop(status);
+        if resumed {
+            self.resumed.notify_one();
         }
     }
 
@@ -171,24 +255,33 @@ pub async fn run(sink: Arc<Sink>, hub: Arc<Hub>, delivery: Arc<Delivery>) {
         items: Vec::new(),
         started: None,
     };
+    // A batch another node had in flight when this one took the sink over: it is filled
+    // up to its recorded end and no further, and sent without waiting for its linger, so
+    // it is the same batch under the same `webhook-id`.
+    let mut resend = sink.status().in_flight.filter(|end| *end > cursor);
     loop {
         // Registered before the watermark is read, so a pass that lands in between still
         // wakes the sink.
         let delivered = pin!(hub.fanout().delivered());
-        let target = fill(
-            &sink,
-            &hub,
-            &mut batch,
-            &mut cursor,
-            hub.fanout().watermark(),
-        );
+        let watermark = hub.fanout().watermark();
+        let upto = resend.map_or(watermark, |end| end.min(watermark));
+        let target = fill(&sink, &hub, &mut batch, &mut cursor, upto);
         let due = batch
             .started
             .map(|started| started + sink.spec.linger)
-            .filter(|_| !batch.items.is_empty());
-        let ready = batch.items.len() >= sink.spec.batch_size
-            || due.is_some_and(|due| due <= Instant::now());
+            .filter(|_| !batch.items.is_empty() && resend.is_none());
+        let ready = match resend {
+            Some(end) => cursor >= end,
+            None => {
+                batch.items.len() >= sink.spec.batch_size
+                    || due.is_some_and(|due| due <= Instant::now())
+            }
+        };
         if ready {
+            resend = None;
+            if batch.items.is_empty() {
+                continue;
+            }
             if !deliver(&sink, &hub, &delivery, &batch, cursor).await {
                 return;
             }
@@ -328,6 +421,14 @@ async fn deliver(sink: &Sink, hub: &Hub, delivery: &Delivery, batch: &Batch, end
     let body = bytes::Bytes::from(body(batch, hub.epoch()));
     let id = webhook_id(sink, batch);
     let metrics = hub.metrics();
+    if matches!(delivery.cursors, Cursors::Shared(_)) {
+        // Recorded before the first attempt, so a node that was fenced off stops before it
+        // posts a batch of its own, and the node taking over resends this one whole.
+        sink.status.lock().in_flight = Some(end);
+        if !persist(sink, delivery).await {
+            return false;
+        }
+    }
     let mut first_failure: Option<Instant> = None;
     loop {
         if sink.is_paused() && !wait_resumed(sink).await {
@@ -348,6 +449,7 @@ async fn deliver(sink: &Sink, hub: &Hub, delivery: &Delivery, batch: &Batch, end
                 {
                     let mut s = sink.status.lock();
                     s.cursor = end;
+                    s.in_flight = None;
                     s.last_status = Some(status);
                     s.consecutive_failures = 0;
                     s.last_error = None;
@@ -358,8 +460,7 @@ async fn deliver(sink: &Sink, hub: &Hub, delivery: &Delivery, batch: &Batch, end
                     .sink_events_delivered
                     .get_or_create(&sink.label)
                     .inc_by(events);
-                persist(sink, delivery).await;
-                return true;
+                return persist(sink, delivery).await;
             }
             Err(failure) => {
                 metrics.sink_failures.get_or_create(&sink.label).inc();
@@ -377,8 +478,15 @@ async fn deliver(sink: &Sink, hub: &Hub, delivery: &Delivery, batch: &Batch, end
                     first_failure = None;
                     warn!(sink = %sink.spec.name, failures, error = %failure.error,
                         "webhook sink paused after repeated failures; POST /v1/sinks/{}/resume takes it up again", sink.id);
-                    persist(sink, delivery).await;
+                    if !persist(sink, delivery).await {
+                        return false;
+                    }
                     continue;
+                }
+                // Other nodes show the shared status, so a cluster keeps each failure too.
+                if matches!(delivery.cursors, Cursors::Shared(_)) && !persist(sink, delivery).await
+                {
+                    return false;
                 }
                 let cap = BACKOFF_MIN
                     .saturating_mul(1 << (failures - 1).min(20))
@@ -459,12 +567,21 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Writes the sink's file; a failure is logged, not fatal: the cursor in the file stays
-/// behind, so a restart delivers again what followed it (at least once still holds).
-pub(super) async fn persist(sink: &Sink, delivery: &Delivery) {
-    let (dir, file) = (delivery.dir.clone(), sink.file());
-    let written = tokio::task::spawn_blocking(move || store::write(&dir, &file)).await;
-    if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
-        warn!(sink = %sink.spec.name, error = %e, "cannot write the sink's cursor file");
+/// Keeps the sink's place: writes its file, or its entry in the cluster's bucket. A
+/// failure to write is logged, not fatal: the kept cursor stays behind, so a restart (or
+/// the next node) delivers again what followed it, and at least once still holds. False
+/// only in a cluster, when another node moved the sink on or it was deleted: this
+/// node's delivery of it stops.
+pub(super) async fn persist(sink: &Sink, delivery: &Delivery) -> bool {
+    match &delivery.cursors {
+        Cursors::Files(dir) => {
+            let (dir, file) = (dir.clone(), sink.file());
+            let written = tokio::task::spawn_blocking(move || store::write(&dir, &file)).await;
+            if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
+                warn!(sink = %sink.spec.name, error = %e, "cannot write the sink's cursor file");
+            }
+            true
+        }
+        Cursors::Shared(shared) => shared.keep(sink.shared_entry()).await,
     }
 }

@@ -5,33 +5,38 @@
 //! - [`spec`]: a sink's definition (config file or API) and its signing secret; pure.
 //! - [`deliver`]: one task per sink, reading the retained history like the HTTP event
 //!   stream; retries, pauses, gap records.
-//! - [`store`]: each sink's durable file in the data directory.
+//! - [`store`]: each sink's durable file in the data directory, and where a cursor is
+//!   kept (those files, or a cluster's bucket).
+//! - [`shared`]: the registry's cluster side: the bucket's watch and the lease holder's
+//!   deliveries.
 //! - [`api`]: `/v1/sinks`, for keys with `admin`.
 //!
 //! [`Sinks`] is the registry: it loads the files and the config's sinks at start, starts
 //! and stops the tasks, and answers the API. It lives in `edge` because a sink is a client
 //! of the hub like a subscriber is (an outbound one): it reads the history and never
-//! takes part in ordering. Sinks run on a single node only: in cluster mode none starts
-//! (a warning says so at start) and the API answers `unavailable`.
+//! takes part in ordering. In cluster mode ([`shared`]) every node shows every sink, and
+//! the node holding the sweeper's lease delivers them, from cursors kept in the cluster's
+//! bucket.
 
 pub mod api;
 pub mod deliver;
+pub mod shared;
 pub mod spec;
 pub mod store;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::cluster::sinks::{SharedError, SharedSinks};
 use crate::edge::sinks::deliver::{Delivery, Sink};
 use crate::edge::sinks::spec::{Secret, SinkSpec};
-use crate::edge::sinks::store::SinkFile;
+use crate::edge::sinks::store::{Cursors, SinkFile};
 use crate::error::{ErrorCode, HubError};
 use crate::hub::Hub;
 use crate::ids::Seq;
@@ -39,8 +44,6 @@ use crate::ids::Seq;
 /// Every sink of this hub.
 pub struct Sinks {
     hub: Arc<Hub>,
-    /// False in cluster mode, where no sink runs.
-    enabled: bool,
     delivery: Arc<Delivery>,
     /// By id. A leaf lock: held to look up, add or remove, never across an `.await`.
     sinks: Mutex<BTreeMap<String, Arc<Sink>>>,
@@ -48,36 +51,32 @@ pub struct Sinks {
     tracker: TaskTracker,
 }
 
-/// The message of every sink endpoint in cluster mode.
-const CLUSTER_ONLY: &str = "webhook sinks run only in single-node mode (without --nats)";
-
 impl Sinks {
     /// Loads the sinks of `<data-dir>/sinks` and of the configuration, writes a file for
     /// each config sink that has none yet (starting at the head), and starts them all.
-    /// Blocking IO: call it before serving.
+    /// In a cluster (`shared`), leaves them to [`shared::follow`] instead. Blocking IO:
+    /// call it before serving.
     pub fn start(
         hub: Arc<Hub>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
+        shared: Option<Arc<SharedSinks>>,
     ) -> Result<Arc<Sinks>, String> {
         let config = hub.config();
         let dir = store::dir(&config.data_dir);
-        let enabled = !config.is_clustered();
+        let cursors = match &shared {
+            Some(shared) => Cursors::Shared(shared.clone()),
+            None => Cursors::Files(dir.clone()),
+        };
         let sinks = Arc::new(Sinks {
-            delivery: Arc::new(delivery(config, dir.clone())?),
-            enabled,
+            delivery: Arc::new(delivery(config, cursors)?),
             sinks: Mutex::new(BTreeMap::new()),
             shutdown,
             tracker,
             hub: hub.clone(),
         });
-        if !enabled {
-            if !config.sinks.is_empty() {
-                warn!(
-                    sinks = config.sinks.len(),
-                    "{CLUSTER_ONLY}: the sinks of the config file are not delivered"
-                );
-            }
+        if let Some(shared) = shared {
+            shared::start(&sinks, shared)?;
             return Ok(sinks);
         }
         let mut files: BTreeMap<String, SinkFile> = store::read_all(&dir)?
@@ -138,6 +137,7 @@ impl Sinks {
         Ok(sinks)
     }
 
+    /// Runs `sink`'s delivery task until it is stopped or shutdown.
     fn launch(&self, sink: Arc<Sink>) {
         let stop = sink.stop.clone();
         let shutdown = self.shutdown.clone();
@@ -149,20 +149,16 @@ impl Sinks {
         });
         self.sinks.lock().insert(sink.id.clone(), sink.clone());
         info!(sink = %sink.spec.name, url = %sink.spec.url, "webhook sink started");
-        self.tracker
-            .spawn(deliver::run(sink, self.hub.clone(), self.delivery.clone()));
-    }
-
-    fn check_enabled(&self) -> Result<(), HubError> {
-        match self.enabled {
-            true => Ok(()),
-            false => Err(HubError::new(ErrorCode::Unavailable, CLUSTER_ONLY)),
-        }
+        let (hub, delivery) = (self.hub.clone(), self.delivery.clone());
+        self.tracker.spawn(async move {
+            deliver::run(sink.clone(), hub, delivery).await;
+            // In a cluster a task also ends when another node took the sink over.
+            sink.set_delivering(false);
+        });
     }
 
     /// `POST /v1/sinks`: a new sink and its secret, shown this once.
     pub async fn create(&self, body: Value) -> Result<(Arc<Sink>, Secret), HubError> {
-        self.check_enabled()?;
         let id = uuid::Uuid::new_v4().to_string();
         let secret = Secret::generate();
         let (spec, start) =
@@ -194,18 +190,17 @@ impl Sinks {
             definition: Some(spec.to_stored()),
         };
         let sink = Arc::new(Sink::new(id.clone(), spec, false, &file));
-        {
-            let mut sinks = self.sinks.lock();
-            if sinks.values().any(|s| s.spec.name == sink.spec.name) {
-                return Err(HubError::bad_request(format!(
-                    "`name`: a sink named {:?} exists already",
-                    sink.spec.name
-                )));
+        self.reserve_name(&sink)?;
+        let Cursors::Files(dir) = &self.delivery.cursors else {
+            // The lease holder's registry takes it from the bucket and delivers it.
+            let entry = sink.shared_entry();
+            if let Err(e) = self.shared()?.create(&entry).await {
+                self.sinks.lock().remove(&id);
+                return Err(unkept(e));
             }
-            // Reserved under the lock, so two requests cannot both take the name.
-            sinks.insert(id.clone(), sink.clone());
-        }
-        let dir = self.delivery.dir.clone();
+            return Ok((sink, secret));
+        };
+        let dir = dir.clone();
         let written = tokio::task::spawn_blocking(move || store::write(&dir, &file)).await;
         if let Ok(Err(e)) | Err(e) = written.map_err(std::io::Error::other) {
             self.sinks.lock().remove(&id);
@@ -218,14 +213,36 @@ impl Sinks {
         Ok((sink, secret))
     }
 
+    /// Files a new sink under its id, unless its name is taken.
+    fn reserve_name(&self, sink: &Arc<Sink>) -> Result<(), HubError> {
+        {
+            let mut sinks = self.sinks.lock();
+            if sinks.values().any(|s| s.spec.name == sink.spec.name) {
+                return Err(HubError::bad_request(format!(
+                    "`name`: a sink named {:?} exists already",
+                    sink.spec.name
+                )));
+            }
+            // Reserved under the lock, so two requests cannot both take the name.
+            sinks.insert(sink.id.clone(), sink.clone());
+        }
+        Ok(())
+    }
+
+    /// The cluster's bucket, in cluster mode.
+    fn shared(&self) -> Result<&Arc<SharedSinks>, HubError> {
+        match &self.delivery.cursors {
+            Cursors::Shared(shared) => Ok(shared),
+            Cursors::Files(_) => Err(HubError::new(ErrorCode::Internal, "not a cluster")),
+        }
+    }
+
     /// Every sink, by id.
     pub fn list(&self) -> Result<Vec<Arc<Sink>>, HubError> {
-        self.check_enabled()?;
         Ok(self.sinks.lock().values().cloned().collect())
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Sink>, HubError> {
-        self.check_enabled()?;
         self.sinks
             .lock()
             .get(id)
@@ -242,11 +259,18 @@ impl Sinks {
                 "sink {id} is defined in the config file; remove its [[sinks]] table there"
             )));
         }
-        sink.stop.cancel();
-        self.sinks.lock().remove(id);
-        let metrics = self.hub.metrics();
-        metrics.forget_sink(sink.label());
-        let (dir, id) = (self.delivery.dir.clone(), id.to_owned());
+        if let Cursors::Shared(shared) = &self.delivery.cursors {
+            // The other nodes forget it when their watch of the bucket says so; this one
+            // at once, so its next answer already reflects the delete.
+            shared.delete(id).await.map_err(unkept)?;
+            self.forget(id);
+            return Ok(());
+        }
+        self.forget(id);
+        let Cursors::Files(dir) = &self.delivery.cursors else {
+            unreachable!("answered above")
+        };
+        let (dir, id) = (dir.clone(), id.to_owned());
         let removed = tokio::task::spawn_blocking(move || store::remove(&dir, &id)).await;
         if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
             return Err(HubError::new(
@@ -257,9 +281,25 @@ impl Sinks {
         Ok(())
     }
 
+    /// Stops a sink's task and forgets it, metrics included.
+    fn forget(&self, id: &str) {
+        let Some(sink) = self.sinks.lock().remove(id) else {
+            return;
+        };
+        sink.stop.cancel();
+        self.hub.metrics().forget_sink(sink.label());
+    }
+
     /// `POST /v1/sinks/{id}/resume`.
     pub async fn resume(&self, id: &str) -> Result<Arc<Sink>, HubError> {
         let sink = self.get(id)?;
+        if let Cursors::Shared(shared) = &self.delivery.cursors {
+            // Written to the bucket; the delivering node takes it from its watch.
+            if let Some(entry) = shared.resume(id).await.map_err(unkept)? {
+                sink.adopt(&entry, sink.is_delivering());
+            }
+            return Ok(sink);
+        }
         if sink.resume() {
             deliver::persist(&sink, &self.delivery).await;
         }
@@ -286,6 +326,9 @@ impl Sinks {
         );
         view.insert("lastError".into(), status.last_error.into());
         view.insert("deliveredEvents".into(), status.delivered_events.into());
+        if matches!(self.delivery.cursors, Cursors::Shared(_)) {
+            view.insert("node".into(), status.node.into());
+        }
         Value::Object(view)
     }
 
@@ -325,7 +368,7 @@ impl Sinks {
 }
 
 /// The HTTP client and retry rules every sink shares, from the configuration.
-fn delivery(config: &crate::Config, dir: PathBuf) -> Result<Delivery, String> {
+fn delivery(config: &crate::Config, cursors: Cursors) -> Result<Delivery, String> {
     let client = reqwest::Client::builder()
         .timeout(config.sink_timeout)
         .connect_timeout(config.sink_timeout)
@@ -339,6 +382,20 @@ fn delivery(config: &crate::Config, dir: PathBuf) -> Result<Delivery, String> {
         backoff_max: config.sink_backoff_max,
         max_failures: config.sink_max_failures,
         max_retry: config.sink_max_retry,
-        dir,
+        cursors,
     })
+}
+
+/// A change the cluster's bucket did not take.
+fn unkept(error: SharedError) -> HubError {
+    match error {
+        SharedError::Conflict => HubError::new(
+            ErrorCode::Unavailable,
+            "the sink was changed on another node meanwhile; try again",
+        ),
+        SharedError::Nats(e) => HubError::new(
+            ErrorCode::Unavailable,
+            format!("cannot keep the sink in the cluster's bucket: {e}"),
+        ),
+    }
 }

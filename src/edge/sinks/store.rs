@@ -5,6 +5,10 @@
 //! Written whole, to a temp name, synced, renamed and the directory synced, so a crash
 //! leaves the old file or the new one, never half of one. Blocking IO: callers run it
 //! off the async workers.
+//!
+//! [`Cursors`] is where a sink's place is kept: these files on a single node, the
+//! cluster's shared bucket (`cluster::sinks`) in cluster mode. The delivery task writes
+//! through it alike in both.
 
 use std::fs;
 use std::io::Write as _;
@@ -13,6 +17,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// Where the sinks' cursors (and the API's definitions) are kept.
+pub enum Cursors {
+    /// `<data-dir>/sinks`, one file a sink.
+    Files(PathBuf),
+    /// The cluster's `<stream>-sinks` bucket, shared by every node.
+    Shared(std::sync::Arc<crate::cluster::sinks::SharedSinks>),
+}
 
 /// The folder of the sinks' files inside the data directory.
 pub fn dir(data_dir: &Path) -> PathBuf {
