@@ -30,6 +30,18 @@ pub fn parse_uuid_v4(text: &str) -> Result<Uuid, BadId> {
     }
 }
 
+/// A UUIDv4 as the ids' parser takes it (any case, hyphenated) and writes it.
+fn uuid_v4_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::Custom("uuid".into())))
+        .pattern(Some(
+            "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        ))
+        .into()
+}
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -66,6 +78,14 @@ macro_rules! uuid_id {
                 s.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                uuid_v4_schema()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -125,6 +145,14 @@ impl VisitorId {
 #[serde(transparent)]
 pub struct UserId(String);
 
+impl utoipa::PartialSchema for UserId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <String as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for UserId {}
+
 impl UserId {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -161,6 +189,14 @@ impl fmt::Display for UserId {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CompanyId(String);
+
+impl utoipa::PartialSchema for CompanyId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <String as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for CompanyId {}
 
 impl CompanyId {
     pub fn as_str(&self) -> &str {
@@ -227,6 +263,14 @@ impl fmt::Display for ChannelUserId {
 #[serde(transparent)]
 pub struct Seq(pub u64);
 
+impl utoipa::PartialSchema for Seq {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <u64 as utoipa::PartialSchema>::schema()
+    }
+}
+
+impl utoipa::ToSchema for Seq {}
+
 impl Seq {
     /// The seq that follows this one.
     pub fn next(self) -> Seq {
@@ -265,6 +309,18 @@ impl fmt::Display for SegmentId {
         write!(f, "seg_{}", self.0)
     }
 }
+
+/// `seg_<n>`, as [`SegmentId::parse`] takes it.
+impl utoipa::PartialSchema for SegmentId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^seg_[1-9][0-9]*$"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for SegmentId {}
 
 impl Serialize for SegmentId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

@@ -6,25 +6,41 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::edge::app::App;
 use crate::edge::http::{blocking, query_params, NoQuery};
+use crate::edge::openapi::{CompanyPage, ReadRefusals};
 use crate::edge::views;
+use crate::edge::views::CompanyView;
 use crate::edge::visitors::paging;
 use crate::error::HubError;
 use crate::ids::CompanyId;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The company routes.
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/companies", get(list))
-        .route("/v1/companies/{id}", get(view))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(view))
 }
 
-/// `GET /v1/companies?search=&page=&limit=`: most recently seen first.
+/// `GET /v1/companies?search=&page=&limit=`: most recently seen first (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/companies",
+    tag = "companies",
+    params(
+        ("search" = Option<String>, Query, description = "Words a company's id or name contain"),
+        ("page" = Option<u64>, Query, minimum = 1, description = "1 by default"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000,
+            description = "50 by default"),
+    ),
+    responses((status = 200, body = CompanyPage), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn list(
     State(ctx): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -53,6 +69,15 @@ async fn list(
     })))
 }
 
+/// A company (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/companies/{id}",
+    tag = "companies",
+    params(("id" = String, Path, description = "The company's id, as the site gave it")),
+    responses((status = 200, body = CompanyView), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn view(
     State(ctx): State<App>,
     Path(id): Path<String>,

@@ -24,8 +24,10 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use axum::Extension;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -33,6 +35,9 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::edge::app::App;
 use crate::edge::auth::{
@@ -40,6 +45,7 @@ use crate::edge::auth::{
 };
 use crate::edge::client_info;
 use crate::edge::limits::too_deep;
+use crate::edge::openapi::{ErrorBody, ErrorDetail, EventsPage, ReadRefusals, WriteRefusals};
 use crate::edge::views;
 use crate::edge::ws;
 use crate::error::{ErrorCode, HubError};
@@ -83,30 +89,54 @@ impl IntoResponse for HubError {
 /// The header that carries an API key, on HTTP requests and the WebSocket upgrade.
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// The hub's routes.
-pub fn router(ctx: App) -> Router {
-    let body_limit = ctx.hub.config().max_body_bytes;
-    let cors = cors(&ctx);
-    let router = Router::new()
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/events", post(post_events).get(get_events))
-        .route("/v1/events/stream", get(crate::edge::stream::get_stream))
-        .route("/v1/tokens", post(post_tokens))
-        .route("/v1/actions/{action_id}", get(get_action))
-        .route("/v1/customers/{customer_id}", get(get_customer))
-        .route(
-            "/v1/customers/{customer_id}/events",
-            get(get_customer_events),
-        )
-        .route("/v1/stats/action-maps", get(get_action_map_stats))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(crate::edge::assets::routes())
+/// The documented routes: each handler's `#[utoipa::path]` names its method and path,
+/// and `routes!` mounts it there and files it in the OpenAPI document, so the two are one
+/// table. A new endpoint goes here (or in its module's `routes`) with an annotation.
+pub fn api() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(post_events, get_events))
+        .routes(routes!(crate::edge::stream::get_stream))
+        .routes(routes!(post_tokens))
+        .routes(routes!(get_action))
+        .routes(routes!(get_customer))
+        .routes(routes!(get_customer_events))
+        .routes(routes!(get_action_map_stats))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
         .merge(crate::edge::visitors::routes())
         .merge(crate::edge::segments::routes())
         .merge(crate::edge::companies::routes())
         .merge(crate::edge::sinks::api::routes())
+}
+
+/// The routes that are not in the OpenAPI document: the WebSocket (OpenAPI cannot
+/// describe its frames; docs/protocol.md does) and the embedded files.
+fn undocumented() -> Router<App> {
+    Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .merge(crate::edge::assets::routes())
+}
+
+/// The OpenAPI document of [`api`], as `GET /v1/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    crate::edge::openapi::document(api().split_for_parts().1)
+}
+
+/// The hub's routes.
+pub fn router(ctx: App) -> Router {
+    let body_limit = ctx.hub.config().max_body_bytes;
+    let cors = cors(&ctx);
+    let (api, operations) = api().split_for_parts();
+    let document = crate::edge::openapi::document(operations);
+    let document: Arc<str> = document
+        .to_json()
+        .expect("the OpenAPI document serializes")
+        .into();
+    let router = api
+        .merge(undocumented())
+        .layer(Extension(OpenApiJson(document)))
         .fallback(|| async { HubError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             let mut response =
@@ -202,14 +232,18 @@ fn cors(ctx: &App) -> Option<CorsLayer> {
 }
 
 /// The scope a request needs, or None for the public paths: the probes, the metrics, the
-/// SDK and console files, and `/v1/ws` (which checks credentials at `connect`). Anything
+/// SDK and console files, the OpenAPI document (it describes the API, which the repository
+/// publishes anyway, and holds nothing of the hub's data), and `/v1/ws` (which checks
+/// credentials at `connect`). Anything
 /// else, including unknown paths, needs a key, so a new endpoint is closed by default:
 /// reads need `subscribe`, `POST`s `publish`, other methods (deletes) `admin`.
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
-    let public = matches!(path, "/healthz" | "/readyz" | "/metrics" | "/v1/ws")
-        || ["/sdk", "/console"]
-            .iter()
-            .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    let public = matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/v1/ws" | "/v1/openapi.json"
+    ) || ["/sdk", "/console"]
+        .iter()
+        .any(|p| path == *p || path.starts_with(&format!("{p}/")));
     if public {
         return None;
     }
@@ -300,12 +334,45 @@ fn parse_body<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, HubErr
         .map_err(|e| HubError::bad_request(format!("body is not JSON: {e}")))
 }
 
+/// `POST /v1/events`'s answer: one result per event, in order.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PublishReply {
+    results: Vec<PublishResult>,
+}
+
+/// An event's result: its seq (and whether it was a duplicate of one already taken), or
+/// why it was refused.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum PublishResult {
+    Accepted {
+        seq: Seq,
+        duplicate: bool,
+    },
+    Refused {
+        #[schema(value_type = ErrorDetail)]
+        error: Value,
+    },
+}
+
+/// Publishes an event or a batch of them (scope `publish`).
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    tag = "events",
+    request_body(
+        content = Object,
+        description = "An event, or an array of at most 1000 (docs/protocol.md, Publishing)"
+    ),
+    responses((status = 200, body = PublishReply), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn post_events(
     State(ctx): State<App>,
     _: NoQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HubError> {
+) -> Result<Json<PublishReply>, HubError> {
     let body = checked_body(&ctx.hub, body)?;
     // Each event is kept as its text, so that a valid lifecycle event is validated without
     // a JSON tree (`Event::from_text`).
@@ -339,26 +406,62 @@ async fn post_events(
             Ok(event)
         })
         .collect();
-    let results: Vec<Value> = ctx
+    let results = ctx
         .hub
         .publish(events)
         .await
         .into_iter()
         .map(|result| match result {
-            Ok(ack) => json!({ "seq": ack.seq, "duplicate": ack.duplicate }),
-            Err(error) => json!({ "error": error.to_json() }),
+            Ok(ack) => PublishResult::Accepted {
+                seq: ack.seq,
+                duplicate: ack.duplicate,
+            },
+            Err(error) => PublishResult::Refused {
+                error: error.to_json(),
+            },
         })
         .collect();
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(PublishReply { results }))
+}
+
+/// `POST /v1/tokens`'s body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the fields `post_tokens` reads one by one.
+#[schema(rename_all = "camelCase")]
+pub(crate) struct TokenRequest {
+    customer_id: CustomerId,
+    session_id: Option<SessionId>,
+    /// The site's user id the page's visitor signed in as; 1 to 256 characters.
+    user_id: Option<String>,
+    /// 1 to 86400; 3600 when left out.
+    #[schema(minimum = 1, maximum = 86400)]
+    ttl_seconds: Option<u64>,
+}
+
+/// `POST /v1/tokens`'s answer.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokenReply {
+    token: String,
+    #[schema(format = DateTime)]
+    expires_at: String,
 }
 
 /// `POST /v1/tokens`: mints a browser token for a customer (and session, and the site's
 /// user id the page may link the customer to).
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    request_body = TokenRequest,
+    responses((status = 200, body = TokenReply), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn post_tokens(
     State(ctx): State<App>,
     _: NoQuery,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HubError> {
+) -> Result<Json<TokenReply>, HubError> {
     const FIELDS: &str = "customerId, sessionId, userId, ttlSeconds";
     let Value::Object(mut fields) = json_body(&ctx.hub, body)? else {
         return Err(HubError::bad_request(format!(
@@ -403,9 +506,10 @@ async fn post_tokens(
         .auth
         .mint(customer, session, user.as_ref(), ttl)
         .map_err(|e| HubError::new(ErrorCode::Unavailable, e.to_string()))?;
-    Ok(Json(
-        json!({ "token": token, "expiresAt": rfc3339(expires_at) }),
-    ))
+    Ok(Json(TokenReply {
+        token,
+        expires_at: rfc3339(expires_at),
+    }))
 }
 
 fn parse_body_id<T>(
@@ -434,6 +538,15 @@ pub(crate) fn found(
         .ok_or_else(|| HubError::not_found(format!("no {what} {id}")))
 }
 
+/// An action with every state it entered (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/actions/{action_id}",
+    tag = "state",
+    params(("action_id" = ActionId, Path, description = "The action's id, a UUIDv4")),
+    responses((status = 200, body = views::ActionView), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn get_action(
     State(ctx): State<App>,
     _: NoQuery,
@@ -443,6 +556,15 @@ async fn get_action(
     found(views::action(ctx.hub.state(), id), "action", id)
 }
 
+/// A customer, its sessions and its live actions (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}",
+    tag = "state",
+    params(("customer_id" = CustomerId, Path, description = "The customer's id, a UUIDv4")),
+    responses((status = 200, body = views::CustomerView), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn get_customer(
     State(ctx): State<App>,
     _: NoQuery,
@@ -555,6 +677,22 @@ pub(crate) fn events_page(records: &[Arc<Record>], next: Seq, epoch: &str) -> Re
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// A page of the retained history that `topics` and `where` select (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(
+        ("since" = Option<u64>, Query, description = "Events after this seq; 0 by default"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000,
+            description = "At most this many events; 100 by default"),
+        ("topics" = Option<String>, Query,
+            description = "Topic patterns, comma separated; `all` by default"),
+        ("where" = Option<String>, Query, description = "A filter, as JSON text"),
+    ),
+    responses((status = 200, body = EventsPage), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn get_events(
     State(ctx): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -590,6 +728,20 @@ fn scan_events(hub: &Hub, q: &ListQuery) -> (Vec<Arc<Record>>, Seq) {
     (out, after)
 }
 
+/// A page of one customer's retained events (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{customer_id}/events",
+    tag = "events",
+    params(
+        ("customer_id" = CustomerId, Path, description = "The customer's id, a UUIDv4"),
+        ("since" = Option<u64>, Query, description = "Events after this seq; 0 by default"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000,
+            description = "At most this many events; 100 by default"),
+    ),
+    responses((status = 200, body = EventsPage), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn get_customer_events(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -606,27 +758,81 @@ async fn get_customer_events(
     Ok(events_page(&records, next, hub.epoch()))
 }
 
+/// How many actions of each action map reached each state (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/stats/action-maps",
+    tag = "state",
+    responses((status = 200, body = views::ActionMapsView), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn get_action_map_stats(State(ctx): State<App>, _: NoQuery) -> Json<Value> {
     Json(views::action_maps(ctx.hub.state()))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// `/healthz`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    #[schema(pattern = "^ok$")]
+    status: &'static str,
 }
 
+/// The process is up (no credentials needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, body = Health)),
+    security(())
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// `/readyz`'s answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ready {
+    #[schema(pattern = "^ready$")]
+    status: &'static str,
+    epoch: String,
+    /// The latest seq.
+    seq: Seq,
+    /// False while the disk is full: the hub serves reads but refuses changes.
+    writable: bool,
+    /// A cluster node's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
+    /// Stream messages a cluster node has not applied yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lag: Option<u64>,
+}
+
+/// The hub serves (no credentials needed); 503 while it shuts down, or while a cluster
+/// node catches up with the shared stream.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, body = Ready),
+        (status = 503, body = ErrorBody, description = "Not ready")
+    ),
+    security(())
+)]
 async fn readyz(State(ctx): State<App>) -> Response {
     if ctx.shutdown.is_cancelled() {
         HubError::new(ErrorCode::Unavailable, "the hub is shutting down").into_response()
     } else {
         // Still ready while the disk is full: reads and subscriptions are served, and a
         // probe that took the hub out of service would cut those off too.
-        let writable = !ctx.hub.log_status().is_full();
-        let mut ready = json!({
-            "status": "ready",
-            "epoch": ctx.hub.epoch(),
-            "seq": ctx.hub.latest_seq(),
-            "writable": writable,
-        });
+        let mut ready = Ready {
+            status: "ready",
+            epoch: ctx.hub.epoch().to_owned(),
+            seq: ctx.hub.latest_seq(),
+            writable: !ctx.hub.log_status().is_full(),
+            node: None,
+            lag: None,
+        };
         if let (Some(node), Some(order)) = (ctx.hub.node(), ctx.hub.order_status()) {
             let lag = order.lag.load(Ordering::Acquire);
             if !order.caught_up.load(Ordering::Acquire) {
@@ -640,13 +846,25 @@ async fn readyz(State(ctx): State<App>) -> Response {
                 )
                 .into_response();
             }
-            ready["node"] = node.into();
-            ready["lag"] = lag.into();
+            ready.node = Some(node.to_string());
+            ready.lag = Some(lag);
         }
         Json(ready).into_response()
     }
 }
 
+/// Prometheus metrics in the OpenMetrics text format (no credentials needed).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((
+        status = 200,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body = String
+    )),
+    security(())
+)]
 async fn metrics(State(ctx): State<App>) -> Response {
     ctx.hub.refresh_gauges();
     ctx.sinks.refresh_gauges();
@@ -656,6 +874,26 @@ async fn metrics(State(ctx): State<App>) -> Response {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         ctx.hub.metrics().encode(),
+    )
+        .into_response()
+}
+
+/// The document, set on the router as an extension when it is built.
+#[derive(Clone)]
+struct OpenApiJson(Arc<str>);
+
+/// This document (no credentials needed).
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    responses((status = 200, content_type = "application/json", body = Object)),
+    security(())
+)]
+async fn openapi_json(Extension(OpenApiJson(document)): Extension<OpenApiJson>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
     )
         .into_response()
 }
@@ -673,6 +911,7 @@ mod tests {
             (Method::GET, "/healthz".into(), None),
             (Method::GET, "/metrics".into(), None),
             (Method::GET, "/v1/ws".into(), None),
+            (Method::GET, "/v1/openapi.json".into(), None),
             (Method::GET, "/sdk/actionhub.js".into(), None),
             (Method::GET, "/console/".into(), None),
             (Method::POST, "/v1/events".into(), Some(Publish)),

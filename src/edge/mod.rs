@@ -4,7 +4,8 @@
 //! - [`ws`]: the WebSocket handshake and one task per connection.
 //! - [`http`]: the HTTP API and the router; [`visitors`]: its visitor endpoints;
 //!   [`segments`]: its segment endpoints;
-//!   [`views`]: the JSON views of state they answer with (and `snapshot` frames carry).
+//!   [`views`]: the JSON views of state they answer with (and `snapshot` frames carry);
+//!   [`openapi`]: the OpenAPI document of it all, generated from the handlers.
 //! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
 //!   [`limits`]: nesting depth, publish rate, connection counts.
 //! - [`outbox`]: each connection's bounded queue and its socket's write half.
@@ -19,6 +20,7 @@ pub mod client_info;
 pub mod companies;
 pub mod http;
 pub mod limits;
+pub mod openapi;
 pub mod outbox;
 pub mod segments;
 pub mod sinks;

@@ -11,12 +11,17 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::edge::app::App;
 use crate::edge::http::{blocking, json_body, query_params, NoQuery};
+use crate::edge::openapi::{
+    ReadRefusals, SegmentDefinition, SegmentDeleted, SegmentList, SegmentView, VisitorPage,
+    WriteRefusals,
+};
 use crate::edge::visitors::{paging, visitor_page};
 use crate::error::HubError;
 use crate::hub::inputs::SegmentChange;
@@ -26,11 +31,11 @@ use crate::ids::SegmentId;
 use crate::ingest::event::format_millis;
 
 /// The segment routes.
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/segments", get(list).post(create))
-        .route("/v1/segments/{id}", get(read).put(replace).delete(remove))
-        .route("/v1/segments/{id}/visitors", get(members))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, replace, remove))
+        .routes(routes!(members))
 }
 
 /// A segment as the API shows it: its definition, id, member count and times.
@@ -56,6 +61,14 @@ fn current(state: &HubState, id: SegmentId) -> Result<Json<Value>, HubError> {
         .ok_or_else(|| HubError::not_found(format!("no segment {id}")))
 }
 
+/// Every segment (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/segments",
+    tag = "segments",
+    responses((status = 200, body = SegmentList), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn list(State(ctx): State<App>, _: NoQuery) -> Json<Value> {
     let segments: Vec<Value> = ctx
         .hub
@@ -67,6 +80,15 @@ async fn list(State(ctx): State<App>, _: NoQuery) -> Json<Value> {
     Json(json!({ "segments": segments }))
 }
 
+/// Creates a segment, through the sequencer (scope `admin`).
+#[utoipa::path(
+    post,
+    path = "/v1/segments",
+    tag = "segments",
+    request_body = SegmentDefinition,
+    responses((status = 201, body = SegmentView), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn create(
     State(ctx): State<App>,
     _: NoQuery,
@@ -82,6 +104,15 @@ async fn create(
     Ok((StatusCode::CREATED, created).into_response())
 }
 
+/// A segment (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/segments/{id}",
+    tag = "segments",
+    params(("id" = String, Path, description = "The segment's id, `seg_<n>`")),
+    responses((status = 200, body = SegmentView), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn read(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -90,6 +121,16 @@ async fn read(
     current(ctx.hub.state(), parse_id(&id)?)
 }
 
+/// Replaces a segment's definition, through the sequencer (scope `admin`).
+#[utoipa::path(
+    put,
+    path = "/v1/segments/{id}",
+    tag = "segments",
+    params(("id" = String, Path, description = "The segment's id, `seg_<n>`")),
+    request_body = SegmentDefinition,
+    responses((status = 200, body = SegmentView), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn replace(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -104,6 +145,15 @@ async fn replace(
     current(ctx.hub.state(), id)
 }
 
+/// Deletes a segment, through the sequencer (scope `admin`).
+#[utoipa::path(
+    delete,
+    path = "/v1/segments/{id}",
+    tag = "segments",
+    params(("id" = String, Path, description = "The segment's id, `seg_<n>`")),
+    responses((status = 200, body = SegmentDeleted), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn remove(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -114,6 +164,20 @@ async fn remove(
     Ok(Json(json!({ "deleted": id })))
 }
 
+/// A page of a segment's members, shaped like the visitor list (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/segments/{id}/visitors",
+    tag = "segments",
+    params(
+        ("id" = String, Path, description = "The segment's id, `seg_<n>`"),
+        ("page" = Option<u64>, Query, minimum = 1, description = "1 by default"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000,
+            description = "50 by default"),
+    ),
+    responses((status = 200, body = VisitorPage), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn members(
     State(ctx): State<App>,
     Path(id): Path<String>,

@@ -122,6 +122,33 @@ impl Shape {
 
 /// `GET /v1/events/stream?topics=&where=&since=&epoch=` (scope `subscribe`, checked by the
 /// router's middleware like every read).
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "events",
+    params(
+        ("since" = Option<u64>, Query, description = "Replay after this seq; needs `epoch`"),
+        ("epoch" = Option<String>, Query, description = "The epoch `since` is of"),
+        ("topics" = Option<String>, Query,
+            description = "Topic patterns, comma separated; `all` by default"),
+        ("where" = Option<String>, Query, description = "A filter, as JSON text"),
+        ("Last-Event-ID" = Option<u64>, Header,
+            description = "An SSE reader's last seq, to resume after"),
+    ),
+    responses(
+        (status = 200, description = "Event frames as they come, never ending: NDJSON, or \
+            server-sent events when the request accepts text/event-stream \
+            (docs/protocol.md, The HTTP event stream)",
+            content(
+                (String = "application/x-ndjson"),
+                (String = "text/event-stream"),
+            )),
+        crate::edge::openapi::ReadRefusals,
+        (status = 429, description = "Too many open connections",
+            body = crate::edge::openapi::ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
 pub async fn get_stream(
     State(ctx): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,

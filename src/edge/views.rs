@@ -14,6 +14,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::{KnownFormat, RefOr};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::hub::state::{
     Action, Activity, Company, HubState, IdentityState, MapCounts, MapKey, SessionInfo, Transition,
@@ -25,7 +28,7 @@ use crate::ids::{
 use crate::ingest::event::{
     format_millis, serialize_lifecycle, LifecycleEvent, Millis, Software, VisitorKind,
 };
-use crate::ingest::lifecycle::ActionState;
+use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::ingest::protocol::{self, SubscribeRequest};
 use crate::ingest::topic::{Filter, TopicSet};
 use crate::ingest::wire::WireFrame;
@@ -73,9 +76,9 @@ pub fn company(id: &CompanyId, company: &Company) -> Value {
 
 /// A company: its id, name and attributes, how many visitors belong to it now, and when
 /// it was first named and last seen (itself or one of its visitors).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CompanyView<'a> {
+pub(crate) struct CompanyView<'a> {
     id: &'a CompanyId,
     name: Option<&'a str>,
     attributes: &'a Map<String, Value>,
@@ -85,15 +88,15 @@ struct CompanyView<'a> {
 }
 
 /// A visitor's company in its view: `{"id", "name"}`.
-#[derive(Serialize)]
-struct MembershipView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MembershipView<'a> {
     id: &'a CompanyId,
     name: Option<&'a str>,
 }
 
 /// A segment a visitor is in, in its view: `{"id", "name"}`.
-#[derive(Serialize)]
-struct SegmentMembershipView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SegmentMembershipView<'a> {
     id: SegmentId,
     name: &'a str,
 }
@@ -208,7 +211,7 @@ fn json(view: impl Serialize) -> Value {
 
 /// A time as every view writes it: RFC 3339 with milliseconds, UTC.
 #[derive(Clone, Copy)]
-struct Time(Millis);
+pub(crate) struct Time(Millis);
 
 impl Serialize for Time {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -216,8 +219,19 @@ impl Serialize for Time {
     }
 }
 
+impl PartialSchema for Time {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .into()
+    }
+}
+
+impl ToSchema for Time {}
+
 /// A lifecycle event's fields, written by the event model's writer.
-struct Lifecycle<'a>(&'a LifecycleEvent);
+pub(crate) struct Lifecycle<'a>(&'a LifecycleEvent);
 
 impl Serialize for Lifecycle<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -227,10 +241,60 @@ impl Serialize for Lifecycle<'_> {
     }
 }
 
+/// The document's account of what `serialize_lifecycle` writes (docs/protocol.md section
+/// 3 has the rules); schemathesis checks every answer against it, so the two cannot part
+/// unnoticed.
+impl PartialSchema for Lifecycle<'_> {
+    fn schema() -> RefOr<Schema> {
+        let text = || ObjectBuilder::new().schema_type(Type::String);
+        let any = || RefOr::from(Schema::from(ObjectBuilder::new()));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("actionId", ActionId::schema())
+            .property(
+                "actionState",
+                text().enum_values(Some(ActionState::ALL.map(ActionState::as_str))),
+            )
+            .property(
+                "actionMediaType",
+                text().enum_values(Some(MediaType::ALL.map(MediaType::as_str))),
+            )
+            .property("actionMapId", ActionMapId::schema())
+            .property(
+                "actionMapVersion",
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
+            .property("customerId", CustomerId::schema())
+            .property("customerIdType", text().enum_values(Some(["cookie"])))
+            .property("sessionId", SessionId::schema())
+            .property("errorCode", i64::schema())
+            .property("errorMessage", text())
+            .property("eventId", text())
+            .property("data", any())
+            .required("actionId")
+            .required("actionState")
+            .required("actionMediaType")
+            .required("actionMapId")
+            .required("actionMapVersion")
+            .required("customerId")
+            .required("customerIdType")
+            .required("sessionId")
+            .into()
+    }
+}
+
+impl ToSchema for Lifecycle<'_> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "LifecycleFields".into()
+    }
+}
+
 /// An action: its latest lifecycle event plus that event's `seq` and `timestamp`, and
 /// maybe every state it entered.
-#[derive(Serialize)]
-struct ActionView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ActionView<'a> {
     #[serde(flatten)]
     latest: Lifecycle<'a>,
     seq: Seq,
@@ -252,9 +316,9 @@ impl<'a> ActionView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TransitionView {
+pub(crate) struct TransitionView {
     action_state: &'static str,
     seq: Seq,
     timestamp: Time,
@@ -271,9 +335,9 @@ impl TransitionView {
 }
 
 /// `{"state", "userId"}`; `userId` is null when the customer has none.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct IdentityView<'a> {
+pub(crate) struct IdentityView<'a> {
     state: &'static str,
     user_id: Option<&'a UserId>,
 }
@@ -287,16 +351,16 @@ impl<'a> IdentityView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CustomerIdentityView<'a> {
+pub(crate) struct CustomerIdentityView<'a> {
     customer_id: CustomerId,
     identity: IdentityView<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct CustomerView<'a> {
+pub(crate) struct CustomerView<'a> {
     customer_id: CustomerId,
     identity: IdentityView<'a>,
     visitor_id: Option<VisitorId>,
@@ -308,9 +372,9 @@ struct CustomerView<'a> {
 }
 
 /// A session; `endedAt` and `endReason` once it ended.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct SessionView {
+pub(crate) struct SessionView {
     session_id: SessionId,
     started_at: Time,
     last_seen_at: Time,
@@ -337,9 +401,9 @@ impl SessionView {
 /// A session of a visitor's customer, with its remembered activity, and the
 /// visitors-and-users reference's shape of a visit: `id`, `duration` and `pages` (with
 /// `timeOnPage`), `referrer`; `active` in the sessions list, not in an export's history.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct VisitorSessionView<'a> {
+pub(crate) struct VisitorSessionView<'a> {
     #[serde(flatten)]
     session: SessionView,
     id: SessionId,
@@ -395,9 +459,9 @@ fn seconds(span: Millis) -> i64 {
 
 /// A page view of a session: `{"url", "title", "viewedAt", "timeOnPage"}` (seconds until
 /// its exit, or else the next page view or the session's end).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct PageView<'a> {
+pub(crate) struct PageView<'a> {
     url: Option<&'a Value>,
     title: Option<&'a Value>,
     viewed_at: Time,
@@ -405,8 +469,8 @@ struct PageView<'a> {
 }
 
 /// A page view (`page`) or track event (`name`, and `properties` when it had some).
-#[derive(Serialize)]
-struct ActivityView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ActivityView<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     at: Time,
@@ -441,17 +505,17 @@ impl<'a> ActivityView<'a> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ActionMapsView {
+pub(crate) struct ActionMapsView {
     action_maps: Vec<ActionMapView>,
 }
 
 /// One (action map, version, media type): how many actions reached each state, and the share of
 /// offered ones that were accepted (null before any offer).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ActionMapView {
+pub(crate) struct ActionMapView {
     action_map_id: ActionMapId,
     action_map_version: u32,
     action_media_type: &'static str,
@@ -484,9 +548,9 @@ const CONTACT_TRAITS: [&str; 4] = ["name", "email", "phone", "avatarUrl"];
 /// `firstSeenAt`, `lastSeenAt`, `conversationCount`, `sessionCount`) beside the hub's own
 /// (`visitorId`, identity, customers, channels, sessions, live actions, counts); an
 /// export adds `sessionHistory` and `actions`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct VisitorView<'a> {
+pub(crate) struct VisitorView<'a> {
     id: VisitorId,
     visitor_id: VisitorId,
     user_id: Option<&'a UserId>,
@@ -519,8 +583,8 @@ struct VisitorView<'a> {
 }
 
 /// `{"city", "country", "timezone"}`, each null when never reported.
-#[derive(Serialize)]
-struct LocationView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LocationView<'a> {
     city: Option<&'a str>,
     country: Option<&'a str>,
     timezone: Option<&'a str>,
@@ -528,8 +592,8 @@ struct LocationView<'a> {
 
 /// `{"name", "version"}` of a browser or an operating system; `version` null when the
 /// User-Agent gave none.
-#[derive(Serialize)]
-struct SoftwareView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SoftwareView<'a> {
     name: &'a str,
     version: Option<&'a str>,
 }
@@ -543,15 +607,15 @@ impl<'a> SoftwareView<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct SessionCounts {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SessionCounts {
     total: usize,
     active: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct VisitorCounts {
+pub(crate) struct VisitorCounts {
     customers: usize,
     sessions: usize,
     actions: usize,

@@ -13,40 +13,44 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use axum::routing::{get, post};
 
 use crate::hub::AdminChange;
 use crate::ingest::event::MAX_OBJECT_BYTES;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::{json, Value};
 
 use crate::edge::app::App;
 use crate::edge::http::{
     blocking, events_page, found, json_body, list_query, query_params, NoQuery,
 };
+use crate::edge::openapi::{
+    MergeReply, ReadRefusals, VisitorDeleted, VisitorExport, VisitorPage, VisitorSessions,
+    WriteRefusals,
+};
 use crate::edge::views;
+use crate::edge::views::VisitorView;
 use crate::error::HubError;
 use crate::hub::retention::Record;
 use crate::hub::Hub;
 use crate::ids::VisitorId;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 
 /// The visitor routes.
-pub fn routes() -> Router<App> {
-    Router::new()
-        .route("/v1/visitors", get(list))
-        .route("/v1/visitors/merge", post(merge))
-        .route(
-            "/v1/visitors/by-channel/{channel}/{channel_user_id}",
-            get(by_channel),
-        )
-        .route("/v1/visitors/{id}", get(view).put(update).delete(delete))
-        .route("/v1/visitors/{id}/anonymize", post(anonymize))
-        .route("/v1/visitors/{id}/sessions", get(sessions))
-        .route("/v1/visitors/{id}/events", get(events))
-        .route("/v1/visitors/{id}/export", get(export))
+pub fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(merge))
+        .routes(routes!(by_channel))
+        .routes(routes!(view, update, delete))
+        .routes(routes!(anonymize))
+        .routes(routes!(sessions))
+        .routes(routes!(events))
+        .routes(routes!(export))
 }
 
 /// Resolves a visitor `{id}`: 400 when malformed, 404 when unknown.
@@ -62,6 +66,23 @@ fn resolve(ctx: &App, id: &str) -> Result<VisitorId, HubError> {
         .ok_or_else(|| HubError::not_found(format!("no visitor {id}")))
 }
 
+/// A page of the visitors, newest first, maybe searched (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/visitors",
+    tag = "visitors",
+    params(
+        ("search" = Option<String>, Query,
+            description = "Words a visitor's ids, user ids, name or email contain"),
+        ("identified" = Option<bool>, Query, description = "Only (un)identified visitors"),
+        ("companyId" = Option<String>, Query, description = "Only the company's visitors"),
+        ("page" = Option<u64>, Query, minimum = 1, description = "1 by default"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000,
+            description = "50 by default"),
+    ),
+    responses((status = 200, body = VisitorPage), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn list(
     State(ctx): State<App>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -134,6 +155,15 @@ pub(crate) fn paging(params: &HashMap<String, String>) -> Result<(usize, usize),
     ))
 }
 
+/// A visitor (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/visitors/{id}",
+    tag = "visitors",
+    params(("id" = String, Path, description = "Any customerId of the visitor, or user:<userId>")),
+    responses((status = 200, body = VisitorView), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn view(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -143,6 +173,15 @@ async fn view(
     found(views::visitor(ctx.hub.state(), visitor), "visitor", id)
 }
 
+/// Everything the hub holds about a visitor (scope `admin`).
+#[utoipa::path(
+    get,
+    path = "/v1/visitors/{id}/export",
+    tag = "visitors",
+    params(("id" = String, Path, description = "Any customerId of the visitor, or user:<userId>")),
+    responses((status = 200, body = VisitorExport), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn export(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -167,6 +206,15 @@ async fn export(
     .await?
 }
 
+/// Every session of a visitor, newest first (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/visitors/{id}/sessions",
+    tag = "visitors",
+    params(("id" = String, Path, description = "Any customerId of the visitor, or user:<userId>")),
+    responses((status = 200, body = VisitorSessions), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn sessions(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -197,6 +245,20 @@ fn visitor_events(
     records
 }
 
+/// A page of the retained events of a visitor's customers (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/visitors/{id}/events",
+    tag = "visitors",
+    params(
+        ("id" = String, Path, description = "Any customerId of the visitor, or user:<userId>"),
+        ("since" = Option<u64>, Query, description = "Events after this seq; 0 by default"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000,
+            description = "At most this many events; 100 by default"),
+    ),
+    responses((status = 200, body = crate::edge::openapi::EventsPage), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn events(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -209,6 +271,18 @@ async fn events(
     Ok(events_page(&records, next, ctx.hub.epoch()))
 }
 
+/// The visitor a channel knows by its own user id (scope `subscribe`).
+#[utoipa::path(
+    get,
+    path = "/v1/visitors/by-channel/{channel}/{channel_user_id}",
+    tag = "visitors",
+    params(
+        ("channel" = String, Path, description = "A channel's name, `whatsapp` for example"),
+        ("channel_user_id" = String, Path, description = "The channel's id for the user"),
+    ),
+    responses((status = 200, body = VisitorView), ReadRefusals),
+    security(("api_key" = []))
+)]
 async fn by_channel(
     State(ctx): State<App>,
     Path((channel, user)): Path<(String, String)>,
@@ -222,6 +296,25 @@ async fn by_channel(
         .ok_or_else(|| HubError::not_found(format!("no visitor with {channel} id {user:?}")))
 }
 
+/// `POST /v1/visitors/merge`'s body.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the fields `merge` reads one by one.
+#[schema(rename_all = "camelCase")]
+struct MergeRequest {
+    /// A visitor id (a customerId or user:<userId>), merged into the target.
+    source_visitor_id: String,
+    target_visitor_id: String,
+}
+
+/// Merges one visitor into another, through the sequencer (scope `admin`).
+#[utoipa::path(
+    post,
+    path = "/v1/visitors/merge",
+    tag = "visitors",
+    request_body = MergeRequest,
+    responses((status = 200, body = MergeReply), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn merge(
     State(ctx): State<App>,
     _: NoQuery,
@@ -249,8 +342,29 @@ async fn merge(
     Ok(Json(json!({ "seq": ack.seq, "visitor": visitor })))
 }
 
+/// `PUT /v1/visitors/{id}`'s body: either field, or both.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the fields `update` reads.
+struct UpdateRequest {
+    /// Traits to merge into the visitor's; at most 4 KiB as JSON.
+    #[schema(value_type = Option<Object>)]
+    attributes: (),
+    /// The company the visitor belongs to (`id`, `name`, attributes); at most 4 KiB.
+    #[schema(value_type = Option<Object>)]
+    company: (),
+}
+
 /// `PUT /v1/visitors/{id}` with `{"attributes": {...}, "company": {...}}` (either or
 /// both): merges the attributes into the traits and makes the visitor the company's.
+#[utoipa::path(
+    put,
+    path = "/v1/visitors/{id}",
+    tag = "visitors",
+    params(("id" = String, Path, description = "Any customerId of the visitor, or user:<userId>")),
+    request_body = UpdateRequest,
+    responses((status = 200, body = VisitorView), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn update(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -295,6 +409,14 @@ async fn update(
 }
 
 /// `POST /v1/visitors/{id}/anonymize`: traits, channels and user ids go; history stays.
+#[utoipa::path(
+    post,
+    path = "/v1/visitors/{id}/anonymize",
+    tag = "visitors",
+    params(("id" = String, Path, description = "Any customerId of the visitor, or user:<userId>")),
+    responses((status = 200, body = VisitorView), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn anonymize(
     State(ctx): State<App>,
     Path(id): Path<String>,
@@ -306,6 +428,14 @@ async fn anonymize(
 }
 
 /// `DELETE /v1/visitors/{id}`: everything about the visitor goes, for good.
+#[utoipa::path(
+    delete,
+    path = "/v1/visitors/{id}",
+    tag = "visitors",
+    params(("id" = String, Path, description = "Any customerId of the visitor, or user:<userId>")),
+    responses((status = 200, body = VisitorDeleted), WriteRefusals),
+    security(("api_key" = []))
+)]
 async fn delete(
     State(ctx): State<App>,
     Path(id): Path<String>,

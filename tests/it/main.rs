@@ -24,6 +24,7 @@ mod http_api;
 mod identity;
 mod lifecycle;
 mod loadgen;
+mod openapi;
 mod operations;
 mod privacy;
 mod replay;
