@@ -1,7 +1,8 @@
 // Operations: the node this console talks to (/readyz: seq, epoch, writable, and in
 // cluster mode its name and stream lag), a few series of /metrics (connections,
 // subscriptions, slow-consumer closes, retained events), and the webhook sinks
-// (/v1/sinks, which needs an admin key and answers 503 in cluster mode).
+// (/v1/sinks, which needs an admin key; a hub that cannot serve them answers 503 and says
+// why, which is shown as it is).
 import { esc, clock } from './util.js';
 
 /** Prometheus text as name{labels} -> value, for the samples the console reads. */
@@ -52,7 +53,7 @@ export async function drawOps(hub, el) {
         `<td class="num">${esc(s.consecutiveFailures)}</td><td class="small">${esc(s.lastStatus ?? '')} ${esc(s.lastError || '')}</td></tr>`).join('') ||
         '<tr><td colspan="6" class="empty">no sinks</td></tr>') + '</tbody></table>';
   } else if (sinks.status === 503) {
-    sinkHtml = `<p class="empty" id="ops-sinks" data-unavailable>sinks: ${esc(sinks.body?.error?.message || 'unavailable')} (no sink runs in cluster mode)</p>`;
+    sinkHtml = `<p class="empty" id="ops-sinks" data-unavailable>sinks: ${esc(sinks.body?.error?.message || 'unavailable')}</p>`;
   } else if (sinks.status === 403 || sinks.status === 401) {
     sinkHtml = '<p class="empty" id="ops-sinks">sinks: reading them needs a key with the admin scope</p>';
   } else {
