@@ -2,10 +2,10 @@
 //!
 //! Counters are incremented where things happen (the sequencer, the fan-out, connections);
 //! gauges that mirror a size (subscriptions, latest seq, actions) are read at scrape time.
-//! Histograms are observed once per pipeline pass, snapshot or log sync, never per event,
-//! so the hot path pays nothing per event for them. The process's own metrics (CPU, memory,
-//! descriptors) are read from `/proc/self` at scrape time, under the unprefixed `process_`
-//! names every Prometheus process collector uses.
+//! Histograms are observed once per pipeline pass, snapshot, log sync or socket write,
+//! never per event, so the hot path pays nothing per event for them. The process's own
+//! metrics (CPU, memory, descriptors) are read from `/proc/self` at scrape time, under the
+//! unprefixed `process_` names every Prometheus process collector uses.
 
 use std::sync::atomic::AtomicU64;
 
@@ -132,6 +132,9 @@ pub struct Metrics {
     pub snapshot_seconds: Histogram,
     /// Events (and visitor changes) per pipeline pass.
     pub pipeline_pass_events: Histogram,
+    /// Frames each WebSocket write completed: how well the fan-out's vectored writes
+    /// batch (a frame cut by a full socket counts in the write that finishes it).
+    pub frames_per_write: Histogram,
     /// The `process_` metrics, registered apart from the `actionhub_` prefix.
     process: ProcessMetrics,
     process_registry: Registry,
@@ -191,6 +194,8 @@ impl Metrics {
             log_sync_seconds: Histogram::new(seconds_buckets()),
             snapshot_seconds: Histogram::new(seconds_buckets()),
             pipeline_pass_events: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
+            // 1 to 128 frames: an outbox offers a write 128 frames at most.
+            frames_per_write: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             process: ProcessMetrics::default(),
             process_registry: Registry::default(),
         };
@@ -231,6 +236,11 @@ impl Metrics {
                 "pipeline_pass_events",
                 "Events and visitor changes per pipeline pass (one log append, one fan-out)",
                 &m.pipeline_pass_events,
+            ),
+            (
+                "frames_per_write",
+                "WebSocket frames each socket write completed (one vectored write a pass)",
+                &m.frames_per_write,
             ),
         ];
         for (name, help, histogram) in histograms {

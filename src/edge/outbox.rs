@@ -28,6 +28,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Frames offered to one vectored write at most.
@@ -85,6 +86,9 @@ struct Queue {
     /// The task waits for the queue to shrink to this many frames (a paced replay); a
     /// write that makes the room wakes it.
     room_wanted: Option<usize>,
+    /// Observes how many frames each write completed (`frames_per_write`), when set: one
+    /// observation per socket write, never per frame.
+    write_sizes: Option<Histogram>,
 }
 
 impl Outbox {
@@ -100,9 +104,16 @@ impl Outbox {
                 task: None,
                 drained: 0,
                 room_wanted: None,
+                write_sizes: None,
             }),
             capacity,
         }
+    }
+
+    /// Counts the frames each socket write completes into `histogram`.
+    pub fn counting_writes(self, histogram: Histogram) -> Outbox {
+        self.queue.lock().write_sizes = Some(histogram);
+        self
     }
 
     /// Queues a frame without writing it; the caller writes with [`Outbox::flush`] (or the
@@ -250,7 +261,11 @@ impl Queue {
                 Poll::Ready(Ok(0)) => return self.fail(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
                     took = true;
+                    let queued = self.frames.len();
                     self.advance(n);
+                    if let Some(sizes) = &self.write_sizes {
+                        sizes.observe((queued - self.frames.len()) as f64);
+                    }
                     self.wake_if_room();
                 }
                 Poll::Ready(Err(e)) => return self.fail(e),

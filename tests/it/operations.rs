@@ -219,6 +219,8 @@ async fn metrics_hold_histograms_build_info_and_process_metrics() {
     let hub = HubProcess::start_fresh(&["--fsync", "always"]);
     let client = reqwest::Client::new();
     let visitor = crate::support::Visitor::new();
+    let mut subscriber = crate::support::Client::connected_to(hub.addr(), None).await;
+    subscriber.subscribe_to("all", &["all"], None).await;
     for _ in 0..5 {
         let batch = serde_json::json!([visitor.page(), visitor.page()]);
         let response = client
@@ -228,6 +230,9 @@ async fn metrics_hold_histograms_build_info_and_process_metrics() {
             .await
             .expect("publishing");
         assert_eq!(response.status(), 200);
+    }
+    for _ in 0..10 {
+        subscriber.expect_type("event").await;
     }
     let scrape = client
         .get(hub.url("/metrics"))
@@ -249,6 +254,15 @@ async fn metrics_hold_histograms_build_info_and_process_metrics() {
         let sum = sample(&scrape, &format!("actionhub_{histogram}_sum"));
         assert!(sum > 0.0 && sum < 10.0, "{histogram}: {sum} s");
     }
+    // The subscriber's replies and its ten events left in at least one write, and in at
+    // most one write a frame (each frame is completed by exactly one write).
+    let writes = sample(&scrape, "actionhub_frames_per_write_count");
+    let frames = sample(&scrape, "actionhub_frames_per_write_sum");
+    assert!(frames >= 12.0, "{frames} frames written");
+    assert!(
+        (1.0..=frames).contains(&writes),
+        "{writes} writes of {frames} frames"
+    );
     for histogram in ["log_sync_seconds", "snapshot_seconds"] {
         sample(&scrape, &format!("actionhub_{histogram}_count"));
     }

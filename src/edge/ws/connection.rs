@@ -87,7 +87,9 @@ pub(super) async fn serve(
 ) {
     let hub = ctx.hub.clone();
     let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-    let outbox = Arc::new(Outbox::new(Box::new(write), hub.config().queue_capacity));
+    let outbox = Outbox::new(Box::new(write), hub.config().queue_capacity)
+        .counting_writes(hub.metrics().frames_per_write.clone());
+    let outbox = Arc::new(outbox);
     let duplex = Duplex {
         read,
         outbox: outbox.clone(),
