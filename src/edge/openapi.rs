@@ -5,7 +5,10 @@
 //! takes the route's path and method from that annotation and files the operation in the
 //! document as it adds the route (see `http::api`). The views the handlers answer derive
 //! `ToSchema` where they are built (`edge::views`); the envelopes a handler still writes as
-//! JSON by hand, and the error body, are described here. This module owns the document's
+//! JSON by hand, and the error body, are described here. Those descriptions are closed
+//! (`deny_unknown_fields`, so `additionalProperties: false`) where nothing is flattened
+//! into them: the schemathesis run then fails on a field a handler writes and its
+//! description lacks, as it fails on one missing or of the wrong type. This module owns the document's
 //! frame (description, security, shared responses) and nothing a request reaches.
 
 use serde::Serialize;
@@ -162,6 +165,7 @@ pub enum WriteRefusals {
 /// `{"events": [event frames], "next", "epoch"}`, a page of the retained history.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes `http::events_page`, which splices the stored frames.
+#[serde(deny_unknown_fields)]
 pub struct EventsPage {
     events: Vec<EventFrame>,
     /// The last seq examined: pass it as `since` for the next page.
@@ -189,6 +193,7 @@ pub struct EventFrame {
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the list's envelope.
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct VisitorPage<'a> {
     visitors: Vec<VisitorView<'a>>,
     /// Visitors matching the search, on every page.
@@ -201,6 +206,7 @@ pub struct VisitorPage<'a> {
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the sessions' envelope.
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct VisitorSessions<'a> {
     visitor_id: VisitorId,
     sessions: Vec<VisitorSessionView<'a>>,
@@ -224,6 +230,7 @@ pub struct VisitorExport<'a> {
 /// `POST /v1/visitors/merge`: the merge's seq and the merged visitor.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the merge's answer.
+#[serde(deny_unknown_fields)]
 pub struct MergeReply<'a> {
     seq: Seq,
     visitor: VisitorView<'a>,
@@ -232,6 +239,7 @@ pub struct MergeReply<'a> {
 /// `DELETE /v1/visitors/{id}`: the visitor and the customers it held, now forgotten.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the delete's answer.
+#[serde(deny_unknown_fields)]
 pub struct VisitorDeleted {
     deleted: VisitorId,
     customers: Vec<CustomerId>,
@@ -241,6 +249,7 @@ pub struct VisitorDeleted {
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes `Sinks::view`.
 #[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
 pub struct SinkView {
     id: String,
     name: String,
@@ -281,6 +290,7 @@ pub struct SinkCreated {
 /// `GET /v1/sinks`.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the list's envelope.
+#[serde(deny_unknown_fields)]
 pub struct SinkList {
     sinks: Vec<SinkView>,
 }
@@ -288,6 +298,7 @@ pub struct SinkList {
 /// `DELETE /v1/sinks/{id}`.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the delete's answer.
+#[serde(deny_unknown_fields)]
 pub struct SinkDeleted {
     id: String,
     deleted: bool,
@@ -312,6 +323,7 @@ pub struct SegmentDefinition {
 /// with (none for the operators that take none).
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes a condition's JSON.
+#[serde(deny_unknown_fields)]
 pub struct SegmentCondition {
     field: String,
     operator: String,
@@ -338,6 +350,7 @@ pub struct SegmentView {
 /// `GET /v1/segments`.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the list's envelope.
+#[serde(deny_unknown_fields)]
 pub struct SegmentList {
     segments: Vec<SegmentView>,
 }
@@ -345,6 +358,7 @@ pub struct SegmentList {
 /// `DELETE /v1/segments/{id}`.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the delete's answer.
+#[serde(deny_unknown_fields)]
 pub struct SegmentDeleted {
     deleted: SegmentId,
 }
@@ -352,6 +366,7 @@ pub struct SegmentDeleted {
 /// `GET /v1/companies`: a page of the companies.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the list's envelope.
+#[serde(deny_unknown_fields)]
 pub struct CompanyPage<'a> {
     companies: Vec<CompanyView<'a>>,
     /// Companies matching the search, on every page.
