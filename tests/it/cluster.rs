@@ -19,7 +19,8 @@ async fn node_with(nats: &NatsServer, name: &str, tweak: impl FnOnce(&mut Config
     node_on(vec![nats.url()], name, tweak).await
 }
 
-async fn node_on(urls: Vec<String>, name: &str, tweak: impl FnOnce(&mut Config)) -> Hub {
+/// Starts a node on the NATS servers at `urls` and waits until it is ready.
+pub(crate) async fn node_on(urls: Vec<String>, name: &str, tweak: impl FnOnce(&mut Config)) -> Hub {
     let hub = Hub::start_with(|config| {
         config.nats = urls;
         config.node_name = name.to_owned();

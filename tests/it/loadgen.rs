@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::nats::NatsServer;
 use crate::support::Hub;
 
 /// The load generator, its output captured; it is killed should the test stop waiting.
@@ -30,11 +31,12 @@ fn report_lines(stdout: &str, phase: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_load_run_loses_nothing_and_keeps_order() {
-    let hub = Hub::start().await;
+/// A short ladder (300/s, then as fast as acks allow, a second each) with `--check`,
+/// against the hubs at `addrs`; answers whether the check passed, and the step lines.
+async fn short_run(addrs: &[std::net::SocketAddr]) -> (bool, Vec<Value>, String) {
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let run = loadgen()
-        .args(["--addr", &hub.addr().to_string()])
+        .args(["--addr", &addrs.join(",")])
         .args(["--subscribers", "40", "--customers", "8", "--firehose", "2"])
         .args([
             "--publishers",
@@ -52,23 +54,59 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
         .expect("the load generator runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "load generator failed ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let said = format!("exit {}:\n{stdout}\n{stderr}", output.status);
     let steps = report_lines(&stdout, "step");
-    assert_eq!(
-        steps.len(),
-        2,
-        "one report per rung of the ladder:\n{stdout}"
-    );
+    assert_eq!(steps.len(), 2, "one report per rung of the ladder: {said}");
+    (output.status.success(), steps, said)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_load_run_loses_nothing_and_keeps_order() {
+    let hub = Hub::start().await;
+    let (passed, steps, said) = short_run(&[hub.addr()]).await;
+    assert!(passed, "load generator failed: {said}");
     for step in &steps {
         assert_eq!(step["lostDeliveries"], 0, "{step}");
         assert_eq!(step["orderViolations"], 0, "{step}");
         assert!(step["receivedDeliveries"].as_u64() > Some(0), "{step}");
+        assert!(step["ackP99Micros"].as_u64() > Some(0), "{step}");
     }
     hub.shutdown().await;
+}
+
+/// `--addr a,b` deals the connections over both hubs. Two hubs that share nothing
+/// prove it: a subscriber on one never hears what a publisher on the other sent, so the
+/// check fails on lost deliveries. Two nodes of one cluster deliver everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_addresses_share_the_connections_between_the_nodes() {
+    let (a, b) = (Hub::start().await, Hub::start().await);
+    let (passed, steps, said) = short_run(&[a.addr(), b.addr()]).await;
+    assert!(
+        !passed,
+        "two unrelated hubs cannot deliver everything: {said}"
+    );
+    assert!(
+        steps.iter().all(|s| s["lostDeliveries"].as_u64() > Some(0)),
+        "{said}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+
+    let nats = NatsServer::start();
+    let mut nodes = Vec::new();
+    for name in ["a", "b"] {
+        nodes.push(crate::cluster::node_on(vec![nats.url()], name, |_| {}).await);
+    }
+    let addrs: Vec<_> = nodes.iter().map(Hub::addr).collect();
+    let (passed, steps, said) = short_run(&addrs).await;
+    assert!(passed, "a cluster delivers on every node: {said}");
+    for step in &steps {
+        assert_eq!(step["lostDeliveries"], 0, "{step}");
+        assert!(step["receivedDeliveries"].as_u64() > Some(0), "{step}");
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
 }
 
 /// Runs `actionhub-loadgen soak` with `flags` against the real hub binary, within a

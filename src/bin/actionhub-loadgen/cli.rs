@@ -40,9 +40,11 @@ pub(crate) struct Args {
     #[command(subcommand)]
     pub(crate) mode: Option<Mode>,
 
-    /// Address of the hub (host:port). Only this address is ever connected to.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub(crate) addr: SocketAddr,
+    /// Address of the hub (host:port), or several, comma-separated (the nodes of a
+    /// cluster): connections are dealt over them in turn, subscriber `i` to address
+    /// `i mod n`, publisher `p` to `p mod n`. Only these addresses are ever connected to.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8080")]
+    pub(crate) addr: Vec<SocketAddr>,
 
     /// Which server protocol to drive: actionhub, or nats-server's WebSocket listener.
     #[arg(long, value_enum, default_value_t = TargetKind::Hub)]
@@ -97,9 +99,11 @@ pub(crate) struct Args {
     pub(crate) connect_timeout: Duration,
 
     /// Process id of the server, to report its CPU time, RSS, CPU per delivery and memory
-    /// per connection (read from /proc; the server must run on this machine).
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    /// per connection (read from /proc; the server must run on this machine). Several,
+    /// comma-separated (a cluster's nodes): the figures are their sums, and CPU per
+    /// delivery is the nodes' CPU over every delivery.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) server_pid: Vec<u32>,
 
     /// API key sent in `connect` (not needed in the hub's open development mode).
     #[arg(long, env = "ACTIONHUB_API_KEY", hide_env_values = true)]
@@ -114,6 +118,7 @@ pub(crate) struct Args {
 impl Args {
     /// Refuses combinations that cannot run, before anything connects.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.addr.is_empty(), "--addr needs at least one address");
         anyhow::ensure!(self.customers >= 1, "--customers must be at least 1");
         anyhow::ensure!(self.publishers >= 1, "--publishers must be at least 1");
         anyhow::ensure!(self.window >= 1, "--window must be at least 1");
@@ -138,6 +143,11 @@ impl Args {
     /// Every connection the run opens.
     pub(crate) fn connections(&self) -> usize {
         self.subscribers + self.firehose + self.publishers
+    }
+
+    /// The address the `n`th connection of its kind (subscriber or publisher) dials.
+    pub(crate) fn addr_of(&self, n: usize) -> SocketAddr {
+        self.addr[n % self.addr.len()]
     }
 }
 

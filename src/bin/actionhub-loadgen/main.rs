@@ -18,7 +18,7 @@
 //!   hub it starts itself (its own map is in `soak/mod.rs`).
 //!
 //! Invariants: only `hub` and `nats` (each a `Target`) know a server's frames; it connects only to
-//! `--addr` (the soak: only to the hub it started on 127.0.0.1); every wait has a limit, so
+//! the `--addr` addresses (the soak: only to the hub it started on 127.0.0.1); every wait has a limit, so
 //! the process always ends by itself.
 
 mod cli;
@@ -74,7 +74,11 @@ fn run_to_end(args: &Args) -> anyhow::Result<ExitCode> {
              {fd_limit}: raise the hard limit (ulimit -Hn) or use fewer connections"
         );
     }
-    if connect::too_many_for_one_source(connections, args.addr) {
+    if args
+        .addr
+        .iter()
+        .any(|&addr| connect::too_many_for_one_source(connections, addr))
+    {
         eprintln!(
             "actionhub-loadgen: warning: {connections} connections from one source address \
              may exhaust ephemeral ports; source addresses are spread only for an IPv4 \

@@ -1,4 +1,5 @@
-//! The server's CPU time and memory, read from /proc when `--server-pid` is given.
+//! The server's CPU time and memory, read from /proc when `--server-pid` is given: of one
+//! process, or summed over a cluster's nodes.
 
 use anyhow::Context;
 
@@ -6,32 +7,48 @@ use anyhow::Context;
 /// architecture it exposes to user space, so no `sysconf` call (and no `unsafe`) is needed.
 const TICKS_PER_SECOND: f64 = 100.0;
 
-/// Reads one process's resource use.
-#[derive(Debug, Clone, Copy)]
+/// Reads the resource use of the server's processes (one, or a cluster's nodes).
+#[derive(Debug, Clone)]
 pub(crate) struct ServerProbe {
-    pid: u32,
+    pids: Vec<u32>,
 }
 
 impl ServerProbe {
+    /// A probe of one process.
     pub(crate) fn new(pid: u32) -> Self {
-        ServerProbe { pid }
+        ServerProbe { pids: vec![pid] }
     }
 
-    /// User plus system CPU seconds the process has used so far (all its threads).
+    /// A probe of `pids`; `None` when there are none.
+    pub(crate) fn of(pids: &[u32]) -> Option<Self> {
+        (!pids.is_empty()).then(|| ServerProbe {
+            pids: pids.to_vec(),
+        })
+    }
+
+    /// User plus system CPU seconds the processes have used so far (all their threads).
     pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let path = format!("/proc/{}/stat", self.pid);
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        parse_cpu_ticks(&stat)
-            .map(|ticks| ticks as f64 / TICKS_PER_SECOND)
-            .with_context(|| format!("unexpected format of {path}"))
+        self.pids.iter().map(|&pid| cpu_seconds(pid)).sum()
     }
 
-    /// Resident set size in KiB.
+    /// Resident set size in KiB, summed over the processes.
     pub(crate) fn rss_kib(&self) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.pid);
-        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        parse_rss_kib(&status).with_context(|| format!("no VmRSS in {path}"))
+        self.pids.iter().map(|&pid| rss_kib(pid)).sum()
     }
+}
+
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_ticks(&stat)
+        .map(|ticks| ticks as f64 / TICKS_PER_SECOND)
+        .with_context(|| format!("unexpected format of {path}"))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_rss_kib(&status).with_context(|| format!("no VmRSS in {path}"))
 }
 
 /// utime + stime (fields 14 and 15) of a /proc/PID/stat line. The command name (field 2)
@@ -69,8 +86,18 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let probe = ServerProbe::new(std::process::id());
+        let probe = ServerProbe::of(&[std::process::id()]).unwrap();
         assert!(probe.rss_kib().unwrap() > 0);
         assert!(probe.cpu_seconds().unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn sums_several_processes() {
+        let me = std::process::id();
+        let once = ServerProbe::of(&[me]).unwrap().rss_kib().unwrap();
+        let twice = ServerProbe::of(&[me, me]).unwrap().rss_kib().unwrap();
+        // RSS may move between the reads, but not by a factor of two.
+        assert!(twice > once * 3 / 2, "{twice} KiB for two reads of {once}");
+        assert!(ServerProbe::of(&[]).is_none());
     }
 }

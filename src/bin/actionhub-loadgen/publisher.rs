@@ -14,10 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::subscriber::MAX_LATENCY_MICROS;
 use crate::target::{Decoder, Incoming, Target, Ws};
 use crate::workload::{CustomerIndex, Customers, EventCycle};
 
@@ -47,7 +49,7 @@ pub(crate) struct StepOrder {
 }
 
 /// What one publisher did during one step.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PublisherStep {
     pub(crate) sent: u64,
     pub(crate) acked: u64,
@@ -64,6 +66,28 @@ pub(crate) struct PublisherStep {
     pub(crate) unreadable: u64,
     /// Why the connection is gone, when it is.
     pub(crate) closed: Option<String>,
+    /// Publish-to-acknowledgement latency of `acked`, in microseconds (for a target
+    /// acknowledged by barriers: until the barrier's answer).
+    pub(crate) ack_latency: Histogram<u64>,
+}
+
+impl Default for PublisherStep {
+    fn default() -> Self {
+        PublisherStep {
+            sent: 0,
+            acked: 0,
+            duplicates: 0,
+            errors: 0,
+            error_codes: BTreeMap::new(),
+            first_error: None,
+            unacked: 0,
+            expected_deliveries: 0,
+            unreadable: 0,
+            closed: None,
+            ack_latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
+                .expect("static histogram bounds are valid"),
+        }
+    }
 }
 
 impl PublisherStep {
@@ -85,6 +109,18 @@ impl PublisherStep {
         if self.closed.is_none() {
             self.closed = other.closed;
         }
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.ack_latency.add(&other.ack_latency);
+    }
+
+    /// Counts one acknowledged publish, sent at `sent`.
+    fn acknowledged(&mut self, sent: Instant) {
+        self.acked += 1;
+        let micros = sent
+            .elapsed()
+            .as_micros()
+            .clamp(1, MAX_LATENCY_MICROS.into()) as u64;
+        self.ack_latency.saturating_record(micros);
     }
 }
 
@@ -92,8 +128,9 @@ impl PublisherStep {
 struct Tally<D> {
     decoder: D,
     customers: Arc<Customers>,
-    /// Publish id -> its customer, for the publishes not yet acknowledged or refused.
-    in_flight: HashMap<u64, CustomerIndex>,
+    /// Publish id -> its customer and send time, for the publishes not yet acknowledged
+    /// or refused.
+    in_flight: HashMap<u64, (CustomerIndex, Instant)>,
     step: PublisherStep,
     incoming: Vec<Incoming>,
     /// Acknowledgement by barriers, for a target without per-publish acks.
@@ -122,8 +159,8 @@ impl<D: Decoder> Tally<D> {
             match item {
                 Incoming::Ack { id, duplicate, .. } => {
                     // An ack for an id no longer in flight came after ACK_WAIT: ignored.
-                    if let Some(customer) = self.in_flight.remove(&id) {
-                        self.step.acked += 1;
+                    if let Some((customer, sent)) = self.in_flight.remove(&id) {
+                        self.step.acknowledged(sent);
                         if duplicate {
                             self.step.duplicates += 1;
                         } else {
@@ -139,10 +176,10 @@ impl<D: Decoder> Tally<D> {
                         .and_then(|b| b.unanswered.pop_front());
                     if let Some(last) = answered {
                         let (customers, step) = (&self.customers, &mut self.step);
-                        self.in_flight.retain(|&id, &mut customer| {
+                        self.in_flight.retain(|&id, &mut (customer, sent)| {
                             let covered = id <= last;
                             if covered {
-                                step.acked += 1;
+                                step.acknowledged(sent);
                                 step.expected_deliveries += customers.fanout(customer);
                             }
                             !covered
@@ -261,7 +298,7 @@ pub(crate) async fn run<T: Target>(
                         closed = Some(reason);
                         break 'publishing;
                     }
-                    tally.in_flight.insert(next_id, customer);
+                    tally.in_flight.insert(next_id, (customer, Instant::now()));
                     next_id += 1;
                     tally.step.sent += 1;
                     let last = next_id - 1;

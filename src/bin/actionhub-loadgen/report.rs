@@ -68,6 +68,9 @@ pub(crate) struct StepReport {
     pub(crate) latency_p99_micros: Option<u64>,
     pub(crate) latency_p999_micros: Option<u64>,
     pub(crate) latency_max_micros: Option<u64>,
+    /// Publish-to-acknowledgement latency of the acknowledged publishes.
+    pub(crate) ack_p50_micros: Option<u64>,
+    pub(crate) ack_p99_micros: Option<u64>,
     pub(crate) server_cpu_seconds: Option<f64>,
     pub(crate) server_rss_kib: Option<u64>,
     pub(crate) cpu_micros_per_delivery: Option<f64>,

@@ -45,10 +45,10 @@ pub(crate) async fn run<T: Target>(
     target: Arc<T>,
     customers: Arc<Customers>,
 ) -> anyhow::Result<Vec<StepReport>> {
-    let probe = args.server_pid.map(ServerProbe::new);
+    let probe = ServerProbe::of(&args.server_pid);
+    let probe = probe.as_ref();
     let rss_before = read_probe(probe, ServerProbe::rss_kib);
     let total = args.connections();
-    let hub = args.addr;
     let subscriber_count = args.subscribers + args.firehose;
     let setup_start = Instant::now();
 
@@ -64,6 +64,7 @@ pub(crate) async fn run<T: Target>(
             } else {
                 Interest::Everything
             };
+            let hub = args.addr_of(i);
             Box::pin(async move {
                 let source = connect::source_address(i, total, hub);
                 let read_buffer = match interest {
@@ -100,6 +101,7 @@ pub(crate) async fn run<T: Target>(
         "publisher",
         |i| -> Fut<_> {
             let target = Arc::clone(&target);
+            let hub = args.addr_of(i - subscriber_count);
             Box::pin(async move {
                 let source = connect::source_address(i, total, hub);
                 let mut ws =
@@ -172,7 +174,7 @@ async fn run_step(
     rate: Rate,
     orders: &[mpsc::Sender<StepOrder>],
     stats: &DeliveryStats,
-    probe: Option<ServerProbe>,
+    probe: Option<&ServerProbe>,
 ) -> StepReport {
     // Whatever trickled in after the previous step's drain belongs to no step.
     let _ = stats.take();
@@ -243,6 +245,8 @@ async fn run_step(
         .zip(cpu_after)
         .map(|(before, after)| round3(after - before));
     let all_deliveries = counts.received + counts.server_events;
+    let acks = (published.acked > 0).then_some(&published.ack_latency);
+    let ack_quantile = |q: f64| acks.map(|h| h.value_at_quantile(q));
     StepReport {
         phase: "step",
         step: 0,
@@ -274,6 +278,8 @@ async fn run_step(
         latency_p99_micros: quantile(0.99),
         latency_p999_micros: quantile(0.999),
         latency_max_micros: latency.map(|h| h.max()),
+        ack_p50_micros: ack_quantile(0.5),
+        ack_p99_micros: ack_quantile(0.99),
         server_cpu_seconds: server_cpu,
         server_rss_kib: rss,
         cpu_micros_per_delivery: server_cpu
@@ -287,11 +293,10 @@ async fn run_step(
 
 /// Reads one figure from the server, or `None` (with a warning) when it cannot.
 fn read_probe<V>(
-    probe: Option<ServerProbe>,
+    probe: Option<&ServerProbe>,
     read: impl Fn(&ServerProbe) -> anyhow::Result<V>,
 ) -> Option<V> {
-    let probe = probe?;
-    match read(&probe) {
+    match read(probe?) {
         Ok(value) => Some(value),
         Err(e) => {
             eprintln!("actionhub-loadgen: warning: {e:#}");

@@ -19,7 +19,7 @@ use crate::workload::{now_micros, CustomerIndex};
 const SHARDS: usize = 16;
 
 /// Latencies above this (60 s) are recorded as 60 s.
-const MAX_LATENCY_MICROS: u64 = 60_000_000;
+pub(crate) const MAX_LATENCY_MICROS: u64 = 60_000_000;
 
 /// What subscribers saw since the counts were last taken.
 #[derive(Debug)]
