@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::message;
+use crate::cluster::order::{Origins, Ready};
 use crate::cluster::proposer::Waiting;
 use crate::cluster::snapshots::{self, Capture, Snapshots};
 use crate::hub::inputs::OrderStatus;
@@ -166,6 +167,8 @@ pub(super) struct Applier {
     pub(super) start: (u64, Millis),
     pub(super) snapshots: Arc<Snapshots>,
     pub(super) store: snapshots::Bucket,
+    /// Where each origin's messages stand (see [`super::order`]).
+    pub(super) origins: Origins,
 }
 
 impl Applier {
@@ -182,7 +185,7 @@ impl Applier {
             // Between two messages: the one place where state, history and the stream
             // position agree, so the one place a shared snapshot is taken.
             if self.snapshots.take_wanted(applied) {
-                let capture = Capture::take(&self.hub, applied, last_time);
+                let capture = Capture::take(&self.hub, applied, last_time, &self.origins);
                 runtime.spawn(snapshots::write(
                     self.hub.clone(),
                     self.store.clone(),
@@ -218,14 +221,29 @@ impl Applier {
             }
             // The stream's clock, kept from going back (a new leader's clock may be behind).
             last_time = last_time.max(info.published.timestamp_millis());
-            let inputs = match message::read(&message.payload) {
+            let ready = match message::read(&message.payload) {
                 Ok(read) => {
-                    let ours = read.origin == self.origin;
-                    read.proposals
+                    let ready = match read.reqs {
+                        Some(reqs) => {
+                            let ready = self.origins.arrive(
+                                &read.origin,
+                                reqs,
+                                &message.payload,
+                                last_time,
+                            );
+                            if !ready.contains(&Ready::Arrived) {
+                                tracing::debug!(sequence, origin = %read.origin, first = reqs.0, "a message came before its origin's earlier ones; held");
+                            }
+                            ready
+                        }
+                        None => vec![Ready::Arrived],
+                    };
+                    let mut arrived = Some(read);
+                    ready
                         .into_iter()
-                        .map(|(req, input)| {
-                            let reply = if ours { self.waiting.take(req) } else { None };
-                            (input, reply)
+                        .filter_map(|ready| match ready {
+                            Ready::Arrived => arrived.take(),
+                            Ready::Held(text) => message::read(text.as_bytes()).ok(),
                         })
                         .collect()
                 }
@@ -234,8 +252,10 @@ impl Applier {
                     Vec::new()
                 }
             };
-            if !runtime.block_on(self.hub.apply_ordered(inputs, last_time)) {
-                return;
+            for read in ready {
+                if !self.apply(&runtime, read, last_time) {
+                    return;
+                }
             }
             // Nothing compacts a cluster node's log (the stream is its log): what was
             // forgotten is taken so it does not pile up, and the next shared snapshot
@@ -251,5 +271,23 @@ impl Applier {
                 tracing::info!(sequence, seq = %self.hub.latest_seq(), "caught up with the shared stream: ready");
             }
         }
+    }
+
+    /// Applies one message's inputs at `time`, answering those this process proposed;
+    /// false once the hub's pipeline is closed.
+    fn apply(&self, runtime: &Handle, read: message::Message, time: Millis) -> bool {
+        if read.proposals.is_empty() {
+            return true;
+        }
+        let ours = read.origin == self.origin;
+        let inputs = read
+            .proposals
+            .into_iter()
+            .map(|(req, input)| {
+                let reply = if ours { self.waiting.take(req) } else { None };
+                (input, reply)
+            })
+            .collect();
+        runtime.block_on(self.hub.apply_ordered(inputs, time))
     }
 }

@@ -7,8 +7,12 @@
 //!   {"req":9,"input":"tick"}]}
 //! ```
 //!
-//! `origin` and `req` only route an outcome back to its waiter; what every node decides
-//! depends on the inputs alone. Events are written as the client published them and read
+//! A proposer that gave up on requests (see [`super::order`]) says so with a message of no
+//! proposals: `{"origin":"..","proposals":[],"skip":[first,last]}`.
+//!
+//! `origin` and `req` route an outcome back to its waiter, and keep each origin's messages
+//! in the order it proposed them ([`super::order`]); what every node decides depends on the
+//! inputs, in that order, alone. Events are written as the client published them and read
 //! back through the same validation (`Event::from_text`), so a node of another release
 //! that refuses one refuses it in its place rather than skipping the message.
 
@@ -43,15 +47,32 @@ pub(super) fn proposal(req: u64, input: &Input) -> Vec<u8> {
     serde_json::to_vec(&wire).expect("inputs serialize to JSON")
 }
 
+/// A skip: `origin` gave up on requests `first..=last`.
+pub(super) fn skip(origin: &str, first: u64, last: u64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "origin": origin,
+        "proposals": [],
+        "skip": [first, last],
+    }))
+    .expect("a skip serializes")
+}
+
 /// A message read back: who proposed it, and its inputs with their request numbers.
 pub(super) struct Message {
     pub(super) origin: String,
     pub(super) proposals: Vec<(u64, Input)>,
+    /// The requests it covers, first and last (a skip's, for a skip); `None` for a message
+    /// that covers none.
+    pub(super) reqs: Option<(u64, u64)>,
 }
 
 /// Reads a message; `Err` when it is not one (nothing a node wrote, or damaged).
 pub(super) fn read(payload: &[u8]) -> Result<Message, serde_json::Error> {
     let wire: WireMessage = serde_json::from_slice(payload)?;
+    let reqs = match (wire.proposals.first(), wire.proposals.last()) {
+        (Some(first), Some(last)) => Some((first.req, last.req)),
+        _ => wire.skip,
+    };
     let proposals = wire
         .proposals
         .into_iter()
@@ -60,6 +81,7 @@ pub(super) fn read(payload: &[u8]) -> Result<Message, serde_json::Error> {
     Ok(Message {
         origin: wire.origin,
         proposals,
+        reqs,
     })
 }
 
@@ -68,6 +90,8 @@ struct WireMessage<'a> {
     origin: String,
     #[serde(borrow)]
     proposals: Vec<WireProposalIn<'a>>,
+    #[serde(default)]
+    skip: Option<(u64, u64)>,
 }
 
 #[derive(Serialize)]
@@ -277,6 +301,7 @@ mod tests {
         assert_eq!(message.origin, "node \"a\"");
         let reqs: Vec<u64> = message.proposals.iter().map(|(req, _)| *req).collect();
         assert_eq!(reqs, [1, 2, 3, 4, 5]);
+        assert_eq!(message.reqs, Some((1, 5)));
         let inputs: Vec<Input> = message.proposals.into_iter().map(|(_, i)| i).collect();
         match &inputs[..] {
             [Input::Publish(events), Input::Admin {
@@ -315,5 +340,13 @@ mod tests {
     fn what_no_node_wrote_is_not_a_message() {
         assert!(read(b"{\"hello\":1}").is_err());
         assert!(read(b"\xff").is_err());
+    }
+
+    #[test]
+    fn a_skip_reads_back_as_no_inputs_over_its_requests() {
+        let message = read(&skip("n/1", 7, 9)).unwrap();
+        assert_eq!(message.origin, "n/1");
+        assert!(message.proposals.is_empty());
+        assert_eq!(message.reqs, Some((7, 9)));
     }
 }

@@ -19,6 +19,8 @@
 //! - [`sinks`]: the webhook sinks' definitions, cursors and status, shared in a
 //!   key-value bucket; the lease holder delivers them.
 //! - [`message`]: a stream message's JSON.
+//! - [`order`]: each origin's messages applied in the order it proposed them, though a
+//!   message sent again may be stored after later ones.
 //!
 //! Why a replicated state machine rather than optimistic writes per customer subject
 //! (`Nats-Expected-Last-Subject-Sequence`): the hub's rules reach across customers (a
@@ -30,6 +32,7 @@
 mod applier;
 mod lease;
 mod message;
+mod order;
 mod proposer;
 pub mod sinks;
 mod snapshots;
@@ -138,6 +141,7 @@ pub async fn start(
         snapshot_store,
         start,
         restored,
+        origins,
         reader,
         lease_store,
     } = join_within(&js, &config, JOIN_DEADLINE).await?;
@@ -195,6 +199,7 @@ pub async fn start(
         start,
         snapshots: snapshots.clone(),
         store: snapshot_store,
+        origins,
     };
     let runtime = tokio::runtime::Handle::current();
     let applier_stop = stop.clone();
@@ -225,6 +230,8 @@ struct Joined {
     /// The stream position and time the hub starts at.
     start: (u64, Millis),
     restored: Restored,
+    /// Where each origin's messages stand at `start`.
+    origins: order::Origins,
     reader: applier::Reader,
     lease_store: async_nats::jetstream::kv::Store,
 }
@@ -269,10 +276,14 @@ async fn join(
         .await
         .map_err(consume_error)?;
     // The stream position and time the hub starts at, and what it starts from.
-    let (start, restored) = match loaded {
+    let (start, restored, origins) = match loaded {
         Some(loaded) if loaded.stream_sequence + 1 >= first => {
             tracing::info!(stream_sequence = loaded.stream_sequence, seq = %loaded.restored.last_seq, "starting from the shared snapshot");
-            ((loaded.stream_sequence, loaded.time), loaded.restored)
+            (
+                (loaded.stream_sequence, loaded.time),
+                loaded.restored,
+                loaded.origins,
+            )
         }
         Some(loaded) => {
             return Err(ClusterError::Stream {
@@ -285,7 +296,7 @@ async fn join(
                 ),
             })
         }
-        None if first <= 1 => ((0, 0), Restored::empty()),
+        None if first <= 1 => ((0, 0), Restored::empty(), order::Origins::default()),
         None => {
             return Err(ClusterError::Stream {
                 stream: config.nats_stream.clone(),
@@ -306,6 +317,7 @@ async fn join(
         snapshot_store,
         start,
         restored,
+        origins,
         reader,
         lease_store,
     })

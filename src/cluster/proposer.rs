@@ -9,7 +9,11 @@
 //! the applier takes it out when the message comes back through the stream. A message is
 //! sent again with the same message id until the stream acknowledges it or the node's
 //! `nats_timeout` passes (a leader election, say), so the stream stores it once; after
-//! that its waiters are forgotten and answered `unavailable`, its outcome unknown.
+//! that its waiters are forgotten and answered `unavailable`, its outcome unknown, and a
+//! skip tells every node to stop waiting for it (see [`super::order`]: a message sent again
+//! may be stored after later ones, and every node puts them back in this order). The first
+//! message goes alone, acknowledged before any other is sent, so that nothing of this
+//! process overtakes it: the nodes take an origin's first message as its start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,6 +79,7 @@ impl Proposer {
         let sending = Arc::new(Semaphore::new(MAX_PUBLISHES_IN_FLIGHT));
         let mut next_req = 1u64;
         let mut carried: Option<Proposal> = None;
+        let mut opened = false;
         loop {
             // Room first: while every slot is busy, proposals gather in the queue.
             let Ok(slot) = sending.clone().acquire_owned().await else {
@@ -130,10 +135,16 @@ impl Proposer {
             // reach the stream in their order; only the acknowledgement is waited apart.
             let first = this.publish(&id, payload.clone()).await;
             let sender = this.clone();
-            tokio::spawn(async move {
+            let confirmed = async move {
                 sender.confirm(first, id, payload, &reqs).await;
                 drop(slot);
-            });
+            };
+            if opened {
+                tokio::spawn(confirmed);
+            } else {
+                confirmed.await;
+                opened = true;
+            }
         }
     }
 
@@ -185,6 +196,38 @@ impl Proposer {
                     for req in reqs {
                         drop(self.waiting.take(*req));
                     }
+                    self.skip(reqs).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Proposer {
+    /// Tells the nodes that `reqs` will not come (or, if they still do, come late), so
+    /// they stop holding this origin's later messages for them. Sent again (one id, so
+    /// stored once) until stored or the timeout passes once more; should it never be, the
+    /// nodes stop waiting after `order::HOLD` of stream time.
+    async fn skip(&self, reqs: &[u64]) {
+        let (Some(&first), Some(&last)) = (reqs.first(), reqs.last()) else {
+            return;
+        };
+        let id = format!("{}-skip-{first}", self.origin);
+        let payload = Bytes::from(message::skip(&self.origin, first, last));
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let sent = match self.publish(&id, payload.clone()).await {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => return,
+                Err(_) if Instant::now() + RESEND_DELAY < deadline => {
+                    tokio::time::sleep(RESEND_DELAY).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, first, last, "the skip of the requests given up was not stored; the nodes stop waiting for them after the hold");
                     return;
                 }
             }

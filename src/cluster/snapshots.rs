@@ -13,6 +13,9 @@
 //! last, `latest`, which names them; older ones are deleted after it. A node starting up
 //! reads `latest`, downloads the pair, and reads the stream after its position.
 //!
+//! `latest` also carries where each origin's messages stood ([`super::order`]): which
+//! request comes next and what is held, also part of what a node decides with.
+//!
 //! The history is part of what a node decides with (a retried eventId is a duplicate
 //! while its event is retained), so it travels with the state and is taken in exactly as
 //! it was, never aged again by the loading node's clock.
@@ -37,6 +40,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::cluster::order::Origins;
 use crate::config::Config;
 use crate::hub::retention::Record;
 use crate::hub::state::SnapshotMaps;
@@ -114,6 +118,9 @@ struct Latest {
     time: Millis,
     state: String,
     history: String,
+    /// Where each origin's messages stood (absent in snapshots of earlier releases).
+    #[serde(default)]
+    origins: Origins,
 }
 
 /// Shared between the lease (which asks for snapshots), the applier (which takes them)
@@ -205,12 +212,18 @@ pub(super) struct Capture {
     pub(super) maps: SnapshotMaps,
     pub(super) history: Vec<Arc<Record>>,
     pub(super) time: Millis,
+    pub(super) origins: Origins,
 }
 
 impl Capture {
     /// Begins a snapshot of `hub` as of the message at `stream_sequence`, which the caller
     /// has just applied and before which it applies nothing else.
-    pub(super) fn take(hub: &Hub, stream_sequence: u64, time: Millis) -> Capture {
+    pub(super) fn take(
+        hub: &Hub,
+        stream_sequence: u64,
+        time: Millis,
+        origins: &Origins,
+    ) -> Capture {
         let (seq, maps, _) = hub.begin_snapshot();
         let history = hub.with_history(|h| h.iter().cloned().collect());
         Capture {
@@ -219,6 +232,7 @@ impl Capture {
             maps,
             history,
             time,
+            origins: origins.clone(),
         }
     }
 }
@@ -285,6 +299,7 @@ async fn write_and_upload(
         time: capture.time,
         state: format!("state-{at}"),
         history: format!("history-{at}"),
+        origins: capture.origins.clone(),
     };
     let (state_file, history_file) = {
         let dir = dir.clone();
@@ -373,6 +388,7 @@ pub(super) struct Loaded {
     pub(super) restored: Restored,
     pub(super) stream_sequence: u64,
     pub(super) time: Millis,
+    pub(super) origins: Origins,
 }
 
 /// Reads the newest shared snapshot of `epoch`, if there is one.
@@ -431,6 +447,7 @@ pub(super) async fn load(
         restored: loaded,
         stream_sequence: latest.stream_sequence,
         time: latest.time,
+        origins: latest.origins,
     }))
 }
 

@@ -827,3 +827,101 @@ async fn erased_personal_data_leaves_the_stream_within_a_snapshot_interval() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Writes a message into the stream as a node of `origin` would, its proposals numbered
+/// from `first`, each input a publish of one event (`skip`: none, the requests given up).
+async fn stream_message(nats: &NatsServer, origin: &str, first: u64, events: &[Value]) {
+    let proposals: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, event)| json!({"req": first + i as u64, "input": {"publish": [event]}}))
+        .collect();
+    let message = json!({"origin": origin, "proposals": proposals});
+    stored(nats, message).await;
+}
+
+async fn stored(nats: &NatsServer, message: Value) {
+    let js = nats.jetstream().await;
+    let ack = js
+        .publish("actionhub.inputs", message.to_string().into())
+        .await
+        .expect("publish to the stream");
+    ack.await.expect("the stream stores it");
+}
+
+/// The lifecycle states the node's history holds for `action`, in seq order.
+async fn states_of(hub: &Hub, action: &Action, count: usize) -> Vec<String> {
+    bounded(WAIT, "the action's events in the history", async {
+        loop {
+            let states: Vec<String> = history(hub, 0)
+                .await
+                .iter()
+                .filter(|frame| frame["event"]["actionId"] == json!(action.action_id))
+                .map(|frame| frame["event"]["actionState"].as_str().unwrap().to_owned())
+                .collect();
+            if states.len() >= count {
+                return states;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// A message sent again after a lost acknowledgement can be stored after messages its
+/// node proposed later. Every node applies an origin's messages in the order it proposed
+/// them (by their request numbers): one that came early waits for the one before it, even
+/// across a shared snapshot and a node that starts from it; a skip (the proposer gave
+/// those requests up) lets through what waited behind it.
+#[tokio::test]
+async fn an_origins_messages_are_applied_in_the_order_it_proposed_them() {
+    let nats = NatsServer::start();
+    let a = node_with(&nats, "a", |c| {
+        c.snapshot_interval = Duration::from_secs(3600)
+    })
+    .await;
+    let leases = nats
+        .jetstream()
+        .await
+        .get_key_value("actionhub-lease")
+        .await
+        .unwrap();
+    bounded(WAIT, "the node to hold the lease", async {
+        while leases.get("sweeper").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let action = Action::new("webchat");
+    let origin = "elsewhere/1";
+    stream_message(&nats, origin, 1, &[action.event("offered")]).await;
+    // Request 3 is stored before request 2.
+    stream_message(&nats, origin, 3, &[action.event("started")]).await;
+    // Applied after both (the stream's order): so both were read when it is seen.
+    let visitor = Visitor::new();
+    a.http().publish(&visitor.page()).await;
+    assert_eq!(states_of(&a, &action, 1).await, ["offered"]);
+
+    // The node's stop leaves a shared snapshot with request 3 held; b starts from it.
+    a.shutdown().await;
+    assert!(latest_snapshot(&nats).await.is_some());
+    let b = node(&nats, "b").await;
+    stream_message(&nats, origin, 2, &[action.event("accepted")]).await;
+    assert_eq!(
+        states_of(&b, &action, 3).await,
+        ["offered", "accepted", "started"]
+    );
+
+    // Request 4 is given up; 5 waits for it until the skip says so.
+    stream_message(&nats, origin, 5, &[action.event("ended")]).await;
+    stored(
+        &nats,
+        json!({"origin": origin, "proposals": [], "skip": [4, 4]}),
+    )
+    .await;
+    assert_eq!(
+        states_of(&b, &action, 4).await,
+        ["offered", "accepted", "started", "ended"]
+    );
+    b.shutdown().await;
+}
