@@ -92,14 +92,16 @@ impl Origins {
         now: Millis,
     ) -> Vec<Ready> {
         let mut ready = self.check(now);
-        let state = self
-            .origins
-            .entry(origin.to_owned())
-            .or_insert_with(|| Origin {
+        // Looked up before it is inserted: the name is copied only for a new origin.
+        if !self.origins.contains_key(origin) {
+            let start = Origin {
                 next: first,
                 last_seen: now,
                 held: BTreeMap::new(),
-            });
+            };
+            self.origins.insert(origin.to_owned(), start);
+        }
+        let state = self.origins.get_mut(origin).expect("inserted above");
         state.last_seen = now;
         if first > state.next {
             state.held.insert(
