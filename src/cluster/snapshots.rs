@@ -9,9 +9,15 @@
 //! (copy-on-write, as a single node's), takes the list of retained records (shared, not
 //! copied), and notes the stream sequence and the time the next message may not go back
 //! before. A blocking task then writes the state in the data directory's snapshot format
-//! and the history as one log segment under `<data-dir>/cluster/`, and uploads both and,
-//! last, `latest`, which names them; older ones are deleted after it. A node starting up
-//! reads `latest`, downloads the pair, and reads the stream after its position.
+//! under `<data-dir>/cluster/` and uploads it with what is new of the history and, last,
+//! `latest`, which names them; older objects are deleted after it. The history goes up in
+//! pieces (log segments of a seq range each), each once: a snapshot names again the
+//! pieces the writer's last one named and adds one with the records after them, until
+//! an anonymization or erasure rewrites retained records (the next snapshot writes the
+//! history whole, and the pieces that held the data are deleted with the old snapshot),
+//! the lease moves to another writer, or there are [`MAX_CHUNKS`] pieces. A node starting
+//! up reads `latest`, downloads the state and the pieces, leaves out the records
+//! retention had passed, and reads the stream after its position.
 //!
 //! `latest` also carries where each origin's messages stood ([`super::order`]): which
 //! request comes next and what is held, also part of what a node decides with.
@@ -117,10 +123,73 @@ struct Latest {
     /// The time of that message as the applier kept it (never going back).
     time: Millis,
     state: String,
-    history: String,
+    /// The history as one segment (snapshots of earlier releases); see `chunks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<String>,
+    /// The history in pieces, oldest first, without gaps between them; the records
+    /// before `history_from` are past retention and left out when it is loaded.
+    #[serde(default)]
+    chunks: Vec<Chunk>,
+    #[serde(default)]
+    history_from: u64,
     /// Where each origin's messages stood (absent in snapshots of earlier releases).
     #[serde(default)]
     origins: Origins,
+}
+
+/// A piece of the shared history: the records with seqs `first..=last`, one log segment.
+/// Written once and never changed; later snapshots name it again until retention has
+/// passed it, the history is rewritten (an anonymization or erasure), or the pieces are
+/// folded into one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Chunk {
+    name: String,
+    first: u64,
+    last: u64,
+}
+
+/// Pieces a snapshot's history may be made of, at most: past it, the next snapshot writes
+/// the whole history as one again, so a node starting up downloads a bounded number.
+const MAX_CHUNKS: usize = 16;
+
+/// The pieces of the history this node's last shared snapshot named.
+#[derive(Debug, Clone)]
+struct Uploaded {
+    /// The history's rewrite count when they were written.
+    rewrites: u64,
+    chunks: Vec<Chunk>,
+}
+
+/// Which pieces a new snapshot's history keeps, and the seq its new piece starts after:
+/// the pieces this node uploaded last time, if the history was not rewritten since and
+/// `latest` (whoever wrote it last) still names every one, less those retention has
+/// passed (`first` is the oldest retained seq); otherwise none, and the new piece holds
+/// it all.
+fn plan(
+    previous: Option<&Uploaded>,
+    named: &[Chunk],
+    rewrites: u64,
+    first: u64,
+) -> (Vec<Chunk>, u64) {
+    let kept: Vec<Chunk> = match previous {
+        Some(previous)
+            if previous.rewrites == rewrites
+                && previous.chunks.iter().all(|c| named.contains(c)) =>
+        {
+            previous
+                .chunks
+                .iter()
+                .filter(|c| c.last >= first)
+                .cloned()
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    if kept.len() >= MAX_CHUNKS {
+        return (Vec::new(), 0);
+    }
+    let after = kept.last().map_or(0, |c| c.last);
+    (kept, after)
 }
 
 /// Shared between the lease (which asks for snapshots), the applier (which takes them)
@@ -139,6 +208,8 @@ pub(super) struct Snapshots {
     last: AtomicU64,
     /// This node holds the lease, so it writes the snapshots.
     lease_held: AtomicBool,
+    /// The history pieces of the last snapshot this node wrote.
+    uploaded: parking_lot::Mutex<Option<Uploaded>>,
 }
 
 impl Snapshots {
@@ -211,6 +282,8 @@ pub(super) struct Capture {
     pub(super) seq: Seq,
     pub(super) maps: SnapshotMaps,
     pub(super) history: Vec<Arc<Record>>,
+    /// The history's rewrite count as of `history`.
+    pub(super) rewrites: u64,
     pub(super) time: Millis,
     pub(super) origins: Origins,
 }
@@ -225,12 +298,13 @@ impl Capture {
         origins: &Origins,
     ) -> Capture {
         let (seq, maps, _) = hub.begin_snapshot();
-        let history = hub.with_history(|h| h.iter().cloned().collect());
+        let (history, rewrites) = hub.with_history(|h| (h.iter().cloned().collect(), h.rewrites()));
         Capture {
             stream_sequence,
             seq,
             maps,
             history,
+            rewrites,
             time,
             origins: origins.clone(),
         }
@@ -254,18 +328,22 @@ pub(super) async fn write(
     let started = Instant::now();
     let purge = snapshots.forgot.swap(false, Ordering::AcqRel);
     let at = capture.stream_sequence;
+    let previous = snapshots.uploaded.lock().clone();
     let result = async {
-        let (store, latest) = write_and_upload(hub, &bucket, capture).await?;
-        finish(&store, &stream, &latest, purge).await?;
-        Ok::<_, Failure>(latest)
+        let (store, written) = write_and_upload(hub, &bucket, capture, previous).await?;
+        finish(&store, &stream, &written.0, purge).await?;
+        Ok::<_, Failure>(written)
     }
     .await;
     match result {
-        Ok(latest) => {
+        Ok((latest, pieces, bytes)) => {
+            *snapshots.uploaded.lock() = Some(pieces);
             snapshots.last.fetch_max(at, Ordering::AcqRel);
             tracing::info!(
                 stream_sequence = at,
                 seq = latest.seq,
+                history_pieces = latest.chunks.len(),
+                uploaded_bytes = bytes,
                 purged = purge,
                 took_ms = started.elapsed().as_millis() as u64,
                 "wrote the shared snapshot"
@@ -283,28 +361,30 @@ pub(super) async fn write(
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
-/// Writes the files (ending the walk the capture began, whatever happens) and then
-/// uploads them to the bucket, made when missing; answers the bucket and `latest`.
+/// Writes the state (ending the walk the capture began, whatever happens) and the new
+/// piece of the history, and uploads both to the bucket, made when missing; answers the
+/// bucket, `latest`, the pieces it names and the bytes uploaded.
 async fn write_and_upload(
     hub: Arc<Hub>,
     bucket: &Bucket,
     capture: Capture,
-) -> Result<(ObjectStore, Latest), Failure> {
+    previous: Option<Uploaded>,
+) -> Result<(ObjectStore, (Latest, Uploaded, u64)), Failure> {
     let dir = local_dir(hub.config());
     let at = capture.stream_sequence;
-    let latest = Latest {
-        epoch: hub.epoch().to_owned(),
-        stream_sequence: at,
-        seq: capture.seq.0,
-        time: capture.time,
-        state: format!("state-{at}"),
-        history: format!("history-{at}"),
-        origins: capture.origins.clone(),
-    };
-    let (state_file, history_file) = {
-        let dir = dir.clone();
+    let Capture {
+        seq,
+        maps,
+        history,
+        rewrites,
+        time,
+        origins,
+        ..
+    } = capture;
+    let state_file = {
+        let (dir, hub) = (dir.clone(), hub.clone());
         tokio::task::spawn_blocking(move || {
-            let written = write_files(&hub, &dir, &capture);
+            let written = write_state(&hub, &dir, seq, &maps);
             // The walk is over (or failed): the state stops keeping preimages.
             hub.state().end_snapshot();
             written
@@ -312,33 +392,72 @@ async fn write_and_upload(
         .await??
     };
     let store = bucket.made().await?;
-    upload(&store, &latest.state, &state_file).await?;
-    upload(&store, &latest.history, &history_file).await?;
+    let named = read_latest(&store)
+        .await?
+        .map(|latest| latest.chunks)
+        .unwrap_or_default();
+    let history_from = history.first().map_or(seq.0 + 1, |r| r.seq.0);
+    let (mut chunks, after) = plan(previous.as_ref(), &named, rewrites, history_from);
+    let fresh: Vec<Arc<Record>> = history.into_iter().filter(|r| r.seq.0 > after).collect();
+    let mut uploaded = 0;
+    if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
+        let chunk = Chunk {
+            name: format!(
+                "history-{}-{}-{}",
+                first.seq,
+                last.seq,
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            first: first.seq.0,
+            last: last.seq.0,
+        };
+        let chunk_dir = dir.join("history-new");
+        let file = tokio::task::spawn_blocking(move || write_chunk(&chunk_dir, &fresh)).await??;
+        uploaded += upload(&store, &chunk.name, &file).await?;
+        chunks.push(chunk);
+    }
+    let latest = Latest {
+        epoch: hub.epoch().to_owned(),
+        stream_sequence: at,
+        seq: seq.0,
+        time,
+        state: format!("state-{at}"),
+        history: None,
+        chunks: chunks.clone(),
+        history_from,
+        origins,
+    };
+    uploaded += upload(&store, &latest.state, &state_file).await?;
     let text = serde_json::to_vec(&latest)?;
     store.put(LATEST, &mut text.as_slice()).await?;
-    Ok((store, latest))
+    Ok((store, (latest, Uploaded { rewrites, chunks }, uploaded)))
 }
 
-/// The state and the history as files under `dir` (which holds nothing else of worth).
-fn write_files(hub: &Hub, dir: &Path, capture: &Capture) -> std::io::Result<(PathBuf, PathBuf)> {
+/// The state as a file under `dir`.
+fn write_state(hub: &Hub, dir: &Path, seq: Seq, maps: &SnapshotMaps) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let state = dir.join("state.snap");
-    snapshot::write_to(hub, &state, capture.seq, &capture.maps)?;
-    let history_dir = dir.join("history");
-    let _ = std::fs::remove_dir_all(&history_dir);
-    std::fs::create_dir_all(&history_dir)?;
-    wal::write_segment(&history_dir, &capture.history)?;
-    let segment = wal::segments(&history_dir)?
-        .pop()
-        .map(|(_, path)| path)
-        .ok_or_else(|| std::io::Error::other("the history segment was not written"))?;
-    Ok((state, segment))
+    snapshot::write_to(hub, &state, seq, maps)?;
+    Ok(state)
 }
 
-async fn upload(store: &ObjectStore, name: &str, path: &Path) -> Result<(), Failure> {
+/// `records` as one log segment in `dir` (emptied first: it holds nothing else of worth).
+fn write_chunk(dir: &Path, records: &[Arc<Record>]) -> std::io::Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    wal::write_segment(dir, records)?;
+    wal::segments(dir)?
+        .pop()
+        .map(|(_, path)| path)
+        .ok_or_else(|| std::io::Error::other("the history segment was not written"))
+}
+
+/// Uploads the file at `path` as `name`; answers its size.
+async fn upload(store: &ObjectStore, name: &str, path: &Path) -> Result<u64, Failure> {
     let mut file = tokio::fs::File::open(path).await?;
+    let bytes = file.metadata().await?.len();
     store.put(name, &mut file).await?;
-    Ok(())
+    Ok(bytes)
 }
 
 /// After `latest` is written: deletes the older snapshots and, when asked, purges the
@@ -357,7 +476,10 @@ async fn finish(
     let mut older = Vec::new();
     while let Some(info) = listed.next().await {
         let info = info?;
-        if info.name != LATEST && info.name != ours.state && info.name != ours.history {
+        let named = info.name == LATEST
+            || info.name == ours.state
+            || ours.chunks.iter().any(|c| c.name == info.name);
+        if !named {
             older.push(info.name);
         }
     }
@@ -414,13 +536,27 @@ pub(super) async fn load(
     tokio::fs::create_dir_all(&history_dir).await?;
     let state_file = dir.join("state.snap");
     download(store, &latest.state, &state_file).await?;
-    download(store, &latest.history, &history_dir.join("0.wal")).await?;
+    // Each piece as a segment named by its first seq, so the scan reads them in order.
+    match &latest.history {
+        Some(one) => download(store, one, &history_dir.join("0.wal")).await?,
+        None => {
+            for chunk in &latest.chunks {
+                let path = history_dir.join(format!("{:020}.wal", chunk.first));
+                download(store, &chunk.name, &path).await?;
+            }
+        }
+    }
+    let history_from = latest.history_from;
     let loaded = tokio::task::spawn_blocking(move || -> Result<Restored, Failure> {
         let state = snapshot::load(&state_file)?;
         let mut history = Vec::new();
         let scan = wal::scan(&history_dir, |entry| {
-            if let wal::Entry::Event(record) = entry {
-                history.push(Arc::new(record));
+            match entry {
+                // A kept piece may begin before what is still retained.
+                wal::Entry::Event(record) if record.seq.0 >= history_from => {
+                    history.push(Arc::new(record));
+                }
+                _ => {}
             }
         })?;
         if let Some(torn) = scan.torn {
@@ -456,4 +592,71 @@ async fn download(store: &ObjectStore, name: &str, path: &Path) -> Result<(), Fa
     let mut file = tokio::fs::File::create(path).await?;
     tokio::io::copy(&mut object, &mut file).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(name: &str, first: u64, last: u64) -> Chunk {
+        Chunk {
+            name: name.into(),
+            first,
+            last,
+        }
+    }
+
+    fn uploaded(rewrites: u64, chunks: &[Chunk]) -> Uploaded {
+        Uploaded {
+            rewrites,
+            chunks: chunks.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_pieces_uploaded_before_are_kept_and_the_new_one_follows_them() {
+        let (a, b) = (chunk("a", 1, 10), chunk("b", 11, 20));
+        let previous = uploaded(3, &[a.clone(), b.clone()]);
+        let named = [a.clone(), b.clone()];
+        assert_eq!(
+            plan(Some(&previous), &named, 3, 1),
+            (vec![a, b.clone()], 20)
+        );
+        // Retention passed the first piece: it is dropped; one it passed in part stays.
+        assert_eq!(plan(Some(&previous), &named, 3, 11), (vec![b.clone()], 20));
+        assert_eq!(plan(Some(&previous), &named, 3, 15), (vec![b], 20));
+    }
+
+    #[test]
+    fn a_rewritten_history_or_another_writer_starts_the_pieces_again() {
+        let (a, b) = (chunk("a", 1, 10), chunk("b", 11, 20));
+        let previous = uploaded(3, &[a.clone(), b.clone()]);
+        let nothing = (Vec::new(), 0);
+        // Anonymized or erased since: the pieces hold what is no longer so.
+        assert_eq!(
+            plan(Some(&previous), &[a.clone(), b.clone()], 4, 1),
+            nothing
+        );
+        // `latest` is another writer's: its pieces may be gone.
+        assert_eq!(
+            plan(Some(&previous), std::slice::from_ref(&a), 3, 1),
+            nothing
+        );
+        assert_eq!(plan(None, &[a, b], 3, 1), nothing);
+    }
+
+    #[test]
+    fn too_many_pieces_are_folded_into_one() {
+        let chunks: Vec<Chunk> = (0..MAX_CHUNKS as u64)
+            .map(|i| chunk(&format!("c{i}"), i * 10 + 1, i * 10 + 10))
+            .collect();
+        let previous = uploaded(0, &chunks);
+        assert_eq!(plan(Some(&previous), &chunks, 0, 1), (Vec::new(), 0));
+        let fewer = uploaded(0, &chunks[..MAX_CHUNKS - 1]);
+        let (kept, after) = plan(Some(&fewer), &chunks, 0, 1);
+        assert_eq!(
+            (kept.len(), after),
+            (MAX_CHUNKS - 1, (MAX_CHUNKS as u64 - 1) * 10)
+        );
+    }
 }

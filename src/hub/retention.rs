@@ -178,6 +178,9 @@ pub struct Retention {
     max_age_ms: Millis,
     /// The seq of the newest event ever appended (0 before the first).
     last_seq: Seq,
+    /// How many times retained records were rewritten in place (anonymized, erased):
+    /// a copy of the history taken before a rewrite holds what is no longer so.
+    rewrites: u64,
 }
 
 impl Retention {
@@ -188,7 +191,13 @@ impl Retention {
             max_events,
             max_age_ms,
             last_seq: Seq(0),
+            rewrites: 0,
         }
+    }
+
+    /// How many times retained records were rewritten in place since this history began.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites
     }
 
     /// The seq of the oldest retained event; events after `first_seq() - 1` can be replayed.
@@ -363,6 +372,9 @@ impl Retention {
             for c in customers {
                 self.by_customer.remove(c);
             }
+        }
+        if changed > 0 {
+            self.rewrites += 1;
         }
         changed
     }

@@ -925,3 +925,125 @@ async fn an_origins_messages_are_applied_in_the_order_it_proposed_them() {
     );
     b.shutdown().await;
 }
+
+/// The names of every object in the snapshot bucket.
+async fn snapshot_objects(nats: &NatsServer) -> Vec<String> {
+    use futures_util::StreamExt;
+    let js = nats.jetstream().await;
+    let store = js.get_object_store("actionhub-snapshots").await.unwrap();
+    let mut listed = store.list().await.unwrap();
+    let mut names = Vec::new();
+    while let Some(info) = listed.next().await {
+        names.push(info.unwrap().name);
+    }
+    names.sort();
+    names
+}
+
+/// The history pieces `latest` names.
+fn chunk_names(latest: &Value) -> Vec<String> {
+    latest["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A shared snapshot uploads only the history that is new since the one before: the
+/// earlier pieces are named again, not written again, and a node starts from all the
+/// pieces together. An anonymization rewrites the history, so the next snapshot writes it
+/// whole again and the pieces that held the visitor's data are deleted.
+#[tokio::test]
+async fn shared_snapshots_upload_each_piece_of_the_history_once() {
+    let nats = NatsServer::start();
+    let a = node_with(&nats, "a", |c| {
+        c.snapshot_interval = Duration::from_millis(200)
+    })
+    .await;
+    let http = a.http();
+    let visitor = Visitor::new();
+    http.publish(&visitor.event("identify", "piece-user")).await;
+    http.publish(&visitor.page()).await;
+    let first = snapshot_through(&nats, seq_of(history(&a, 2).await.last().unwrap())).await;
+    let earlier = chunk_names(&first);
+    assert!(!earlier.is_empty(), "{first}");
+
+    let other = Visitor::new();
+    http.publish(&json!([other.page(), other.page()])).await;
+    let all = history(&a, 4).await;
+    let second = snapshot_through(&nats, seq_of(all.last().unwrap())).await;
+    let later = chunk_names(&second);
+    assert!(later.len() > earlier.len(), "{first}\n{second}");
+    assert_eq!(
+        later[..earlier.len()],
+        earlier[..],
+        "kept, not written again"
+    );
+    let chunks = second["chunks"].as_array().unwrap();
+    for pair in chunks.windows(2) {
+        assert!(
+            pair[1]["first"].as_u64() > pair[0]["last"].as_u64(),
+            "{second}"
+        );
+    }
+    // What the bucket holds is what `latest` names, once it has cleaned up.
+    bounded(WAIT, "older snapshots to be deleted", async {
+        loop {
+            let latest = latest_snapshot(&nats).await.unwrap();
+            let mut named = chunk_names(&latest);
+            named.push(latest["state"].as_str().unwrap().to_owned());
+            named.push("latest".to_owned());
+            named.sort();
+            if snapshot_objects(&nats).await == named {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+
+    // A node that can only start from the snapshot reads every piece.
+    let covered = latest_snapshot(&nats).await.unwrap()["streamSequence"]
+        .as_u64()
+        .unwrap();
+    let js = nats.jetstream().await;
+    let stream = js.get_stream("actionhub").await.unwrap();
+    stream.purge().sequence(covered + 1).await.unwrap();
+    let b = node(&nats, "b").await;
+    let total = history(&a, 0).await.len();
+    assert_eq!(history(&b, total).await, history(&a, total).await);
+    b.shutdown().await;
+
+    let (status, view) = http
+        .post(
+            &format!("/v1/visitors/{}/anonymize", visitor.customer_id),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let after = bounded(WAIT, "a snapshot after the anonymization", async {
+        loop {
+            let latest = latest_snapshot(&nats).await.unwrap();
+            if latest["streamSequence"].as_u64() > Some(covered) {
+                return latest;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let rewritten = chunk_names(&after);
+    assert_eq!(rewritten.len(), 1, "written whole again: {after}");
+    assert!(!later.contains(&rewritten[0]), "{after}");
+    bounded(WAIT, "the pieces of before to be deleted", async {
+        while snapshot_objects(&nats)
+            .await
+            .iter()
+            .any(|name| later.contains(name))
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    a.shutdown().await;
+}
