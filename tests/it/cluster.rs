@@ -62,19 +62,43 @@ async fn ready(hub: &Hub) -> Value {
 
 /// The retained history of a node, as the frames it would deliver, once it holds `count`.
 async fn history(hub: &Hub, count: usize) -> Vec<Value> {
+    history_until(hub, |events| {
+        (events.len() >= count).then(|| events.to_vec())
+    })
+    .await
+}
+
+/// What `seen` makes of the node's history (its frames) once it makes something of it.
+async fn history_until<T>(hub: &Hub, seen: impl Fn(&[Value]) -> Option<T>) -> T {
     let http = hub.http();
     bounded(WAIT, "the node's history to converge", async {
         loop {
             let (status, body) = http.get("/v1/events?limit=1000").await;
             assert_eq!(status, 200, "{body}");
             let events = body["events"].as_array().cloned().unwrap_or_default();
-            if events.len() >= count {
-                return events;
+            if let Some(found) = seen(&events) {
+                return found;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await
+}
+
+/// Waits until a node holds the sweeper's lease (so it writes the shared snapshots).
+async fn lease_taken(nats: &NatsServer) {
+    let leases = nats
+        .jetstream()
+        .await
+        .get_key_value("actionhub-lease")
+        .await
+        .unwrap();
+    bounded(WAIT, "the node to hold the lease", async {
+        while leases.get("sweeper").await.unwrap().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -732,19 +756,7 @@ async fn a_clean_stop_leaves_a_shared_snapshot_of_everything_applied() {
     let visitor = Visitor::new();
     a.http().publish(&visitor.page()).await;
     let last = seq_of(history(&a, 1).await.last().unwrap());
-    // The node holds the sweeper's lease (it writes the snapshots) once its key is there.
-    let leases = nats
-        .jetstream()
-        .await
-        .get_key_value("actionhub-lease")
-        .await
-        .unwrap();
-    bounded(WAIT, "the node to hold the lease", async {
-        while leases.get("sweeper").await.unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    lease_taken(&nats).await;
     assert!(latest_snapshot(&nats).await.is_none());
     a.shutdown().await;
     let latest = latest_snapshot(&nats)
@@ -849,21 +861,16 @@ async fn stored(nats: &NatsServer, message: Value) {
     ack.await.expect("the stream stores it");
 }
 
-/// The lifecycle states the node's history holds for `action`, in seq order.
+/// The lifecycle states the node's history holds for `action`, in seq order, once it
+/// holds `count`.
 async fn states_of(hub: &Hub, action: &Action, count: usize) -> Vec<String> {
-    bounded(WAIT, "the action's events in the history", async {
-        loop {
-            let states: Vec<String> = history(hub, 0)
-                .await
-                .iter()
-                .filter(|frame| frame["event"]["actionId"] == json!(action.action_id))
-                .map(|frame| frame["event"]["actionState"].as_str().unwrap().to_owned())
-                .collect();
-            if states.len() >= count {
-                return states;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    history_until(hub, |events| {
+        let states: Vec<String> = events
+            .iter()
+            .filter(|frame| frame["event"]["actionId"] == json!(action.action_id))
+            .map(|frame| frame["event"]["actionState"].as_str().unwrap().to_owned())
+            .collect();
+        (states.len() >= count).then_some(states)
     })
     .await
 }
@@ -880,18 +887,7 @@ async fn an_origins_messages_are_applied_in_the_order_it_proposed_them() {
         c.snapshot_interval = Duration::from_secs(3600)
     })
     .await;
-    let leases = nats
-        .jetstream()
-        .await
-        .get_key_value("actionhub-lease")
-        .await
-        .unwrap();
-    bounded(WAIT, "the node to hold the lease", async {
-        while leases.get("sweeper").await.unwrap().is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    lease_taken(&nats).await;
     let action = Action::new("webchat");
     let origin = "elsewhere/1";
     stream_message(&nats, origin, 1, &[action.event("offered")]).await;
