@@ -445,9 +445,19 @@ async fn a_snapshot_built_while_many_events_arrive_is_paced_by_a_small_outbox() 
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let published = bounded(SHUTDOWN_WAIT, "the publisher to stop", busy)
-        .await
-        .expect("publisher");
+    // Live now: what the publisher still sends is read as it comes, as a reader keeping up
+    // does (a reader that stopped here would rightly be closed as a slow consumer).
+    let mut live: Vec<u64> = Vec::new();
+    let mut busy = busy;
+    let published = bounded(SHUTDOWN_WAIT, "the publisher to stop", async {
+        loop {
+            tokio::select! {
+                done = &mut busy => return done.expect("publisher"),
+                frame = subscriber.recv_within(SNAPSHOT_WAIT) => live.push(seq_of(&frame)),
+            }
+        }
+    })
+    .await;
     assert!(actions >= VISITORS * ACTIONS_EACH, "{actions} actions");
     let marker = Visitor::new().action("webchat");
     let last = http
@@ -457,7 +467,6 @@ async fn a_snapshot_built_while_many_events_arrive_is_paced_by_a_small_outbox() 
         .map(seq_of)
         .next_back()
         .expect("one result");
-    let mut live: Vec<u64> = Vec::new();
     while live.last() != Some(&last) {
         live.push(seq_of(&subscriber.recv_within(SNAPSHOT_WAIT).await));
     }
