@@ -111,6 +111,7 @@ pub struct Metrics {
     /// stream holds beyond it.
     pub stream_applied: Gauge,
     pub stream_lag: Gauge,
+    pub stream_held: Gauge,
     /// Per webhook sink: its cursor, how many seqs it is behind, whether it is paused,
     /// its failures in a row (set at scrape time), and what it delivered and failed.
     pub sink_cursor: Family<SinkLabel, Gauge>,
@@ -181,6 +182,7 @@ impl Metrics {
             log_writable: Gauge::default(),
             stream_applied: Gauge::default(),
             stream_lag: Gauge::default(),
+            stream_held: Gauge::default(),
             sink_cursor: Family::default(),
             sink_lag: Family::default(),
             sink_paused: Family::default(),
@@ -322,6 +324,11 @@ impl Metrics {
                 "stream_lag",
                 "Shared-stream messages not yet applied by this node",
                 m.stream_lag.clone(),
+            );
+            registry.register(
+                "stream_held",
+                "Shared-stream messages held until their origin's earlier ones arrive",
+                m.stream_held.clone(),
             );
         }
         let sink_gauges = [

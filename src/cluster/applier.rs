@@ -266,6 +266,8 @@ impl Applier {
             }
             self.status.applied.store(sequence, Ordering::Release);
             self.status.lag.store(pending, Ordering::Release);
+            let held = self.origins.held() as u64;
+            self.status.held.store(held, Ordering::Release);
             if sequence >= self.caught_up_at && !self.status.caught_up.swap(true, Ordering::AcqRel)
             {
                 tracing::info!(sequence, seq = %self.hub.latest_seq(), "caught up with the shared stream: ready");

@@ -148,8 +148,7 @@ impl Origins {
     }
 
     /// Messages held now, over every origin.
-    #[cfg(test)]
-    fn held(&self) -> usize {
+    pub(super) fn held(&self) -> usize {
         self.origins.values().map(|o| o.held.len()).sum()
     }
 }

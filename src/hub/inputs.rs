@@ -106,6 +106,8 @@ pub struct OrderStatus {
     pub applied: AtomicU64,
     /// Messages in the stream not yet applied here, as the stream last said.
     pub lag: AtomicU64,
+    /// Messages held because they came before their origin's earlier ones.
+    pub held: AtomicU64,
     /// Set once this node has applied everything the stream held when it started: until
     /// then its answers would be those of the past.
     pub caught_up: AtomicBool,

@@ -1364,6 +1364,9 @@ impl Hub {
             self.metrics
                 .stream_lag
                 .set(order.lag.load(Ordering::Acquire) as i64);
+            self.metrics
+                .stream_held
+                .set(order.held.load(Ordering::Acquire) as i64);
         }
     }
 }

@@ -897,6 +897,11 @@ async fn an_origins_messages_are_applied_in_the_order_it_proposed_them() {
     let visitor = Visitor::new();
     a.http().publish(&visitor.page()).await;
     assert_eq!(states_of(&a, &action, 1).await, ["offered"]);
+    let (_, _, metrics) = a.http().get_text("/metrics").await;
+    assert!(
+        metrics.contains("actionhub_stream_held{node=\"a\"} 1\n"),
+        "{metrics}"
+    );
 
     // The node's stop leaves a shared snapshot with request 3 held; b starts from it.
     a.shutdown().await;
