@@ -243,7 +243,15 @@ impl Applier {
                         .into_iter()
                         .filter_map(|ready| match ready {
                             Ready::Arrived => arrived.take(),
-                            Ready::Held(text) => message::read(text.as_bytes()).ok(),
+                            // Read once already; only a snapshot of another release could
+                            // hold one this release cannot read.
+                            Ready::Held(text) => match message::read(text.as_bytes()) {
+                                Ok(held) => Some(held),
+                                Err(e) => {
+                                    tracing::error!(error = %e, sequence, "a held message that cannot be read; skipped");
+                                    None
+                                }
+                            },
                         })
                         .collect()
                 }

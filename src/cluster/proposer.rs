@@ -202,9 +202,7 @@ impl Proposer {
             }
         }
     }
-}
 
-impl Proposer {
     /// Tells the nodes that `reqs` will not come (or, if they still do, come late), so
     /// they stop holding this origin's later messages for them. Sent again (one id, so
     /// stored once) until stored or the timeout passes once more; should it never be, the

@@ -331,12 +331,16 @@ pub(super) async fn write(
     let previous = snapshots.uploaded.lock().clone();
     let result = async {
         let (store, written) = write_and_upload(hub, &bucket, capture, previous).await?;
-        finish(&store, &stream, &written.0, purge).await?;
+        finish(&store, &stream, &written.latest, purge).await?;
         Ok::<_, Failure>(written)
     }
     .await;
     match result {
-        Ok((latest, pieces, bytes)) => {
+        Ok(Written {
+            latest,
+            pieces,
+            bytes,
+        }) => {
             *snapshots.uploaded.lock() = Some(pieces);
             snapshots.last.fetch_max(at, Ordering::AcqRel);
             tracing::info!(
@@ -361,15 +365,24 @@ pub(super) async fn write(
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
+/// What one snapshot write put in the bucket.
+struct Written {
+    latest: Latest,
+    /// The history pieces `latest` names, for the next write to build on.
+    pieces: Uploaded,
+    /// Bytes uploaded: the state and the new piece.
+    bytes: u64,
+}
+
 /// Writes the state (ending the walk the capture began, whatever happens) and the new
 /// piece of the history, and uploads both to the bucket, made when missing; answers the
-/// bucket, `latest`, the pieces it names and the bytes uploaded.
+/// bucket and what was written.
 async fn write_and_upload(
     hub: Arc<Hub>,
     bucket: &Bucket,
     capture: Capture,
     previous: Option<Uploaded>,
-) -> Result<(ObjectStore, (Latest, Uploaded, u64)), Failure> {
+) -> Result<(ObjectStore, Written), Failure> {
     let dir = local_dir(hub.config());
     let at = capture.stream_sequence;
     let Capture {
@@ -399,7 +412,7 @@ async fn write_and_upload(
     let history_from = history.first().map_or(seq.0 + 1, |r| r.seq.0);
     let (mut chunks, after) = plan(previous.as_ref(), &named, rewrites, history_from);
     let fresh: Vec<Arc<Record>> = history.into_iter().filter(|r| r.seq.0 > after).collect();
-    let mut uploaded = 0;
+    let mut bytes = 0;
     if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
         let chunk = Chunk {
             name: format!(
@@ -413,7 +426,7 @@ async fn write_and_upload(
         };
         let chunk_dir = dir.join("history-new");
         let file = tokio::task::spawn_blocking(move || write_chunk(&chunk_dir, &fresh)).await??;
-        uploaded += upload(&store, &chunk.name, &file).await?;
+        bytes += upload(&store, &chunk.name, &file).await?;
         chunks.push(chunk);
     }
     let latest = Latest {
@@ -427,10 +440,18 @@ async fn write_and_upload(
         history_from,
         origins,
     };
-    uploaded += upload(&store, &latest.state, &state_file).await?;
+    bytes += upload(&store, &latest.state, &state_file).await?;
     let text = serde_json::to_vec(&latest)?;
     store.put(LATEST, &mut text.as_slice()).await?;
-    Ok((store, (latest, Uploaded { rewrites, chunks }, uploaded)))
+    let pieces = Uploaded { rewrites, chunks };
+    Ok((
+        store,
+        Written {
+            latest,
+            pieces,
+            bytes,
+        },
+    ))
 }
 
 /// The state as a file under `dir`.

@@ -8,8 +8,9 @@
 //! JSON by hand, and the error body, are described here. Those descriptions are closed
 //! (`deny_unknown_fields`, so `additionalProperties: false`) where nothing is flattened
 //! into them: the schemathesis run then fails on a field a handler writes and its
-//! description lacks, as it fails on one missing or of the wrong type. This module owns the document's
-//! frame (description, security, shared responses) and nothing a request reaches.
+//! description lacks, as it fails on one missing or of the wrong type. This module owns
+//! the document's frame (description, security, shared responses) and nothing a request
+//! reaches.
 
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};

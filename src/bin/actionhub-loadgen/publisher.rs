@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::subscriber::MAX_LATENCY_MICROS;
+use crate::subscriber::{latency_histogram, MAX_LATENCY_MICROS};
 use crate::target::{Decoder, Incoming, Target, Ws};
 use crate::workload::{CustomerIndex, Customers, EventCycle};
 
@@ -84,8 +84,7 @@ impl Default for PublisherStep {
             expected_deliveries: 0,
             unreadable: 0,
             closed: None,
-            ack_latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
-                .expect("static histogram bounds are valid"),
+            ack_latency: latency_histogram(),
         }
     }
 }

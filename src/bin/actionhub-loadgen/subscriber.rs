@@ -21,6 +21,12 @@ const SHARDS: usize = 16;
 /// Latencies above this (60 s) are recorded as 60 s.
 pub(crate) const MAX_LATENCY_MICROS: u64 = 60_000_000;
 
+/// An empty latency histogram, in microseconds up to [`MAX_LATENCY_MICROS`]: every one the
+/// generator keeps has these bounds, so any two add up.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3).expect("static histogram bounds are valid")
+}
+
 /// What subscribers saw since the counts were last taken.
 #[derive(Debug)]
 pub(crate) struct DeliveryCounts {
@@ -46,8 +52,7 @@ impl DeliveryCounts {
             misrouted: 0,
             order_violations: 0,
             unreadable: 0,
-            latency: Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, 3)
-                .expect("static histogram bounds are valid"),
+            latency: latency_histogram(),
         }
     }
 
