@@ -7,12 +7,14 @@
 //!
 //! Run with `cargo bench --bench event`; figures are in docs/benchmarks.md.
 
-use std::hint::black_box;
-use std::time::Duration;
+mod common;
 
+use std::hint::black_box;
+
+use actionhub::clock::now_millis;
 use actionhub::error::HubError;
 use actionhub::ids::Seq;
-use actionhub::ingest::event::{now_millis, Body, Event, Published};
+use actionhub::ingest::event::{Body, Event, Published};
 use actionhub::ingest::protocol::{parse_client_frame, ClientFrame, Op};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use serde_json::{json, Value};
@@ -111,11 +113,7 @@ fn frame(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the whole `cargo bench` stays well under a minute on 2 cores.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30);
+    config = common::short_runs();
     targets = validation, frame
 }
 criterion_main!(benches);

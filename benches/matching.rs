@@ -4,8 +4,9 @@
 //!
 //! Run with `cargo bench --bench matching`; figures are in docs/benchmarks.md.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use actionhub::ingest::event::Event;
 use actionhub::ingest::lifecycle::{ActionState, MediaType};
@@ -91,11 +92,7 @@ fn filter_matching(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // Short runs: the whole `cargo bench` stays well under a minute on 2 cores.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30);
+    config = common::short_runs();
     targets = lifecycle_checks, filter_matching
 }
 criterion_main!(benches);
