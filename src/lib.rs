@@ -21,6 +21,7 @@
 //!
 //! `ARCHITECTURE.md` at the repository root has the invariants.
 
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod edge;

@@ -15,12 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::clock::now_millis;
 use crate::config::{Config, ConfigError};
 use crate::edge::app::App;
 use crate::edge::sinks::Sinks;
 use crate::hub::Hub;
 use crate::ids::Seq;
-use crate::ingest::event::now_millis;
 use crate::store::log::{is_disk_full, Log};
 use crate::store::recovery::{self, RecoveryError};
 use crate::store::snapshot;

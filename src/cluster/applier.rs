@@ -29,13 +29,13 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Millis;
 use crate::cluster::message;
 use crate::cluster::order::{Origins, Ready};
 use crate::cluster::proposer::Waiting;
 use crate::cluster::snapshots::{self, Capture, Snapshots};
 use crate::hub::inputs::OrderStatus;
 use crate::hub::Hub;
-use crate::ingest::event::Millis;
 
 /// The longest pull the consumer waits on. The consumer's heartbeat is half of it, and two
 /// missed heartbeats make it start again elsewhere: with 3 s, a consumer lost with its

@@ -44,10 +44,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Millis;
 use crate::config::Config;
 use crate::hub::inputs::OrderStatus;
 use crate::hub::{Hub, Order, Pipeline, SharedOrder};
-use crate::ingest::event::Millis;
 use crate::store::log::MemoryOnly;
 use crate::store::recovery::Restored;
 

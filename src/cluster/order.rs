@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::event::Millis;
+use crate::clock::Millis;
 
 /// The longest a message waits, in stream time, for the messages its origin proposed
 /// before it: longer than a proposer's give-up (`--nats-timeout`, 10 s by default) plus a

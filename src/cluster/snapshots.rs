@@ -46,13 +46,13 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::clock::Millis;
 use crate::cluster::order::Origins;
 use crate::config::Config;
 use crate::hub::retention::Record;
 use crate::hub::state::SnapshotMaps;
 use crate::hub::Hub;
 use crate::ids::Seq;
-use crate::ingest::event::Millis;
 use crate::store::recovery::Restored;
 use crate::store::{snapshot, wal};
 

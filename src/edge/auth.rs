@@ -540,7 +540,7 @@ pub fn now_secs() -> u64 {
 
 /// Seconds since the Unix epoch as RFC 3339, shaped like every other hub timestamp.
 pub fn rfc3339(secs: u64) -> String {
-    crate::ingest::event::format_millis(secs.min(i64::MAX as u64 / 1000) as i64 * 1000)
+    crate::clock::format_millis(secs.min(i64::MAX as u64 / 1000) as i64 * 1000)
 }
 
 impl Auth {

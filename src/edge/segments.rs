@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::clock::format_millis;
 use crate::edge::app::App;
 use crate::edge::http::{blocking, json_body, query_params, NoQuery};
 use crate::edge::openapi::{
@@ -28,7 +29,6 @@ use crate::hub::inputs::SegmentChange;
 use crate::hub::segments::{Segment, SegmentSpec};
 use crate::hub::state::HubState;
 use crate::ids::SegmentId;
-use crate::ingest::event::format_millis;
 
 /// The segment routes.
 pub fn routes() -> OpenApiRouter<App> {

@@ -18,6 +18,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{KnownFormat, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::clock::{format_millis, Millis};
 use crate::hub::state::{
     Action, Activity, Company, HubState, IdentityState, MapCounts, MapKey, SessionInfo, Transition,
     Visitor, VisitorSession,
@@ -25,9 +26,7 @@ use crate::hub::state::{
 use crate::ids::{
     ActionId, ActionMapId, CompanyId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId,
 };
-use crate::ingest::event::{
-    format_millis, serialize_lifecycle, LifecycleEvent, Millis, Software, VisitorKind,
-};
+use crate::ingest::event::{serialize_lifecycle, LifecycleEvent, Software, VisitorKind};
 use crate::ingest::lifecycle::{ActionState, MediaType};
 use crate::ingest::protocol::{self, SubscribeRequest};
 use crate::ingest::topic::{Filter, TopicSet};

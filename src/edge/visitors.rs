@@ -199,8 +199,7 @@ async fn export(
             .map(|frame| frame["event"].clone())
             .collect();
         export["events"] = events.into();
-        export["exportedAt"] =
-            crate::ingest::event::format_millis(crate::ingest::event::now_millis()).into();
+        export["exportedAt"] = crate::clock::format_millis(crate::clock::now_millis()).into();
         Ok(Json(export))
     })
     .await?

@@ -43,6 +43,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::clock::{now_millis, Millis};
 use crate::config::Config;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::{Fanout, FanoutStats, NewSub, Start};
@@ -52,7 +53,7 @@ use crate::hub::segments::{Segment, MAX_SEGMENTS};
 use crate::hub::sequencer::{profile_full, redact, Dedupe, Redactions, Sequencer, Txn};
 use crate::hub::state::{AdminOp, CompanyChange, HubState, SnapshotMaps};
 use crate::ids::{ConnId, SegmentId, Seq, VisitorId};
-use crate::ingest::event::{now_millis, Body, EndReason, Event, Millis};
+use crate::ingest::event::{Body, EndReason, Event};
 use crate::ingest::protocol::SubscribeRequest;
 use crate::ingest::validate::company_of;
 use crate::ingest::wire::WireFrame;

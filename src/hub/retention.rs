@@ -10,9 +10,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::clock::Millis;
 use crate::hub::state::AdminOp;
 use crate::ids::{CustomerId, Seq, VisitorId};
-use crate::ingest::event::Millis;
 use crate::ingest::topic::EventKeys;
 use crate::ingest::wire::{self, WireFrame};
 

@@ -17,10 +17,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
+use crate::clock::Millis;
 use crate::error::HubError;
 use crate::hub::state::Visitor;
 use crate::ids::{SegmentId, VisitorId};
-use crate::ingest::event::Millis;
 
 /// Segments a hub holds at most: each profile change is evaluated against all of them.
 pub const MAX_SEGMENTS: usize = 1000;

@@ -19,6 +19,7 @@ use std::time::Instant;
 use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::clock::Millis;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::pipeline::Batch;
 use crate::hub::retention::{Forgetting, Record};
@@ -28,7 +29,7 @@ use crate::hub::state::{
 use crate::hub::{Ack, Hub, Pending};
 use crate::ids::{CompanyId, CustomerId, Seq, VisitorId};
 use crate::ingest::event::{
-    Body, EndReason, Event, EventData, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind,
+    Body, EndReason, Event, EventData, LifecycleEvent, Published, VisitorEvent, VisitorKind,
 };
 use crate::ingest::lifecycle::{ActionState, TransitionError};
 use crate::ingest::wire::WireFrame;

@@ -9,6 +9,7 @@ use serde::{Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::clock::Millis;
 use crate::ids::{
     ActionId, ActionMapId, CompanyId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId,
 };
@@ -275,21 +276,6 @@ impl Serialize for EventData {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(serializer)
     }
-}
-
-/// Milliseconds since the Unix epoch, UTC: the hub's clock for timestamps.
-pub type Millis = i64;
-
-/// Formats a timestamp as RFC 3339 with milliseconds, UTC (`2026-01-02T03:04:05.678Z`).
-pub fn format_millis(ms: Millis) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// The hub's receive time now.
-pub fn now_millis() -> Millis {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Why a session ended.

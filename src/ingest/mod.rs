@@ -1,6 +1,6 @@
-//! The protocol and the event model: what clients send and what the hub sends back. Pure
-//! but for `event::now_millis`, the clock its callers stamp with: nothing here takes a lock
-//! or touches a socket, and nothing it decides reads the clock.
+//! The protocol and the event model: what clients send and what the hub sends back. Pure:
+//! nothing here takes a lock, touches a socket or reads the clock (the time an event is
+//! stamped with comes from its caller, see [`crate::clock`]).
 //!
 //! - [`protocol`]: client frames parsed, hub frames written.
 //! - [`event`]: the event types: what clients publish and what the hub publishes.

@@ -16,10 +16,11 @@ use serde_json::{Map, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
+use crate::clock::{format_millis, Millis};
 use crate::ids::{CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
-    format_millis, Body, ClientContext, CompanyInfo, EndReason, Event, LifecycleEvent, Millis,
-    Published, Software, VisitorEvent, VisitorKind,
+    Body, ClientContext, CompanyInfo, EndReason, Event, LifecycleEvent, Published, Software,
+    VisitorEvent, VisitorKind,
 };
 
 /// A complete server-to-client WebSocket text frame: header and JSON payload, encoded

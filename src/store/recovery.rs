@@ -20,12 +20,13 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
+use crate::clock::{now_millis, Millis};
 use crate::config::Config;
 use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::AdminOp;
 use crate::hub::state::HubState;
 use crate::ids::Seq;
-use crate::ingest::event::{now_millis, Millis, Published};
+use crate::ingest::event::Published;
 use crate::store::snapshot::{self, SnapshotError};
 use crate::store::wal::{self, Entry, Reservation, Wal, WalError};
 

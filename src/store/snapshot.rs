@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::clock::now_millis;
 use crate::hub::segments::Segment;
 use crate::hub::state::{
     decode_membership, encode_membership, Action, ClientInfo, Company, Customer, HubState,
@@ -33,7 +34,6 @@ use crate::hub::state::{
 };
 use crate::hub::Hub;
 use crate::ids::{CustomerId, Seq, VisitorId};
-use crate::ingest::event::now_millis;
 use crate::store::codec::{Dec, DecodeError, Enc};
 use crate::store::wal;
 

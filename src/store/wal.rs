@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::clock::Millis;
 use crate::config::FsyncPolicy;
 use crate::hub::retention::{Forgetting, Record};
 use crate::hub::state::AdminOp;
 use crate::ids::{ActionId, ActionMapId, CustomerId, Seq, SessionId};
-use crate::ingest::event::{Millis, Published};
+use crate::ingest::event::Published;
 use crate::ingest::topic::{EventKeys, Topic};
 use crate::ingest::wire::WireFrame;
 use crate::store::codec::{Dec, DecodeError, Enc};

@@ -18,9 +18,10 @@
 
 use std::sync::Arc;
 
+use actionhub::clock::Millis;
 use actionhub::hub::{AdminChange, Hub, Pipeline};
 use actionhub::ids::{Seq, VisitorId};
-use actionhub::ingest::event::{Event, Millis};
+use actionhub::ingest::event::Event;
 use actionhub::store::codec::Dec;
 use actionhub::store::{recovery, snapshot};
 use actionhub::Config;

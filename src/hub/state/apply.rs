@@ -20,12 +20,13 @@ use super::{
     Action, Activity, ClientInfo, Company, Customer, HubState, IdentityState, MapKey, Profile,
     SessionInfo, Transition,
 };
+use crate::clock::Millis;
 use crate::hub::segments::Segment;
 use crate::ids::{
     ActionId, ChannelUserId, CompanyId, CustomerId, SegmentId, Seq, SessionId, UserId, VisitorId,
 };
 use crate::ingest::event::{
-    Body, CompanyInfo, LifecycleEvent, Millis, Published, VisitorEvent, VisitorKind,
+    Body, CompanyInfo, LifecycleEvent, Published, VisitorEvent, VisitorKind,
 };
 use crate::ingest::validate::company_of;
 

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
+use crate::clock::Millis;
 use crate::ids::{ActionId, ActionMapId, CompanyId, CustomerId, Seq, SessionId, UserId, VisitorId};
 use crate::ingest::event::{
-    EndReason, LifecycleEvent, Millis, Software, VisitorEvent, VisitorKind, MAX_CLIENT_TEXT_CHARS,
+    EndReason, LifecycleEvent, Software, VisitorEvent, VisitorKind, MAX_CLIENT_TEXT_CHARS,
 };
 use crate::ingest::lifecycle::{ActionState, MediaType};
 

@@ -11,10 +11,11 @@ use serde_json::{Map, Value};
 use super::{
     Action, ClientInfo, Company, Customer, HubState, IdentityState, SessionInfo, SnapshotMaps,
 };
+use crate::clock::Millis;
 use crate::ids::{
     ActionId, ChannelUserId, CompanyId, CustomerId, SegmentId, Seq, UserId, VisitorId,
 };
-use crate::ingest::event::{LifecycleEvent, Millis};
+use crate::ingest::event::LifecycleEvent;
 
 impl HubState {
     pub fn action(&self, id: ActionId) -> Option<Action> {

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::{Customer, HubState, SessionInfo};
+use crate::clock::Millis;
 use crate::ids::CustomerId;
-use crate::ingest::event::Millis;
 
 /// The orderings of [`HubState`]'s `recency`.
 #[derive(Default)]
