@@ -8,7 +8,8 @@
 //!   [`openapi`]: the OpenAPI document of it all, generated from the handlers.
 //! - [`auth`]: API keys, browser tokens, origins, and what each principal may do;
 //!   [`limits`]: nesting depth, publish rate, connection counts.
-//! - [`outbox`]: each connection's bounded queue and its socket's write half.
+//! - [`outbox`]: each connection's bounded queue and its socket's write half;
+//!   [`read_ahead`]: its read half, read ahead while the peer sends a lot.
 //! - [`stream`]: the event stream over plain HTTP; [`sinks`]: webhook sinks, which post
 //!   the events they select to receivers' URLs.
 //! - [`assets`]: the browser SDK and the agent console, embedded in the binary.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod limits;
 pub mod openapi;
 pub mod outbox;
+pub mod read_ahead;
 pub mod segments;
 pub mod sinks;
 pub mod stream;

@@ -23,6 +23,7 @@ use crate::edge::app::App;
 use crate::edge::auth::{now_secs, rfc3339, Auth, AuthError, Principal, Scope};
 use crate::edge::limits::{too_deep, TokenBucket};
 use crate::edge::outbox::{Duplex, Outbox, Trouble};
+use crate::edge::read_ahead::ReadAhead;
 use crate::edge::views;
 use crate::error::{ErrorCode, HubError};
 use crate::hub::fanout::Start;
@@ -91,7 +92,7 @@ pub(super) async fn serve(
         .counting_writes(hub.metrics().frames_per_write.clone());
     let outbox = Arc::new(outbox);
     let duplex = Duplex {
-        read,
+        read: ReadAhead::new(read),
         outbox: outbox.clone(),
     };
     let mut socket =
