@@ -297,7 +297,8 @@ impl Capture {
         time: Millis,
         origins: &Origins,
     ) -> Capture {
-        let (seq, maps, _) = hub.begin_snapshot();
+        let begun = hub.begin_snapshot();
+        let (seq, maps) = (begun.seq, begun.maps);
         let (history, rewrites) = hub.with_history(|h| (h.iter().cloned().collect(), h.rewrites()));
         Capture {
             stream_sequence,
@@ -458,7 +459,9 @@ async fn write_and_upload(
 fn write_state(hub: &Hub, dir: &Path, seq: Seq, maps: &SnapshotMaps) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let state = dir.join("state.snap");
-    snapshot::write_to(hub, &state, seq, maps)?;
+    // No visitor change shares a seq's place here: the stream orders them, and a node
+    // starts from the message the snapshot names.
+    snapshot::write_to(hub, &state, seq, 0, maps)?;
     Ok(state)
 }
 

@@ -73,6 +73,19 @@ const SWEEP_RECORDS: usize = 16_384;
 /// wait for room beyond this, so the pipeline's queue stays bounded.
 const MAX_IN_FLIGHT_EVENTS: usize = 65_536;
 
+/// A snapshot's place in the log, and what it starts from (see [`Hub::begin_snapshot`]).
+pub struct SnapshotBegun {
+    /// The state is as of this seq...
+    pub seq: Seq,
+    /// ...and of this many visitor changes logged after it: they share its place in the
+    /// log, and a restart from the snapshot replays only the ones after them.
+    pub changes_after: u32,
+    /// The per-map counters, copied under the lock.
+    pub maps: SnapshotMaps,
+    /// How long the sequencer lock was held to begin it.
+    pub lock_held: Duration,
+}
+
 /// The answer to one accepted (or repeated) publish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ack {
@@ -1270,14 +1283,19 @@ impl Hub {
 
     /// Starts a snapshot of the state as of the latest seq (see [`HubState::begin_snapshot`]);
     /// the caller walks it and then calls [`HubState::end_snapshot`]. Holds the sequencer
-    /// lock only to read the seq and copy the per-map counters; returns how long that was.
-    pub fn begin_snapshot(&self) -> (Seq, SnapshotMaps, Duration) {
+    /// lock only to read the seq and copy the per-map counters.
+    pub fn begin_snapshot(&self) -> SnapshotBegun {
         let seq = self.sequencer.lock();
         let held = Instant::now();
         let maps = self.state.begin_snapshot(seq.last_seq);
-        let at = seq.last_seq;
+        let (at, changes_after) = (seq.last_seq, seq.changes_after_last_seq);
         drop(seq);
-        (at, maps, held.elapsed())
+        SnapshotBegun {
+            seq: at,
+            changes_after,
+            maps,
+            lock_held: held.elapsed(),
+        }
     }
 
     /// Takes the anonymizations and erasures decided so far, each with the seq it was

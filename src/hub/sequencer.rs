@@ -53,6 +53,10 @@ pub(super) struct Sequencer {
     /// it was, to evaluate against the segments before the hold hands its events off
     /// ([`Txn::settle_segments`]). Empty when there are no segments.
     touched: Vec<(VisitorId, CustomerId)>,
+    /// The visitor changes logged since the event at `last_seq`, which share its place in
+    /// the log: a snapshot begun now holds them, and says how many, so that a restart
+    /// from it replays only those after them.
+    pub(super) changes_after_last_seq: u32,
 }
 
 impl Sequencer {
@@ -64,6 +68,7 @@ impl Sequencer {
             pipeline: Some(pipeline),
             forgotten: Vec::new(),
             touched: Vec::new(),
+            changes_after_last_seq: 0,
         }
     }
 
@@ -138,7 +143,11 @@ impl Txn<'_> {
             done,
             sent_at: Instant::now(),
         };
-        self.send(batch)
+        let sent = self.send(batch);
+        if sent {
+            self.seq.changes_after_last_seq += 1;
+        }
+        sent
     }
 
     fn send(&self, batch: Batch) -> bool {
@@ -333,6 +342,7 @@ impl Txn<'_> {
         let hub = self.hub;
         let next = self.seq.last_seq.next();
         self.seq.last_seq = next;
+        self.seq.changes_after_last_seq = 0;
         let published = Published {
             seq: next,
             timestamp: self.now,

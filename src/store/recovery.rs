@@ -163,9 +163,9 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
             log,
         ))
     })?;
-    let (snap_seq, snap_epoch, state) = match loaded? {
-        Some(l) => (l.seq, Some(l.epoch), l.state),
-        None => (Seq(0), None, HubState::default()),
+    let (snap_seq, changes_after, snap_epoch, state) = match loaded? {
+        Some(l) => (l.seq, l.changes_after, Some(l.epoch), l.state),
+        None => (Seq(0), None, None, HubState::default()),
     };
     let snapshot_took = started.elapsed();
     let log = match log {
@@ -178,9 +178,19 @@ pub fn recover(config: &Config) -> Result<(Restored, Wal), RecoveryError> {
         replay,
     } = log;
     let replayed = replay.len();
+    // The snapshot holds the first `changes_after` visitor changes logged after its seq,
+    // which the log still has as long as the segment holding that seq is kept: they are
+    // not applied again (an update applied again after the erasure that followed it would
+    // start a profile the erasure had ended). A snapshot that does not say, or whose seq's
+    // segment is gone, gets every change at its seq again, as before.
+    let mut held = match changes_after {
+        Some(n) if scan.first_segment.is_some_and(|first| first <= snap_seq) => n,
+        _ => 0,
+    };
     for entry in &replay {
         match entry {
             Replay::Event(p) => state.apply(p),
+            Replay::Admin { after, .. } if *after == snap_seq && held > 0 => held -= 1,
             Replay::Admin { after, op } => state.apply_admin(op, *after),
         }
     }
@@ -294,8 +304,8 @@ struct ReadLog {
 /// log's worth is held at once, and most entries are far smaller than the largest).
 enum Replay {
     Event(Box<Published>),
-    /// Applied again even when the snapshot holds it already: admin changes are idempotent,
-    /// and one logged right at the snapshot's seq may or may not be in it.
+    /// A visitor change logged after the event at `after`. One logged right at the
+    /// snapshot's seq may be in the snapshot already: the snapshot says how many are.
     Admin {
         after: Seq,
         op: AdminOp,

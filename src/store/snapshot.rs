@@ -12,7 +12,8 @@
 //! only that snapshot is kept (see [`forget_on_disk`]), so within one snapshot interval
 //! no file in the data directory holds what was forgotten.
 //!
-//! Format (version 1): magic, version (u32), seq, epoch, time written, the per-map
+//! Format (version 1): magic, version (u32), seq, (from version 4) how many visitor
+//! changes logged after that seq the state holds (u32), epoch, time written, the per-map
 //! counters, then chunks (tag 4, byte length u64) of tagged entities (1 customer,
 //! 2 profile, 3 action, 5 customer with client info, 6 profile with company, 7 company) in the encoding of [`crate::store::codec`], then 0 (end), then a crc32 of
 //! everything before it. Chunks let start-up decode on several threads.
@@ -42,8 +43,9 @@ const MAGIC: &[u8; 8] = b"AHUBSNP\0";
 /// Format 2 added the customers' client info (`CUSTOMER_WITH_CLIENT`); format 3 the
 /// companies (`COMPANY`), a profile's membership (`PROFILE_WITH_COMPANY`), a page view's
 /// exit time (an activity kind of its own, see `hub::state`'s encoding) and the segment
-/// definitions (`SEGMENTS`). Formats 1 and 2 read as ever.
-pub const FORMAT_VERSION: u32 = 3;
+/// definitions (`SEGMENTS`); format 4 how many visitor changes logged after the seq the
+/// state holds (`Loaded::changes_after`). Formats 1 to 3 read as ever.
+pub const FORMAT_VERSION: u32 = 4;
 /// Entity tags, and the chunk that holds them.
 const END: u8 = 0;
 const CUSTOMER: u8 = 1;
@@ -81,6 +83,9 @@ pub enum SnapshotError {
 /// A snapshot read back.
 pub struct Loaded {
     pub seq: Seq,
+    /// How many of the visitor changes logged after `seq` (they share its place in the
+    /// log) the state holds; None from a format before 4, which did not say.
+    pub changes_after: Option<u32>,
     pub epoch: String,
     pub state: HubState,
     pub path: PathBuf,
@@ -118,8 +123,9 @@ pub fn version_of(path: &Path) -> Option<u32> {
 /// Writes a snapshot of `hub`'s state as of its latest seq.
 pub fn take(hub: &Hub, data_dir: &Path) -> io::Result<Written> {
     let started = Instant::now();
-    let (seq, maps, lock_held) = hub.begin_snapshot();
-    let result = write(hub, data_dir, seq, &maps);
+    let begun = hub.begin_snapshot();
+    let (seq, lock_held) = (begun.seq, begun.lock_held);
+    let result = write(hub, data_dir, seq, begun.changes_after, &begun.maps);
     hub.state().end_snapshot();
     let (bytes, entities) = result?;
     Ok(Written {
@@ -135,25 +141,29 @@ fn write(
     hub: &Hub,
     data_dir: &Path,
     seq: Seq,
+    changes_after: u32,
     maps: &crate::hub::state::SnapshotMaps,
 ) -> io::Result<(u64, u64)> {
     let dir = dir(data_dir);
     fs::create_dir_all(&dir)?;
-    write_to(hub, &dir.join(format!("{:020}.snap", seq.0)), seq, maps)
+    let path = dir.join(format!("{:020}.snap", seq.0));
+    write_to(hub, &path, seq, changes_after, maps)
 }
 
 /// Writes the state as of `seq`, a snapshot begun with [`Hub::begin_snapshot`], as the
-/// file `path` (through a temp file renamed once whole). A data directory's snapshots
-/// and a cluster's shared ones are written by this one function.
+/// file `path` (through a temp file renamed once whole), holding `changes_after` of the
+/// visitor changes logged after `seq`. A data directory's snapshots and a cluster's shared
+/// ones are written by this one function.
 pub fn write_to(
     hub: &Hub,
     path: &Path,
     seq: Seq,
+    changes_after: u32,
     maps: &crate::hub::state::SnapshotMaps,
 ) -> io::Result<(u64, u64)> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let written = write_file(hub, dir, path, &tmp, seq, maps);
+    let written = write_file(hub, dir, path, &tmp, (seq, changes_after), maps);
     if written.is_err() {
         // A failed attempt takes its temp file with it: on a full disk each one would
         // otherwise hold on to the space the next one needs.
@@ -168,7 +178,7 @@ fn write_file(
     dir: &Path,
     path: &Path,
     tmp: &Path,
-    seq: Seq,
+    (seq, changes_after): (Seq, u32),
     maps: &crate::hub::state::SnapshotMaps,
 ) -> io::Result<(u64, u64)> {
     let mut out = Checked {
@@ -180,6 +190,7 @@ fn write_file(
     e.buf.extend_from_slice(MAGIC);
     e.u32(FORMAT_VERSION);
     e.u64(seq.0);
+    e.u32(changes_after);
     e.str(hub.epoch());
     e.i64(now_millis());
     e.u32(maps.len() as u32);
@@ -310,19 +321,23 @@ pub fn load(path: &Path) -> Result<Loaded, SnapshotError> {
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
         return Err(corrupt("its checksum does not match".into()));
     }
-    decode(&body[12..])
+    decode(&body[12..], version)
         .map_err(|e| corrupt(e.to_string()))
-        .map(|(seq, epoch, state)| Loaded {
+        .map(|(seq, changes_after, epoch, state)| Loaded {
             seq,
+            changes_after,
             epoch,
             state,
             path: path.to_owned(),
         })
 }
 
-fn decode(body: &[u8]) -> Result<(Seq, String, HubState), DecodeError> {
+type Decoded = (Seq, Option<u32>, String, HubState);
+
+fn decode(body: &[u8], version: u32) -> Result<Decoded, DecodeError> {
     let mut d = Dec::new(body);
     let seq = Seq(d.u64()?);
+    let changes_after = if version >= 4 { Some(d.u32()?) } else { None };
     let epoch = d.str()?.to_string();
     let _written_at = d.i64()?;
     let n = d.u32()?;
@@ -365,7 +380,7 @@ fn decode(body: &[u8]) -> Result<(Seq, String, HubState), DecodeError> {
     })?;
     // Members follow from the profiles and the definitions, so a snapshot holds none.
     state.rebuild_segment_members();
-    Ok((seq, epoch, state))
+    Ok((seq, changes_after, epoch, state))
 }
 
 fn decode_chunk(state: &HubState, chunk: &[u8]) -> Result<(), DecodeError> {
@@ -633,6 +648,27 @@ mod tests {
             assert_eq!(loaded.state.linked_users(*c), hub.state().linked_users(*c));
         }
         assert_eq!(loaded.state.map_counts(), hub.state().map_counts());
+        assert_eq!(loaded.changes_after, Some(0));
+
+        // The same file as format 3 wrote it (no count of visitor changes after its seq)
+        // reads back the same state, and says it does not know the count.
+        let path = &list(data.path()).unwrap()[0].1;
+        let bytes = fs::read(path).unwrap();
+        let mut older = bytes[..8].to_vec();
+        older.extend_from_slice(&3u32.to_le_bytes());
+        older.extend_from_slice(&bytes[12..20]);
+        older.extend_from_slice(&bytes[24..bytes.len() - 4]);
+        older.extend_from_slice(&crc32fast::hash(&older).to_le_bytes());
+        fs::write(path, &older).unwrap();
+        let old = load(path).unwrap();
+        assert_eq!((old.seq, old.changes_after), (written.seq, None));
+        assert_eq!(old.state.action_count(), actions.len());
+        for c in &customers {
+            assert_eq!(
+                format!("{:?}", old.state.customer(*c)),
+                format!("{:?}", hub.state().customer(*c))
+            );
+        }
         hub.close_pipeline();
         pipeline.join();
     }
