@@ -208,6 +208,45 @@ async fn a_retry_on_another_node_is_answered_duplicate_with_the_first_seq() {
     b.shutdown().await;
 }
 
+/// A busy node starts a stream message at most every millisecond (the proposer's
+/// `MESSAGE_INTERVAL`), so publishes that come faster share messages: the stream's servers
+/// and every node pay per message. Unpaced, each left alone.
+#[tokio::test]
+async fn a_busy_node_sends_at_most_one_stream_message_per_interval() {
+    const PUBLISHES: u64 = 400;
+    let nats = NatsServer::start();
+    let a = node(&nats, "a").await;
+    let mut client = a.client().await;
+    let visitor = Visitor::new();
+    let started = std::time::Instant::now();
+    // Two publishes a millisecond (the timer's finest tick).
+    let mut every = tokio::time::interval(Duration::from_millis(1));
+    for id in 1..=PUBLISHES {
+        if id % 2 == 1 {
+            every.tick().await;
+        }
+        let frame = json!({"op": "publish", "id": id, "event": visitor.page()});
+        client.send(frame).await;
+    }
+    for id in 1..=PUBLISHES {
+        let reply = client.reply_to(id).await;
+        assert_eq!(reply["type"], json!("published"), "{reply}");
+    }
+    let elapsed = started.elapsed();
+    let messages = stream_messages(&nats)
+        .await
+        .iter()
+        .filter(|message| message.contains(r#""publish""#))
+        .count();
+    let most = elapsed.as_millis() as usize + 1;
+    assert!(
+        messages <= most,
+        "{PUBLISHES} publishes in {elapsed:?} took {messages} stream messages, more than one \
+         a millisecond ({most})"
+    );
+    a.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_batch_keeps_its_refusals_in_place() {
     let nats = NatsServer::start();
