@@ -46,8 +46,9 @@ const RESEND_DELAY: Duration = Duration::from_millis(250);
 /// with two nodes over three NATS servers at 5,000 events/s (docs/benchmarks.md, "Pacing
 /// the proposer's messages"): unpaced, a message carried 1.3 inputs and the three servers
 /// took 112% of a core, the two nodes 64%; paced at 1 ms, 5.0 inputs, 76% and 47%, and the
-/// publish-to-deliver p99 under fan-out fell by a third. The price is about a millisecond
-/// at the median for a node taking 1,000 inputs a second, where nearly every one waits.
+/// publish-to-deliver median under fan-out halved (its p99 fell less, and noisily). The
+/// price is about a millisecond at the median for a node taking 1,000 inputs a second,
+/// where nearly every one waits.
 const MESSAGE_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The ways back of this node's proposals, by request number, until they are applied.
