@@ -190,7 +190,7 @@ impl Proposed {
 pub(crate) struct Pending {
     done: Option<oneshot::Receiver<()>>,
     /// Room in the pipeline, held until the events are through it (in a cluster, the
-    /// applier holds it for the whole stream message instead).
+    /// applier takes it for the whole stream message and the pipeline gives it back).
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -1142,15 +1142,8 @@ impl Hub {
                 });
             }
         }
-        let (through, passed) = oneshot::channel();
-        if self.hold(now, |txn| txn.mark(through)).is_none() {
-            return false;
-        }
-        tokio::spawn(async move {
-            let _ = passed.await;
-            drop(permit);
-        });
-        true
+        // Given back by the pipeline itself: no task, and no wake-up, per message.
+        self.hold(now, |txn| txn.release_after(permit)).is_some()
     }
 
     /// Publishes one event.

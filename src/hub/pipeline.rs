@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::hub::fanout::Written;
 use crate::hub::retention::Record;
@@ -36,6 +36,9 @@ pub(super) struct Batch {
     /// A change that is not an event; such a batch holds no records.
     pub(super) admin: Option<Arc<AdminOp>>,
     pub(super) done: Option<oneshot::Sender<()>>,
+    /// Room in the pipeline, given back once the pass that takes this batch is through
+    /// (the applier's room for a whole stream message, see [`Hub::apply_ordered`]).
+    pub(super) room: Option<OwnedSemaphorePermit>,
     /// When it was sent, for the publish-to-acknowledgement latency.
     pub(super) sent_at: Instant,
 }
@@ -51,6 +54,7 @@ impl Hub {
         let log = &mut *log;
         let mut records: Vec<Arc<Record>> = Vec::new();
         let mut dones = Vec::new();
+        let mut rooms = Vec::new();
         let mut written = Written::default();
         // When the oldest delivery not yet written was queued.
         let mut holding_since: Option<Instant> = None;
@@ -119,6 +123,7 @@ impl Hub {
             for batch in take_pass(first, &rx) {
                 records.extend(batch.records);
                 dones.extend(batch.done);
+                rooms.extend(batch.room);
                 if let Some(op) = batch.admin {
                     // Logged after the events committed before it and before those after.
                     abandoned = abandoned
@@ -140,6 +145,7 @@ impl Hub {
                 // completions answers the publishers `unavailable`.
                 records.clear();
                 dones.clear();
+                rooms.clear();
                 continue;
             }
             let metrics = self.metrics();
@@ -167,6 +173,7 @@ impl Hub {
             for done in dones.drain(..) {
                 let _ = done.send(());
             }
+            rooms.clear();
             if !written.is_empty() {
                 holding_since.get_or_insert_with(Instant::now);
             }
@@ -332,6 +339,7 @@ mod tests {
                 .collect(),
             admin: None,
             done: None,
+            room: None,
             sent_at: Instant::now(),
         }
     }
@@ -358,5 +366,34 @@ mod tests {
         }
         assert_eq!(seen, (1..=10_000).collect::<Vec<_>>());
         assert!(passes >= 2, "the limit splits the queue into passes");
+    }
+
+    /// The room an applier takes for a stream message comes back once the pipeline is
+    /// through it: messages that together need far more room than there is all apply.
+    #[tokio::test]
+    async fn the_room_taken_for_ordered_inputs_comes_back() {
+        use crate::error::{ErrorCode, HubError};
+        use crate::hub::inputs::Input;
+        let data = tempfile::tempdir().unwrap();
+        let config = Arc::new(crate::Config::ephemeral(data.path()));
+        let (hub, pipeline) = Hub::start(config, Box::new(crate::store::log::MemoryOnly));
+        // Each message takes more than half of the room, so none can start until the one
+        // before has given its room back.
+        let weight = super::super::MAX_IN_FLIGHT_EVENTS / 2 + 1;
+        for message in 0..4 {
+            let refused = (0..weight)
+                .map(|_| Err(HubError::new(ErrorCode::InvalidEvent, "refused")))
+                .collect();
+            let inputs = vec![(Input::Publish(refused), None), (Input::Tick, None)];
+            let applied = tokio::time::timeout(
+                Duration::from_secs(10),
+                hub.apply_ordered(inputs, 1_000 * message),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("message {message} never found room in the pipeline"));
+            assert!(applied, "the pipeline is open");
+        }
+        hub.close_pipeline();
+        pipeline.join();
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::clock::Millis;
 use crate::error::{ErrorCode, HubError};
@@ -103,6 +103,7 @@ impl Txn<'_> {
             records,
             admin: None,
             done,
+            room: None,
             sent_at: Instant::now(),
         };
         self.send(batch)
@@ -118,14 +119,15 @@ impl Txn<'_> {
         }
     }
 
-    /// Sends a mark down the pipeline, after everything committed so far: `done` hears
-    /// when the pipeline is through all of it. False when the pipeline is closed.
-    pub(super) fn mark(&mut self, done: oneshot::Sender<()>) -> bool {
+    /// Gives `room` back to the pipeline once it is through everything committed so far
+    /// (at once when the pipeline is closed). False when the pipeline is closed.
+    pub(super) fn release_after(&mut self, room: OwnedSemaphorePermit) -> bool {
         debug_assert!(self.seq.batch.is_empty(), "events are handed off first");
         self.send(Batch {
             records: Vec::new(),
             admin: None,
-            done: Some(done),
+            done: None,
+            room: Some(room),
             sent_at: Instant::now(),
         })
     }
@@ -141,6 +143,7 @@ impl Txn<'_> {
             records: Vec::new(),
             admin: Some(Arc::new(op)),
             done,
+            room: None,
             sent_at: Instant::now(),
         };
         let sent = self.send(batch);
