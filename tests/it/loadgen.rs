@@ -74,6 +74,58 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
     hub.shutdown().await;
 }
 
+/// A subscriber the hub closes as too slow (4008) comes back with `since`, as a client
+/// that must lose nothing does, so its deliveries are replayed, not counted lost. A hub
+/// that queues one frame per connection closes subscribers all the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_closed_as_too_slow_resumes_and_loses_nothing() {
+    let hub = Hub::start_with(|config| config.queue_capacity = 1).await;
+    let run = loadgen()
+        .args(["--addr", &hub.addr().to_string()])
+        .args(["--subscribers", "40", "--customers", "8", "--firehose", "2"])
+        .args([
+            "--publishers",
+            "3",
+            "--rates",
+            "300,600",
+            "--duration",
+            "1s",
+        ])
+        .arg("--check")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the load generator finishes within a minute")
+        .expect("the load generator runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let said = format!(
+        "exit {}:\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "load generator failed: {said}");
+    let steps = report_lines(&stdout, "step");
+    let resumed: u64 = steps
+        .iter()
+        .map(|s| {
+            s["resumedConnections"]
+                .as_u64()
+                .expect("resumedConnections")
+        })
+        .sum();
+    assert!(
+        resumed > 0,
+        "the hub closed no subscriber as too slow: {said}"
+    );
+    for step in &steps {
+        assert_eq!(step["lostDeliveries"], 0, "{step}");
+        assert_eq!(step["closedConnections"], 0, "{step}");
+        assert_eq!(step["extraDeliveries"], 0, "nothing twice: {step}");
+        assert_eq!(step["orderViolations"], 0, "{step}");
+    }
+    hub.shutdown().await;
+}
+
 /// `--addr a,b` deals the connections over both hubs. Two hubs that share nothing
 /// prove it: a subscriber on one never hears what a publisher on the other sent, so the
 /// check fails on lost deliveries. Two nodes of one cluster deliver everything.

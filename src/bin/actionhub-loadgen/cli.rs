@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Publishers send valid webchat lifecycle events (offered, accepted, started, engaged,
 /// ended) round-robin over the customers, pipelined with a bounded in-flight window.
 /// Every event carries its send time, so receivers measure publish-to-deliver latency.
+/// A subscriber the hub closes as too slow (4008) comes back with `since` and the epoch,
+/// as a client that must lose nothing does: what it missed is replayed and counted, late
+/// (`resumedConnections` in the step's line).
 ///
 /// `--target nats` drives nats-server's WebSocket listener with the same workload for a
 /// side-by-side run: subjects `wa.<customerId>.<mediaType>.<state>`, customer subscribers
@@ -110,7 +113,8 @@ pub(crate) struct Args {
     pub(crate) api_key: Option<String>,
 
     /// Exit non-zero (saying why on stderr) if any step lost deliveries, had publish
-    /// errors or unacknowledged publishes, saw an order violation or a closed connection.
+    /// errors or unacknowledged publishes, saw an order violation or a connection closed
+    /// for good (one that resumed with `since` is not).
     #[arg(long)]
     pub(crate) check: bool,
 }

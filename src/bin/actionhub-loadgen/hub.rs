@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::target::{ws_request, Decoder, Delivery, Incoming, Interest, Target, Ws};
+use crate::target::{ws_request, Decoder, Delivery, Incoming, Interest, Position, Target, Ws};
 use crate::workload::{Customers, LifecycleEvent};
 
 /// The hub's WebSocket path and subprotocol.
@@ -114,9 +114,33 @@ impl Target for Hub {
         self.connect(ws).await.map(drop)
     }
 
-    async fn open_subscriber(&self, ws: &mut Ws, interest: Interest) -> anyhow::Result<()> {
+    async fn open_subscriber(
+        &self,
+        ws: &mut Ws,
+        interest: Interest,
+    ) -> anyhow::Result<Option<Position>> {
+        let epoch = self.connect(ws).await?;
+        let subscribed = self.subscribe(ws, interest, None).await?;
+        Ok(Some(Position {
+            epoch,
+            seq: subscribed.seq,
+        }))
+    }
+
+    async fn resume_subscriber(
+        &self,
+        ws: &mut Ws,
+        interest: Interest,
+        from: &Position,
+    ) -> anyhow::Result<()> {
         self.connect(ws).await?;
-        self.subscribe(ws, interest, None).await.map(drop)
+        let resume = Resume {
+            since: from.seq,
+            epoch: &from.epoch,
+        };
+        // A hub that could not replay everything after `since` says so (`recovered:
+        // false`); what it could not replay is then counted lost, as it is.
+        self.subscribe(ws, interest, Some(resume)).await.map(drop)
     }
 
     fn publish_frame(&self, id: u64, event: &LifecycleEvent) -> anyhow::Result<Message> {

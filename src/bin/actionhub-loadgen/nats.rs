@@ -21,7 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::target::{ws_request, Decoder, Delivery, Incoming, Interest, Target, Ws};
+use crate::target::{ws_request, Decoder, Delivery, Incoming, Interest, Position, Target, Ws};
 use crate::workload::{Customers, LifecycleEvent};
 
 /// Sent first on every connection: no `+OK` per message (`verbose`), no headers, and no
@@ -94,13 +94,28 @@ impl Target for Nats {
         self.exchange(ws, CONNECT.to_owned(), "CONNECT").await
     }
 
-    async fn open_subscriber(&self, ws: &mut Ws, interest: Interest) -> anyhow::Result<()> {
+    /// Core NATS numbers nothing, so its subscriptions have no position to resume from.
+    async fn open_subscriber(
+        &self,
+        ws: &mut Ws,
+        interest: Interest,
+    ) -> anyhow::Result<Option<Position>> {
         let subject = match interest {
             Interest::Customer(index) => format!("wa.{}.>", self.customers.get(index).id),
             Interest::Everything => "wa.>".to_owned(),
         };
         let protocol = format!("{CONNECT}SUB {subject} {SID}\r\n");
-        self.exchange(ws, protocol, "CONNECT and SUB").await
+        self.exchange(ws, protocol, "CONNECT and SUB").await?;
+        Ok(None)
+    }
+
+    async fn resume_subscriber(
+        &self,
+        _ws: &mut Ws,
+        _interest: Interest,
+        _from: &Position,
+    ) -> anyhow::Result<()> {
+        bail!("core NATS cannot resume a subscription")
     }
 
     fn publish_frame(&self, _id: u64, event: &LifecycleEvent) -> anyhow::Result<Message> {

@@ -63,6 +63,9 @@ pub(crate) struct StepReport {
     pub(crate) unreadable_frames: u64,
     /// Connections that ended so far (subscribers and publishers), since the start.
     pub(crate) closed_connections: u64,
+    /// Subscribers the server closed as too slow (4008) that came back with `since`
+    /// during the step; their replayed deliveries count, late, and nothing as lost.
+    pub(crate) resumed_connections: u64,
     pub(crate) drain_seconds: f64,
     pub(crate) latency_p50_micros: Option<u64>,
     pub(crate) latency_p99_micros: Option<u64>,

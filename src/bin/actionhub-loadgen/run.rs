@@ -72,8 +72,14 @@ pub(crate) async fn run<T: Target>(
                     Interest::Everything => connect::LARGE_READ_BUFFER,
                 };
                 let mut ws = connect::dial(&*target, hub, source, read_buffer).await?;
-                target.open_subscriber(&mut ws, interest).await?;
-                Ok((ws, interest))
+                let position = target.open_subscriber(&mut ws, interest).await?;
+                let comeback = position.map(|from| subscriber::Comeback {
+                    hub,
+                    source,
+                    read_buffer,
+                    from,
+                });
+                Ok((ws, interest, comeback))
             })
         },
     )
@@ -82,15 +88,16 @@ pub(crate) async fn run<T: Target>(
     // Events stamped by their publishers are ordered per publisher; the hub's seqs overall.
     let order_stamps = target.wants_order_stamps();
     let order_streams = if order_stamps { args.publishers } else { 1 };
-    for (i, (ws, interest)) in subscribers.into_iter().enumerate() {
+    for (i, (ws, interest, comeback)) in subscribers.into_iter().enumerate() {
         tokio::spawn(subscriber::run(
             i,
             ws,
-            target.decoder(),
+            Arc::clone(&target),
             interest,
             customers.len(),
             order_streams,
             Arc::clone(&stats),
+            comeback,
         ));
     }
 
@@ -237,6 +244,7 @@ async fn run_step(
     let cpu_after = read_probe(probe, ServerProbe::cpu_seconds);
     let rss = read_probe(probe, ServerProbe::rss_kib);
     let (closed_subscribers, first_close) = stats.closed();
+    let resumed_subscribers = stats.take_resumed();
 
     let delivery_seconds = publish_seconds.max((last_change - start).as_secs_f64());
     let latency = (counts.received > 0).then_some(&counts.latency);
@@ -273,6 +281,7 @@ async fn run_step(
         order_violations: counts.order_violations,
         unreadable_frames: counts.unreadable + published.unreadable,
         closed_connections: closed_subscribers + closed_publishers,
+        resumed_connections: resumed_subscribers,
         drain_seconds: round3(drain_seconds),
         latency_p50_micros: quantile(0.5),
         latency_p99_micros: quantile(0.99),

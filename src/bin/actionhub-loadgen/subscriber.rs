@@ -4,19 +4,31 @@
 //! than one counter every task fights over, or one histogram per connection, which would
 //! cost tens of KiB per connection at 10,000 subscribers.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::target::{Decoder, Delivery, Incoming, Interest, Ws};
+use crate::connect;
+use crate::target::{Decoder, Delivery, Incoming, Interest, Position, Target, Ws};
 use crate::workload::{now_micros, CustomerIndex};
 
 /// Shards of [`DeliveryStats`]; a handful is enough to keep the two cores from meeting.
 const SHARDS: usize = 16;
+
+/// The close code of a subscriber the server found too slow (PROTOCOL.md: 4008, resume
+/// with `since`).
+const SLOW_CONSUMER: u16 = 4008;
+
+/// How long coming back after such a close may take: the dial, `connect` and `subscribe`.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Latencies above this (60 s) are recorded as 60 s.
 pub(crate) const MAX_LATENCY_MICROS: u64 = 60_000_000;
@@ -84,6 +96,8 @@ pub(crate) struct DeliveryStats {
     closed: AtomicU64,
     /// Why the first one ended, for the report on stderr.
     first_close: Mutex<Option<String>>,
+    /// Subscribers closed as too slow that came back with `since`, since last taken.
+    resumed: AtomicU64,
 }
 
 impl DeliveryStats {
@@ -94,6 +108,7 @@ impl DeliveryStats {
                 .collect(),
             closed: AtomicU64::new(0),
             first_close: Mutex::new(None),
+            resumed: AtomicU64::new(0),
         }
     }
 
@@ -119,6 +134,11 @@ impl DeliveryStats {
             self.closed.load(Ordering::Relaxed),
             self.first_close.lock().clone(),
         )
+    }
+
+    /// Subscribers that came back after a slow-consumer close since the last call.
+    pub(crate) fn take_resumed(&self) -> u64 {
+        self.resumed.swap(0, Ordering::Relaxed)
     }
 
     fn record_close(&self, reason: String) {
@@ -171,20 +191,56 @@ impl LastSeqs {
     }
 }
 
+/// How a subscriber the server closed as too slow comes back: where it dials from and
+/// to, and where its subscription stands (moved on with every event it receives).
+pub(crate) struct Comeback {
+    pub(crate) hub: SocketAddr,
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) read_buffer: usize,
+    pub(crate) from: Position,
+}
+
+impl Comeback {
+    /// A new connection subscribed after the last event received.
+    async fn resume<T: Target>(&self, target: &T, interest: Interest) -> anyhow::Result<Ws> {
+        let resume = async {
+            let mut ws = connect::dial(target, self.hub, self.source, self.read_buffer).await?;
+            target
+                .resume_subscriber(&mut ws, interest, &self.from)
+                .await?;
+            Ok(ws)
+        };
+        tokio::time::timeout(RESUME_TIMEOUT, resume)
+            .await
+            .context("resuming took too long")?
+    }
+}
+
+/// Whether the server closed the connection for reading too slowly.
+fn is_slow_consumer(frame: Option<&CloseFrame>) -> bool {
+    frame.is_some_and(|frame| u16::from(frame.code) == SLOW_CONSUMER)
+}
+
 /// Reads one subscriber connection until it ends; the run never stops it (the process
 /// exits when the ladder is done), so an end is always reported as a closed connection.
+/// A subscriber closed as too slow comes back with `since` instead, as a client that
+/// must lose nothing does, when `comeback` says where it stands (the server numbers its
+/// history); what it missed meanwhile is replayed and counted, late.
 /// `order_streams` is how many independently ordered streams each customer's events
 /// come in: 1 when the server numbers them, the publisher count with order stamps.
-pub(crate) async fn run<D: Decoder>(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run<T: Target>(
     index: usize,
     mut ws: Ws,
-    mut decoder: D,
+    target: Arc<T>,
     interest: Interest,
     customers: usize,
     order_streams: usize,
     stats: Arc<DeliveryStats>,
+    mut comeback: Option<Comeback>,
 ) {
     let shard = &stats.shards[index % SHARDS];
+    let mut decoder = target.decoder();
     let mut last_seqs = LastSeqs::new(interest, customers, order_streams);
     let mut incoming = Vec::new();
     let mut replies = Vec::new();
@@ -192,7 +248,21 @@ pub(crate) async fn run<D: Decoder>(
         let message = match ws.next().await {
             None => break "the connection ended".to_owned(),
             Some(Err(e)) => break format!("read error: {e}"),
-            Some(Ok(Message::Close(frame))) => break format!("closed by the server: {frame:?}"),
+            Some(Ok(Message::Close(frame))) => match &comeback {
+                Some(back) if is_slow_consumer(frame.as_ref()) => {
+                    match back.resume(&*target, interest).await {
+                        Ok(resumed) => {
+                            ws = resumed;
+                            stats.resumed.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Err(e) => {
+                            break format!("closed as too slow ({frame:?}), not resumed: {e:#}")
+                        }
+                    }
+                }
+                _ => break format!("closed by the server: {frame:?}"),
+            },
             Some(Ok(message)) => message,
         };
         incoming.clear();
@@ -206,6 +276,9 @@ pub(crate) async fn run<D: Decoder>(
             for item in incoming.drain(..) {
                 match item {
                     Incoming::Delivery(delivery) => {
+                        if let (Some(back), Some(seq)) = (comeback.as_mut(), delivery.seq) {
+                            back.from.seq = back.from.seq.max(seq);
+                        }
                         count_delivery(&mut counts, &mut last_seqs, &delivery, now)
                     }
                     Incoming::Reply(reply) => replies.push(reply),

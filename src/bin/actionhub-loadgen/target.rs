@@ -35,6 +35,13 @@ pub(crate) enum Interest {
     Everything,
 }
 
+/// A place in the server's numbered history: after event `seq` of history `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) epoch: String,
+    pub(crate) seq: u64,
+}
+
 /// What one received frame meant to the generator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Incoming {
@@ -91,11 +98,23 @@ pub(crate) trait Target: Send + Sync + 'static {
     /// Makes a fresh WebSocket ready to publish (e.g. the hub's `connect` exchange).
     fn open_publisher(&self, ws: &mut Ws) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Makes a fresh WebSocket a subscriber; returns once live events will be delivered.
+    /// Makes a fresh WebSocket a subscriber; returns once live events will be delivered,
+    /// with where the subscription starts when the server numbers its history (so that
+    /// it can be resumed, see [`Target::resume_subscriber`]).
     fn open_subscriber(
         &self,
         ws: &mut Ws,
         interest: Interest,
+    ) -> impl Future<Output = anyhow::Result<Option<Position>>> + Send;
+
+    /// Makes a fresh WebSocket the subscriber the server closed as too slow, continuing
+    /// after `from`, as a client that must lose nothing does. Only called for a
+    /// subscription [`Target::open_subscriber`] gave a position for.
+    fn resume_subscriber(
+        &self,
+        ws: &mut Ws,
+        interest: Interest,
+        from: &Position,
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// The frame that publishes `event`; its acknowledgement will carry `id`.
