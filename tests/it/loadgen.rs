@@ -31,21 +31,15 @@ fn report_lines(stdout: &str, phase: &str) -> Vec<Value> {
         .collect()
 }
 
-/// A short ladder (300/s, then as fast as acks allow, a second each) with `--check`,
-/// against the hubs at `addrs`; answers whether the check passed, and the step lines.
-async fn short_run(addrs: &[std::net::SocketAddr]) -> (bool, Vec<Value>, String) {
+/// A short ladder of two `rates` (e.g. 300/s, then as fast as acks allow), a second
+/// each, with `--check`, against the hubs at `addrs`; answers whether the check passed,
+/// and the step lines.
+async fn short_run(addrs: &[std::net::SocketAddr], rates: &str) -> (bool, Vec<Value>, String) {
     let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let run = loadgen()
         .args(["--addr", &addrs.join(",")])
         .args(["--subscribers", "40", "--customers", "8", "--firehose", "2"])
-        .args([
-            "--publishers",
-            "3",
-            "--rates",
-            "300,max",
-            "--duration",
-            "1s",
-        ])
+        .args(["--publishers", "3", "--rates", rates, "--duration", "1s"])
         .arg("--check")
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), run)
@@ -63,7 +57,7 @@ async fn short_run(addrs: &[std::net::SocketAddr]) -> (bool, Vec<Value>, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_load_run_loses_nothing_and_keeps_order() {
     let hub = Hub::start().await;
-    let (passed, steps, said) = short_run(&[hub.addr()]).await;
+    let (passed, steps, said) = short_run(&[hub.addr()], "300,max").await;
     assert!(passed, "load generator failed: {said}");
     for step in &steps {
         assert_eq!(step["lostDeliveries"], 0, "{step}");
@@ -80,31 +74,8 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_closed_as_too_slow_resumes_and_loses_nothing() {
     let hub = Hub::start_with(|config| config.queue_capacity = 1).await;
-    let run = loadgen()
-        .args(["--addr", &hub.addr().to_string()])
-        .args(["--subscribers", "40", "--customers", "8", "--firehose", "2"])
-        .args([
-            "--publishers",
-            "3",
-            "--rates",
-            "300,600",
-            "--duration",
-            "1s",
-        ])
-        .arg("--check")
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("the load generator finishes within a minute")
-        .expect("the load generator runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let said = format!(
-        "exit {}:\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "load generator failed: {said}");
-    let steps = report_lines(&stdout, "step");
+    let (passed, steps, said) = short_run(&[hub.addr()], "300,600").await;
+    assert!(passed, "load generator failed: {said}");
     let resumed: u64 = steps
         .iter()
         .map(|s| {
@@ -132,7 +103,7 @@ async fn a_subscriber_closed_as_too_slow_resumes_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_addresses_share_the_connections_between_the_nodes() {
     let (a, b) = (Hub::start().await, Hub::start().await);
-    let (passed, steps, said) = short_run(&[a.addr(), b.addr()]).await;
+    let (passed, steps, said) = short_run(&[a.addr(), b.addr()], "300,max").await;
     assert!(
         !passed,
         "two unrelated hubs cannot deliver everything: {said}"
@@ -150,7 +121,7 @@ async fn several_addresses_share_the_connections_between_the_nodes() {
         nodes.push(crate::cluster::node_on(vec![nats.url()], name, |_| {}).await);
     }
     let addrs: Vec<_> = nodes.iter().map(Hub::addr).collect();
-    let (passed, steps, said) = short_run(&addrs).await;
+    let (passed, steps, said) = short_run(&addrs, "300,max").await;
     assert!(passed, "a cluster delivers on every node: {said}");
     for step in &steps {
         assert_eq!(step["lostDeliveries"], 0, "{step}");
