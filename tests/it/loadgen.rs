@@ -32,14 +32,19 @@ fn report_lines(stdout: &str, phase: &str) -> Vec<Value> {
 }
 
 /// A short ladder of two `rates` (e.g. 300/s, then as fast as acks allow), a second
-/// each, with `--check`, against the hubs at `addrs`; answers whether the check passed,
-/// and the step lines.
-async fn short_run(addrs: &[std::net::SocketAddr], rates: &str) -> (bool, Vec<Value>, String) {
+/// each, with `--check` and `flags`, against the hubs at `addrs`; answers whether the
+/// check passed, and the step lines.
+async fn short_run(
+    addrs: &[std::net::SocketAddr],
+    rates: &str,
+    flags: &[&str],
+) -> (bool, Vec<Value>, String) {
     let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
     let run = loadgen()
         .args(["--addr", &addrs.join(",")])
         .args(["--subscribers", "40", "--customers", "8", "--firehose", "2"])
         .args(["--publishers", "3", "--rates", rates, "--duration", "1s"])
+        .args(flags)
         .arg("--check")
         .output();
     let output = tokio::time::timeout(Duration::from_secs(60), run)
@@ -57,7 +62,7 @@ async fn short_run(addrs: &[std::net::SocketAddr], rates: &str) -> (bool, Vec<Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_load_run_loses_nothing_and_keeps_order() {
     let hub = Hub::start().await;
-    let (passed, steps, said) = short_run(&[hub.addr()], "300,max").await;
+    let (passed, steps, said) = short_run(&[hub.addr()], "300,max", &[]).await;
     assert!(passed, "load generator failed: {said}");
     for step in &steps {
         assert_eq!(step["lostDeliveries"], 0, "{step}");
@@ -70,11 +75,17 @@ async fn a_short_load_run_loses_nothing_and_keeps_order() {
 
 /// A subscriber the hub closes as too slow (4008) comes back with `since`, as a client
 /// that must lose nothing does, so its deliveries are replayed, not counted lost. A hub
-/// that queues one frame per connection closes subscribers all the time.
+/// that queues one frame per connection closes subscribers all the time (publishers wait
+/// for each acknowledgement, so theirs never queue two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_closed_as_too_slow_resumes_and_loses_nothing() {
     let hub = Hub::start_with(|config| config.queue_capacity = 1).await;
-    let (passed, steps, said) = short_run(&[hub.addr()], "300,600").await;
+    let (passed, steps, said) = short_run(
+        &[hub.addr()],
+        "300,600",
+        &["--window", "1", "--ping-every", "1"],
+    )
+    .await;
     assert!(passed, "load generator failed: {said}");
     let resumed: u64 = steps
         .iter()
@@ -103,7 +114,7 @@ async fn a_subscriber_closed_as_too_slow_resumes_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_addresses_share_the_connections_between_the_nodes() {
     let (a, b) = (Hub::start().await, Hub::start().await);
-    let (passed, steps, said) = short_run(&[a.addr(), b.addr()], "300,max").await;
+    let (passed, steps, said) = short_run(&[a.addr(), b.addr()], "300,max", &[]).await;
     assert!(
         !passed,
         "two unrelated hubs cannot deliver everything: {said}"
@@ -121,7 +132,7 @@ async fn several_addresses_share_the_connections_between_the_nodes() {
         nodes.push(crate::cluster::node_on(vec![nats.url()], name, |_| {}).await);
     }
     let addrs: Vec<_> = nodes.iter().map(Hub::addr).collect();
-    let (passed, steps, said) = short_run(&addrs, "300,max").await;
+    let (passed, steps, said) = short_run(&addrs, "300,max", &[]).await;
     assert!(passed, "a cluster delivers on every node: {said}");
     for step in &steps {
         assert_eq!(step["lostDeliveries"], 0, "{step}");
