@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 /// How long a server may take to accept connections.
 const START_WAIT: Duration = Duration::from_secs(10);
 
+/// How many times a new server (or cluster) is tried on fresh ports. A free port is let
+/// go of before the server binds it, and in a suite running tests side by side another
+/// process may take it meanwhile; the server then exits at start ("address already in
+/// use"), which says nothing about the test.
+const START_ATTEMPTS: usize = 3;
+
 pub(crate) struct NatsServer {
     child: Option<Child>,
     addr: SocketAddr,
@@ -44,10 +50,14 @@ fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a server with JetStream and waits until it accepts connections.
     pub(crate) fn start() -> NatsServer {
-        NatsServer::with_args(free_port(), Vec::new(), None)
+        on_fresh_ports(|| NatsServer::with_args(free_port(), Vec::new(), None))
     }
 
-    fn with_args(port: u16, extra: Vec<String>, http_port: Option<u16>) -> NatsServer {
+    fn with_args(
+        port: u16,
+        extra: Vec<String>,
+        http_port: Option<u16>,
+    ) -> Result<NatsServer, String> {
         let store = tempfile::tempdir().expect("temp dir");
         let mut args: Vec<String> = ["--jetstream", "--addr", "127.0.0.1", "--port"]
             .map(String::from)
@@ -66,12 +76,19 @@ impl NatsServer {
             store,
             http_port,
         };
-        server.restart();
-        server
+        server.launch()?;
+        Ok(server)
     }
 
-    /// Starts the server (again, on the same store) and waits until it listens.
+    /// Starts the server again, on its port and store, and waits until it listens.
     pub(crate) fn restart(&mut self) {
+        if let Err(e) = self.launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server and waits until it listens; what it said when it exits instead.
+    fn launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "the server is running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -94,7 +111,11 @@ impl NatsServer {
         let deadline = Instant::now() + START_WAIT;
         while TcpStream::connect(self.addr).is_err() {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("nats-server exited at start: {status}");
+                self.child = None;
+                let log =
+                    std::fs::read_to_string(self.store.path().join("nats.log")).unwrap_or_default();
+                let last = log.lines().rev().take(3).collect::<Vec<_>>();
+                return Err(format!("nats-server exited at start: {status}: {last:?}"));
             }
             assert!(
                 Instant::now() < deadline,
@@ -103,6 +124,7 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        Ok(())
     }
 
     /// SIGKILL.
@@ -141,6 +163,10 @@ pub(crate) struct NatsCluster {
 
 impl NatsCluster {
     pub(crate) fn start() -> NatsCluster {
+        on_fresh_ports(NatsCluster::try_start)
+    }
+
+    fn try_start() -> Result<NatsCluster, String> {
         let ports: Vec<(u16, u16, u16)> = (0..3)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -165,8 +191,9 @@ impl NatsCluster {
                 ];
                 NatsServer::with_args(*port, extra, Some(*http))
             })
-            .collect();
-        NatsCluster { servers }
+            // The servers started before one that failed are dropped, so stopped.
+            .collect::<Result<_, _>>()?;
+        Ok(NatsCluster { servers })
     }
 
     /// Every server's URL, for `--nats`.
@@ -202,4 +229,35 @@ impl NatsCluster {
         }
         None
     }
+}
+
+/// `start()` tried up to [`START_ATTEMPTS`] times, each on ports it picks afresh.
+fn on_fresh_ports<T>(start: impl Fn() -> Result<T, String>) -> T {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Ok(started) => return started,
+            Err(e) if attempt < START_ATTEMPTS => {
+                eprintln!("{e}; trying again on other ports");
+                attempt += 1;
+            }
+            Err(e) => panic!("{e} ({START_ATTEMPTS} attempts)"),
+        }
+    }
+}
+
+/// A server that cannot bind one of its ports exits at start, and that comes back as an
+/// error with its own words, so that a new server can be tried on other ports.
+#[test]
+fn a_server_whose_port_is_taken_exits_with_its_reason() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let http = taken.local_addr().expect("its address").port();
+    let Err(e) = NatsServer::with_args(free_port(), Vec::new(), Some(http)) else {
+        panic!("nats-server started on a monitoring port that is taken");
+    };
+    assert!(e.contains("exited at start"), "{e}");
+    assert!(
+        e.contains("address already in use"),
+        "the server's reason is kept: {e}"
+    );
 }
