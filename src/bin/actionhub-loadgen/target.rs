@@ -35,7 +35,9 @@ pub(crate) enum Interest {
     Everything,
 }
 
-/// A place in the server's numbered history: after event `seq` of history `epoch`.
+/// A place in the server's numbered history: after event `seq` of history `epoch`. A
+/// subscriber keeps its own (the newest seq it saw, or its subscription's start) and
+/// resumes after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Position {
     pub(crate) epoch: String,

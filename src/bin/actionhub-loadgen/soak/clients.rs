@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::ledger::{Faults, Ledger};
 use crate::connect;
 use crate::hub::{Hub, HubDecoder, Resume};
-use crate::target::{Decoder, Delivery, Incoming, Interest, Target, Ws};
+use crate::target::{Decoder, Delivery, Incoming, Interest, Position, Target, Ws};
 use crate::workload::{now_micros, CustomerIndex, Customers, EventCycle, LifecycleEvent};
 
 /// Latency histogram shards; subscribers pick one by index, so the two cores rarely meet.
@@ -338,14 +338,6 @@ impl Backoff {
     }
 }
 
-/// Where a subscriber is in its customer's history.
-#[derive(Debug)]
-struct Position {
-    /// The newest seq it saw (or its subscription's start): it resumes after it.
-    last_seq: u64,
-    epoch: String,
-}
-
 /// One subscriber: follows its customer until `stop`, dropping and resuming on every
 /// storm, and resuming after every hub restart.
 pub(crate) async fn subscriber(
@@ -429,7 +421,7 @@ async fn subscribe(
             None => {
                 let subscribed = shared.hub.subscribe(&mut ws, interest, None).await?;
                 *position = Some(Position {
-                    last_seq: subscribed.seq,
+                    seq: subscribed.seq,
                     epoch,
                 });
             }
@@ -439,7 +431,7 @@ async fn subscribe(
                     shared.note(|| format!("{}: epoch {} became {epoch}", who(), position.epoch));
                 }
                 let resume = Resume {
-                    since: position.last_seq,
+                    since: position.seq,
                     epoch: &position.epoch,
                 };
                 let subscribed = shared
@@ -453,13 +445,13 @@ async fn subscribe(
                         format!(
                             "{}: resume after seq {} answered recovered {:?}",
                             who(),
-                            position.last_seq,
+                            position.seq,
                             subscribed.recovered
                         )
                     });
                     // Go on from where the hub puts the subscription.
                     position.epoch = epoch;
-                    position.last_seq = position.last_seq.max(subscribed.seq);
+                    position.seq = position.seq.max(subscribed.seq);
                 }
             }
         }
@@ -566,12 +558,12 @@ fn on_delivery(
         shared.note(|| format!("{}: delivery without seq", who()));
         return;
     };
-    if seq <= position.last_seq {
+    if seq <= position.seq {
         shared.counters.add(Count::OrderViolations, 1);
-        shared.note(|| format!("{}: seq {seq} after seq {}", who(), position.last_seq));
+        shared.note(|| format!("{}: seq {seq} after seq {}", who(), position.seq));
         return;
     }
-    position.last_seq = seq;
+    position.seq = seq;
     let Some(sent) = delivery.sent_at_micros else {
         shared.counters.add(Count::ServerEvents, 1);
         return;
